@@ -1,0 +1,162 @@
+//! `${VAR}` substitution: environment, active profile variables and the
+//! dynamic `${DATE}` / `${TIME}` values.
+
+use std::collections::BTreeMap;
+
+use crate::{ConfigError, Result};
+
+/// Where variables come from. The environment wins over profile variables so
+/// that a deployment can always override a profile from outside.
+#[derive(Debug, Clone, Default)]
+pub struct VarContext {
+    env: Option<BTreeMap<String, String>>,
+    profile: BTreeMap<String, String>,
+    now: Option<chrono::DateTime<chrono::Local>>,
+}
+
+impl VarContext {
+    /// Variables from the process environment.
+    pub fn from_env() -> Self {
+        Self { env: None, profile: BTreeMap::new(), now: None }
+    }
+
+    /// A fixed environment (tests).
+    pub fn with_env(env: BTreeMap<String, String>) -> Self {
+        Self { env: Some(env), profile: BTreeMap::new(), now: None }
+    }
+
+    /// Adds the active profile's variables.
+    pub fn with_profile(mut self, profile: BTreeMap<String, String>) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Fixes the clock used for `${DATE}`/`${TIME}` (tests).
+    pub fn with_now(mut self, now: chrono::DateTime<chrono::Local>) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    /// The profile variables in effect.
+    pub fn profile(&self) -> &BTreeMap<String, String> {
+        &self.profile
+    }
+
+    fn lookup(&self, name: &str) -> Option<String> {
+        let env = match &self.env {
+            Some(m) => m.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        };
+        if env.is_some() {
+            return env;
+        }
+        if let Some(v) = self.profile.get(name) {
+            return Some(v.clone());
+        }
+        let now = self.now.unwrap_or_else(chrono::Local::now);
+        match name {
+            "DATE" => Some(now.format("%Y-%m-%d").to_string()),
+            "TIME" => Some(now.format("%H%M%S").to_string()),
+            "TIMESTAMP" => Some(now.format("%Y%m%dT%H%M%S").to_string()),
+            _ => None,
+        }
+    }
+
+    /// Replaces every `${NAME}` / `${NAME:-default}` in `value`. `origin`
+    /// names the file or key for error messages.
+    pub fn substitute(&self, value: &str, origin: &str) -> Result<String> {
+        if !value.contains("${") {
+            return Ok(value.to_string());
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = find_close(after).ok_or_else(|| ConfigError::BadVariable {
+                text: rest[start..].to_string(),
+                origin: origin.to_string(),
+            })?;
+            let inner = &after[..end];
+            let (name, default) = match inner.find(":-") {
+                Some(i) => (&inner[..i], Some(&inner[i + 2..])),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                return Err(ConfigError::BadVariable { text: format!("${{{inner}}}"), origin: origin.to_string() });
+            }
+            match (self.lookup(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                // defaults may themselves hold variables
+                (None, Some(d)) => out.push_str(&self.substitute(d, origin)?),
+                (None, None) => {
+                    return Err(ConfigError::MissingVariable { var: name.to_string(), origin: origin.to_string() });
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// Index of the `}` closing a `${` whose body starts at `s`, allowing nested `${..}` in defaults.
+fn find_close(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> VarContext {
+        let env = BTreeMap::from([("A".to_string(), "1".to_string()), ("HOST".to_string(), "db".to_string())]);
+        VarContext::with_env(env).with_profile(BTreeMap::from([("kafka_brokers".into(), "k:9092".into())]))
+    }
+
+    #[test]
+    fn substitutes_env_defaults_several_and_profile() {
+        let c = ctx();
+        assert_eq!(c.substitute("x-${A}-${B:-two}", "t").unwrap(), "x-1-two");
+        assert_eq!(c.substitute("jdbc://${HOST}:${PORT:-5432}/${A}", "t").unwrap(), "jdbc://db:5432/1");
+        assert_eq!(c.substitute("${kafka_brokers}", "t").unwrap(), "k:9092");
+        assert_eq!(c.substitute("${NOPE:-${A}}", "t").unwrap(), "1");
+        assert_eq!(c.substitute("${EMPTY:-}", "t").unwrap(), "");
+    }
+
+    #[test]
+    fn missing_variable_names_variable_and_origin() {
+        let e = ctx().substitute("${DB_PASSWORD}", "configs/db.yaml").unwrap_err().to_string();
+        assert!(e.contains("'DB_PASSWORD'") && e.contains("configs/db.yaml"), "{e}");
+    }
+
+    #[test]
+    fn dynamic_date_time() {
+        use chrono::TimeZone;
+        let now = chrono::Local.with_ymd_and_hms(2024, 3, 5, 7, 8, 9).unwrap();
+        let c = ctx().with_now(now);
+        assert_eq!(c.substitute("audit-${DATE}.jsonl", "t").unwrap(), "audit-2024-03-05.jsonl");
+        assert_eq!(c.substitute("${TIME}", "t").unwrap(), "070809");
+    }
+
+    #[test]
+    fn malformed_reference_is_an_error() {
+        assert!(ctx().substitute("${A", "t").is_err());
+        assert!(ctx().substitute("${}", "t").is_err());
+    }
+}

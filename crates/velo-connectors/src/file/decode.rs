@@ -1,0 +1,365 @@
+//! Line-oriented decoding (CSV, JSON Lines, JSON arrays) straight into Arrow,
+//! unit by unit, with bad-record isolation.
+//!
+//! The fast path hands a unit of up to `batch_size` complete records to the
+//! arrow-csv / arrow-json decoder in one call. Only when that fails is the
+//! unit decoded record by record, to tell good records (kept) from bad ones
+//! (reported with their line and raw text): a bad line costs its own unit
+//! some speed, never the rest of the file.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+
+/// Which decoder.
+#[derive(Debug, Clone)]
+pub(crate) enum LineFormat {
+    /// arrow-json.
+    Json,
+    /// arrow-csv with delimiter and quote.
+    Csv { delimiter: u8, quote: u8 },
+}
+
+enum Dec {
+    Json(arrow::json::reader::Decoder),
+    Csv(arrow::csv::reader::Decoder),
+}
+
+impl Dec {
+    fn new(fmt: &LineFormat, schema: &SchemaRef, batch_size: usize) -> Result<Self, ArrowError> {
+        Ok(match fmt {
+            LineFormat::Json => Dec::Json(arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(batch_size).build_decoder()?),
+            LineFormat::Csv { delimiter, quote } => Dec::Csv(
+                arrow::csv::ReaderBuilder::new(schema.clone())
+                    .with_header(false)
+                    .with_delimiter(*delimiter)
+                    .with_quote(*quote)
+                    .with_batch_size(batch_size)
+                    .build_decoder(),
+            ),
+        })
+    }
+
+    fn decode(&mut self, b: &[u8]) -> Result<usize, ArrowError> {
+        match self {
+            Dec::Json(d) => d.decode(b),
+            Dec::Csv(d) => d.decode(b),
+        }
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        match self {
+            Dec::Json(d) => d.flush(),
+            Dec::Csv(d) => d.flush(),
+        }
+    }
+
+    /// Decodes all of `bytes` into batches.
+    fn decode_all(&mut self, mut bytes: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), ArrowError> {
+        while !bytes.is_empty() {
+            let n = self.decode(bytes)?;
+            bytes = &bytes[n..];
+            if n == 0 {
+                match self.flush()? {
+                    Some(b) => out.push(b),
+                    None => return Err(ArrowError::ParseError("decoder made no progress".into())),
+                }
+            }
+        }
+        if let Some(b) = self.flush()? {
+            out.push(b);
+        }
+        Ok(())
+    }
+}
+
+/// A record the decoder refused.
+pub(crate) struct Rejected {
+    pub line: u64,
+    pub error: String,
+    pub raw: String,
+}
+
+/// Splits a byte stream into units of complete records and decodes them.
+pub(crate) struct UnitReader<R: Read> {
+    r: R,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    /// 1-based physical line of `buf[pos]`.
+    line: u64,
+    fmt: LineFormat,
+    schema: SchemaRef,
+    batch_size: usize,
+    dec: Dec,
+}
+
+const READ_CHUNK: usize = 1 << 20;
+
+impl<R: Read> UnitReader<R> {
+    pub fn new(r: R, fmt: LineFormat, schema: SchemaRef, batch_size: usize) -> Result<Self, ArrowError> {
+        let dec = Dec::new(&fmt, &schema, batch_size)?;
+        Ok(Self { r, buf: Vec::with_capacity(READ_CHUNK * 2), pos: 0, eof: false, line: 1, fmt, schema, batch_size, dec })
+    }
+
+    /// Skips one record (a CSV header). Returns false at end of input.
+    pub fn skip_record(&mut self) -> std::io::Result<bool> {
+        match self.next_unit(1)? {
+            Some((s, e, lines)) => {
+                let _ = (s, e);
+                self.pos = e;
+                self.line += lines;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Finds the next unit of up to `max` records: returns (start, end,
+    /// physical lines) within `buf`, or None at end of input.
+    fn next_unit(&mut self, max: usize) -> std::io::Result<Option<(usize, usize, u64)>> {
+        let mut scan = self.pos;
+        let mut records = 0usize;
+        let mut lines = 0u64;
+        let mut in_quote = false;
+        loop {
+            // scan what is buffered
+            let quote = match self.fmt {
+                LineFormat::Csv { quote, .. } => Some(quote),
+                LineFormat::Json => None,
+            };
+            let hay = &self.buf[scan..];
+            let mut consumed = hay.len();
+            match quote {
+                None => {
+                    for i in memchr::memchr_iter(b'\n', hay) {
+                        lines += 1;
+                        records += 1;
+                        if records == max {
+                            consumed = i + 1;
+                            break;
+                        }
+                    }
+                }
+                Some(q) => {
+                    for i in memchr::memchr2_iter(b'\n', q, hay) {
+                        if hay[i] == q {
+                            in_quote = !in_quote;
+                            continue;
+                        }
+                        lines += 1;
+                        if !in_quote {
+                            records += 1;
+                            if records == max {
+                                consumed = i + 1;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            scan += consumed;
+            if records == max {
+                return Ok(Some((self.pos, scan, lines)));
+            }
+            if self.eof {
+                if scan > self.pos {
+                    if self.buf.last() != Some(&b'\n') {
+                        self.buf.push(b'\n');
+                        lines += 1;
+                        scan += 1;
+                    }
+                    return Ok(Some((self.pos, scan, lines)));
+                }
+                return Ok(None);
+            }
+            // need more data: compact and read
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                scan -= self.pos;
+                self.pos = 0;
+            }
+            let old = self.buf.len();
+            self.buf.resize(old + READ_CHUNK, 0);
+            let n = loop {
+                match self.r.read(&mut self.buf[old..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.buf.truncate(old);
+                        return Err(e);
+                    }
+                }
+            };
+            self.buf.truncate(old + n);
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+    }
+
+    /// Decodes the next unit: good records as batches (with their first
+    /// physical line numbers when `want_lines`), bad ones as [`Rejected`].
+    /// None at end of input.
+    #[allow(clippy::type_complexity)]
+    pub fn next_batches(&mut self, want_lines: bool) -> std::io::Result<Option<(Vec<RecordBatch>, Vec<u64>, Vec<Rejected>)>> {
+        let Some((start, end, lines)) = self.next_unit(self.batch_size)? else { return Ok(None) };
+        let first_line = self.line;
+        self.pos = end;
+        self.line += lines;
+        let unit = &self.buf[start..end];
+        let mut out = Vec::with_capacity(1);
+        match self.dec.decode_all(unit, &mut out) {
+            Ok(()) => {
+                let line_nos = if want_lines { record_lines(unit, first_line, &self.fmt).into_iter().map(|(l, _, _)| l).collect() } else { vec![] };
+                Ok(Some((out, line_nos, vec![])))
+            }
+            Err(_) => {
+                // isolate the bad records; the shared decoder may hold a partial state
+                self.dec = Dec::new(&self.fmt, &self.schema, self.batch_size).map_err(std::io::Error::other)?;
+                let mut good = Vec::with_capacity(unit.len());
+                let mut good_lines = Vec::new();
+                let mut bad = Vec::new();
+                for (line, s, e) in record_lines(unit, first_line, &self.fmt) {
+                    let rec = &unit[s..e];
+                    let mut probe = Dec::new(&self.fmt, &self.schema, 1).map_err(std::io::Error::other)?;
+                    let mut sink = Vec::new();
+                    match probe.decode_all(rec, &mut sink) {
+                        Ok(()) => {
+                            good.extend_from_slice(rec);
+                            good_lines.push(line);
+                        }
+                        Err(err) => bad.push(Rejected {
+                            line,
+                            error: clean_error(&err),
+                            raw: String::from_utf8_lossy(&rec[..rec.len().min(4096)]).trim_end().to_string(),
+                        }),
+                    }
+                }
+                let mut dec = Dec::new(&self.fmt, &self.schema, self.batch_size).map_err(std::io::Error::other)?;
+                dec.decode_all(&good, &mut out).map_err(std::io::Error::other)?;
+                Ok(Some((out, good_lines, bad)))
+            }
+        }
+    }
+}
+
+fn clean_error(e: &ArrowError) -> String {
+    let s = e.to_string();
+    s.trim_start_matches("Json error: ").trim_start_matches("Parser error: ").trim_start_matches("Csv error: ").to_string()
+}
+
+/// (first physical line, start, end) of each non-blank record in `unit`.
+fn record_lines(unit: &[u8], first_line: u64, fmt: &LineFormat) -> Vec<(u64, usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut line = first_line;
+    let mut rec_line = first_line;
+    let mut in_quote = false;
+    let quote = match fmt {
+        LineFormat::Csv { quote, .. } => Some(*quote),
+        LineFormat::Json => None,
+    };
+    for (i, &b) in unit.iter().enumerate() {
+        if Some(b) == quote {
+            in_quote = !in_quote;
+        } else if b == b'\n' {
+            line += 1;
+            if !in_quote {
+                let rec = &unit[start..=i];
+                if rec.iter().any(|c| !c.is_ascii_whitespace()) {
+                    out.push((rec_line, start, i + 1));
+                }
+                start = i + 1;
+                rec_line = line;
+            }
+        }
+    }
+    if start < unit.len() && unit[start..].iter().any(|c| !c.is_ascii_whitespace()) {
+        out.push((rec_line, start, unit.len()));
+    }
+    out
+}
+
+/// Appends `_file_name` and `_row_number` columns.
+pub(crate) fn with_metadata(batch: RecordBatch, schema: &SchemaRef, file: &str, rows: &[u64]) -> Result<RecordBatch, ArrowError> {
+    let n = batch.num_rows();
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(file, n))));
+    cols.push(Arc::new(UInt64Array::from_iter_values(rows.iter().copied().take(n))));
+    RecordBatch::try_new(schema.clone(), cols)
+}
+
+/// Turns a JSON array document (`[ {...}, {...} ]`, possibly pretty-printed)
+/// into one object per line, streaming, so the line decoder can take it.
+pub(crate) struct JsonArrayToLines<R: Read> {
+    inner: R,
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    pending: Vec<u8>,
+}
+
+impl<R: Read> JsonArrayToLines<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, depth: 0, in_string: false, escape: false, pending: Vec::new() }
+    }
+}
+
+impl<R: Read> Read for JsonArrayToLines<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(out.len());
+                out[..n].copy_from_slice(&self.pending[..n]);
+                self.pending.drain(..n);
+                return Ok(n);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            for &b in &chunk[..n] {
+                if self.in_string {
+                    self.pending.push(b);
+                    if self.escape {
+                        self.escape = false;
+                    } else if b == b'\\' {
+                        self.escape = true;
+                    } else if b == b'"' {
+                        self.in_string = false;
+                    }
+                    continue;
+                }
+                match b {
+                    b'[' if self.depth == 0 => self.depth = 1,
+                    b']' if self.depth == 1 => self.depth = 0,
+                    b',' if self.depth == 1 => {}
+                    b'\n' | b'\r' => self.pending.push(b' '),
+                    b'{' | b'[' => {
+                        self.depth += 1;
+                        self.pending.push(b);
+                    }
+                    b'}' | b']' => {
+                        self.depth = self.depth.saturating_sub(1);
+                        self.pending.push(b);
+                        if self.depth == 1 {
+                            self.pending.push(b'\n');
+                        }
+                    }
+                    b'"' => {
+                        self.in_string = true;
+                        self.pending.push(b);
+                    }
+                    _ if self.depth >= 2 => self.pending.push(b),
+                    _ if b.is_ascii_whitespace() => {}
+                    _ => self.pending.push(b), // junk at depth 0/1: let the decoder reject it
+                }
+            }
+        }
+    }
+}

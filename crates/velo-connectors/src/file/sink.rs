@@ -1,0 +1,470 @@
+//! `file_sink`: JSON Lines, JSON, CSV and Parquet files with path templates,
+//! rotation, retention and, in transactional mode, atomic per-epoch files.
+//!
+//! The rendered path is computed at every epoch start; when it changes
+//! (`{date}`, `{hour}`, `{batch_id}`, daily/hourly rotation) the current file
+//! is closed and a new one opened. Non-transactional epochs append to the
+//! open file and are flushed at commit; an aborted epoch is cut off again
+//! (line formats are truncated to the last committed length). In
+//! transactional mode every epoch is written to a hidden temporary file that
+//! is renamed into place at commit, so a crash never leaves a partial file
+//! visible. Parquet files are written under a hidden in-progress name and
+//! renamed when complete.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::config::{FileFormat, FileSinkConfig, OutCompression, Rotation};
+use crate::sink::{Sink, SinkCapabilities};
+use crate::template;
+use crate::{ConnectorError, Result};
+
+/// Counts bytes reaching the file; after an abort it swallows what the
+/// dropped writer stack still flushes.
+struct Counting {
+    file: File,
+    count: Arc<AtomicU64>,
+    discard: Arc<AtomicBool>,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.discard.load(Ordering::Relaxed) {
+            return Ok(buf.len());
+        }
+        let n = self.file.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.discard.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.file.flush()
+    }
+}
+
+enum Enc {
+    Plain(BufWriter<Counting>),
+    Gzip(flate2::write::GzEncoder<BufWriter<Counting>>),
+    Zstd(zstd::Encoder<'static, BufWriter<Counting>>),
+}
+
+impl Write for Enc {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Enc::Plain(w) => w.write(buf),
+            Enc::Gzip(w) => w.write(buf),
+            Enc::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Enc::Plain(w) => w.flush(),
+            Enc::Gzip(w) => w.flush(),
+            Enc::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+impl Enc {
+    fn finish(self) -> std::io::Result<File> {
+        let bw = match self {
+            Enc::Plain(w) => w,
+            Enc::Gzip(w) => w.finish()?,
+            Enc::Zstd(w) => w.finish()?,
+        };
+        let c = bw.into_inner().map_err(|e| e.into_error())?;
+        Ok(c.file)
+    }
+}
+
+/// JSON array rows: commas between rows; brackets are written by the sink
+/// so that an array can continue across epochs and be cut back on abort.
+#[derive(Debug, Default)]
+struct ArrayRows;
+
+impl arrow::json::writer::JsonFormat for ArrayRows {
+    fn start_row<W: Write>(&self, w: &mut W, first: bool) -> std::result::Result<(), ArrowError> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        Ok(())
+    }
+}
+
+enum FileWriter {
+    Lines { enc: Enc, rows: u64, header_pending: bool },
+    Parquet(ArrowWriter<Counting>),
+}
+
+struct OpenFile {
+    /// Where readers will find it.
+    final_path: PathBuf,
+    /// Where we write (temporary or in-progress name, or the final path).
+    write_path: PathBuf,
+    writer: Option<FileWriter>,
+    count: Arc<AtomicU64>,
+    discard: Arc<AtomicBool>,
+    /// Length at the last commit (line formats).
+    committed_len: u64,
+    committed_rows: u64,
+    /// Rendered template this file belongs to.
+    rendered: String,
+    rows_total: u64,
+}
+
+/// The file sink.
+pub struct FileSink {
+    name: String,
+    cfg: FileSinkConfig,
+    schema: Option<SchemaRef>,
+    transactional: bool,
+    current: Option<OpenFile>,
+    /// Transactional: files of this epoch awaiting rename.
+    staged: Vec<(PathBuf, PathBuf)>,
+    /// Size rotation sequence.
+    seq: u64,
+    /// Published files, oldest first (retention).
+    published: VecDeque<PathBuf>,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink").field("name", &self.name).field("path", &self.cfg.path).finish()
+    }
+}
+
+fn hidden(path: &Path, tag: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{tag}"))
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().and_then(|d| File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok()) {
+        let _ = dir.sync_all();
+    }
+}
+
+impl FileSink {
+    /// Creates the sink; checks that the output directory can be created.
+    pub fn new(name: &str, cfg: FileSinkConfig) -> Result<Self> {
+        let probe = template::render(&cfg.path, chrono::Local::now(), 0);
+        if let Some(dir) = Path::new(&probe).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
+                let meta = std::fs::metadata(dir).map_err(|e| ConnectorError::io("cannot use output directory", dir, e))?;
+                if meta.permissions().readonly() {
+                    return Err(ConnectorError::io("cannot write to output directory", dir, std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+                }
+            }
+        }
+        Ok(Self { name: name.to_string(), cfg, schema: None, transactional: false, current: None, staged: vec![], seq: 0, published: VecDeque::new(), epoch: 0 })
+    }
+
+    fn render(&self, epoch: u64) -> String {
+        let now = chrono::Local::now();
+        let mut p = template::render(&self.cfg.path, now, epoch);
+        match self.cfg.rotation {
+            Some(Rotation::Daily) if !template::has(&self.cfg.path, "date") && !template::has(&self.cfg.path, "day") => p = template::with_suffix(&p, &now.format("%Y-%m-%d").to_string()),
+            Some(Rotation::Hourly) if !template::has(&self.cfg.path, "hour") => p = template::with_suffix(&p, &now.format("%Y-%m-%d-%H").to_string()),
+            _ => {}
+        }
+        if self.transactional && !template::has(&self.cfg.path, "batch_id") {
+            p = template::with_suffix(&p, &format!("{epoch:06}"));
+        }
+        p
+    }
+
+    fn open(&mut self, rendered: String) -> Result<()> {
+        let mut final_path = rendered.clone();
+        if matches!(self.cfg.rotation, Some(Rotation::Size(_))) {
+            final_path = template::with_suffix(&final_path, &format!("{:04}", self.seq));
+            self.seq += 1;
+        }
+        let final_path = PathBuf::from(final_path);
+        if let Some(dir) = final_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
+        }
+        let parquet = self.cfg.format == FileFormat::Parquet;
+        let write_path = if self.transactional {
+            hidden(&final_path, &format!("epoch-{}.tmp", self.epoch))
+        } else if parquet {
+            hidden(&final_path, "inprogress")
+        } else {
+            final_path.clone()
+        };
+        let append = !self.transactional && !parquet && self.cfg.append;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&write_path)
+            .map_err(|e| ConnectorError::io("cannot open output file", &write_path, e))?;
+        let existing = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let count = Arc::new(AtomicU64::new(existing));
+        let discard = Arc::new(AtomicBool::new(false));
+        let writer = self.make_writer(file, &count, &discard, existing)?;
+        self.current = Some(OpenFile {
+            final_path,
+            write_path,
+            writer: Some(writer),
+            count,
+            discard,
+            committed_len: existing,
+            committed_rows: if existing > 0 { 1 } else { 0 },
+            rendered,
+            rows_total: 0,
+        });
+        Ok(())
+    }
+
+    fn make_writer(&self, file: File, count: &Arc<AtomicU64>, discard: &Arc<AtomicBool>, existing: u64) -> Result<FileWriter> {
+        let counting = Counting { file, count: count.clone(), discard: discard.clone() };
+        if self.cfg.format == FileFormat::Parquet {
+            let schema = self.schema.clone().ok_or_else(|| ConnectorError::Other("parquet sink needs the schema before the first write".into()))?;
+            let codec = match self.cfg.compression {
+                OutCompression::None => PqCompression::UNCOMPRESSED,
+                OutCompression::Snappy => PqCompression::SNAPPY,
+                OutCompression::Gzip => PqCompression::GZIP(GzipLevel::default()),
+                OutCompression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
+            };
+            let props = WriterProperties::builder().set_compression(codec).build();
+            return Ok(FileWriter::Parquet(ArrowWriter::try_new(counting, schema, Some(props))?));
+        }
+        let bw = BufWriter::with_capacity(self.cfg.buffer_size, counting);
+        let mut enc = match self.cfg.compression {
+            OutCompression::Gzip => Enc::Gzip(flate2::write::GzEncoder::new(bw, flate2::Compression::fast())),
+            OutCompression::Zstd => Enc::Zstd(zstd::Encoder::new(bw, 3).map_err(|e| ConnectorError::Other(format!("zstd: {e}")))?),
+            _ => Enc::Plain(bw),
+        };
+        if self.cfg.format == FileFormat::JsonArray && existing == 0 {
+            enc.write_all(b"[").map_err(|e| ConnectorError::Other(e.to_string()))?;
+        }
+        Ok(FileWriter::Lines { enc, rows: 0, header_pending: existing == 0 && self.cfg.has_headers })
+    }
+
+    /// Closes the current file: finishes it and, outside transactions,
+    /// publishes it. In transactional mode it is staged for commit.
+    fn close_current(&mut self) -> Result<()> {
+        let Some(mut f) = self.current.take() else { return Ok(()) };
+        let file = match f.writer.take() {
+            Some(FileWriter::Lines { mut enc, .. }) => {
+                if self.cfg.format == FileFormat::JsonArray {
+                    enc.write_all(b"]\n").map_err(|e| ConnectorError::io("cannot write", &f.write_path, e))?;
+                }
+                enc.finish().map_err(|e| ConnectorError::io("cannot finish", &f.write_path, e))?
+            }
+            Some(FileWriter::Parquet(w)) => w.into_inner()?.file,
+            None => return Ok(()),
+        };
+        file.sync_all().map_err(|e| ConnectorError::io("cannot sync", &f.write_path, e))?;
+        drop(file);
+        if self.transactional {
+            if f.rows_total == 0 {
+                let _ = std::fs::remove_file(&f.write_path);
+            } else {
+                self.staged.push((f.write_path, f.final_path));
+            }
+        } else if f.write_path != f.final_path {
+            std::fs::rename(&f.write_path, &f.final_path).map_err(|e| ConnectorError::io("cannot publish", &f.final_path, e))?;
+            sync_dir(&f.final_path);
+            self.retain(f.final_path);
+        } else {
+            self.retain(f.final_path);
+        }
+        Ok(())
+    }
+
+    fn retain(&mut self, published: PathBuf) {
+        if !self.published.contains(&published) {
+            self.published.push_back(published);
+        }
+        if let Some(max) = self.cfg.max_files {
+            while self.published.len() > max {
+                if let Some(old) = self.published.pop_front() {
+                    tracing::info!(sink = %self.name, file = %old.display(), "max_files reached: removing oldest file");
+                    let _ = std::fs::remove_file(old);
+                }
+            }
+        }
+    }
+
+    fn write_inner(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(Rotation::Size(limit)) = self.cfg.rotation {
+            let full = self.current.as_ref().is_some_and(|f| f.count.load(Ordering::Relaxed) >= limit);
+            if full {
+                let rendered = self.current.as_ref().map(|f| f.rendered.clone()).unwrap_or_default();
+                self.close_current()?;
+                self.open(rendered)?;
+            }
+        }
+        if self.current.is_none() {
+            let r = self.render(self.epoch);
+            self.open(r)?;
+        }
+        let delimiter = self.cfg.delimiter;
+        let format = self.cfg.format;
+        let f = self.current.as_mut().expect("opened above");
+        let path = f.write_path.clone();
+        let err = |e: ArrowError| ConnectorError::Other(format!("cannot write '{}': {e}", path.display()));
+        match f.writer.as_mut() {
+            Some(FileWriter::Parquet(w)) => w.write(batch)?,
+            Some(FileWriter::Lines { enc, rows, header_pending }) => {
+                match format {
+                    FileFormat::Csv => {
+                        let mut w = arrow::csv::WriterBuilder::new().with_header(*header_pending).with_delimiter(delimiter).build(&mut *enc);
+                        w.write(batch).map_err(err)?;
+                        *header_pending = false;
+                    }
+                    FileFormat::JsonArray => {
+                        if *rows > 0 || f.committed_rows > 0 {
+                            enc.write_all(b",").map_err(|e| err(e.into()))?;
+                        }
+                        let mut w = arrow::json::WriterBuilder::new().build::<_, ArrayRows>(&mut *enc);
+                        w.write(batch).map_err(err)?;
+                        w.finish().map_err(err)?;
+                    }
+                    _ => {
+                        let mut w = arrow::json::LineDelimitedWriter::new(&mut *enc);
+                        w.write(batch).map_err(err)?;
+                        w.finish().map_err(err)?;
+                    }
+                }
+                *rows += batch.num_rows() as u64;
+            }
+            None => return Err(ConnectorError::Other(format!("sink '{}' has no open file", self.name))),
+        }
+        f.rows_total += batch.num_rows() as u64;
+        Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities { transactions: true }
+    }
+
+    fn set_transactional(&mut self, on: bool) {
+        self.transactional = on;
+    }
+
+    fn set_schema(&mut self, schema: SchemaRef) {
+        self.schema = Some(schema);
+    }
+
+    fn describe(&self) -> String {
+        format!("file {:?} '{}'{}", self.cfg.format, self.cfg.path, if self.transactional { " (transactional)" } else { "" })
+    }
+
+    fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
+        self.epoch = epoch;
+        let rendered = self.render(epoch);
+        if self.current.as_ref().is_some_and(|f| f.rendered != rendered) {
+            self.close_current()?;
+        }
+        if self.current.is_none() && !self.transactional {
+            self.open(rendered)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.schema.is_none() {
+            self.schema = Some(batch.schema());
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.write_inner(batch)
+    }
+
+    fn prepare_commit(&mut self, _epoch: u64) -> Result<()> {
+        if self.transactional {
+            return self.close_current();
+        }
+        if let Some(f) = self.current.as_mut() {
+            match f.writer.as_mut() {
+                Some(FileWriter::Lines { enc, rows, .. }) => {
+                    enc.flush().map_err(|e| ConnectorError::io("cannot flush", &f.write_path, e))?;
+                    f.committed_rows += *rows;
+                    *rows = 0;
+                }
+                Some(FileWriter::Parquet(w)) => w.flush()?,
+                None => {}
+            }
+            f.committed_len = f.count.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, _epoch: u64) -> Result<()> {
+        for (tmp, fin) in std::mem::take(&mut self.staged) {
+            std::fs::rename(&tmp, &fin).map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
+            sync_dir(&fin);
+            self.retain(fin);
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, _epoch: u64) -> Result<()> {
+        for (tmp, _) in std::mem::take(&mut self.staged) {
+            let _ = std::fs::remove_file(tmp);
+        }
+        let Some(mut f) = self.current.take() else { return Ok(()) };
+        if self.transactional {
+            f.discard.store(true, Ordering::Relaxed);
+            drop(f.writer.take());
+            let _ = std::fs::remove_file(&f.write_path);
+            return Ok(());
+        }
+        match f.writer.take() {
+            Some(FileWriter::Lines { .. }) => {
+                // cut the file back to what the last commit published, then continue after it
+                f.discard.store(true, Ordering::Relaxed);
+                let file = OpenOptions::new().write(true).open(&f.write_path).map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
+                file.set_len(f.committed_len).map_err(|e| ConnectorError::io("cannot truncate", &f.write_path, e))?;
+                drop(file);
+                let file = OpenOptions::new().append(true).open(&f.write_path).map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
+                let count = Arc::new(AtomicU64::new(f.committed_len));
+                let discard = Arc::new(AtomicBool::new(false));
+                let w = self.make_writer(file, &count, &discard, f.committed_len)?;
+                f.writer = Some(w);
+                f.count = count;
+                f.discard = discard;
+                f.rows_total = f.committed_rows;
+                self.current = Some(f);
+            }
+            Some(FileWriter::Parquet(w)) => {
+                // Parquet row groups cannot be taken back: the file is finished with what it holds.
+                tracing::warn!(sink = %self.name, "aborted epoch: rows already in the open Parquet file stay in it; use use_transactions = 'true' for all-or-nothing epochs");
+                f.writer = Some(FileWriter::Parquet(w));
+                self.current = Some(f);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.close_current()?;
+        self.commit(self.epoch)
+    }
+}

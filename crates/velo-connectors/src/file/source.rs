@@ -1,0 +1,373 @@
+//! `file_source`: reads files on a thread of its own into a bounded channel.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use tokio::sync::mpsc::Sender;
+
+use super::config::{Compression, FileFormat, FileSourceConfig, list_files};
+use super::decode::{JsonArrayToLines, LineFormat, UnitReader, with_metadata};
+use crate::source::{BadRecord, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader};
+use crate::{ConnectorError, Result};
+
+/// A file source.
+#[derive(Debug)]
+pub struct FileSource {
+    name: String,
+    cfg: FileSourceConfig,
+    /// Decoded schema (without metadata columns).
+    data_schema: SchemaRef,
+    /// Output schema (with metadata columns if asked).
+    schema: SchemaRef,
+}
+
+fn open_reader(path: &Path, compression: Compression) -> Result<Box<dyn Read + Send>> {
+    let f = File::open(path).map_err(|e| ConnectorError::io("cannot open", path, e))?;
+    let f = BufReader::with_capacity(256 * 1024, f);
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let comp = match compression {
+        Compression::Auto if name.ends_with(".gz") => Compression::Gzip,
+        Compression::Auto if name.ends_with(".zst") || name.ends_with(".zstd") => Compression::Zstd,
+        Compression::Auto => Compression::None,
+        c => c,
+    };
+    Ok(match comp {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(f).map_err(|e| ConnectorError::io("cannot read zstd", path, e))?),
+        _ => Box::new(f),
+    })
+}
+
+/// Detects JSON lines vs array from the first non-blank byte.
+fn json_kind(path: &Path, cfg: &FileSourceConfig) -> Result<FileFormat> {
+    if cfg.format != FileFormat::JsonAuto {
+        return Ok(cfg.format);
+    }
+    let mut r = open_reader(path, cfg.compression)?;
+    let mut buf = [0u8; 512];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| ConnectorError::io("cannot read", path, e))?;
+        if n == 0 {
+            return Ok(FileFormat::JsonLines);
+        }
+        if let Some(b) = buf[..n].iter().find(|b| !b.is_ascii_whitespace()) {
+            return Ok(if *b == b'[' { FileFormat::JsonArray } else { FileFormat::JsonLines });
+        }
+    }
+}
+
+fn line_reader(path: &Path, cfg: &FileSourceConfig) -> Result<(Box<dyn Read + Send>, LineFormat)> {
+    let r = open_reader(path, cfg.compression)?;
+    Ok(match cfg.format {
+        FileFormat::Csv => (r, LineFormat::Csv { delimiter: cfg.delimiter, quote: cfg.quote }),
+        FileFormat::JsonArray => (Box::new(JsonArrayToLines::new(r)), LineFormat::Json),
+        FileFormat::JsonAuto if json_kind(path, cfg)? == FileFormat::JsonArray => (Box::new(JsonArrayToLines::new(r)), LineFormat::Json),
+        _ => (r, LineFormat::Json),
+    })
+}
+
+fn infer(path: &Path, cfg: &FileSourceConfig) -> Result<SchemaRef> {
+    let schema = match cfg.format {
+        FileFormat::Parquet => {
+            let f = File::open(path).map_err(|e| ConnectorError::io("cannot open", path, e))?;
+            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .map_err(|e| ConnectorError::Other(format!("'{}' is not a readable Parquet file: {e}", path.display())))?;
+            let s = b.schema().as_ref().clone();
+            Schema::new(s.fields().clone())
+        }
+        FileFormat::Csv => {
+            let r = open_reader(path, cfg.compression)?;
+            let fmt = arrow::csv::reader::Format::default().with_header(cfg.has_headers).with_delimiter(cfg.delimiter).with_quote(cfg.quote);
+            fmt.infer_schema(r, Some(cfg.infer_rows))
+                .map_err(|e| ConnectorError::Other(format!("cannot infer a schema from '{}': {e}; set the schema explicitly", path.display())))?
+                .0
+        }
+        _ => {
+            let (r, _) = line_reader(path, cfg)?;
+            let r = std::io::BufReader::new(LenientLines::new(r));
+            arrow::json::reader::infer_json_schema(r, Some(cfg.infer_rows))
+                .map_err(|e| ConnectorError::Other(format!("cannot infer a schema from '{}': {e}; set the schema explicitly", path.display())))?
+                .0
+        }
+    };
+    if schema.fields().is_empty() {
+        return Err(ConnectorError::Other(format!("cannot infer a schema from '{}': no records in the sample; set the schema explicitly", path.display())));
+    }
+    Ok(Arc::new(schema))
+}
+
+/// Drops lines that are not JSON objects from the inference sample, so one
+/// bad line in the first rows does not stop the job before it starts (it is
+/// still reported as a bad record when read).
+struct LenientLines<R: Read> {
+    inner: std::io::BufReader<R>,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> LenientLines<R> {
+    fn new(r: R) -> Self {
+        Self { inner: std::io::BufReader::new(r), out: Vec::new(), pos: 0 }
+    }
+}
+
+impl<R: Read> Read for LenientLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        while self.pos >= self.out.len() {
+            self.out.clear();
+            self.pos = 0;
+            let mut line = Vec::new();
+            if self.inner.read_until(b'\n', &mut line)? == 0 {
+                return Ok(0);
+            }
+            if serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v.is_object()) {
+                self.out = line;
+            }
+        }
+        let n = (self.out.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl FileSource {
+    /// Resolves files and the schema. Fails if nothing matches (unless
+    /// watching with an explicit schema) or a file cannot be read.
+    pub fn new(name: &str, cfg: FileSourceConfig, explicit_schema: Option<SchemaRef>) -> Result<Self> {
+        let files = match list_files(&cfg.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.watch => vec![],
+            Err(e) => return Err(ConnectorError::io("cannot read", &cfg.path, e)),
+        };
+        let explicit = match (&cfg.schema, explicit_schema) {
+            (_, Some(s)) => Some(s),
+            (Some(text), None) => Some(crate::schema::parse_schema(text)?),
+            (None, None) => None,
+        };
+        let data_schema = match explicit {
+            Some(s) => s,
+            None => {
+                let first = files.first().ok_or_else(|| {
+                    ConnectorError::Other(if cfg.watch {
+                        format!("no files match '{}' yet; give '{name}.schema' so the source can start before the first file arrives", cfg.path)
+                    } else {
+                        format!("no files match '{}'; check the path (relative paths are resolved against the SQL file)", cfg.path)
+                    })
+                })?;
+                infer(first, &cfg)?
+            }
+        };
+        if files.is_empty() && !cfg.watch {
+            return Err(ConnectorError::Other(format!("no files match '{}'; check the path (relative paths are resolved against the SQL file)", cfg.path)));
+        }
+        let mut fields: Vec<Arc<Field>> = data_schema.fields().iter().cloned().collect();
+        if cfg.metadata_columns {
+            fields.push(Arc::new(Field::new("_file_name", DataType::Utf8, false)));
+            fields.push(Arc::new(Field::new("_row_number", DataType::UInt64, false)));
+        }
+        Ok(Self { name: name.to_string(), cfg, data_schema, schema: Arc::new(Schema::new(fields)) })
+    }
+}
+
+impl Source for FileSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn is_bounded(&self) -> bool {
+        !self.cfg.watch
+    }
+
+    fn describe(&self) -> String {
+        format!("file {:?} '{}'{}", self.cfg.format, self.cfg.path, if self.cfg.watch { " (watch)" } else { "" })
+    }
+
+    fn open(&self, batch_size: usize) -> Result<SourceReader> {
+        let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+        let mut cfg = self.cfg.clone();
+        cfg.batch_size = cfg.batch_size.min(batch_size.max(1));
+        let w = Worker { name: self.name.clone(), cfg, data_schema: self.data_schema.clone(), schema: self.schema.clone(), tx };
+        std::thread::Builder::new()
+            .name(format!("velo-src-{}", self.name))
+            .spawn(move || w.run())
+            .map_err(|e| ConnectorError::Other(format!("cannot start reader thread: {e}")))?;
+        Ok(SourceReader::new(rx))
+    }
+}
+
+struct Worker {
+    name: String,
+    cfg: FileSourceConfig,
+    data_schema: SchemaRef,
+    schema: SchemaRef,
+    tx: Sender<SourceEvent>,
+}
+
+/// The receiver went away: stop quietly.
+struct Closed;
+
+impl Worker {
+    fn send(&self, ev: SourceEvent) -> std::result::Result<(), Closed> {
+        self.tx.blocking_send(ev).map_err(|_| Closed)
+    }
+
+    fn run(self) {
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
+        let mut first = true;
+        loop {
+            let files = match list_files(&self.cfg.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.cfg.watch => vec![],
+                Err(e) => {
+                    let _ = self.send(SourceEvent::Error(format!("cannot read '{}': {e}", self.cfg.path)));
+                    return;
+                }
+            };
+            for f in files {
+                if seen.contains(&f) {
+                    continue;
+                }
+                if !first {
+                    // only pick up a new file once its size is stable across two polls
+                    let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                    if sizes.insert(f.clone(), size) != Some(size) {
+                        continue;
+                    }
+                }
+                seen.insert(f.clone());
+                tracing::debug!(source = %self.name, file = %f.display(), "reading file");
+                match self.read_file(&f) {
+                    Ok(()) => {}
+                    Err(Ok(Closed)) | Err(Err(Closed)) => return,
+                }
+            }
+            first = false;
+            if !self.cfg.watch || self.tx.is_closed() {
+                return;
+            }
+            std::thread::park_timeout(self.cfg.watch_interval);
+            if self.tx.is_closed() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one file. An I/O or format error ends the source with an error
+    /// event (`Err(Ok)`); a closed channel ends it quietly (`Err(Err)`).
+    #[allow(clippy::result_large_err)]
+    fn read_file(&self, path: &Path) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+        let fail = |msg: String| -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+            match self.send(SourceEvent::Error(msg)) {
+                Ok(()) => Err(Ok(Closed)),
+                Err(c) => Err(Err(c)),
+            }
+        };
+        let file_name = path.to_string_lossy().into_owned();
+        if self.cfg.format == FileFormat::Parquet {
+            return self.read_parquet(path, &file_name);
+        }
+        let (r, fmt) = match line_reader(path, &self.cfg) {
+            Ok(x) => x,
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut units = match UnitReader::new(r, fmt, self.data_schema.clone(), self.cfg.batch_size) {
+            Ok(u) => u,
+            Err(e) => return fail(format!("cannot decode '{file_name}': {e}")),
+        };
+        if self.cfg.format == FileFormat::Csv && self.cfg.has_headers {
+            if let Err(e) = units.skip_record() {
+                return fail(format!("cannot read '{file_name}': {e}"));
+            }
+        }
+        loop {
+            let next = match units.next_batches(self.cfg.metadata_columns) {
+                Ok(Some(n)) => n,
+                Ok(None) => return Ok(()),
+                Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
+            };
+            let (batches, lines, bad) = next;
+            for b in bad {
+                self.send(SourceEvent::Bad(BadRecord { source: self.name.clone(), location: file_name.clone(), line: b.line, error: b.error, raw: b.raw })).map_err(Err)?;
+            }
+            let mut offset = 0;
+            for batch in batches {
+                let n = batch.num_rows();
+                let batch = if self.cfg.metadata_columns {
+                    match with_metadata(batch, &self.schema, &file_name, &lines[offset..]) {
+                        Ok(b) => b,
+                        Err(e) => return fail(e.to_string()),
+                    }
+                } else {
+                    batch
+                };
+                offset += n;
+                self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+            }
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn read_parquet(&self, path: &Path, file_name: &str) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+        let fail = |msg: String| match self.send(SourceEvent::Error(msg)) {
+            Ok(()) => Err(Ok(Closed)),
+            Err(c) => Err(Err(c)),
+        };
+        let f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("cannot open '{file_name}': {e}")),
+        };
+        let reader = match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).and_then(|b| b.with_batch_size(self.cfg.batch_size).build()) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("'{file_name}' is not a readable Parquet file: {e}")),
+        };
+        let mut row = 0u64;
+        for batch in reader {
+            let batch = match batch.map_err(ConnectorError::from).and_then(|b| conform(b, &self.data_schema)) {
+                Ok(b) => b,
+                Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
+            };
+            let n = batch.num_rows() as u64;
+            let batch = if self.cfg.metadata_columns {
+                let rows: Vec<u64> = (row + 1..=row + n).collect();
+                match with_metadata(batch, &self.schema, file_name, &rows) {
+                    Ok(b) => b,
+                    Err(e) => return fail(e.to_string()),
+                }
+            } else {
+                batch
+            };
+            row += n;
+            self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Casts/reorders `batch` to `schema` by column name; missing columns are null.
+pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()).map_err(ConnectorError::from),
+            None => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}

@@ -1,0 +1,30 @@
+//! # velo-connectors: sources and sinks
+//!
+//! Second and last stages of the data path. A **source** ([`Source`]) turns
+//! bytes into Arrow `RecordBatch`es (arrow-csv, arrow-json and parquet
+//! decoders, never per-record maps) on a thread of its own and hands them to
+//! the engine through a bounded channel, so memory stays flat however large
+//! the input. Records that cannot be decoded are not dropped: they come out
+//! as [`BadRecord`]s (file, line, error, raw text) for the engine's failure
+//! strategy. A **sink** ([`Sink`]) receives result batches between
+//! `begin_epoch` and `prepare_commit`/`commit` (or `abort`), which is what
+//! gives the engine its delivery guarantees; the engine's fan-out runs every
+//! sink on its own thread.
+//!
+//! One connector, one folder (`file/`, `datagen/`, `stdout/`), each with its
+//! typed `config.rs`; [`registry`] builds them by type name.
+
+pub mod datagen;
+pub mod file;
+pub mod registry;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod stdout;
+pub mod template;
+
+mod error;
+
+pub use error::{ConnectorError, Result};
+pub use sink::{Sink, SinkCapabilities};
+pub use source::{BadRecord, Source, SourceEvent, SourceReader};

@@ -1,0 +1,85 @@
+//! Explicit schemas: `'id BIGINT, name VARCHAR, amount DOUBLE, ts TIMESTAMP'`.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::{ConnectorError, Result};
+
+/// Maps a SQL type name to Arrow.
+pub fn sql_type(t: &str) -> Option<DataType> {
+    let t = t.trim().to_ascii_uppercase();
+    let base = t.split('(').next().unwrap_or("").trim();
+    Some(match base {
+        "BIGINT" | "INT8" | "LONG" | "INT64" => DataType::Int64,
+        "INT" | "INTEGER" | "INT4" | "INT32" => DataType::Int32,
+        "SMALLINT" | "INT2" | "INT16" => DataType::Int16,
+        "TINYINT" | "INT1" => DataType::Int8,
+        "BIGINT UNSIGNED" | "UBIGINT" => DataType::UInt64,
+        "DOUBLE" | "DOUBLE PRECISION" | "FLOAT8" | "FLOAT64" => DataType::Float64,
+        "FLOAT" | "REAL" | "FLOAT4" | "FLOAT32" => DataType::Float32,
+        "VARCHAR" | "STRING" | "TEXT" | "CHAR" | "CHARACTER VARYING" | "UTF8" => DataType::Utf8,
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "DATE" => DataType::Date32,
+        "TIMESTAMP" | "DATETIME" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "TIMESTAMPTZ" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        "BYTEA" | "BINARY" | "VARBINARY" | "BLOB" | "BYTES" => DataType::Binary,
+        "DECIMAL" | "NUMERIC" => {
+            let args = t.split_once('(').map(|(_, a)| a.trim_end_matches(')')).unwrap_or("38,10");
+            let mut it = args.split(',').map(|x| x.trim().parse::<u8>());
+            let p = it.next().and_then(|r| r.ok()).unwrap_or(38);
+            let s = it.next().and_then(|r| r.ok()).unwrap_or(0);
+            DataType::Decimal128(p, s as i8)
+        }
+        _ => return None,
+    })
+}
+
+/// Parses `name TYPE, name TYPE, ...` (types may carry `(p, s)`).
+pub fn parse_schema(spec: &str) -> Result<SchemaRef> {
+    let mut fields = Vec::new();
+    let mut depth = 0;
+    let mut cur = String::new();
+    let mut parts = Vec::new();
+    for c in spec.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (name, ty) = part.split_once(char::is_whitespace).ok_or_else(|| ConnectorError::Other(format!("schema column '{part}' has no type; write 'name TYPE', e.g. 'id BIGINT'")))?;
+        let mut ty = ty.trim().to_string();
+        let nullable = !ty.to_ascii_uppercase().ends_with("NOT NULL");
+        if !nullable {
+            ty.truncate(ty.len() - 8);
+        }
+        let dt = sql_type(&ty).ok_or_else(|| ConnectorError::Other(format!("unknown type '{}' for schema column '{name}'; use BIGINT, INT, DOUBLE, VARCHAR, BOOLEAN, DATE, TIMESTAMP, DECIMAL(p,s) or BYTEA", ty.trim())))?;
+        fields.push(Field::new(name.trim_matches('"'), dt, nullable));
+    }
+    if fields.is_empty() {
+        return Err(ConnectorError::Other("the schema is empty".into()));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_schema() {
+        let s = parse_schema("id BIGINT NOT NULL, amount DECIMAL(10, 2), name VARCHAR, ts TIMESTAMP").unwrap();
+        assert_eq!(s.field(0).data_type(), &DataType::Int64);
+        assert!(!s.field(0).is_nullable());
+        assert_eq!(s.field(1).data_type(), &DataType::Decimal128(10, 2));
+        assert!(parse_schema("id WHATEVER").unwrap_err().to_string().contains("unknown type 'WHATEVER'"));
+    }
+}

@@ -1,0 +1,82 @@
+//! The source side: [`Source`] describes a named input, [`SourceReader`] is
+//! the running reader the engine pulls [`SourceEvent`]s from.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::Result;
+
+/// A record that could not be decoded, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRecord {
+    /// Source name.
+    pub source: String,
+    /// File (or topic/partition) it came from.
+    pub location: String,
+    /// 1-based line or record number.
+    pub line: u64,
+    /// What was wrong.
+    pub error: String,
+    /// The raw record text (truncated to 4 KiB).
+    pub raw: String,
+}
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad record in source '{}' at {}:{}: {}", self.source, self.location, self.line, self.error)
+    }
+}
+
+/// What a running source produces.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Decoded records.
+    Batch(RecordBatch),
+    /// A record that could not be decoded.
+    Bad(BadRecord),
+    /// A fatal error (the source stops).
+    Error(String),
+}
+
+/// The running reader: a bounded channel fed by the source's own thread.
+/// Dropping it stops the thread.
+pub struct SourceReader {
+    rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+}
+
+impl SourceReader {
+    /// A reader fed by `rx`.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<SourceEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// Next event, or `None` when a bounded source is exhausted.
+    pub async fn next(&mut self) -> Option<SourceEvent> {
+        self.rx.recv().await
+    }
+
+    /// Next event if one is ready now; `Err(true)` if the source is exhausted.
+    pub fn try_next(&mut self) -> std::result::Result<SourceEvent, bool> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        self.rx.try_recv().map_err(|e| matches!(e, TryRecvError::Disconnected))
+    }
+}
+
+/// Channel capacity between a source thread and the engine: a few batches
+/// in flight, so reading stays bounded in memory.
+pub const SOURCE_CHANNEL_CAPACITY: usize = 4;
+
+/// A configured input.
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// The name used in SQL.
+    fn name(&self) -> &str;
+    /// The Arrow schema of its batches.
+    fn schema(&self) -> SchemaRef;
+    /// Whether the input ends (files) or not (watch, generator at a rate).
+    fn is_bounded(&self) -> bool;
+    /// Starts reading on a thread of its own. `batch_size` is the preferred
+    /// number of rows per batch.
+    fn open(&self, batch_size: usize) -> Result<SourceReader>;
+    /// A one-line description for `explain`.
+    fn describe(&self) -> String;
+}

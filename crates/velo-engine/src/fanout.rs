@@ -1,0 +1,205 @@
+//! The fan-out operator: every result batch to every sink, concurrently.
+//!
+//! Each sink runs on a thread of its own behind a bounded channel (sinks do
+//! blocking I/O and encoding; the async runtime never waits on them except
+//! through the channel, which is also the backpressure). A write that fails
+//! is retried with exponential backoff and jitter under `RetryWithBackoff`;
+//! after that the failure belongs to that sink's epoch and is reported at
+//! `prepare`, where the runtime decides by the failure strategy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use tokio::sync::{mpsc, oneshot};
+use velo_connectors::Sink;
+
+/// Retry policy for sink writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// First backoff; doubled per attempt, with jitter.
+    pub backoff: Duration,
+}
+
+enum Cmd {
+    Begin(u64, oneshot::Sender<Result<(), String>>),
+    Write(RecordBatch),
+    Prepare(u64, oneshot::Sender<Result<u64, String>>),
+    Commit(u64, oneshot::Sender<Result<(), String>>),
+    Abort(u64, oneshot::Sender<Result<(), String>>),
+    Close(oneshot::Sender<Result<(), String>>),
+}
+
+/// One sink behind its worker thread.
+pub struct SinkHandle {
+    /// Sink name.
+    pub name: String,
+    /// One-line description.
+    pub description: String,
+    tx: mpsc::Sender<Cmd>,
+    /// Records committed by this sink.
+    pub written: Arc<AtomicU64>,
+    /// Records this sink failed to write.
+    pub failed: Arc<AtomicU64>,
+}
+
+fn with_retry<T>(retry: Option<Retry>, name: &str, mut f: impl FnMut() -> velo_connectors::Result<T>) -> Result<T, String> {
+    let mut attempt = 0u32;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => match retry {
+                Some(r) if attempt < r.max_retries => {
+                    let base = r.backoff.as_millis() as u64 * (1u64 << attempt.min(16));
+                    let jitter = rand::random::<u64>() % (base / 2 + 1);
+                    tracing::warn!(sink = name, attempt = attempt + 1, max = r.max_retries, "write failed, retrying in {}ms: {e}", base + jitter);
+                    // a dedicated sink thread: waiting here blocks no async task
+                    std::thread::park_timeout(Duration::from_millis(base + jitter));
+                    attempt += 1;
+                }
+                _ => return Err(e.to_string()),
+            },
+        }
+    }
+}
+
+impl SinkHandle {
+    /// Starts the worker thread for `sink`.
+    pub fn spawn(mut sink: Box<dyn Sink>, schema: SchemaRef, transactional: bool, retry: Option<Retry>) -> Self {
+        let name = sink.name().to_string();
+        sink.set_transactional(transactional);
+        sink.set_schema(schema);
+        let description = sink.describe();
+        let (tx, mut rx) = mpsc::channel::<Cmd>(4);
+        let written = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (w, fl) = (written.clone(), failed.clone());
+        let tname = name.clone();
+        std::thread::Builder::new()
+            .name(format!("velo-sink-{name}"))
+            .spawn(move || {
+                let mut epoch_error: Option<String> = None;
+                let mut epoch_rows = 0u64;
+                while let Some(cmd) = rx.blocking_recv() {
+                    match cmd {
+                        Cmd::Begin(e, ack) => {
+                            epoch_error = None;
+                            epoch_rows = 0;
+                            let r = with_retry(retry, &tname, || sink.begin_epoch(e));
+                            if let Err(m) = &r {
+                                epoch_error = Some(m.clone());
+                            }
+                            let _ = ack.send(r);
+                        }
+                        Cmd::Write(b) => {
+                            epoch_rows += b.num_rows() as u64;
+                            if epoch_error.is_some() {
+                                continue;
+                            }
+                            if let Err(m) = with_retry(retry, &tname, || sink.write(&b)) {
+                                tracing::error!(sink = %tname, "write failed: {m}");
+                                epoch_error = Some(m);
+                            }
+                        }
+                        Cmd::Prepare(e, ack) => {
+                            let r = match epoch_error.take() {
+                                Some(m) => Err(m),
+                                None => with_retry(retry, &tname, || sink.prepare_commit(e)).map(|_| epoch_rows),
+                            };
+                            let _ = ack.send(r);
+                        }
+                        Cmd::Commit(e, ack) => {
+                            let r = with_retry(retry, &tname, || sink.commit(e));
+                            if r.is_ok() {
+                                w.fetch_add(epoch_rows, Ordering::Relaxed);
+                            } else {
+                                fl.fetch_add(epoch_rows, Ordering::Relaxed);
+                            }
+                            epoch_rows = 0;
+                            let _ = ack.send(r);
+                        }
+                        Cmd::Abort(e, ack) => {
+                            fl.fetch_add(epoch_rows, Ordering::Relaxed);
+                            epoch_rows = 0;
+                            epoch_error = None;
+                            let _ = ack.send(sink.abort(e).map_err(|e| e.to_string()));
+                        }
+                        Cmd::Close(ack) => {
+                            let _ = ack.send(sink.close().map_err(|e| e.to_string()));
+                            return;
+                        }
+                    }
+                }
+                // the runtime went away without closing: publish nothing more
+                let _ = sink.abort(u64::MAX);
+            })
+            .expect("spawning a sink thread");
+        Self { name, description, tx, written, failed }
+    }
+
+    async fn call<T>(&self, f: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(f(tx)).await.map_err(|_| format!("sink '{}' worker stopped", self.name))?;
+        rx.await.map_err(|_| format!("sink '{}' worker stopped", self.name))?
+    }
+
+    /// Starts an epoch.
+    pub async fn begin(&self, epoch: u64) -> Result<(), String> {
+        self.call(|a| Cmd::Begin(epoch, a)).await
+    }
+    /// Makes the epoch durable; returns its record count.
+    pub async fn prepare(&self, epoch: u64) -> Result<u64, String> {
+        self.call(|a| Cmd::Prepare(epoch, a)).await
+    }
+    /// Publishes the epoch.
+    pub async fn commit(&self, epoch: u64) -> Result<(), String> {
+        self.call(|a| Cmd::Commit(epoch, a)).await
+    }
+    /// Discards the epoch.
+    pub async fn abort(&self, epoch: u64) -> Result<(), String> {
+        self.call(|a| Cmd::Abort(epoch, a)).await
+    }
+    /// Finishes the sink.
+    pub async fn close(&self) -> Result<(), String> {
+        self.call(Cmd::Close).await
+    }
+    /// Queues a batch.
+    pub async fn write(&self, batch: RecordBatch) -> Result<(), String> {
+        self.tx.send(Cmd::Write(batch)).await.map_err(|_| format!("sink '{}' worker stopped", self.name))
+    }
+}
+
+/// All sinks of a job.
+pub struct FanOut {
+    /// The sinks.
+    pub sinks: Vec<SinkHandle>,
+}
+
+impl FanOut {
+    /// Hands `batch` to every sink concurrently (a cheap Arc clone each).
+    pub async fn write(&self, batch: &RecordBatch) {
+        let sends = self.sinks.iter().map(|s| s.write(batch.clone()));
+        for r in futures::future::join_all(sends).await {
+            if let Err(e) = r {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// Runs `f` on every sink concurrently, returning (name, result) pairs.
+    pub async fn each<'a, T, F, Fut>(&'a self, f: F) -> Vec<(&'a str, Result<T, String>)>
+    where
+        F: Fn(&'a SinkHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>> + 'a,
+    {
+        let futs = self.sinks.iter().map(|s| {
+            let fut = f(s);
+            async move { (s.name.as_str(), fut.await) }
+        });
+        futures::future::join_all(futs).await
+    }
+}

@@ -1,0 +1,236 @@
+//! The driving source as a streaming DataFusion table.
+//!
+//! [`EpochFeed`] owns the running [`SourceReader`] across epochs. Each time
+//! the physical plan is executed, the scan's [`PartitionStream`] pulls from
+//! the feed until the epoch's budget says stop (records, bytes, deadline,
+//! eager close, shutdown) or the source ends; DataFusion sees the end of its
+//! input and finishes the epoch. A batch that straddles the boundary is
+//! sliced and the rest kept for the next epoch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use tokio::sync::Mutex;
+use velo_connectors::{BadRecord, SourceEvent, SourceReader};
+
+use crate::stats::Counters;
+
+/// Where the current epoch stops.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// Records at most.
+    pub max_records: Option<usize>,
+    /// Arrow bytes at most.
+    pub max_bytes: Option<u64>,
+    /// Close at this instant.
+    pub deadline: Option<Instant>,
+    /// Close as soon as no more input is ready (after at least one record).
+    pub eager: bool,
+}
+
+/// What happens to a bad record inside the scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRecordPolicy {
+    /// Keep it for the dead-letter route and go on.
+    Collect,
+    /// Fail the epoch.
+    Fail,
+}
+
+struct State {
+    reader: SourceReader,
+    pending: Option<RecordBatch>,
+    exhausted: bool,
+    budget: Budget,
+    records: usize,
+    bytes: u64,
+    bad: Vec<BadRecord>,
+    fatal: Option<String>,
+}
+
+/// The feed of one source across epochs.
+pub struct EpochFeed {
+    name: String,
+    schema: SchemaRef,
+    state: Mutex<State>,
+    policy: BadRecordPolicy,
+    counters: Arc<Counters>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for EpochFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochFeed").field("source", &self.name).finish()
+    }
+}
+
+impl EpochFeed {
+    /// A feed over a running reader.
+    pub fn new(name: &str, schema: SchemaRef, reader: SourceReader, policy: BadRecordPolicy, counters: Arc<Counters>, shutdown: tokio::sync::watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_string(),
+            schema,
+            state: Mutex::new(State { reader, pending: None, exhausted: false, budget: Budget::default(), records: 0, bytes: 0, bad: vec![], fatal: None }),
+            policy,
+            counters,
+            shutdown,
+        })
+    }
+
+    /// Starts an epoch with `budget`.
+    pub async fn begin_epoch(&self, budget: Budget) {
+        let mut s = self.state.lock().await;
+        s.budget = budget;
+        s.records = 0;
+        s.bytes = 0;
+    }
+
+    /// Records delivered in the current epoch.
+    pub async fn epoch_records(&self) -> usize {
+        self.state.lock().await.records
+    }
+
+    /// The source has ended and everything was delivered.
+    pub async fn is_finished(&self) -> bool {
+        let s = self.state.lock().await;
+        s.exhausted && s.pending.is_none()
+    }
+
+    /// Bad records collected since the last call.
+    pub async fn take_bad(&self) -> Vec<BadRecord> {
+        std::mem::take(&mut self.state.lock().await.bad)
+    }
+
+    /// A fatal source error, if one happened.
+    pub async fn fatal(&self) -> Option<String> {
+        self.state.lock().await.fatal.clone()
+    }
+
+    /// Reads the whole (bounded) source: lookup tables.
+    pub async fn drain_all(&self) -> Result<Vec<RecordBatch>, DataFusionError> {
+        self.begin_epoch(Budget::default()).await;
+        let mut out = Vec::new();
+        while let Some(b) = self.next_batch().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+
+    async fn next_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
+        let mut shutdown = self.shutdown.clone();
+        let mut s = self.state.lock().await;
+        loop {
+            if *shutdown.borrow() && s.records > 0 {
+                return None;
+            }
+            let b = &s.budget;
+            if b.max_records.is_some_and(|m| s.records >= m) || b.max_bytes.is_some_and(|m| s.bytes >= m) {
+                return None;
+            }
+            let batch = if let Some(p) = s.pending.take() {
+                p
+            } else if s.exhausted {
+                return None;
+            } else {
+                let event = if s.budget.eager && s.records > 0 {
+                    match s.reader.try_next() {
+                        Ok(ev) => Some(ev),
+                        Err(true) => None,
+                        Err(false) => return None, // nothing ready: close the eager epoch
+                    }
+                } else {
+                    let deadline = s.budget.deadline;
+                    let sleep = async move {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        ev = s.reader.next() => ev,
+                        _ = sleep => return None,
+                        _ = shutdown.wait_for(|v| *v) => return None,
+                    }
+                };
+                match event {
+                    None => {
+                        s.exhausted = true;
+                        return None;
+                    }
+                    Some(SourceEvent::Batch(b)) => b,
+                    Some(SourceEvent::Bad(r)) => {
+                        Counters::add(&self.counters.records_failed, 1);
+                        match self.policy {
+                            BadRecordPolicy::Collect => {
+                                s.bad.push(r);
+                                continue;
+                            }
+                            BadRecordPolicy::Fail => {
+                                let msg = r.to_string();
+                                s.bad.push(r);
+                                return Some(Err(DataFusionError::External(Box::new(BadRecordError(msg)))));
+                            }
+                        }
+                    }
+                    Some(SourceEvent::Error(e)) => {
+                        s.fatal = Some(e.clone());
+                        s.exhausted = true;
+                        return Some(Err(DataFusionError::External(format!("source '{}': {e}", self.name).into())));
+                    }
+                }
+            };
+            let mut batch = batch;
+            if let Some(max) = s.budget.max_records {
+                let room = max - s.records;
+                if batch.num_rows() > room {
+                    s.pending = Some(batch.slice(room, batch.num_rows() - room));
+                    batch = batch.slice(0, room);
+                }
+            }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            s.records += batch.num_rows();
+            s.bytes += batch.get_array_memory_size() as u64;
+            Counters::add(&self.counters.records_in, batch.num_rows() as u64);
+            return Some(Ok(batch));
+        }
+    }
+}
+
+/// The error a FailBatch bad record raises inside the plan.
+#[derive(Debug)]
+pub struct BadRecordError(pub String);
+
+impl std::fmt::Display for BadRecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadRecordError {}
+
+/// The scan side: one DataFusion partition reading the feed for one epoch.
+#[derive(Debug)]
+pub struct FeedPartition(pub Arc<EpochFeed>);
+
+impl PartitionStream for FeedPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.0.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let feed = self.0.clone();
+        let stream = futures::stream::unfold(feed, |feed| async move { feed.next_batch().await.map(|r| (r, feed)) });
+        Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
+    }
+}
+
+/// Default epoch timeout for unbounded sources.
+pub const DEFAULT_UNBOUNDED_TIMEOUT: Duration = Duration::from_millis(1000);

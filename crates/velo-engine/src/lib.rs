@@ -1,0 +1,27 @@
+//! # velo-engine: the job runtime
+//!
+//! The middle of the data path. [`plan`] turns a parsed application
+//! (`velo-sql`) into runnable jobs: configuration resolved (`velo-config`),
+//! sources and sinks built (`velo-connectors`), the driving source registered
+//! in a DataFusion `SessionContext` as a streaming table ([`feed`]), bounded
+//! JOIN sources loaded as in-memory lookup tables, and the SELECT planned by
+//! DataFusion. [`runtime`] then drives **epochs** (ARCHITECTURE.md decision
+//! 2): the batch strategy decides where an epoch ends; the physical plan is
+//! executed over what the source delivered in that epoch; every result batch
+//! goes through the [`fanout`] to every sink concurrently; then the epoch is
+//! committed — sinks first (prepare, then commit), bad records to the
+//! dead-letter sink in the same epoch. Failure strategies and
+//! [`stats::JobExecutionStats`] live here too.
+
+pub mod fanout;
+pub mod feed;
+pub mod plan;
+pub mod runtime;
+pub mod stats;
+
+mod error;
+
+pub use error::{EngineError, Result};
+pub use plan::{AppPlan, JobPlan, PlanOptions};
+pub use runtime::{Shutdown, run_app};
+pub use stats::JobExecutionStats;

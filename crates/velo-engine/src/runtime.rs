@@ -1,0 +1,498 @@
+//! Epochs: execute, fan out, commit. One job per query statement; the jobs
+//! of an application run concurrently.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::MemTable;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
+use futures::StreamExt;
+use velo_config::{BatchStrategy, FailureStrategy};
+use velo_connectors::{BadRecord, Source, SourceReader};
+
+use crate::fanout::{FanOut, Retry, SinkHandle};
+use crate::feed::{BadRecordPolicy, Budget, DEFAULT_UNBOUNDED_TIMEOUT, EpochFeed, FeedPartition};
+use crate::plan::{AppPlan, JobPlan};
+use crate::stats::{Counters, JobExecutionStats};
+use crate::{EngineError, Result};
+
+/// Stops running jobs after their current epoch.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        Self { tx: Arc::new(tx), rx }
+    }
+}
+
+impl Shutdown {
+    /// Asks every job to commit its current epoch and stop.
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+    /// Whether a stop was asked.
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+    fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.rx.clone()
+    }
+}
+
+/// A job with its sources built and its query planned.
+pub struct PreparedJob {
+    /// The plan it came from.
+    pub plan: JobPlan,
+    /// Driving source.
+    pub driver: Arc<dyn Source>,
+    /// Its feed.
+    pub feed: Arc<EpochFeed>,
+    /// Lookup (bounded JOIN) sources.
+    pub lookups: Vec<Arc<dyn Source>>,
+    /// DataFusion's logical plan.
+    pub logical: LogicalPlan,
+    /// DataFusion's physical plan.
+    pub physical: Arc<dyn ExecutionPlan>,
+    /// The session.
+    pub ctx: SessionContext,
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// The query needs all input before it can answer (aggregate, sort, limit).
+    pub whole_input: bool,
+}
+
+fn needs_whole_input(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|p| {
+        if matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_)) {
+            found = true;
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Builds sources, registers them and plans the query. With `load_lookups`
+/// false (explain/validate), lookup tables are registered empty.
+pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool) -> Result<PreparedJob> {
+    let counters = Counters::new();
+    let mut built = Vec::new();
+    for cfg in &plan.sources {
+        let src = velo_connectors::registry::create_source(cfg, plan.explicit_schemas.get(&cfg.name).cloned())
+            .map_err(|e| EngineError::SourceCreation { name: cfg.name.clone(), message: e.to_string() })?;
+        built.push(src);
+    }
+    let driver_idx = built.iter().position(|s| !s.is_bounded()).unwrap_or(0);
+    if let Some(other) = built.iter().enumerate().find(|(i, s)| *i != driver_idx && !s.is_bounded()) {
+        return Err(EngineError::Invalid(format!(
+            "job '{}' reads two unbounded sources ('{}' and '{}'); joining two streams needs a temporal join (WITHIN INTERVAL), which this build does not run yet",
+            plan.name,
+            built[driver_idx].name(),
+            other.1.name()
+        )));
+    }
+    let driver = built[driver_idx].clone();
+    let policy = if plan.job.failure_strategy == FailureStrategy::FailBatch { BadRecordPolicy::Fail } else { BadRecordPolicy::Collect };
+    let batch_rows = plan.job.batch_size.unwrap_or(8192).min(8192);
+    let reader = if load_lookups {
+        driver.open(batch_rows).map_err(|e| EngineError::SourceCreation { name: driver.name().into(), message: e.to_string() })?
+    } else {
+        SourceReader::new(tokio::sync::mpsc::channel(1).1)
+    };
+    let feed = EpochFeed::new(driver.name(), driver.schema(), reader, policy, counters.clone(), shutdown.receiver());
+    let config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192).with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    let table = StreamingTable::try_new(driver.schema(), vec![Arc::new(FeedPartition(feed.clone()))])?.with_infinite_table(!driver.is_bounded());
+    ctx.register_table(driver.name(), Arc::new(table))?;
+    let mut lookups = Vec::new();
+    for (i, src) in built.iter().enumerate() {
+        if i == driver_idx {
+            continue;
+        }
+        let batches = if load_lookups {
+            let r = src.open(8192).map_err(|e| EngineError::SourceCreation { name: src.name().into(), message: e.to_string() })?;
+            let f = EpochFeed::new(src.name(), src.schema(), r, BadRecordPolicy::Collect, Counters::new(), shutdown.receiver());
+            let batches = f.drain_all().await.map_err(|e| EngineError::Source { name: src.name().into(), message: e.to_string() })?;
+            for b in f.take_bad().await {
+                tracing::warn!("{b} (lookup table; record skipped)");
+                Counters::add(&counters.records_failed, 1);
+            }
+            batches
+        } else {
+            vec![]
+        };
+        let mem = MemTable::try_new(src.schema(), vec![batches])?;
+        ctx.register_table(src.name(), Arc::new(mem))?;
+        lookups.push(src.clone());
+    }
+    let query = plan.statement.query.as_ref().ok_or_else(|| EngineError::Invalid("statement has no query".into()))?;
+    let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
+    let whole_input = needs_whole_input(&logical);
+    if whole_input && !driver.is_bounded() {
+        return Err(EngineError::Invalid(format!(
+            "job '{}': GROUP BY / ORDER BY / LIMIT / DISTINCT over the unbounded source '{}' needs a window, which this build does not run yet; read a bounded input instead",
+            plan.name,
+            driver.name()
+        )));
+    }
+    let physical = ctx.state().create_physical_plan(&logical).await?;
+    Ok(PreparedJob { plan: plan.clone(), driver, feed, lookups, logical, physical, ctx, counters, whole_input })
+}
+
+/// The `explain` text of a job: sources, sinks, config (secrets masked), plans.
+pub fn explain_text(p: &PreparedJob) -> String {
+    let mut s = format!("Job '{}' ({:?}, line {})\n", p.plan.name, p.plan.statement.kind, p.plan.statement.line);
+    s.push_str(&format!(
+        "  Source (driving): {} — {} [{}]\n",
+        p.driver.name(),
+        p.driver.describe(),
+        if p.driver.is_bounded() { "bounded" } else { "unbounded" }
+    ));
+    for l in &p.lookups {
+        s.push_str(&format!("  Source (lookup table): {} — {}\n", l.name(), l.describe()));
+    }
+    s.push_str("  Time: processing time (no event-time column declared)\n");
+    for c in p.plan.sources.iter().chain(p.plan.sinks.iter()).chain(p.plan.dlq.iter()) {
+        s.push_str(&format!("  {} {} (type {}):\n", if c.role == velo_config::Role::Source { "source" } else { "sink" }, c.name, c.kind));
+        for (k, v) in &c.props {
+            s.push_str(&format!("      {}.{k} = {}\n", c.name, velo_config::display_value(k, v)));
+        }
+    }
+    let j = &p.plan.job;
+    s.push_str(&format!(
+        "  Job: strategy {:?}, batch.size {}, batch.timeout {}, use_transactions {}, failure_strategy {:?}, max_retries {}, retry_backoff {:?}\n",
+        j.strategy,
+        j.batch_size.map(|b| b.to_string()).unwrap_or_else(|| "unlimited".into()),
+        j.batch_timeout.map(|d| format!("{d:?}")).unwrap_or_else(|| if p.driver.is_bounded() { "none".into() } else { format!("{DEFAULT_UNBOUNDED_TIMEOUT:?}") }),
+        j.use_transactions,
+        j.failure_strategy,
+        j.max_retries,
+        j.retry_backoff
+    ));
+    for (k, v) in &p.plan.job_props {
+        s.push_str(&format!("      {k} = {}\n", velo_config::display_value(k, v)));
+    }
+    if p.whole_input {
+        s.push_str("  Note: the query needs its whole (bounded) input: it runs as one epoch\n");
+    }
+    s.push_str(&format!("\n  Logical plan:\n{}\n", indent(&p.logical.display_indent().to_string())));
+    s.push_str(&format!("  Physical plan:\n{}", indent(&displayable(p.physical.as_ref()).indent(true).to_string())));
+    s
+}
+
+fn indent(t: &str) -> String {
+    t.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn dlq_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("location", DataType::Utf8, false),
+        Field::new("line", DataType::UInt64, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, false),
+    ]))
+}
+
+fn dlq_batch(bad: &[BadRecord]) -> RecordBatch {
+    RecordBatch::try_new(
+        dlq_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.source.as_str()))),
+            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.location.as_str()))),
+            Arc::new(UInt64Array::from_iter_values(bad.iter().map(|b| b.line))),
+            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.error.as_str()))),
+            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.raw.as_str()))),
+        ],
+    )
+    .expect("dlq schema matches")
+}
+
+/// Runs every job of `app` concurrently; returns their stats.
+pub async fn run_app(app: &AppPlan, shutdown: Shutdown, progress: Option<Arc<dyn Fn(&str, &Counters) + Send + Sync>>) -> Result<Vec<JobExecutionStats>> {
+    let mut prepared = Vec::new();
+    for j in &app.jobs {
+        prepared.push(prepare_job(j, &shutdown, true).await?);
+    }
+    let runs = prepared.into_iter().map(|p| {
+        let sd = shutdown.clone();
+        let progress = progress.clone();
+        async move {
+            let counters = p.counters.clone();
+            let name = p.plan.name.clone();
+            let ticker = progress.map(|f| {
+                let c = counters.clone();
+                tokio::spawn(async move {
+                    let mut iv = tokio::time::interval(Duration::from_millis(500));
+                    loop {
+                        iv.tick().await;
+                        f(&name, &c);
+                    }
+                })
+            });
+            let r = run_job(p, sd).await;
+            if let Some(t) = ticker {
+                t.abort();
+            }
+            r
+        }
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
+}
+
+struct Adaptive {
+    size: usize,
+}
+
+fn budget(job: &velo_config::JobConfig, bounded: bool, whole: bool, adaptive: &Adaptive) -> Budget {
+    if whole || !job.batch_enable && bounded {
+        return Budget::default();
+    }
+    let timeout = job.batch_timeout.or(if bounded { None } else { Some(DEFAULT_UNBOUNDED_TIMEOUT) });
+    let deadline = timeout.map(|t| Instant::now() + t);
+    match &job.strategy {
+        BatchStrategy::FixedSize => Budget { max_records: job.batch_size, max_bytes: None, deadline, eager: false },
+        BatchStrategy::LowLatency { max_size, wait, eager } => Budget { max_records: Some(*max_size), max_bytes: None, deadline: Some(Instant::now() + *wait), eager: *eager },
+        BatchStrategy::AdaptiveSize { .. } => Budget { max_records: Some(adaptive.size), max_bytes: None, deadline, eager: false },
+        BatchStrategy::MemoryBased { bytes } => Budget { max_records: job.batch_size, max_bytes: Some(*bytes), deadline, eager: false },
+    }
+}
+
+async fn abort_all(fan: &FanOut, dlq: Option<&SinkHandle>, epoch: u64) {
+    for (name, r) in fan.each(|s| s.abort(epoch)).await {
+        if let Err(e) = r {
+            tracing::error!(sink = name, "abort failed: {e}");
+        }
+    }
+    if let Some(d) = dlq {
+        let _ = d.abort(epoch).await;
+    }
+}
+
+/// Runs one prepared job to the end of its input (or until shutdown).
+pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionStats> {
+    let started = Instant::now();
+    let job = p.plan.job.clone();
+    let name = p.plan.name.clone();
+    let schema = p.physical.schema();
+    // sinks: create what can be created; all failing falls back to stdout
+    let mut created = Vec::new();
+    for cfg in &p.plan.sinks {
+        match velo_connectors::registry::create_sink(cfg) {
+            Ok(s) => {
+                tracing::info!(job = %name, "Successfully created sink '{}'", cfg.name);
+                created.push(s);
+            }
+            Err(e) => tracing::warn!("Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", cfg.name),
+        }
+    }
+    if created.is_empty() {
+        tracing::warn!("Job '{name}': no sink could be created; writing results to stdout");
+        created.push(velo_connectors::registry::create_sink(&crate::plan::stdout_sink("stdout_fallback", &p.plan.sinks[0].base_dir)).map_err(|e| EngineError::Invalid(e.to_string()))?);
+    }
+    let all_tx = created.iter().all(|s| s.capabilities().transactions);
+    let transactional = job.use_transactions && all_tx;
+    if job.use_transactions && !all_tx {
+        let non: Vec<&str> = created.iter().filter(|s| !s.capabilities().transactions).map(|s| s.name()).collect();
+        tracing::warn!("Job '{name}': use_transactions requested but sink(s) {} cannot publish atomically; running in Simple mode (at-least-once)", non.join(", "));
+    }
+    let retry = (job.failure_strategy == FailureStrategy::RetryWithBackoff).then_some(Retry { max_retries: job.max_retries, backoff: job.retry_backoff });
+    let fan = FanOut { sinks: created.into_iter().map(|s| SinkHandle::spawn(s, schema.clone(), transactional, retry)).collect() };
+    let dlq = match &p.plan.dlq {
+        Some(cfg) => match velo_connectors::registry::create_sink(cfg) {
+            Ok(s) => Some(SinkHandle::spawn(s, dlq_schema(), transactional, retry)),
+            Err(e) => return Err(EngineError::Invalid(format!("cannot create the dead-letter sink 'dlq': {e}"))),
+        },
+        None => None,
+    };
+    let bounded = p.driver.is_bounded();
+    let mut adaptive = Adaptive {
+        size: match job.strategy {
+            BatchStrategy::AdaptiveSize { min_size, .. } => min_size,
+            _ => 0,
+        },
+    };
+    if p.whole_input && (job.batch_size.is_some() || job.batch_timeout.is_some()) {
+        tracing::info!(job = %name, "the query needs its whole bounded input (aggregate/sort/limit): running one epoch");
+    }
+    let task_ctx = p.ctx.task_ctx();
+    let mut stats = JobExecutionStats { job: name.clone(), ..Default::default() };
+    let mut dead_lettered = 0u64;
+    let mut logged_bad = 0u64;
+    let mut epoch = 0u64;
+    loop {
+        epoch += 1;
+        let t0 = Instant::now();
+        p.feed.begin_epoch(budget(&job, bounded, p.whole_input, &adaptive)).await;
+        let mut begin_failed = Vec::new();
+        for (n, r) in fan.each(|s| s.begin(epoch)).await {
+            if let Err(e) = r {
+                begin_failed.push((n.to_string(), e));
+            }
+        }
+        if let Some(d) = &dlq {
+            d.begin(epoch).await.map_err(|e| EngineError::Sink { job: name.clone(), epoch, sink: "dlq".into(), message: e })?;
+        }
+        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(p.physical.clone())?;
+        let mut exec_err = None;
+        match execute_stream(plan, task_ctx.clone()) {
+            Ok(mut stream) => {
+                while let Some(r) = stream.next().await {
+                    match r {
+                        Ok(b) => {
+                            Counters::add(&p.counters.records_out, b.num_rows() as u64);
+                            stats.arrow_batches += 1;
+                            fan.write(&b).await;
+                        }
+                        Err(e) => {
+                            exec_err = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => exec_err = Some(e),
+        }
+        let epoch_records = p.feed.epoch_records().await as u64;
+        let bad = p.feed.take_bad().await;
+        if !bad.is_empty() {
+            for b in &bad {
+                logged_bad += 1;
+                if logged_bad <= 100 {
+                    tracing::warn!(job = %name, "{b}");
+                } else if logged_bad % 10_000 == 0 {
+                    tracing::warn!(job = %name, "{logged_bad} bad records so far");
+                }
+            }
+            if let Some(d) = &dlq {
+                if exec_err.is_none() || job.failure_strategy != FailureStrategy::FailBatch {
+                    let _ = d.write(dlq_batch(&bad)).await;
+                    dead_lettered += bad.len() as u64;
+                }
+            }
+        }
+        if let Some(e) = exec_err {
+            let fatal = p.feed.fatal().await;
+            let is_bad = e.find_root().to_string();
+            let bad_record = matches!(&e, datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>()) || bad.iter().any(|b| is_bad.contains(&b.error));
+            abort_all(&fan, dlq.as_ref(), epoch).await;
+            stats.batches_failed += 1;
+            if let Some(f) = fatal {
+                close_all(&fan, dlq.as_ref()).await;
+                return Err(EngineError::Source { name: p.driver.name().into(), message: f });
+            }
+            if bad_record && job.failure_strategy == FailureStrategy::FailBatch {
+                close_all(&fan, dlq.as_ref()).await;
+                let record = bad.first().map(|b| format!("{b}: {}", b.raw)).unwrap_or_else(|| e.to_string());
+                return Err(EngineError::BadRecord { job: name, epoch, record });
+            }
+            if job.failure_strategy == FailureStrategy::FailBatch {
+                close_all(&fan, dlq.as_ref()).await;
+                return Err(EngineError::Invalid(format!("job '{name}' stopped (FailBatch) at epoch {epoch}: {e}")));
+            }
+            tracing::error!(job = %name, epoch, "epoch failed and was discarded ({epoch_records} records counted as failed): {e}");
+            Counters::add(&p.counters.records_failed, epoch_records);
+        } else {
+            // commit protocol: prepare everything, then publish
+            let mut failed: Vec<(String, String)> = begin_failed;
+            for (n, r) in fan.each(|s| s.prepare(epoch)).await {
+                if let Err(e) = r {
+                    if !failed.iter().any(|(f, _)| f == n) {
+                        failed.push((n.to_string(), e));
+                    }
+                }
+            }
+            if let Some(d) = &dlq {
+                if let Err(e) = d.prepare(epoch).await {
+                    failed.push(("dlq".into(), e));
+                }
+            }
+            if !failed.is_empty() && (transactional || job.failure_strategy == FailureStrategy::FailBatch) {
+                abort_all(&fan, dlq.as_ref(), epoch).await;
+                stats.batches_failed += 1;
+                let (sink, message) = failed.remove(0);
+                if job.failure_strategy == FailureStrategy::FailBatch {
+                    close_all(&fan, dlq.as_ref()).await;
+                    return Err(EngineError::Sink { job: name, epoch, sink, message });
+                }
+                tracing::error!(job = %name, epoch, "transaction aborted on every sink: sink '{sink}' failed: {message}");
+                Counters::add(&p.counters.records_failed, epoch_records);
+            } else {
+                for (sink, message) in &failed {
+                    tracing::error!(job = %name, epoch, "sink '{sink}' failed this epoch (other sinks continue): {message}");
+                    if let Some(h) = fan.sinks.iter().find(|s| &s.name == sink) {
+                        let _ = h.abort(epoch).await;
+                    }
+                }
+                let failed_ref = &failed;
+                let commits = fan.each(|s| async move { if failed_ref.iter().any(|(f, _)| f == &s.name) { Ok(()) } else { s.commit(epoch).await } }).await;
+                for (n, r) in commits {
+                    if let Err(e) = r {
+                        tracing::error!(job = %name, epoch, "sink '{n}' failed to publish: {e}");
+                        if job.failure_strategy == FailureStrategy::FailBatch {
+                            close_all(&fan, dlq.as_ref()).await;
+                            return Err(EngineError::Sink { job: name, epoch, sink: n.to_string(), message: e });
+                        }
+                    }
+                }
+                if let Some(d) = &dlq {
+                    d.commit(epoch).await.map_err(|e| EngineError::Sink { job: name.clone(), epoch, sink: "dlq".into(), message: e })?;
+                }
+                stats.batches_processed += 1;
+                Counters::add(&p.counters.epochs, 1);
+            }
+        }
+        if let BatchStrategy::AdaptiveSize { min_size, max_size, target_latency } = job.strategy {
+            let took = t0.elapsed();
+            adaptive.size = if took < target_latency / 2 {
+                (adaptive.size * 3 / 2).max(adaptive.size + 1).min(max_size)
+            } else if took > target_latency {
+                (adaptive.size * 2 / 3).max(min_size)
+            } else {
+                adaptive.size
+            };
+        }
+        if p.feed.is_finished().await || shutdown.is_triggered() {
+            break;
+        }
+    }
+    close_all(&fan, dlq.as_ref()).await;
+    stats.elapsed = started.elapsed();
+    stats.records_processed = Counters::get(&p.counters.records_in);
+    stats.records_read = BTreeMap::from([(p.driver.name().to_string(), stats.records_processed)]);
+    stats.records_failed = Counters::get(&p.counters.records_failed);
+    stats.records_dead_lettered = dead_lettered;
+    for s in &fan.sinks {
+        stats.records_written.insert(s.name.clone(), s.written.load(std::sync::atomic::Ordering::Relaxed));
+        let f = s.failed.load(std::sync::atomic::Ordering::Relaxed);
+        if f > 0 {
+            stats.sink_failures.insert(s.name.clone(), f);
+        }
+    }
+    Ok(stats)
+}
+
+async fn close_all(fan: &FanOut, dlq: Option<&SinkHandle>) {
+    for (n, r) in fan.each(|s| s.close()).await {
+        if let Err(e) = r {
+            tracing::error!(sink = n, "close failed: {e}");
+        }
+    }
+    if let Some(d) = dlq {
+        if let Err(e) = d.close().await {
+            tracing::error!(sink = "dlq", "close failed: {e}");
+        }
+    }
+}

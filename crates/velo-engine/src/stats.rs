@@ -1,0 +1,94 @@
+//! Job statistics: what was read, written, failed, and how fast.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Live counters shared by the runtime, the fan-out and the progress line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read from the driving source.
+    pub records_in: AtomicU64,
+    /// Result records handed to the sinks.
+    pub records_out: AtomicU64,
+    /// Bad records and records of failed epochs.
+    pub records_failed: AtomicU64,
+    /// Committed epochs.
+    pub epochs: AtomicU64,
+}
+
+impl Counters {
+    /// Shared counters.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Adds to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// The statistics of a finished job (the seeds' `JobExecutionStats`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobExecutionStats {
+    /// Job name.
+    pub job: String,
+    /// Records read per source.
+    pub records_read: BTreeMap<String, u64>,
+    /// Records written per sink.
+    pub records_written: BTreeMap<String, u64>,
+    /// Records that failed per sink (write failures).
+    pub sink_failures: BTreeMap<String, u64>,
+    /// Records processed (read from all sources).
+    pub records_processed: u64,
+    /// Bad records plus records of failed epochs.
+    pub records_failed: u64,
+    /// Bad records sent to the dead-letter sink.
+    pub records_dead_lettered: u64,
+    /// Committed epochs.
+    pub batches_processed: u64,
+    /// Epochs that failed.
+    pub batches_failed: u64,
+    /// Arrow batches handed to the sinks.
+    pub arrow_batches: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl JobExecutionStats {
+    /// Input records per second.
+    pub fn records_per_second(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 { self.records_processed as f64 / s } else { 0.0 }
+    }
+
+    /// A human summary.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "job '{}': {} records read, {} failed, {} epochs ({} failed), {:.2}s, {:.0} rows/s",
+            self.job,
+            self.records_processed,
+            self.records_failed,
+            self.batches_processed,
+            self.batches_failed,
+            self.elapsed.as_secs_f64(),
+            self.records_per_second()
+        );
+        for (k, v) in &self.records_read {
+            s.push_str(&format!("\n  source {k}: {v} read"));
+        }
+        for (k, v) in &self.records_written {
+            let failed = self.sink_failures.get(k).copied().unwrap_or(0);
+            s.push_str(&format!("\n  sink {k}: {v} written{}", if failed > 0 { format!(", {failed} failed") } else { String::new() }));
+        }
+        if self.records_dead_lettered > 0 {
+            s.push_str(&format!("\n  dead-letter: {} records", self.records_dead_lettered));
+        }
+        s
+    }
+}

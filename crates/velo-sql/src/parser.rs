@@ -1,0 +1,387 @@
+//! The application parser: statement forms on top of sqlparser's `Parser`.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{Query, SetExpr, TableFactor, TableWithJoins};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
+
+use crate::ast::{Annotation, AppSpec, SinkRef, SourceRef, StatementKind, StatementSpec};
+use crate::{SqlError, VeloDialect};
+
+/// Parses a whole application file.
+pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
+    let annotations = scan_annotations(source);
+    let dialect = VeloDialect;
+    let tokens = Tokenizer::new(&dialect, source)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::at(source, e.location.line as usize, e.location.column as usize, e.message.clone()))?;
+    let (tokens, uris) = rewrite_uri_sources(tokens);
+    let mut p = AppParser { source, parser: Parser::new(&dialect).with_tokens_with_locations(tokens), uris, query_count: 0 };
+    let mut statements = Vec::new();
+    let mut prev_end_line = 0usize;
+    loop {
+        while p.parser.consume_token(&Token::SemiColon) {}
+        if p.parser.peek_token().token == Token::EOF {
+            break;
+        }
+        let mut stmt = p.statement()?;
+        stmt.annotations = annotations.iter().filter(|a| a.line > prev_end_line && a.line < stmt.line).cloned().collect();
+        prev_end_line = p.parser.peek_token().span.start.line as usize;
+        statements.push(stmt);
+    }
+    for a in &annotations {
+        if !crate::KNOWN_ANNOTATIONS.contains(&a.name.as_str()) {
+            tracing::debug!(line = a.line, "ignoring unknown annotation '@{}'", a.name);
+        }
+    }
+    if statements.is_empty() {
+        return Err(SqlError::at(source, 1, 1, "the application has no statements; expected CREATE STREAM ... AS SELECT ..., SELECT ... or INSERT INTO ..."));
+    }
+    Ok(AppSpec { annotations, statements, source: source.to_string() })
+}
+
+fn scan_annotations(source: &str) -> Vec<Annotation> {
+    source
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let rest = l.trim_start().strip_prefix("--")?.trim_start().strip_prefix('@')?;
+            let (name, value) = rest.split_once(':')?;
+            let name = name.trim();
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-') {
+                return None;
+            }
+            Some(Annotation { name: name.to_string(), value: value.trim().to_string(), line: i + 1 })
+        })
+        .collect()
+}
+
+/// Replaces a quoted string right after FROM / JOIN with a generated table
+/// name, so that sqlparser sees an ordinary table reference.
+fn rewrite_uri_sources(mut tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, BTreeMap<String, String>) {
+    let mut uris = BTreeMap::new();
+    let mut prev: Option<Keyword> = None;
+    for t in tokens.iter_mut() {
+        match &t.token {
+            Token::Whitespace(_) => continue,
+            Token::SingleQuotedString(s) if matches!(prev, Some(Keyword::FROM) | Some(Keyword::JOIN)) && s.contains("://") => {
+                let name = format!("__uri_{}", uris.len() + 1);
+                uris.insert(name.clone(), s.clone());
+                t.token = Token::Word(Word { value: name, quote_style: None, keyword: Keyword::NoKeyword });
+            }
+            _ => {}
+        }
+        prev = match &t.token {
+            Token::Word(w) => Some(w.keyword),
+            _ => None,
+        };
+    }
+    (tokens, uris)
+}
+
+struct AppParser<'a> {
+    source: &'a str,
+    parser: Parser<'a>,
+    uris: BTreeMap<String, String>,
+    query_count: usize,
+}
+
+impl AppParser<'_> {
+    fn err_here(&self, message: impl Into<String>) -> SqlError {
+        let t = self.parser.peek_token();
+        let found = if t.token == Token::EOF { "end of input".to_string() } else { format!("'{}'", t.token) };
+        SqlError::at(self.source, t.span.start.line as usize, t.span.start.column as usize, format!("{}, found {found}", message.into()))
+    }
+
+    fn wrap(&self, e: datafusion::sql::sqlparser::parser::ParserError) -> SqlError {
+        let t = self.parser.peek_token();
+        SqlError::from_parser(self.source, &e.to_string(), (t.span.start.line as usize, t.span.start.column as usize))
+    }
+
+    fn statement(&mut self) -> crate::Result<StatementSpec> {
+        let start = self.parser.peek_token();
+        let line = start.span.start.line as usize;
+        let start_idx = (line, start.span.start.column as usize);
+        let mut kind;
+        let mut name;
+        let mut sinks = Vec::new();
+        if self.parser.parse_keyword(Keyword::CREATE) {
+            let _ = self.parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+            kind = if self.parser.parse_keyword(Keyword::STREAM) {
+                StatementKind::CreateStream
+            } else if self.parser.parse_keyword(Keyword::TABLE) {
+                StatementKind::CreateTable
+            } else {
+                return Err(self.err_here("expected STREAM or TABLE after CREATE"));
+            };
+            let _ = self.parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            name = self.parser.parse_identifier().map_err(|e| self.wrap(e))?.value;
+            if self.parser.peek_token().token == Token::LParen {
+                // source declaration with a column list
+                self.parser.expect_token(&Token::LParen).map_err(|e| self.wrap(e))?;
+                let columns = self.parser.parse_comma_separated(Parser::parse_column_def).map_err(|e| self.wrap(e))?;
+                self.parser.expect_token(&Token::RParen).map_err(|e| self.wrap(e))?;
+                let with = if self.parser.parse_keyword(Keyword::WITH) { self.with_props()? } else { BTreeMap::new() };
+                self.end_of_statement()?;
+                return Ok(StatementSpec {
+                    kind: StatementKind::SourceDecl,
+                    name,
+                    query: None,
+                    sources: vec![],
+                    sinks: vec![],
+                    with,
+                    columns,
+                    emit: None,
+                    annotations: vec![],
+                    line,
+                    text: self.text_since(start_idx),
+                });
+            }
+            if !self.parser.parse_keyword(Keyword::AS) {
+                return Err(self.err_here(format!("expected AS SELECT ... or a column list after CREATE STREAM {name}")));
+            }
+        } else if self.parser.parse_keyword(Keyword::INSERT) {
+            if !self.parser.parse_keyword(Keyword::INTO) {
+                return Err(self.err_here("expected INTO after INSERT"));
+            }
+            sinks.push(self.sink_ref()?);
+            kind = StatementKind::InsertInto;
+            self.query_count += 1;
+            name = format!("query_{}", self.query_count);
+        } else if matches!(self.parser.peek_token().token, Token::Word(ref w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH)) || self.parser.peek_token().token == Token::LParen {
+            kind = StatementKind::Select;
+            self.query_count += 1;
+            name = format!("query_{}", self.query_count);
+        } else {
+            return Err(self.err_here("expected CREATE STREAM, CREATE TABLE, SELECT or INSERT INTO"));
+        }
+        let query = self.parser.parse_query().map_err(|e| self.wrap(e))?;
+        if self.parser.parse_keyword(Keyword::INTO) {
+            if kind == StatementKind::InsertInto {
+                return Err(self.err_here("INSERT INTO already names the sink; remove the second INTO"));
+            }
+            loop {
+                sinks.push(self.sink_ref()?);
+                if !self.parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        let mut emit = None;
+        let mut with = BTreeMap::new();
+        // EMIT and WITH may come in either order
+        for _ in 0..2 {
+            if self.parse_word("EMIT") {
+                let t = self.parser.next_token();
+                match &t.token {
+                    Token::Word(w) if w.value.eq_ignore_ascii_case("CHANGES") || w.value.eq_ignore_ascii_case("FINAL") => emit = Some(w.value.to_ascii_uppercase()),
+                    _ => return Err(self.err_here("expected CHANGES or FINAL after EMIT")),
+                }
+            } else if self.parser.parse_keyword(Keyword::WITH) {
+                with = self.with_props()?;
+            }
+        }
+        self.end_of_statement()?;
+        if kind == StatementKind::CreateStream && name.is_empty() {
+            kind = StatementKind::Select;
+        }
+        let sources = self.sources_of(&query);
+        if name.is_empty() {
+            name = "query".into();
+        }
+        Ok(StatementSpec { kind, name, query: Some(query), sources, sinks, with, columns: vec![], emit, annotations: vec![], line, text: self.text_since(start_idx) })
+    }
+
+    /// Consumes `word` (not a sqlparser keyword) if it comes next.
+    fn parse_word(&mut self, word: &str) -> bool {
+        match self.parser.peek_token().token {
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word) => {
+                self.parser.next_token();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn end_of_statement(&self) -> crate::Result<()> {
+        match self.parser.peek_token().token {
+            Token::SemiColon | Token::EOF => Ok(()),
+            _ => Err(self.err_here("expected ';' or the end of the statement (INTO, WITH, EMIT)")),
+        }
+    }
+
+    fn text_since(&self, start: (usize, usize)) -> String {
+        let end = self.parser.peek_token().span.start;
+        let (a, b) = (offset(self.source, start), if end.line == 0 { self.source.len() } else { offset(self.source, (end.line as usize, end.column as usize)) });
+        self.source.get(a..b.max(a)).unwrap_or("").trim().to_string()
+    }
+
+    fn sink_ref(&mut self) -> crate::Result<SinkRef> {
+        let t = self.parser.next_token();
+        let (line, column) = (t.span.start.line as usize, t.span.start.column as usize);
+        match t.token {
+            Token::SingleQuotedString(s) => {
+                let name = format!("__sink_uri_{line}_{column}");
+                Ok(SinkRef { name, uri: Some(s), line, column })
+            }
+            Token::Word(w) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some() || !matches!(w.keyword, Keyword::WITH | Keyword::SELECT) => {
+                let mut name = w.value;
+                // dotted names are kept whole
+                while self.parser.consume_token(&Token::Period) {
+                    let n = self.parser.parse_identifier().map_err(|e| self.wrap(e))?;
+                    name = format!("{name}.{}", n.value);
+                }
+                Ok(SinkRef { name, uri: None, line, column })
+            }
+            other => Err(SqlError::at(self.source, line, column, format!("expected a sink name or a quoted URI after INTO, found '{other}'"))),
+        }
+    }
+
+    /// `( 'k' = 'v', k.k2 = 42, 'list' = ['a', 'b'] )`
+    fn with_props(&mut self) -> crate::Result<BTreeMap<String, String>> {
+        self.parser.expect_token(&Token::LParen).map_err(|e| self.wrap(e))?;
+        let mut out = BTreeMap::new();
+        if self.parser.consume_token(&Token::RParen) {
+            return Ok(out);
+        }
+        loop {
+            let t = self.parser.next_token();
+            let mut key = match t.token {
+                Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+                Token::Word(w) => w.value,
+                other => return Err(SqlError::at(self.source, t.span.start.line as usize, t.span.start.column as usize, format!("expected a property name such as 'orders.type', found '{other}'"))),
+            };
+            while self.parser.consume_token(&Token::Period) {
+                match self.parser.next_token().token {
+                    Token::Word(w) => key = format!("{key}.{}", w.value),
+                    _ => return Err(self.err_here("expected a name after '.' in a property key")),
+                }
+            }
+            if !self.parser.consume_token(&Token::Eq) {
+                return Err(self.err_here(format!("expected '=' after property '{key}'")));
+            }
+            let value = self.prop_value()?;
+            if out.insert(key.clone(), value).is_some() {
+                tracing::warn!("property '{key}' is given twice in one WITH clause; the last value wins");
+            }
+            if self.parser.consume_token(&Token::Comma) {
+                if self.parser.consume_token(&Token::RParen) {
+                    break; // trailing comma
+                }
+                continue;
+            }
+            if self.parser.consume_token(&Token::RParen) {
+                break;
+            }
+            return Err(self.err_here("expected ',' or ')' in WITH (...)"));
+        }
+        Ok(out)
+    }
+
+    fn prop_value(&mut self) -> crate::Result<String> {
+        let t = self.parser.next_token();
+        Ok(match t.token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+            Token::Number(n, _) => n,
+            Token::Minus => match self.parser.next_token().token {
+                Token::Number(n, _) => format!("-{n}"),
+                _ => return Err(self.err_here("expected a number after '-'")),
+            },
+            Token::Word(w) => w.value,
+            Token::LBracket => {
+                let mut items = Vec::new();
+                if !self.parser.consume_token(&Token::RBracket) {
+                    loop {
+                        items.push(self.prop_value()?);
+                        if self.parser.consume_token(&Token::RBracket) {
+                            break;
+                        }
+                        if !self.parser.consume_token(&Token::Comma) {
+                            return Err(self.err_here("expected ',' or ']' in a list value"));
+                        }
+                    }
+                }
+                items.join(",")
+            }
+            other => {
+                return Err(SqlError::at(self.source, t.span.start.line as usize, t.span.start.column as usize, format!("expected a quoted value, number or list, found '{other}'")));
+            }
+        })
+    }
+
+    fn sources_of(&self, query: &Query) -> Vec<SourceRef> {
+        let mut out = Vec::new();
+        let mut ctes = Vec::new();
+        collect_query(query, &mut ctes, &mut out);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|s: &SourceRef| seen.insert(s.name.clone()));
+        for s in &mut out {
+            s.uri = self.uris.get(&s.name).cloned();
+        }
+        out
+    }
+}
+
+fn collect_query(q: &Query, ctes: &mut Vec<String>, out: &mut Vec<SourceRef>) {
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            collect_query(&cte.query, ctes, out);
+            ctes.push(cte.alias.name.value.clone());
+        }
+    }
+    collect_set_expr(&q.body, ctes, out);
+}
+
+fn collect_set_expr(s: &SetExpr, ctes: &mut Vec<String>, out: &mut Vec<SourceRef>) {
+    match s {
+        SetExpr::Select(sel) => {
+            for twj in &sel.from {
+                collect_twj(twj, ctes, out);
+            }
+        }
+        SetExpr::Query(q) => collect_query(q, ctes, out),
+        SetExpr::SetOperation { left, right, .. } => {
+            collect_set_expr(left, ctes, out);
+            collect_set_expr(right, ctes, out);
+        }
+        _ => {}
+    }
+}
+
+fn collect_twj(t: &TableWithJoins, ctes: &mut Vec<String>, out: &mut Vec<SourceRef>) {
+    collect_factor(&t.relation, ctes, out);
+    for j in &t.joins {
+        collect_factor(&j.relation, ctes, out);
+    }
+}
+
+fn collect_factor(f: &TableFactor, ctes: &mut Vec<String>, out: &mut Vec<SourceRef>) {
+    match f {
+        TableFactor::Table { name, .. } => {
+            let n = name.to_string();
+            if !ctes.contains(&n) {
+                let span = name.0.first().and_then(|p| p.as_ident()).map(|i| i.span.start);
+                let (line, column) = span.map(|s| (s.line as usize, s.column as usize)).unwrap_or((0, 0));
+                let clean = name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.clone()).collect::<Vec<_>>().join(".");
+                out.push(SourceRef { name: clean, uri: None, line, column });
+            }
+        }
+        TableFactor::Derived { subquery, .. } => collect_query(subquery, ctes, out),
+        TableFactor::NestedJoin { table_with_joins, .. } => collect_twj(table_with_joins, ctes, out),
+        _ => {}
+    }
+}
+
+/// Byte offset of a 1-based (line, column) position.
+fn offset(source: &str, (line, col): (usize, usize)) -> usize {
+    let mut off = 0;
+    for (i, l) in source.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return off + l.char_indices().nth(col.saturating_sub(1)).map(|(b, _)| b).unwrap_or(l.len());
+        }
+        off += l.len();
+    }
+    source.len()
+}

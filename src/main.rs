@@ -1,0 +1,183 @@
+//! `velo`: the Velostream command line.
+//!
+//! Thin wiring only: parse arguments, install logging, hand the SQL file to
+//! the engine (`velo-engine`), print results and statistics.
+//!
+//! * `velo run app.sql [--config F] [--profile P] [--set name.key=value]`
+//! * `velo validate app.sql` — parse and resolve everything, connect to nothing
+//! * `velo explain app.sql` — sources, sinks, resolved config (secrets
+//!   masked) and the DataFusion plans
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use velo_engine::plan::{PlanOptions, resolve};
+use velo_engine::runtime::{explain_text, prepare_job};
+use velo_engine::stats::Counters;
+use velo_engine::{EngineError, Shutdown};
+
+#[derive(Parser)]
+#[command(name = "velo", version, about = "Velostream: streaming SQL on Apache Arrow and DataFusion")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a SQL application until its input ends (or Ctrl-C).
+    Run(AppArgs),
+    /// Parse and resolve an application; report every error; connect to nothing.
+    Validate(AppArgs),
+    /// Show sources, sinks, resolved configuration and the query plans.
+    Explain(AppArgs),
+}
+
+#[derive(Args)]
+struct AppArgs {
+    /// The SQL application file.
+    file: PathBuf,
+    /// Global config file (else VELO_CONFIG_FILE, ./velo.yaml, ./configs/velo.yaml, ~/.velo/config.yaml, /etc/velo/config.yaml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Profile of the global config (else VELO_PROFILE, else active_profile).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Override a property: --set name.key=value (repeatable).
+    #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl AppArgs {
+    fn options(&self) -> Result<PlanOptions, String> {
+        let sets = self
+            .sets
+            .iter()
+            .map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("--set '{s}' needs the form name.key=value")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PlanOptions { config: self.config.clone(), profile: self.profile.clone(), sets, vars: None, no_global: false })
+    }
+
+    fn read(&self) -> Result<String, String> {
+        std::fs::read_to_string(&self.file).map_err(|e| format!("cannot read '{}': {e}", self.file.display()))
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VELO_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,datafusion=warn,sqlparser=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Run(a) => run(a).await,
+            Cmd::Validate(a) => validate(a).await,
+            Cmd::Explain(a) => explain(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(a: &AppArgs) -> Result<velo_engine::AppPlan, String> {
+    let sql = a.read()?;
+    resolve(&sql, &a.file, &a.options()?).map_err(|e| e.to_string())
+}
+
+async fn run(a: AppArgs) -> Result<(), String> {
+    let app = plan(&a)?;
+    let shutdown = Shutdown::default();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nShutdown signal received: committing the current epoch");
+            sd.trigger();
+        }
+    });
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let last_log = Arc::new(AtomicU64::new(0));
+    let progress: Arc<dyn Fn(&str, &Counters) + Send + Sync> = Arc::new(move |job: &str, c: &Counters| {
+        let secs = started.elapsed().as_secs_f64();
+        let (i, o, f) = (Counters::get(&c.records_in), Counters::get(&c.records_out), Counters::get(&c.records_failed));
+        let rate = if secs > 0.0 { i as f64 / secs } else { 0.0 };
+        if tty {
+            eprint!("\r\x1b[2K[{job}] in {i} | out {o} | failed {f} | epochs {} | {rate:.0} rows/s", Counters::get(&c.epochs));
+        } else if started.elapsed().as_secs() >= last_log.load(Ordering::Relaxed) + 10 {
+            last_log.store(started.elapsed().as_secs(), Ordering::Relaxed);
+            tracing::info!("[{job}] progress: {i} in, {o} out, {f} failed, {rate:.0} rows/s");
+        }
+    });
+    let stats = velo_engine::run_app(&app, shutdown, Some(progress)).await;
+    if tty {
+        eprintln!();
+    }
+    let stats = stats.map_err(|e| e.to_string())?;
+    for s in &stats {
+        eprintln!("{}", s.summary());
+    }
+    Ok(())
+}
+
+async fn prepare_all(app: &velo_engine::AppPlan) -> Result<Vec<velo_engine::runtime::PreparedJob>, EngineError> {
+    let sd = Shutdown::default();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for j in &app.jobs {
+        match prepare_job(j, &sd, false).await {
+            Ok(p) => out.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(EngineError::Many(errors)) }
+}
+
+async fn validate(a: AppArgs) -> Result<(), String> {
+    let app = plan(&a)?;
+    prepare_all(&app).await.map_err(|e| e.to_string())?;
+    println!("{}: OK ({} job(s), {} warning(s))", display(&a.file), app.jobs.len(), app.warnings.len());
+    for w in &app.warnings {
+        println!("  warning: {w}");
+    }
+    Ok(())
+}
+
+async fn explain(a: AppArgs) -> Result<(), String> {
+    let app = plan(&a)?;
+    if let Some(p) = &app.profile {
+        println!("Profile: {p}");
+    }
+    for p in prepare_all(&app).await.map_err(|e| e.to_string())? {
+        println!("{}", explain_text(&p));
+    }
+    for w in &app.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
