@@ -1,1 +1,9 @@
-//! it
+//! End-to-end tests: the `velo` binary on SQL applications.
+//!
+//! One integration-test binary (STYLE.md rule 7) with modules:
+//! `golden` runs every case under `tests/sql/`; the others cover what a
+//! golden file cannot (crashes, signals, watch mode, memory).
+
+mod common;
+mod golden;
+mod process;

@@ -114,8 +114,10 @@ pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool
     let feed = EpochFeed::new(driver.name(), driver.schema(), reader, policy, counters.clone(), shutdown.receiver());
     let config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192).with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
-    let table = StreamingTable::try_new(driver.schema(), vec![Arc::new(FeedPartition(feed.clone()))])?.with_infinite_table(!driver.is_bounded());
-    ctx.register_table(driver.name(), Arc::new(table))?;
+    let streaming_table = |infinite: bool| -> Result<Arc<StreamingTable>> {
+        Ok(Arc::new(StreamingTable::try_new(driver.schema(), vec![Arc::new(FeedPartition(feed.clone()))])?.with_infinite_table(infinite)))
+    };
+    ctx.register_table(driver.name(), streaming_table(true)?)?;
     let mut lookups = Vec::new();
     for (i, src) in built.iter().enumerate() {
         if i == driver_idx {
@@ -147,6 +149,16 @@ pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool
             driver.name()
         )));
     }
+    // The driving source is declared infinite so that DataFusion keeps it on
+    // the probe side of joins and streams it; a query that needs its whole
+    // (bounded) input is planned over a finite table and runs as one epoch.
+    let logical = if whole_input {
+        ctx.deregister_table(driver.name())?;
+        ctx.register_table(driver.name(), streaming_table(false)?)?;
+        velo_sql::lower::to_logical_plan(&ctx.state(), query).await?
+    } else {
+        logical
+    };
     let physical = ctx.state().create_physical_plan(&logical).await?;
     Ok(PreparedJob { plan: plan.clone(), driver, feed, lookups, logical, physical, ctx, counters, whole_input })
 }

@@ -1,0 +1,84 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `velo` binary under test.
+pub fn velo() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_velo"));
+    c.env("NO_COLOR", "1").env("VELO_LOG", "info").env_remove("VELO_PROFILE").env_remove("VELO_CONFIG_FILE");
+    c
+}
+
+/// Runs `velo args...` in `dir`.
+pub fn run_in(dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+    let mut c = velo();
+    c.current_dir(dir).args(args).env("HOME", dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("velo runs")
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// All files below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().to_path_buf());
+                }
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A Parquet file as JSON Lines (for comparing with expected text).
+pub fn parquet_to_jsonl(path: &Path) -> String {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        for b in reader {
+            w.write(&b.unwrap()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    String::from_utf8(buf).unwrap()
+}
+
+/// Reads a possibly gzip/zstd-compressed text file.
+pub fn read_text(path: &Path) -> String {
+    use std::io::Read;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let name = path.to_string_lossy();
+    if name.ends_with(".gz") {
+        let mut s = String::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut s).unwrap();
+        s
+    } else {
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}

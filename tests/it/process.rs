@@ -1,0 +1,1 @@
+//! Tests that drive the velo process: signals, crashes, watch mode, memory.
