@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::ast::{Query, SetExpr, TableFactor, TableWithJoins};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Query, SetExpr, TableFactor, TableWithJoins, UnaryOperator, Value};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
@@ -157,7 +157,13 @@ impl AppParser<'_> {
         } else {
             return Err(self.err_here("expected CREATE STREAM, CREATE TABLE, SELECT or INSERT INTO"));
         }
-        let query = self.parser.parse_query().map_err(|e| self.wrap(e))?;
+        let mut query = self.parser.parse_query().map_err(|e| self.wrap(e))?;
+        // `FROM t WITH (...)`: sqlparser reads the property list as table hints
+        let hints = take_hints(&mut query);
+        let mut with = BTreeMap::new();
+        if !hints.is_empty() {
+            with = self.hints_to_props(hints)?;
+        }
         if self.parser.parse_keyword(Keyword::INTO) {
             if kind == StatementKind::InsertInto {
                 return Err(self.err_here("INSERT INTO already names the sink; remove the second INTO"));
@@ -170,7 +176,6 @@ impl AppParser<'_> {
             }
         }
         let mut emit = None;
-        let mut with = BTreeMap::new();
         // EMIT and WITH may come in either order
         for _ in 0..2 {
             if self.parse_word("EMIT") {
@@ -311,6 +316,23 @@ impl AppParser<'_> {
         })
     }
 
+    fn hints_to_props(&self, hints: Vec<Expr>) -> crate::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for h in hints {
+            let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = &h else {
+                return Err(self.err_here(format!("expected 'key' = 'value' in WITH (...), found {h}")));
+            };
+            let key = match left.as_ref() {
+                Expr::Value(v) => literal(&v.value),
+                Expr::Identifier(i) => i.value.clone(),
+                Expr::CompoundIdentifier(parts) => parts.iter().map(|p| p.value.clone()).collect::<Vec<_>>().join("."),
+                other => return Err(self.err_here(format!("expected a property name such as 'orders.type', found {other}"))),
+            };
+            out.insert(key, expr_value(right));
+        }
+        Ok(out)
+    }
+
     fn sources_of(&self, query: &Query) -> Vec<SourceRef> {
         let mut out = Vec::new();
         let mut ctes = Vec::new();
@@ -384,4 +406,40 @@ fn offset(source: &str, (line, col): (usize, usize)) -> usize {
         off += l.len();
     }
     source.len()
+}
+
+fn literal(v: &Value) -> String {
+    match v {
+        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+        Value::Number(n, _) => n.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn expr_value(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => literal(&v.value),
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => format!("-{}", expr_value(expr)),
+        Expr::Array(a) => a.elem.iter().map(expr_value).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Removes the table hints of the last FROM item (where a trailing
+/// `WITH (...)` lands) and returns them.
+fn take_hints(q: &mut Query) -> Vec<Expr> {
+    fn in_factor(f: &mut TableFactor) -> Vec<Expr> {
+        match f {
+            TableFactor::Table { with_hints, .. } => std::mem::take(with_hints),
+            _ => vec![],
+        }
+    }
+    let SetExpr::Select(sel) = q.body.as_mut() else { return vec![] };
+    let Some(last) = sel.from.last_mut() else { return vec![] };
+    match last.joins.last_mut() {
+        Some(j) => in_factor(&mut j.relation),
+        None => in_factor(&mut last.relation),
+    }
 }

@@ -1,0 +1,62 @@
+//! Front-end tests: statement forms, URIs, annotations, WITH values, errors.
+
+use velo_sql::{StatementKind, parse_app};
+
+#[test]
+fn bare_select_with_props() {
+    let app = parse_app("SELECT * FROM o WITH ('o.type' = 'datagen', 'batch.size' = 10);").unwrap();
+    let s = &app.statements[0];
+    assert_eq!(s.kind, StatementKind::Select);
+    assert_eq!(s.with.get("o.type").map(String::as_str), Some("datagen"));
+    assert_eq!(s.with.get("batch.size").map(String::as_str), Some("10"));
+    assert_eq!(s.sources[0].name, "o");
+}
+
+#[test]
+fn statement_forms_uris_annotations() {
+    let sql = "-- @application: demo\n-- @unknown_thing: 1\nCREATE STREAM s AS\nSELECT a.x FROM 'file:///d/*.csv?format=csv' a JOIN b ON a.k = b.k WHERE a.x > 1\nINTO out1, 'file:///o/x.parquet'\nWITH ('out1.type' = 'stdout', format = 'parquet', 'cols' = ['a', 'b'], n = -3, flag = true);\n\nINSERT INTO sink SELECT * FROM t;\n-- @job_name: third\nCREATE TABLE agg AS SELECT k, COUNT(*) FROM t GROUP BY k EMIT CHANGES;\nCREATE STREAM src (id BIGINT NOT NULL, name VARCHAR) WITH ('src.type' = 'file_source');\n";
+    let app = parse_app(sql).unwrap();
+    assert_eq!(app.annotation("application"), Some("demo"));
+    assert_eq!(app.statements.len(), 4);
+    let s = &app.statements[0];
+    assert_eq!((s.kind, s.name.as_str(), s.line), (StatementKind::CreateStream, "s", 3));
+    assert_eq!(s.sources[0].uri.as_deref(), Some("file:///d/*.csv?format=csv"));
+    assert_eq!(s.sources[1].name, "b");
+    assert_eq!(s.sinks[0].name, "out1");
+    assert_eq!(s.sinks[1].uri.as_deref(), Some("file:///o/x.parquet"));
+    assert_eq!(s.with["cols"], "a,b");
+    assert_eq!(s.with["n"], "-3");
+    assert_eq!(s.with["flag"], "true");
+    assert_eq!(s.annotations.len(), 2, "annotations before the statement are kept with it");
+    assert!(s.text.starts_with("CREATE STREAM s AS") && s.text.ends_with("flag = true)"), "{}", s.text);
+    let ins = &app.statements[1];
+    assert_eq!((ins.kind, ins.sinks[0].name.as_str()), (StatementKind::InsertInto, "sink"));
+    let t = &app.statements[2];
+    assert_eq!((t.kind, t.emit.as_deref()), (StatementKind::CreateTable, Some("CHANGES")));
+    assert_eq!(t.annotations[0].name, "job_name");
+    let d = &app.statements[3];
+    assert_eq!((d.kind, d.columns.len()), (StatementKind::SourceDecl, 2));
+}
+
+#[test]
+fn errors_carry_line_column_and_quote() {
+    let e = parse_app("SELECT a\nFROM t\nWHERE a >\nINTO x;").unwrap_err();
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.snippet.contains("INTO x;"), "{e}");
+    let e = parse_app("CREATE VIEW v AS SELECT 1").unwrap_err();
+    assert!(e.message.contains("expected STREAM or TABLE after CREATE"), "{e}");
+    let e = parse_app("SELECT * FROM t INTO x WITH ('a' 'b')").unwrap_err();
+    assert!(e.message.contains("expected '=' after property 'a'") && e.column == 34, "{e}");
+    let e = parse_app("-- only a comment\n").unwrap_err();
+    assert!(e.message.contains("no statements"), "{e}");
+    let e = parse_app("DELETE FROM t").unwrap_err();
+    assert!(e.message.contains("expected CREATE STREAM"), "{e}");
+}
+
+#[test]
+fn emit_and_into_are_not_aliases() {
+    let app = parse_app("SELECT * FROM t EMIT CHANGES").unwrap();
+    assert_eq!(app.statements[0].emit.as_deref(), Some("CHANGES"));
+    let app = parse_app("SELECT * FROM t INTO o").unwrap();
+    assert_eq!(app.statements[0].sinks[0].name, "o");
+}
