@@ -462,8 +462,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 if let Some(d) = &dlq {
                     d.commit(epoch).await.map_err(|e| EngineError::Sink { job: name.clone(), epoch, sink: "dlq".into(), message: e })?;
                 }
-                stats.batches_processed += 1;
-                Counters::add(&p.counters.epochs, 1);
+                // the empty epoch that only discovers the end of input is not counted
+                if epoch_records > 0 || !p.feed.is_finished().await {
+                    stats.batches_processed += 1;
+                    Counters::add(&p.counters.epochs, 1);
+                }
             }
         }
         if let BatchStrategy::AdaptiveSize { min_size, max_size, target_latency } = job.strategy {

@@ -247,9 +247,22 @@ impl<R: Read> UnitReader<R> {
     }
 }
 
+/// The decoder's message without its prefix and without the line numbers
+/// of the one-record probe decoder (we report the real line ourselves).
 fn clean_error(e: &ArrowError) -> String {
     let s = e.to_string();
-    s.trim_start_matches("Json error: ").trim_start_matches("Parser error: ").trim_start_matches("Csv error: ").to_string()
+    let mut s = s.trim_start_matches("Json error: ").trim_start_matches("Parser error: ").trim_start_matches("Csv error: ").to_string();
+    for pat in [" at line ", "for line "] {
+        if let Some(i) = s.find(pat) {
+            let digits = s[i + pat.len()..].chars().take_while(|c| c.is_ascii_digit()).count();
+            let mut end = i + pat.len() + digits;
+            if s[end..].starts_with(", ") && pat == "for line " {
+                end += 2;
+            }
+            s.replace_range(i..end, "");
+        }
+    }
+    s.replace("  ", " ").replace("fields expected", "fields: expected").trim().to_string()
 }
 
 /// (first physical line, start, end) of each non-blank record in `unit`.
