@@ -1,1 +1,247 @@
-//! Tests that drive the velo process: signals, crashes, watch mode, memory.
+//! Tests that drive the `velo` process: crashes, signals, retries, watch
+//! mode, Parquet input, bounded memory. They wait on conditions (output
+//! appearing, a log line), never on fixed sleeps, and assert no timings.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{files_below, velo};
+
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    velo().current_dir(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("velo starts")
+}
+
+/// Waits (up to `limit`) until `cond` holds; panics with `what` otherwise.
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+fn published(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    files_below(dir).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).collect()
+}
+
+#[test]
+fn sigkill_never_leaves_a_partial_file_visible() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT id, pad FROM gen INTO tx WITH ('gen.type' = 'datagen', 'gen.rate' = '20000', 'gen.columns' = 'id:sequence(1), pad:string(200)',
+         'tx.type' = 'file_sink', 'tx.path' = 'out/tx.jsonl', 'use_transactions' = 'true', 'batch.size' = '1000');",
+    )
+    .unwrap();
+    for round in 0..3 {
+        let mut child = spawn(d.path(), &["run", "app.sql"]);
+        let before = published(&d.path().join("out"), "tx-").len();
+        wait_for(Duration::from_secs(60), "epochs to be published", || published(&d.path().join("out"), "tx-").len() >= before + 2 + round);
+        signal(&child, "-KILL");
+        let _ = child.wait();
+        // every visible file is a whole epoch: exactly 1000 complete JSON lines
+        for f in published(&d.path().join("out"), "tx-") {
+            let text = std::fs::read_to_string(d.path().join("out").join(&f)).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1000, "{} holds a partial epoch", f.display());
+            for l in lines {
+                serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{}: torn line {l:?}: {e}", f.display()));
+            }
+        }
+    }
+    // a restart cleans up the temporary files a killed run left behind
+    let before = published(&d.path().join("out"), "tx-").len();
+    let mut child = spawn(d.path(), &["run", "app.sql"]);
+    wait_for(Duration::from_secs(60), "a new epoch after restart", || published(&d.path().join("out"), "tx-").len() > before);
+    signal(&child, "-INT");
+    assert!(child.wait().unwrap().success());
+    assert!(!files_below(d.path()).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "temporary files left: {:?}", files_below(d.path()));
+}
+
+#[test]
+fn ctrl_c_commits_the_current_epoch_and_exits_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT id FROM gen INTO out WITH ('gen.type' = 'datagen', 'gen.rate' = '5000', 'gen.columns' = 'id:sequence(1)',
+         'out.type' = 'file_sink', 'out.path' = 'out/ids.jsonl', 'batch.timeout' = '200ms');",
+    )
+    .unwrap();
+    let mut child = spawn(d.path(), &["run", "app.sql"]);
+    let out = d.path().join("out/ids.jsonl");
+    wait_for(Duration::from_secs(60), "output", || std::fs::metadata(&out).map(|m| m.len() > 1000).unwrap_or(false));
+    signal(&child, "-INT");
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let ids: Vec<u64> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap()).collect();
+    // everything read was written: no gaps, nothing lost at the stop
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    let read: u64 = err.split("records read").next().unwrap().rsplit(' ').nth(1).unwrap().parse().unwrap();
+    assert_eq!(read, ids.len() as u64, "{err}");
+}
+
+#[test]
+fn retry_with_backoff_recovers_a_sink_and_gives_up_per_sink() {
+    let d = tempfile::tempdir().unwrap();
+    let data: String = (1..=6).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    std::fs::write(d.path().join("nums.jsonl"), data).unwrap();
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT n FROM nums INTO flaky, stuck, fine WITH ('nums.type' = 'file_source', 'nums.path' = 'nums.jsonl',
+         'flaky.type' = 'file_sink', 'flaky.path' = 'flaky/{batch_id}/x.jsonl',
+         'stuck.type' = 'file_sink', 'stuck.path' = 'stuck/{batch_id}/x.jsonl',
+         'fine.type' = 'file_sink', 'fine.path' = 'fine.jsonl',
+         'failure_strategy' = 'RetryWithBackoff', 'max_retries' = '6', 'retry_backoff' = '100ms', 'batch.size' = '3');",
+    )
+    .unwrap();
+    // epoch 1 of 'flaky' and 'stuck' cannot open: a file stands where their directory goes
+    std::fs::create_dir_all(d.path().join("flaky")).unwrap();
+    std::fs::write(d.path().join("flaky/000001"), "blocker").unwrap();
+    std::fs::create_dir_all(d.path().join("stuck")).unwrap();
+    std::fs::write(d.path().join("stuck/000002"), "blocker").unwrap();
+    let mut child = spawn(d.path(), &["run", "app.sql"]);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut removed = false;
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if !removed && line.contains("sink=\"flaky\"") && line.contains("retrying") {
+            std::fs::remove_file(d.path().join("flaky/000001")).unwrap();
+            removed = true;
+        }
+        log.push_str(&line);
+        line.clear();
+    }
+    assert!(child.wait().unwrap().success(), "{log}");
+    assert!(removed, "flaky was never retried: {log}");
+    // flaky recovered: both epochs written
+    let flaky: String = ["flaky/000001/x.jsonl", "flaky/000002/x.jsonl"].iter().map(|p| std::fs::read_to_string(d.path().join(p)).unwrap()).collect();
+    assert_eq!(flaky.lines().count(), 6, "{log}");
+    // stuck gave up on epoch 2 after max_retries; its failure is its own
+    assert!(log.contains("sink 'stuck' failed this epoch (other sinks continue)"), "{log}");
+    assert_eq!(log.matches("sink=\"stuck\" attempt=").count(), 6, "six retries, then the sink gives up: {log}");
+    assert!(log.contains("sink stuck: 3 written, 3 failed"), "{log}");
+    assert_eq!(std::fs::read_to_string(d.path().join("fine.jsonl")).unwrap().lines().count(), 6);
+}
+
+#[test]
+fn watch_mode_picks_up_new_files() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("in")).unwrap();
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT id, id * 2 AS twice FROM incoming INTO out WITH ('incoming.type' = 'file_source', 'incoming.path' = 'in/*.jsonl',
+         'incoming.watch' = 'true', 'incoming.watch_interval' = '50ms', 'incoming.schema' = 'id BIGINT',
+         'out.type' = 'file_sink', 'out.path' = 'out/seen.jsonl', 'batch.timeout' = '100ms');",
+    )
+    .unwrap();
+    let mut child = spawn(d.path(), &["run", "app.sql"]);
+    let out = d.path().join("out/seen.jsonl");
+    let count = || std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
+    // written elsewhere, then moved in: the source must never see half a file
+    let drop_file = |name: &str, ids: std::ops::Range<u32>| {
+        let tmp = d.path().join(format!("{name}.part"));
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        for i in ids {
+            writeln!(f, "{{\"id\": {i}}}").unwrap();
+        }
+        drop(f);
+        std::fs::rename(tmp, d.path().join("in").join(name)).unwrap();
+    };
+    drop_file("a.jsonl", 1..4);
+    wait_for(Duration::from_secs(30), "first file", || count() == 3);
+    drop_file("b.jsonl", 4..6);
+    wait_for(Duration::from_secs(30), "second file", || count() == 5);
+    assert!(child.try_wait().unwrap().is_none(), "a watching source keeps the job running");
+    signal(&child, "-INT");
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("{\"id\":5,\"twice\":10}"), "{text}");
+}
+
+#[test]
+fn parquet_input_is_read_and_projected() {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("pq")).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("city", DataType::Utf8, true), Field::new("t", DataType::Float64, true)]));
+    for (file, ids) in [("a.parquet", 0..3i64), ("b.parquet", 3..6)] {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids.clone())),
+                Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("c{i}")))),
+                Arc::new(Float64Array::from_iter_values(ids.map(|i| i as f64 / 2.0))),
+            ],
+        )
+        .unwrap();
+        let f = std::fs::File::create(d.path().join("pq").join(file)).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT city, t FROM 'file://pq/*.parquet' WHERE id % 2 = 1 INTO 'file://out/odd.csv';",
+    )
+    .unwrap();
+    let out = crate::common::run_in(d.path(), &["run", "app.sql"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(d.path().join("out/odd.csv")).unwrap(), "city,t\nc1,0.5\nc3,1.5\nc5,2.5\n");
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_large_input_streams_through_with_flat_memory() {
+    // ~400 MB of JSON Lines, about 4 million rows: far more than the memory
+    // the job may use, so it must stream.
+    let d = tempfile::tempdir().unwrap();
+    {
+        let f = std::fs::File::create(d.path().join("big.jsonl")).unwrap();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        for i in 0..4_000_000u64 {
+            writeln!(w, "{{\"id\":{i},\"customer\":\"customer-{:06}\",\"amount\":{}.{:02},\"status\":\"{}\"}}", i % 100_000, i % 1000, i % 100, ["NEW", "PAID", "SHIPPED"][(i % 3) as usize]).unwrap();
+        }
+    }
+    let size = std::fs::metadata(d.path().join("big.jsonl")).unwrap().len();
+    assert!(size > 250 << 20, "input is {size} bytes");
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT id, amount FROM big WHERE status = 'PAID' INTO out WITH ('big.type' = 'file_source', 'big.path' = 'big.jsonl',
+         'out.type' = 'file_sink', 'out.path' = 'out/paid.jsonl');",
+    )
+    .unwrap();
+    let mut child = velo().current_dir(d.path()).args(["run", "app.sql"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(p) = peak_rss_kib(pid) {
+            peak = peak.max(p);
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    assert!(err.contains("4000000 records read"), "{err}");
+    let written = std::fs::read_to_string(d.path().join("out/paid.jsonl")).unwrap().lines().count();
+    assert_eq!(written, 1_333_333);
+    eprintln!("peak RSS {peak} KiB for {size} bytes of input");
+    assert!(peak > 0 && peak < 200 * 1024, "peak RSS {peak} KiB for a {size}-byte input: reading is not bounded");
+}

@@ -158,6 +158,22 @@ fn sync_dir(path: &Path) {
     }
 }
 
+/// Removes the hidden temporary files of epochs that a killed run never
+/// committed (they were never visible; this only reclaims the space).
+fn remove_stale_temporaries(probe: &Path) {
+    let Some(dir) = probe.parent() else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Some(stem) = probe.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or_default().to_string()) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&format!(".{stem}")) && (n.ends_with(".tmp") && n.contains(".epoch-") || n.ends_with(".inprogress")) {
+            tracing::info!(file = %e.path().display(), "removing an uncommitted temporary file of an earlier run");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 impl FileSink {
     /// Creates the sink; checks that the output directory can be created.
     pub fn new(name: &str, cfg: FileSinkConfig) -> Result<Self> {
@@ -171,6 +187,7 @@ impl FileSink {
                 }
             }
         }
+        remove_stale_temporaries(Path::new(&probe));
         Ok(Self { name: name.to_string(), cfg, schema: None, transactional: false, current: None, staged: vec![], seq: 0, published: VecDeque::new(), epoch: 0 })
     }
 
