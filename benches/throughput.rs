@@ -1,1 +1,118 @@
-fn main() {}
+//! Throughput benchmark (not a test): release mode, `cargo bench --bench throughput`.
+//!
+//! Scenarios, each over the same 1M-row JSON Lines file (~100 bytes a row,
+//! generated once under `target/bench-data/`):
+//! 1. JSONL -> filter + projection -> Parquet
+//! 2. JSONL -> filter + projection -> Parquet and JSON Lines (two sinks)
+//! 3. generator -> filter + projection -> Parquet
+//!
+//! Reports wall-clock rows/s and MB/s, and rows per CPU-second (user + system
+//! time of this process), which is the per-core figure. Pin it to one core
+//! with `taskset -c 0 cargo bench --bench throughput` for a strict one-core run.
+//! `BENCH_ROWS` changes the row count, `BENCH_RUNS` the repetitions (best kept).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use velo_engine::plan::{PlanOptions, resolve};
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux)
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn generate(path: &Path, rows: u64) {
+    if std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension("tmp");
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+    let statuses = ["NEW", "PAID", "SHIPPED", "CANCELLED"];
+    let regions = ["eu-west", "us-east", "ap-south"];
+    let mut x: u64 = 42;
+    for i in 0..rows {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let amount = (x >> 33) % 100_000;
+        writeln!(
+            w,
+            "{{\"order_id\":{},\"customer_id\":{},\"amount\":{}.{:02},\"status\":\"{}\",\"region\":\"{}\",\"ts\":{}}}",
+            1_000_000 + i,
+            (x >> 20) % 50_000,
+            amount / 100,
+            amount % 100,
+            statuses[((x >> 40) % 4) as usize],
+            regions[((x >> 45) % 3) as usize],
+            1_704_067_200_000u64 + i
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    std::fs::rename(tmp, path).unwrap();
+}
+
+struct Outcome {
+    wall: f64,
+    cpu: f64,
+    rows: u64,
+}
+
+fn run(sql: &str, dir: &Path) -> Outcome {
+    let app_path = dir.join("bench.sql");
+    std::fs::write(&app_path, sql).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let opts = PlanOptions { no_global: true, ..Default::default() };
+    let app = resolve(sql, &app_path, &opts).expect("bench app resolves");
+    let (c0, t0) = (cpu_seconds(), Instant::now());
+    let stats = rt.block_on(velo_engine::run_app(&app, velo_engine::Shutdown::default(), None)).expect("bench app runs");
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - c0;
+    Outcome { wall, cpu, rows: stats.iter().map(|s| s.records_processed).sum() }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument filters scenarios by name
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let input = root.join(format!("orders_{rows}.jsonl"));
+    generate(&input, rows);
+    let bytes = std::fs::metadata(&input).unwrap().len() as f64;
+    let out = tempfile::tempdir().unwrap();
+    let src = format!("'orders.type' = 'file_source', 'orders.path' = '{}'", input.display());
+    let select = "SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM orders WHERE amount > 100 AND status <> 'CANCELLED'";
+    let scenarios = [
+        ("jsonl_to_parquet", format!("{select} INTO pq WITH ({src}, 'pq.type' = 'file_sink', 'pq.path' = '{}/a.parquet');", out.path().display()), bytes),
+        (
+            "jsonl_to_parquet_and_jsonl",
+            format!("{select} INTO pq, js WITH ({src}, 'pq.type' = 'file_sink', 'pq.path' = '{0}/b.parquet', 'js.type' = 'file_sink', 'js.path' = '{0}/b.jsonl');", out.path().display()),
+            bytes,
+        ),
+        (
+            "datagen_to_parquet",
+            format!(
+                "SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM gen WHERE amount > 100 AND status <> 'CANCELLED' INTO pq WITH ('gen.type' = 'datagen', 'gen.rows' = '{rows}', 'gen.columns' = 'order_id:sequence(1000000), customer_id:int(0,49999), amount:float(0,1000), status:oneof(NEW|PAID|SHIPPED|CANCELLED), region:oneof(eu-west|us-east|ap-south), ts:timestamp(1)', 'pq.type' = 'file_sink', 'pq.path' = '{}/c.parquet');",
+                out.path().display()
+            ),
+            0.0,
+        ),
+    ];
+    println!("machine: {} cores; input: {rows} rows, {:.1} MB JSON Lines ({:.0} bytes/row)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), bytes / 1e6, bytes / rows as f64);
+    println!("{:<28} {:>12} {:>10} {:>16} {:>8} {:>8}", "scenario", "rows/s", "MB/s", "rows/cpu-second", "wall s", "cpu s");
+    for (name, sql, in_bytes) in &scenarios {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let best = (0..runs).map(|_| run(sql, out.path())).min_by(|a, b| a.wall.total_cmp(&b.wall)).unwrap();
+        assert_eq!(best.rows, rows, "{name} read every row");
+        let mbps = if *in_bytes > 0.0 { format!("{:.0}", in_bytes / 1e6 / best.wall) } else { "-".into() };
+        println!("{name:<28} {:>12.0} {mbps:>10} {:>16.0} {:>8.3} {:>8.2}", best.rows as f64 / best.wall, best.rows as f64 / best.cpu.max(1e-9), best.wall, best.cpu);
+    }
+}

@@ -36,6 +36,8 @@ enum Cmd {
     Validate(AppArgs),
     /// Show sources, sinks, resolved configuration and the query plans.
     Explain(AppArgs),
+    /// Print the configuration reference (docs/configuration.md).
+    ConfigDocs,
 }
 
 #[derive(Args)]
@@ -90,6 +92,10 @@ fn main() -> ExitCode {
             Cmd::Run(a) => run(a).await,
             Cmd::Validate(a) => validate(a).await,
             Cmd::Explain(a) => explain(a).await,
+            Cmd::ConfigDocs => {
+                print!("{}", velo_engine::docs::config_reference());
+                Ok(())
+            }
         }
     });
     match result {

@@ -78,6 +78,8 @@ pub fn read_text(path: &Path) -> String {
         let mut s = String::new();
         flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut s).unwrap();
         s
+    } else if name.ends_with(".zst") {
+        String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap()
     } else {
         String::from_utf8_lossy(&bytes).into_owned()
     }

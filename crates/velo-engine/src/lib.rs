@@ -13,6 +13,7 @@
 //! dead-letter sink in the same epoch. Failure strategies and
 //! [`stats::JobExecutionStats`] live here too.
 
+pub mod docs;
 pub mod fanout;
 pub mod feed;
 pub mod plan;

@@ -479,7 +479,9 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 adaptive.size
             };
         }
-        if p.feed.is_finished().await || shutdown.is_triggered() {
+        // a whole-input query (aggregate, sort, limit) has answered after its one epoch,
+        // even if a LIMIT stopped reading early
+        if p.whole_input || p.feed.is_finished().await || shutdown.is_triggered() {
             break;
         }
     }
