@@ -22,12 +22,16 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn generate(path: &Path, rows: u64) {
-    if std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
+    if std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+    {
         return;
     }
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -37,7 +41,9 @@ fn generate(path: &Path, rows: u64) {
     let regions = ["eu-west", "us-east", "ap-south"];
     let mut x: u64 = 42;
     for i in 0..rows {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let amount = (x >> 33) % 100_000;
         writeln!(
             w,
@@ -66,33 +72,68 @@ struct Outcome {
 fn run(sql: &str, dir: &Path) -> Outcome {
     let app_path = dir.join("bench.sql");
     std::fs::write(&app_path, sql).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let opts = PlanOptions { no_global: true, ..Default::default() };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = PlanOptions {
+        no_global: true,
+        ..Default::default()
+    };
     let app = resolve(sql, &app_path, &opts).expect("bench app resolves");
     let (c0, t0) = (cpu_seconds(), Instant::now());
-    let stats = rt.block_on(velo_engine::run_app(&app, velo_engine::Shutdown::default(), None)).expect("bench app runs");
+    let stats = rt
+        .block_on(velo_engine::run_app(
+            &app,
+            velo_engine::Shutdown::default(),
+            None,
+        ))
+        .expect("bench app runs");
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - c0;
-    Outcome { wall, cpu, rows: stats.iter().map(|s| s.records_processed).sum() }
+    Outcome {
+        wall,
+        cpu,
+        rows: stats.iter().map(|s| s.records_processed).sum(),
+    }
 }
 
 fn main() {
     // `cargo bench` passes --bench; any other argument filters scenarios by name
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rows: u64 = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     let input = root.join(format!("orders_{rows}.jsonl"));
     generate(&input, rows);
     let bytes = std::fs::metadata(&input).unwrap().len() as f64;
     let out = tempfile::tempdir().unwrap();
-    let src = format!("'orders.type' = 'file_source', 'orders.path' = '{}'", input.display());
+    let src = format!(
+        "'orders.type' = 'file_source', 'orders.path' = '{}'",
+        input.display()
+    );
     let select = "SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM orders WHERE amount > 100 AND status <> 'CANCELLED'";
     let scenarios = [
-        ("jsonl_to_parquet", format!("{select} INTO pq WITH ({src}, 'pq.type' = 'file_sink', 'pq.path' = '{}/a.parquet');", out.path().display()), bytes),
+        (
+            "jsonl_to_parquet",
+            format!(
+                "{select} INTO pq WITH ({src}, 'pq.type' = 'file_sink', 'pq.path' = '{}/a.parquet');",
+                out.path().display()
+            ),
+            bytes,
+        ),
         (
             "jsonl_to_parquet_and_jsonl",
-            format!("{select} INTO pq, js WITH ({src}, 'pq.type' = 'file_sink', 'pq.path' = '{0}/b.parquet', 'js.type' = 'file_sink', 'js.path' = '{0}/b.jsonl');", out.path().display()),
+            format!(
+                "{select} INTO pq, js WITH ({src}, 'pq.type' = 'file_sink', 'pq.path' = '{0}/b.parquet', 'js.type' = 'file_sink', 'js.path' = '{0}/b.jsonl');",
+                out.path().display()
+            ),
             bytes,
         ),
         (
@@ -104,15 +145,38 @@ fn main() {
             0.0,
         ),
     ];
-    println!("machine: {} cores; input: {rows} rows, {:.1} MB JSON Lines ({:.0} bytes/row)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), bytes / 1e6, bytes / rows as f64);
-    println!("{:<28} {:>12} {:>10} {:>16} {:>8} {:>8}", "scenario", "rows/s", "MB/s", "rows/cpu-second", "wall s", "cpu s");
+    println!(
+        "machine: {} cores; input: {rows} rows, {:.1} MB JSON Lines ({:.0} bytes/row)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        bytes / 1e6,
+        bytes / rows as f64
+    );
+    println!(
+        "{:<28} {:>12} {:>10} {:>16} {:>8} {:>8}",
+        "scenario", "rows/s", "MB/s", "rows/cpu-second", "wall s", "cpu s"
+    );
     for (name, sql, in_bytes) in &scenarios {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        let best = (0..runs).map(|_| run(sql, out.path())).min_by(|a, b| a.wall.total_cmp(&b.wall)).unwrap();
+        let best = (0..runs)
+            .map(|_| run(sql, out.path()))
+            .min_by(|a, b| a.wall.total_cmp(&b.wall))
+            .unwrap();
         assert_eq!(best.rows, rows, "{name} read every row");
-        let mbps = if *in_bytes > 0.0 { format!("{:.0}", in_bytes / 1e6 / best.wall) } else { "-".into() };
-        println!("{name:<28} {:>12.0} {mbps:>10} {:>16.0} {:>8.3} {:>8.2}", best.rows as f64 / best.wall, best.rows as f64 / best.cpu.max(1e-9), best.wall, best.cpu);
+        let mbps = if *in_bytes > 0.0 {
+            format!("{:.0}", in_bytes / 1e6 / best.wall)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{name:<28} {:>12.0} {mbps:>10} {:>16.0} {:>8.3} {:>8.2}",
+            best.rows as f64 / best.wall,
+            best.rows as f64 / best.cpu.max(1e-9),
+            best.wall,
+            best.cpu
+        );
     }
 }

@@ -22,7 +22,11 @@ use velo_engine::stats::Counters;
 use velo_engine::{EngineError, Shutdown};
 
 #[derive(Parser)]
-#[command(name = "velo", version, about = "Velostream: streaming SQL on Apache Arrow and DataFusion")]
+#[command(
+    name = "velo",
+    version,
+    about = "Velostream: streaming SQL on Apache Arrow and DataFusion"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -60,27 +64,47 @@ impl AppArgs {
         let sets = self
             .sets
             .iter()
-            .map(|s| s.split_once('=').map(|(k, v)| (k.trim().to_string(), v.to_string())).ok_or_else(|| format!("--set '{s}' needs the form name.key=value")))
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--set '{s}' needs the form name.key=value"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(PlanOptions { config: self.config.clone(), profile: self.profile.clone(), sets, vars: None, no_global: false })
+        Ok(PlanOptions {
+            config: self.config.clone(),
+            profile: self.profile.clone(),
+            sets,
+            vars: None,
+            no_global: false,
+        })
     }
 
     fn read(&self) -> Result<String, String> {
-        std::fs::read_to_string(&self.file).map_err(|e| format!("cannot read '{}': {e}", self.file.display()))
+        std::fs::read_to_string(&self.file)
+            .map_err(|e| format!("cannot read '{}': {e}", self.file.display()))
     }
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VELO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,datafusion=warn,sqlparser=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,datafusion=warn,sqlparser=warn")
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the runtime: {e}");
@@ -125,12 +149,19 @@ async fn run(a: AppArgs) -> Result<(), String> {
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let last_log = Arc::new(AtomicU64::new(0));
-    let progress: Arc<dyn Fn(&str, &Counters) + Send + Sync> = Arc::new(move |job: &str, c: &Counters| {
+    let progress: velo_engine::runtime::Progress = Arc::new(move |job: &str, c: &Counters| {
         let secs = started.elapsed().as_secs_f64();
-        let (i, o, f) = (Counters::get(&c.records_in), Counters::get(&c.records_out), Counters::get(&c.records_failed));
+        let (i, o, f) = (
+            Counters::get(&c.records_in),
+            Counters::get(&c.records_out),
+            Counters::get(&c.records_failed),
+        );
         let rate = if secs > 0.0 { i as f64 / secs } else { 0.0 };
         if tty {
-            eprint!("\r\x1b[2K[{job}] in {i} | out {o} | failed {f} | epochs {} | {rate:.0} rows/s", Counters::get(&c.epochs));
+            eprint!(
+                "\r\x1b[2K[{job}] in {i} | out {o} | failed {f} | epochs {} | {rate:.0} rows/s",
+                Counters::get(&c.epochs)
+            );
         } else if started.elapsed().as_secs() >= last_log.load(Ordering::Relaxed) + 10 {
             last_log.store(started.elapsed().as_secs(), Ordering::Relaxed);
             tracing::info!("[{job}] progress: {i} in, {o} out, {f} failed, {rate:.0} rows/s");
@@ -147,7 +178,9 @@ async fn run(a: AppArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn prepare_all(app: &velo_engine::AppPlan) -> Result<Vec<velo_engine::runtime::PreparedJob>, EngineError> {
+async fn prepare_all(
+    app: &velo_engine::AppPlan,
+) -> Result<Vec<velo_engine::runtime::PreparedJob>, EngineError> {
     let sd = Shutdown::default();
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -157,13 +190,22 @@ async fn prepare_all(app: &velo_engine::AppPlan) -> Result<Vec<velo_engine::runt
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(EngineError::Many(errors)) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(EngineError::Many(errors))
+    }
 }
 
 async fn validate(a: AppArgs) -> Result<(), String> {
     let app = plan(&a)?;
     prepare_all(&app).await.map_err(|e| e.to_string())?;
-    println!("{}: OK ({} job(s), {} warning(s))", display(&a.file), app.jobs.len(), app.warnings.len());
+    println!(
+        "{}: OK ({} job(s), {} warning(s))",
+        display(&a.file),
+        app.jobs.len(),
+        app.warnings.len()
+    );
     for w in &app.warnings {
         println!("  warning: {w}");
     }

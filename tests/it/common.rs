@@ -6,7 +6,10 @@ use std::process::{Command, Output};
 /// The `velo` binary under test.
 pub fn velo() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_velo"));
-    c.env("NO_COLOR", "1").env("VELO_LOG", "info").env_remove("VELO_PROFILE").env_remove("VELO_CONFIG_FILE");
+    c.env("NO_COLOR", "1")
+        .env("VELO_LOG", "info")
+        .env_remove("VELO_PROFILE")
+        .env_remove("VELO_CONFIG_FILE");
     c
 }
 
@@ -57,7 +60,10 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 /// A Parquet file as JSON Lines (for comparing with expected text).
 pub fn parquet_to_jsonl(path: &Path) -> String {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
     let mut buf = Vec::new();
     {
         let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
@@ -76,7 +82,9 @@ pub fn read_text(path: &Path) -> String {
     let name = path.to_string_lossy();
     if name.ends_with(".gz") {
         let mut s = String::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut s).unwrap();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_string(&mut s)
+            .unwrap();
         s
     } else if name.ends_with(".zst") {
         String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap()

@@ -10,7 +10,13 @@ use std::time::{Duration, Instant};
 use crate::common::{files_below, velo};
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
-    velo().current_dir(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("velo starts")
+    velo()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("velo starts")
 }
 
 /// Waits (up to `limit`) until `cond` holds; panics with `what` otherwise.
@@ -23,12 +29,19 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill {sig}");
 }
 
 fn published(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    files_below(dir).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).collect()
+    files_below(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
 }
 
 #[test]
@@ -43,7 +56,9 @@ fn sigkill_never_leaves_a_partial_file_visible() {
     for round in 0..3 {
         let mut child = spawn(d.path(), &["run", "app.sql"]);
         let before = published(&d.path().join("out"), "tx-").len();
-        wait_for(Duration::from_secs(60), "epochs to be published", || published(&d.path().join("out"), "tx-").len() >= before + 2 + round);
+        wait_for(Duration::from_secs(60), "epochs to be published", || {
+            published(&d.path().join("out"), "tx-").len() >= before + 2 + round
+        });
         signal(&child, "-KILL");
         let _ = child.wait();
         // every visible file is a whole epoch: exactly 1000 complete JSON lines
@@ -52,17 +67,26 @@ fn sigkill_never_leaves_a_partial_file_visible() {
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines.len(), 1000, "{} holds a partial epoch", f.display());
             for l in lines {
-                serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{}: torn line {l:?}: {e}", f.display()));
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("{}: torn line {l:?}: {e}", f.display()));
             }
         }
     }
     // a restart cleans up the temporary files a killed run left behind
     let before = published(&d.path().join("out"), "tx-").len();
     let mut child = spawn(d.path(), &["run", "app.sql"]);
-    wait_for(Duration::from_secs(60), "a new epoch after restart", || published(&d.path().join("out"), "tx-").len() > before);
+    wait_for(Duration::from_secs(60), "a new epoch after restart", || {
+        published(&d.path().join("out"), "tx-").len() > before
+    });
     signal(&child, "-INT");
     assert!(child.wait().unwrap().success());
-    assert!(!files_below(d.path()).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "temporary files left: {:?}", files_below(d.path()));
+    assert!(
+        !files_below(d.path())
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".tmp")),
+        "temporary files left: {:?}",
+        files_below(d.path())
+    );
 }
 
 #[test]
@@ -76,16 +100,36 @@ fn ctrl_c_commits_the_current_epoch_and_exits_cleanly() {
     .unwrap();
     let mut child = spawn(d.path(), &["run", "app.sql"]);
     let out = d.path().join("out/ids.jsonl");
-    wait_for(Duration::from_secs(60), "output", || std::fs::metadata(&out).map(|m| m.len() > 1000).unwrap_or(false));
+    wait_for(Duration::from_secs(60), "output", || {
+        std::fs::metadata(&out)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false)
+    });
     signal(&child, "-INT");
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{err}");
-    let ids: Vec<u64> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     // everything read was written: no gaps, nothing lost at the stop
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
-    let read: u64 = err.split("records read").next().unwrap().rsplit(' ').nth(1).unwrap().parse().unwrap();
+    let read: u64 = err
+        .split("records read")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(read, ids.len() as u64, "{err}");
 }
 
@@ -124,13 +168,29 @@ fn retry_with_backoff_recovers_a_sink_and_gives_up_per_sink() {
     assert!(child.wait().unwrap().success(), "{log}");
     assert!(removed, "flaky was never retried: {log}");
     // flaky recovered: both epochs written
-    let flaky: String = ["flaky/000001/x.jsonl", "flaky/000002/x.jsonl"].iter().map(|p| std::fs::read_to_string(d.path().join(p)).unwrap()).collect();
+    let flaky: String = ["flaky/000001/x.jsonl", "flaky/000002/x.jsonl"]
+        .iter()
+        .map(|p| std::fs::read_to_string(d.path().join(p)).unwrap())
+        .collect();
     assert_eq!(flaky.lines().count(), 6, "{log}");
     // stuck gave up on epoch 2 after max_retries; its failure is its own
-    assert!(log.contains("sink 'stuck' failed this epoch (other sinks continue)"), "{log}");
-    assert_eq!(log.matches("sink=\"stuck\" attempt=").count(), 6, "six retries, then the sink gives up: {log}");
+    assert!(
+        log.contains("sink 'stuck' failed this epoch (other sinks continue)"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("sink=\"stuck\" attempt=").count(),
+        6,
+        "six retries, then the sink gives up: {log}"
+    );
     assert!(log.contains("sink stuck: 3 written, 3 failed"), "{log}");
-    assert_eq!(std::fs::read_to_string(d.path().join("fine.jsonl")).unwrap().lines().count(), 6);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("fine.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        6
+    );
 }
 
 #[test]
@@ -146,7 +206,11 @@ fn watch_mode_picks_up_new_files() {
     .unwrap();
     let mut child = spawn(d.path(), &["run", "app.sql"]);
     let out = d.path().join("out/seen.jsonl");
-    let count = || std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
+    let count = || {
+        std::fs::read_to_string(&out)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
     // written elsewhere, then moved in: the source must never see half a file
     let drop_file = |name: &str, ids: std::ops::Range<u32>| {
         let tmp = d.path().join(format!("{name}.part"));
@@ -161,7 +225,10 @@ fn watch_mode_picks_up_new_files() {
     wait_for(Duration::from_secs(30), "first file", || count() == 3);
     drop_file("b.jsonl", 4..6);
     wait_for(Duration::from_secs(30), "second file", || count() == 5);
-    assert!(child.try_wait().unwrap().is_none(), "a watching source keeps the job running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a watching source keeps the job running"
+    );
     signal(&child, "-INT");
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&out).unwrap();
@@ -176,13 +243,19 @@ fn parquet_input_is_read_and_projected() {
     use arrow::datatypes::{DataType, Field, Schema};
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("pq")).unwrap();
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("city", DataType::Utf8, true), Field::new("t", DataType::Float64, true)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("t", DataType::Float64, true),
+    ]));
     for (file, ids) in [("a.parquet", 0..3i64), ("b.parquet", 3..6)] {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
                 Arc::new(Int64Array::from_iter_values(ids.clone())),
-                Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("c{i}")))),
+                Arc::new(StringArray::from_iter_values(
+                    ids.clone().map(|i| format!("c{i}")),
+                )),
                 Arc::new(Float64Array::from_iter_values(ids.map(|i| i as f64 / 2.0))),
             ],
         )
@@ -198,13 +271,25 @@ fn parquet_input_is_read_and_projected() {
     )
     .unwrap();
     let out = crate::common::run_in(d.path(), &["run", "app.sql"], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(d.path().join("out/odd.csv")).unwrap(), "city,t\nc1,0.5\nc3,1.5\nc5,2.5\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out/odd.csv")).unwrap(),
+        "city,t\nc1,0.5\nc3,1.5\nc5,2.5\n"
+    );
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -227,7 +312,13 @@ fn a_large_input_streams_through_with_flat_memory() {
          'out.type' = 'file_sink', 'out.path' = 'out/paid.jsonl');",
     )
     .unwrap();
-    let mut child = velo().current_dir(d.path()).args(["run", "app.sql"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = velo()
+        .current_dir(d.path())
+        .args(["run", "app.sql"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
@@ -240,8 +331,14 @@ fn a_large_input_streams_through_with_flat_memory() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(child.wait().unwrap().success(), "{err}");
     assert!(err.contains("4000000 records read"), "{err}");
-    let written = std::fs::read_to_string(d.path().join("out/paid.jsonl")).unwrap().lines().count();
+    let written = std::fs::read_to_string(d.path().join("out/paid.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
     assert_eq!(written, 1_333_333);
     eprintln!("peak RSS {peak} KiB for {size} bytes of input");
-    assert!(peak > 0 && peak < 200 * 1024, "peak RSS {peak} KiB for a {size}-byte input: reading is not bounded");
+    assert!(
+        peak > 0 && peak < 200 * 1024,
+        "peak RSS {peak} KiB for a {size}-byte input: reading is not bounded"
+    );
 }

@@ -18,7 +18,9 @@ pub enum ConfigError {
     )]
     MissingSinkType(String),
     /// The type names the wrong role, e.g. `file_sink` used in FROM.
-    #[error("'{name}.type' = '{value}' declares a {declared}, but '{name}' is used as a {used} ({clause}); use '{suggestion}'")]
+    #[error(
+        "'{name}.type' = '{value}' declares a {declared}, but '{name}' is used as a {used} ({clause}); use '{suggestion}'"
+    )]
     RoleMismatch {
         /// Source/sink name.
         name: String,
@@ -34,7 +36,9 @@ pub enum ConfigError {
         suggestion: String,
     },
     /// A `${VAR}` without default whose variable is not set.
-    #[error("environment variable '{var}' is not set (used in {origin}); set it or write '${{{var}:-default}}'")]
+    #[error(
+        "environment variable '{var}' is not set (used in {origin}); set it or write '${{{var}:-default}}'"
+    )]
     MissingVariable {
         /// The variable name.
         var: String,
@@ -42,7 +46,9 @@ pub enum ConfigError {
         origin: String,
     },
     /// A malformed `${...}` expression.
-    #[error("malformed variable reference '{text}' in {origin}: expected ${{NAME}} or ${{NAME:-default}}")]
+    #[error(
+        "malformed variable reference '{text}' in {origin}: expected ${{NAME}} or ${{NAME:-default}}"
+    )]
     BadVariable {
         /// The offending text.
         text: String,

@@ -86,13 +86,19 @@ impl Discovery {
     /// `VELO_CONFIG_FILE` that does not exist is an error; the implicit
     /// locations are optional.
     pub fn load(&self) -> Result<GlobalConfig> {
-        let explicit = self.cli_path.clone().or_else(|| self.env("VELO_CONFIG_FILE").map(PathBuf::from));
+        let explicit = self
+            .cli_path
+            .clone()
+            .or_else(|| self.env("VELO_CONFIG_FILE").map(PathBuf::from));
         let path = match explicit {
             Some(p) => {
                 if !p.is_file() {
                     return Err(ConfigError::Io {
                         path: p,
-                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "the config file given by --config / VELO_CONFIG_FILE does not exist"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "the config file given by --config / VELO_CONFIG_FILE does not exist",
+                        ),
                     });
                 }
                 Some(p)
@@ -106,16 +112,34 @@ impl Discovery {
             Some(m) => VarContext::with_env(m.clone()),
             None => VarContext::from_env(),
         };
-        load_file(&path, self.cli_profile.clone().or_else(|| self.env("VELO_PROFILE")), &env_vars)
+        load_file(
+            &path,
+            self.cli_profile
+                .clone()
+                .or_else(|| self.env("VELO_PROFILE")),
+            &env_vars,
+        )
     }
 }
 
 fn load_file(path: &Path, selected: Option<String>, vars: &VarContext) -> Result<GlobalConfig> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
-    let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
-    value.apply_merge().map_err(|e| ConfigError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    value.apply_merge().map_err(|e| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let Value::Mapping(mut root) = value else {
-        return Ok(GlobalConfig { path: Some(path.to_path_buf()), ..Default::default() });
+        return Ok(GlobalConfig {
+            path: Some(path.to_path_buf()),
+            ..Default::default()
+        });
     };
     let origin = path.display().to_string();
     let mut profiles = match root.remove("profiles") {
@@ -124,7 +148,10 @@ fn load_file(path: &Path, selected: Option<String>, vars: &VarContext) -> Result
     };
     for (_, p) in profiles.iter_mut() {
         // `<<: *base` inside profiles
-        p.apply_merge().map_err(|e| ConfigError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
+        p.apply_merge().map_err(|e| ConfigError::Yaml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     }
     let active = match selected {
         Some(p) => Some(p),
@@ -146,15 +173,28 @@ fn load_file(path: &Path, selected: Option<String>, vars: &VarContext) -> Result
             Some(p) => crate::yaml::flatten("", p, &mut variables),
             None => {
                 let known: Vec<String> = profiles.keys().map(crate::yaml::scalar_string).collect();
-                return Err(ConfigError::UnknownProfile { profile: name.clone(), path: path.to_path_buf(), known: known.join(", ") });
+                return Err(ConfigError::UnknownProfile {
+                    profile: name.clone(),
+                    path: path.to_path_buf(),
+                    known: known.join(", "),
+                });
             }
         }
     }
     let variables = variables
         .into_iter()
-        .map(|(k, v)| Ok((k.clone(), vars.substitute(&v, &format!("{origin} (profile key '{k}')"))?)))
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                vars.substitute(&v, &format!("{origin} (profile key '{k}')"))?,
+            ))
+        })
         .collect::<Result<_>>()?;
-    Ok(GlobalConfig { path: Some(path.to_path_buf()), profile: active, variables })
+    Ok(GlobalConfig {
+        path: Some(path.to_path_buf()),
+        profile: active,
+        variables,
+    })
 }
 
 #[cfg(test)]
@@ -183,7 +223,11 @@ profiles:
             cli_profile: None,
             cwd: dir.to_path_buf(),
             home: Some(dir.join("home")),
-            env: Some(env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()),
+            env: Some(
+                env.iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+            ),
             system: false,
         }
     }
@@ -194,20 +238,35 @@ profiles:
         std::fs::create_dir_all(d.path().join("home/.velo")).unwrap();
         std::fs::create_dir_all(d.path().join("configs")).unwrap();
         std::fs::write(d.path().join("home/.velo/config.yaml"), "who: home\n").unwrap();
-        assert_eq!(disco(d.path(), &[]).load().unwrap().variables["who"], "home");
+        assert_eq!(
+            disco(d.path(), &[]).load().unwrap().variables["who"],
+            "home"
+        );
         std::fs::write(d.path().join("configs/velo.yaml"), "who: configs\n").unwrap();
-        assert_eq!(disco(d.path(), &[]).load().unwrap().variables["who"], "configs");
+        assert_eq!(
+            disco(d.path(), &[]).load().unwrap().variables["who"],
+            "configs"
+        );
         std::fs::write(d.path().join("velo.yaml"), "who: cwd\n").unwrap();
         assert_eq!(disco(d.path(), &[]).load().unwrap().variables["who"], "cwd");
         std::fs::write(d.path().join("env.yaml"), "who: env\n").unwrap();
         let envp = d.path().join("env.yaml").display().to_string();
-        assert_eq!(disco(d.path(), &[("VELO_CONFIG_FILE", &envp)]).load().unwrap().variables["who"], "env");
+        assert_eq!(
+            disco(d.path(), &[("VELO_CONFIG_FILE", &envp)])
+                .load()
+                .unwrap()
+                .variables["who"],
+            "env"
+        );
         std::fs::write(d.path().join("cli.yaml"), "who: cli\n").unwrap();
         let mut di = disco(d.path(), &[("VELO_CONFIG_FILE", &envp)]);
         di.cli_path = Some(d.path().join("cli.yaml"));
         assert_eq!(di.load().unwrap().variables["who"], "cli");
         di.cli_path = Some(d.path().join("missing.yaml"));
-        assert!(di.load().is_err(), "an explicit --config that does not exist is an error");
+        assert!(
+            di.load().is_err(),
+            "an explicit --config that does not exist is an error"
+        );
     }
 
     #[test]
@@ -215,17 +274,48 @@ profiles:
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("velo.yaml"), APP).unwrap();
         let g = disco(d.path(), &[]).load().unwrap();
-        assert_eq!(g.profile.as_deref(), Some("development"), "active_profile default");
+        assert_eq!(
+            g.profile.as_deref(),
+            Some("development"),
+            "active_profile default"
+        );
         assert_eq!(g.variables["log_level"], "DEBUG");
         assert_eq!(g.variables["batch_size"], "1000", "<<: *base merged");
-        let g = disco(d.path(), &[("VELO_PROFILE", "production"), ("KAFKA_BROKERS", "prod:9092")]).load().unwrap();
-        assert_eq!((g.variables["kafka_brokers"].as_str(), g.variables["log_level"].as_str()), ("prod:9092", "WARN"));
+        let g = disco(
+            d.path(),
+            &[
+                ("VELO_PROFILE", "production"),
+                ("KAFKA_BROKERS", "prod:9092"),
+            ],
+        )
+        .load()
+        .unwrap();
+        assert_eq!(
+            (
+                g.variables["kafka_brokers"].as_str(),
+                g.variables["log_level"].as_str()
+            ),
+            ("prod:9092", "WARN")
+        );
         let mut di = disco(d.path(), &[("VELO_PROFILE", "production")]);
         di.cli_profile = Some("base".into());
-        assert_eq!(di.load().unwrap().profile.as_deref(), Some("base"), "--profile beats VELO_PROFILE");
-        let e = disco(d.path(), &[("VELO_PROFILE", "production")]).load().unwrap_err().to_string();
-        assert!(e.contains("KAFKA_BROKERS"), "production needs KAFKA_BROKERS: {e}");
-        let e = disco(d.path(), &[("VELO_PROFILE", "nope")]).load().unwrap_err().to_string();
+        assert_eq!(
+            di.load().unwrap().profile.as_deref(),
+            Some("base"),
+            "--profile beats VELO_PROFILE"
+        );
+        let e = disco(d.path(), &[("VELO_PROFILE", "production")])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("KAFKA_BROKERS"),
+            "production needs KAFKA_BROKERS: {e}"
+        );
+        let e = disco(d.path(), &[("VELO_PROFILE", "nope")])
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'nope'") && e.contains("development"), "{e}");
     }
 }

@@ -6,34 +6,145 @@ use std::time::Duration;
 use crate::keys::{KeySpec, KeyType, parse_bool, parse_bytes, parse_duration};
 use crate::{ConfigError, Result};
 
-const STRATEGIES: &[&str] = &["fixed_size", "FixedSize", "low_latency", "LowLatency", "adaptive_size", "AdaptiveSize", "memory_based", "MemoryBased"];
-const FAILURES: &[&str] = &["LogAndContinue", "FailBatch", "RetryWithBackoff", "log_and_continue", "fail_batch", "retry_with_backoff"];
+const STRATEGIES: &[&str] = &[
+    "fixed_size",
+    "FixedSize",
+    "low_latency",
+    "LowLatency",
+    "adaptive_size",
+    "AdaptiveSize",
+    "memory_based",
+    "MemoryBased",
+];
+const FAILURES: &[&str] = &[
+    "LogAndContinue",
+    "FailBatch",
+    "RetryWithBackoff",
+    "log_and_continue",
+    "fail_batch",
+    "retry_with_backoff",
+];
 
 /// Every job key. Aliases from the seeds (`max_batch_size`, `batch_timeout`,
 /// `batch.max_size`, `batch.memory_limit_mb`) are accepted.
 pub const JOB_KEYS: &[KeySpec] = &[
-    KeySpec::new("batch.size", KeyType::UInt, None, "Records per epoch (fixed_size). Unset: no size limit"),
+    KeySpec::new(
+        "batch.size",
+        KeyType::UInt,
+        None,
+        "Records per epoch (fixed_size). Unset: no size limit",
+    ),
     KeySpec::new("max_batch_size", KeyType::UInt, None, "Alias of batch.size"),
     KeySpec::new("batch.max_size", KeyType::UInt, None, "Alias of batch.size"),
-    KeySpec::new("batch.timeout", KeyType::Duration, Some("1000ms (unbounded sources); none for bounded"), "Longest an epoch stays open"),
-    KeySpec::new("batch_timeout", KeyType::Duration, None, "Alias of batch.timeout"),
-    KeySpec::new("batch.strategy", KeyType::Enum(STRATEGIES), Some("fixed_size"), "How epoch boundaries are chosen"),
-    KeySpec::new("batch.enable", KeyType::Bool, Some("true"), "false: every source batch is its own epoch"),
-    KeySpec::new("batch.min_size", KeyType::UInt, Some("100"), "adaptive_size: smallest epoch"),
-    KeySpec::new("batch.adaptive_max_size", KeyType::UInt, Some("100000"), "adaptive_size: largest epoch"),
-    KeySpec::new("batch.target_latency", KeyType::Duration, Some("200ms"), "adaptive_size: epoch processing time to aim for"),
-    KeySpec::new("batch.memory_size", KeyType::Bytes, Some("16MB"), "memory_based: Arrow bytes per epoch"),
-    KeySpec::new("batch.memory_limit_mb", KeyType::UInt, None, "memory_based: alias of batch.memory_size in MiB"),
-    KeySpec::new("batch.low_latency_max_size", KeyType::UInt, Some("10"), "low_latency: records per epoch at most"),
-    KeySpec::new("batch.low_latency_wait", KeyType::Duration, Some("5ms"), "low_latency: longest wait for more records"),
-    KeySpec::new("batch.eager_processing", KeyType::Bool, Some("true"), "low_latency: close the epoch as soon as input is available"),
-    KeySpec::new("use_transactions", KeyType::Bool, Some("false"), "Transactional mode: epochs publish atomically on every sink"),
-    KeySpec::new("failure_strategy", KeyType::Enum(FAILURES), Some("LogAndContinue"), "LogAndContinue, FailBatch or RetryWithBackoff"),
-    KeySpec::new("max_retries", KeyType::UInt, Some("3"), "RetryWithBackoff: attempts after the first"),
-    KeySpec::new("retry_backoff", KeyType::Duration, Some("500ms"), "RetryWithBackoff: first backoff, doubled each retry, with jitter"),
-    KeySpec::new("progress_interval", KeyType::UInt, Some("10"), "Log a progress line every N epochs (non-terminal output)"),
+    KeySpec::new(
+        "batch.timeout",
+        KeyType::Duration,
+        Some("1000ms (unbounded sources); none for bounded"),
+        "Longest an epoch stays open",
+    ),
+    KeySpec::new(
+        "batch_timeout",
+        KeyType::Duration,
+        None,
+        "Alias of batch.timeout",
+    ),
+    KeySpec::new(
+        "batch.strategy",
+        KeyType::Enum(STRATEGIES),
+        Some("fixed_size"),
+        "How epoch boundaries are chosen",
+    ),
+    KeySpec::new(
+        "batch.enable",
+        KeyType::Bool,
+        Some("true"),
+        "false: every source batch is its own epoch",
+    ),
+    KeySpec::new(
+        "batch.min_size",
+        KeyType::UInt,
+        Some("100"),
+        "adaptive_size: smallest epoch",
+    ),
+    KeySpec::new(
+        "batch.adaptive_max_size",
+        KeyType::UInt,
+        Some("100000"),
+        "adaptive_size: largest epoch",
+    ),
+    KeySpec::new(
+        "batch.target_latency",
+        KeyType::Duration,
+        Some("200ms"),
+        "adaptive_size: epoch processing time to aim for",
+    ),
+    KeySpec::new(
+        "batch.memory_size",
+        KeyType::Bytes,
+        Some("16MB"),
+        "memory_based: Arrow bytes per epoch",
+    ),
+    KeySpec::new(
+        "batch.memory_limit_mb",
+        KeyType::UInt,
+        None,
+        "memory_based: alias of batch.memory_size in MiB",
+    ),
+    KeySpec::new(
+        "batch.low_latency_max_size",
+        KeyType::UInt,
+        Some("10"),
+        "low_latency: records per epoch at most",
+    ),
+    KeySpec::new(
+        "batch.low_latency_wait",
+        KeyType::Duration,
+        Some("5ms"),
+        "low_latency: longest wait for more records",
+    ),
+    KeySpec::new(
+        "batch.eager_processing",
+        KeyType::Bool,
+        Some("true"),
+        "low_latency: close the epoch as soon as input is available",
+    ),
+    KeySpec::new(
+        "use_transactions",
+        KeyType::Bool,
+        Some("false"),
+        "Transactional mode: epochs publish atomically on every sink",
+    ),
+    KeySpec::new(
+        "failure_strategy",
+        KeyType::Enum(FAILURES),
+        Some("LogAndContinue"),
+        "LogAndContinue, FailBatch or RetryWithBackoff",
+    ),
+    KeySpec::new(
+        "max_retries",
+        KeyType::UInt,
+        Some("3"),
+        "RetryWithBackoff: attempts after the first",
+    ),
+    KeySpec::new(
+        "retry_backoff",
+        KeyType::Duration,
+        Some("500ms"),
+        "RetryWithBackoff: first backoff, doubled each retry, with jitter",
+    ),
+    KeySpec::new(
+        "progress_interval",
+        KeyType::UInt,
+        Some("10"),
+        "Log a progress line every N epochs (non-terminal output)",
+    ),
     KeySpec::new("log_progress", KeyType::Bool, Some("true"), "Show progress"),
-    KeySpec::new("job.name", KeyType::String, None, "Job name (default: the stream name)"),
+    KeySpec::new(
+        "job.name",
+        KeyType::String,
+        None,
+        "Job name (default: the stream name)",
+    ),
 ];
 
 /// How epoch boundaries are chosen (`batch.strategy`).
@@ -128,11 +239,29 @@ impl JobConfig {
     pub fn from_props(p: &BTreeMap<String, String>) -> Result<Self> {
         crate::keys::validate(p, &[JOB_KEYS], "")?;
         let get = |k: &str| p.get(k).map(String::as_str);
-        let uint = |k: &str| get(k).map(|v| v.trim().parse::<usize>().map_err(|_| bad(k, v, "a whole number"))).transpose();
-        let dur = |k: &str| get(k).map(|v| parse_duration(v).ok_or_else(|| bad(k, v, "a duration"))).transpose();
-        let boolean = |k: &str| get(k).map(|v| parse_bool(v).ok_or_else(|| bad(k, v, "true or false"))).transpose();
+        let uint = |k: &str| {
+            get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| bad(k, v, "a whole number"))
+                })
+                .transpose()
+        };
+        let dur = |k: &str| {
+            get(k)
+                .map(|v| parse_duration(v).ok_or_else(|| bad(k, v, "a duration")))
+                .transpose()
+        };
+        let boolean = |k: &str| {
+            get(k)
+                .map(|v| parse_bool(v).ok_or_else(|| bad(k, v, "true or false")))
+                .transpose()
+        };
         let mut c = JobConfig {
-            batch_size: uint("batch.size")?.or(uint("max_batch_size")?).or(uint("batch.max_size")?),
+            batch_size: uint("batch.size")?
+                .or(uint("max_batch_size")?)
+                .or(uint("batch.max_size")?),
             batch_timeout: dur("batch.timeout")?.or(dur("batch_timeout")?),
             ..Default::default()
         };
@@ -168,17 +297,24 @@ impl JobConfig {
                 let min_size = uint("batch.min_size")?.unwrap_or(100).max(1);
                 BatchStrategy::AdaptiveSize {
                     min_size,
-                    max_size: uint("batch.adaptive_max_size")?.unwrap_or(100_000).max(min_size),
-                    target_latency: dur("batch.target_latency")?.unwrap_or(Duration::from_millis(200)),
+                    max_size: uint("batch.adaptive_max_size")?
+                        .unwrap_or(100_000)
+                        .max(min_size),
+                    target_latency: dur("batch.target_latency")?
+                        .unwrap_or(Duration::from_millis(200)),
                 }
             }
             Some("memorybased") => {
                 let bytes = match (get("batch.memory_size"), uint("batch.memory_limit_mb")?) {
-                    (Some(v), _) => parse_bytes(v).ok_or_else(|| bad("batch.memory_size", v, "a size"))?,
+                    (Some(v), _) => {
+                        parse_bytes(v).ok_or_else(|| bad("batch.memory_size", v, "a size"))?
+                    }
                     (None, Some(mb)) => mb as u64 * 1024 * 1024,
                     (None, None) => 16 * 1024 * 1024,
                 };
-                BatchStrategy::MemoryBased { bytes: bytes.max(1) }
+                BatchStrategy::MemoryBased {
+                    bytes: bytes.max(1),
+                }
             }
             Some(_) => unreachable!("validated against the enum"),
         };
@@ -187,7 +323,11 @@ impl JobConfig {
 }
 
 fn bad(key: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError::InvalidValue { key: key.into(), value: value.into(), expected: expected.into() }
+    ConfigError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        expected: expected.into(),
+    }
 }
 
 #[cfg(test)]
@@ -195,13 +335,24 @@ mod tests {
     use super::*;
 
     fn props(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        kv.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_and_aliases() {
-        assert_eq!(JobConfig::from_props(&props(&[])).unwrap(), JobConfig::default());
-        let c = JobConfig::from_props(&props(&[("max_batch_size", "100"), ("batch_timeout", "2000"), ("failure_strategy", "FailBatch"), ("use_transactions", "true")])).unwrap();
+        assert_eq!(
+            JobConfig::from_props(&props(&[])).unwrap(),
+            JobConfig::default()
+        );
+        let c = JobConfig::from_props(&props(&[
+            ("max_batch_size", "100"),
+            ("batch_timeout", "2000"),
+            ("failure_strategy", "FailBatch"),
+            ("use_transactions", "true"),
+        ]))
+        .unwrap();
         assert_eq!(c.batch_size, Some(100));
         assert_eq!(c.batch_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.failure_strategy, FailureStrategy::FailBatch);
@@ -210,21 +361,61 @@ mod tests {
 
     #[test]
     fn strategies_with_their_keys() {
-        let c = JobConfig::from_props(&props(&[("batch.strategy", "low_latency"), ("batch.low_latency_max_size", "5"), ("batch.low_latency_wait", "10ms"), ("batch.eager_processing", "false")])).unwrap();
-        assert_eq!(c.strategy, BatchStrategy::LowLatency { max_size: 5, wait: Duration::from_millis(10), eager: false });
-        let c = JobConfig::from_props(&props(&[("batch.strategy", "AdaptiveSize"), ("batch.min_size", "50"), ("batch.target_latency", "100ms")])).unwrap();
-        assert_eq!(c.strategy, BatchStrategy::AdaptiveSize { min_size: 50, max_size: 100_000, target_latency: Duration::from_millis(100) });
-        let c = JobConfig::from_props(&props(&[("batch.strategy", "MemoryBased"), ("batch.memory_limit_mb", "256")])).unwrap();
+        let c = JobConfig::from_props(&props(&[
+            ("batch.strategy", "low_latency"),
+            ("batch.low_latency_max_size", "5"),
+            ("batch.low_latency_wait", "10ms"),
+            ("batch.eager_processing", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.strategy,
+            BatchStrategy::LowLatency {
+                max_size: 5,
+                wait: Duration::from_millis(10),
+                eager: false
+            }
+        );
+        let c = JobConfig::from_props(&props(&[
+            ("batch.strategy", "AdaptiveSize"),
+            ("batch.min_size", "50"),
+            ("batch.target_latency", "100ms"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.strategy,
+            BatchStrategy::AdaptiveSize {
+                min_size: 50,
+                max_size: 100_000,
+                target_latency: Duration::from_millis(100)
+            }
+        );
+        let c = JobConfig::from_props(&props(&[
+            ("batch.strategy", "MemoryBased"),
+            ("batch.memory_limit_mb", "256"),
+        ]))
+        .unwrap();
         assert_eq!(c.strategy, BatchStrategy::MemoryBased { bytes: 256 << 20 });
-        let c = JobConfig::from_props(&props(&[("batch.strategy", "memory_based"), ("batch.memory_size", "16777216")])).unwrap();
+        let c = JobConfig::from_props(&props(&[
+            ("batch.strategy", "memory_based"),
+            ("batch.memory_size", "16777216"),
+        ]))
+        .unwrap();
         assert_eq!(c.strategy, BatchStrategy::MemoryBased { bytes: 16 << 20 });
     }
 
     #[test]
     fn non_number_batch_size_names_key() {
-        let e = JobConfig::from_props(&props(&[("batch.size", "big")])).unwrap_err().to_string();
-        assert!(e.contains("'batch.size'") && e.contains("whole number"), "{e}");
-        let e = JobConfig::from_props(&props(&[("failure_strategy", "Panic")])).unwrap_err().to_string();
+        let e = JobConfig::from_props(&props(&[("batch.size", "big")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'batch.size'") && e.contains("whole number"),
+            "{e}"
+        );
+        let e = JobConfig::from_props(&props(&[("failure_strategy", "Panic")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("failure_strategy"), "{e}");
     }
 }

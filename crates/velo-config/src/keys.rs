@@ -35,7 +35,9 @@ impl KeyType {
             KeyType::Bool => "true or false".into(),
             KeyType::UInt => "a whole number".into(),
             KeyType::Float => "a number".into(),
-            KeyType::Duration => "a duration such as 500ms, 2s, 5m (a bare number means milliseconds)".into(),
+            KeyType::Duration => {
+                "a duration such as 500ms, 2s, 5m (a bare number means milliseconds)".into()
+            }
             KeyType::Bytes => "a size such as 65536, 64KB, 16MB".into(),
             KeyType::Enum(v) => format!("one of {}", v.join(", ")),
         }
@@ -71,8 +73,18 @@ pub struct KeySpec {
 
 impl KeySpec {
     /// A key.
-    pub const fn new(key: &'static str, ty: KeyType, default: Option<&'static str>, doc: &'static str) -> Self {
-        Self { key, ty, default, doc }
+    pub const fn new(
+        key: &'static str,
+        ty: KeyType,
+        default: Option<&'static str>,
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            key,
+            ty,
+            default,
+            doc,
+        }
     }
 
     fn matches(&self, key: &str) -> bool {
@@ -95,14 +107,28 @@ impl std::fmt::Display for Warning {
 
 /// Keys that every connector accepts (handled by the registry/runtime).
 pub const COMMON_CONNECTOR_KEYS: &[KeySpec] = &[
-    KeySpec::new("type", KeyType::String, None, "Connector type: `file_source`, `file_sink`, `datagen`, `stdout`, ... (required)"),
-    KeySpec::new("config_file", KeyType::String, None, "YAML file with this connector's keys, relative to the SQL file"),
+    KeySpec::new(
+        "type",
+        KeyType::String,
+        None,
+        "Connector type: `file_source`, `file_sink`, `datagen`, `stdout`, ... (required)",
+    ),
+    KeySpec::new(
+        "config_file",
+        KeyType::String,
+        None,
+        "YAML file with this connector's keys, relative to the SQL file",
+    ),
 ];
 
 /// Checks `props` against `specs`: unknown keys become warnings with a
 /// did-you-mean suggestion, ill-typed values are errors naming the key.
 /// `prefix` is prepended to key names in messages (e.g. `orders.`).
-pub fn validate(props: &BTreeMap<String, String>, specs: &[&[KeySpec]], prefix: &str) -> Result<Vec<Warning>> {
+pub fn validate(
+    props: &BTreeMap<String, String>,
+    specs: &[&[KeySpec]],
+    prefix: &str,
+) -> Result<Vec<Warning>> {
     let mut warnings = Vec::new();
     for (key, value) in props {
         let spec = specs.iter().flat_map(|s| s.iter()).find(|s| s.matches(key));
@@ -118,7 +144,9 @@ pub fn validate(props: &BTreeMap<String, String>, specs: &[&[KeySpec]], prefix: 
             }
             None => {
                 let mut msg = format!("unknown key '{prefix}{key}' (ignored)");
-                if let Some(s) = did_you_mean(key, specs.iter().flat_map(|s| s.iter()).map(|s| s.key)) {
+                if let Some(s) =
+                    did_you_mean(key, specs.iter().flat_map(|s| s.iter()).map(|s| s.key))
+                {
                     msg.push_str(&format!("; did you mean '{prefix}{s}'?"));
                 }
                 warnings.push(Warning(msg));
@@ -150,7 +178,9 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 /// `500ms`, `2s`, `2 seconds`, `5m`, `1h`, `1d`; a bare number is milliseconds.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim().to_ascii_lowercase();
-    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().ok()?;
     if n < 0.0 {
@@ -171,7 +201,9 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
 /// `65536`, `64KB`/`64KiB`, `16MB`, `1GB` (powers of 1024).
 pub fn parse_bytes(v: &str) -> Option<u64> {
     let v = v.trim().to_ascii_lowercase();
-    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult = match unit.trim() {
@@ -198,8 +230,14 @@ mod tests {
     fn unknown_key_suggests() {
         let props = BTreeMap::from([("has_header".to_string(), "true".to_string())]);
         let w = validate(&props, &[SPECS], "src.").unwrap();
-        assert_eq!(w[0].0, "unknown key 'src.has_header' (ignored); did you mean 'src.has_headers'?");
-        let props = BTreeMap::from([("zzz".to_string(), "1".to_string()), ("fields.a.min".to_string(), "1".to_string())]);
+        assert_eq!(
+            w[0].0,
+            "unknown key 'src.has_header' (ignored); did you mean 'src.has_headers'?"
+        );
+        let props = BTreeMap::from([
+            ("zzz".to_string(), "1".to_string()),
+            ("fields.a.min".to_string(), "1".to_string()),
+        ]);
         let w = validate(&props, &[SPECS], "").unwrap();
         assert_eq!(w, vec![Warning("unknown key 'zzz' (ignored)".into())]);
     }
@@ -208,7 +246,10 @@ mod tests {
     fn type_errors_name_the_key() {
         let props = BTreeMap::from([("batch.size".to_string(), "lots".to_string())]);
         let e = validate(&props, &[SPECS], "").unwrap_err().to_string();
-        assert_eq!(e, "invalid value 'lots' for 'batch.size': expected a whole number");
+        assert_eq!(
+            e,
+            "invalid value 'lots' for 'batch.size': expected a whole number"
+        );
     }
 
     #[test]

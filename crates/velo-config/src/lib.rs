@@ -33,15 +33,26 @@ mod error;
 pub use error::{ConfigError, Result};
 pub use job::{BatchStrategy, FailureStrategy, JobConfig};
 pub use keys::{KeySpec, KeyType, Warning};
-pub use props::{ConnectorConfig, Role, Origin};
+pub use props::{ConnectorConfig, Origin, Role};
 pub use vars::VarContext;
 
 /// Keys whose values are secrets: never logged, never printed by `explain`.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "auth_header", "api_key", "apikey", "private_key", "sasl.jaas", "credentials", "access_key_id"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "token",
+        "auth_header",
+        "api_key",
+        "apikey",
+        "private_key",
+        "sasl.jaas",
+        "credentials",
+        "access_key_id",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// The value to show for `key` in logs and `explain`: `****` for secrets.

@@ -70,20 +70,31 @@ impl ConnectorConfig {
 
     /// The value of `key`, or an error saying to set it.
     pub fn require(&self, key: &str, hint: &str) -> Result<&str> {
-        self.get(key).ok_or_else(|| ConfigError::MissingKey { key: self.full_key(key), hint: hint.to_string() })
+        self.get(key).ok_or_else(|| ConfigError::MissingKey {
+            key: self.full_key(key),
+            hint: hint.to_string(),
+        })
     }
 
     /// `key` parsed as bool (`default` when absent).
     pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => crate::keys::parse_bool(v).ok_or_else(|| self.invalid(key, v, "true or false")),
+            Some(v) => {
+                crate::keys::parse_bool(v).ok_or_else(|| self.invalid(key, v, "true or false"))
+            }
         }
     }
 
     /// `key` parsed as an unsigned number.
     pub fn uint(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key).map(|v| v.trim().parse::<u64>().map_err(|_| self.invalid(key, v, "a whole number"))).transpose()
+        self.get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| self.invalid(key, v, "a whole number"))
+            })
+            .transpose()
     }
 
     /// An invalid-value error for `key`.
@@ -98,7 +109,11 @@ impl ConnectorConfig {
     /// A path value resolved against the SQL file's directory.
     pub fn path(&self, value: &str) -> std::path::PathBuf {
         let p = Path::new(value);
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 }
 
@@ -118,17 +133,31 @@ pub fn parse_type(value: &str) -> (String, Option<Role>) {
 /// Collects the `'<name>.<key>'` entries of `with` (prefix removed).
 pub fn named_props(with: &BTreeMap<String, String>, name: &str) -> BTreeMap<String, String> {
     let prefix = format!("{name}.");
-    with.iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_string(), v.clone()))).collect()
+    with.iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(&prefix)
+                .map(|rest| (rest.to_string(), v.clone()))
+        })
+        .collect()
 }
 
 /// Resolves one named connector: inline keys from WITH, the YAML of
 /// `config_file` underneath them, variables substituted, type required and
 /// checked against the role the SQL gives it.
-pub fn resolve_named(name: &str, role: Role, inline: &BTreeMap<String, String>, base_dir: &Path, vars: &VarContext) -> Result<ConnectorConfig> {
+pub fn resolve_named(
+    name: &str,
+    role: Role,
+    inline: &BTreeMap<String, String>,
+    base_dir: &Path,
+    vars: &VarContext,
+) -> Result<ConnectorConfig> {
     let mut props = BTreeMap::new();
     let mut subst_inline = BTreeMap::new();
     for (k, v) in inline {
-        subst_inline.insert(k.clone(), vars.substitute(v, &format!("WITH '{name}.{k}'"))?);
+        subst_inline.insert(
+            k.clone(),
+            vars.substitute(v, &format!("WITH '{name}.{k}'"))?,
+        );
     }
     if let Some(file) = subst_inline.remove("config_file") {
         let path = base_dir.join(&file);
@@ -143,19 +172,28 @@ pub fn resolve_named(name: &str, role: Role, inline: &BTreeMap<String, String>, 
         });
     };
     let (kind, declared) = parse_type(&type_value);
-    if let Some(declared) = declared {
-        if declared != role {
-            return Err(ConfigError::RoleMismatch {
-                name: name.to_string(),
-                value: type_value.clone(),
-                declared: declared.as_str(),
-                used: role.as_str(),
-                clause: if role == Role::Source { "FROM/JOIN" } else { "INTO" },
-                suggestion: format!("{kind}_{}", role.as_str()),
-            });
-        }
+    if let Some(declared) = declared.filter(|d| *d != role) {
+        return Err(ConfigError::RoleMismatch {
+            name: name.to_string(),
+            value: type_value.clone(),
+            declared: declared.as_str(),
+            used: role.as_str(),
+            clause: if role == Role::Source {
+                "FROM/JOIN"
+            } else {
+                "INTO"
+            },
+            suggestion: format!("{kind}_{}", role.as_str()),
+        });
     }
-    Ok(ConnectorConfig { name: name.to_string(), role, kind, props, origin: Origin::Named, base_dir: base_dir.to_path_buf() })
+    Ok(ConnectorConfig {
+        name: name.to_string(),
+        role,
+        kind,
+        props,
+        origin: Origin::Named,
+        base_dir: base_dir.to_path_buf(),
+    })
 }
 
 #[cfg(test)]
@@ -163,38 +201,97 @@ mod tests {
     use super::*;
 
     fn with(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        kv.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn missing_type_uses_the_seeds_message() {
-        let e = resolve_named("orders_source", Role::Source, &with(&[("path", "x")]), Path::new("."), &VarContext::default()).unwrap_err();
+        let e = resolve_named(
+            "orders_source",
+            Role::Source,
+            &with(&[("path", "x")]),
+            Path::new("."),
+            &VarContext::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Source type must be explicitly specified for 'orders_source'. Use: 'orders_source.type' with values like 'kafka_source', 'file_source', 's3_source', 'database_source'"
         );
-        let e = resolve_named("out", Role::Sink, &with(&[]), Path::new("."), &VarContext::default()).unwrap_err();
-        assert!(e.to_string().starts_with("Sink type must be explicitly specified for 'out'. Use: 'out.type'"));
+        let e = resolve_named(
+            "out",
+            Role::Sink,
+            &with(&[]),
+            Path::new("."),
+            &VarContext::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Sink type must be explicitly specified for 'out'. Use: 'out.type'")
+        );
     }
 
     #[test]
     fn compound_and_plain_types_and_role_check() {
         let v = VarContext::default();
-        let c = resolve_named("o", Role::Source, &with(&[("type", "file_source")]), Path::new("."), &v).unwrap();
+        let c = resolve_named(
+            "o",
+            Role::Source,
+            &with(&[("type", "file_source")]),
+            Path::new("."),
+            &v,
+        )
+        .unwrap();
         assert_eq!((c.kind.as_str(), c.role), ("file", Role::Source));
-        let c = resolve_named("o", Role::Sink, &with(&[("type", "file")]), Path::new("."), &v).unwrap();
+        let c = resolve_named(
+            "o",
+            Role::Sink,
+            &with(&[("type", "file")]),
+            Path::new("."),
+            &v,
+        )
+        .unwrap();
         assert_eq!((c.kind.as_str(), c.role), ("file", Role::Sink));
-        let e = resolve_named("o", Role::Source, &with(&[("type", "file_sink")]), Path::new("."), &v).unwrap_err().to_string();
-        assert!(e.contains("used as a source") && e.contains("file_source"), "{e}");
+        let e = resolve_named(
+            "o",
+            Role::Source,
+            &with(&[("type", "file_sink")]),
+            Path::new("."),
+            &v,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("used as a source") && e.contains("file_source"),
+            "{e}"
+        );
     }
 
     #[test]
     fn yaml_under_inline_with_vars() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("configs")).unwrap();
-        std::fs::write(d.path().join("configs/src.yaml"), "path: data/${NAME:-orders}.csv\nformat: csv\nhas_headers: true\n").unwrap();
+        std::fs::write(
+            d.path().join("configs/src.yaml"),
+            "path: data/${NAME:-orders}.csv\nformat: csv\nhas_headers: true\n",
+        )
+        .unwrap();
         let v = VarContext::with_env(BTreeMap::from([("FMT".into(), "jsonl".into())]));
-        let c = resolve_named("s", Role::Source, &with(&[("type", "file_source"), ("config_file", "configs/src.yaml"), ("format", "${FMT}")]), d.path(), &v).unwrap();
+        let c = resolve_named(
+            "s",
+            Role::Source,
+            &with(&[
+                ("type", "file_source"),
+                ("config_file", "configs/src.yaml"),
+                ("format", "${FMT}"),
+            ]),
+            d.path(),
+            &v,
+        )
+        .unwrap();
         assert_eq!(c.get("path"), Some("data/orders.csv"));
         assert_eq!(c.get("format"), Some("jsonl"), "inline WITH overrides YAML");
         assert_eq!(c.get("has_headers"), Some("true"));

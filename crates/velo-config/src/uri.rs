@@ -10,9 +10,20 @@ use crate::{ConfigError, Result};
 /// Turns a URI into a connector config named `name`. The scheme is the
 /// connector kind; `file://` paths become `path`; the query string gives the
 /// other keys. Keys in `extra` (named WITH keys for the same name) override.
-pub fn from_uri(name: &str, uri: &str, role: Role, base_dir: &Path, extra: BTreeMap<String, String>) -> Result<ConnectorConfig> {
-    let bad = |m: &str| ConfigError::BadUri { uri: uri.to_string(), message: m.to_string() };
-    let (scheme, rest) = uri.split_once("://").ok_or_else(|| bad("expected scheme://..., e.g. file:///data/*.csv"))?;
+pub fn from_uri(
+    name: &str,
+    uri: &str,
+    role: Role,
+    base_dir: &Path,
+    extra: BTreeMap<String, String>,
+) -> Result<ConnectorConfig> {
+    let bad = |m: &str| ConfigError::BadUri {
+        uri: uri.to_string(),
+        message: m.to_string(),
+    };
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| bad("expected scheme://..., e.g. file:///data/*.csv"))?;
     let (location, query) = match rest.split_once('?') {
         Some((l, q)) => (l, Some(q)),
         None => (rest, None),
@@ -22,7 +33,9 @@ pub fn from_uri(name: &str, uri: &str, role: Role, base_dir: &Path, extra: BTree
     match kind.as_str() {
         "file" => {
             // file:///abs/path and file://relative/path
-            let decoded = percent_encoding::percent_decode_str(location).decode_utf8().map_err(|_| bad("path is not valid UTF-8"))?;
+            let decoded = percent_encoding::percent_decode_str(location)
+                .decode_utf8()
+                .map_err(|_| bad("path is not valid UTF-8"))?;
             if decoded.is_empty() {
                 return Err(bad("missing path after file://"));
             }
@@ -36,13 +49,26 @@ pub fn from_uri(name: &str, uri: &str, role: Role, base_dir: &Path, extra: BTree
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("query parameter '{pair}' has no '='")))?;
-            let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("query parameter '{pair}' has no '='")))?;
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             props.insert(dec(k), dec(v));
         }
     }
     props.extend(extra);
-    Ok(ConnectorConfig { name: name.to_string(), role, kind, props, origin: Origin::Uri(uri.to_string()), base_dir: base_dir.to_path_buf() })
+    Ok(ConnectorConfig {
+        name: name.to_string(),
+        role,
+        kind,
+        props,
+        origin: Origin::Uri(uri.to_string()),
+        base_dir: base_dir.to_path_buf(),
+    })
 }
 
 #[cfg(test)]
@@ -51,13 +77,36 @@ mod tests {
 
     #[test]
     fn file_uri_with_query() {
-        let c = from_uri("u", "file:///data/*.csv?format=csv&delimiter=;", Role::Source, Path::new("/"), BTreeMap::new()).unwrap();
+        let c = from_uri(
+            "u",
+            "file:///data/*.csv?format=csv&delimiter=;",
+            Role::Source,
+            Path::new("/"),
+            BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(c.kind, "file");
         assert_eq!(c.get("path"), Some("/data/*.csv"));
         assert_eq!(c.get("delimiter"), Some(";"));
         assert_eq!(c.get("format"), Some("csv"));
-        let c = from_uri("u", "file://out/x%20y.parquet", Role::Sink, Path::new("/"), BTreeMap::new()).unwrap();
+        let c = from_uri(
+            "u",
+            "file://out/x%20y.parquet",
+            Role::Sink,
+            Path::new("/"),
+            BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(c.get("path"), Some("out/x y.parquet"));
-        assert!(from_uri("u", "/no/scheme", Role::Sink, Path::new("/"), BTreeMap::new()).is_err());
+        assert!(
+            from_uri(
+                "u",
+                "/no/scheme",
+                Role::Sink,
+                Path::new("/"),
+                BTreeMap::new()
+            )
+            .is_err()
+        );
     }
 }

@@ -17,12 +17,20 @@ pub struct VarContext {
 impl VarContext {
     /// Variables from the process environment.
     pub fn from_env() -> Self {
-        Self { env: None, profile: BTreeMap::new(), now: None }
+        Self {
+            env: None,
+            profile: BTreeMap::new(),
+            now: None,
+        }
     }
 
     /// A fixed environment (tests).
     pub fn with_env(env: BTreeMap<String, String>) -> Self {
-        Self { env: Some(env), profile: BTreeMap::new(), now: None }
+        Self {
+            env: Some(env),
+            profile: BTreeMap::new(),
+            now: None,
+        }
     }
 
     /// Adds the active profile's variables.
@@ -82,15 +90,25 @@ impl VarContext {
                 Some(i) => (&inner[..i], Some(&inner[i + 2..])),
                 None => (inner, None),
             };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-                return Err(ConfigError::BadVariable { text: format!("${{{inner}}}"), origin: origin.to_string() });
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Err(ConfigError::BadVariable {
+                    text: format!("${{{inner}}}"),
+                    origin: origin.to_string(),
+                });
             }
             match (self.lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 // defaults may themselves hold variables
                 (None, Some(d)) => out.push_str(&self.substitute(d, origin)?),
                 (None, None) => {
-                    return Err(ConfigError::MissingVariable { var: name.to_string(), origin: origin.to_string() });
+                    return Err(ConfigError::MissingVariable {
+                        var: name.to_string(),
+                        origin: origin.to_string(),
+                    });
                 }
             }
             rest = &after[end + 1..];
@@ -125,15 +143,23 @@ mod tests {
     use super::*;
 
     fn ctx() -> VarContext {
-        let env = BTreeMap::from([("A".to_string(), "1".to_string()), ("HOST".to_string(), "db".to_string())]);
-        VarContext::with_env(env).with_profile(BTreeMap::from([("kafka_brokers".into(), "k:9092".into())]))
+        let env = BTreeMap::from([
+            ("A".to_string(), "1".to_string()),
+            ("HOST".to_string(), "db".to_string()),
+        ]);
+        VarContext::with_env(env)
+            .with_profile(BTreeMap::from([("kafka_brokers".into(), "k:9092".into())]))
     }
 
     #[test]
     fn substitutes_env_defaults_several_and_profile() {
         let c = ctx();
         assert_eq!(c.substitute("x-${A}-${B:-two}", "t").unwrap(), "x-1-two");
-        assert_eq!(c.substitute("jdbc://${HOST}:${PORT:-5432}/${A}", "t").unwrap(), "jdbc://db:5432/1");
+        assert_eq!(
+            c.substitute("jdbc://${HOST}:${PORT:-5432}/${A}", "t")
+                .unwrap(),
+            "jdbc://db:5432/1"
+        );
         assert_eq!(c.substitute("${kafka_brokers}", "t").unwrap(), "k:9092");
         assert_eq!(c.substitute("${NOPE:-${A}}", "t").unwrap(), "1");
         assert_eq!(c.substitute("${EMPTY:-}", "t").unwrap(), "");
@@ -141,8 +167,14 @@ mod tests {
 
     #[test]
     fn missing_variable_names_variable_and_origin() {
-        let e = ctx().substitute("${DB_PASSWORD}", "configs/db.yaml").unwrap_err().to_string();
-        assert!(e.contains("'DB_PASSWORD'") && e.contains("configs/db.yaml"), "{e}");
+        let e = ctx()
+            .substitute("${DB_PASSWORD}", "configs/db.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'DB_PASSWORD'") && e.contains("configs/db.yaml"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -150,7 +182,10 @@ mod tests {
         use chrono::TimeZone;
         let now = chrono::Local.with_ymd_and_hms(2024, 3, 5, 7, 8, 9).unwrap();
         let c = ctx().with_now(now);
-        assert_eq!(c.substitute("audit-${DATE}.jsonl", "t").unwrap(), "audit-2024-03-05.jsonl");
+        assert_eq!(
+            c.substitute("audit-${DATE}.jsonl", "t").unwrap(),
+            "audit-2024-03-05.jsonl"
+        );
         assert_eq!(c.substitute("${TIME}", "t").unwrap(), "070809");
     }
 

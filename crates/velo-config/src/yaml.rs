@@ -24,32 +24,65 @@ pub fn load_flat(path: &Path, vars: &VarContext) -> Result<BTreeMap<String, Stri
     flatten("", &Value::Mapping(merged), &mut out);
     let origin = path.display().to_string();
     out.into_iter()
-        .map(|(k, v)| Ok((k.clone(), vars.substitute(&v, &format!("{origin} (key '{k}')"))?)))
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                vars.substitute(&v, &format!("{origin} (key '{k}')"))?,
+            ))
+        })
         .collect()
 }
 
 fn load_rec(path: &Path, vars: &VarContext, stack: &mut Vec<PathBuf>) -> Result<Mapping> {
-    let canonical = std::fs::canonicalize(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+    let canonical = std::fs::canonicalize(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if let Some(pos) = stack.iter().position(|p| p == &canonical) {
-        let mut chain: Vec<String> = stack[pos..].iter().map(|p| p.display().to_string()).collect();
+        let mut chain: Vec<String> = stack[pos..]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         chain.push(canonical.display().to_string());
         return Err(ConfigError::ExtendsCycle(chain.join(" -> ")));
     }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
-    let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
-    value.apply_merge().map_err(|e| ConfigError::Yaml { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    value.apply_merge().map_err(|e| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut map = match value {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
         _ => {
-            return Err(ConfigError::Yaml { path: path.to_path_buf(), message: "the top level must be a mapping of keys to values".into() });
+            return Err(ConfigError::Yaml {
+                path: path.to_path_buf(),
+                message: "the top level must be a mapping of keys to values".into(),
+            });
         }
     };
-    let Some(ext) = map.remove("extends") else { return Ok(map) };
+    let Some(ext) = map.remove("extends") else {
+        return Ok(map);
+    };
     let parents: Vec<String> = match ext {
         Value::String(s) => vec![s],
-        Value::Sequence(seq) => seq.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        _ => return Err(ConfigError::Yaml { path: path.to_path_buf(), message: "'extends' must be a file name or a list of file names".into() }),
+        Value::Sequence(seq) => seq
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => {
+            return Err(ConfigError::Yaml {
+                path: path.to_path_buf(),
+                message: "'extends' must be a file name or a list of file names".into(),
+            });
+        }
     };
     stack.push(canonical);
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -84,7 +117,11 @@ pub fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) 
         Value::Mapping(m) => {
             for (k, v) in m {
                 let key = scalar_string(k);
-                let full = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                let full = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(&full, v, out);
             }
         }
@@ -121,15 +158,30 @@ mod tests {
     }
 
     fn vars() -> VarContext {
-        VarContext::with_env(BTreeMap::from([("ENVIRONMENT".to_string(), "prod".to_string())]))
+        VarContext::with_env(BTreeMap::from([(
+            "ENVIRONMENT".to_string(),
+            "prod".to_string(),
+        )]))
     }
 
     #[test]
     fn multi_level_extends_relative_merge_and_flatten() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "base/common.yaml", "compression.type: snappy\nretries: 3\nnested:\n  a: 1\n  b: 2\nlist: [x, y]\n");
-        write(d.path(), "base/kafka.yaml", "extends: common.yaml\nbootstrap.servers: \"${KAFKA:-localhost:9092}\"\nnested:\n  b: 20\n");
-        let leaf = write(d.path(), "app/src.yaml", "extends: ../base/kafka.yaml\ntopic: orders-${ENVIRONMENT}\nretries: 5\nlist: [z]\n");
+        write(
+            d.path(),
+            "base/common.yaml",
+            "compression.type: snappy\nretries: 3\nnested:\n  a: 1\n  b: 2\nlist: [x, y]\n",
+        );
+        write(
+            d.path(),
+            "base/kafka.yaml",
+            "extends: common.yaml\nbootstrap.servers: \"${KAFKA:-localhost:9092}\"\nnested:\n  b: 20\n",
+        );
+        let leaf = write(
+            d.path(),
+            "app/src.yaml",
+            "extends: ../base/kafka.yaml\ntopic: orders-${ENVIRONMENT}\nretries: 5\nlist: [z]\n",
+        );
         let flat = load_flat(&leaf, &vars()).unwrap();
         assert_eq!(flat["topic"], "orders-prod");
         assert_eq!(flat["retries"], "5", "scalars override");
@@ -147,8 +199,16 @@ mod tests {
         write(d.path(), "a.yaml", "extends: b.yaml\nx: 1\n");
         write(d.path(), "b.yaml", "extends: c.yaml\n");
         write(d.path(), "c.yaml", "extends: a.yaml\n");
-        let e = load_flat(&d.path().join("a.yaml"), &vars()).unwrap_err().to_string();
-        assert!(e.contains("cycle") && e.contains("a.yaml") && e.contains("b.yaml") && e.contains("c.yaml"), "{e}");
+        let e = load_flat(&d.path().join("a.yaml"), &vars())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cycle")
+                && e.contains("a.yaml")
+                && e.contains("b.yaml")
+                && e.contains("c.yaml"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -158,7 +218,10 @@ mod tests {
         write(d.path(), "p2.yaml", "b: 2\n");
         let leaf = write(d.path(), "leaf.yaml", "extends: [p1.yaml, p2.yaml]\nc: 3\n");
         let flat = load_flat(&leaf, &vars()).unwrap();
-        assert_eq!((flat["a"].as_str(), flat["b"].as_str(), flat["c"].as_str()), ("1", "2", "3"));
+        assert_eq!(
+            (flat["a"].as_str(), flat["b"].as_str(), flat["c"].as_str()),
+            ("1", "2", "3")
+        );
     }
 
     #[test]
@@ -173,7 +236,13 @@ mod tests {
     fn bad_yaml_and_missing_file() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "bad.yaml", "a: [1, 2\n");
-        assert!(matches!(load_flat(&p, &vars()), Err(ConfigError::Yaml { .. })));
-        assert!(matches!(load_flat(&d.path().join("none.yaml"), &vars()), Err(ConfigError::Io { .. })));
+        assert!(matches!(
+            load_flat(&p, &vars()),
+            Err(ConfigError::Yaml { .. })
+        ));
+        assert!(matches!(
+            load_flat(&d.path().join("none.yaml"), &vars()),
+            Err(ConfigError::Io { .. })
+        ));
     }
 }

@@ -25,7 +25,10 @@ pub fn sql_type(t: &str) -> Option<DataType> {
         "TIMESTAMPTZ" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
         "BYTEA" | "BINARY" | "VARBINARY" | "BLOB" | "BYTES" => DataType::Binary,
         "DECIMAL" | "NUMERIC" => {
-            let args = t.split_once('(').map(|(_, a)| a.trim_end_matches(')')).unwrap_or("38,10");
+            let args = t
+                .split_once('(')
+                .map(|(_, a)| a.trim_end_matches(')'))
+                .unwrap_or("38,10");
             let mut it = args.split(',').map(|x| x.trim().parse::<u8>());
             let p = it.next().and_then(|r| r.ok()).unwrap_or(38);
             let s = it.next().and_then(|r| r.ok()).unwrap_or(0);
@@ -55,7 +58,11 @@ pub fn parse_schema(spec: &str) -> Result<SchemaRef> {
     }
     parts.push(cur);
     for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        let (name, ty) = part.split_once(char::is_whitespace).ok_or_else(|| ConnectorError::Other(format!("schema column '{part}' has no type; write 'name TYPE', e.g. 'id BIGINT'")))?;
+        let (name, ty) = part.split_once(char::is_whitespace).ok_or_else(|| {
+            ConnectorError::Other(format!(
+                "schema column '{part}' has no type; write 'name TYPE', e.g. 'id BIGINT'"
+            ))
+        })?;
         let mut ty = ty.trim().to_string();
         let nullable = !ty.to_ascii_uppercase().ends_with("NOT NULL");
         if !nullable {
@@ -76,10 +83,17 @@ mod tests {
 
     #[test]
     fn parses_schema() {
-        let s = parse_schema("id BIGINT NOT NULL, amount DECIMAL(10, 2), name VARCHAR, ts TIMESTAMP").unwrap();
+        let s =
+            parse_schema("id BIGINT NOT NULL, amount DECIMAL(10, 2), name VARCHAR, ts TIMESTAMP")
+                .unwrap();
         assert_eq!(s.field(0).data_type(), &DataType::Int64);
         assert!(!s.field(0).is_nullable());
         assert_eq!(s.field(1).data_type(), &DataType::Decimal128(10, 2));
-        assert!(parse_schema("id WHATEVER").unwrap_err().to_string().contains("unknown type 'WHATEVER'"));
+        assert!(
+            parse_schema("id WHATEVER")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown type 'WHATEVER'")
+        );
     }
 }

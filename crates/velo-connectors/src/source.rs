@@ -23,7 +23,11 @@ pub struct BadRecord {
 
 impl std::fmt::Display for BadRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bad record in source '{}' at {}:{}: {}", self.source, self.location, self.line, self.error)
+        write!(
+            f,
+            "bad record in source '{}' at {}:{}: {}",
+            self.source, self.location, self.line, self.error
+        )
     }
 }
 
@@ -58,7 +62,9 @@ impl SourceReader {
     /// Next event if one is ready now; `Err(true)` if the source is exhausted.
     pub fn try_next(&mut self) -> std::result::Result<SourceEvent, bool> {
         use tokio::sync::mpsc::error::TryRecvError;
-        self.rx.try_recv().map_err(|e| matches!(e, TryRecvError::Disconnected))
+        self.rx
+            .try_recv()
+            .map_err(|e| matches!(e, TryRecvError::Disconnected))
     }
 }
 
@@ -75,8 +81,42 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// Whether the input ends (files) or not (watch, generator at a rate).
     fn is_bounded(&self) -> bool;
     /// Starts reading on a thread of its own. `batch_size` is the preferred
-    /// number of rows per batch.
-    fn open(&self, batch_size: usize) -> Result<SourceReader>;
+    /// number of rows per batch. `projection` (indices into [`Self::schema`])
+    /// names the columns the query uses: a source may decode only those and
+    /// fill the others with nulls. Batches always have the full schema.
+    fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader>;
     /// A one-line description for `explain`.
     fn describe(&self) -> String;
+}
+
+/// The full schema with every field nullable: what a source hands out when
+/// columns outside the projection are filled with nulls.
+pub fn relaxed(schema: &arrow::datatypes::Schema) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
+/// Widens a batch holding the `projection` columns (in ascending index
+/// order) to `full`, with null columns elsewhere.
+pub fn expand(batch: &RecordBatch, full: &SchemaRef, projection: &[usize]) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let mut cols = Vec::with_capacity(full.fields().len());
+    let mut next = 0;
+    for (i, f) in full.fields().iter().enumerate() {
+        if projection.contains(&i) {
+            cols.push(batch.column(next).clone());
+            next += 1;
+        } else {
+            cols.push(arrow::array::new_null_array(f.data_type(), n));
+        }
+    }
+    Ok(RecordBatch::try_new_with_options(
+        full.clone(),
+        cols,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
 }

@@ -18,7 +18,8 @@ pub fn render(template: &str, now: DateTime<Local>, batch_id: u64) -> String {
 
 /// Whether the template has a placeholder.
 pub fn has(template: &str, placeholder: &str) -> bool {
-    template.contains(&format!("{{{placeholder}}}")) || template.contains(&format!("${{{placeholder}}}"))
+    template.contains(&format!("{{{placeholder}}}"))
+        || template.contains(&format!("${{{placeholder}}}"))
 }
 
 /// Inserts `-{suffix}` before the extension(s) of `path` (`a/b.jsonl.gz` -> `a/b-x.jsonl.gz`).
@@ -41,10 +42,20 @@ mod tests {
     #[test]
     fn renders_all_placeholders() {
         let now = Local.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
-        assert_eq!(render("o/{year}/{month}/{day}/{hour}/{date}_{batch_id}.json", now, 7), "o/2024/01/02/03/2024-01-02_000007.json");
+        assert_eq!(
+            render(
+                "o/{year}/{month}/{day}/{hour}/{date}_{batch_id}.json",
+                now,
+                7
+            ),
+            "o/2024/01/02/03/2024-01-02_000007.json"
+        );
         assert_eq!(render("x_{timestamp}", now, 0), "x_20240102T030405");
         assert_eq!(render("y=${year}/", now, 0), "y=2024/");
-        assert_eq!(with_suffix("out/a.jsonl.gz", "000001"), "out/a-000001.jsonl.gz");
+        assert_eq!(
+            with_suffix("out/a.jsonl.gz", "000001"),
+            "out/a-000001.jsonl.gz"
+        );
         assert_eq!(with_suffix("out/a", "2"), "out/a-2");
     }
 }

@@ -20,7 +20,13 @@ fn ty(t: &KeyType) -> String {
 fn table(out: &mut String, prefix: &str, keys: &[KeySpec]) {
     out.push_str("| key | type | default | meaning |\n|---|---|---|---|\n");
     for k in keys {
-        out.push_str(&format!("| `{prefix}{}` | {} | {} | {} |\n", k.key, ty(&k.ty), k.default.unwrap_or(""), k.doc.replace('|', "\\|")));
+        out.push_str(&format!(
+            "| `{prefix}{}` | {} | {} | {} |\n",
+            k.key,
+            ty(&k.ty),
+            k.default.unwrap_or(""),
+            k.doc.replace('|', "\\|")
+        ));
     }
     out.push('\n');
 }

@@ -28,7 +28,9 @@ pub enum EngineError {
         message: String,
     },
     /// FailBatch stopped the job at a bad record.
-    #[error("job '{job}' stopped (FailBatch) at epoch {epoch}: {record}; nothing of this epoch was published")]
+    #[error(
+        "job '{job}' stopped (FailBatch) at epoch {epoch}: {record}; nothing of this epoch was published"
+    )]
     BadRecord {
         /// Job.
         job: String,

@@ -47,7 +47,11 @@ pub struct SinkHandle {
     pub failed: Arc<AtomicU64>,
 }
 
-fn with_retry<T>(retry: Option<Retry>, name: &str, mut f: impl FnMut() -> velo_connectors::Result<T>) -> Result<T, String> {
+fn with_retry<T>(
+    retry: Option<Retry>,
+    name: &str,
+    mut f: impl FnMut() -> velo_connectors::Result<T>,
+) -> Result<T, String> {
     let mut attempt = 0u32;
     loop {
         match f() {
@@ -56,7 +60,13 @@ fn with_retry<T>(retry: Option<Retry>, name: &str, mut f: impl FnMut() -> velo_c
                 Some(r) if attempt < r.max_retries => {
                     let base = r.backoff.as_millis() as u64 * (1u64 << attempt.min(16));
                     let jitter = rand::random::<u64>() % (base / 2 + 1);
-                    tracing::warn!(sink = name, attempt = attempt + 1, max = r.max_retries, "write failed, retrying in {}ms: {e}", base + jitter);
+                    tracing::warn!(
+                        sink = name,
+                        attempt = attempt + 1,
+                        max = r.max_retries,
+                        "write failed, retrying in {}ms: {e}",
+                        base + jitter
+                    );
                     // a dedicated sink thread: waiting here blocks no async task
                     std::thread::park_timeout(Duration::from_millis(base + jitter));
                     attempt += 1;
@@ -69,7 +79,12 @@ fn with_retry<T>(retry: Option<Retry>, name: &str, mut f: impl FnMut() -> velo_c
 
 impl SinkHandle {
     /// Starts the worker thread for `sink`.
-    pub fn spawn(mut sink: Box<dyn Sink>, schema: SchemaRef, transactional: bool, retry: Option<Retry>) -> Self {
+    pub fn spawn(
+        mut sink: Box<dyn Sink>,
+        schema: SchemaRef,
+        transactional: bool,
+        retry: Option<Retry>,
+    ) -> Self {
         let name = sink.name().to_string();
         sink.set_transactional(transactional);
         sink.set_schema(schema);
@@ -108,7 +123,8 @@ impl SinkHandle {
                         Cmd::Prepare(e, ack) => {
                             let r = match epoch_error.take() {
                                 Some(m) => Err(m),
-                                None => with_retry(retry, &tname, || sink.prepare_commit(e)).map(|_| epoch_rows),
+                                None => with_retry(retry, &tname, || sink.prepare_commit(e))
+                                    .map(|_| epoch_rows),
                             };
                             let _ = ack.send(r);
                         }
@@ -138,13 +154,26 @@ impl SinkHandle {
                 let _ = sink.abort(u64::MAX);
             })
             .expect("spawning a sink thread");
-        Self { name, description, tx, written, failed }
+        Self {
+            name,
+            description,
+            tx,
+            written,
+            failed,
+        }
     }
 
-    async fn call<T>(&self, f: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd) -> Result<T, String> {
+    async fn call<T>(
+        &self,
+        f: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
+    ) -> Result<T, String> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(f(tx)).await.map_err(|_| format!("sink '{}' worker stopped", self.name))?;
-        rx.await.map_err(|_| format!("sink '{}' worker stopped", self.name))?
+        self.tx
+            .send(f(tx))
+            .await
+            .map_err(|_| format!("sink '{}' worker stopped", self.name))?;
+        rx.await
+            .map_err(|_| format!("sink '{}' worker stopped", self.name))?
     }
 
     /// Starts an epoch.
@@ -169,7 +198,10 @@ impl SinkHandle {
     }
     /// Queues a batch.
     pub async fn write(&self, batch: RecordBatch) -> Result<(), String> {
-        self.tx.send(Cmd::Write(batch)).await.map_err(|_| format!("sink '{}' worker stopped", self.name))
+        self.tx
+            .send(Cmd::Write(batch))
+            .await
+            .map_err(|_| format!("sink '{}' worker stopped", self.name))
     }
 }
 

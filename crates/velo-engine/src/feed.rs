@@ -17,7 +17,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use tokio::sync::Mutex;
-use velo_connectors::{BadRecord, SourceEvent, SourceReader};
+use velo_connectors::{BadRecord, Source, SourceEvent, SourceReader};
 
 use crate::stats::Counters;
 
@@ -32,6 +32,8 @@ pub struct Budget {
     pub deadline: Option<Instant>,
     /// Close as soon as no more input is ready (after at least one record).
     pub eager: bool,
+    /// Close after this many source batches (`batch.enable = false`: one).
+    pub max_batches: Option<usize>,
 }
 
 /// What happens to a bad record inside the scan.
@@ -43,13 +45,23 @@ pub enum BadRecordPolicy {
     Fail,
 }
 
+/// The columns the plan reads, gathered from every scan of the table.
+#[derive(Debug, Clone)]
+enum Projection {
+    Unset,
+    Cols(std::collections::BTreeSet<usize>),
+    All,
+}
+
 struct State {
-    reader: SourceReader,
+    /// Opened at the first read, once planning has told which columns are used.
+    reader: Option<SourceReader>,
     pending: Option<RecordBatch>,
     exhausted: bool,
     budget: Budget,
     records: usize,
     bytes: u64,
+    batches: usize,
     bad: Vec<BadRecord>,
     fatal: Option<String>,
 }
@@ -58,6 +70,9 @@ struct State {
 pub struct EpochFeed {
     name: String,
     schema: SchemaRef,
+    source: Arc<dyn Source>,
+    batch_rows: usize,
+    projection: std::sync::Mutex<Projection>,
     state: Mutex<State>,
     policy: BadRecordPolicy,
     counters: Arc<Counters>,
@@ -66,21 +81,68 @@ pub struct EpochFeed {
 
 impl std::fmt::Debug for EpochFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EpochFeed").field("source", &self.name).finish()
+        f.debug_struct("EpochFeed")
+            .field("source", &self.name)
+            .finish()
     }
 }
 
 impl EpochFeed {
-    /// A feed over a running reader.
-    pub fn new(name: &str, schema: SchemaRef, reader: SourceReader, policy: BadRecordPolicy, counters: Arc<Counters>, shutdown: tokio::sync::watch::Receiver<bool>) -> Arc<Self> {
+    /// A feed over `source`, opened at the first read with `batch_rows` rows per batch.
+    pub fn new(
+        source: Arc<dyn Source>,
+        batch_rows: usize,
+        policy: BadRecordPolicy,
+        counters: Arc<Counters>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            name: name.to_string(),
-            schema,
-            state: Mutex::new(State { reader, pending: None, exhausted: false, budget: Budget::default(), records: 0, bytes: 0, bad: vec![], fatal: None }),
+            name: source.name().to_string(),
+            schema: source.schema(),
+            source,
+            batch_rows,
+            projection: std::sync::Mutex::new(Projection::Unset),
+            state: Mutex::new(State {
+                reader: None,
+                pending: None,
+                exhausted: false,
+                budget: Budget::default(),
+                records: 0,
+                bytes: 0,
+                batches: 0,
+                bad: vec![],
+                fatal: None,
+            }),
             policy,
             counters,
             shutdown,
         })
+    }
+
+    /// Records the columns one scan of the table reads (None: all of them).
+    pub fn note_projection(&self, cols: Option<&Vec<usize>>) {
+        let mut p = self.projection.lock().expect("projection lock");
+        *p = match (&*p, cols) {
+            (_, None) | (Projection::All, _) => Projection::All,
+            (Projection::Unset, Some(c)) => Projection::Cols(c.iter().copied().collect()),
+            (Projection::Cols(have), Some(c)) => {
+                Projection::Cols(have.iter().copied().chain(c.iter().copied()).collect())
+            }
+        };
+    }
+
+    fn open(&self) -> Result<SourceReader, DataFusionError> {
+        let cols: Option<Vec<usize>> = match &*self.projection.lock().expect("projection lock") {
+            Projection::Cols(c) => Some(c.iter().copied().collect()),
+            _ => None,
+        };
+        self.source
+            .open(self.batch_rows, cols.as_deref())
+            .map_err(|e| {
+                DataFusionError::External(
+                    format!("Failed to create source '{}': {e}", self.name).into(),
+                )
+            })
     }
 
     /// Starts an epoch with `budget`.
@@ -89,6 +151,7 @@ impl EpochFeed {
         s.budget = budget;
         s.records = 0;
         s.bytes = 0;
+        s.batches = 0;
     }
 
     /// Records delivered in the current epoch.
@@ -125,12 +188,25 @@ impl EpochFeed {
     async fn next_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
         let mut shutdown = self.shutdown.clone();
         let mut s = self.state.lock().await;
+        if s.reader.is_none() && !s.exhausted {
+            match self.open() {
+                Ok(r) => s.reader = Some(r),
+                Err(e) => {
+                    s.fatal = Some(e.to_string());
+                    s.exhausted = true;
+                    return Some(Err(e));
+                }
+            }
+        }
         loop {
             if *shutdown.borrow() && s.records > 0 {
                 return None;
             }
             let b = &s.budget;
-            if b.max_records.is_some_and(|m| s.records >= m) || b.max_bytes.is_some_and(|m| s.bytes >= m) {
+            if b.max_records.is_some_and(|m| s.records >= m)
+                || b.max_bytes.is_some_and(|m| s.bytes >= m)
+                || b.max_batches.is_some_and(|m| s.batches >= m)
+            {
                 return None;
             }
             let batch = if let Some(p) = s.pending.take() {
@@ -139,7 +215,7 @@ impl EpochFeed {
                 return None;
             } else {
                 let event = if s.budget.eager && s.records > 0 {
-                    match s.reader.try_next() {
+                    match s.reader.as_mut().expect("opened above").try_next() {
                         Ok(ev) => Some(ev),
                         Err(true) => None,
                         Err(false) => return None, // nothing ready: close the eager epoch
@@ -153,7 +229,7 @@ impl EpochFeed {
                         }
                     };
                     tokio::select! {
-                        ev = s.reader.next() => ev,
+                        ev = s.reader.as_mut().expect("opened above").next() => ev,
                         _ = sleep => return None,
                         _ = shutdown.wait_for(|v| *v) => return None,
                     }
@@ -174,14 +250,18 @@ impl EpochFeed {
                             BadRecordPolicy::Fail => {
                                 let msg = r.to_string();
                                 s.bad.push(r);
-                                return Some(Err(DataFusionError::External(Box::new(BadRecordError(msg)))));
+                                return Some(Err(DataFusionError::External(Box::new(
+                                    BadRecordError(msg),
+                                ))));
                             }
                         }
                     }
                     Some(SourceEvent::Error(e)) => {
                         s.fatal = Some(e.clone());
                         s.exhausted = true;
-                        return Some(Err(DataFusionError::External(format!("source '{}': {e}", self.name).into())));
+                        return Some(Err(DataFusionError::External(
+                            format!("source '{}': {e}", self.name).into(),
+                        )));
                     }
                 }
             };
@@ -197,6 +277,7 @@ impl EpochFeed {
                 continue;
             }
             s.records += batch.num_rows();
+            s.batches += 1;
             s.bytes += batch.get_array_memory_size() as u64;
             Counters::add(&self.counters.records_in, batch.num_rows() as u64);
             return Some(Ok(batch));
@@ -227,10 +308,57 @@ impl PartitionStream for FeedPartition {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let feed = self.0.clone();
-        let stream = futures::stream::unfold(feed, |feed| async move { feed.next_batch().await.map(|r| (r, feed)) });
+        let stream = futures::stream::unfold(feed, |feed| async move {
+            feed.next_batch().await.map(|r| (r, feed))
+        });
         Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
     }
 }
 
 /// Default epoch timeout for unbounded sources.
 pub const DEFAULT_UNBOUNDED_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The driving source as a DataFusion table: each scan tells the feed which
+/// columns it reads, so the source decodes only those.
+#[derive(Debug)]
+pub struct SourceTable {
+    feed: Arc<EpochFeed>,
+    infinite: bool,
+}
+
+impl SourceTable {
+    /// A table over `feed`; `infinite` keeps it on the probe side of joins.
+    pub fn new(feed: Arc<EpochFeed>, infinite: bool) -> Self {
+        Self { feed, infinite }
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for SourceTable {
+    fn schema(&self) -> SchemaRef {
+        self.feed.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.feed.note_projection(projection);
+        let exec = datafusion::physical_plan::streaming::StreamingTableExec::try_new(
+            self.feed.schema.clone(),
+            vec![Arc::new(FeedPartition(self.feed.clone()))],
+            projection,
+            Vec::<datafusion::physical_expr::LexOrdering>::new(),
+            self.infinite,
+            limit,
+        )?;
+        Ok(Arc::new(exec))
+    }
+}

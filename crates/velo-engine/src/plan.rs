@@ -65,7 +65,14 @@ pub struct AppPlan {
 }
 
 fn stdout_config(name: &str, base_dir: &Path) -> ConnectorConfig {
-    ConnectorConfig { name: name.to_string(), role: Role::Sink, kind: "stdout".into(), props: BTreeMap::new(), origin: velo_config::Origin::Named, base_dir: base_dir.to_path_buf() }
+    ConnectorConfig {
+        name: name.to_string(),
+        role: Role::Sink,
+        kind: "stdout".into(),
+        props: BTreeMap::new(),
+        origin: velo_config::Origin::Named,
+        base_dir: base_dir.to_path_buf(),
+    }
 }
 
 /// A `stdout` sink config (fallback and default).
@@ -79,8 +86,18 @@ fn decl_schema(decl: &StatementSpec) -> Result<SchemaRef> {
         .iter()
         .map(|c| {
             let t = c.data_type.to_string();
-            let dt = velo_connectors::schema::sql_type(&t).ok_or_else(|| EngineError::Invalid(format!("unsupported column type '{t}' for '{}' in CREATE STREAM {}", c.name.value, decl.name)))?;
-            let not_null = c.options.iter().any(|o| matches!(o.option, datafusion::sql::sqlparser::ast::ColumnOption::NotNull));
+            let dt = velo_connectors::schema::sql_type(&t).ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "unsupported column type '{t}' for '{}' in CREATE STREAM {}",
+                    c.name.value, decl.name
+                ))
+            })?;
+            let not_null = c.options.iter().any(|o| {
+                matches!(
+                    o.option,
+                    datafusion::sql::sqlparser::ast::ColumnOption::NotNull
+                )
+            });
             Ok(Field::new(&c.name.value, dt, !not_null))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -90,15 +107,26 @@ fn decl_schema(decl: &StatementSpec) -> Result<SchemaRef> {
 /// Parses and resolves `sql` (the text of `sql_path`).
 pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan> {
     let app = velo_sql::parse_app(sql)?;
-    let base_dir = sql_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+    let base_dir = sql_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
     let (vars, profile) = match &opts.vars {
         Some(v) => (v.clone(), None),
         None if opts.no_global => (VarContext::from_env(), None),
         None => {
             let g = Discovery::from_process(opts.config.clone(), opts.profile.clone()).load()?;
             if let Some(p) = &g.path {
-                tracing::info!("global config '{}' (profile: {})", p.display(), g.profile.as_deref().unwrap_or("none"));
+                tracing::info!(
+                    "global config '{}' (profile: {})",
+                    p.display(),
+                    g.profile.as_deref().unwrap_or("none")
+                );
             }
             (VarContext::from_env().with_profile(g.variables), g.profile)
         }
@@ -109,7 +137,12 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
     }
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    let decls: HashMap<&str, &StatementSpec> = app.statements.iter().filter(|s| s.kind == StatementKind::SourceDecl).map(|s| (s.name.as_str(), s)).collect();
+    let decls: HashMap<&str, &StatementSpec> = app
+        .statements
+        .iter()
+        .filter(|s| s.kind == StatementKind::SourceDecl)
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     // every name that owns '<name>.*' keys
     let mut names: BTreeSet<String> = BTreeSet::from(["dlq".to_string()]);
     for s in &app.statements {
@@ -127,19 +160,42 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
     let is_job_key = |k: &str| !names.iter().any(|n| k.starts_with(&format!("{n}.")));
 
     let mut jobs = Vec::new();
-    for st in app.statements.iter().filter(|s| s.kind != StatementKind::SourceDecl) {
-        match resolve_job(st, &with_all, &decls, &base_dir, &vars, opts, &is_job_key, &mut warnings) {
+    for st in app
+        .statements
+        .iter()
+        .filter(|s| s.kind != StatementKind::SourceDecl)
+    {
+        match resolve_job(
+            st,
+            &with_all,
+            &decls,
+            &base_dir,
+            &vars,
+            opts,
+            &is_job_key,
+            &mut warnings,
+        ) {
             Ok(j) => jobs.push(j),
             Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
-        return Err(if errors.len() == 1 { errors.remove(0) } else { EngineError::Many(errors) });
+        return Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            EngineError::Many(errors)
+        });
     }
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    Ok(AppPlan { app, jobs, warnings, profile, base_dir })
+    Ok(AppPlan {
+        app,
+        jobs,
+        warnings,
+        profile,
+        base_dir,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -154,7 +210,12 @@ fn resolve_job(
     warnings: &mut Vec<String>,
 ) -> Result<JobPlan> {
     let mut errors = Vec::new();
-    let mut job_props: BTreeMap<String, String> = st.with.iter().filter(|(k, _)| is_job_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut job_props: BTreeMap<String, String> = st
+        .with
+        .iter()
+        .filter(|(k, _)| is_job_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (k, v) in &opts.sets {
         if is_job_key(k) {
             job_props.insert(k.clone(), v.clone());
@@ -183,8 +244,24 @@ fn resolve_job(
         let inline = named_props(with_all, &r.name);
         let cfg = match &r.uri {
             Some(uri) => {
-                let inline = inline.into_iter().map(|(k, v)| Ok((k.clone(), vars.substitute(&v, &format!("WITH '{}.{k}'", r.name))?))).collect::<Result<BTreeMap<_, _>>>();
-                inline.and_then(|i| Ok(velo_config::uri::from_uri(&r.name, uri, Role::Source, base_dir, i)?))
+                let inline = inline
+                    .into_iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            vars.substitute(&v, &format!("WITH '{}.{k}'", r.name))?,
+                        ))
+                    })
+                    .collect::<Result<BTreeMap<_, _>>>();
+                inline.and_then(|i| {
+                    Ok(velo_config::uri::from_uri(
+                        &r.name,
+                        uri,
+                        Role::Source,
+                        base_dir,
+                        i,
+                    )?)
+                })
             }
             None => {
                 let mut inline = inline;
@@ -199,10 +276,15 @@ fn resolve_job(
                         Err(e) => errors.push(e),
                     }
                 }
-                resolve_named(&r.name, Role::Source, &inline, base_dir, vars).map_err(EngineError::from)
+                resolve_named(&r.name, Role::Source, &inline, base_dir, vars)
+                    .map_err(EngineError::from)
             }
         };
-        match cfg.and_then(|c| velo_connectors::registry::validate(&c).map(|w| (c, w)).map_err(|e| EngineError::Invalid(e.to_string()))) {
+        match cfg.and_then(|c| {
+            velo_connectors::registry::validate(&c)
+                .map(|w| (c, w))
+                .map_err(|e| EngineError::Invalid(e.to_string()))
+        }) {
             Ok((c, w)) => {
                 warnings.extend(w.into_iter().map(|w| w.0));
                 sources.push(c);
@@ -211,14 +293,28 @@ fn resolve_job(
         }
     }
     let mut sinks = Vec::new();
-    let mut sink_refs: Vec<(String, Option<String>)> = st.sinks.iter().map(|s| (s.name.clone(), s.uri.clone())).collect();
+    let mut sink_refs: Vec<(String, Option<String>)> = st
+        .sinks
+        .iter()
+        .map(|s| (s.name.clone(), s.uri.clone()))
+        .collect();
     if sink_refs.is_empty() {
-        let own = with_all.get(&format!("{}.type", st.name)).map(|t| velo_config::props::parse_type(t));
+        let own = with_all
+            .get(&format!("{}.type", st.name))
+            .map(|t| velo_config::props::parse_type(t));
         match own {
-            Some((_, role)) if role != Some(Role::Source) => sink_refs.push((st.name.clone(), None)),
+            Some((_, role)) if role != Some(Role::Source) => {
+                sink_refs.push((st.name.clone(), None))
+            }
             _ => {
-                if matches!(st.kind, StatementKind::CreateStream | StatementKind::CreateTable) {
-                    warnings.push(format!("{}: no INTO clause and no '{}.type' sink: writing results to stdout", st.name, st.name));
+                if matches!(
+                    st.kind,
+                    StatementKind::CreateStream | StatementKind::CreateTable
+                ) {
+                    warnings.push(format!(
+                        "{}: no INTO clause and no '{}.type' sink: writing results to stdout",
+                        st.name, st.name
+                    ));
                 }
                 sinks.push(stdout_config("stdout", base_dir));
             }
@@ -227,10 +323,22 @@ fn resolve_job(
     for (name, uri) in sink_refs {
         let inline = named_props(with_all, &name);
         let cfg = match uri {
-            Some(u) => Ok(velo_config::uri::from_uri(&name, &u, Role::Sink, base_dir, inline)?),
-            None => resolve_named(&name, Role::Sink, &inline, base_dir, vars).map_err(EngineError::from),
+            Some(u) => Ok(velo_config::uri::from_uri(
+                &name,
+                &u,
+                Role::Sink,
+                base_dir,
+                inline,
+            )?),
+            None => {
+                resolve_named(&name, Role::Sink, &inline, base_dir, vars).map_err(EngineError::from)
+            }
         };
-        match cfg.and_then(|c| velo_connectors::registry::validate(&c).map(|w| (c, w)).map_err(|e| EngineError::Invalid(e.to_string()))) {
+        match cfg.and_then(|c| {
+            velo_connectors::registry::validate(&c)
+                .map(|w| (c, w))
+                .map_err(|e| EngineError::Invalid(e.to_string()))
+        }) {
             Ok((c, w)) => {
                 warnings.extend(w.into_iter().map(|w| w.0));
                 sinks.push(c);
@@ -249,7 +357,13 @@ fn resolve_job(
         if !p.contains_key("format") && p.get("type").is_some_and(|t| t.starts_with("file")) {
             p.insert("format".into(), "jsonl".into());
         }
-        match resolve_named("dlq", Role::Sink, &p, base_dir, vars).map_err(EngineError::from).and_then(|c| velo_connectors::registry::validate(&c).map(|w| (c, w)).map_err(|e| EngineError::Invalid(e.to_string()))) {
+        match resolve_named("dlq", Role::Sink, &p, base_dir, vars)
+            .map_err(EngineError::from)
+            .and_then(|c| {
+                velo_connectors::registry::validate(&c)
+                    .map(|w| (c, w))
+                    .map_err(|e| EngineError::Invalid(e.to_string()))
+            }) {
             Ok((c, w)) => {
                 warnings.extend(w.into_iter().map(|w| w.0));
                 Some(c)
@@ -261,8 +375,30 @@ fn resolve_job(
         }
     };
     if !errors.is_empty() {
-        return Err(if errors.len() == 1 { errors.remove(0) } else { EngineError::Many(errors) });
+        return Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            EngineError::Many(errors)
+        });
     }
-    let name = job_props.get("job.name").cloned().or_else(|| st.annotations.iter().find(|a| a.name == "job_name" || a.name == "name").map(|a| a.value.clone())).unwrap_or_else(|| st.name.clone());
-    Ok(JobPlan { name, statement: st.clone(), job, job_props, sources, explicit_schemas, sinks, dlq })
+    let name = job_props
+        .get("job.name")
+        .cloned()
+        .or_else(|| {
+            st.annotations
+                .iter()
+                .find(|a| a.name == "job_name" || a.name == "name")
+                .map(|a| a.value.clone())
+        })
+        .unwrap_or_else(|| st.name.clone());
+    Ok(JobPlan {
+        name,
+        statement: st.clone(),
+        job,
+        job_props,
+        sources,
+        explicit_schemas,
+        sinks,
+        dlq,
+    })
 }

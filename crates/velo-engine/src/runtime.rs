@@ -9,16 +9,15 @@ use arrow::array::{RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
 use futures::StreamExt;
 use velo_config::{BatchStrategy, FailureStrategy};
-use velo_connectors::{BadRecord, Source, SourceReader};
+use velo_connectors::{BadRecord, Source};
 
 use crate::fanout::{FanOut, Retry, SinkHandle};
-use crate::feed::{BadRecordPolicy, Budget, DEFAULT_UNBOUNDED_TIMEOUT, EpochFeed, FeedPartition};
+use crate::feed::{BadRecordPolicy, Budget, DEFAULT_UNBOUNDED_TIMEOUT, EpochFeed, SourceTable};
 use crate::plan::{AppPlan, JobPlan};
 use crate::stats::{Counters, JobExecutionStats};
 use crate::{EngineError, Result};
@@ -33,7 +32,10 @@ pub struct Shutdown {
 impl Default for Shutdown {
     fn default() -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        Self { tx: Arc::new(tx), rx }
+        Self {
+            tx: Arc::new(tx),
+            rx,
+        }
     }
 }
 
@@ -76,7 +78,14 @@ pub struct PreparedJob {
 fn needs_whole_input(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|p| {
-        if matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_)) {
+        if matches!(
+            p,
+            LogicalPlan::Aggregate(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Limit(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::Distinct(_)
+        ) {
             found = true;
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
@@ -86,16 +95,30 @@ fn needs_whole_input(plan: &LogicalPlan) -> bool {
 
 /// Builds sources, registers them and plans the query. With `load_lookups`
 /// false (explain/validate), lookup tables are registered empty.
-pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool) -> Result<PreparedJob> {
+pub async fn prepare_job(
+    plan: &JobPlan,
+    shutdown: &Shutdown,
+    load_lookups: bool,
+) -> Result<PreparedJob> {
     let counters = Counters::new();
     let mut built = Vec::new();
     for cfg in &plan.sources {
-        let src = velo_connectors::registry::create_source(cfg, plan.explicit_schemas.get(&cfg.name).cloned())
-            .map_err(|e| EngineError::SourceCreation { name: cfg.name.clone(), message: e.to_string() })?;
+        let src = velo_connectors::registry::create_source(
+            cfg,
+            plan.explicit_schemas.get(&cfg.name).cloned(),
+        )
+        .map_err(|e| EngineError::SourceCreation {
+            name: cfg.name.clone(),
+            message: e.to_string(),
+        })?;
         built.push(src);
     }
     let driver_idx = built.iter().position(|s| !s.is_bounded()).unwrap_or(0);
-    if let Some(other) = built.iter().enumerate().find(|(i, s)| *i != driver_idx && !s.is_bounded()) {
+    if let Some(other) = built
+        .iter()
+        .enumerate()
+        .find(|(i, s)| *i != driver_idx && !s.is_bounded())
+    {
         return Err(EngineError::Invalid(format!(
             "job '{}' reads two unbounded sources ('{}' and '{}'); joining two streams needs a temporal join (WITHIN INTERVAL), which this build does not run yet",
             plan.name,
@@ -104,29 +127,45 @@ pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool
         )));
     }
     let driver = built[driver_idx].clone();
-    let policy = if plan.job.failure_strategy == FailureStrategy::FailBatch { BadRecordPolicy::Fail } else { BadRecordPolicy::Collect };
-    let batch_rows = plan.job.batch_size.unwrap_or(8192).min(8192);
-    let reader = if load_lookups {
-        driver.open(batch_rows).map_err(|e| EngineError::SourceCreation { name: driver.name().into(), message: e.to_string() })?
+    let policy = if plan.job.failure_strategy == FailureStrategy::FailBatch {
+        BadRecordPolicy::Fail
     } else {
-        SourceReader::new(tokio::sync::mpsc::channel(1).1)
+        BadRecordPolicy::Collect
     };
-    let feed = EpochFeed::new(driver.name(), driver.schema(), reader, policy, counters.clone(), shutdown.receiver());
-    let config = SessionConfig::new().with_target_partitions(1).with_batch_size(8192).with_information_schema(false);
+    let batch_rows = plan.job.batch_size.unwrap_or(8192).min(8192);
+    let feed = EpochFeed::new(
+        driver.clone(),
+        batch_rows,
+        policy,
+        counters.clone(),
+        shutdown.receiver(),
+    );
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
-    let streaming_table = |infinite: bool| -> Result<Arc<StreamingTable>> {
-        Ok(Arc::new(StreamingTable::try_new(driver.schema(), vec![Arc::new(FeedPartition(feed.clone()))])?.with_infinite_table(infinite)))
-    };
-    ctx.register_table(driver.name(), streaming_table(true)?)?;
+    ctx.register_table(
+        driver.name(),
+        Arc::new(SourceTable::new(feed.clone(), true)),
+    )?;
     let mut lookups = Vec::new();
     for (i, src) in built.iter().enumerate() {
         if i == driver_idx {
             continue;
         }
         let batches = if load_lookups {
-            let r = src.open(8192).map_err(|e| EngineError::SourceCreation { name: src.name().into(), message: e.to_string() })?;
-            let f = EpochFeed::new(src.name(), src.schema(), r, BadRecordPolicy::Collect, Counters::new(), shutdown.receiver());
-            let batches = f.drain_all().await.map_err(|e| EngineError::Source { name: src.name().into(), message: e.to_string() })?;
+            let f = EpochFeed::new(
+                src.clone(),
+                8192,
+                BadRecordPolicy::Collect,
+                Counters::new(),
+                shutdown.receiver(),
+            );
+            let batches = f.drain_all().await.map_err(|e| EngineError::Source {
+                name: src.name().into(),
+                message: e.to_string(),
+            })?;
             for b in f.take_bad().await {
                 tracing::warn!("{b} (lookup table; record skipped)");
                 Counters::add(&counters.records_failed, 1);
@@ -139,7 +178,11 @@ pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool
         ctx.register_table(src.name(), Arc::new(mem))?;
         lookups.push(src.clone());
     }
-    let query = plan.statement.query.as_ref().ok_or_else(|| EngineError::Invalid("statement has no query".into()))?;
+    let query = plan
+        .statement
+        .query
+        .as_ref()
+        .ok_or_else(|| EngineError::Invalid("statement has no query".into()))?;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
     let whole_input = needs_whole_input(&logical);
     if whole_input && !driver.is_bounded() {
@@ -154,32 +197,75 @@ pub async fn prepare_job(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool
     // (bounded) input is planned over a finite table and runs as one epoch.
     let logical = if whole_input {
         ctx.deregister_table(driver.name())?;
-        ctx.register_table(driver.name(), streaming_table(false)?)?;
+        ctx.register_table(
+            driver.name(),
+            Arc::new(SourceTable::new(feed.clone(), false)),
+        )?;
         velo_sql::lower::to_logical_plan(&ctx.state(), query).await?
     } else {
         logical
     };
     let physical = ctx.state().create_physical_plan(&logical).await?;
-    Ok(PreparedJob { plan: plan.clone(), driver, feed, lookups, logical, physical, ctx, counters, whole_input })
+    Ok(PreparedJob {
+        plan: plan.clone(),
+        driver,
+        feed,
+        lookups,
+        logical,
+        physical,
+        ctx,
+        counters,
+        whole_input,
+    })
 }
 
 /// The `explain` text of a job: sources, sinks, config (secrets masked), plans.
 pub fn explain_text(p: &PreparedJob) -> String {
-    let mut s = format!("Job '{}' ({:?}, line {})\n", p.plan.name, p.plan.statement.kind, p.plan.statement.line);
+    let mut s = format!(
+        "Job '{}' ({:?}, line {})\n",
+        p.plan.name, p.plan.statement.kind, p.plan.statement.line
+    );
     s.push_str(&format!(
         "  Source (driving): {} — {} [{}]\n",
         p.driver.name(),
         p.driver.describe(),
-        if p.driver.is_bounded() { "bounded" } else { "unbounded" }
+        if p.driver.is_bounded() {
+            "bounded"
+        } else {
+            "unbounded"
+        }
     ));
     for l in &p.lookups {
-        s.push_str(&format!("  Source (lookup table): {} — {}\n", l.name(), l.describe()));
+        s.push_str(&format!(
+            "  Source (lookup table): {} — {}\n",
+            l.name(),
+            l.describe()
+        ));
     }
     s.push_str("  Time: processing time (no event-time column declared)\n");
-    for c in p.plan.sources.iter().chain(p.plan.sinks.iter()).chain(p.plan.dlq.iter()) {
-        s.push_str(&format!("  {} {} (type {}):\n", if c.role == velo_config::Role::Source { "source" } else { "sink" }, c.name, c.kind));
+    for c in p
+        .plan
+        .sources
+        .iter()
+        .chain(p.plan.sinks.iter())
+        .chain(p.plan.dlq.iter())
+    {
+        s.push_str(&format!(
+            "  {} {} (type {}):\n",
+            if c.role == velo_config::Role::Source {
+                "source"
+            } else {
+                "sink"
+            },
+            c.name,
+            c.kind
+        ));
         for (k, v) in &c.props {
-            s.push_str(&format!("      {}.{k} = {}\n", c.name, velo_config::display_value(k, v)));
+            s.push_str(&format!(
+                "      {}.{k} = {}\n",
+                c.name,
+                velo_config::display_value(k, v)
+            ));
         }
     }
     let j = &p.plan.job;
@@ -194,13 +280,22 @@ pub fn explain_text(p: &PreparedJob) -> String {
         j.retry_backoff
     ));
     for (k, v) in &p.plan.job_props {
-        s.push_str(&format!("      {k} = {}\n", velo_config::display_value(k, v)));
+        s.push_str(&format!(
+            "      {k} = {}\n",
+            velo_config::display_value(k, v)
+        ));
     }
     if p.whole_input {
         s.push_str("  Note: the query needs its whole (bounded) input: it runs as one epoch\n");
     }
-    s.push_str(&format!("\n  Logical plan:\n{}\n", indent(&p.logical.display_indent().to_string())));
-    s.push_str(&format!("  Physical plan:\n{}", indent(&displayable(p.physical.as_ref()).indent(true).to_string())));
+    s.push_str(&format!(
+        "\n  Logical plan:\n{}\n",
+        indent(&p.logical.display_indent().to_string())
+    ));
+    s.push_str(&format!(
+        "  Physical plan:\n{}",
+        indent(&displayable(p.physical.as_ref()).indent(true).to_string())
+    ));
     s
 }
 
@@ -222,18 +317,33 @@ fn dlq_batch(bad: &[BadRecord]) -> RecordBatch {
     RecordBatch::try_new(
         dlq_schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.source.as_str()))),
-            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.location.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                bad.iter().map(|b| b.source.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                bad.iter().map(|b| b.location.as_str()),
+            )),
             Arc::new(UInt64Array::from_iter_values(bad.iter().map(|b| b.line))),
-            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.error.as_str()))),
-            Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.raw.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                bad.iter().map(|b| b.error.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                bad.iter().map(|b| b.raw.as_str()),
+            )),
         ],
     )
     .expect("dlq schema matches")
 }
 
+/// A progress callback: job name and its live counters, every half second.
+pub type Progress = Arc<dyn Fn(&str, &Counters) + Send + Sync>;
+
 /// Runs every job of `app` concurrently; returns their stats.
-pub async fn run_app(app: &AppPlan, shutdown: Shutdown, progress: Option<Arc<dyn Fn(&str, &Counters) + Send + Sync>>) -> Result<Vec<JobExecutionStats>> {
+pub async fn run_app(
+    app: &AppPlan,
+    shutdown: Shutdown,
+    progress: Option<Progress>,
+) -> Result<Vec<JobExecutionStats>> {
     let mut prepared = Vec::new();
     for j in &app.jobs {
         prepared.push(prepare_job(j, &shutdown, true).await?);
@@ -269,16 +379,50 @@ struct Adaptive {
 }
 
 fn budget(job: &velo_config::JobConfig, bounded: bool, whole: bool, adaptive: &Adaptive) -> Budget {
-    if whole || !job.batch_enable && bounded {
+    if whole {
         return Budget::default();
     }
-    let timeout = job.batch_timeout.or(if bounded { None } else { Some(DEFAULT_UNBOUNDED_TIMEOUT) });
+    let timeout = job.batch_timeout.or(if bounded {
+        None
+    } else {
+        Some(DEFAULT_UNBOUNDED_TIMEOUT)
+    });
     let deadline = timeout.map(|t| Instant::now() + t);
+    if !job.batch_enable {
+        // no batching: every batch the source delivers is an epoch of its own
+        return Budget {
+            deadline,
+            max_batches: Some(1),
+            ..Default::default()
+        };
+    }
     match &job.strategy {
-        BatchStrategy::FixedSize => Budget { max_records: job.batch_size, max_bytes: None, deadline, eager: false },
-        BatchStrategy::LowLatency { max_size, wait, eager } => Budget { max_records: Some(*max_size), max_bytes: None, deadline: Some(Instant::now() + *wait), eager: *eager },
-        BatchStrategy::AdaptiveSize { .. } => Budget { max_records: Some(adaptive.size), max_bytes: None, deadline, eager: false },
-        BatchStrategy::MemoryBased { bytes } => Budget { max_records: job.batch_size, max_bytes: Some(*bytes), deadline, eager: false },
+        BatchStrategy::FixedSize => Budget {
+            max_records: job.batch_size,
+            deadline,
+            ..Default::default()
+        },
+        BatchStrategy::LowLatency {
+            max_size,
+            wait,
+            eager,
+        } => Budget {
+            max_records: Some(*max_size),
+            deadline: Some(Instant::now() + *wait),
+            eager: *eager,
+            ..Default::default()
+        },
+        BatchStrategy::AdaptiveSize { .. } => Budget {
+            max_records: Some(adaptive.size),
+            deadline,
+            ..Default::default()
+        },
+        BatchStrategy::MemoryBased { bytes } => Budget {
+            max_records: job.batch_size,
+            max_bytes: Some(*bytes),
+            deadline,
+            ..Default::default()
+        },
     }
 }
 
@@ -307,25 +451,53 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 tracing::info!(job = %name, "Successfully created sink '{}'", cfg.name);
                 created.push(s);
             }
-            Err(e) => tracing::warn!("Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", cfg.name),
+            Err(e) => tracing::warn!(
+                "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}",
+                cfg.name
+            ),
         }
     }
     if created.is_empty() {
         tracing::warn!("Job '{name}': no sink could be created; writing results to stdout");
-        created.push(velo_connectors::registry::create_sink(&crate::plan::stdout_sink("stdout_fallback", &p.plan.sinks[0].base_dir)).map_err(|e| EngineError::Invalid(e.to_string()))?);
+        created.push(
+            velo_connectors::registry::create_sink(&crate::plan::stdout_sink(
+                "stdout_fallback",
+                &p.plan.sinks[0].base_dir,
+            ))
+            .map_err(|e| EngineError::Invalid(e.to_string()))?,
+        );
     }
     let all_tx = created.iter().all(|s| s.capabilities().transactions);
     let transactional = job.use_transactions && all_tx;
     if job.use_transactions && !all_tx {
-        let non: Vec<&str> = created.iter().filter(|s| !s.capabilities().transactions).map(|s| s.name()).collect();
-        tracing::warn!("Job '{name}': use_transactions requested but sink(s) {} cannot publish atomically; running in Simple mode (at-least-once)", non.join(", "));
+        let non: Vec<&str> = created
+            .iter()
+            .filter(|s| !s.capabilities().transactions)
+            .map(|s| s.name())
+            .collect();
+        tracing::warn!(
+            "Job '{name}': use_transactions requested but sink(s) {} cannot publish atomically; running in Simple mode (at-least-once)",
+            non.join(", ")
+        );
     }
-    let retry = (job.failure_strategy == FailureStrategy::RetryWithBackoff).then_some(Retry { max_retries: job.max_retries, backoff: job.retry_backoff });
-    let fan = FanOut { sinks: created.into_iter().map(|s| SinkHandle::spawn(s, schema.clone(), transactional, retry)).collect() };
+    let retry = (job.failure_strategy == FailureStrategy::RetryWithBackoff).then_some(Retry {
+        max_retries: job.max_retries,
+        backoff: job.retry_backoff,
+    });
+    let fan = FanOut {
+        sinks: created
+            .into_iter()
+            .map(|s| SinkHandle::spawn(s, schema.clone(), transactional, retry))
+            .collect(),
+    };
     let dlq = match &p.plan.dlq {
         Some(cfg) => match velo_connectors::registry::create_sink(cfg) {
             Ok(s) => Some(SinkHandle::spawn(s, dlq_schema(), transactional, retry)),
-            Err(e) => return Err(EngineError::Invalid(format!("cannot create the dead-letter sink 'dlq': {e}"))),
+            Err(e) => {
+                return Err(EngineError::Invalid(format!(
+                    "cannot create the dead-letter sink 'dlq': {e}"
+                )));
+            }
         },
         None => None,
     };
@@ -340,14 +512,19 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         tracing::info!(job = %name, "the query needs its whole bounded input (aggregate/sort/limit): running one epoch");
     }
     let task_ctx = p.ctx.task_ctx();
-    let mut stats = JobExecutionStats { job: name.clone(), ..Default::default() };
+    let mut stats = JobExecutionStats {
+        job: name.clone(),
+        ..Default::default()
+    };
     let mut dead_lettered = 0u64;
     let mut logged_bad = 0u64;
     let mut epoch = 0u64;
     loop {
         epoch += 1;
         let t0 = Instant::now();
-        p.feed.begin_epoch(budget(&job, bounded, p.whole_input, &adaptive)).await;
+        p.feed
+            .begin_epoch(budget(&job, bounded, p.whole_input, &adaptive))
+            .await;
         let mut begin_failed = Vec::new();
         for (n, r) in fan.each(|s| s.begin(epoch)).await {
             if let Err(e) = r {
@@ -355,9 +532,15 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             }
         }
         if let Some(d) = &dlq {
-            d.begin(epoch).await.map_err(|e| EngineError::Sink { job: name.clone(), epoch, sink: "dlq".into(), message: e })?;
+            d.begin(epoch).await.map_err(|e| EngineError::Sink {
+                job: name.clone(),
+                epoch,
+                sink: "dlq".into(),
+                message: e,
+            })?;
         }
-        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(p.physical.clone())?;
+        let plan =
+            datafusion::physical_plan::execution_plan::reset_plan_states(p.physical.clone())?;
         let mut exec_err = None;
         match execute_stream(plan, task_ctx.clone()) {
             Ok(mut stream) => {
@@ -384,7 +567,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 logged_bad += 1;
                 if logged_bad <= 100 {
                     tracing::warn!(job = %name, "{b}");
-                } else if logged_bad % 10_000 == 0 {
+                } else if logged_bad.is_multiple_of(10_000) {
                     tracing::warn!(job = %name, "{logged_bad} bad records so far");
                 }
             }
@@ -398,21 +581,34 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         if let Some(e) = exec_err {
             let fatal = p.feed.fatal().await;
             let is_bad = e.find_root().to_string();
-            let bad_record = matches!(&e, datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>()) || bad.iter().any(|b| is_bad.contains(&b.error));
+            let bad_record = matches!(&e, datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>())
+                || bad.iter().any(|b| is_bad.contains(&b.error));
             abort_all(&fan, dlq.as_ref(), epoch).await;
             stats.batches_failed += 1;
             if let Some(f) = fatal {
                 close_all(&fan, dlq.as_ref()).await;
-                return Err(EngineError::Source { name: p.driver.name().into(), message: f });
+                return Err(EngineError::Source {
+                    name: p.driver.name().into(),
+                    message: f,
+                });
             }
             if bad_record && job.failure_strategy == FailureStrategy::FailBatch {
                 close_all(&fan, dlq.as_ref()).await;
-                let record = bad.first().map(|b| format!("{b}: {}", b.raw)).unwrap_or_else(|| e.to_string());
-                return Err(EngineError::BadRecord { job: name, epoch, record });
+                let record = bad
+                    .first()
+                    .map(|b| format!("{b}: {}", b.raw))
+                    .unwrap_or_else(|| e.to_string());
+                return Err(EngineError::BadRecord {
+                    job: name,
+                    epoch,
+                    record,
+                });
             }
             if job.failure_strategy == FailureStrategy::FailBatch {
                 close_all(&fan, dlq.as_ref()).await;
-                return Err(EngineError::Invalid(format!("job '{name}' stopped (FailBatch) at epoch {epoch}: {e}")));
+                return Err(EngineError::Invalid(format!(
+                    "job '{name}' stopped (FailBatch) at epoch {epoch}: {e}"
+                )));
             }
             tracing::error!(job = %name, epoch, "epoch failed and was discarded ({epoch_records} records counted as failed): {e}");
             Counters::add(&p.counters.records_failed, epoch_records);
@@ -431,13 +627,20 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     failed.push(("dlq".into(), e));
                 }
             }
-            if !failed.is_empty() && (transactional || job.failure_strategy == FailureStrategy::FailBatch) {
+            if !failed.is_empty()
+                && (transactional || job.failure_strategy == FailureStrategy::FailBatch)
+            {
                 abort_all(&fan, dlq.as_ref(), epoch).await;
                 stats.batches_failed += 1;
                 let (sink, message) = failed.remove(0);
                 if job.failure_strategy == FailureStrategy::FailBatch {
                     close_all(&fan, dlq.as_ref()).await;
-                    return Err(EngineError::Sink { job: name, epoch, sink, message });
+                    return Err(EngineError::Sink {
+                        job: name,
+                        epoch,
+                        sink,
+                        message,
+                    });
                 }
                 tracing::error!(job = %name, epoch, "transaction aborted on every sink: sink '{sink}' failed: {message}");
                 Counters::add(&p.counters.records_failed, epoch_records);
@@ -449,18 +652,36 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     }
                 }
                 let failed_ref = &failed;
-                let commits = fan.each(|s| async move { if failed_ref.iter().any(|(f, _)| f == &s.name) { Ok(()) } else { s.commit(epoch).await } }).await;
+                let commits = fan
+                    .each(|s| async move {
+                        if failed_ref.iter().any(|(f, _)| f == &s.name) {
+                            Ok(())
+                        } else {
+                            s.commit(epoch).await
+                        }
+                    })
+                    .await;
                 for (n, r) in commits {
                     if let Err(e) = r {
                         tracing::error!(job = %name, epoch, "sink '{n}' failed to publish: {e}");
                         if job.failure_strategy == FailureStrategy::FailBatch {
                             close_all(&fan, dlq.as_ref()).await;
-                            return Err(EngineError::Sink { job: name, epoch, sink: n.to_string(), message: e });
+                            return Err(EngineError::Sink {
+                                job: name,
+                                epoch,
+                                sink: n.to_string(),
+                                message: e,
+                            });
                         }
                     }
                 }
                 if let Some(d) = &dlq {
-                    d.commit(epoch).await.map_err(|e| EngineError::Sink { job: name.clone(), epoch, sink: "dlq".into(), message: e })?;
+                    d.commit(epoch).await.map_err(|e| EngineError::Sink {
+                        job: name.clone(),
+                        epoch,
+                        sink: "dlq".into(),
+                        message: e,
+                    })?;
                 }
                 // the empty epoch that only discovers the end of input is not counted
                 if epoch_records > 0 || !p.feed.is_finished().await {
@@ -469,7 +690,12 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 }
             }
         }
-        if let BatchStrategy::AdaptiveSize { min_size, max_size, target_latency } = job.strategy {
+        if let BatchStrategy::AdaptiveSize {
+            min_size,
+            max_size,
+            target_latency,
+        } = job.strategy
+        {
             let took = t0.elapsed();
             adaptive.size = if took < target_latency / 2 {
                 (adaptive.size * 3 / 2).max(adaptive.size + 1).min(max_size)
@@ -492,7 +718,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     stats.records_failed = Counters::get(&p.counters.records_failed);
     stats.records_dead_lettered = dead_lettered;
     for s in &fan.sinks {
-        stats.records_written.insert(s.name.clone(), s.written.load(std::sync::atomic::Ordering::Relaxed));
+        stats.records_written.insert(
+            s.name.clone(),
+            s.written.load(std::sync::atomic::Ordering::Relaxed),
+        );
         let f = s.failed.load(std::sync::atomic::Ordering::Relaxed);
         if f > 0 {
             stats.sink_failures.insert(s.name.clone(), f);

@@ -64,7 +64,11 @@ impl JobExecutionStats {
     /// Input records per second.
     pub fn records_per_second(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
-        if s > 0.0 { self.records_processed as f64 / s } else { 0.0 }
+        if s > 0.0 {
+            self.records_processed as f64 / s
+        } else {
+            0.0
+        }
     }
 
     /// A human summary.
@@ -84,10 +88,20 @@ impl JobExecutionStats {
         }
         for (k, v) in &self.records_written {
             let failed = self.sink_failures.get(k).copied().unwrap_or(0);
-            s.push_str(&format!("\n  sink {k}: {v} written{}", if failed > 0 { format!(", {failed} failed") } else { String::new() }));
+            s.push_str(&format!(
+                "\n  sink {k}: {v} written{}",
+                if failed > 0 {
+                    format!(", {failed} failed")
+                } else {
+                    String::new()
+                }
+            ));
         }
         if self.records_dead_lettered > 0 {
-            s.push_str(&format!("\n  dead-letter: {} records", self.records_dead_lettered));
+            s.push_str(&format!(
+                "\n  dead-letter: {} records",
+                self.records_dead_lettered
+            ));
         }
         s
     }

@@ -27,7 +27,10 @@ pub struct AppSpec {
 impl AppSpec {
     /// The value of an annotation anywhere in the file.
     pub fn annotation(&self, name: &str) -> Option<&str> {
-        self.annotations.iter().find(|a| a.name == name).map(|a| a.value.as_str())
+        self.annotations
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.value.as_str())
     }
 
     /// All WITH properties of all statements (later statements override).

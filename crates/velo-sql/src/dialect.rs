@@ -19,7 +19,11 @@ fn ends_query(kw: &Keyword, parser: &Parser) -> bool {
         return true;
     }
     match &parser.get_current_token().token {
-        datafusion::sql::sqlparser::tokenizer::Token::Word(w) if w.quote_style.is_none() => RESERVED_WORDS.iter().any(|r| w.value.eq_ignore_ascii_case(r)),
+        datafusion::sql::sqlparser::tokenizer::Token::Word(w) if w.quote_style.is_none() => {
+            RESERVED_WORDS
+                .iter()
+                .any(|r| w.value.eq_ignore_ascii_case(r))
+        }
         _ => false,
     }
 }

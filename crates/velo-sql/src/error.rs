@@ -19,8 +19,16 @@ impl SqlError {
     /// An error at `line`:`column` of `source`.
     pub fn at(source: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
         let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
-        let caret = format!("{}^", " ".repeat(column.saturating_sub(1).min(text.chars().count())));
-        Self { message: message.into(), line, column, snippet: format!("  {line:>4} | {text}\n       | {caret}") }
+        let caret = format!(
+            "{}^",
+            " ".repeat(column.saturating_sub(1).min(text.chars().count()))
+        );
+        Self {
+            message: message.into(),
+            line,
+            column,
+            snippet: format!("  {line:>4} | {text}\n       | {caret}"),
+        }
     }
 
     /// Converts a sqlparser message (which embeds "at Line: L, Column: C").
@@ -38,8 +46,16 @@ impl SqlError {
 fn extract_position(msg: &str) -> Option<(usize, usize)> {
     let i = msg.find("Line: ")?;
     let rest = &msg[i + 6..];
-    let line: usize = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let line: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     let j = rest.find("Column: ")?;
-    let col: usize = rest[j + 8..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let col: usize = rest[j + 8..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     Some((line, col))
 }

@@ -33,4 +33,17 @@ pub use error::{Result, SqlError};
 pub use parser::parse_app;
 
 /// Annotations Velostream understands; others are kept and ignored with a debug log.
-pub const KNOWN_ANNOTATIONS: &[&str] = &["application", "name", "job_name", "version", "description", "author", "num_partitions", "partitioning_strategy", "job_mode", "batch_size", "deployment", "owner"];
+pub const KNOWN_ANNOTATIONS: &[&str] = &[
+    "application",
+    "name",
+    "job_name",
+    "version",
+    "description",
+    "author",
+    "num_partitions",
+    "partitioning_strategy",
+    "job_mode",
+    "batch_size",
+    "deployment",
+    "owner",
+];

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Query, SetExpr, TableFactor, TableWithJoins, UnaryOperator, Value};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, Query, SetExpr, TableFactor, TableWithJoins, UnaryOperator, Value,
+};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
@@ -16,9 +18,21 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
     let dialect = VeloDialect;
     let tokens = Tokenizer::new(&dialect, source)
         .tokenize_with_location()
-        .map_err(|e| SqlError::at(source, e.location.line as usize, e.location.column as usize, e.message.clone()))?;
+        .map_err(|e| {
+            SqlError::at(
+                source,
+                e.location.line as usize,
+                e.location.column as usize,
+                e.message.clone(),
+            )
+        })?;
     let (tokens, uris) = rewrite_uri_sources(tokens);
-    let mut p = AppParser { source, parser: Parser::new(&dialect).with_tokens_with_locations(tokens), uris, query_count: 0 };
+    let mut p = AppParser {
+        source,
+        parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
+        uris,
+        query_count: 0,
+    };
     let mut statements = Vec::new();
     let mut prev_end_line = 0usize;
     loop {
@@ -27,7 +41,11 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
             break;
         }
         let mut stmt = p.statement()?;
-        stmt.annotations = annotations.iter().filter(|a| a.line > prev_end_line && a.line < stmt.line).cloned().collect();
+        stmt.annotations = annotations
+            .iter()
+            .filter(|a| a.line > prev_end_line && a.line < stmt.line)
+            .cloned()
+            .collect();
         prev_end_line = p.parser.peek_token().span.start.line as usize;
         statements.push(stmt);
     }
@@ -37,9 +55,18 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
         }
     }
     if statements.is_empty() {
-        return Err(SqlError::at(source, 1, 1, "the application has no statements; expected CREATE STREAM ... AS SELECT ..., SELECT ... or INSERT INTO ..."));
+        return Err(SqlError::at(
+            source,
+            1,
+            1,
+            "the application has no statements; expected CREATE STREAM ... AS SELECT ..., SELECT ... or INSERT INTO ...",
+        ));
     }
-    Ok(AppSpec { annotations, statements, source: source.to_string() })
+    Ok(AppSpec {
+        annotations,
+        statements,
+        source: source.to_string(),
+    })
 }
 
 fn scan_annotations(source: &str) -> Vec<Annotation> {
@@ -47,29 +74,50 @@ fn scan_annotations(source: &str) -> Vec<Annotation> {
         .lines()
         .enumerate()
         .filter_map(|(i, l)| {
-            let rest = l.trim_start().strip_prefix("--")?.trim_start().strip_prefix('@')?;
+            let rest = l
+                .trim_start()
+                .strip_prefix("--")?
+                .trim_start()
+                .strip_prefix('@')?;
             let (name, value) = rest.split_once(':')?;
             let name = name.trim();
-            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+            {
                 return None;
             }
-            Some(Annotation { name: name.to_string(), value: value.trim().to_string(), line: i + 1 })
+            Some(Annotation {
+                name: name.to_string(),
+                value: value.trim().to_string(),
+                line: i + 1,
+            })
         })
         .collect()
 }
 
 /// Replaces a quoted string right after FROM / JOIN with a generated table
 /// name, so that sqlparser sees an ordinary table reference.
-fn rewrite_uri_sources(mut tokens: Vec<TokenWithSpan>) -> (Vec<TokenWithSpan>, BTreeMap<String, String>) {
+fn rewrite_uri_sources(
+    mut tokens: Vec<TokenWithSpan>,
+) -> (Vec<TokenWithSpan>, BTreeMap<String, String>) {
     let mut uris = BTreeMap::new();
     let mut prev: Option<Keyword> = None;
     for t in tokens.iter_mut() {
         match &t.token {
             Token::Whitespace(_) => continue,
-            Token::SingleQuotedString(s) if matches!(prev, Some(Keyword::FROM) | Some(Keyword::JOIN)) && s.contains("://") => {
+            Token::SingleQuotedString(s)
+                if matches!(prev, Some(Keyword::FROM) | Some(Keyword::JOIN))
+                    && s.contains("://") =>
+            {
                 let name = format!("__uri_{}", uris.len() + 1);
                 uris.insert(name.clone(), s.clone());
-                t.token = Token::Word(Word { value: name, quote_style: None, keyword: Keyword::NoKeyword });
+                t.token = Token::Word(Word {
+                    value: name,
+                    quote_style: None,
+                    keyword: Keyword::NoKeyword,
+                });
             }
             _ => {}
         }
@@ -91,13 +139,26 @@ struct AppParser<'a> {
 impl AppParser<'_> {
     fn err_here(&self, message: impl Into<String>) -> SqlError {
         let t = self.parser.peek_token();
-        let found = if t.token == Token::EOF { "end of input".to_string() } else { format!("'{}'", t.token) };
-        SqlError::at(self.source, t.span.start.line as usize, t.span.start.column as usize, format!("{}, found {found}", message.into()))
+        let found = if t.token == Token::EOF {
+            "end of input".to_string()
+        } else {
+            format!("'{}'", t.token)
+        };
+        SqlError::at(
+            self.source,
+            t.span.start.line as usize,
+            t.span.start.column as usize,
+            format!("{}, found {found}", message.into()),
+        )
     }
 
     fn wrap(&self, e: datafusion::sql::sqlparser::parser::ParserError) -> SqlError {
         let t = self.parser.peek_token();
-        SqlError::from_parser(self.source, &e.to_string(), (t.span.start.line as usize, t.span.start.column as usize))
+        SqlError::from_parser(
+            self.source,
+            &e.to_string(),
+            (t.span.start.line as usize, t.span.start.column as usize),
+        )
     }
 
     fn statement(&mut self) -> crate::Result<StatementSpec> {
@@ -116,14 +177,31 @@ impl AppParser<'_> {
             } else {
                 return Err(self.err_here("expected STREAM or TABLE after CREATE"));
             };
-            let _ = self.parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-            name = self.parser.parse_identifier().map_err(|e| self.wrap(e))?.value;
+            let _ = self
+                .parser
+                .parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            name = self
+                .parser
+                .parse_identifier()
+                .map_err(|e| self.wrap(e))?
+                .value;
             if self.parser.peek_token().token == Token::LParen {
                 // source declaration with a column list
-                self.parser.expect_token(&Token::LParen).map_err(|e| self.wrap(e))?;
-                let columns = self.parser.parse_comma_separated(Parser::parse_column_def).map_err(|e| self.wrap(e))?;
-                self.parser.expect_token(&Token::RParen).map_err(|e| self.wrap(e))?;
-                let with = if self.parser.parse_keyword(Keyword::WITH) { self.with_props()? } else { BTreeMap::new() };
+                self.parser
+                    .expect_token(&Token::LParen)
+                    .map_err(|e| self.wrap(e))?;
+                let columns = self
+                    .parser
+                    .parse_comma_separated(Parser::parse_column_def)
+                    .map_err(|e| self.wrap(e))?;
+                self.parser
+                    .expect_token(&Token::RParen)
+                    .map_err(|e| self.wrap(e))?;
+                let with = if self.parser.parse_keyword(Keyword::WITH) {
+                    self.with_props()?
+                } else {
+                    BTreeMap::new()
+                };
                 self.end_of_statement()?;
                 return Ok(StatementSpec {
                     kind: StatementKind::SourceDecl,
@@ -140,7 +218,9 @@ impl AppParser<'_> {
                 });
             }
             if !self.parser.parse_keyword(Keyword::AS) {
-                return Err(self.err_here(format!("expected AS SELECT ... or a column list after CREATE STREAM {name}")));
+                return Err(self.err_here(format!(
+                    "expected AS SELECT ... or a column list after CREATE STREAM {name}"
+                )));
             }
         } else if self.parser.parse_keyword(Keyword::INSERT) {
             if !self.parser.parse_keyword(Keyword::INTO) {
@@ -150,12 +230,16 @@ impl AppParser<'_> {
             kind = StatementKind::InsertInto;
             self.query_count += 1;
             name = format!("query_{}", self.query_count);
-        } else if matches!(self.parser.peek_token().token, Token::Word(ref w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH)) || self.parser.peek_token().token == Token::LParen {
+        } else if matches!(self.parser.peek_token().token, Token::Word(ref w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH))
+            || self.parser.peek_token().token == Token::LParen
+        {
             kind = StatementKind::Select;
             self.query_count += 1;
             name = format!("query_{}", self.query_count);
         } else {
-            return Err(self.err_here("expected CREATE STREAM, CREATE TABLE, SELECT or INSERT INTO"));
+            return Err(
+                self.err_here("expected CREATE STREAM, CREATE TABLE, SELECT or INSERT INTO")
+            );
         }
         let mut query = self.parser.parse_query().map_err(|e| self.wrap(e))?;
         // `FROM t WITH (...)`: sqlparser reads the property list as table hints
@@ -166,7 +250,9 @@ impl AppParser<'_> {
         }
         if self.parser.parse_keyword(Keyword::INTO) {
             if kind == StatementKind::InsertInto {
-                return Err(self.err_here("INSERT INTO already names the sink; remove the second INTO"));
+                return Err(
+                    self.err_here("INSERT INTO already names the sink; remove the second INTO")
+                );
             }
             loop {
                 sinks.push(self.sink_ref()?);
@@ -181,7 +267,12 @@ impl AppParser<'_> {
             if self.parse_word("EMIT") {
                 let t = self.parser.next_token();
                 match &t.token {
-                    Token::Word(w) if w.value.eq_ignore_ascii_case("CHANGES") || w.value.eq_ignore_ascii_case("FINAL") => emit = Some(w.value.to_ascii_uppercase()),
+                    Token::Word(w)
+                        if w.value.eq_ignore_ascii_case("CHANGES")
+                            || w.value.eq_ignore_ascii_case("FINAL") =>
+                    {
+                        emit = Some(w.value.to_ascii_uppercase())
+                    }
                     _ => return Err(self.err_here("expected CHANGES or FINAL after EMIT")),
                 }
             } else if self.parser.parse_keyword(Keyword::WITH) {
@@ -196,7 +287,19 @@ impl AppParser<'_> {
         if name.is_empty() {
             name = "query".into();
         }
-        Ok(StatementSpec { kind, name, query: Some(query), sources, sinks, with, columns: vec![], emit, annotations: vec![], line, text: self.text_since(start_idx) })
+        Ok(StatementSpec {
+            kind,
+            name,
+            query: Some(query),
+            sources,
+            sinks,
+            with,
+            columns: vec![],
+            emit,
+            annotations: vec![],
+            line,
+            text: self.text_since(start_idx),
+        })
     }
 
     /// Consumes `word` (not a sqlparser keyword) if it comes next.
@@ -219,8 +322,19 @@ impl AppParser<'_> {
 
     fn text_since(&self, start: (usize, usize)) -> String {
         let end = self.parser.peek_token().span.start;
-        let (a, b) = (offset(self.source, start), if end.line == 0 { self.source.len() } else { offset(self.source, (end.line as usize, end.column as usize)) });
-        self.source.get(a..b.max(a)).unwrap_or("").trim().to_string()
+        let (a, b) = (
+            offset(self.source, start),
+            if end.line == 0 {
+                self.source.len()
+            } else {
+                offset(self.source, (end.line as usize, end.column as usize))
+            },
+        );
+        self.source
+            .get(a..b.max(a))
+            .unwrap_or("")
+            .trim()
+            .to_string()
     }
 
     fn sink_ref(&mut self) -> crate::Result<SinkRef> {
@@ -229,24 +343,45 @@ impl AppParser<'_> {
         match t.token {
             Token::SingleQuotedString(s) => {
                 let name = format!("__sink_uri_{line}_{column}");
-                Ok(SinkRef { name, uri: Some(s), line, column })
+                Ok(SinkRef {
+                    name,
+                    uri: Some(s),
+                    line,
+                    column,
+                })
             }
-            Token::Word(w) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some() || !matches!(w.keyword, Keyword::WITH | Keyword::SELECT) => {
+            Token::Word(w)
+                if w.keyword == Keyword::NoKeyword
+                    || w.quote_style.is_some()
+                    || !matches!(w.keyword, Keyword::WITH | Keyword::SELECT) =>
+            {
                 let mut name = w.value;
                 // dotted names are kept whole
                 while self.parser.consume_token(&Token::Period) {
                     let n = self.parser.parse_identifier().map_err(|e| self.wrap(e))?;
                     name = format!("{name}.{}", n.value);
                 }
-                Ok(SinkRef { name, uri: None, line, column })
+                Ok(SinkRef {
+                    name,
+                    uri: None,
+                    line,
+                    column,
+                })
             }
-            other => Err(SqlError::at(self.source, line, column, format!("expected a sink name or a quoted URI after INTO, found '{other}'"))),
+            other => Err(SqlError::at(
+                self.source,
+                line,
+                column,
+                format!("expected a sink name or a quoted URI after INTO, found '{other}'"),
+            )),
         }
     }
 
     /// `( 'k' = 'v', k.k2 = 42, 'list' = ['a', 'b'] )`
     fn with_props(&mut self) -> crate::Result<BTreeMap<String, String>> {
-        self.parser.expect_token(&Token::LParen).map_err(|e| self.wrap(e))?;
+        self.parser
+            .expect_token(&Token::LParen)
+            .map_err(|e| self.wrap(e))?;
         let mut out = BTreeMap::new();
         if self.parser.consume_token(&Token::RParen) {
             return Ok(out);
@@ -256,7 +391,14 @@ impl AppParser<'_> {
             let mut key = match t.token {
                 Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
                 Token::Word(w) => w.value,
-                other => return Err(SqlError::at(self.source, t.span.start.line as usize, t.span.start.column as usize, format!("expected a property name such as 'orders.type', found '{other}'"))),
+                other => {
+                    return Err(SqlError::at(
+                        self.source,
+                        t.span.start.line as usize,
+                        t.span.start.column as usize,
+                        format!("expected a property name such as 'orders.type', found '{other}'"),
+                    ));
+                }
             };
             while self.parser.consume_token(&Token::Period) {
                 match self.parser.next_token().token {
@@ -269,7 +411,9 @@ impl AppParser<'_> {
             }
             let value = self.prop_value()?;
             if out.insert(key.clone(), value).is_some() {
-                tracing::warn!("property '{key}' is given twice in one WITH clause; the last value wins");
+                tracing::warn!(
+                    "property '{key}' is given twice in one WITH clause; the last value wins"
+                );
             }
             if self.parser.consume_token(&Token::Comma) {
                 if self.parser.consume_token(&Token::RParen) {
@@ -311,7 +455,12 @@ impl AppParser<'_> {
                 items.join(",")
             }
             other => {
-                return Err(SqlError::at(self.source, t.span.start.line as usize, t.span.start.column as usize, format!("expected a quoted value, number or list, found '{other}'")));
+                return Err(SqlError::at(
+                    self.source,
+                    t.span.start.line as usize,
+                    t.span.start.column as usize,
+                    format!("expected a quoted value, number or list, found '{other}'"),
+                ));
             }
         })
     }
@@ -319,14 +468,29 @@ impl AppParser<'_> {
     fn hints_to_props(&self, hints: Vec<Expr>) -> crate::Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for h in hints {
-            let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = &h else {
-                return Err(self.err_here(format!("expected 'key' = 'value' in WITH (...), found {h}")));
+            let Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } = &h
+            else {
+                return Err(
+                    self.err_here(format!("expected 'key' = 'value' in WITH (...), found {h}"))
+                );
             };
             let key = match left.as_ref() {
                 Expr::Value(v) => literal(&v.value),
                 Expr::Identifier(i) => i.value.clone(),
-                Expr::CompoundIdentifier(parts) => parts.iter().map(|p| p.value.clone()).collect::<Vec<_>>().join("."),
-                other => return Err(self.err_here(format!("expected a property name such as 'orders.type', found {other}"))),
+                Expr::CompoundIdentifier(parts) => parts
+                    .iter()
+                    .map(|p| p.value.clone())
+                    .collect::<Vec<_>>()
+                    .join("."),
+                other => {
+                    return Err(self.err_here(format!(
+                        "expected a property name such as 'orders.type', found {other}"
+                    )));
+                }
             };
             out.insert(key, expr_value(right));
         }
@@ -384,14 +548,33 @@ fn collect_factor(f: &TableFactor, ctes: &mut Vec<String>, out: &mut Vec<SourceR
         TableFactor::Table { name, .. } => {
             let n = name.to_string();
             if !ctes.contains(&n) {
-                let span = name.0.first().and_then(|p| p.as_ident()).map(|i| i.span.start);
-                let (line, column) = span.map(|s| (s.line as usize, s.column as usize)).unwrap_or((0, 0));
-                let clean = name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.clone()).collect::<Vec<_>>().join(".");
-                out.push(SourceRef { name: clean, uri: None, line, column });
+                let span = name
+                    .0
+                    .first()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.span.start);
+                let (line, column) = span
+                    .map(|s| (s.line as usize, s.column as usize))
+                    .unwrap_or((0, 0));
+                let clean = name
+                    .0
+                    .iter()
+                    .filter_map(|p| p.as_ident())
+                    .map(|i| i.value.clone())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                out.push(SourceRef {
+                    name: clean,
+                    uri: None,
+                    line,
+                    column,
+                });
             }
         }
         TableFactor::Derived { subquery, .. } => collect_query(subquery, ctes, out),
-        TableFactor::NestedJoin { table_with_joins, .. } => collect_twj(table_with_joins, ctes, out),
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => collect_twj(table_with_joins, ctes, out),
         _ => {}
     }
 }
@@ -401,7 +584,11 @@ fn offset(source: &str, (line, col): (usize, usize)) -> usize {
     let mut off = 0;
     for (i, l) in source.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return off + l.char_indices().nth(col.saturating_sub(1)).map(|(b, _)| b).unwrap_or(l.len());
+            return off
+                + l.char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.len());
         }
         off += l.len();
     }
@@ -421,7 +608,10 @@ fn expr_value(e: &Expr) -> String {
     match e {
         Expr::Value(v) => literal(&v.value),
         Expr::Identifier(i) => i.value.clone(),
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => format!("-{}", expr_value(expr)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => format!("-{}", expr_value(expr)),
         Expr::Array(a) => a.elem.iter().map(expr_value).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
@@ -436,8 +626,12 @@ fn take_hints(q: &mut Query) -> Vec<Expr> {
             _ => vec![],
         }
     }
-    let SetExpr::Select(sel) = q.body.as_mut() else { return vec![] };
-    let Some(last) = sel.from.last_mut() else { return vec![] };
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return vec![];
+    };
+    let Some(last) = sel.from.last_mut() else {
+        return vec![];
+    };
     match last.joins.last_mut() {
         Some(j) => in_factor(&mut j.relation),
         None => in_factor(&mut last.relation),

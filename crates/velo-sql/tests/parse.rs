@@ -19,20 +19,40 @@ fn statement_forms_uris_annotations() {
     assert_eq!(app.annotation("application"), Some("demo"));
     assert_eq!(app.statements.len(), 4);
     let s = &app.statements[0];
-    assert_eq!((s.kind, s.name.as_str(), s.line), (StatementKind::CreateStream, "s", 3));
-    assert_eq!(s.sources[0].uri.as_deref(), Some("file:///d/*.csv?format=csv"));
+    assert_eq!(
+        (s.kind, s.name.as_str(), s.line),
+        (StatementKind::CreateStream, "s", 3)
+    );
+    assert_eq!(
+        s.sources[0].uri.as_deref(),
+        Some("file:///d/*.csv?format=csv")
+    );
     assert_eq!(s.sources[1].name, "b");
     assert_eq!(s.sinks[0].name, "out1");
     assert_eq!(s.sinks[1].uri.as_deref(), Some("file:///o/x.parquet"));
     assert_eq!(s.with["cols"], "a,b");
     assert_eq!(s.with["n"], "-3");
     assert_eq!(s.with["flag"], "true");
-    assert_eq!(s.annotations.len(), 2, "annotations before the statement are kept with it");
-    assert!(s.text.starts_with("CREATE STREAM s AS") && s.text.ends_with("flag = true)"), "{}", s.text);
+    assert_eq!(
+        s.annotations.len(),
+        2,
+        "annotations before the statement are kept with it"
+    );
+    assert!(
+        s.text.starts_with("CREATE STREAM s AS") && s.text.ends_with("flag = true)"),
+        "{}",
+        s.text
+    );
     let ins = &app.statements[1];
-    assert_eq!((ins.kind, ins.sinks[0].name.as_str()), (StatementKind::InsertInto, "sink"));
+    assert_eq!(
+        (ins.kind, ins.sinks[0].name.as_str()),
+        (StatementKind::InsertInto, "sink")
+    );
     let t = &app.statements[2];
-    assert_eq!((t.kind, t.emit.as_deref()), (StatementKind::CreateTable, Some("CHANGES")));
+    assert_eq!(
+        (t.kind, t.emit.as_deref()),
+        (StatementKind::CreateTable, Some("CHANGES"))
+    );
     assert_eq!(t.annotations[0].name, "job_name");
     let d = &app.statements[3];
     assert_eq!((d.kind, d.columns.len()), (StatementKind::SourceDecl, 2));
@@ -44,9 +64,15 @@ fn errors_carry_line_column_and_quote() {
     assert_eq!(e.line, 4, "{e}");
     assert!(e.snippet.contains("INTO x;"), "{e}");
     let e = parse_app("CREATE VIEW v AS SELECT 1").unwrap_err();
-    assert!(e.message.contains("expected STREAM or TABLE after CREATE"), "{e}");
+    assert!(
+        e.message.contains("expected STREAM or TABLE after CREATE"),
+        "{e}"
+    );
     let e = parse_app("SELECT * FROM t INTO x WITH ('a' 'b')").unwrap_err();
-    assert!(e.message.contains("expected '=' after property 'a'") && e.column == 34, "{e}");
+    assert!(
+        e.message.contains("expected '=' after property 'a'") && e.column == 34,
+        "{e}"
+    );
     let e = parse_app("-- only a comment\n").unwrap_err();
     assert!(e.message.contains("no statements"), "{e}");
     let e = parse_app("DELETE FROM t").unwrap_err();

@@ -7,15 +7,55 @@ use velo_config::{ConfigError, ConnectorConfig};
 
 /// Keys of `datagen`.
 pub const KEYS: &[KeySpec] = &[
-    KeySpec::new("columns", KeyType::String, Some("id:sequence, key:int(0,99), value:float(0,1000), ts:timestamp"), "Column specs `name:kind(args)`; kinds: sequence(start), int(min,max), float(min,max), string(len), oneof(a|b|c), bool, timestamp(step_ms)"),
-    KeySpec::new("rows", KeyType::UInt, Some("1000 (unbounded if a rate is set)"), "Rows to generate, then stop"),
-    KeySpec::new("rate", KeyType::UInt, None, "Rows per second (paced); alias rows_per_second"),
+    KeySpec::new(
+        "columns",
+        KeyType::String,
+        Some("id:sequence, key:int(0,99), value:float(0,1000), ts:timestamp"),
+        "Column specs `name:kind(args)`; kinds: sequence(start), int(min,max), float(min,max), string(len), oneof(a|b|c), bool, timestamp(step_ms)",
+    ),
+    KeySpec::new(
+        "rows",
+        KeyType::UInt,
+        Some("1000 (unbounded if a rate is set)"),
+        "Rows to generate, then stop",
+    ),
+    KeySpec::new(
+        "rate",
+        KeyType::UInt,
+        None,
+        "Rows per second (paced); alias rows_per_second",
+    ),
     KeySpec::new("rows_per_second", KeyType::UInt, None, "Alias of rate"),
-    KeySpec::new("seed", KeyType::UInt, Some("42"), "Seed: the same seed gives the same rows"),
-    KeySpec::new("batch_size", KeyType::UInt, Some("8192"), "Rows per generated batch"),
-    KeySpec::new("start_time", KeyType::UInt, Some("1704067200000"), "First timestamp (epoch millis) of timestamp columns"),
-    KeySpec::new("null_rate", KeyType::Float, Some("0"), "Fraction of nulls in non-sequence columns"),
-    KeySpec::new("interval", KeyType::Duration, None, "Unused placeholder for pacing by interval (use rate)"),
+    KeySpec::new(
+        "seed",
+        KeyType::UInt,
+        Some("42"),
+        "Seed: the same seed gives the same rows",
+    ),
+    KeySpec::new(
+        "batch_size",
+        KeyType::UInt,
+        Some("8192"),
+        "Rows per generated batch",
+    ),
+    KeySpec::new(
+        "start_time",
+        KeyType::UInt,
+        Some("1704067200000"),
+        "First timestamp (epoch millis) of timestamp columns",
+    ),
+    KeySpec::new(
+        "null_rate",
+        KeyType::Float,
+        Some("0"),
+        "Fraction of nulls in non-sequence columns",
+    ),
+    KeySpec::new(
+        "interval",
+        KeyType::Duration,
+        None,
+        "Unused placeholder for pacing by interval (use rate)",
+    ),
 ];
 
 /// One generated column.
@@ -80,31 +120,53 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Parses `name:kind(args), ...`.
 pub fn parse_columns(spec: &str) -> Result<Vec<ColumnSpec>, String> {
     let mut cols = Vec::new();
     for part in split_top(spec) {
-        let (name, kind) = part.split_once(':').ok_or_else(|| format!("column spec '{part}' needs 'name:kind', e.g. 'amount:float(1,500)'"))?;
+        let (name, kind) = part.split_once(':').ok_or_else(|| {
+            format!("column spec '{part}' needs 'name:kind', e.g. 'amount:float(1,500)'")
+        })?;
         let kind = kind.trim();
         let (k, args) = match kind.split_once('(') {
-            Some((k, a)) => (k.trim().to_ascii_lowercase(), a.trim_end_matches(')').to_string()),
+            Some((k, a)) => (
+                k.trim().to_ascii_lowercase(),
+                a.trim_end_matches(')').to_string(),
+            ),
             None => (kind.to_ascii_lowercase(), String::new()),
         };
         let nums = |n: usize| -> Result<Vec<f64>, String> {
-            let v: Vec<f64> = args.split(',').map(|x| x.trim()).filter(|x| !x.is_empty()).map(|x| x.parse::<f64>().map_err(|_| format!("'{x}' is not a number in '{part}'"))).collect::<Result<_, _>>()?;
+            let v: Vec<f64> = args
+                .split(',')
+                .map(|x| x.trim())
+                .filter(|x| !x.is_empty())
+                .map(|x| {
+                    x.parse::<f64>()
+                        .map_err(|_| format!("'{x}' is not a number in '{part}'"))
+                })
+                .collect::<Result<_, _>>()?;
             if v.len() != n && !v.is_empty() {
                 return Err(format!("'{part}' takes {n} numbers"));
             }
             Ok(v)
         };
         let kind = match k.as_str() {
-            "sequence" | "seq" => ColumnKind::Sequence(nums(1)?.first().copied().unwrap_or(1.0) as i64),
+            "sequence" | "seq" => {
+                ColumnKind::Sequence(nums(1)?.first().copied().unwrap_or(1.0) as i64)
+            }
             "int" | "integer" | "bigint" => {
                 let v = nums(2)?;
-                let (a, b) = if v.is_empty() { (0, 1000) } else { (v[0] as i64, v[1] as i64) };
+                let (a, b) = if v.is_empty() {
+                    (0, 1000)
+                } else {
+                    (v[0] as i64, v[1] as i64)
+                };
                 if a > b {
                     return Err(format!("'{part}': min is greater than max"));
                 }
@@ -112,25 +174,44 @@ pub fn parse_columns(spec: &str) -> Result<Vec<ColumnSpec>, String> {
             }
             "float" | "double" => {
                 let v = nums(2)?;
-                let (a, b) = if v.is_empty() { (0.0, 1.0) } else { (v[0], v[1]) };
+                let (a, b) = if v.is_empty() {
+                    (0.0, 1.0)
+                } else {
+                    (v[0], v[1])
+                };
                 if a > b {
                     return Err(format!("'{part}': min is greater than max"));
                 }
                 ColumnKind::Float(a, b)
             }
-            "string" | "str" | "varchar" => ColumnKind::Str(nums(1)?.first().copied().unwrap_or(8.0).max(1.0) as usize),
+            "string" | "str" | "varchar" => {
+                ColumnKind::Str(nums(1)?.first().copied().unwrap_or(8.0).max(1.0) as usize)
+            }
             "oneof" | "enum" => {
-                let vals: Vec<String> = args.split('|').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let vals: Vec<String> = args
+                    .split('|')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 if vals.is_empty() {
                     return Err(format!("'{part}' needs values: oneof(a|b|c)"));
                 }
                 ColumnKind::OneOf(vals)
             }
             "bool" | "boolean" => ColumnKind::Bool,
-            "timestamp" | "ts" => ColumnKind::Timestamp(nums(1)?.first().copied().unwrap_or(1000.0) as i64),
-            other => return Err(format!("unknown generator kind '{other}' in '{part}'; use sequence, int, float, string, oneof, bool or timestamp")),
+            "timestamp" | "ts" => {
+                ColumnKind::Timestamp(nums(1)?.first().copied().unwrap_or(1000.0) as i64)
+            }
+            other => {
+                return Err(format!(
+                    "unknown generator kind '{other}' in '{part}'; use sequence, int, float, string, oneof, bool or timestamp"
+                ));
+            }
         };
-        cols.push(ColumnSpec { name: name.trim().to_string(), kind });
+        cols.push(ColumnSpec {
+            name: name.trim().to_string(),
+            kind,
+        });
     }
     if cols.is_empty() {
         return Err("no columns given".into());
@@ -141,7 +222,9 @@ pub fn parse_columns(spec: &str) -> Result<Vec<ColumnSpec>, String> {
 impl DatagenConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> Result<Self, ConfigError> {
-        let spec = cfg.get("columns").unwrap_or("id:sequence, key:int(0,99), value:float(0,1000), ts:timestamp");
+        let spec = cfg
+            .get("columns")
+            .unwrap_or("id:sequence, key:int(0,99), value:float(0,1000), ts:timestamp");
         let columns = parse_columns(spec).map_err(|m| cfg.invalid("columns", spec, &m))?;
         let rate = match cfg.uint("rate")? {
             Some(r) => Some(r),
@@ -154,7 +237,11 @@ impl DatagenConfig {
             None => Some(1000),
         };
         let null_rate = match cfg.get("null_rate") {
-            Some(v) => v.parse::<f64>().ok().filter(|x| (0.0..=1.0).contains(x)).ok_or_else(|| cfg.invalid("null_rate", v, "a number between 0 and 1"))?,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(|| cfg.invalid("null_rate", v, "a number between 0 and 1"))?,
             None => 0.0,
         };
         if let Some(v) = cfg.get("interval") {
@@ -166,14 +253,18 @@ impl DatagenConfig {
             rate,
             seed: cfg.uint("seed")?.unwrap_or(42),
             batch_size: cfg.uint("batch_size")?.unwrap_or(8192).max(1) as usize,
-            start_time: cfg.uint("start_time")?.map(|v| v as i64).unwrap_or(1_704_067_200_000),
+            start_time: cfg
+                .uint("start_time")?
+                .map(|v| v as i64)
+                .unwrap_or(1_704_067_200_000),
             null_rate,
         })
     }
 
     /// Pacing interval of one batch at the configured rate.
     pub fn batch_interval(&self, rows: usize) -> Option<Duration> {
-        self.rate.map(|r| Duration::from_secs_f64(rows as f64 / r as f64))
+        self.rate
+            .map(|r| Duration::from_secs_f64(rows as f64 / r as f64))
     }
 }
 
@@ -188,7 +279,11 @@ mod tests {
         assert_eq!(c[2].kind, ColumnKind::Float(0.0, 2.5));
         assert_eq!(c[4].kind, ColumnKind::OneOf(vec!["X".into(), "Y".into()]));
         assert_eq!(c[6].kind, ColumnKind::Timestamp(60000));
-        assert!(parse_columns("x:wat").unwrap_err().contains("unknown generator kind"));
+        assert!(
+            parse_columns("x:wat")
+                .unwrap_err()
+                .contains("unknown generator kind")
+        );
         assert!(parse_columns("x").is_err());
     }
 }

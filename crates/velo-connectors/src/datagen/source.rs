@@ -5,11 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::config::{ColumnKind, DatagenConfig};
-use crate::source::{SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader};
+use crate::source::{SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed};
 use crate::{ConnectorError, Result};
 
 /// The generator source.
@@ -23,7 +26,8 @@ pub struct DatagenSource {
 #[inline]
 fn mix(seed: u64, col: u64, row: u64) -> u64 {
     // splitmix64 over the three inputs
-    let mut z = seed ^ col.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ row.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ col.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ row.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -47,38 +51,63 @@ impl DatagenSource {
                     ColumnKind::Float(..) => (DataType::Float64, true),
                     ColumnKind::Str(_) | ColumnKind::OneOf(_) => (DataType::Utf8, true),
                     ColumnKind::Bool => (DataType::Boolean, true),
-                    ColumnKind::Timestamp(_) => (DataType::Timestamp(TimeUnit::Millisecond, None), false),
+                    ColumnKind::Timestamp(_) => {
+                        (DataType::Timestamp(TimeUnit::Millisecond, None), false)
+                    }
                 };
                 Field::new(&c.name, dt, nullable)
             })
             .collect();
-        Self { name: name.to_string(), cfg, schema: Arc::new(Schema::new(fields)) }
+        Self {
+            name: name.to_string(),
+            cfg,
+            schema: relaxed(&Schema::new(fields)),
+        }
     }
 
-    /// Rows `[start, start + n)` as one batch.
-    pub fn generate(cfg: &DatagenConfig, schema: &SchemaRef, start: u64, n: usize) -> Result<RecordBatch> {
+    /// Rows `[start, start + n)` as one batch; columns outside `wanted` are null.
+    pub fn generate(
+        cfg: &DatagenConfig,
+        schema: &SchemaRef,
+        start: u64,
+        n: usize,
+        wanted: Option<&[usize]>,
+    ) -> Result<RecordBatch> {
         let seed = cfg.seed;
         let null_threshold = (cfg.null_rate * u64::MAX as f64) as u64;
-        let is_null = |c: u64, r: u64| cfg.null_rate > 0.0 && mix(seed ^ 0xABCD, c, r) < null_threshold;
+        let is_null =
+            |c: u64, r: u64| cfg.null_rate > 0.0 && mix(seed ^ 0xABCD, c, r) < null_threshold;
         let rows = start..start + n as u64;
         let cols = cfg
             .columns
             .iter()
             .enumerate()
             .map(|(ci, c)| -> ArrayRef {
+                if wanted.is_some_and(|w| !w.contains(&ci)) {
+                    return arrow::array::new_null_array(schema.field(ci).data_type(), n);
+                }
                 let ci = ci as u64;
                 match &c.kind {
-                    ColumnKind::Sequence(s) => Arc::new(Int64Array::from_iter_values(rows.clone().map(|r| s + r as i64))),
+                    ColumnKind::Sequence(s) => Arc::new(Int64Array::from_iter_values(
+                        rows.clone().map(|r| s + r as i64),
+                    )),
                     ColumnKind::Int(a, b) => {
                         let span = (b - a) as u64 + 1;
-                        Arc::new(Int64Array::from_iter(rows.clone().map(|r| (!is_null(ci, r)).then(|| a + (mix(seed, ci, r) % span) as i64))))
+                        Arc::new(Int64Array::from_iter(rows.clone().map(|r| {
+                            (!is_null(ci, r)).then(|| a + (mix(seed, ci, r) % span) as i64)
+                        })))
                     }
-                    ColumnKind::Float(a, b) => Arc::new(Float64Array::from_iter(rows.clone().map(|r| {
-                        // two decimals, as money-like values read better
-                        (!is_null(ci, r)).then(|| ((a + unit(mix(seed, ci, r)) * (b - a)) * 100.0).round() / 100.0)
-                    }))),
+                    ColumnKind::Float(a, b) => {
+                        Arc::new(Float64Array::from_iter(rows.clone().map(|r| {
+                            // two decimals, as money-like values read better
+                            (!is_null(ci, r)).then(|| {
+                                ((a + unit(mix(seed, ci, r)) * (b - a)) * 100.0).round() / 100.0
+                            })
+                        })))
+                    }
                     ColumnKind::Str(len) => {
-                        const ALPHA: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+                        const ALPHA: &[u8] =
+                            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
                         Arc::new(StringArray::from_iter(rows.clone().map(|r| {
                             (!is_null(ci, r)).then(|| {
                                 let mut h = mix(seed, ci, r);
@@ -95,9 +124,22 @@ impl DatagenSource {
                             })
                         })))
                     }
-                    ColumnKind::OneOf(vals) => Arc::new(StringArray::from_iter(rows.clone().map(|r| (!is_null(ci, r)).then(|| vals[(mix(seed, ci, r) % vals.len() as u64) as usize].as_str())))),
-                    ColumnKind::Bool => Arc::new(BooleanArray::from_iter(rows.clone().map(|r| (!is_null(ci, r)).then(|| mix(seed, ci, r) & 1 == 1)))),
-                    ColumnKind::Timestamp(step) => Arc::new(TimestampMillisecondArray::from_iter_values(rows.clone().map(|r| cfg.start_time + r as i64 * step))),
+                    ColumnKind::OneOf(vals) => {
+                        Arc::new(StringArray::from_iter(rows.clone().map(|r| {
+                            (!is_null(ci, r)).then(|| {
+                                vals[(mix(seed, ci, r) % vals.len() as u64) as usize].as_str()
+                            })
+                        })))
+                    }
+                    ColumnKind::Bool => Arc::new(BooleanArray::from_iter(
+                        rows.clone()
+                            .map(|r| (!is_null(ci, r)).then(|| mix(seed, ci, r) & 1 == 1)),
+                    )),
+                    ColumnKind::Timestamp(step) => {
+                        Arc::new(TimestampMillisecondArray::from_iter_values(
+                            rows.clone().map(|r| cfg.start_time + r as i64 * step),
+                        ))
+                    }
                 }
             })
             .collect();
@@ -121,13 +163,20 @@ impl Source for DatagenSource {
     fn describe(&self) -> String {
         format!(
             "datagen {} rows{}",
-            self.cfg.rows.map(|r| r.to_string()).unwrap_or_else(|| "unbounded".into()),
-            self.cfg.rate.map(|r| format!(" at {r} rows/s")).unwrap_or_default()
+            self.cfg
+                .rows
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "unbounded".into()),
+            self.cfg
+                .rate
+                .map(|r| format!(" at {r} rows/s"))
+                .unwrap_or_default()
         )
     }
 
-    fn open(&self, batch_size: usize) -> Result<SourceReader> {
+    fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader> {
         let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+        let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
         let batch = cfg.batch_size.min(batch_size.max(1));
@@ -148,7 +197,8 @@ impl Source for DatagenSource {
                         None => n,
                     };
                     if let Some(rate) = cfg.rate {
-                        let due = started + std::time::Duration::from_secs_f64(row as f64 / rate as f64);
+                        let due =
+                            started + std::time::Duration::from_secs_f64(row as f64 / rate as f64);
                         let now = Instant::now();
                         if due > now {
                             std::thread::park_timeout(due - now);
@@ -158,7 +208,8 @@ impl Source for DatagenSource {
                             continue;
                         }
                     }
-                    let ev = match DatagenSource::generate(&cfg, &schema, row, n) {
+                    let ev = match DatagenSource::generate(&cfg, &schema, row, n, wanted.as_deref())
+                    {
                         Ok(b) => SourceEvent::Batch(b),
                         Err(e) => SourceEvent::Error(e.to_string()),
                     };

@@ -6,41 +6,192 @@ use std::time::Duration;
 use velo_config::keys::{KeySpec, KeyType, parse_bytes, parse_duration};
 use velo_config::{ConfigError, ConnectorConfig};
 
-const FORMATS: &[&str] = &["csv", "json", "jsonl", "jsonlines", "json_lines", "ndjson", "json_array", "parquet"];
-const COMPRESSIONS: &[&str] = &["auto", "none", "gzip", "gz", "zstd", "snappy", "uncompressed"];
+const FORMATS: &[&str] = &[
+    "csv",
+    "json",
+    "jsonl",
+    "jsonlines",
+    "json_lines",
+    "ndjson",
+    "json_array",
+    "parquet",
+];
+const COMPRESSIONS: &[&str] = &[
+    "auto",
+    "none",
+    "gzip",
+    "gz",
+    "zstd",
+    "snappy",
+    "uncompressed",
+];
 
 /// Keys of `file_source`.
 pub const SOURCE_KEYS: &[KeySpec] = &[
-    KeySpec::new("path", KeyType::String, None, "File, directory or glob (`data/*.csv`), relative to the SQL file (required)"),
-    KeySpec::new("format", KeyType::Enum(FORMATS), Some("from the extension"), "csv, json (lines or array, detected), jsonl, json_array, parquet"),
-    KeySpec::new("source.format", KeyType::Enum(FORMATS), None, "Alias of format"),
-    KeySpec::new("has_headers", KeyType::Bool, Some("true"), "CSV: first line holds column names"),
-    KeySpec::new("source.has_headers", KeyType::Bool, None, "Alias of has_headers"),
-    KeySpec::new("delimiter", KeyType::String, Some(","), "CSV field delimiter (one character)"),
+    KeySpec::new(
+        "path",
+        KeyType::String,
+        None,
+        "File, directory or glob (`data/*.csv`), relative to the SQL file (required)",
+    ),
+    KeySpec::new(
+        "format",
+        KeyType::Enum(FORMATS),
+        Some("from the extension"),
+        "csv, json (lines or array, detected), jsonl, json_array, parquet",
+    ),
+    KeySpec::new(
+        "source.format",
+        KeyType::Enum(FORMATS),
+        None,
+        "Alias of format",
+    ),
+    KeySpec::new(
+        "has_headers",
+        KeyType::Bool,
+        Some("true"),
+        "CSV: first line holds column names",
+    ),
+    KeySpec::new(
+        "source.has_headers",
+        KeyType::Bool,
+        None,
+        "Alias of has_headers",
+    ),
+    KeySpec::new(
+        "delimiter",
+        KeyType::String,
+        Some(","),
+        "CSV field delimiter (one character)",
+    ),
     KeySpec::new("quote", KeyType::String, Some("\""), "CSV quote character"),
-    KeySpec::new("schema", KeyType::String, Some("inferred"), "Explicit schema: `id BIGINT, name VARCHAR, ...`"),
-    KeySpec::new("infer_rows", KeyType::UInt, Some("1000"), "Records sampled to infer the schema"),
-    KeySpec::new("compression", KeyType::Enum(COMPRESSIONS), Some("auto"), "Input compression; auto: by extension (.gz, .zst)"),
-    KeySpec::new("watch", KeyType::Bool, Some("false"), "Keep running and pick up new files as they appear"),
-    KeySpec::new("watch_interval", KeyType::Duration, Some("1s"), "How often watch mode looks for new files"),
-    KeySpec::new("metadata_columns", KeyType::Bool, Some("false"), "Add `_file_name` and `_row_number` (line in file) columns"),
-    KeySpec::new("batch_size", KeyType::UInt, Some("8192"), "Rows per decoded Arrow batch"),
-    KeySpec::new("encoding", KeyType::Enum(&["UTF-8", "utf8"]), Some("UTF-8"), "Text encoding (UTF-8 only)"),
-    KeySpec::new("refresh_interval", KeyType::Duration, None, "Reload interval when used as a lookup table"),
+    KeySpec::new(
+        "schema",
+        KeyType::String,
+        Some("inferred"),
+        "Explicit schema: `id BIGINT, name VARCHAR, ...`",
+    ),
+    KeySpec::new(
+        "infer_rows",
+        KeyType::UInt,
+        Some("1000"),
+        "Records sampled to infer the schema",
+    ),
+    KeySpec::new(
+        "compression",
+        KeyType::Enum(COMPRESSIONS),
+        Some("auto"),
+        "Input compression; auto: by extension (.gz, .zst)",
+    ),
+    KeySpec::new(
+        "watch",
+        KeyType::Bool,
+        Some("false"),
+        "Keep running and pick up new files as they appear",
+    ),
+    KeySpec::new(
+        "watch_interval",
+        KeyType::Duration,
+        Some("1s"),
+        "How often watch mode looks for new files",
+    ),
+    KeySpec::new(
+        "metadata_columns",
+        KeyType::Bool,
+        Some("false"),
+        "Add `_file_name` and `_row_number` (line in file) columns",
+    ),
+    KeySpec::new(
+        "batch_size",
+        KeyType::UInt,
+        Some("8192"),
+        "Rows per decoded Arrow batch",
+    ),
+    KeySpec::new(
+        "encoding",
+        KeyType::Enum(&["UTF-8", "utf8"]),
+        Some("UTF-8"),
+        "Text encoding (UTF-8 only)",
+    ),
+    KeySpec::new(
+        "refresh_interval",
+        KeyType::Duration,
+        None,
+        "Reload interval when used as a lookup table",
+    ),
 ];
 
 /// Keys of `file_sink`.
 pub const SINK_KEYS: &[KeySpec] = &[
-    KeySpec::new("path", KeyType::String, None, "Output path or template with {date} {year} {month} {day} {hour} {timestamp} {batch_id} (required)"),
-    KeySpec::new("format", KeyType::Enum(&["jsonl", "jsonlines", "json_lines", "ndjson", "json", "csv", "parquet"]), Some("from the extension"), "jsonl, json (one array per file), csv, parquet"),
-    KeySpec::new("append", KeyType::Bool, Some("false"), "Append to an existing file instead of replacing it (line formats)"),
-    KeySpec::new("compression", KeyType::Enum(&["none", "gzip", "zstd", "snappy", "uncompressed"]), Some("none; snappy for parquet"), "Line formats: gzip/zstd output; Parquet: snappy/zstd/gzip codec"),
-    KeySpec::new("rotation", KeyType::String, None, "hourly, daily or size:64MB"),
-    KeySpec::new("max_files", KeyType::UInt, None, "Keep only the newest N files this sink wrote (rotation)"),
-    KeySpec::new("has_headers", KeyType::Bool, Some("true"), "CSV: write a header line"),
+    KeySpec::new(
+        "path",
+        KeyType::String,
+        None,
+        "Output path or template with {date} {year} {month} {day} {hour} {timestamp} {batch_id} (required)",
+    ),
+    KeySpec::new(
+        "format",
+        KeyType::Enum(&[
+            "jsonl",
+            "jsonlines",
+            "json_lines",
+            "ndjson",
+            "json",
+            "csv",
+            "parquet",
+        ]),
+        Some("from the extension"),
+        "jsonl, json (one array per file), csv, parquet",
+    ),
+    KeySpec::new(
+        "append",
+        KeyType::Bool,
+        Some("false"),
+        "Append to an existing file instead of replacing it (line formats)",
+    ),
+    KeySpec::new(
+        "compression",
+        KeyType::Enum(&["none", "gzip", "zstd", "snappy", "uncompressed"]),
+        Some("none; snappy for parquet"),
+        "Line formats: gzip/zstd output; Parquet: snappy/zstd/gzip codec",
+    ),
+    KeySpec::new(
+        "rotation",
+        KeyType::String,
+        None,
+        "hourly, daily or size:64MB",
+    ),
+    KeySpec::new(
+        "max_files",
+        KeyType::UInt,
+        None,
+        "Keep only the newest N files this sink wrote (rotation)",
+    ),
+    KeySpec::new(
+        "has_headers",
+        KeyType::Bool,
+        Some("true"),
+        "CSV: write a header line",
+    ),
     KeySpec::new("delimiter", KeyType::String, Some(","), "CSV delimiter"),
-    KeySpec::new("buffer_size_bytes", KeyType::Bytes, Some("1MB"), "Write buffer"),
-    KeySpec::new("encryption", KeyType::String, None, "Not supported: rejected with an error"),
+    KeySpec::new(
+        "buffer_size_bytes",
+        KeyType::Bytes,
+        Some("1MB"),
+        "Write buffer",
+    ),
+    KeySpec::new(
+        "dictionary",
+        KeyType::Bool,
+        Some("strings only"),
+        "Parquet dictionary encoding for every column (true), none (false); default: string columns",
+    ),
+    KeySpec::new(
+        "encryption",
+        KeyType::String,
+        None,
+        "Not supported: rejected with an error",
+    ),
 ];
 
 /// File formats.
@@ -73,7 +224,10 @@ impl FileFormat {
 
     fn from_extension(path: &str, sink: bool) -> Option<Self> {
         let p = path.to_ascii_lowercase();
-        let p = p.trim_end_matches(".gz").trim_end_matches(".zst").trim_end_matches(".zstd");
+        let p = p
+            .trim_end_matches(".gz")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".zstd");
         let ext = p.rsplit('.').next()?;
         match ext {
             "csv" | "tsv" => Some(FileFormat::Csv),
@@ -151,7 +305,10 @@ fn one_byte(cfg: &ConnectorConfig, key: &str, default: u8) -> Result<u8, ConfigE
 impl FileSourceConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> Result<Self, ConfigError> {
-        let raw = cfg.require("path", "the file, directory or glob to read, e.g. 'data/orders.csv'")?;
+        let raw = cfg.require(
+            "path",
+            "the file, directory or glob to read, e.g. 'data/orders.csv'",
+        )?;
         let path = cfg.path(raw).to_string_lossy().into_owned();
         let format = FileFormat::resolve(cfg, &path, false)?;
         let compression = match cfg.get("compression").map(|c| c.to_ascii_lowercase()) {
@@ -167,15 +324,27 @@ impl FileSourceConfig {
         Ok(Self {
             path,
             format,
-            has_headers: cfg.bool(if cfg.get("has_headers").is_some() { "has_headers" } else { "source.has_headers" }, true)?,
-            delimiter: one_byte(cfg, "delimiter", if raw.ends_with(".tsv") { b'\t' } else { b',' })?,
+            has_headers: cfg.bool(
+                if cfg.get("has_headers").is_some() {
+                    "has_headers"
+                } else {
+                    "source.has_headers"
+                },
+                true,
+            )?,
+            delimiter: one_byte(
+                cfg,
+                "delimiter",
+                if raw.ends_with(".tsv") { b'\t' } else { b',' },
+            )?,
             quote: one_byte(cfg, "quote", b'"')?,
             schema: cfg.get("schema").map(str::to_string),
             infer_rows: cfg.uint("infer_rows")?.unwrap_or(1000).max(1) as usize,
             compression,
             watch: cfg.bool("watch", false)?,
             watch_interval: match cfg.get("watch_interval") {
-                Some(v) => parse_duration(v).ok_or_else(|| cfg.invalid("watch_interval", v, "a duration"))?,
+                Some(v) => parse_duration(v)
+                    .ok_or_else(|| cfg.invalid("watch_interval", v, "a duration"))?,
                 None => Duration::from_secs(1),
             },
             metadata_columns: cfg.bool("metadata_columns", false)?,
@@ -229,6 +398,8 @@ pub struct FileSinkConfig {
     pub delimiter: u8,
     /// Write buffer size.
     pub buffer_size: usize,
+    /// Parquet dictionary encoding (None: string columns only).
+    pub dictionary: Option<bool>,
 }
 
 impl FileSinkConfig {
@@ -239,13 +410,24 @@ impl FileSinkConfig {
         let mut format = FileFormat::resolve(cfg, &path, true)?;
         let append = cfg.bool("append", false)?;
         if format == FileFormat::JsonArray && append {
-            tracing::warn!("{}: format 'json' with append = true writes JSON Lines (an array document cannot be appended to)", cfg.name);
+            tracing::warn!(
+                "{}: format 'json' with append = true writes JSON Lines (an array document cannot be appended to)",
+                cfg.name
+            );
             format = FileFormat::JsonLines;
         }
         if let Some(e) = cfg.get("encryption") {
-            return Err(cfg.invalid("encryption", e, "no value: file encryption is not supported; encrypt the volume instead"));
+            return Err(cfg.invalid(
+                "encryption",
+                e,
+                "no value: file encryption is not supported; encrypt the volume instead",
+            ));
         }
-        let default_comp = if format == FileFormat::Parquet { OutCompression::Snappy } else { OutCompression::None };
+        let default_comp = if format == FileFormat::Parquet {
+            OutCompression::Snappy
+        } else {
+            OutCompression::None
+        };
         let compression = match cfg.get("compression").map(|c| c.to_ascii_lowercase()) {
             None => default_comp,
             Some(c) => match c.as_str() {
@@ -253,15 +435,39 @@ impl FileSinkConfig {
                 "gzip" | "gz" => OutCompression::Gzip,
                 "zstd" => OutCompression::Zstd,
                 "snappy" if format == FileFormat::Parquet => OutCompression::Snappy,
-                _ => return Err(cfg.invalid("compression", &c, if format == FileFormat::Parquet { "snappy, zstd, gzip or none" } else { "gzip, zstd or none" })),
+                _ => {
+                    return Err(cfg.invalid(
+                        "compression",
+                        &c,
+                        if format == FileFormat::Parquet {
+                            "snappy, zstd, gzip or none"
+                        } else {
+                            "gzip, zstd or none"
+                        },
+                    ));
+                }
             },
         };
         let rotation = match cfg.get("rotation").map(|r| r.trim().to_ascii_lowercase()) {
             None => None,
             Some(r) if r == "hourly" => Some(Rotation::Hourly),
             Some(r) if r == "daily" => Some(Rotation::Daily),
-            Some(r) if r.starts_with("size:") => Some(Rotation::Size(parse_bytes(&r[5..]).filter(|b| *b > 0).ok_or_else(|| cfg.invalid("rotation", &r, "hourly, daily or size:<bytes> such as size:64MB"))?)),
-            Some(r) => return Err(cfg.invalid("rotation", &r, "hourly, daily or size:<bytes> such as size:64MB")),
+            Some(r) if r.starts_with("size:") => Some(Rotation::Size(
+                parse_bytes(&r[5..]).filter(|b| *b > 0).ok_or_else(|| {
+                    cfg.invalid(
+                        "rotation",
+                        &r,
+                        "hourly, daily or size:<bytes> such as size:64MB",
+                    )
+                })?,
+            )),
+            Some(r) => {
+                return Err(cfg.invalid(
+                    "rotation",
+                    &r,
+                    "hourly, daily or size:<bytes> such as size:64MB",
+                ));
+            }
         };
         Ok(Self {
             path,
@@ -273,10 +479,16 @@ impl FileSinkConfig {
             has_headers: cfg.bool("has_headers", true)?,
             delimiter: one_byte(cfg, "delimiter", b',')?,
             buffer_size: match cfg.get("buffer_size_bytes") {
-                Some(v) => parse_bytes(v).ok_or_else(|| cfg.invalid("buffer_size_bytes", v, "a size"))? as usize,
+                Some(v) => parse_bytes(v)
+                    .ok_or_else(|| cfg.invalid("buffer_size_bytes", v, "a size"))?
+                    as usize,
                 None => 1 << 20,
             }
             .max(4096),
+            dictionary: match cfg.get("dictionary") {
+                Some(_) => Some(cfg.bool("dictionary", true)?),
+                None => None,
+            },
         })
     }
 }
@@ -287,19 +499,41 @@ pub fn list_files(path: &str) -> std::io::Result<Vec<PathBuf>> {
     if path.ends_with('/') || p.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(p)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .filter(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
             .collect();
         v.sort();
         return Ok(v);
     }
     if !path.contains(['*', '?', '[']) {
-        return if p.exists() { Ok(vec![p.to_path_buf()]) } else { Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")) };
+        return if p.exists() {
+            Ok(vec![p.to_path_buf()])
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such file",
+            ))
+        };
     }
-    let entries = glob::glob(path).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let entries = glob::glob(path)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut v = Vec::new();
     for e in entries {
-        let e = e.map_err(|e| std::io::Error::new(e.error().kind(), format!("{}: {}", e.path().display(), e.error())))?;
-        if e.is_file() && !e.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        let e = e.map_err(|e| {
+            std::io::Error::new(
+                e.error().kind(),
+                format!("{}: {}", e.path().display(), e.error()),
+            )
+        })?;
+        if e.is_file()
+            && !e
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
             v.push(e);
         }
     }

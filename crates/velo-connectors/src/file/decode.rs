@@ -10,7 +10,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
@@ -25,21 +25,42 @@ pub(crate) enum LineFormat {
 
 enum Dec {
     Json(arrow::json::reader::Decoder),
-    Csv(arrow::csv::reader::Decoder),
+    Csv(Box<arrow::csv::reader::Decoder>),
 }
 
 impl Dec {
-    fn new(fmt: &LineFormat, schema: &SchemaRef, batch_size: usize) -> Result<Self, ArrowError> {
+    /// A decoder of `schema` (the file's full data schema) that builds only
+    /// the `projection` columns.
+    fn new(
+        fmt: &LineFormat,
+        schema: &SchemaRef,
+        projection: Option<&[usize]>,
+        batch_size: usize,
+    ) -> Result<Self, ArrowError> {
         Ok(match fmt {
-            LineFormat::Json => Dec::Json(arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(batch_size).build_decoder()?),
-            LineFormat::Csv { delimiter, quote } => Dec::Csv(
-                arrow::csv::ReaderBuilder::new(schema.clone())
+            // arrow-json skips fields that are not in its schema
+            LineFormat::Json => {
+                let schema = match projection {
+                    Some(p) => Arc::new(schema.project(p)?),
+                    None => schema.clone(),
+                };
+                Dec::Json(
+                    arrow::json::ReaderBuilder::new(schema)
+                        .with_batch_size(batch_size)
+                        .build_decoder()?,
+                )
+            }
+            LineFormat::Csv { delimiter, quote } => {
+                let mut b = arrow::csv::ReaderBuilder::new(schema.clone())
                     .with_header(false)
                     .with_delimiter(*delimiter)
                     .with_quote(*quote)
-                    .with_batch_size(batch_size)
-                    .build_decoder(),
-            ),
+                    .with_batch_size(batch_size);
+                if let Some(p) = projection {
+                    b = b.with_projection(p.to_vec());
+                }
+                Dec::Csv(Box::new(b.build_decoder()))
+            }
         })
     }
 
@@ -58,7 +79,11 @@ impl Dec {
     }
 
     /// Decodes all of `bytes` into batches.
-    fn decode_all(&mut self, mut bytes: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), ArrowError> {
+    fn decode_all(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), ArrowError> {
         while !bytes.is_empty() {
             let n = self.decode(bytes)?;
             bytes = &bytes[n..];
@@ -86,13 +111,16 @@ pub(crate) struct Rejected {
 /// Splits a byte stream into units of complete records and decodes them.
 pub(crate) struct UnitReader<R: Read> {
     r: R,
+    /// Fixed-size buffer; `buf[pos..filled]` is unread data.
     buf: Vec<u8>,
     pos: usize,
+    filled: usize,
     eof: bool,
     /// 1-based physical line of `buf[pos]`.
     line: u64,
     fmt: LineFormat,
     schema: SchemaRef,
+    projection: Option<Vec<usize>>,
     batch_size: usize,
     dec: Dec,
 }
@@ -100,9 +128,37 @@ pub(crate) struct UnitReader<R: Read> {
 const READ_CHUNK: usize = 1 << 20;
 
 impl<R: Read> UnitReader<R> {
-    pub fn new(r: R, fmt: LineFormat, schema: SchemaRef, batch_size: usize) -> Result<Self, ArrowError> {
-        let dec = Dec::new(&fmt, &schema, batch_size)?;
-        Ok(Self { r, buf: Vec::with_capacity(READ_CHUNK * 2), pos: 0, eof: false, line: 1, fmt, schema, batch_size, dec })
+    pub fn new(
+        r: R,
+        fmt: LineFormat,
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+        batch_size: usize,
+    ) -> Result<Self, ArrowError> {
+        let dec = Dec::new(&fmt, &schema, projection.as_deref(), batch_size)?;
+        Ok(Self {
+            r,
+            buf: vec![0; READ_CHUNK * 2],
+            pos: 0,
+            filled: 0,
+            eof: false,
+            line: 1,
+            fmt,
+            schema,
+            projection,
+            batch_size,
+            dec,
+        })
+    }
+
+    fn new_dec(&self, batch_size: usize) -> std::io::Result<Dec> {
+        Dec::new(
+            &self.fmt,
+            &self.schema,
+            self.projection.as_deref(),
+            batch_size,
+        )
+        .map_err(std::io::Error::other)
     }
 
     /// Skips one record (a CSV header). Returns false at end of input.
@@ -131,7 +187,7 @@ impl<R: Read> UnitReader<R> {
                 LineFormat::Csv { quote, .. } => Some(quote),
                 LineFormat::Json => None,
             };
-            let hay = &self.buf[scan..];
+            let hay = &self.buf[scan..self.filled];
             let mut consumed = hay.len();
             match quote {
                 None => {
@@ -167,8 +223,13 @@ impl<R: Read> UnitReader<R> {
             }
             if self.eof {
                 if scan > self.pos {
-                    if self.buf.last() != Some(&b'\n') {
-                        self.buf.push(b'\n');
+                    if self.buf[self.filled - 1] != b'\n' {
+                        if self.filled == self.buf.len() {
+                            self.buf.push(b'\n');
+                        } else {
+                            self.buf[self.filled] = b'\n';
+                        }
+                        self.filled += 1;
                         lines += 1;
                         scan += 1;
                     }
@@ -176,25 +237,25 @@ impl<R: Read> UnitReader<R> {
                 }
                 return Ok(None);
             }
-            // need more data: compact and read
+            // need more data: move the unread tail to the front, grow only for huge records
             if self.pos > 0 {
-                self.buf.drain(..self.pos);
+                self.buf.copy_within(self.pos..self.filled, 0);
                 scan -= self.pos;
+                self.filled -= self.pos;
                 self.pos = 0;
             }
-            let old = self.buf.len();
-            self.buf.resize(old + READ_CHUNK, 0);
+            if self.buf.len() - self.filled < READ_CHUNK / 2 {
+                let grow = self.buf.len();
+                self.buf.resize(grow * 2, 0);
+            }
             let n = loop {
-                match self.r.read(&mut self.buf[old..]) {
+                match self.r.read(&mut self.buf[self.filled..]) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
             };
-            self.buf.truncate(old + n);
+            self.filled += n;
             if n == 0 {
                 self.eof = true;
             }
@@ -205,8 +266,13 @@ impl<R: Read> UnitReader<R> {
     /// physical line numbers when `want_lines`), bad ones as [`Rejected`].
     /// None at end of input.
     #[allow(clippy::type_complexity)]
-    pub fn next_batches(&mut self, want_lines: bool) -> std::io::Result<Option<(Vec<RecordBatch>, Vec<u64>, Vec<Rejected>)>> {
-        let Some((start, end, lines)) = self.next_unit(self.batch_size)? else { return Ok(None) };
+    pub fn next_batches(
+        &mut self,
+        want_lines: bool,
+    ) -> std::io::Result<Option<(Vec<RecordBatch>, Vec<u64>, Vec<Rejected>)>> {
+        let Some((start, end, lines)) = self.next_unit(self.batch_size)? else {
+            return Ok(None);
+        };
         let first_line = self.line;
         self.pos = end;
         self.line += lines;
@@ -214,18 +280,25 @@ impl<R: Read> UnitReader<R> {
         let mut out = Vec::with_capacity(1);
         match self.dec.decode_all(unit, &mut out) {
             Ok(()) => {
-                let line_nos = if want_lines { record_lines(unit, first_line, &self.fmt).into_iter().map(|(l, _, _)| l).collect() } else { vec![] };
+                let line_nos = if want_lines {
+                    record_lines(unit, first_line, &self.fmt)
+                        .into_iter()
+                        .map(|(l, _, _)| l)
+                        .collect()
+                } else {
+                    vec![]
+                };
                 Ok(Some((out, line_nos, vec![])))
             }
             Err(_) => {
                 // isolate the bad records; the shared decoder may hold a partial state
-                self.dec = Dec::new(&self.fmt, &self.schema, self.batch_size).map_err(std::io::Error::other)?;
+                self.dec = self.new_dec(self.batch_size)?;
                 let mut good = Vec::with_capacity(unit.len());
                 let mut good_lines = Vec::new();
                 let mut bad = Vec::new();
                 for (line, s, e) in record_lines(unit, first_line, &self.fmt) {
                     let rec = &unit[s..e];
-                    let mut probe = Dec::new(&self.fmt, &self.schema, 1).map_err(std::io::Error::other)?;
+                    let mut probe = self.new_dec(1)?;
                     let mut sink = Vec::new();
                     match probe.decode_all(rec, &mut sink) {
                         Ok(()) => {
@@ -235,12 +308,15 @@ impl<R: Read> UnitReader<R> {
                         Err(err) => bad.push(Rejected {
                             line,
                             error: clean_error(&err),
-                            raw: String::from_utf8_lossy(&rec[..rec.len().min(4096)]).trim_end().to_string(),
+                            raw: String::from_utf8_lossy(&rec[..rec.len().min(4096)])
+                                .trim_end()
+                                .to_string(),
                         }),
                     }
                 }
-                let mut dec = Dec::new(&self.fmt, &self.schema, self.batch_size).map_err(std::io::Error::other)?;
-                dec.decode_all(&good, &mut out).map_err(std::io::Error::other)?;
+                let mut dec = self.new_dec(self.batch_size)?;
+                dec.decode_all(&good, &mut out)
+                    .map_err(std::io::Error::other)?;
                 Ok(Some((out, good_lines, bad)))
             }
         }
@@ -251,10 +327,17 @@ impl<R: Read> UnitReader<R> {
 /// of the one-record probe decoder (we report the real line ourselves).
 fn clean_error(e: &ArrowError) -> String {
     let s = e.to_string();
-    let mut s = s.trim_start_matches("Json error: ").trim_start_matches("Parser error: ").trim_start_matches("Csv error: ").to_string();
+    let mut s = s
+        .trim_start_matches("Json error: ")
+        .trim_start_matches("Parser error: ")
+        .trim_start_matches("Csv error: ")
+        .to_string();
     for pat in [" at line ", "for line "] {
         if let Some(i) = s.find(pat) {
-            let digits = s[i + pat.len()..].chars().take_while(|c| c.is_ascii_digit()).count();
+            let digits = s[i + pat.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
             let mut end = i + pat.len() + digits;
             if s[end..].starts_with(", ") && pat == "for line " {
                 end += 2;
@@ -262,7 +345,10 @@ fn clean_error(e: &ArrowError) -> String {
             s.replace_range(i..end, "");
         }
     }
-    s.replace("  ", " ").replace("fields expected", "fields: expected").trim().to_string()
+    s.replace("  ", " ")
+        .replace("fields expected", "fields: expected")
+        .trim()
+        .to_string()
 }
 
 /// (first physical line, start, end) of each non-blank record in `unit`.
@@ -297,15 +383,6 @@ fn record_lines(unit: &[u8], first_line: u64, fmt: &LineFormat) -> Vec<(u64, usi
     out
 }
 
-/// Appends `_file_name` and `_row_number` columns.
-pub(crate) fn with_metadata(batch: RecordBatch, schema: &SchemaRef, file: &str, rows: &[u64]) -> Result<RecordBatch, ArrowError> {
-    let n = batch.num_rows();
-    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(file, n))));
-    cols.push(Arc::new(UInt64Array::from_iter_values(rows.iter().copied().take(n))));
-    RecordBatch::try_new(schema.clone(), cols)
-}
-
 /// Turns a JSON array document (`[ {...}, {...} ]`, possibly pretty-printed)
 /// into one object per line, streaming, so the line decoder can take it.
 pub(crate) struct JsonArrayToLines<R: Read> {
@@ -318,7 +395,13 @@ pub(crate) struct JsonArrayToLines<R: Read> {
 
 impl<R: Read> JsonArrayToLines<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, depth: 0, in_string: false, escape: false, pending: Vec::new() }
+        Self {
+            inner,
+            depth: 0,
+            in_string: false,
+            escape: false,
+            pending: Vec::new(),
+        }
     }
 }
 

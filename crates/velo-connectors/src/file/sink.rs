@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
@@ -105,7 +105,11 @@ impl arrow::json::writer::JsonFormat for ArrayRows {
 }
 
 enum FileWriter {
-    Lines { enc: Enc, rows: u64, header_pending: bool },
+    Lines {
+        enc: Enc,
+        rows: u64,
+        header_pending: bool,
+    },
     Parquet(ArrowWriter<Counting>),
 }
 
@@ -119,6 +123,8 @@ struct OpenFile {
     discard: Arc<AtomicBool>,
     /// Length at the last commit (line formats).
     committed_len: u64,
+    /// Length and rows flushed by `prepare_commit`, awaiting `commit`.
+    prepared: Option<(u64, u64)>,
     committed_rows: u64,
     /// Rendered template this file belongs to.
     rendered: String,
@@ -143,17 +149,30 @@ pub struct FileSink {
 
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSink").field("name", &self.name).field("path", &self.cfg.path).finish()
+        f.debug_struct("FileSink")
+            .field("name", &self.name)
+            .field("path", &self.cfg.path)
+            .finish()
     }
 }
 
 fn hidden(path: &Path, tag: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{tag}"))
 }
 
 fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent().and_then(|d| File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok()) {
+    if let Some(dir) = path.parent().and_then(|d| {
+        File::open(if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        })
+        .ok()
+    }) {
         let _ = dir.sync_all();
     }
 }
@@ -162,12 +181,28 @@ fn sync_dir(path: &Path) {
 /// committed (they were never visible; this only reclaims the space).
 fn remove_stale_temporaries(probe: &Path) {
     let Some(dir) = probe.parent() else { return };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let Some(stem) = probe.file_name().map(|n| n.to_string_lossy().split('.').next().unwrap_or_default().to_string()) else { return };
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Some(stem) = probe.file_name().map(|n| {
+        n.to_string_lossy()
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }) else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(&format!(".{stem}")) && (n.ends_with(".tmp") && n.contains(".epoch-") || n.ends_with(".inprogress")) {
+        if n.starts_with(&format!(".{stem}"))
+            && (n.ends_with(".tmp") && n.contains(".epoch-") || n.ends_with(".inprogress"))
+        {
             tracing::info!(file = %e.path().display(), "removing an uncommitted temporary file of an earlier run");
             let _ = std::fs::remove_file(e.path());
         }
@@ -180,23 +215,46 @@ impl FileSink {
         let probe = template::render(&cfg.path, chrono::Local::now(), 0);
         if let Some(dir) = Path::new(&probe).parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
-                let meta = std::fs::metadata(dir).map_err(|e| ConnectorError::io("cannot use output directory", dir, e))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
+                let meta = std::fs::metadata(dir)
+                    .map_err(|e| ConnectorError::io("cannot use output directory", dir, e))?;
                 if meta.permissions().readonly() {
-                    return Err(ConnectorError::io("cannot write to output directory", dir, std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+                    return Err(ConnectorError::io(
+                        "cannot write to output directory",
+                        dir,
+                        std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                    ));
                 }
             }
         }
         remove_stale_temporaries(Path::new(&probe));
-        Ok(Self { name: name.to_string(), cfg, schema: None, transactional: false, current: None, staged: vec![], seq: 0, published: VecDeque::new(), epoch: 0 })
+        Ok(Self {
+            name: name.to_string(),
+            cfg,
+            schema: None,
+            transactional: false,
+            current: None,
+            staged: vec![],
+            seq: 0,
+            published: VecDeque::new(),
+            epoch: 0,
+        })
     }
 
     fn render(&self, epoch: u64) -> String {
         let now = chrono::Local::now();
         let mut p = template::render(&self.cfg.path, now, epoch);
         match self.cfg.rotation {
-            Some(Rotation::Daily) if !template::has(&self.cfg.path, "date") && !template::has(&self.cfg.path, "day") => p = template::with_suffix(&p, &now.format("%Y-%m-%d").to_string()),
-            Some(Rotation::Hourly) if !template::has(&self.cfg.path, "hour") => p = template::with_suffix(&p, &now.format("%Y-%m-%d-%H").to_string()),
+            Some(Rotation::Daily)
+                if !template::has(&self.cfg.path, "date")
+                    && !template::has(&self.cfg.path, "day") =>
+            {
+                p = template::with_suffix(&p, &now.format("%Y-%m-%d").to_string())
+            }
+            Some(Rotation::Hourly) if !template::has(&self.cfg.path, "hour") => {
+                p = template::with_suffix(&p, &now.format("%Y-%m-%d-%H").to_string())
+            }
             _ => {}
         }
         if self.transactional && !template::has(&self.cfg.path, "batch_id") {
@@ -213,7 +271,8 @@ impl FileSink {
         }
         let final_path = PathBuf::from(final_path);
         if let Some(dir) = final_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
         }
         let parquet = self.cfg.format == FileFormat::Parquet;
         let write_path = if self.transactional {
@@ -242,6 +301,7 @@ impl FileSink {
             count,
             discard,
             committed_len: existing,
+            prepared: None,
             committed_rows: if existing > 0 { 1 } else { 0 },
             rendered,
             rows_total: 0,
@@ -249,55 +309,121 @@ impl FileSink {
         Ok(())
     }
 
-    fn make_writer(&self, file: File, count: &Arc<AtomicU64>, discard: &Arc<AtomicBool>, existing: u64) -> Result<FileWriter> {
-        let counting = Counting { file, count: count.clone(), discard: discard.clone() };
+    fn make_writer(
+        &self,
+        file: File,
+        count: &Arc<AtomicU64>,
+        discard: &Arc<AtomicBool>,
+        existing: u64,
+    ) -> Result<FileWriter> {
+        let counting = Counting {
+            file,
+            count: count.clone(),
+            discard: discard.clone(),
+        };
         if self.cfg.format == FileFormat::Parquet {
-            let schema = self.schema.clone().ok_or_else(|| ConnectorError::Other("parquet sink needs the schema before the first write".into()))?;
+            let schema = self.schema.clone().ok_or_else(|| {
+                ConnectorError::Other("parquet sink needs the schema before the first write".into())
+            })?;
             let codec = match self.cfg.compression {
                 OutCompression::None => PqCompression::UNCOMPRESSED,
                 OutCompression::Snappy => PqCompression::SNAPPY,
                 OutCompression::Gzip => PqCompression::GZIP(GzipLevel::default()),
                 OutCompression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
             };
-            let props = WriterProperties::builder().set_compression(codec).build();
-            return Ok(FileWriter::Parquet(ArrowWriter::try_new(counting, schema, Some(props))?));
+            let mut props = WriterProperties::builder().set_compression(codec);
+            match self.cfg.dictionary {
+                Some(on) => props = props.set_dictionary_enabled(on),
+                None => {
+                    // dictionaries pay off for strings; for numbers (mostly distinct) they cost time for nothing
+                    props = props.set_dictionary_enabled(false);
+                    for f in schema.fields() {
+                        if matches!(
+                            f.data_type(),
+                            DataType::Utf8
+                                | DataType::LargeUtf8
+                                | DataType::Utf8View
+                                | DataType::Binary
+                                | DataType::Boolean
+                                | DataType::Dictionary(..)
+                        ) {
+                            props = props.set_column_dictionary_enabled(
+                                parquet::schema::types::ColumnPath::from(f.name().as_str()),
+                                true,
+                            );
+                        }
+                    }
+                }
+            }
+            let props = props.build();
+            return Ok(FileWriter::Parquet(ArrowWriter::try_new(
+                counting,
+                schema,
+                Some(props),
+            )?));
         }
         let bw = BufWriter::with_capacity(self.cfg.buffer_size, counting);
         let mut enc = match self.cfg.compression {
-            OutCompression::Gzip => Enc::Gzip(flate2::write::GzEncoder::new(bw, flate2::Compression::fast())),
-            OutCompression::Zstd => Enc::Zstd(zstd::Encoder::new(bw, 3).map_err(|e| ConnectorError::Other(format!("zstd: {e}")))?),
+            OutCompression::Gzip => Enc::Gzip(flate2::write::GzEncoder::new(
+                bw,
+                flate2::Compression::fast(),
+            )),
+            OutCompression::Zstd => Enc::Zstd(
+                zstd::Encoder::new(bw, 3)
+                    .map_err(|e| ConnectorError::Other(format!("zstd: {e}")))?,
+            ),
             _ => Enc::Plain(bw),
         };
         if self.cfg.format == FileFormat::JsonArray && existing == 0 {
-            enc.write_all(b"[").map_err(|e| ConnectorError::Other(e.to_string()))?;
+            enc.write_all(b"[")
+                .map_err(|e| ConnectorError::Other(e.to_string()))?;
         }
-        Ok(FileWriter::Lines { enc, rows: 0, header_pending: existing == 0 && self.cfg.has_headers })
+        Ok(FileWriter::Lines {
+            enc,
+            rows: 0,
+            header_pending: existing == 0 && self.cfg.has_headers,
+        })
     }
 
     /// Closes the current file: finishes it and, outside transactions,
     /// publishes it. In transactional mode it is staged for commit.
     fn close_current(&mut self) -> Result<()> {
-        let Some(mut f) = self.current.take() else { return Ok(()) };
+        let Some(mut f) = self.current.take() else {
+            return Ok(());
+        };
         let file = match f.writer.take() {
             Some(FileWriter::Lines { mut enc, .. }) => {
                 if self.cfg.format == FileFormat::JsonArray {
-                    enc.write_all(b"]\n").map_err(|e| ConnectorError::io("cannot write", &f.write_path, e))?;
+                    enc.write_all(b"]\n")
+                        .map_err(|e| ConnectorError::io("cannot write", &f.write_path, e))?;
                 }
-                enc.finish().map_err(|e| ConnectorError::io("cannot finish", &f.write_path, e))?
+                enc.finish()
+                    .map_err(|e| ConnectorError::io("cannot finish", &f.write_path, e))?
             }
             Some(FileWriter::Parquet(w)) => w.into_inner()?.file,
             None => return Ok(()),
         };
-        file.sync_all().map_err(|e| ConnectorError::io("cannot sync", &f.write_path, e))?;
+        file.sync_all()
+            .map_err(|e| ConnectorError::io("cannot sync", &f.write_path, e))?;
         drop(file);
         if self.transactional {
             if f.rows_total == 0 {
                 let _ = std::fs::remove_file(&f.write_path);
             } else {
+                // prepare promises that commit can publish: the destination must take a file
+                if f.final_path.is_dir() {
+                    let _ = std::fs::remove_file(&f.write_path);
+                    return Err(ConnectorError::io(
+                        "cannot publish to",
+                        &f.final_path,
+                        std::io::Error::other("a directory is in the way"),
+                    ));
+                }
                 self.staged.push((f.write_path, f.final_path));
             }
         } else if f.write_path != f.final_path {
-            std::fs::rename(&f.write_path, &f.final_path).map_err(|e| ConnectorError::io("cannot publish", &f.final_path, e))?;
+            std::fs::rename(&f.write_path, &f.final_path)
+                .map_err(|e| ConnectorError::io("cannot publish", &f.final_path, e))?;
             sync_dir(&f.final_path);
             self.retain(f.final_path);
         } else {
@@ -322,9 +448,16 @@ impl FileSink {
 
     fn write_inner(&mut self, batch: &RecordBatch) -> Result<()> {
         if let Some(Rotation::Size(limit)) = self.cfg.rotation {
-            let full = self.current.as_ref().is_some_and(|f| f.count.load(Ordering::Relaxed) >= limit);
+            let full = self
+                .current
+                .as_ref()
+                .is_some_and(|f| f.count.load(Ordering::Relaxed) >= limit);
             if full {
-                let rendered = self.current.as_ref().map(|f| f.rendered.clone()).unwrap_or_default();
+                let rendered = self
+                    .current
+                    .as_ref()
+                    .map(|f| f.rendered.clone())
+                    .unwrap_or_default();
                 self.close_current()?;
                 self.open(rendered)?;
             }
@@ -337,13 +470,22 @@ impl FileSink {
         let format = self.cfg.format;
         let f = self.current.as_mut().expect("opened above");
         let path = f.write_path.clone();
-        let err = |e: ArrowError| ConnectorError::Other(format!("cannot write '{}': {e}", path.display()));
+        let err = |e: ArrowError| {
+            ConnectorError::Other(format!("cannot write '{}': {e}", path.display()))
+        };
         match f.writer.as_mut() {
             Some(FileWriter::Parquet(w)) => w.write(batch)?,
-            Some(FileWriter::Lines { enc, rows, header_pending }) => {
+            Some(FileWriter::Lines {
+                enc,
+                rows,
+                header_pending,
+            }) => {
                 match format {
                     FileFormat::Csv => {
-                        let mut w = arrow::csv::WriterBuilder::new().with_header(*header_pending).with_delimiter(delimiter).build(&mut *enc);
+                        let mut w = arrow::csv::WriterBuilder::new()
+                            .with_header(*header_pending)
+                            .with_delimiter(delimiter)
+                            .build(&mut *enc);
                         w.write(batch).map_err(err)?;
                         *header_pending = false;
                     }
@@ -351,7 +493,8 @@ impl FileSink {
                         if *rows > 0 || f.committed_rows > 0 {
                             enc.write_all(b",").map_err(|e| err(e.into()))?;
                         }
-                        let mut w = arrow::json::WriterBuilder::new().build::<_, ArrayRows>(&mut *enc);
+                        let mut w =
+                            arrow::json::WriterBuilder::new().build::<_, ArrayRows>(&mut *enc);
                         w.write(batch).map_err(err)?;
                         w.finish().map_err(err)?;
                     }
@@ -363,7 +506,12 @@ impl FileSink {
                 }
                 *rows += batch.num_rows() as u64;
             }
-            None => return Err(ConnectorError::Other(format!("sink '{}' has no open file", self.name))),
+            None => {
+                return Err(ConnectorError::Other(format!(
+                    "sink '{}' has no open file",
+                    self.name
+                )));
+            }
         }
         f.rows_total += batch.num_rows() as u64;
         Ok(())
@@ -388,13 +536,26 @@ impl Sink for FileSink {
     }
 
     fn describe(&self) -> String {
-        format!("file {:?} '{}'{}", self.cfg.format, self.cfg.path, if self.transactional { " (transactional)" } else { "" })
+        format!(
+            "file {:?} '{}'{}",
+            self.cfg.format,
+            self.cfg.path,
+            if self.transactional {
+                " (transactional)"
+            } else {
+                ""
+            }
+        )
     }
 
     fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
         self.epoch = epoch;
         let rendered = self.render(epoch);
-        if self.current.as_ref().is_some_and(|f| f.rendered != rendered) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|f| f.rendered != rendered)
+        {
             self.close_current()?;
         }
         if self.current.is_none() && !self.transactional {
@@ -420,21 +581,31 @@ impl Sink for FileSink {
         if let Some(f) = self.current.as_mut() {
             match f.writer.as_mut() {
                 Some(FileWriter::Lines { enc, rows, .. }) => {
-                    enc.flush().map_err(|e| ConnectorError::io("cannot flush", &f.write_path, e))?;
-                    f.committed_rows += *rows;
-                    *rows = 0;
+                    enc.flush()
+                        .map_err(|e| ConnectorError::io("cannot flush", &f.write_path, e))?;
+                    f.prepared = Some((f.count.load(Ordering::Relaxed), *rows));
                 }
                 Some(FileWriter::Parquet(w)) => w.flush()?,
                 None => {}
             }
-            f.committed_len = f.count.load(Ordering::Relaxed);
         }
         Ok(())
     }
 
     fn commit(&mut self, _epoch: u64) -> Result<()> {
+        // the prepared length becomes the length an abort cuts back to
+        if let Some(f) = self.current.as_mut() {
+            if let Some((len, rows)) = f.prepared.take() {
+                f.committed_len = len;
+                f.committed_rows += rows;
+                if let Some(FileWriter::Lines { rows: pending, .. }) = f.writer.as_mut() {
+                    *pending -= rows;
+                }
+            }
+        }
         for (tmp, fin) in std::mem::take(&mut self.staged) {
-            std::fs::rename(&tmp, &fin).map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
+            std::fs::rename(&tmp, &fin)
+                .map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
             sync_dir(&fin);
             self.retain(fin);
         }
@@ -445,7 +616,9 @@ impl Sink for FileSink {
         for (tmp, _) in std::mem::take(&mut self.staged) {
             let _ = std::fs::remove_file(tmp);
         }
-        let Some(mut f) = self.current.take() else { return Ok(()) };
+        let Some(mut f) = self.current.take() else {
+            return Ok(());
+        };
         if self.transactional {
             f.discard.store(true, Ordering::Relaxed);
             drop(f.writer.take());
@@ -456,10 +629,17 @@ impl Sink for FileSink {
             Some(FileWriter::Lines { .. }) => {
                 // cut the file back to what the last commit published, then continue after it
                 f.discard.store(true, Ordering::Relaxed);
-                let file = OpenOptions::new().write(true).open(&f.write_path).map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
-                file.set_len(f.committed_len).map_err(|e| ConnectorError::io("cannot truncate", &f.write_path, e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&f.write_path)
+                    .map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
+                file.set_len(f.committed_len)
+                    .map_err(|e| ConnectorError::io("cannot truncate", &f.write_path, e))?;
                 drop(file);
-                let file = OpenOptions::new().append(true).open(&f.write_path).map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&f.write_path)
+                    .map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
                 let count = Arc::new(AtomicU64::new(f.committed_len));
                 let discard = Arc::new(AtomicBool::new(false));
                 let w = self.make_writer(file, &count, &discard, f.committed_len)?;

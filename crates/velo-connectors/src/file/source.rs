@@ -11,8 +11,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tokio::sync::mpsc::Sender;
 
 use super::config::{Compression, FileFormat, FileSourceConfig, list_files};
-use super::decode::{JsonArrayToLines, LineFormat, UnitReader, with_metadata};
-use crate::source::{BadRecord, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader};
+use super::decode::{JsonArrayToLines, LineFormat, UnitReader};
+use crate::source::{
+    BadRecord, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed,
+};
 use crate::{ConnectorError, Result};
 
 /// A file source.
@@ -38,7 +40,10 @@ fn open_reader(path: &Path, compression: Compression) -> Result<Box<dyn Read + S
     };
     Ok(match comp {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(f).map_err(|e| ConnectorError::io("cannot read zstd", path, e))?),
+        Compression::Zstd => Box::new(
+            zstd::Decoder::with_buffer(f)
+                .map_err(|e| ConnectorError::io("cannot read zstd", path, e))?,
+        ),
         _ => Box::new(f),
     })
 }
@@ -51,12 +56,18 @@ fn json_kind(path: &Path, cfg: &FileSourceConfig) -> Result<FileFormat> {
     let mut r = open_reader(path, cfg.compression)?;
     let mut buf = [0u8; 512];
     loop {
-        let n = r.read(&mut buf).map_err(|e| ConnectorError::io("cannot read", path, e))?;
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| ConnectorError::io("cannot read", path, e))?;
         if n == 0 {
             return Ok(FileFormat::JsonLines);
         }
         if let Some(b) = buf[..n].iter().find(|b| !b.is_ascii_whitespace()) {
-            return Ok(if *b == b'[' { FileFormat::JsonArray } else { FileFormat::JsonLines });
+            return Ok(if *b == b'[' {
+                FileFormat::JsonArray
+            } else {
+                FileFormat::JsonLines
+            });
         }
     }
 }
@@ -64,9 +75,17 @@ fn json_kind(path: &Path, cfg: &FileSourceConfig) -> Result<FileFormat> {
 fn line_reader(path: &Path, cfg: &FileSourceConfig) -> Result<(Box<dyn Read + Send>, LineFormat)> {
     let r = open_reader(path, cfg.compression)?;
     Ok(match cfg.format {
-        FileFormat::Csv => (r, LineFormat::Csv { delimiter: cfg.delimiter, quote: cfg.quote }),
+        FileFormat::Csv => (
+            r,
+            LineFormat::Csv {
+                delimiter: cfg.delimiter,
+                quote: cfg.quote,
+            },
+        ),
         FileFormat::JsonArray => (Box::new(JsonArrayToLines::new(r)), LineFormat::Json),
-        FileFormat::JsonAuto if json_kind(path, cfg)? == FileFormat::JsonArray => (Box::new(JsonArrayToLines::new(r)), LineFormat::Json),
+        FileFormat::JsonAuto if json_kind(path, cfg)? == FileFormat::JsonArray => {
+            (Box::new(JsonArrayToLines::new(r)), LineFormat::Json)
+        }
         _ => (r, LineFormat::Json),
     })
 }
@@ -76,27 +95,48 @@ fn infer(path: &Path, cfg: &FileSourceConfig) -> Result<SchemaRef> {
         FileFormat::Parquet => {
             let f = File::open(path).map_err(|e| ConnectorError::io("cannot open", path, e))?;
             let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| ConnectorError::Other(format!("'{}' is not a readable Parquet file: {e}", path.display())))?;
+                .map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "'{}' is not a readable Parquet file: {e}",
+                        path.display()
+                    ))
+                })?;
             let s = b.schema().as_ref().clone();
             Schema::new(s.fields().clone())
         }
         FileFormat::Csv => {
             let r = open_reader(path, cfg.compression)?;
-            let fmt = arrow::csv::reader::Format::default().with_header(cfg.has_headers).with_delimiter(cfg.delimiter).with_quote(cfg.quote);
+            let fmt = arrow::csv::reader::Format::default()
+                .with_header(cfg.has_headers)
+                .with_delimiter(cfg.delimiter)
+                .with_quote(cfg.quote);
             fmt.infer_schema(r, Some(cfg.infer_rows))
-                .map_err(|e| ConnectorError::Other(format!("cannot infer a schema from '{}': {e}; set the schema explicitly", path.display())))?
+                .map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "cannot infer a schema from '{}': {e}; set the schema explicitly",
+                        path.display()
+                    ))
+                })?
                 .0
         }
         _ => {
             let (r, _) = line_reader(path, cfg)?;
             let r = std::io::BufReader::new(LenientLines::new(r));
             arrow::json::reader::infer_json_schema(r, Some(cfg.infer_rows))
-                .map_err(|e| ConnectorError::Other(format!("cannot infer a schema from '{}': {e}; set the schema explicitly", path.display())))?
+                .map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "cannot infer a schema from '{}': {e}; set the schema explicitly",
+                        path.display()
+                    ))
+                })?
                 .0
         }
     };
     if schema.fields().is_empty() {
-        return Err(ConnectorError::Other(format!("cannot infer a schema from '{}': no records in the sample; set the schema explicitly", path.display())));
+        return Err(ConnectorError::Other(format!(
+            "cannot infer a schema from '{}': no records in the sample; set the schema explicitly",
+            path.display()
+        )));
     }
     Ok(Arc::new(schema))
 }
@@ -112,7 +152,11 @@ struct LenientLines<R: Read> {
 
 impl<R: Read> LenientLines<R> {
     fn new(r: R) -> Self {
-        Self { inner: std::io::BufReader::new(r), out: Vec::new(), pos: 0 }
+        Self {
+            inner: std::io::BufReader::new(r),
+            out: Vec::new(),
+            pos: 0,
+        }
     }
 }
 
@@ -140,7 +184,11 @@ impl<R: Read> Read for LenientLines<R> {
 impl FileSource {
     /// Resolves files and the schema. Fails if nothing matches (unless
     /// watching with an explicit schema) or a file cannot be read.
-    pub fn new(name: &str, cfg: FileSourceConfig, explicit_schema: Option<SchemaRef>) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        cfg: FileSourceConfig,
+        explicit_schema: Option<SchemaRef>,
+    ) -> Result<Self> {
         let files = match list_files(&cfg.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.watch => vec![],
@@ -165,14 +213,22 @@ impl FileSource {
             }
         };
         if files.is_empty() && !cfg.watch {
-            return Err(ConnectorError::Other(format!("no files match '{}'; check the path (relative paths are resolved against the SQL file)", cfg.path)));
+            return Err(ConnectorError::Other(format!(
+                "no files match '{}'; check the path (relative paths are resolved against the SQL file)",
+                cfg.path
+            )));
         }
         let mut fields: Vec<Arc<Field>> = data_schema.fields().iter().cloned().collect();
         if cfg.metadata_columns {
             fields.push(Arc::new(Field::new("_file_name", DataType::Utf8, false)));
             fields.push(Arc::new(Field::new("_row_number", DataType::UInt64, false)));
         }
-        Ok(Self { name: name.to_string(), cfg, data_schema, schema: Arc::new(Schema::new(fields)) })
+        Ok(Self {
+            name: name.to_string(),
+            cfg,
+            data_schema,
+            schema: relaxed(&Schema::new(fields)),
+        })
     }
 }
 
@@ -190,14 +246,32 @@ impl Source for FileSource {
     }
 
     fn describe(&self) -> String {
-        format!("file {:?} '{}'{}", self.cfg.format, self.cfg.path, if self.cfg.watch { " (watch)" } else { "" })
+        format!(
+            "file {:?} '{}'{}",
+            self.cfg.format,
+            self.cfg.path,
+            if self.cfg.watch { " (watch)" } else { "" }
+        )
     }
 
-    fn open(&self, batch_size: usize) -> Result<SourceReader> {
+    fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader> {
         let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
         let mut cfg = self.cfg.clone();
         cfg.batch_size = cfg.batch_size.min(batch_size.max(1));
-        let w = Worker { name: self.name.clone(), cfg, data_schema: self.data_schema.clone(), schema: self.schema.clone(), tx };
+        let n_data = self.data_schema.fields().len();
+        let wanted = |i: usize| projection.is_none_or(|p| p.contains(&i));
+        let data_projection: Option<Vec<usize>> =
+            projection.map(|p| p.iter().copied().filter(|i| *i < n_data).collect());
+        let w = Worker {
+            name: self.name.clone(),
+            file_name_col: cfg.metadata_columns && wanted(n_data),
+            row_number_col: cfg.metadata_columns && wanted(n_data + 1),
+            cfg,
+            data_schema: self.data_schema.clone(),
+            data_projection,
+            schema: self.schema.clone(),
+            tx,
+        };
         std::thread::Builder::new()
             .name(format!("velo-src-{}", self.name))
             .spawn(move || w.run())
@@ -209,7 +283,13 @@ impl Source for FileSource {
 struct Worker {
     name: String,
     cfg: FileSourceConfig,
+    /// The decoded columns of the file.
     data_schema: SchemaRef,
+    /// The data columns the query reads (None: all).
+    data_projection: Option<Vec<usize>>,
+    file_name_col: bool,
+    row_number_col: bool,
+    /// The output schema (data + metadata columns, all nullable).
     schema: SchemaRef,
     tx: Sender<SourceEvent>,
 }
@@ -218,6 +298,46 @@ struct Worker {
 struct Closed;
 
 impl Worker {
+    /// Widens decoded (projected) data to the output schema and fills the metadata columns.
+    fn output(&self, data: RecordBatch, file: &str, rows: &[u64]) -> Result<RecordBatch> {
+        let n = data.num_rows();
+        let n_data = self.data_schema.fields().len();
+        let mut cols = Vec::with_capacity(self.schema.fields().len());
+        let mut next = 0;
+        for i in 0..n_data {
+            if self.data_projection.as_ref().is_none_or(|p| p.contains(&i)) {
+                cols.push(data.column(next).clone());
+                next += 1;
+            } else {
+                cols.push(arrow::array::new_null_array(
+                    self.schema.field(i).data_type(),
+                    n,
+                ));
+            }
+        }
+        if self.cfg.metadata_columns {
+            cols.push(if self.file_name_col {
+                Arc::new(arrow::array::StringArray::from_iter_values(
+                    std::iter::repeat_n(file, n),
+                ))
+            } else {
+                arrow::array::new_null_array(&DataType::Utf8, n)
+            });
+            cols.push(if self.row_number_col {
+                Arc::new(arrow::array::UInt64Array::from_iter_values(
+                    rows.iter().copied().take(n),
+                ))
+            } else {
+                arrow::array::new_null_array(&DataType::UInt64, n)
+            });
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
     fn send(&self, ev: SourceEvent) -> std::result::Result<(), Closed> {
         self.tx.blocking_send(ev).map_err(|_| Closed)
     }
@@ -231,7 +351,10 @@ impl Worker {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.cfg.watch => vec![],
                 Err(e) => {
-                    let _ = self.send(SourceEvent::Error(format!("cannot read '{}': {e}", self.cfg.path)));
+                    let _ = self.send(SourceEvent::Error(format!(
+                        "cannot read '{}': {e}",
+                        self.cfg.path
+                    )));
                     return;
                 }
             };
@@ -267,7 +390,10 @@ impl Worker {
     /// Reads one file. An I/O or format error ends the source with an error
     /// event (`Err(Ok)`); a closed channel ends it quietly (`Err(Err)`).
     #[allow(clippy::result_large_err)]
-    fn read_file(&self, path: &Path) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+    fn read_file(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         let fail = |msg: String| -> std::result::Result<(), std::result::Result<Closed, Closed>> {
             match self.send(SourceEvent::Error(msg)) {
                 Ok(()) => Err(Ok(Closed)),
@@ -282,7 +408,13 @@ impl Worker {
             Ok(x) => x,
             Err(e) => return fail(e.to_string()),
         };
-        let mut units = match UnitReader::new(r, fmt, self.data_schema.clone(), self.cfg.batch_size) {
+        let mut units = match UnitReader::new(
+            r,
+            fmt,
+            self.data_schema.clone(),
+            self.data_projection.clone(),
+            self.cfg.batch_size,
+        ) {
             Ok(u) => u,
             Err(e) => return fail(format!("cannot decode '{file_name}': {e}")),
         };
@@ -292,25 +424,29 @@ impl Worker {
             }
         }
         loop {
-            let next = match units.next_batches(self.cfg.metadata_columns) {
+            let next = match units.next_batches(self.row_number_col) {
                 Ok(Some(n)) => n,
                 Ok(None) => return Ok(()),
                 Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
             };
             let (batches, lines, bad) = next;
             for b in bad {
-                self.send(SourceEvent::Bad(BadRecord { source: self.name.clone(), location: file_name.clone(), line: b.line, error: b.error, raw: b.raw })).map_err(Err)?;
+                self.send(SourceEvent::Bad(BadRecord {
+                    source: self.name.clone(),
+                    location: file_name.clone(),
+                    line: b.line,
+                    error: b.error,
+                    raw: b.raw,
+                }))
+                .map_err(Err)?;
             }
             let mut offset = 0;
             for batch in batches {
                 let n = batch.num_rows();
-                let batch = if self.cfg.metadata_columns {
-                    match with_metadata(batch, &self.schema, &file_name, &lines[offset..]) {
-                        Ok(b) => b,
-                        Err(e) => return fail(e.to_string()),
-                    }
-                } else {
-                    batch
+                let batch = match self.output(batch, &file_name, lines.get(offset..).unwrap_or(&[]))
+                {
+                    Ok(b) => b,
+                    Err(e) => return fail(e.to_string()),
                 };
                 offset += n;
                 self.send(SourceEvent::Batch(batch)).map_err(Err)?;
@@ -319,7 +455,11 @@ impl Worker {
     }
 
     #[allow(clippy::result_large_err)]
-    fn read_parquet(&self, path: &Path, file_name: &str) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+    fn read_parquet(
+        &self,
+        path: &Path,
+        file_name: &str,
+    ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         let fail = |msg: String| match self.send(SourceEvent::Error(msg)) {
             Ok(()) => Err(Ok(Closed)),
             Err(c) => Err(Err(c)),
@@ -328,25 +468,52 @@ impl Worker {
             Ok(f) => f,
             Err(e) => return fail(format!("cannot open '{file_name}': {e}")),
         };
-        let reader = match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).and_then(|b| b.with_batch_size(self.cfg.batch_size).build()) {
+        let projected = match &self.data_projection {
+            Some(p) => Arc::new(
+                self.data_schema
+                    .project(p)
+                    .expect("projection within the schema"),
+            ),
+            None => self.data_schema.clone(),
+        };
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| {
+                // read only the projected columns, found by name (files may differ in column order)
+                let roots: Vec<usize> = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| projected.field_with_name(f.name()).is_ok())
+                    .map(|(i, _)| i)
+                    .collect();
+                let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+                b.with_batch_size(self.cfg.batch_size)
+                    .with_projection(mask)
+                    .build()
+            });
+        let reader = match reader {
             Ok(r) => r,
             Err(e) => return fail(format!("'{file_name}' is not a readable Parquet file: {e}")),
         };
         let mut row = 0u64;
         for batch in reader {
-            let batch = match batch.map_err(ConnectorError::from).and_then(|b| conform(b, &self.data_schema)) {
+            let batch = match batch
+                .map_err(ConnectorError::from)
+                .and_then(|b| conform(b, &projected))
+            {
                 Ok(b) => b,
                 Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
             };
             let n = batch.num_rows() as u64;
-            let batch = if self.cfg.metadata_columns {
-                let rows: Vec<u64> = (row + 1..=row + n).collect();
-                match with_metadata(batch, &self.schema, file_name, &rows) {
-                    Ok(b) => b,
-                    Err(e) => return fail(e.to_string()),
-                }
+            let rows: Vec<u64> = if self.row_number_col {
+                (row + 1..=row + n).collect()
             } else {
-                batch
+                vec![]
+            };
+            let batch = match self.output(batch, file_name, &rows) {
+                Ok(b) => b,
+                Err(e) => return fail(e.to_string()),
             };
             row += n;
             self.send(SourceEvent::Batch(batch)).map_err(Err)?;
@@ -366,7 +533,10 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
             Some(c) => arrow::compute::cast(c, f.data_type()).map_err(ConnectorError::from),
-            None => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), cols)?)

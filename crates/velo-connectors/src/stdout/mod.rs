@@ -10,7 +10,12 @@ use crate::sink::{Sink, SinkCapabilities};
 use crate::{ConnectorError, Result};
 
 /// Keys of `stdout`.
-pub const KEYS: &[KeySpec] = &[KeySpec::new("format", KeyType::Enum(&["table", "jsonl", "json", "csv"]), Some("table"), "table (pretty), jsonl or csv")];
+pub const KEYS: &[KeySpec] = &[KeySpec::new(
+    "format",
+    KeyType::Enum(&["table", "jsonl", "json", "csv"]),
+    Some("table"),
+    "table (pretty), jsonl or csv",
+)];
 
 /// Output style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +39,11 @@ pub struct StdoutSink {
 impl StdoutSink {
     /// A stdout sink.
     pub fn new(name: &str, format: StdoutFormat) -> Self {
-        Self { name: name.to_string(), format, header_done: false }
+        Self {
+            name: name.to_string(),
+            format,
+            header_done: false,
+        }
     }
 
     /// From config.
@@ -54,7 +63,9 @@ impl Sink for StdoutSink {
         &self.name
     }
     fn capabilities(&self) -> SinkCapabilities {
-        SinkCapabilities { transactions: false }
+        SinkCapabilities {
+            transactions: false,
+        }
     }
     fn set_transactional(&mut self, _on: bool) {}
     fn begin_epoch(&mut self, _epoch: u64) -> Result<()> {
@@ -78,7 +89,9 @@ impl Sink for StdoutSink {
                 w.finish()?;
             }
             StdoutFormat::Csv => {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(!self.header_done).build(&mut out);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(!self.header_done)
+                    .build(&mut out);
                 w.write(batch)?;
                 self.header_done = true;
             }
@@ -86,7 +99,9 @@ impl Sink for StdoutSink {
         Ok(())
     }
     fn prepare_commit(&mut self, _epoch: u64) -> Result<()> {
-        std::io::stdout().flush().map_err(|e| ConnectorError::Other(format!("cannot flush stdout: {e}")))
+        std::io::stdout()
+            .flush()
+            .map_err(|e| ConnectorError::Other(format!("cannot flush stdout: {e}")))
     }
     fn commit(&mut self, _epoch: u64) -> Result<()> {
         Ok(())
