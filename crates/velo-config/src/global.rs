@@ -123,18 +123,7 @@ impl Discovery {
 }
 
 fn load_file(path: &Path, selected: Option<String>, vars: &VarContext) -> Result<GlobalConfig> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    value.apply_merge().map_err(|e| ConfigError::Yaml {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let value = crate::yaml::read_yaml(path)?;
     let Value::Mapping(mut root) = value else {
         return Ok(GlobalConfig {
             path: Some(path.to_path_buf()),

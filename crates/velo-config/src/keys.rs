@@ -175,18 +175,21 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// `500ms`, `2s`, `2 seconds`, `5m`, `1h`, `1d`; a bare number is milliseconds.
-pub fn parse_duration(v: &str) -> Option<Duration> {
+/// Splits `12.5 kb` into (12.5, "kb"); negative numbers are refused.
+fn number_and_unit(v: &str) -> Option<(f64, String)> {
     let v = v.trim().to_ascii_lowercase();
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().ok()?;
-    if n < 0.0 {
-        return None;
-    }
-    let ms = match unit.trim() {
+    Some((n, unit.trim().to_string()))
+}
+
+/// `500ms`, `2s`, `2 seconds`, `5m`, `1h`, `1d`; a bare number is milliseconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let (n, unit) = number_and_unit(v)?;
+    let ms = match unit.as_str() {
         "" | "ms" | "millis" | "milliseconds" => n,
         "us" | "micros" => n / 1000.0,
         "s" | "sec" | "secs" | "second" | "seconds" => n * 1000.0,
@@ -200,13 +203,8 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
 
 /// `65536`, `64KB`/`64KiB`, `16MB`, `1GB` (powers of 1024).
 pub fn parse_bytes(v: &str) -> Option<u64> {
-    let v = v.trim().to_ascii_lowercase();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit.trim() {
+    let (n, unit) = number_and_unit(v)?;
+    let mult = match unit.as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
         "m" | "mb" | "mib" => 1024.0 * 1024.0,

@@ -55,11 +55,39 @@ pub fn is_secret_key(key: &str) -> bool {
     .any(|s| k.contains(s))
 }
 
-/// The value to show for `key` in logs and `explain`: `****` for secrets.
+/// The value to show for `key` in logs and `explain`: `****` for secrets,
+/// and the password of a `scheme://user:password@host` URI masked.
 pub fn display_value<'a>(key: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
     if is_secret_key(key) {
-        std::borrow::Cow::Borrowed("****")
-    } else {
-        std::borrow::Cow::Borrowed(value)
+        return std::borrow::Cow::Borrowed("****");
+    }
+    if let Some(scheme_end) = value.find("://") {
+        let rest = &value[scheme_end + 3..];
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                let start = scheme_end + 3;
+                return std::borrow::Cow::Owned(format!(
+                    "{}{user}:****{}",
+                    &value[..start],
+                    &value[start + userinfo.len()..]
+                ));
+            }
+        }
+    }
+    std::borrow::Cow::Borrowed(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(super::display_value("connection.password", "x"), "****");
+        assert_eq!(super::display_value("sasl.jaas.config", "x"), "****");
+        assert_eq!(
+            super::display_value("url", "postgresql://app:s3cret@db:5432/x?a=b"),
+            "postgresql://app:****@db:5432/x?a=b"
+        );
+        assert_eq!(super::display_value("path", "data/x.csv"), "data/x.csv");
     }
 }

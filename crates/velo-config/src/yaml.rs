@@ -46,18 +46,7 @@ fn load_rec(path: &Path, vars: &VarContext, stack: &mut Vec<PathBuf>) -> Result<
         chain.push(canonical.display().to_string());
         return Err(ConfigError::ExtendsCycle(chain.join(" -> ")));
     }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Yaml {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    value.apply_merge().map_err(|e| ConfigError::Yaml {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let value = read_yaml(path)?;
     let mut map = match value {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
@@ -95,6 +84,21 @@ fn load_rec(path: &Path, vars: &VarContext, stack: &mut Vec<PathBuf>) -> Result<
     stack.pop();
     merge(&mut base, map);
     Ok(base)
+}
+
+/// Reads a YAML file with its merge keys (`<<: *base`) applied.
+pub fn read_yaml(path: &Path) -> Result<Value> {
+    let yaml_err = |e: serde_yaml::Error| ConfigError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut value: Value = serde_yaml::from_str(&text).map_err(yaml_err)?;
+    value.apply_merge().map_err(yaml_err)?;
+    Ok(value)
 }
 
 /// Merges `over` into `base`: maps merge recursively, everything else

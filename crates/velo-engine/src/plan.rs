@@ -104,6 +104,14 @@ fn decl_schema(decl: &StatementSpec) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// Checks a connector's keys against its table; warnings are collected.
+fn validated(c: ConnectorConfig, warnings: &mut Vec<String>) -> Result<ConnectorConfig> {
+    let w =
+        velo_connectors::registry::validate(&c).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    warnings.extend(w.into_iter().map(|w| w.0));
+    Ok(c)
+}
+
 /// Parses and resolves `sql` (the text of `sql_path`).
 pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan> {
     let app = velo_sql::parse_app(sql)?;
@@ -280,15 +288,8 @@ fn resolve_job(
                     .map_err(EngineError::from)
             }
         };
-        match cfg.and_then(|c| {
-            velo_connectors::registry::validate(&c)
-                .map(|w| (c, w))
-                .map_err(|e| EngineError::Invalid(e.to_string()))
-        }) {
-            Ok((c, w)) => {
-                warnings.extend(w.into_iter().map(|w| w.0));
-                sources.push(c);
-            }
+        match cfg.and_then(|c| validated(c, warnings)) {
+            Ok(c) => sources.push(c),
             Err(e) => errors.push(e),
         }
     }
@@ -334,15 +335,8 @@ fn resolve_job(
                 resolve_named(&name, Role::Sink, &inline, base_dir, vars).map_err(EngineError::from)
             }
         };
-        match cfg.and_then(|c| {
-            velo_connectors::registry::validate(&c)
-                .map(|w| (c, w))
-                .map_err(|e| EngineError::Invalid(e.to_string()))
-        }) {
-            Ok((c, w)) => {
-                warnings.extend(w.into_iter().map(|w| w.0));
-                sinks.push(c);
-            }
+        match cfg.and_then(|c| validated(c, warnings)) {
+            Ok(c) => sinks.push(c),
             Err(e) => errors.push(e),
         }
     }
@@ -359,15 +353,9 @@ fn resolve_job(
         }
         match resolve_named("dlq", Role::Sink, &p, base_dir, vars)
             .map_err(EngineError::from)
-            .and_then(|c| {
-                velo_connectors::registry::validate(&c)
-                    .map(|w| (c, w))
-                    .map_err(|e| EngineError::Invalid(e.to_string()))
-            }) {
-            Ok((c, w)) => {
-                warnings.extend(w.into_iter().map(|w| w.0));
-                Some(c)
-            }
+            .and_then(|c| validated(c, warnings))
+        {
+            Ok(c) => Some(c),
             Err(e) => {
                 errors.push(e);
                 None
