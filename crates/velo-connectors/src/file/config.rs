@@ -108,6 +108,12 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         "Rows per decoded Arrow batch",
     ),
     KeySpec::new(
+        "decode_threads",
+        KeyType::UInt,
+        Some("number of cores"),
+        "Threads decoding one large CSV/JSON file (record order is kept)",
+    ),
+    KeySpec::new(
         "encoding",
         KeyType::Enum(&["UTF-8", "utf8"]),
         Some("UTF-8"),
@@ -291,6 +297,8 @@ pub struct FileSourceConfig {
     pub metadata_columns: bool,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Threads decoding one large line-format file.
+    pub decode_threads: usize,
 }
 
 fn one_byte(cfg: &ConnectorConfig, key: &str, default: u8) -> Result<u8, ConfigError> {
@@ -349,6 +357,12 @@ impl FileSourceConfig {
             },
             metadata_columns: cfg.bool("metadata_columns", false)?,
             batch_size: cfg.uint("batch_size")?.unwrap_or(8192).max(1) as usize,
+            decode_threads: match cfg.uint("decode_threads")? {
+                Some(n) => n.clamp(1, 64) as usize,
+                None => std::thread::available_parallelism()
+                    .map(|n| n.get().min(8))
+                    .unwrap_or(1),
+            },
         })
     }
 }

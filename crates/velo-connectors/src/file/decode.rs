@@ -108,10 +108,34 @@ pub(crate) struct Rejected {
     pub raw: String,
 }
 
-/// Splits a byte stream into units of complete records and decodes them.
-pub(crate) struct UnitReader<R: Read> {
+/// What a file's units are decoded with (shared by the decoding threads).
+#[derive(Debug)]
+pub(crate) struct UnitFormat {
+    pub fmt: LineFormat,
+    /// The file's full data schema.
+    pub schema: SchemaRef,
+    /// Data columns to build (None: all).
+    pub projection: Option<Vec<usize>>,
+    pub batch_size: usize,
+    /// Compute the first line of every good record (for `_row_number`).
+    pub want_lines: bool,
+}
+
+/// A run of complete records cut from a file.
+pub(crate) struct Unit {
+    pub bytes: Vec<u8>,
+    /// 1-based physical line of the first byte.
+    pub first_line: u64,
+}
+
+/// What decoding a unit gives: batches, the line of each good record (if
+/// asked), and the records the decoder refused.
+pub(crate) type Decoded = (Vec<RecordBatch>, Vec<u64>, Vec<Rejected>);
+
+/// Splits a byte stream into units of complete records (quote-aware for CSV).
+pub(crate) struct UnitSplitter<R: Read> {
     r: R,
-    /// Fixed-size buffer; `buf[pos..filled]` is unread data.
+    /// `buf[pos..filled]` is unread data.
     buf: Vec<u8>,
     pos: usize,
     filled: usize,
@@ -119,24 +143,13 @@ pub(crate) struct UnitReader<R: Read> {
     /// 1-based physical line of `buf[pos]`.
     line: u64,
     fmt: LineFormat,
-    schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    batch_size: usize,
-    dec: Dec,
 }
 
 const READ_CHUNK: usize = 1 << 20;
 
-impl<R: Read> UnitReader<R> {
-    pub fn new(
-        r: R,
-        fmt: LineFormat,
-        schema: SchemaRef,
-        projection: Option<Vec<usize>>,
-        batch_size: usize,
-    ) -> Result<Self, ArrowError> {
-        let dec = Dec::new(&fmt, &schema, projection.as_deref(), batch_size)?;
-        Ok(Self {
+impl<R: Read> UnitSplitter<R> {
+    pub fn new(r: R, fmt: LineFormat) -> Self {
+        Self {
             r,
             buf: vec![0; READ_CHUNK * 2],
             pos: 0,
@@ -144,34 +157,26 @@ impl<R: Read> UnitReader<R> {
             eof: false,
             line: 1,
             fmt,
-            schema,
-            projection,
-            batch_size,
-            dec,
-        })
-    }
-
-    fn new_dec(&self, batch_size: usize) -> std::io::Result<Dec> {
-        Dec::new(
-            &self.fmt,
-            &self.schema,
-            self.projection.as_deref(),
-            batch_size,
-        )
-        .map_err(std::io::Error::other)
+        }
     }
 
     /// Skips one record (a CSV header). Returns false at end of input.
     pub fn skip_record(&mut self) -> std::io::Result<bool> {
-        match self.next_unit(1)? {
-            Some((s, e, lines)) => {
-                let _ = (s, e);
-                self.pos = e;
-                self.line += lines;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.next(1)?.is_some())
+    }
+
+    /// The next unit of up to `max` records, or None at end of input.
+    pub fn next(&mut self, max: usize) -> std::io::Result<Option<Unit>> {
+        let Some((start, end, lines)) = self.next_unit(max)? else {
+            return Ok(None);
+        };
+        let unit = Unit {
+            bytes: self.buf[start..end].to_vec(),
+            first_line: self.line,
+        };
+        self.pos = end;
+        self.line += lines;
+        Ok(Some(unit))
     }
 
     /// Finds the next unit of up to `max` records: returns (start, end,
@@ -261,66 +266,47 @@ impl<R: Read> UnitReader<R> {
             }
         }
     }
+}
 
-    /// Decodes the next unit: good records as batches (with their first
-    /// physical line numbers when `want_lines`), bad ones as [`Rejected`].
-    /// None at end of input.
-    #[allow(clippy::type_complexity)]
-    pub fn next_batches(
-        &mut self,
-        want_lines: bool,
-    ) -> std::io::Result<Option<(Vec<RecordBatch>, Vec<u64>, Vec<Rejected>)>> {
-        let Some((start, end, lines)) = self.next_unit(self.batch_size)? else {
-            return Ok(None);
+/// Decodes one unit with the fast path (the whole unit in one decoder call)
+/// and, only if that fails, record by record to set the bad ones aside.
+pub(crate) fn decode_unit(f: &UnitFormat, unit: &Unit) -> Result<Decoded, ArrowError> {
+    let new_dec = |batch_size| Dec::new(&f.fmt, &f.schema, f.projection.as_deref(), batch_size);
+    let bytes = &unit.bytes[..];
+    let mut out = Vec::with_capacity(1);
+    if new_dec(f.batch_size)?.decode_all(bytes, &mut out).is_ok() {
+        let lines = if f.want_lines {
+            record_lines(bytes, unit.first_line, &f.fmt)
+                .into_iter()
+                .map(|(l, _, _)| l)
+                .collect()
+        } else {
+            vec![]
         };
-        let first_line = self.line;
-        self.pos = end;
-        self.line += lines;
-        let unit = &self.buf[start..end];
-        let mut out = Vec::with_capacity(1);
-        match self.dec.decode_all(unit, &mut out) {
+        return Ok((out, lines, vec![]));
+    }
+    out.clear();
+    let mut good = Vec::with_capacity(bytes.len());
+    let mut good_lines = Vec::new();
+    let mut bad = Vec::new();
+    for (line, s, e) in record_lines(bytes, unit.first_line, &f.fmt) {
+        let rec = &bytes[s..e];
+        match new_dec(1)?.decode_all(rec, &mut Vec::new()) {
             Ok(()) => {
-                let line_nos = if want_lines {
-                    record_lines(unit, first_line, &self.fmt)
-                        .into_iter()
-                        .map(|(l, _, _)| l)
-                        .collect()
-                } else {
-                    vec![]
-                };
-                Ok(Some((out, line_nos, vec![])))
+                good.extend_from_slice(rec);
+                good_lines.push(line);
             }
-            Err(_) => {
-                // isolate the bad records; the shared decoder may hold a partial state
-                self.dec = self.new_dec(self.batch_size)?;
-                let mut good = Vec::with_capacity(unit.len());
-                let mut good_lines = Vec::new();
-                let mut bad = Vec::new();
-                for (line, s, e) in record_lines(unit, first_line, &self.fmt) {
-                    let rec = &unit[s..e];
-                    let mut probe = self.new_dec(1)?;
-                    let mut sink = Vec::new();
-                    match probe.decode_all(rec, &mut sink) {
-                        Ok(()) => {
-                            good.extend_from_slice(rec);
-                            good_lines.push(line);
-                        }
-                        Err(err) => bad.push(Rejected {
-                            line,
-                            error: clean_error(&err),
-                            raw: String::from_utf8_lossy(&rec[..rec.len().min(4096)])
-                                .trim_end()
-                                .to_string(),
-                        }),
-                    }
-                }
-                let mut dec = self.new_dec(self.batch_size)?;
-                dec.decode_all(&good, &mut out)
-                    .map_err(std::io::Error::other)?;
-                Ok(Some((out, good_lines, bad)))
-            }
+            Err(err) => bad.push(Rejected {
+                line,
+                error: clean_error(&err),
+                raw: String::from_utf8_lossy(&rec[..rec.len().min(4096)])
+                    .trim_end()
+                    .to_string(),
+            }),
         }
     }
+    new_dec(f.batch_size)?.decode_all(&good, &mut out)?;
+    Ok((out, good_lines, bad))
 }
 
 /// The decoder's message without its prefix and without the line numbers

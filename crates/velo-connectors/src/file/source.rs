@@ -11,11 +11,16 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tokio::sync::mpsc::Sender;
 
 use super::config::{Compression, FileFormat, FileSourceConfig, list_files};
-use super::decode::{JsonArrayToLines, LineFormat, UnitReader};
+use super::decode::{
+    Decoded, JsonArrayToLines, LineFormat, Unit, UnitFormat, UnitSplitter, decode_unit,
+};
 use crate::source::{
     BadRecord, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed,
 };
 use crate::{ConnectorError, Result};
+
+/// Files at least this large are decoded on several threads.
+const PARALLEL_DECODE_MIN_BYTES: u64 = 8 << 20;
 
 /// A file source.
 #[derive(Debug)]
@@ -408,50 +413,154 @@ impl Worker {
             Ok(x) => x,
             Err(e) => return fail(e.to_string()),
         };
-        let mut units = match UnitReader::new(
-            r,
-            fmt,
-            self.data_schema.clone(),
-            self.data_projection.clone(),
-            self.cfg.batch_size,
-        ) {
-            Ok(u) => u,
-            Err(e) => return fail(format!("cannot decode '{file_name}': {e}")),
-        };
+        let mut splitter = UnitSplitter::new(r, fmt.clone());
         if self.cfg.format == FileFormat::Csv && self.cfg.has_headers {
-            if let Err(e) = units.skip_record() {
+            if let Err(e) = splitter.skip_record() {
                 return fail(format!("cannot read '{file_name}': {e}"));
             }
         }
-        loop {
-            let next = match units.next_batches(self.row_number_col) {
-                Ok(Some(n)) => n,
-                Ok(None) => return Ok(()),
-                Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
-            };
-            let (batches, lines, bad) = next;
-            for b in bad {
-                self.send(SourceEvent::Bad(BadRecord {
-                    source: self.name.clone(),
-                    location: file_name.clone(),
-                    line: b.line,
-                    error: b.error,
-                    raw: b.raw,
-                }))
-                .map_err(Err)?;
-            }
-            let mut offset = 0;
-            for batch in batches {
-                let n = batch.num_rows();
-                let batch = match self.output(batch, &file_name, lines.get(offset..).unwrap_or(&[]))
-                {
-                    Ok(b) => b,
-                    Err(e) => return fail(e.to_string()),
-                };
-                offset += n;
-                self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+        let uf = UnitFormat {
+            fmt,
+            schema: self.data_schema.clone(),
+            projection: self.data_projection.clone(),
+            batch_size: self.cfg.batch_size,
+            want_lines: self.row_number_col,
+        };
+        let big = std::fs::metadata(path)
+            .map(|m| m.len() >= PARALLEL_DECODE_MIN_BYTES)
+            .unwrap_or(false);
+        let threads = if big { self.cfg.decode_threads } else { 1 };
+        if threads <= 1 {
+            loop {
+                match splitter.next(uf.batch_size) {
+                    Ok(Some(unit)) => self.emit(&file_name, decode_unit(&uf, &unit))?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
+                }
             }
         }
+        self.decode_parallel(&mut splitter, &uf, threads, &file_name)
+    }
+
+    /// Decodes units on `threads` threads and hands the results on in file
+    /// order, with at most a few units in flight (memory stays bounded).
+    #[allow(clippy::result_large_err)]
+    fn decode_parallel<R: Read>(
+        &self,
+        splitter: &mut UnitSplitter<R>,
+        uf: &UnitFormat,
+        threads: usize,
+        file_name: &str,
+    ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+        use std::sync::mpsc;
+        std::thread::scope(|scope| {
+            let (unit_tx, unit_rx) = mpsc::sync_channel::<(u64, Unit)>(threads * 2);
+            let unit_rx = Arc::new(std::sync::Mutex::new(unit_rx));
+            let (res_tx, res_rx) =
+                mpsc::channel::<(u64, std::result::Result<Decoded, arrow::error::ArrowError>)>();
+            for _ in 0..threads {
+                let (rx, tx) = (unit_rx.clone(), res_tx.clone());
+                scope.spawn(move || {
+                    loop {
+                        let next = rx.lock().map(|r| r.recv());
+                        let Ok(Ok((seq, unit))) = next else { return };
+                        if tx.send((seq, decode_unit(uf, &unit))).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(res_tx);
+            let mut ready = std::collections::BTreeMap::new();
+            let (mut sent, mut next) = (0u64, 0u64);
+            let max_in_flight = threads as u64 * 3;
+            // hands on every result that is next in file order
+            let drain =
+                |ready: &mut std::collections::BTreeMap<u64, _>,
+                 next: &mut u64|
+                 -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+                    while let Some(r) = ready.remove(next) {
+                        *next += 1;
+                        self.emit(file_name, r)?;
+                    }
+                    Ok(())
+                };
+            let outcome = loop {
+                let unit = match splitter.next(uf.batch_size) {
+                    Ok(Some(u)) => u,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(format!("cannot read '{file_name}': {e}")),
+                };
+                while sent - next >= max_in_flight {
+                    match res_rx.recv() {
+                        Ok((seq, r)) => {
+                            ready.insert(seq, r);
+                        }
+                        Err(_) => break,
+                    }
+                    drain(&mut ready, &mut next)?;
+                }
+                if unit_tx.send((sent, unit)).is_err() {
+                    break Err("decoder threads stopped".to_string());
+                }
+                sent += 1;
+                while let Ok((seq, r)) = res_rx.try_recv() {
+                    ready.insert(seq, r);
+                }
+                drain(&mut ready, &mut next)?;
+            };
+            drop(unit_tx);
+            if let Err(msg) = outcome {
+                return match self.send(SourceEvent::Error(msg)) {
+                    Ok(()) => Err(Ok(Closed)),
+                    Err(c) => Err(Err(c)),
+                };
+            }
+            while next < sent {
+                let Ok((seq, r)) = res_rx.recv() else { break };
+                ready.insert(seq, r);
+                drain(&mut ready, &mut next)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends one decoded unit: its bad records, then its batches.
+    #[allow(clippy::result_large_err)]
+    fn emit(
+        &self,
+        file_name: &str,
+        decoded: std::result::Result<Decoded, arrow::error::ArrowError>,
+    ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+        let fail = |msg: String| match self.send(SourceEvent::Error(msg)) {
+            Ok(()) => Err(Ok(Closed)),
+            Err(c) => Err(Err(c)),
+        };
+        let (batches, lines, bad) = match decoded {
+            Ok(d) => d,
+            Err(e) => return fail(format!("cannot decode '{file_name}': {e}")),
+        };
+        for b in bad {
+            self.send(SourceEvent::Bad(BadRecord {
+                source: self.name.clone(),
+                location: file_name.to_string(),
+                line: b.line,
+                error: b.error,
+                raw: b.raw,
+            }))
+            .map_err(Err)?;
+        }
+        let mut offset = 0;
+        for batch in batches {
+            let n = batch.num_rows();
+            let batch = match self.output(batch, file_name, lines.get(offset..).unwrap_or(&[])) {
+                Ok(b) => b,
+                Err(e) => return fail(e.to_string()),
+            };
+            offset += n;
+            self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::result_large_err)]
