@@ -73,6 +73,8 @@ pub struct PreparedJob {
     pub counters: Arc<Counters>,
     /// The query needs all input before it can answer (aggregate, sort, limit).
     pub whole_input: bool,
+    /// Rows loaded per lookup table.
+    pub lookup_rows: BTreeMap<String, u64>,
 }
 
 fn needs_whole_input(plan: &LogicalPlan) -> bool {
@@ -150,6 +152,7 @@ pub async fn prepare_job(
         Arc::new(SourceTable::new(feed.clone(), true)),
     )?;
     let mut lookups = Vec::new();
+    let mut lookup_rows = BTreeMap::new();
     for (i, src) in built.iter().enumerate() {
         if i == driver_idx {
             continue;
@@ -174,6 +177,10 @@ pub async fn prepare_job(
         } else {
             vec![]
         };
+        lookup_rows.insert(
+            src.name().to_string(),
+            batches.iter().map(|b| b.num_rows() as u64).sum(),
+        );
         let mem = MemTable::try_new(src.schema(), vec![batches])?;
         ctx.register_table(src.name(), Arc::new(mem))?;
         lookups.push(src.clone());
@@ -216,6 +223,7 @@ pub async fn prepare_job(
         ctx,
         counters,
         whole_input,
+        lookup_rows,
     })
 }
 
@@ -714,7 +722,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     close_all(&fan, dlq.as_ref()).await;
     stats.elapsed = started.elapsed();
     stats.records_processed = Counters::get(&p.counters.records_in);
-    stats.records_read = BTreeMap::from([(p.driver.name().to_string(), stats.records_processed)]);
+    stats.records_read = p.lookup_rows.clone();
+    stats
+        .records_read
+        .insert(p.driver.name().to_string(), stats.records_processed);
     stats.records_failed = Counters::get(&p.counters.records_failed);
     stats.records_dead_lettered = dead_lettered;
     for s in &fan.sinks {

@@ -23,7 +23,7 @@ pub(crate) enum LineFormat {
     Csv { delimiter: u8, quote: u8 },
 }
 
-enum Dec {
+pub(crate) enum Dec {
     Json(arrow::json::reader::Decoder),
     Csv(Box<arrow::csv::reader::Decoder>),
 }
@@ -270,11 +270,20 @@ impl<R: Read> UnitSplitter<R> {
 
 /// Decodes one unit with the fast path (the whole unit in one decoder call)
 /// and, only if that fails, record by record to set the bad ones aside.
-pub(crate) fn decode_unit(f: &UnitFormat, unit: &Unit) -> Result<Decoded, ArrowError> {
+/// `cache` keeps the decoder (and its warmed-up buffers) between units.
+pub(crate) fn decode_unit(
+    f: &UnitFormat,
+    unit: &Unit,
+    cache: &mut Option<Dec>,
+) -> Result<Decoded, ArrowError> {
     let new_dec = |batch_size| Dec::new(&f.fmt, &f.schema, f.projection.as_deref(), batch_size);
     let bytes = &unit.bytes[..];
     let mut out = Vec::with_capacity(1);
-    if new_dec(f.batch_size)?.decode_all(bytes, &mut out).is_ok() {
+    let dec = match cache {
+        Some(d) => d,
+        None => cache.insert(new_dec(f.batch_size)?),
+    };
+    if dec.decode_all(bytes, &mut out).is_ok() {
         let lines = if f.want_lines {
             record_lines(bytes, unit.first_line, &f.fmt)
                 .into_iter()
@@ -286,6 +295,8 @@ pub(crate) fn decode_unit(f: &UnitFormat, unit: &Unit) -> Result<Decoded, ArrowE
         return Ok((out, lines, vec![]));
     }
     out.clear();
+    // the shared decoder may hold half a record now
+    *cache = None;
     let mut good = Vec::with_capacity(bytes.len());
     let mut good_lines = Vec::new();
     let mut bad = Vec::new();

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::config::{Compression, FileFormat, FileSourceConfig, list_files};
 use super::decode::{
-    Decoded, JsonArrayToLines, LineFormat, Unit, UnitFormat, UnitSplitter, decode_unit,
+    Dec, Decoded, JsonArrayToLines, LineFormat, Unit, UnitFormat, UnitSplitter, decode_unit,
 };
 use crate::source::{
     BadRecord, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed,
@@ -431,9 +431,10 @@ impl Worker {
             .unwrap_or(false);
         let threads = if big { self.cfg.decode_threads } else { 1 };
         if threads <= 1 {
+            let mut dec: Option<Dec> = None;
             loop {
                 match splitter.next(uf.batch_size) {
-                    Ok(Some(unit)) => self.emit(&file_name, decode_unit(&uf, &unit))?,
+                    Ok(Some(unit)) => self.emit(&file_name, decode_unit(&uf, &unit, &mut dec))?,
                     Ok(None) => return Ok(()),
                     Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
                 }
@@ -461,10 +462,11 @@ impl Worker {
             for _ in 0..threads {
                 let (rx, tx) = (unit_rx.clone(), res_tx.clone());
                 scope.spawn(move || {
+                    let mut dec: Option<Dec> = None;
                     loop {
                         let next = rx.lock().map(|r| r.recv());
                         let Ok(Ok((seq, unit))) = next else { return };
-                        if tx.send((seq, decode_unit(uf, &unit))).is_err() {
+                        if tx.send((seq, decode_unit(uf, &unit, &mut dec))).is_err() {
                             return;
                         }
                     }
