@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use velo_config::keys::{KeySpec, KeyType, parse_duration};
+use velo_config::keys::{KeySpec, KeyType};
 use velo_config::{ConfigError, ConnectorConfig};
 
 /// Keys of `datagen`.
@@ -49,12 +49,6 @@ pub const KEYS: &[KeySpec] = &[
         KeyType::Float,
         Some("0"),
         "Fraction of nulls in non-sequence columns",
-    ),
-    KeySpec::new(
-        "interval",
-        KeyType::Duration,
-        None,
-        "Unused placeholder for pacing by interval (use rate)",
     ),
 ];
 
@@ -244,9 +238,6 @@ impl DatagenConfig {
                 .ok_or_else(|| cfg.invalid("null_rate", v, "a number between 0 and 1"))?,
             None => 0.0,
         };
-        if let Some(v) = cfg.get("interval") {
-            parse_duration(v).ok_or_else(|| cfg.invalid("interval", v, "a duration"))?;
-        }
         Ok(Self {
             columns,
             rows,

@@ -119,12 +119,6 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         Some("UTF-8"),
         "Text encoding (UTF-8 only)",
     ),
-    KeySpec::new(
-        "refresh_interval",
-        KeyType::Duration,
-        None,
-        "Reload interval when used as a lookup table",
-    ),
 ];
 
 /// Keys of `file_sink`.
