@@ -18,4 +18,5 @@ fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 cargo fmt --all -- --check
-cargo test --workspace --locked
+# doc-tests are left out: the crates have no runnable examples in their docs
+cargo test --workspace --locked --lib --bins --tests
