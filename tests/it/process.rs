@@ -348,3 +348,35 @@ fn a_large_input_streams_through_with_flat_memory() {
         "peak RSS {peak} KiB for a {size}-byte input: reading is not bounded"
     );
 }
+
+#[test]
+fn a_terminal_shows_a_live_progress_line() {
+    // `script` gives velo a pseudo-terminal, as a person at a shell has
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("the util-linux `script` command is needed for this test");
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("app.sql"),
+        "SELECT id FROM gen INTO out WITH ('gen.type' = 'datagen', 'gen.rate' = '2000', 'gen.rows' = '3000', 'gen.columns' = 'id:sequence(1)',
+         'out.type' = 'file_sink', 'out.path' = 'out/ids.jsonl');",
+    )
+    .unwrap();
+    let cmd = format!("{} run app.sql", env!("CARGO_BIN_EXE_velo"));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(d.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // the line is redrawn in place: carriage return, clear line, counters, rate
+    assert!(text.contains("\r\x1b[2K[query_1] in "), "{text}");
+    assert!(text.contains("rows/s"), "{text}");
+    assert!(text.contains("3000 records read"), "{text}");
+}
