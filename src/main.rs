@@ -9,7 +9,7 @@
 //!   masked) and the DataFusion plans
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,7 +202,7 @@ async fn validate(a: AppArgs) -> Result<(), String> {
     prepare_all(&app).await.map_err(|e| e.to_string())?;
     println!(
         "{}: OK ({} job(s), {} warning(s))",
-        display(&a.file),
+        a.file.display(),
         app.jobs.len(),
         app.warnings.len()
     );
@@ -224,8 +224,4 @@ async fn explain(a: AppArgs) -> Result<(), String> {
         println!("warning: {w}");
     }
     Ok(())
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

@@ -99,24 +99,3 @@ pub fn relaxed(schema: &arrow::datatypes::Schema) -> SchemaRef {
         .collect();
     std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
 }
-
-/// Widens a batch holding the `projection` columns (in ascending index
-/// order) to `full`, with null columns elsewhere.
-pub fn expand(batch: &RecordBatch, full: &SchemaRef, projection: &[usize]) -> Result<RecordBatch> {
-    let n = batch.num_rows();
-    let mut cols = Vec::with_capacity(full.fields().len());
-    let mut next = 0;
-    for (i, f) in full.fields().iter().enumerate() {
-        if projection.contains(&i) {
-            cols.push(batch.column(next).clone());
-            next += 1;
-        } else {
-            cols.push(arrow::array::new_null_array(f.data_type(), n));
-        }
-    }
-    Ok(RecordBatch::try_new_with_options(
-        full.clone(),
-        cols,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-    )?)
-}

@@ -588,9 +588,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         }
         if let Some(e) = exec_err {
             let fatal = p.feed.fatal().await;
-            let is_bad = e.find_root().to_string();
-            let bad_record = matches!(&e, datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>())
-                || bad.iter().any(|b| is_bad.contains(&b.error));
+            let bad_record = matches!(e.find_root(), datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>());
             abort_all(&fan, dlq.as_ref(), epoch).await;
             stats.batches_failed += 1;
             if let Some(f) = fatal {

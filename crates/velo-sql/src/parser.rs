@@ -7,7 +7,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::ast::{Annotation, AppSpec, SinkRef, SourceRef, StatementKind, StatementSpec};
 use crate::{SqlError, VeloDialect};
@@ -144,11 +144,16 @@ impl AppParser<'_> {
         } else {
             format!("'{}'", t.token)
         };
+        self.err_at(t.span, format!("{}, found {found}", message.into()))
+    }
+
+    /// An error at token `t`.
+    fn err_at(&self, span: Span, message: String) -> SqlError {
         SqlError::at(
             self.source,
-            t.span.start.line as usize,
-            t.span.start.column as usize,
-            format!("{}, found {found}", message.into()),
+            span.start.line as usize,
+            span.start.column as usize,
+            message,
         )
     }
 
@@ -392,10 +397,8 @@ impl AppParser<'_> {
                 Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
                 Token::Word(w) => w.value,
                 other => {
-                    return Err(SqlError::at(
-                        self.source,
-                        t.span.start.line as usize,
-                        t.span.start.column as usize,
+                    return Err(self.err_at(
+                        t.span,
                         format!("expected a property name such as 'orders.type', found '{other}'"),
                     ));
                 }
@@ -455,10 +458,8 @@ impl AppParser<'_> {
                 items.join(",")
             }
             other => {
-                return Err(SqlError::at(
-                    self.source,
-                    t.span.start.line as usize,
-                    t.span.start.column as usize,
+                return Err(self.err_at(
+                    t.span,
                     format!("expected a quoted value, number or list, found '{other}'"),
                 ));
             }

@@ -1,7 +1,5 @@
 //! Typed configuration of the generator.
 
-use std::time::Duration;
-
 use velo_config::keys::{KeySpec, KeyType};
 use velo_config::{ConfigError, ConnectorConfig};
 
@@ -250,12 +248,6 @@ impl DatagenConfig {
                 .unwrap_or(1_704_067_200_000),
             null_rate,
         })
-    }
-
-    /// Pacing interval of one batch at the configured rate.
-    pub fn batch_interval(&self, rows: usize) -> Option<Duration> {
-        self.rate
-            .map(|r| Duration::from_secs_f64(rows as f64 / r as f64))
     }
 }
 
