@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, the golden SQL cases (tests/sql/) and the
-# end-to-end process tests (tests/it/). Everything it needs is started by the
-# tests themselves; today that is only the `velo` binary (no external service
-# is used by these features yet).
+# end-to-end tests (tests/it/). This script installs what the tests need and
+# the tests start it themselves on 127.0.0.1:
+#   - tansu, a Kafka-API broker (cargo install, ~20 min the first time; cached
+#     under ~/.cache/velostream, outside the clone), one per Kafka test;
+#   - confluent-kafka for Python (pip), the independent Kafka client;
+#   - librdkafka's mock cluster, inside the tests, for Kafka transactions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,18 @@ if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="${HOME}/.cache/velostream/target"
 fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+CACHE="${VELO_CACHE:-$HOME/.cache/velostream}"
+export VELO_TANSU="${VELO_TANSU:-$CACHE/tansu-install/bin/tansu}"
+if [ ! -x "$VELO_TANSU" ]; then
+  echo "installing the tansu Kafka broker into $CACHE (first run only, ~20 minutes)..." >&2
+  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$CACHE/tansu-install"
+fi
+export VELO_PYTHON="${VELO_PYTHON:-python3}"
+if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer' 2>/dev/null; then
+  echo "installing confluent-kafka for Python (the independent Kafka client of the tests)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]"
+fi
 
 cargo fmt --all -- --check
 # doc-tests are left out: the crates have no runnable examples in their docs

@@ -57,6 +57,9 @@ struct AppArgs {
     /// Override a property: --set name.key=value (repeatable).
     #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
     sets: Vec<String>,
+    /// Checkpoint directory (the job key 'state.dir').
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 impl AppArgs {
@@ -70,6 +73,12 @@ impl AppArgs {
                     .ok_or_else(|| format!("--set '{s}' needs the form name.key=value"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut sets = sets;
+        if let Some(d) = &self.state_dir {
+            // relative to where velo runs, like any command-line path
+            let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+            sets.push(("state.dir".into(), d.to_string_lossy().into_owned()));
+        }
         Ok(PlanOptions {
             config: self.config.clone(),
             profile: self.profile.clone(),

@@ -6,4 +6,5 @@
 
 mod common;
 mod golden;
+mod kafka;
 mod process;

@@ -115,6 +115,12 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "Transactional mode: epochs publish atomically on every sink",
     ),
     KeySpec::new(
+        "state.dir",
+        KeyType::String,
+        Some(".velo-state/<job>"),
+        "Checkpoint directory (also `--state-dir`): transactional jobs on a resumable source (Kafka) store their source positions here, atomically with the file sinks' epoch, and resume from them; relative to the SQL file",
+    ),
+    KeySpec::new(
         "failure_strategy",
         KeyType::Enum(FAILURES),
         Some("LogAndContinue"),
@@ -211,6 +217,8 @@ pub struct JobConfig {
     pub progress_interval: u64,
     /// `log_progress`.
     pub log_progress: bool,
+    /// `state.dir` as written (relative to the SQL file).
+    pub state_dir: Option<String>,
 }
 
 impl Default for JobConfig {
@@ -226,6 +234,7 @@ impl Default for JobConfig {
             retry_backoff: Duration::from_millis(500),
             progress_interval: 10,
             log_progress: true,
+            state_dir: None,
         }
     }
 }
@@ -271,6 +280,7 @@ impl JobConfig {
         c.batch_enable = boolean("batch.enable")?.unwrap_or(true);
         c.use_transactions = boolean("use_transactions")?.unwrap_or(false);
         c.log_progress = boolean("log_progress")?.unwrap_or(true);
+        c.state_dir = get("state.dir").map(str::to_string);
         if let Some(n) = uint("max_retries")? {
             c.max_retries = n as u32;
         }

@@ -87,7 +87,8 @@ impl KeySpec {
         }
     }
 
-    fn matches(&self, key: &str) -> bool {
+    /// Whether `key` is this key (or below it, for a `.*` key).
+    pub fn matches(&self, key: &str) -> bool {
         match self.key.strip_suffix(".*") {
             Some(prefix) => key.starts_with(prefix) && key[prefix.len()..].starts_with('.'),
             None => self.key == key,

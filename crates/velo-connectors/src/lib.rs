@@ -27,4 +27,4 @@ mod error;
 
 pub use error::{ConnectorError, Result};
 pub use sink::{Sink, SinkCapabilities};
-pub use source::{BadRecord, Source, SourceEvent, SourceReader};
+pub use source::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};

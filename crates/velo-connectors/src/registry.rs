@@ -1,4 +1,5 @@
-//! Builds sources and sinks by type name. One line per connector.
+//! Builds sources and sinks by type name: a [`Registry`] of connector kinds,
+//! one entry per kind and role.
 
 use std::sync::Arc;
 
@@ -11,23 +12,63 @@ use crate::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 use crate::stdout::StdoutSink;
 use crate::{ConnectorError, Result, Sink, Source};
 
-/// Source kinds this build can create, with their keys.
-pub const SOURCES: &[(&str, &[KeySpec])] = &[
-    ("file", crate::file::SOURCE_KEYS),
-    ("datagen", crate::datagen::KEYS),
-    ("generator", crate::datagen::KEYS),
-];
+/// Builds a source from its configuration (and a DDL schema, if declared).
+pub type SourceCtor = fn(&ConnectorConfig, Option<SchemaRef>) -> Result<Arc<dyn Source>>;
+/// Builds a sink from its configuration.
+pub type SinkCtor = fn(&ConnectorConfig) -> Result<Box<dyn Sink>>;
+/// Checks a connector's keys beyond its [`KeySpec`] table (pass-through
+/// keys of a client library); returns warnings.
+pub type ExtraValidator = fn(&ConnectorConfig) -> Result<Vec<Warning>>;
 
-/// Sink kinds this build can create, with their keys.
-pub const SINKS: &[(&str, &[KeySpec])] = &[
-    ("file", crate::file::SINK_KEYS),
-    ("stdout", crate::stdout::KEYS),
-    ("console", crate::stdout::KEYS),
-];
+/// One connector kind in one role.
+#[derive(Clone, Copy)]
+pub struct Kind<C> {
+    /// Type name (`file` for `file_source` / `file_sink`).
+    pub name: &'static str,
+    /// Its keys.
+    pub keys: &'static [KeySpec],
+    /// The constructor.
+    pub create: C,
+    /// Keys not in `keys` are handed to this instead of being warned about.
+    pub extra: Option<ExtraValidator>,
+}
+
+/// The connector kinds of a build. The engine assembles it from this crate's
+/// built-in connectors and the connector crates with heavy SDKs (Kafka).
+#[derive(Clone)]
+pub struct Registry {
+    sources: Vec<Kind<SourceCtor>>,
+    sinks: Vec<Kind<SinkCtor>>,
+}
+
+fn file_source(cfg: &ConnectorConfig, schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
+    Ok(Arc::new(FileSource::new(
+        &cfg.name,
+        FileSourceConfig::from_config(cfg)?,
+        schema,
+    )?))
+}
+
+fn datagen_source(cfg: &ConnectorConfig, _schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
+    Ok(Arc::new(DatagenSource::new(
+        &cfg.name,
+        DatagenConfig::from_config(cfg)?,
+    )))
+}
+
+fn file_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(FileSink::new(
+        &cfg.name,
+        FileSinkConfig::from_config(cfg)?,
+    )?))
+}
+
+fn stdout_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(StdoutSink::from_config(cfg)?))
+}
 
 /// Kinds the seeds name that later issues add (a clear error, not "unknown").
 const PLANNED: &[&str] = &[
-    "kafka",
     "s3",
     "database",
     "postgres",
@@ -41,85 +82,146 @@ const PLANNED: &[&str] = &[
     "mongodb",
 ];
 
-fn table(role: Role) -> &'static [(&'static str, &'static [KeySpec])] {
-    match role {
-        Role::Source => SOURCES,
-        Role::Sink => SINKS,
-    }
-}
-
-fn unknown(cfg: &ConnectorConfig) -> ConnectorError {
-    let known: Vec<String> = table(cfg.role)
-        .iter()
-        .map(|(k, _)| format!("{k}_{}", cfg.role.as_str()))
-        .collect();
-    if PLANNED.contains(&cfg.kind.as_str()) {
-        return ConnectorError::Other(format!(
-            "{} type '{}' for '{}' is not available in this build yet; available: {}",
-            cfg.role.as_str(),
-            cfg.kind,
-            cfg.name,
-            known.join(", ")
-        ));
-    }
-    ConnectorError::Config(ConfigError::UnknownType {
-        name: cfg.name.clone(),
-        value: cfg.kind.clone(),
-        role: cfg.role.as_str(),
-        known: known.join(", "),
-    })
-}
-
-/// Checks the keys of `cfg` against its connector's table: warnings for
-/// unknown keys (with did-you-mean), an error for ill-typed values or an
-/// unknown type.
-pub fn validate(cfg: &ConnectorConfig) -> Result<Vec<Warning>> {
-    let keys = table(cfg.role)
-        .iter()
-        .find(|(k, _)| *k == cfg.kind)
-        .map(|(_, k)| *k)
-        .ok_or_else(|| unknown(cfg))?;
-    Ok(velo_config::keys::validate(
-        &cfg.props,
-        &[
+impl Registry {
+    /// The connectors of this crate: file, datagen/generator, stdout/console.
+    pub fn builtin() -> Self {
+        let src = |name, keys, create: SourceCtor| Kind {
+            name,
             keys,
-            COMMON_CONNECTOR_KEYS,
-            &[
-                KeySpec::new("uri", velo_config::KeyType::String, None, ""),
-                KeySpec::new("location", velo_config::KeyType::String, None, ""),
+            create,
+            extra: None,
+        };
+        let sink = |name, keys, create: SinkCtor| Kind {
+            name,
+            keys,
+            create,
+            extra: None,
+        };
+        Self {
+            sources: vec![
+                src("file", crate::file::SOURCE_KEYS, file_source),
+                src("datagen", crate::datagen::KEYS, datagen_source),
+                src("generator", crate::datagen::KEYS, datagen_source),
             ],
-        ],
-        &format!("{}.", cfg.name),
-    )?)
-}
-
-/// Creates a source. `explicit_schema` comes from a DDL column list.
-pub fn create_source(
-    cfg: &ConnectorConfig,
-    explicit_schema: Option<SchemaRef>,
-) -> Result<Arc<dyn Source>> {
-    match cfg.kind.as_str() {
-        "file" => Ok(Arc::new(FileSource::new(
-            &cfg.name,
-            FileSourceConfig::from_config(cfg)?,
-            explicit_schema,
-        )?)),
-        "datagen" | "generator" => Ok(Arc::new(DatagenSource::new(
-            &cfg.name,
-            DatagenConfig::from_config(cfg)?,
-        ))),
-        _ => Err(unknown(cfg)),
+            sinks: vec![
+                sink("file", crate::file::SINK_KEYS, file_sink),
+                sink("stdout", crate::stdout::KEYS, stdout_sink),
+                sink("console", crate::stdout::KEYS, stdout_sink),
+            ],
+        }
     }
-}
 
-/// Creates a sink.
-pub fn create_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
-    match cfg.kind.as_str() {
-        "file" => Ok(Box::new(FileSink::new(
-            &cfg.name,
-            FileSinkConfig::from_config(cfg)?,
-        )?)),
-        "stdout" | "console" => Ok(Box::new(StdoutSink::from_config(cfg)?)),
-        _ => Err(unknown(cfg)),
+    /// Adds a source kind.
+    pub fn add_source(&mut self, kind: Kind<SourceCtor>) {
+        self.sources.push(kind);
+    }
+
+    /// Adds a sink kind.
+    pub fn add_sink(&mut self, kind: Kind<SinkCtor>) {
+        self.sinks.push(kind);
+    }
+
+    /// Source kinds and their keys.
+    pub fn sources(&self) -> impl Iterator<Item = (&'static str, &'static [KeySpec])> + '_ {
+        self.sources.iter().map(|k| (k.name, k.keys))
+    }
+
+    /// Sink kinds and their keys.
+    pub fn sinks(&self) -> impl Iterator<Item = (&'static str, &'static [KeySpec])> + '_ {
+        self.sinks.iter().map(|k| (k.name, k.keys))
+    }
+
+    fn names(&self, role: Role) -> Vec<&'static str> {
+        match role {
+            Role::Source => self.sources.iter().map(|k| k.name).collect(),
+            Role::Sink => self.sinks.iter().map(|k| k.name).collect(),
+        }
+    }
+
+    fn unknown(&self, cfg: &ConnectorConfig) -> ConnectorError {
+        let known: Vec<String> = self
+            .names(cfg.role)
+            .iter()
+            .map(|k| format!("{k}_{}", cfg.role.as_str()))
+            .collect();
+        if PLANNED.contains(&cfg.kind.as_str()) {
+            return ConnectorError::Other(format!(
+                "{} type '{}' for '{}' is not available in this build yet; available: {}",
+                cfg.role.as_str(),
+                cfg.kind,
+                cfg.name,
+                known.join(", ")
+            ));
+        }
+        ConnectorError::Config(ConfigError::UnknownType {
+            name: cfg.name.clone(),
+            value: cfg.kind.clone(),
+            role: cfg.role.as_str(),
+            known: known.join(", "),
+        })
+    }
+
+    /// Checks the keys of `cfg` against its connector's table: warnings for
+    /// unknown keys (with did-you-mean), an error for ill-typed values or an
+    /// unknown type.
+    pub fn validate(&self, cfg: &ConnectorConfig) -> Result<Vec<Warning>> {
+        let (keys, extra) = match cfg.role {
+            Role::Source => self
+                .sources
+                .iter()
+                .find(|k| k.name == cfg.kind)
+                .map(|k| (k.keys, k.extra)),
+            Role::Sink => self
+                .sinks
+                .iter()
+                .find(|k| k.name == cfg.kind)
+                .map(|k| (k.keys, k.extra)),
+        }
+        .ok_or_else(|| self.unknown(cfg))?;
+        let common: &[KeySpec] = &[
+            KeySpec::new("uri", velo_config::KeyType::String, None, ""),
+            KeySpec::new("location", velo_config::KeyType::String, None, ""),
+        ];
+        let tables = [keys, COMMON_CONNECTOR_KEYS, common];
+        match extra {
+            None => Ok(velo_config::keys::validate(
+                &cfg.props,
+                &tables,
+                &format!("{}.", cfg.name),
+            )?),
+            Some(f) => {
+                // typed check of the known keys; the rest goes to the client library
+                let known: std::collections::BTreeMap<String, String> = cfg
+                    .props
+                    .iter()
+                    .filter(|(k, _)| tables.iter().any(|t| t.iter().any(|s| s.matches(k))))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let mut w =
+                    velo_config::keys::validate(&known, &tables, &format!("{}.", cfg.name))?;
+                w.extend(f(cfg)?);
+                Ok(w)
+            }
+        }
+    }
+
+    /// Creates a source. `explicit_schema` comes from a DDL column list.
+    pub fn create_source(
+        &self,
+        cfg: &ConnectorConfig,
+        explicit_schema: Option<SchemaRef>,
+    ) -> Result<Arc<dyn Source>> {
+        match self.sources.iter().find(|k| k.name == cfg.kind) {
+            Some(k) => (k.create)(cfg, explicit_schema),
+            None => Err(self.unknown(cfg)),
+        }
+    }
+
+    /// Creates a sink.
+    pub fn create_sink(&self, cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
+        match self.sinks.iter().find(|k| k.name == cfg.kind) {
+            Some(k) => (k.create)(cfg),
+            None => Err(self.unknown(cfg)),
+        }
     }
 }

@@ -39,6 +39,28 @@ pub trait Sink: Send + std::fmt::Debug {
     fn commit(&mut self, epoch: u64) -> Result<()>;
     /// Discards what the epoch wrote, as far as the sink can.
     fn abort(&mut self, epoch: u64) -> Result<()>;
+    /// After `prepare_commit`: what a restarted job needs to finish publishing
+    /// this epoch if the process dies before `commit` (stored in the job's
+    /// checkpoint). `None`: nothing to finish (the default).
+    fn commit_token(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// On restart, before the first epoch: finishes publishing the epoch that
+    /// `token` describes (the checkpoint says it committed). Must be idempotent.
+    fn recover(&mut self, _token: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+    /// Transactional mode, before `prepare_commit`: the driving source's
+    /// position after this epoch, and the source's transaction context, for
+    /// a sink that can commit them inside its own transaction (Kafka's
+    /// `send_offsets_to_transaction`). Ignored by default.
+    fn set_epoch_position(
+        &mut self,
+        _position: &crate::Position,
+        _context: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Finishes: closes files, publishes what is committed.
     fn close(&mut self) -> Result<()>;
     /// A one-line description for `explain`.

@@ -31,11 +31,38 @@ impl std::fmt::Display for BadRecord {
     }
 }
 
+/// Where a source stands: for each of its parts (a Kafka `topic/partition`,
+/// a file) the position of the next record to read. Sources that can resume
+/// report one with every batch; the engine stores the one of its last
+/// committed epoch (consumer group, checkpoint) and hands it back on restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Part name -> next offset.
+    pub parts: std::collections::BTreeMap<String, i64>,
+}
+
+/// Commits a source's [`Position`] back to where it lives (a Kafka consumer
+/// group), after every sink has acknowledged the epoch that reached it.
+pub trait PositionCommitter: Send + Sync {
+    /// Commits `pos`; `sync` waits for the broker's answer.
+    fn commit(&self, pos: &Position, sync: bool) -> Result<()>;
+    /// What a transactional sink of the same system needs to send these
+    /// positions inside its own transaction (a Kafka consumer's group
+    /// metadata); `None` for others.
+    fn transaction_context(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+}
+
 /// What a running source produces.
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Decoded records.
     Batch(RecordBatch),
+    /// Decoded records and the source's position just after them. The engine
+    /// never splits such a batch across epochs, so the position of an epoch
+    /// is exactly that of its last batch.
+    Positioned(RecordBatch, Position),
     /// A record that could not be decoded.
     Bad(BadRecord),
     /// A fatal error (the source stops).
@@ -46,12 +73,27 @@ pub enum SourceEvent {
 /// Dropping it stops the thread.
 pub struct SourceReader {
     rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+    committer: Option<std::sync::Arc<dyn PositionCommitter>>,
 }
 
 impl SourceReader {
     /// A reader fed by `rx`.
     pub fn new(rx: tokio::sync::mpsc::Receiver<SourceEvent>) -> Self {
-        Self { rx }
+        Self {
+            rx,
+            committer: None,
+        }
+    }
+
+    /// A reader whose positions are committed through `committer`.
+    pub fn with_committer(mut self, committer: std::sync::Arc<dyn PositionCommitter>) -> Self {
+        self.committer = Some(committer);
+        self
+    }
+
+    /// The committer of this reader's positions, if the source has one.
+    pub fn committer(&self) -> Option<std::sync::Arc<dyn PositionCommitter>> {
+        self.committer.clone()
     }
 
     /// Next event, or `None` when a bounded source is exhausted.
@@ -85,8 +127,28 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// names the columns the query uses: a source may decode only those and
     /// fill the others with nulls. Batches always have the full schema.
     fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader>;
+    /// Like [`Self::open`], resuming at `resume` (a position this source
+    /// reported earlier). Sources that cannot resume refuse a position.
+    fn open_at(
+        &self,
+        batch_size: usize,
+        projection: Option<&[usize]>,
+        resume: Option<&Position>,
+    ) -> Result<SourceReader> {
+        match resume {
+            None => self.open(batch_size, projection),
+            Some(_) => Err(crate::ConnectorError::Other(format!(
+                "source '{}' cannot resume from a checkpoint position",
+                self.name()
+            ))),
+        }
+    }
     /// A one-line description for `explain`.
     fn describe(&self) -> String;
+    /// Whether the source reports [`Position`]s and can resume from one.
+    fn resumable(&self) -> bool {
+        false
+    }
 }
 
 /// The full schema with every field nullable: what a source hands out when

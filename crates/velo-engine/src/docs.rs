@@ -49,15 +49,15 @@ pub fn config_reference() -> String {
     s.push_str("## Every connector\n\n");
     table(&mut s, "<name>.", velo_config::keys::COMMON_CONNECTOR_KEYS);
     s.push_str("## Dead-letter sink\n\nKeys `dlq.*` configure a sink named `dlq` (default `file_sink`, JSON Lines) that receives every bad record with `source`, `location` (file), `line`, `error` and the raw `record`.\n\n");
-    for (kind, keys) in velo_connectors::registry::SOURCES {
-        if *kind == "generator" {
+    for (kind, keys) in crate::connectors::registry().sources() {
+        if kind == "generator" {
             continue;
         }
         s.push_str(&format!("## Source `{kind}`\n\n"));
         table(&mut s, "<name>.", keys);
     }
-    for (kind, keys) in velo_connectors::registry::SINKS {
-        if *kind == "console" {
+    for (kind, keys) in crate::connectors::registry().sinks() {
+        if kind == "console" {
             continue;
         }
         s.push_str(&format!("## Sink `{kind}`\n\n"));

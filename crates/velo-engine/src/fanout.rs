@@ -14,7 +14,20 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::{mpsc, oneshot};
-use velo_connectors::Sink;
+use velo_connectors::{Position, Sink};
+
+/// A source's transaction context, handed to transactional sinks.
+pub type TxnContext = Arc<dyn std::any::Any + Send + Sync>;
+
+/// What `prepare` reports: rows in the epoch, and what a restart needs to
+/// finish publishing it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Rows written this epoch.
+    pub rows: u64,
+    /// The sink's commit token ([`Sink::commit_token`]).
+    pub token: Option<serde_json::Value>,
+}
 
 /// Retry policy for sink writes.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +41,13 @@ pub struct Retry {
 enum Cmd {
     Begin(u64, oneshot::Sender<Result<(), String>>),
     Write(RecordBatch),
-    Prepare(u64, oneshot::Sender<Result<u64, String>>),
+    Prepare(u64, oneshot::Sender<Result<Prepared, String>>),
+    Recover(serde_json::Value, oneshot::Sender<Result<(), String>>),
+    Position(
+        Position,
+        Option<TxnContext>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     Commit(u64, oneshot::Sender<Result<(), String>>),
     Abort(u64, oneshot::Sender<Result<(), String>>),
     Close(oneshot::Sender<Result<(), String>>),
@@ -121,12 +140,25 @@ impl SinkHandle {
                             }
                         }
                         Cmd::Prepare(e, ack) => {
-                            let r = match epoch_error.take() {
-                                Some(m) => Err(m),
-                                None => with_retry(retry, &tname, || sink.prepare_commit(e))
-                                    .map(|_| epoch_rows),
-                            };
+                            let r =
+                                match epoch_error.take() {
+                                    Some(m) => Err(m),
+                                    None => with_retry(retry, &tname, || sink.prepare_commit(e))
+                                        .map(|_| Prepared {
+                                            rows: epoch_rows,
+                                            token: sink.commit_token(),
+                                        }),
+                                };
                             let _ = ack.send(r);
+                        }
+                        Cmd::Recover(token, ack) => {
+                            let _ = ack.send(sink.recover(&token).map_err(|e| e.to_string()));
+                        }
+                        Cmd::Position(pos, ctx, ack) => {
+                            let _ = ack.send(
+                                sink.set_epoch_position(&pos, ctx)
+                                    .map_err(|e| e.to_string()),
+                            );
                         }
                         Cmd::Commit(e, ack) => {
                             let r = with_retry(retry, &tname, || sink.commit(e));
@@ -180,9 +212,17 @@ impl SinkHandle {
     pub async fn begin(&self, epoch: u64) -> Result<(), String> {
         self.call(|a| Cmd::Begin(epoch, a)).await
     }
-    /// Makes the epoch durable; returns its record count.
-    pub async fn prepare(&self, epoch: u64) -> Result<u64, String> {
+    /// Makes the epoch durable; returns its record count and commit token.
+    pub async fn prepare(&self, epoch: u64) -> Result<Prepared, String> {
         self.call(|a| Cmd::Prepare(epoch, a)).await
+    }
+    /// Finishes publishing an epoch a checkpoint committed (restart).
+    pub async fn recover(&self, token: serde_json::Value) -> Result<(), String> {
+        self.call(|a| Cmd::Recover(token, a)).await
+    }
+    /// Hands the epoch's source position to the sink (transactional mode).
+    pub async fn set_position(&self, pos: Position, ctx: Option<TxnContext>) -> Result<(), String> {
+        self.call(|a| Cmd::Position(pos, ctx, a)).await
     }
     /// Publishes the epoch.
     pub async fn commit(&self, epoch: u64) -> Result<(), String> {

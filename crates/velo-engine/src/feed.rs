@@ -17,7 +17,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use tokio::sync::Mutex;
-use velo_connectors::{BadRecord, Source, SourceEvent, SourceReader};
+use velo_connectors::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};
 
 use crate::stats::Counters;
 
@@ -64,6 +64,9 @@ struct State {
     batches: usize,
     bad: Vec<BadRecord>,
     fatal: Option<String>,
+    /// Position after the last batch delivered (resumable sources).
+    position: Option<Position>,
+    committer: Option<Arc<dyn PositionCommitter>>,
 }
 
 /// The feed of one source across epochs.
@@ -77,6 +80,8 @@ pub struct EpochFeed {
     policy: BadRecordPolicy,
     counters: Arc<Counters>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where to resume (a checkpoint's position).
+    resume: std::sync::Mutex<Option<Position>>,
 }
 
 impl std::fmt::Debug for EpochFeed {
@@ -112,10 +117,13 @@ impl EpochFeed {
                 batches: 0,
                 bad: vec![],
                 fatal: None,
+                position: None,
+                committer: None,
             }),
             policy,
             counters,
             shutdown,
+            resume: std::sync::Mutex::new(None),
         })
     }
 
@@ -136,13 +144,41 @@ impl EpochFeed {
             Projection::Cols(c) => Some(c.iter().copied().collect()),
             _ => None,
         };
+        let resume = self.resume.lock().expect("resume lock").clone();
         self.source
-            .open(self.batch_rows, cols.as_deref())
+            .open_at(self.batch_rows, cols.as_deref(), resume.as_ref())
             .map_err(|e| {
                 DataFusionError::External(
                     format!("Failed to create source '{}': {e}", self.name).into(),
                 )
             })
+    }
+
+    /// Resumes the source at `pos` when it opens.
+    pub fn set_resume(&self, pos: Position) {
+        *self.resume.lock().expect("resume lock") = Some(pos.clone());
+    }
+
+    /// The source position after the last delivered batch (resumable sources).
+    pub async fn position(&self) -> Option<Position> {
+        self.state.lock().await.position.clone()
+    }
+
+    /// The committer of the source's positions, once it is open.
+    pub async fn committer(&self) -> Option<Arc<dyn PositionCommitter>> {
+        self.state.lock().await.committer.clone()
+    }
+
+    /// Closes the reader and reopens it at `pos` on the next read: the
+    /// records after `pos` are delivered again (an aborted epoch is re-read).
+    pub async fn rewind(&self, pos: Position) {
+        let mut s = self.state.lock().await;
+        s.reader = None;
+        s.committer = None;
+        s.pending = None;
+        s.exhausted = false;
+        s.position = Some(pos.clone());
+        *self.resume.lock().expect("resume lock") = Some(pos);
     }
 
     /// Starts an epoch with `budget`.
@@ -190,7 +226,10 @@ impl EpochFeed {
         let mut s = self.state.lock().await;
         if s.reader.is_none() && !s.exhausted {
             match self.open() {
-                Ok(r) => s.reader = Some(r),
+                Ok(r) => {
+                    s.committer = r.committer();
+                    s.reader = Some(r)
+                }
                 Err(e) => {
                     s.fatal = Some(e.to_string());
                     s.exhausted = true;
@@ -209,6 +248,7 @@ impl EpochFeed {
             {
                 return None;
             }
+            let mut whole = false;
             let batch = if let Some(p) = s.pending.take() {
                 p
             } else if s.exhausted {
@@ -240,6 +280,12 @@ impl EpochFeed {
                         return None;
                     }
                     Some(SourceEvent::Batch(b)) => b,
+                    Some(SourceEvent::Positioned(b, pos)) => {
+                        // never split: the epoch's position is its last batch's
+                        s.position = Some(pos);
+                        whole = true;
+                        b
+                    }
                     Some(SourceEvent::Bad(r)) => {
                         Counters::add(&self.counters.records_failed, 1);
                         match self.policy {
@@ -266,7 +312,7 @@ impl EpochFeed {
                 }
             };
             let mut batch = batch;
-            if let Some(max) = s.budget.max_records {
+            if let Some(max) = s.budget.max_records.filter(|_| !whole) {
                 let room = max - s.records;
                 if batch.num_rows() > room {
                     s.pending = Some(batch.slice(room, batch.num_rows() - room));

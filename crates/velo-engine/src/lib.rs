@@ -2,7 +2,7 @@
 //!
 //! The middle of the data path. [`plan`] turns a parsed application
 //! (`velo-sql`) into runnable jobs: configuration resolved (`velo-config`),
-//! sources and sinks built (`velo-connectors`), the driving source registered
+//! sources and sinks built ([`connectors`]: `velo-connectors` and `velo-kafka`), the driving source registered
 //! in a DataFusion `SessionContext` as a streaming table ([`feed`]), bounded
 //! JOIN sources loaded as in-memory lookup tables, and the SELECT planned by
 //! DataFusion. [`runtime`] then drives **epochs** (ARCHITECTURE.md decision
@@ -13,6 +13,8 @@
 //! dead-letter sink in the same epoch. Failure strategies and
 //! [`stats::JobExecutionStats`] live here too.
 
+pub mod checkpoint;
+pub mod connectors;
 pub mod docs;
 pub mod fanout;
 pub mod feed;

@@ -106,8 +106,9 @@ fn decl_schema(decl: &StatementSpec) -> Result<SchemaRef> {
 
 /// Checks a connector's keys against its table; warnings are collected.
 fn validated(c: ConnectorConfig, warnings: &mut Vec<String>) -> Result<ConnectorConfig> {
-    let w =
-        velo_connectors::registry::validate(&c).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let w = crate::connectors::registry()
+        .validate(&c)
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
     warnings.extend(w.into_iter().map(|w| w.0));
     Ok(c)
 }
@@ -289,7 +290,13 @@ fn resolve_job(
             }
         };
         match cfg.and_then(|c| validated(c, warnings)) {
-            Ok(c) => sources.push(c),
+            Ok(mut c) => {
+                if c.kind == "kafka" && !c.props.contains_key("group.id") {
+                    c.props
+                        .insert("group.id".into(), format!("velo-{}", st.name));
+                }
+                sources.push(c)
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -336,7 +343,15 @@ fn resolve_job(
             }
         };
         match cfg.and_then(|c| validated(c, warnings)) {
-            Ok(c) => sinks.push(c),
+            Ok(mut c) => {
+                if c.kind == "kafka" && !c.props.contains_key("transactional.id") {
+                    c.props.insert(
+                        "transactional.id".into(),
+                        format!("velo-{}-{}", st.name, c.name),
+                    );
+                }
+                sinks.push(c)
+            }
             Err(e) => errors.push(e),
         }
     }

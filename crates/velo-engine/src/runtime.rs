@@ -105,14 +105,12 @@ pub async fn prepare_job(
     let counters = Counters::new();
     let mut built = Vec::new();
     for cfg in &plan.sources {
-        let src = velo_connectors::registry::create_source(
-            cfg,
-            plan.explicit_schemas.get(&cfg.name).cloned(),
-        )
-        .map_err(|e| EngineError::SourceCreation {
-            name: cfg.name.clone(),
-            message: e.to_string(),
-        })?;
+        let src = crate::connectors::registry()
+            .create_source(cfg, plan.explicit_schemas.get(&cfg.name).cloned())
+            .map_err(|e| EngineError::SourceCreation {
+                name: cfg.name.clone(),
+                message: e.to_string(),
+            })?;
         built.push(src);
     }
     let driver_idx = built.iter().position(|s| !s.is_bounded()).unwrap_or(0);
@@ -454,7 +452,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     // sinks: create what can be created; all failing falls back to stdout
     let mut created = Vec::new();
     for cfg in &p.plan.sinks {
-        match velo_connectors::registry::create_sink(cfg) {
+        match crate::connectors::registry().create_sink(cfg) {
             Ok(s) => {
                 tracing::info!(job = %name, "Successfully created sink '{}'", cfg.name);
                 created.push(s);
@@ -468,11 +466,12 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     if created.is_empty() {
         tracing::warn!("Job '{name}': no sink could be created; writing results to stdout");
         created.push(
-            velo_connectors::registry::create_sink(&crate::plan::stdout_sink(
-                "stdout_fallback",
-                &p.plan.sinks[0].base_dir,
-            ))
-            .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            crate::connectors::registry()
+                .create_sink(&crate::plan::stdout_sink(
+                    "stdout_fallback",
+                    &p.plan.sinks[0].base_dir,
+                ))
+                .map_err(|e| EngineError::Invalid(e.to_string()))?,
         );
     }
     let all_tx = created.iter().all(|s| s.capabilities().transactions);
@@ -499,7 +498,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             .collect(),
     };
     let dlq = match &p.plan.dlq {
-        Some(cfg) => match velo_connectors::registry::create_sink(cfg) {
+        Some(cfg) => match crate::connectors::registry().create_sink(cfg) {
             Ok(s) => Some(SinkHandle::spawn(s, dlq_schema(), transactional, retry)),
             Err(e) => {
                 return Err(EngineError::Invalid(format!(
@@ -527,6 +526,31 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     let mut dead_lettered = 0u64;
     let mut logged_bad = 0u64;
     let mut epoch = 0u64;
+    // a transactional job on a resumable source commits through a checkpoint
+    let state_dir = (transactional && p.driver.resumable()).then(|| state_dir(&p.plan));
+    let mut committed_pos: Option<velo_connectors::Position> = None;
+    if let Some(dir) = &state_dir {
+        if let Some(cp) = crate::checkpoint::load(dir, &name)? {
+            for (sink, token) in &cp.sinks {
+                let handle = fan.sinks.iter().chain(dlq.iter()).find(|h| &h.name == sink);
+                if let Some(h) = handle {
+                    h.recover(token.clone())
+                        .await
+                        .map_err(|e| EngineError::Sink {
+                            job: name.clone(),
+                            epoch: cp.epoch,
+                            sink: sink.clone(),
+                            message: e,
+                        })?;
+                }
+            }
+            tracing::info!(job = %name, "resuming after checkpoint epoch {} ({})", cp.epoch, dir.display());
+            epoch = cp.epoch;
+            p.feed.set_resume(cp.position.clone());
+            committed_pos = Some(cp.position);
+        }
+    }
+    let mut failed_in_row = 0u32;
     loop {
         epoch += 1;
         let t0 = Instant::now();
@@ -616,21 +640,58 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     "job '{name}' stopped (FailBatch) at epoch {epoch}: {e}"
                 )));
             }
-            tracing::error!(job = %name, epoch, "epoch failed and was discarded ({epoch_records} records counted as failed): {e}");
-            Counters::add(&p.counters.records_failed, epoch_records);
+            if !rewind(
+                &p,
+                &job,
+                committed_pos.as_ref(),
+                &mut failed_in_row,
+                &name,
+                epoch,
+            )
+            .await?
+            {
+                tracing::error!(job = %name, epoch, "epoch failed and was discarded ({epoch_records} records counted as failed): {e}");
+                Counters::add(&p.counters.records_failed, epoch_records);
+            }
         } else {
             // commit protocol: prepare everything, then publish
             let mut failed: Vec<(String, String)> = begin_failed;
+            // an epoch that read nothing keeps the last committed position
+            let position = p.feed.position().await.or_else(|| committed_pos.clone());
+            let committer = p.feed.committer().await;
+            if transactional {
+                if let Some(pos) = &position {
+                    let ctx = committer.as_ref().and_then(|c| c.transaction_context());
+                    for (n, r) in fan.each(|s| s.set_position(pos.clone(), ctx.clone())).await {
+                        if let Err(e) = r {
+                            failed.push((n.to_string(), e));
+                        }
+                    }
+                }
+            }
+            let mut tokens = BTreeMap::new();
             for (n, r) in fan.each(|s| s.prepare(epoch)).await {
-                if let Err(e) = r {
-                    if !failed.iter().any(|(f, _)| f == n) {
-                        failed.push((n.to_string(), e));
+                match r {
+                    Ok(pr) => {
+                        if let Some(t) = pr.token {
+                            tokens.insert(n.to_string(), t);
+                        }
+                    }
+                    Err(e) => {
+                        if !failed.iter().any(|(f, _)| f == n) {
+                            failed.push((n.to_string(), e));
+                        }
                     }
                 }
             }
             if let Some(d) = &dlq {
-                if let Err(e) = d.prepare(epoch).await {
-                    failed.push(("dlq".into(), e));
+                match d.prepare(epoch).await {
+                    Ok(pr) => {
+                        if let Some(t) = pr.token {
+                            tokens.insert("dlq".into(), t);
+                        }
+                    }
+                    Err(e) => failed.push(("dlq".into(), e)),
                 }
             }
             if !failed.is_empty()
@@ -648,9 +709,35 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         message,
                     });
                 }
-                tracing::error!(job = %name, epoch, "transaction aborted on every sink: sink '{sink}' failed: {message}");
-                Counters::add(&p.counters.records_failed, epoch_records);
+                if !rewind(
+                    &p,
+                    &job,
+                    committed_pos.as_ref(),
+                    &mut failed_in_row,
+                    &name,
+                    epoch,
+                )
+                .await?
+                {
+                    tracing::error!(job = %name, epoch, "transaction aborted on every sink: sink '{sink}' failed: {message}");
+                    Counters::add(&p.counters.records_failed, epoch_records);
+                }
             } else {
+                // the commit point of a checkpointed job
+                if let Some(dir) = &state_dir {
+                    let cp = crate::checkpoint::Checkpoint {
+                        version: 0,
+                        job: name.clone(),
+                        epoch,
+                        position: position.clone().unwrap_or_default(),
+                        sinks: tokens,
+                    };
+                    if let Err(e) = crate::checkpoint::store(dir, &cp) {
+                        abort_all(&fan, dlq.as_ref(), epoch).await;
+                        close_all(&fan, dlq.as_ref()).await;
+                        return Err(e);
+                    }
+                }
                 for (sink, message) in &failed {
                     tracing::error!(job = %name, epoch, "sink '{sink}' failed this epoch (other sinks continue): {message}");
                     if let Some(h) = fan.sinks.iter().find(|s| &s.name == sink) {
@@ -689,6 +776,16 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         message: e,
                     })?;
                 }
+                // every sink acknowledged: the source may forget what came before
+                if let Some(pos) = position.filter(|_| failed.is_empty()) {
+                    if let Some(c) = &committer {
+                        if let Err(e) = c.commit(&pos, false) {
+                            tracing::warn!(job = %name, epoch, "{e}");
+                        }
+                    }
+                    committed_pos = Some(pos);
+                }
+                failed_in_row = 0;
                 // the empty epoch that only discovers the end of input is not counted
                 if epoch_records > 0 || !p.feed.is_finished().await {
                     stats.batches_processed += 1;
@@ -717,6 +814,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             break;
         }
     }
+    if let (Some(pos), Some(c)) = (&committed_pos, p.feed.committer().await) {
+        if let Err(e) = c.commit(pos, true) {
+            tracing::warn!(job = %name, "final offset commit: {e}");
+        }
+    }
     close_all(&fan, dlq.as_ref()).await;
     stats.elapsed = started.elapsed();
     stats.records_processed = Counters::get(&p.counters.records_in);
@@ -737,6 +839,50 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         }
     }
     Ok(stats)
+}
+
+/// The checkpoint directory of a job: `state.dir` (relative to the SQL
+/// file) or `.velo-state` beside it, then the job name.
+fn state_dir(plan: &JobPlan) -> std::path::PathBuf {
+    let base = plan
+        .sources
+        .first()
+        .map(|c| c.base_dir.clone())
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let root = match &plan.job.state_dir {
+        Some(d) if std::path::Path::new(d).is_absolute() => std::path::PathBuf::from(d),
+        Some(d) => base.join(d),
+        None => base.join(".velo-state"),
+    };
+    crate::checkpoint::job_dir(&root, &plan.name)
+}
+
+/// Under RetryWithBackoff, a failed epoch of a resumable source is read
+/// again from the last committed position (after a backoff) instead of being
+/// counted as failed; `max_retries` failures in a row stop the job.
+async fn rewind(
+    p: &PreparedJob,
+    job: &velo_config::JobConfig,
+    committed: Option<&velo_connectors::Position>,
+    failed_in_row: &mut u32,
+    name: &str,
+    epoch: u64,
+) -> Result<bool> {
+    if job.failure_strategy != FailureStrategy::RetryWithBackoff || !p.driver.resumable() {
+        return Ok(false);
+    }
+    *failed_in_row += 1;
+    if *failed_in_row > job.max_retries {
+        return Err(EngineError::Invalid(format!(
+            "job '{name}' stopped: epoch {epoch} failed {} times in a row (max_retries = {})",
+            *failed_in_row, job.max_retries
+        )));
+    }
+    let wait = job.retry_backoff * (1u32 << (*failed_in_row - 1).min(10));
+    tracing::warn!(job = %name, epoch, "epoch failed; reading it again from the last committed position in {wait:?} (attempt {failed_in_row} of {})", job.max_retries);
+    tokio::time::sleep(wait).await;
+    p.feed.rewind(committed.cloned().unwrap_or_default()).await;
+    Ok(true)
 }
 
 async fn close_all(fan: &FanOut, dlq: Option<&SinkHandle>) {

@@ -145,6 +145,9 @@ pub struct FileSink {
     /// Published files, oldest first (retention).
     published: VecDeque<PathBuf>,
     epoch: u64,
+    /// Temporaries of a killed run are removed at the first epoch, after
+    /// `recover` had the chance to publish the ones a checkpoint committed.
+    stale_probe: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -195,12 +198,18 @@ fn remove_stale_temporaries(probe: &Path) {
     }) else {
         return;
     };
+    // only this sink's files: another sink may share the stem with another extension
+    let ext = probe
+        .extension()
+        .map(|e| format!(".{}.", e.to_string_lossy()))
+        .unwrap_or_default();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         if n.starts_with(&format!(".{stem}"))
+            && n.contains(&ext)
             && (n.ends_with(".tmp") && n.contains(".epoch-") || n.ends_with(".inprogress"))
         {
             tracing::info!(file = %e.path().display(), "removing an uncommitted temporary file of an earlier run");
@@ -228,7 +237,6 @@ impl FileSink {
                 }
             }
         }
-        remove_stale_temporaries(Path::new(&probe));
         Ok(Self {
             name: name.to_string(),
             cfg,
@@ -239,6 +247,7 @@ impl FileSink {
             seq: 0,
             published: VecDeque::new(),
             epoch: 0,
+            stale_probe: Some(PathBuf::from(probe)),
         })
     }
 
@@ -549,6 +558,9 @@ impl Sink for FileSink {
     }
 
     fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
+        if let Some(probe) = self.stale_probe.take() {
+            remove_stale_temporaries(&probe);
+        }
         self.epoch = epoch;
         let rendered = self.render(epoch);
         if self
@@ -608,6 +620,43 @@ impl Sink for FileSink {
                 .map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
             sync_dir(&fin);
             self.retain(fin);
+        }
+        Ok(())
+    }
+
+    fn commit_token(&self) -> Option<serde_json::Value> {
+        (!self.staged.is_empty()).then(|| {
+            serde_json::json!(
+                self.staged
+                    .iter()
+                    .map(|(t, f)| [t.to_string_lossy(), f.to_string_lossy()])
+                    .collect::<Vec<_>>()
+            )
+        })
+    }
+
+    fn recover(&mut self, token: &serde_json::Value) -> Result<()> {
+        let pairs: Vec<(PathBuf, PathBuf)> =
+            serde_json::from_value(token.clone()).map_err(|e| {
+                ConnectorError::Other(format!(
+                    "sink '{}': unreadable checkpoint entry: {e}",
+                    self.name
+                ))
+            })?;
+        for (tmp, fin) in pairs {
+            if tmp.exists() {
+                tracing::info!(sink = %self.name, file = %fin.display(), "publishing a file the last checkpoint committed");
+                std::fs::rename(&tmp, &fin)
+                    .map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
+                sync_dir(&fin);
+            } else if !fin.exists() {
+                return Err(ConnectorError::Other(format!(
+                    "sink '{}': the checkpoint says '{}' was committed, but neither it nor its temporary file '{}' exists",
+                    self.name,
+                    fin.display(),
+                    tmp.display()
+                )));
+            }
         }
         Ok(())
     }

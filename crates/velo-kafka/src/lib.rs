@@ -1,0 +1,56 @@
+//! # velo-kafka: the Kafka connector
+//!
+//! A source and a sink at the two ends of the data path, on librdkafka
+//! (rdkafka, default build). The **source** ([`source::KafkaSource`]) is a
+//! consumer-group member that decodes message values straight into Arrow
+//! batches ([`format`]: arrow-json, arrow-avro with the Confluent wire format
+//! and a [`schema_registry`], raw string/bytes), adds the `_key`,
+//! `_partition`, `_offset`, `_timestamp`, `_headers` columns on request, and
+//! reports its position (next offset per partition) with every batch; the
+//! engine commits that position to the group only after every sink has
+//! acknowledged the epoch, or stores it in the job's checkpoint. The **sink**
+//! ([`sink::KafkaSink`]) writes one message per row, keyed by `key.field`,
+//! and runs each epoch as a Kafka transaction in transactional mode. Every
+//! key Velostream does not own is librdkafka's ([`config`]).
+//!
+//! This crate keeps the heavy client library out of the others: the engine
+//! adds its kinds to the connector registry with [`register`].
+
+pub mod config;
+pub mod format;
+pub mod schema_registry;
+pub mod sink;
+pub mod source;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use velo_config::ConnectorConfig;
+use velo_connectors::registry::{Kind, Registry};
+use velo_connectors::{Result, Sink, Source};
+
+fn create_source(cfg: &ConnectorConfig, schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
+    let c = config::KafkaSourceConfig::from_config(cfg)?;
+    Ok(Arc::new(source::KafkaSource::new(&cfg.name, c, schema)?))
+}
+
+fn create_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
+    let c = config::KafkaSinkConfig::from_config(cfg)?;
+    Ok(Box::new(sink::KafkaSink::new(&cfg.name, c)?))
+}
+
+/// Adds `kafka_source` and `kafka_sink` to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.add_source(Kind {
+        name: "kafka",
+        keys: config::SOURCE_KEYS,
+        create: create_source,
+        extra: Some(config::validate_passthrough),
+    });
+    registry.add_sink(Kind {
+        name: "kafka",
+        keys: config::SINK_KEYS,
+        create: create_sink,
+        extra: Some(config::validate_passthrough),
+    });
+}

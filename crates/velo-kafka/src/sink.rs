@@ -1,0 +1,489 @@
+//! `kafka_sink`: one message per result row. Values are encoded a batch at a
+//! time (arrow-json lines, arrow-avro rows with the Confluent prefix, or a
+//! raw column); keys come from `key.field` columns. In Simple mode an epoch
+//! is acknowledged once the producer has flushed and every delivery report
+//! came back without error; in Transactional mode the epoch is one Kafka
+//! transaction, with the driving Kafka source's offsets sent in it.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use velo_connectors::{ConnectorError, Position, Result, Sink, SinkCapabilities};
+
+use crate::config::{Format, KafkaSinkConfig};
+use crate::schema_registry::SchemaRegistry;
+
+/// Delivery reports: counts failures and keeps the first error.
+pub struct DeliveryContext {
+    name: String,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::warn!(sink = %self.name, "librdkafka {fac}: {log_message}")
+            }
+            _ => tracing::debug!(sink = %self.name, "librdkafka {fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(sink = %self.name, "Kafka: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().expect("delivery lock");
+            if first.is_none() {
+                *first = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    name: String,
+    cfg: KafkaSinkConfig,
+    producer: Option<ThreadedProducer<DeliveryContext>>,
+    transactional: bool,
+    txn_ready: bool,
+    in_txn: bool,
+    schema: Option<SchemaRef>,
+    avro: Option<arrow_avro::writer::Encoder>,
+    registry: Option<Arc<SchemaRegistry>>,
+    pending_offsets: Option<(Position, Option<Arc<dyn std::any::Any + Send + Sync>>)>,
+    lines: Vec<u8>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("name", &self.name)
+            .field("topic", &self.cfg.topic)
+            .finish()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Other(e.to_string())
+}
+
+impl KafkaSink {
+    /// Creates the sink; the producer connects at the first epoch.
+    pub fn new(name: &str, cfg: KafkaSinkConfig) -> Result<Self> {
+        let registry = match (cfg.format, &cfg.registry) {
+            (Format::Avro, Some(url)) => Some(Arc::new(SchemaRegistry::new(url))),
+            (Format::Avro, None) => {
+                return Err(err(format!(
+                    "sink '{name}' writes Avro: set '{name}.schema.registry.url'"
+                )));
+            }
+            _ => None,
+        };
+        Ok(Self {
+            name: name.to_string(),
+            cfg,
+            producer: None,
+            transactional: false,
+            txn_ready: false,
+            in_txn: false,
+            schema: None,
+            avro: None,
+            registry,
+            pending_offsets: None,
+            lines: Vec::new(),
+        })
+    }
+
+    fn producer(&mut self) -> Result<&ThreadedProducer<DeliveryContext>> {
+        if self.producer.is_none() {
+            let mut c = self.cfg.client.clone();
+            if self.transactional {
+                let id = self
+                    .cfg
+                    .transactional_id
+                    .clone()
+                    .unwrap_or_else(|| format!("velo-{}", self.name));
+                c.set("transactional.id", id);
+            }
+            let ctx = DeliveryContext {
+                name: self.name.clone(),
+                failed: AtomicU64::new(0),
+                first_error: Mutex::new(None),
+            };
+            let p: ThreadedProducer<DeliveryContext> = c
+                .create_with_context(ctx)
+                .map_err(|e| err(format!("cannot create a Kafka producer: {e}")))?;
+            self.producer = Some(p);
+        }
+        Ok(self.producer.as_ref().expect("created above"))
+    }
+
+    fn encode_values(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let n = batch.num_rows();
+        match self.cfg.format {
+            Format::Json => {
+                self.lines.clear();
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut self.lines);
+                w.write(batch)?;
+                w.finish()?;
+                drop(w);
+                let out: Vec<Vec<u8>> = self
+                    .lines
+                    .split(|b| *b == b'\n')
+                    .take(n)
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                Ok(out)
+            }
+            Format::String | Format::Bytes => {
+                let idx = batch.schema().index_of("value").unwrap_or(0);
+                let col = batch.column(idx);
+                let col = if col.data_type() == &DataType::Binary {
+                    col.clone()
+                } else {
+                    arrow::compute::cast(col, &DataType::Utf8)?
+                };
+                Ok((0..n)
+                    .map(|i| {
+                        if col.is_null(i) {
+                            Vec::new()
+                        } else if let Some(b) = col.as_binary_opt::<i32>() {
+                            b.value(i).to_vec()
+                        } else {
+                            col.as_string::<i32>().value(i).as_bytes().to_vec()
+                        }
+                    })
+                    .collect())
+            }
+            Format::Avro => {
+                if self.avro.is_none() {
+                    let schema = batch.schema();
+                    let avro_schema = arrow_avro::schema::AvroSchema::try_from(schema.as_ref())
+                        .map_err(|e| err(format!("no Avro schema for the result: {e}")))?;
+                    let reg = self.registry.as_ref().expect("checked in new");
+                    let id = reg.register(&self.cfg.subject, &avro_schema.json_string)?;
+                    let enc = arrow_avro::writer::WriterBuilder::new(schema.as_ref().clone())
+                        .with_fingerprint_strategy(arrow_avro::schema::FingerprintStrategy::Id(id))
+                        .build_encoder::<arrow_avro::writer::format::AvroSoeFormat>()
+                        .map_err(err)?;
+                    self.avro = Some(enc);
+                }
+                let enc = self.avro.as_mut().expect("built above");
+                enc.encode(batch).map_err(err)?;
+                let rows = enc.flush();
+                Ok(rows.iter().map(|b| b.to_vec()).collect())
+            }
+        }
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<String>>>> {
+        if self.cfg.key_fields.is_empty() {
+            return Ok(None);
+        }
+        let mut cols = Vec::new();
+        for k in &self.cfg.key_fields {
+            let i = batch.schema().index_of(k).map_err(|_| {
+                err(format!(
+                    "sink '{}': key.field '{k}' is not a column of the result ({})",
+                    self.name,
+                    batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            cols.push(arrow::compute::cast(batch.column(i), &DataType::Utf8)?);
+        }
+        Ok(Some(
+            (0..batch.num_rows())
+                .map(|r| {
+                    let parts: Vec<&str> = cols
+                        .iter()
+                        .map(|c| {
+                            let s = c.as_string::<i32>();
+                            if s.is_null(r) { "" } else { s.value(r) }
+                        })
+                        .collect();
+                    if cols.iter().all(|c| c.is_null(r)) {
+                        None
+                    } else {
+                        Some(parts.join("|"))
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    fn headers(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<OwnedHeaders>>>> {
+        let Some(h) = &self.cfg.headers_field else {
+            return Ok(None);
+        };
+        let col: &ArrayRef = batch.column(batch.schema().index_of(h).map_err(|_| {
+            err(format!(
+                "sink '{}': headers.field '{h}' is not a column of the result",
+                self.name
+            ))
+        })?);
+        let mut out = Vec::with_capacity(batch.num_rows());
+        match col.data_type() {
+            DataType::Map(_, _) => {
+                let m = col.as_map();
+                for r in 0..batch.num_rows() {
+                    if m.is_null(r) {
+                        out.push(None);
+                        continue;
+                    }
+                    let e = m.value(r);
+                    let ks = arrow::compute::cast(e.column(0), &DataType::Utf8)?;
+                    let vs = arrow::compute::cast(e.column(1), &DataType::Utf8)?;
+                    let (ks, vs) = (ks.as_string::<i32>(), vs.as_string::<i32>());
+                    let mut hs = OwnedHeaders::new();
+                    for i in 0..ks.len() {
+                        hs = hs.insert(Header {
+                            key: ks.value(i),
+                            value: (!vs.is_null(i)).then(|| vs.value(i)),
+                        });
+                    }
+                    out.push(Some(hs));
+                }
+            }
+            _ => {
+                let s = arrow::compute::cast(col, &DataType::Utf8)?;
+                let s = s.as_string::<i32>();
+                for r in 0..batch.num_rows() {
+                    if s.is_null(r) {
+                        out.push(None);
+                        continue;
+                    }
+                    let v: serde_json::Value = serde_json::from_str(s.value(r)).map_err(|e| {
+                        err(format!(
+                            "sink '{}': headers.field '{h}' is not a JSON object: {e}",
+                            self.name
+                        ))
+                    })?;
+                    let mut hs = OwnedHeaders::new();
+                    if let Some(o) = v.as_object() {
+                        for (k, v) in o {
+                            let text = match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            hs = hs.insert(Header {
+                                key: k,
+                                value: Some(&text),
+                            });
+                        }
+                    }
+                    out.push(Some(hs));
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn delivery_error(&self) -> Option<String> {
+        let p = self.producer.as_ref()?;
+        let ctx = p.context();
+        let n = ctx.failed.swap(0, Ordering::Relaxed);
+        let first = ctx.first_error.lock().expect("delivery lock").take();
+        (n > 0).then(|| {
+            format!(
+                "{n} message(s) were not delivered to topic '{}': {}",
+                self.cfg.topic,
+                first.unwrap_or_default()
+            )
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities { transactions: true }
+    }
+
+    fn set_transactional(&mut self, on: bool) {
+        self.transactional = on;
+    }
+
+    fn set_schema(&mut self, schema: SchemaRef) {
+        self.schema = Some(schema);
+    }
+
+    fn begin_epoch(&mut self, _epoch: u64) -> Result<()> {
+        let timeout = self.cfg.flush_timeout;
+        let transactional = self.transactional;
+        let ready = self.txn_ready;
+        let p = self.producer()?;
+        if transactional {
+            if !ready {
+                p.init_transactions(timeout)
+                    .map_err(|e| err(format!("cannot initialise Kafka transactions: {e}")))?;
+            }
+            p.begin_transaction()
+                .map_err(|e| err(format!("cannot begin a Kafka transaction: {e}")))?;
+            self.txn_ready = true;
+            self.in_txn = true;
+        }
+        self.pending_offsets = None;
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let values = self.encode_values(batch)?;
+        let keys = self.keys(batch)?;
+        let mut headers = self.headers(batch)?;
+        let topic = self.cfg.topic.clone();
+        let p = self.producer()?;
+        for (i, v) in values.iter().enumerate() {
+            let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(&topic).payload(v.as_slice());
+            if let Some(k) = keys.as_ref().and_then(|k| k[i].as_deref()) {
+                rec = rec.key(k);
+            }
+            if let Some(h) = headers.as_mut().and_then(|h| h[i].take()) {
+                rec = rec.headers(h);
+            }
+            let mut rec = rec;
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // the local queue is full: wait for deliveries
+                        std::thread::sleep(Duration::from_millis(2));
+                        rec = r;
+                    }
+                    Err((e, _)) => {
+                        return Err(err(format!("cannot send to topic '{topic}': {e}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_epoch_position(
+        &mut self,
+        position: &Position,
+        context: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> Result<()> {
+        self.pending_offsets = Some((position.clone(), context));
+        Ok(())
+    }
+
+    fn prepare_commit(&mut self, _epoch: u64) -> Result<()> {
+        let timeout = self.cfg.flush_timeout;
+        let Some(p) = self.producer.as_ref() else {
+            return Ok(());
+        };
+        p.flush(timeout).map_err(|e| {
+            err(format!(
+                "topic '{}': not every message was acknowledged within {timeout:?}: {e}",
+                self.cfg.topic
+            ))
+        })?;
+        if let Some(e) = self.delivery_error() {
+            return Err(err(e));
+        }
+        if self.in_txn {
+            if let Some((pos, Some(ctx))) = self.pending_offsets.take() {
+                if let Some(src) = ctx.downcast_ref::<crate::source::KafkaTxnContext>() {
+                    if let Some(gm) = src.group_metadata() {
+                        let tpl = crate::source::position_list(&pos);
+                        let p = self.producer.as_ref().expect("checked above");
+                        p.send_offsets_to_transaction(&tpl, &gm, timeout)
+                            .map_err(|e| {
+                                err(format!(
+                                    "cannot add the consumed offsets to the transaction: {e}"
+                                ))
+                            })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, _epoch: u64) -> Result<()> {
+        if self.in_txn {
+            let p = self.producer.as_ref().expect("in a transaction");
+            p.commit_transaction(self.cfg.flush_timeout)
+                .map_err(|e| err(format!("cannot commit the Kafka transaction: {e}")))?;
+            self.in_txn = false;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, _epoch: u64) -> Result<()> {
+        let _ = self.delivery_error();
+        if self.in_txn {
+            self.in_txn = false;
+            if let Some(p) = self.producer.as_ref() {
+                p.abort_transaction(self.cfg.flush_timeout)
+                    .map_err(|e| err(format!("cannot abort the Kafka transaction: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some(p) = self.producer.as_ref() {
+            if self.in_txn {
+                let _ = p.abort_transaction(self.cfg.flush_timeout);
+                self.in_txn = false;
+            }
+            p.flush(self.cfg.flush_timeout)
+                .map_err(|e| err(format!("topic '{}': flush at close: {e}", self.cfg.topic)))?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kafka topic '{}' at '{}' ({:?}{}){}",
+            self.cfg.topic,
+            self.cfg.servers,
+            self.cfg.format,
+            if self.cfg.key_fields.is_empty() {
+                String::new()
+            } else {
+                format!(", key {}", self.cfg.key_fields.join("|"))
+            },
+            if self.transactional {
+                " (transactional)"
+            } else {
+                ""
+            }
+        )
+    }
+}

@@ -1,0 +1,750 @@
+//! `kafka_source`: a consumer-group member on a thread of its own. Messages
+//! are polled in sets of up to `max.poll.records`, their values decoded in
+//! one call ([`crate::format`]) and handed to the engine as one batch with
+//! the position after it (next offset per `topic/partition`). Offsets are
+//! committed to the group only when the engine says every sink has
+//! acknowledged the epoch ([`KafkaCommitter`]); a restarted job resumes from
+//! its checkpoint position (set at partition assignment) or from the group.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, RecordBatch, StringBuilder,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use velo_connectors::{
+    BadRecord, ConnectorError, Position, PositionCommitter, Result, Source, SourceEvent,
+    SourceReader,
+};
+
+use crate::config::{Format, KafkaSourceConfig};
+use crate::format::{AvroState, ValueDecoder};
+use crate::schema_registry::SchemaRegistry;
+
+/// The metadata columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meta {
+    Key,
+    Partition,
+    Offset,
+    Timestamp,
+    Headers,
+}
+
+const META: &[(&str, Meta)] = &[
+    ("_key", Meta::Key),
+    ("_partition", Meta::Partition),
+    ("_offset", Meta::Offset),
+    ("_timestamp", Meta::Timestamp),
+    ("_headers", Meta::Headers),
+];
+
+fn headers_type() -> DataType {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(
+            vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+fn meta_field(m: Meta, name: &str, key_bytes: bool) -> Field {
+    let ty = match m {
+        Meta::Key if key_bytes => DataType::Binary,
+        Meta::Key => DataType::Utf8,
+        Meta::Partition => DataType::Int32,
+        Meta::Offset => DataType::Int64,
+        Meta::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
+        Meta::Headers => headers_type(),
+    };
+    Field::new(name, ty, true)
+}
+
+/// Where an output column comes from.
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    Value(usize),
+    Meta(Meta),
+}
+
+/// Client callbacks: errors and logs to tracing, the last error kept for
+/// messages; partition assignment seeks to the resume position.
+pub struct VeloContext {
+    name: String,
+    last_error: Mutex<Option<String>>,
+    resume: Mutex<Option<HashMap<(String, i32), i64>>>,
+}
+
+impl VeloContext {
+    fn new(name: &str, resume: Option<&Position>) -> Self {
+        let resume = resume.map(|p| {
+            p.parts
+                .iter()
+                .filter_map(|(k, v)| {
+                    let (t, part) = k.rsplit_once('/')?;
+                    Some(((t.to_string(), part.parse().ok()?), *v))
+                })
+                .collect()
+        });
+        Self {
+            name: name.to_string(),
+            last_error: Mutex::new(None),
+            resume: Mutex::new(resume),
+        }
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("error lock").clone()
+    }
+}
+
+impl ClientContext for VeloContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::warn!(source = %self.name, "librdkafka {fac}: {log_message}")
+            }
+            _ => tracing::debug!(source = %self.name, "librdkafka {fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(source = %self.name, "Kafka: {error}: {reason}");
+        *self.last_error.lock().expect("error lock") = Some(reason.to_string());
+    }
+}
+
+impl ConsumerContext for VeloContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let r = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(resume) = self.resume.lock().expect("resume lock").as_ref() {
+                    // in place: the list belongs to librdkafka
+                    let assigned: Vec<(String, i32)> = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect();
+                    for key in assigned {
+                        if let Some(off) = resume.get(&key) {
+                            tracing::info!(source = %self.name, "resuming {}/{} at offset {off} (checkpoint)", key.0, key.1);
+                            if let Err(e) =
+                                tpl.set_partition_offset(&key.0, key.1, Offset::Offset(*off))
+                            {
+                                tracing::warn!(source = %self.name, "cannot resume {}/{}: {e}", key.0, key.1);
+                            }
+                        }
+                    }
+                }
+                tracing::info!(source = %self.name, "assigned {} partition(s)", tpl.count());
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(source = %self.name, "{} partition(s) revoked", tpl.count());
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(source = %self.name, "rebalance error: {other:?}");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(source = %self.name, "rebalance: {e}");
+        }
+    }
+}
+
+type Consumer_ = BaseConsumer<VeloContext>;
+
+/// Commits positions to the consumer group.
+pub struct KafkaCommitter {
+    consumer: Arc<Consumer_>,
+}
+
+/// What a transactional Kafka sink needs from the source: its consumer.
+pub struct KafkaTxnContext(pub Arc<Consumer_>);
+
+impl KafkaTxnContext {
+    /// The consumer's group metadata.
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.0.group_metadata()
+    }
+}
+
+/// `topic/partition -> offset` as a librdkafka list.
+pub fn position_list(pos: &Position) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (k, off) in &pos.parts {
+        if let Some((t, p)) = k.rsplit_once('/') {
+            if let Ok(p) = p.parse::<i32>() {
+                let _ = tpl.add_partition_offset(t, p, Offset::Offset(*off));
+            }
+        }
+    }
+    tpl
+}
+
+impl PositionCommitter for KafkaCommitter {
+    fn commit(&self, pos: &Position, sync: bool) -> Result<()> {
+        if pos.parts.is_empty() {
+            return Ok(());
+        }
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        self.consumer
+            .commit(&position_list(pos), mode)
+            .map_err(|e| ConnectorError::Other(format!("offset commit failed: {e}")))
+    }
+
+    fn transaction_context(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(Arc::new(KafkaTxnContext(self.consumer.clone())))
+    }
+}
+
+/// The Kafka source.
+#[derive(Debug)]
+pub struct KafkaSource {
+    name: String,
+    cfg: KafkaSourceConfig,
+    schema: SchemaRef,
+    value_schema: SchemaRef,
+    cols: Vec<Col>,
+    avro: Option<(Arc<SchemaRegistry>, u32, String)>,
+    avro_inline: Option<String>,
+}
+
+fn connect_error(name: &str, servers: &str, e: &str, ctx: Option<String>) -> ConnectorError {
+    let detail = ctx.map(|c| format!(" ({c})")).unwrap_or_default();
+    ConnectorError::Other(format!(
+        "cannot reach the Kafka brokers '{servers}' of source '{name}': {e}{detail}; check '{name}.bootstrap.servers' and that the brokers are running"
+    ))
+}
+
+fn consumer(cfg: &KafkaSourceConfig, name: &str, resume: Option<&Position>) -> Result<Consumer_> {
+    cfg.client
+        .create_with_context(VeloContext::new(name, resume))
+        .map_err(|e| ConnectorError::Other(format!("cannot create a Kafka consumer: {e}")))
+}
+
+impl KafkaSource {
+    /// Connects to the brokers (a clear error if they cannot be reached or a
+    /// topic does not exist) and settles the schema.
+    pub fn new(name: &str, cfg: KafkaSourceConfig, explicit: Option<SchemaRef>) -> Result<Self> {
+        let probe = consumer(&cfg, name, None)?;
+        let md = probe
+            .fetch_metadata(None, cfg.connect_timeout)
+            .map_err(|e| {
+                connect_error(
+                    name,
+                    &cfg.servers,
+                    &e.to_string(),
+                    probe.context().last_error(),
+                )
+            })?;
+        if md.brokers().is_empty() {
+            return Err(connect_error(
+                name,
+                &cfg.servers,
+                "no broker answered",
+                probe.context().last_error(),
+            ));
+        }
+        for t in &cfg.topics {
+            let found = md
+                .topics()
+                .iter()
+                .find(|m| m.name() == t)
+                .is_some_and(|m| !m.partitions().is_empty());
+            if !found {
+                return Err(ConnectorError::Other(format!(
+                    "topic '{t}' of source '{name}' does not exist on '{}'; create it first",
+                    cfg.servers
+                )));
+            }
+        }
+        drop(probe);
+        let (declared_meta, value_fields): (Vec<_>, Vec<_>) = explicit
+            .as_ref()
+            .map(|s| s.fields().iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|f| META.iter().any(|(n, _)| n == f.name()));
+        let explicit_values = (!value_fields.is_empty())
+            .then(|| Arc::new(Schema::new(value_fields)) as SchemaRef)
+            .or(match &cfg.schema {
+                Some(s) => Some(velo_connectors::schema::parse_schema(s)?),
+                None => None,
+            });
+        let mut avro = None;
+        let mut avro_inline = None;
+        let value_schema = match cfg.format {
+            Format::String | Format::Bytes => ValueDecoder::raw_schema(cfg.format),
+            Format::Avro => {
+                if let Some(path) = &cfg.avro_schema_file {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| ConnectorError::io("cannot read Avro schema", path, e))?;
+                    let st = AvroState::inline(text.clone(), 1)?;
+                    avro_inline = Some(text);
+                    st.schema()
+                } else {
+                    let url = cfg.registry.as_deref().ok_or_else(|| {
+                        ConnectorError::Other(format!(
+                            "source '{name}' reads Avro: set '{name}.schema.registry.url' (Confluent wire format) or '{name}.avro.schema.file' (plain Avro)"
+                        ))
+                    })?;
+                    let reg = Arc::new(SchemaRegistry::new(url));
+                    let (id, schema) = reg.latest(&cfg.subject)?.ok_or_else(|| {
+                        ConnectorError::Other(format!(
+                            "no schema is registered under subject '{}' in the schema registry; register one (or set '{name}.value.subject')",
+                            cfg.subject
+                        ))
+                    })?;
+                    let st = AvroState::registry(reg.clone(), id, schema.clone(), 1)?;
+                    avro = Some((reg, id, schema));
+                    st.schema()
+                }
+            }
+            Format::Json => match explicit_values {
+                Some(s) => s,
+                None => {
+                    let samples = sample(&cfg, name)?;
+                    crate::format::infer_json(&samples).map_err(|e| {
+                        ConnectorError::Other(format!(
+                            "cannot infer the schema of source '{name}' from topic '{}': {e}; declare its columns (CREATE STREAM {name} (col TYPE, ...)) or set '{name}.schema'",
+                            cfg.topics[0]
+                        ))
+                    })?
+                }
+            },
+        };
+        // output columns: DDL order if declared, else values then metadata on request
+        let mut fields: Vec<Field> = Vec::new();
+        let mut cols = Vec::new();
+        match &explicit {
+            Some(s) if cfg.format == Format::Json => {
+                for f in s.fields() {
+                    if let Some((_, m)) = META.iter().find(|(n, _)| n == f.name()) {
+                        fields.push(meta_field(*m, f.name(), cfg.key_bytes));
+                        cols.push(Col::Meta(*m));
+                    } else {
+                        let i = value_schema.index_of(f.name())?;
+                        fields.push(value_schema.field(i).clone().with_nullable(true));
+                        cols.push(Col::Value(i));
+                    }
+                }
+            }
+            _ => {
+                for (i, f) in value_schema.fields().iter().enumerate() {
+                    fields.push(f.as_ref().clone().with_nullable(true));
+                    cols.push(Col::Value(i));
+                }
+                for f in &declared_meta {
+                    let (_, m) = META
+                        .iter()
+                        .find(|(n, _)| n == f.name())
+                        .expect("partitioned");
+                    fields.push(meta_field(*m, f.name(), cfg.key_bytes));
+                    cols.push(Col::Meta(*m));
+                }
+            }
+        }
+        if cfg.metadata_columns {
+            for (n, m) in META {
+                if !fields.iter().any(|f| f.name() == n) {
+                    fields.push(meta_field(*m, n, cfg.key_bytes));
+                    cols.push(Col::Meta(*m));
+                }
+            }
+        }
+        Ok(Self {
+            name: name.to_string(),
+            schema: Arc::new(Schema::new(fields)),
+            value_schema,
+            cols,
+            avro,
+            avro_inline,
+            cfg,
+        })
+    }
+
+    fn value_decoder(&self, batch: usize) -> Result<ValueDecoder> {
+        Ok(match self.cfg.format {
+            Format::Json => ValueDecoder::json(self.value_schema.clone(), batch),
+            Format::String => ValueDecoder::String,
+            Format::Bytes => ValueDecoder::Bytes,
+            Format::Avro => match (&self.avro, &self.avro_inline) {
+                (Some((reg, id, s)), _) => ValueDecoder::Avro(Box::new(AvroState::registry(
+                    reg.clone(),
+                    *id,
+                    s.clone(),
+                    batch,
+                )?)),
+                (None, Some(s)) => {
+                    ValueDecoder::Avro(Box::new(AvroState::inline(s.clone(), batch)?))
+                }
+                (None, None) => unreachable!("avro source without a schema"),
+            },
+        })
+    }
+}
+
+/// Reads up to `cfg.samples` messages from the start of the topics.
+fn sample(cfg: &KafkaSourceConfig, name: &str) -> Result<Vec<Vec<u8>>> {
+    let mut c = cfg.client.clone();
+    c.set("group.id", format!("velo-sampler-{name}"));
+    let probe: Consumer_ = c
+        .create_with_context(VeloContext::new(name, None))
+        .map_err(|e| ConnectorError::Other(format!("cannot create a Kafka consumer: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    let md = probe
+        .fetch_metadata(None, cfg.connect_timeout)
+        .map_err(|e| ConnectorError::Other(e.to_string()))?;
+    let mut any = false;
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| cfg.topics.iter().any(|n| n == t.name()))
+    {
+        for p in t.partitions() {
+            let (lo, hi) = probe
+                .fetch_watermarks(t.name(), p.id(), cfg.connect_timeout)
+                .unwrap_or((0, 0));
+            if hi > lo {
+                any = true;
+            }
+            let _ = tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning);
+        }
+    }
+    if !any {
+        return Err(ConnectorError::Other(
+            "the topic has no messages yet".into(),
+        ));
+    }
+    probe
+        .assign(&tpl)
+        .map_err(|e| ConnectorError::Other(e.to_string()))?;
+    let mut out = Vec::new();
+    let until = Instant::now() + cfg.connect_timeout;
+    while out.len() < cfg.samples && Instant::now() < until {
+        if let Some(Ok(m)) = probe.poll(Duration::from_millis(100)) {
+            if let Some(p) = m.payload() {
+                out.push(p.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.cfg.stop_at_end
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader> {
+        self.open_at(batch_size, projection, None)
+    }
+
+    fn open_at(
+        &self,
+        batch_size: usize,
+        projection: Option<&[usize]>,
+        resume: Option<&Position>,
+    ) -> Result<SourceReader> {
+        let consumer = Arc::new(consumer(&self.cfg, &self.name, resume)?);
+        let topics: Vec<&str> = self.cfg.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| ConnectorError::Other(format!("cannot subscribe to {topics:?}: {e}")))?;
+        let ends = if self.cfg.stop_at_end {
+            let mut ends = HashMap::new();
+            let md = consumer
+                .fetch_metadata(None, self.cfg.connect_timeout)
+                .map_err(|e| ConnectorError::Other(e.to_string()))?;
+            for t in md.topics().iter().filter(|t| topics.contains(&t.name())) {
+                for p in t.partitions() {
+                    let (lo, hi) = consumer
+                        .fetch_watermarks(t.name(), p.id(), self.cfg.connect_timeout)
+                        .map_err(|e| ConnectorError::Other(e.to_string()))?;
+                    ends.insert(format!("{}/{}", t.name(), p.id()), (lo, hi));
+                }
+            }
+            Some(ends)
+        } else {
+            None
+        };
+        let wanted: Vec<bool> = (0..self.cols.len())
+            .map(|i| projection.is_none_or(|p| p.contains(&i)))
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(velo_connectors::source::SOURCE_CHANNEL_CAPACITY);
+        let max = self.cfg.max_poll_records.min(batch_size.max(1));
+        let worker = Worker {
+            name: self.name.clone(),
+            consumer: consumer.clone(),
+            decoder: self.value_decoder(max)?,
+            schema: self.schema.clone(),
+            cols: self.cols.clone(),
+            wanted,
+            max,
+            position: resume.cloned().unwrap_or_default(),
+            ends,
+            committed: HashMap::new(),
+            committed_checked: Instant::now() - Duration::from_secs(1),
+            tx,
+        };
+        std::thread::Builder::new()
+            .name(format!("velo-kafka-{}", self.name))
+            .spawn(move || worker.run())
+            .map_err(|e| ConnectorError::Other(format!("cannot start the reader thread: {e}")))?;
+        Ok(SourceReader::new(rx).with_committer(Arc::new(KafkaCommitter { consumer })))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kafka {} from '{}' (group '{}', {:?}){}",
+            self.cfg.topics.join(", "),
+            self.cfg.servers,
+            self.cfg.group_id,
+            self.cfg.format,
+            if self.cfg.stop_at_end {
+                ", stops at the end offsets seen at start"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+struct Worker {
+    name: String,
+    consumer: Arc<Consumer_>,
+    decoder: ValueDecoder,
+    schema: SchemaRef,
+    cols: Vec<Col>,
+    wanted: Vec<bool>,
+    max: usize,
+    position: Position,
+    /// stop.at.end: (low, high) watermark per partition at start.
+    ends: Option<HashMap<String, (i64, i64)>>,
+    /// stop.at.end: the group's committed offsets, checked now and then.
+    committed: HashMap<String, i64>,
+    committed_checked: Instant,
+    tx: tokio::sync::mpsc::Sender<SourceEvent>,
+}
+
+impl Worker {
+    /// stop.at.end: every partition has reached the end offset seen at
+    /// start (by what was read, or by the group's committed offset when
+    /// nothing was left to read).
+    fn at_end(&mut self) -> bool {
+        let Some(ends) = &self.ends else {
+            return false;
+        };
+        let done = |pos: &Position, committed: &HashMap<String, i64>| {
+            ends.iter().all(|(k, (lo, hi))| {
+                hi <= lo
+                    || pos.parts.get(k).is_some_and(|o| o >= hi)
+                    || committed.get(k).is_some_and(|o| o >= hi)
+            })
+        };
+        if done(&self.position, &self.committed) {
+            return true;
+        }
+        if self.committed_checked.elapsed() < Duration::from_millis(500) {
+            return false;
+        }
+        self.committed_checked = Instant::now();
+        if let Ok(tpl) = self.consumer.committed(Duration::from_secs(5)) {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    self.committed
+                        .insert(format!("{}/{}", e.topic(), e.partition()), o);
+                }
+            }
+        }
+        done(&self.position, &self.committed)
+    }
+
+    fn run(mut self) {
+        let mut last_warn = Instant::now() - Duration::from_secs(60);
+        let consumer = self.consumer.clone();
+        loop {
+            if self.tx.is_closed() {
+                return;
+            }
+            if self.at_end() {
+                return;
+            }
+            let mut msgs: Vec<BorrowedMessage<'_>> = Vec::new();
+            let mut timeout = Duration::from_millis(100);
+            while msgs.len() < self.max {
+                match consumer.poll(timeout) {
+                    Some(Ok(m)) => msgs.push(m),
+                    Some(Err(e)) => {
+                        if last_warn.elapsed() > Duration::from_secs(5) {
+                            tracing::warn!(source = %self.name, "Kafka: {e}");
+                            last_warn = Instant::now();
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+                timeout = Duration::ZERO;
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            let events = self.build(&msgs);
+            drop(msgs);
+            for ev in events {
+                if self.tx.blocking_send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn build(&mut self, msgs: &[BorrowedMessage<'_>]) -> Vec<SourceEvent> {
+        let payloads: Vec<Option<&[u8]>> = msgs.iter().map(|m| m.payload()).collect();
+        let mut events = Vec::new();
+        for m in msgs {
+            self.position
+                .parts
+                .insert(format!("{}/{}", m.topic(), m.partition()), m.offset() + 1);
+        }
+        let decoded = match self.decoder.decode(&payloads) {
+            Ok(d) => d,
+            Err(e) => {
+                events.push(SourceEvent::Error(format!("decoding failed: {e}")));
+                return events;
+            }
+        };
+        for (i, err) in decoded.bad {
+            let m = &msgs[i];
+            let raw = m
+                .payload()
+                .map(|p| String::from_utf8_lossy(&p[..p.len().min(4096)]).into_owned())
+                .unwrap_or_default();
+            events.push(SourceEvent::Bad(BadRecord {
+                source: self.name.clone(),
+                location: format!("{}/{}", m.topic(), m.partition()),
+                line: m.offset().max(0) as u64,
+                error: err,
+                raw,
+            }));
+        }
+        let good: Vec<&BorrowedMessage<'_>> = decoded.good.iter().map(|i| &msgs[*i]).collect();
+        match self.assemble(&decoded.batch, &good) {
+            Ok(b) => events.push(SourceEvent::Positioned(b, self.position.clone())),
+            Err(e) => events.push(SourceEvent::Error(format!("building a batch failed: {e}"))),
+        }
+        events
+    }
+
+    fn assemble(
+        &self,
+        values: &RecordBatch,
+        msgs: &[&BorrowedMessage<'_>],
+    ) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+        let n = msgs.len();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.cols.len());
+        for (i, c) in self.cols.iter().enumerate() {
+            let field = self.schema.field(i);
+            if !self.wanted[i] {
+                arrays.push(arrow::array::new_null_array(field.data_type(), n));
+                continue;
+            }
+            arrays.push(match c {
+                Col::Value(v) => values.column(*v).clone(),
+                Col::Meta(Meta::Partition) => Arc::new(Int32Array::from_iter_values(
+                    msgs.iter().map(|m| m.partition()),
+                )),
+                Col::Meta(Meta::Offset) => Arc::new(Int64Array::from_iter_values(
+                    msgs.iter().map(|m| m.offset()),
+                )),
+                Col::Meta(Meta::Timestamp) => Arc::new(TimestampMillisecondArray::from_iter(
+                    msgs.iter().map(|m| m.timestamp().to_millis()),
+                )),
+                Col::Meta(Meta::Key) if field.data_type() == &DataType::Binary => {
+                    let mut b = BinaryBuilder::new();
+                    for m in msgs {
+                        b.append_option(m.key());
+                    }
+                    Arc::new(b.finish())
+                }
+                Col::Meta(Meta::Key) => {
+                    let mut b = StringBuilder::new();
+                    for m in msgs {
+                        b.append_option(m.key().map(String::from_utf8_lossy));
+                    }
+                    Arc::new(b.finish())
+                }
+                Col::Meta(Meta::Headers) => {
+                    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+                    for m in msgs {
+                        if let Some(hs) = m.headers() {
+                            for h in hs.iter() {
+                                b.keys().append_value(h.key);
+                                b.values()
+                                    .append_option(h.value.map(String::from_utf8_lossy));
+                            }
+                        }
+                        b.append(true)?;
+                    }
+                    Arc::new(b.finish())
+                }
+            });
+        }
+        RecordBatch::try_new(self.schema.clone(), arrays)
+    }
+}

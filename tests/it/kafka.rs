@@ -1,0 +1,725 @@
+//! The Kafka connector against real Kafka-protocol brokers started here:
+//! tansu (a Kafka-API broker, installed by scripts/test.sh) for consuming,
+//! producing, consumer groups, crashes and independent clients; librdkafka's
+//! mock cluster for the transactional producer path (tansu has no
+//! transactions). Every test starts its own broker on a free 127.0.0.1 port
+//! and stops it when done.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::common::velo;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tansu broker on a free port, with its data in `dir`; killed on drop.
+pub struct Tansu {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VELO_TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let p = PathBuf::from(home).join(".cache/velostream/tansu-install/bin/tansu");
+    assert!(
+        p.exists(),
+        "the tansu broker is not installed: run ./scripts/test.sh (it installs it) or set VELO_TANSU"
+    );
+    p
+}
+
+impl Tansu {
+    pub fn start(dir: &Path) -> Self {
+        let mut t = Self {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        t.launch();
+        t
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu_bin())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("tansu.log")).unwrap())
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for(Duration::from_secs(20), "tansu to listen", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (data kept).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let res = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+pub fn produce(bootstrap: &str, topic: &str, msgs: &[(Option<String>, Vec<u8>)]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (k, v) in msgs {
+        let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(v.as_slice());
+        if let Some(k) = k {
+            rec = rec.key(k.as_str());
+        }
+        let mut rec = rec;
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    rec = r;
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every message of `topic` (read from the start until `n` arrived or 20 s).
+pub fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String>, String)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("check-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while out.len() < n && Instant::now() < until {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn orders(range: std::ops::Range<u64>) -> Vec<(Option<String>, Vec<u8>)> {
+    range
+        .map(|i| {
+            (
+                Some(format!("k{}", i % 10)),
+                format!(
+                    r#"{{"id":{i},"customer":"c{}","amount":{}.5,"status":"{}"}}"#,
+                    i % 97,
+                    i % 100,
+                    if i % 3 == 0 { "PAID" } else { "NEW" }
+                )
+                .into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn lines_of(paths: &[PathBuf]) -> Vec<serde_json::Value> {
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Visible (published) files in `dir` starting with `prefix`.
+fn published(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().starts_with(prefix))
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn run(dir: &Path, app: &str, args: &[&str]) -> std::process::Output {
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    velo()
+        .current_dir(dir)
+        .arg("run")
+        .arg("app.sql")
+        .args(args)
+        .output()
+        .expect("velo runs")
+}
+
+fn spawn(dir: &Path, app: &str, args: &[&str]) -> Child {
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    velo()
+        .current_dir(dir)
+        .arg("run")
+        .arg("app.sql")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("velo starts")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn kafka_to_kafka_and_file_with_keys_metadata_and_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders", 3);
+    create_topic(&bs, "big", 1);
+    let mut msgs = orders(0..600);
+    msgs.insert(100, (None, b"{\"id\": 1000, broken".to_vec()));
+    msgs.insert(300, (None, b"not json at all".to_vec()));
+    produce(&bs, "orders", &msgs);
+    let app = format!(
+        r#"CREATE STREAM big AS
+SELECT id, customer, amount, _key, _partition, _offset FROM orders WHERE amount >= 50
+INTO big_topic, audit
+WITH (
+  'orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+  'orders.metadata_columns' = 'true', 'orders.stop.at.end' = 'true',
+  'orders.session.timeout.ms' = '10000', 'orders.fetch.max.wait.ms' = '100',
+  'orders.no.such.setting' = '1',
+  'big_topic.type' = 'kafka_sink', 'big_topic.bootstrap.servers' = '{bs}', 'big_topic.topic' = 'big',
+  'big_topic.key.field' = 'customer, id', 'big_topic.linger.ms' = '5', 'big_topic.acks' = 'all',
+  'audit.type' = 'file_sink', 'audit.path' = 'audit.jsonl',
+  'dlq.path' = 'dead.jsonl', 'batch.size' = '100'
+);"#
+    );
+    let out = run(tmp.path(), &app, &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("unknown key 'orders.no.such.setting'"),
+        "a key neither Velostream's nor librdkafka's is warned about: {log}"
+    );
+    let expected: Vec<u64> = (0..600).filter(|i| i % 100 >= 50).collect();
+    let audit = lines_of(&[tmp.path().join("audit.jsonl")]);
+    let mut ids: Vec<u64> = audit.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, expected, "every matching order exactly once");
+    for v in &audit {
+        let id = v["id"].as_u64().unwrap();
+        assert_eq!(v["_key"], format!("k{}", id % 10));
+        assert!(v["_partition"].as_i64().unwrap() < 3);
+        assert!(v["_offset"].as_i64().unwrap() >= 0);
+    }
+    let topic = consume_all(&bs, "big", expected.len());
+    assert_eq!(topic.len(), expected.len());
+    for (k, v) in &topic {
+        let v: serde_json::Value = serde_json::from_str(v).unwrap();
+        let id = v["id"].as_u64().unwrap();
+        assert_eq!(
+            k.as_deref(),
+            Some(format!("c{}|{id}", id % 97).as_str()),
+            "compound key"
+        );
+    }
+    let dead = lines_of(&[tmp.path().join("dead.jsonl")]);
+    assert_eq!(dead.len(), 2, "both bad messages dead-lettered: {dead:?}");
+    for d in &dead {
+        assert!(
+            d["location"].as_str().unwrap().starts_with("orders/"),
+            "{d}"
+        );
+        assert!(
+            d["record"].as_str().unwrap().contains("broken") || d["record"] == "not json at all"
+        );
+    }
+    assert!(
+        log.contains("orders/"),
+        "bad messages logged with topic/partition: {log}"
+    );
+    // offsets committed to the group once the sinks acknowledged
+    assert_eq!(committed(&bs, "velo-big", "orders", 3), 602);
+}
+
+#[test]
+fn at_least_once_across_a_kill_resumes_from_committed_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders", 2);
+    let n = 20_000u64;
+    produce(&bs, "orders", &orders(0..n));
+    let app = format!(
+        r#"CREATE STREAM copy AS SELECT id FROM orders INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+      'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
+      'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'out.append' = 'true', 'batch.size' = '500');"#
+    );
+    let mut child = spawn(tmp.path(), &app, &[]);
+    let out = tmp.path().join("out.jsonl");
+    wait_for(Duration::from_secs(60), "some output", || {
+        std::fs::read_to_string(&out)
+            .map(|s| s.lines().count() > 3000)
+            .unwrap_or(false)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&out).unwrap().lines().count();
+    let o = run(tmp.path(), &app, &["--set", "orders.stop.at.end=true"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = lines_of(&[out]);
+    let ids: std::collections::BTreeSet<u64> =
+        all.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len() as u64, n, "nothing lost");
+    // resumed from the group's committed offsets, not from the start
+    assert!(
+        (all.len() as u64) < n + before as u64,
+        "restart re-read only uncommitted epochs ({} lines, {before} before the kill)",
+        all.len()
+    );
+}
+
+#[test]
+fn exactly_once_into_files_across_ten_kills() {
+    use rand::Rng;
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders", 3);
+    let n = 10_000u64;
+    produce(&bs, "orders", &orders(0..n));
+    let app = format!(
+        r#"CREATE STREAM copy AS SELECT id, amount FROM orders INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+      'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl',
+      'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
+      'use_transactions' = 'true', 'batch.size' = '300');"#
+    );
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut produced = n;
+    let out_dir = tmp.path().join("out");
+    for round in 0..10 {
+        if round > 0 {
+            // more input arrives while the job is down, so every run has work
+            produce(&bs, "orders", &orders(produced..produced + 3_000));
+            produced += 3_000;
+        }
+        let before = published(&out_dir, "part").len();
+        let mut child = spawn(tmp.path(), &app, &[]);
+        // kill at a random point once the job has published something new
+        let start = Instant::now();
+        while published(&out_dir, "part").len() == before
+            && start.elapsed() < Duration::from_secs(60)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+            child.wait().unwrap();
+        } else {
+            let o = child.wait_with_output().unwrap();
+            panic!("round {round}: the job stopped by itself: {}", text(&o));
+        }
+    }
+    assert!(kills >= 8, "the job was killed mid-run ({kills} times)");
+    let o = run(tmp.path(), &app, &["--set", "orders.stop.at.end=true"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("resuming after checkpoint epoch"),
+        "{}",
+        text(&o)
+    );
+    let files = published(&tmp.path().join("out"), "part");
+    assert!(files.len() > 5, "one file per committed epoch: {files:?}");
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    for v in lines_of(&files) {
+        *counts.entry(v["id"].as_u64().unwrap()).or_default() += 1;
+    }
+    let dup: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(dup.is_empty(), "duplicates: {dup:?}");
+    assert_eq!(counts.len() as u64, produced, "every input exactly once");
+}
+
+#[test]
+fn broker_unreachable_at_start_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let app = format!(
+        r#"CREATE STREAM s AS SELECT * FROM orders INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '127.0.0.1:{port}', 'orders.topic' = 'orders',
+      'orders.connect.timeout' = '3s', 'orders.sasl.password' = 'hunter2',
+      'out.type' = 'file_sink', 'out.path' = 'out.jsonl');"#
+    );
+    let o = run(tmp.path(), &app, &[]);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(log.contains("Failed to create source 'orders'"), "{log}");
+    assert!(log.contains("Connection refused"), "{log}");
+    assert!(
+        !log.contains("hunter2"),
+        "secrets stay out of the output: {log}"
+    );
+}
+
+#[test]
+fn retry_with_backoff_survives_the_broker_going_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders", 2);
+    produce(&bs, "orders", &orders(0..5_000));
+    let app = format!(
+        r#"CREATE STREAM copy AS SELECT id FROM orders INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+      'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'out.append' = 'true',
+      'failure_strategy' = 'RetryWithBackoff', 'max_retries' = '20', 'retry_backoff' = '200ms',
+      'batch.size' = '1000');"#
+    );
+    let mut child = spawn(tmp.path(), &app, &[]);
+    let out = tmp.path().join("out.jsonl");
+    let count = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(60), "the first records", || {
+        count(&out) >= 5_000
+    });
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    produce(&bs, "orders", &orders(5_000..8_000));
+    wait_for(
+        Duration::from_secs(120),
+        "records produced after the outage",
+        || count(&out) >= 8_000,
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    if let Some(e) = child.stderr.take() {
+        for l in BufReader::new(e).lines().map_while(Result::ok) {
+            err.push_str(&l);
+            err.push('\n');
+        }
+    }
+    assert!(status.success(), "{err}");
+    let ids: std::collections::BTreeSet<u64> = lines_of(&[out])
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8_000, "nothing lost across the outage");
+}
+
+fn python() -> String {
+    std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[test]
+fn independent_python_client_produces_and_consumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "readings", 2);
+    create_topic(&bs, "alerts", 1);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
+    let o = Command::new(python())
+        .args([script.to_str().unwrap(), "produce", &bs, "readings", "1000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let app = format!(
+        r#"CREATE STREAM alerts AS
+SELECT device, temperature, temperature * 1.8 + 32 AS fahrenheit FROM readings WHERE temperature > 30
+INTO alerts_topic
+WITH ('readings.type' = 'kafka_source', 'readings.bootstrap.servers' = '{bs}', 'readings.topic' = 'readings',
+      'readings.stop.at.end' = 'true',
+      'alerts_topic.type' = 'kafka_sink', 'alerts_topic.bootstrap.servers' = '{bs}',
+      'alerts_topic.topic' = 'alerts', 'alerts_topic.key.field' = 'device');"#
+    );
+    let out = run(tmp.path(), &app, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let o = Command::new(python())
+        .args([script.to_str().unwrap(), "check", &bs, "alerts", "1000"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the Python consumer's check failed: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ok"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn avro_with_a_schema_registry_and_an_independent_avro_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "payments", 1);
+    create_topic(&bs, "payments_out", 1);
+    let reg_port = free_port();
+    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka");
+    let mut registry = Command::new(python())
+        .args([
+            support.join("schema_registry.py").to_str().unwrap(),
+            &reg_port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reg = format!("http://127.0.0.1:{reg_port}");
+    wait_for(Duration::from_secs(20), "the schema registry", || {
+        std::net::TcpStream::connect(("127.0.0.1", reg_port)).is_ok()
+    });
+    // v1 messages, then v2 (a new field with a default), a truncated one and an unknown id
+    let o = Command::new(python())
+        .args([
+            support.join("client.py").to_str().unwrap(),
+            "produce-avro",
+            &bs,
+            "payments",
+            &reg,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let app = format!(
+        r#"CREATE STREAM paid AS SELECT id, amount, currency FROM payments
+INTO out, out_topic
+WITH ('payments.type' = 'kafka_source', 'payments.bootstrap.servers' = '{bs}',
+      'payments.topic' = 'payments', 'payments.value.format' = 'avro',
+      'payments.schema.registry.url' = '{reg}', 'payments.stop.at.end' = 'true',
+      'out.type' = 'file_sink', 'out.path' = 'out.jsonl',
+      'out_topic.type' = 'kafka_sink', 'out_topic.bootstrap.servers' = '{bs}',
+      'out_topic.topic' = 'payments_out', 'out_topic.value.format' = 'avro',
+      'out_topic.schema.registry.url' = '{reg}', 'out_topic.key.field' = 'id',
+      'dlq.path' = 'dead.jsonl');"#
+    );
+    let out = run(tmp.path(), &app, &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let rows = lines_of(&[tmp.path().join("out.jsonl")]);
+    assert_eq!(rows.len(), 200, "100 v1 + 100 v2 records: {log}");
+    // the reader schema is the subject's latest (v2): v1 records get its default
+    assert!(rows.iter().filter(|r| r["currency"] == "EUR").count() == 100);
+    assert!(rows.iter().filter(|r| r["currency"] == "USD").count() == 100);
+    let dead = lines_of(&[tmp.path().join("dead.jsonl")]);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter()
+            .any(|d| d["error"].as_str().unwrap().contains("unknown schema id"))
+    );
+    assert!(
+        dead.iter()
+            .any(|d| d["error"].as_str().unwrap().contains("truncated")
+                || d["error"].as_str().unwrap().to_lowercase().contains("eof")
+                || d["error"]
+                    .as_str()
+                    .unwrap()
+                    .to_lowercase()
+                    .contains("bytes")),
+        "{dead:?}"
+    );
+    // an independent Avro consumer (confluent-kafka + the registry) reads our output
+    let o = Command::new(python())
+        .args([
+            support.join("client.py").to_str().unwrap(),
+            "check-avro",
+            &bs,
+            "payments_out",
+            &reg,
+        ])
+        .output()
+        .unwrap();
+    let _ = registry.kill();
+    let _ = registry.wait();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ok 200"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn transactional_kafka_sink_on_the_mock_cluster() {
+    use rdkafka::mocking::MockCluster;
+    let cluster = MockCluster::new(1).unwrap();
+    let bs = cluster.bootstrap_servers();
+    cluster.create_topic("in", 2, 1).unwrap();
+    cluster.create_topic("out", 1, 1).unwrap();
+    produce(&bs, "in", &orders(0..2_000));
+    let tmp = tempfile::tempdir().unwrap();
+    let app = format!(
+        r#"CREATE STREAM copy AS SELECT id, amount FROM src INTO dst
+WITH ('src.type' = 'kafka_source', 'src.bootstrap.servers' = '{bs}', 'src.topic' = 'in',
+      'src.stop.at.end' = 'true',
+      'dst.type' = 'kafka_sink', 'dst.bootstrap.servers' = '{bs}', 'dst.topic' = 'out',
+      'use_transactions' = 'true', 'batch.size' = '500', 'state.dir' = 'state');"#
+    );
+    let out = run(
+        tmp.path(),
+        &app,
+        &["--set", "dst.transaction.timeout.ms=60000"],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("running in Simple mode"), "{log}");
+    let got = consume_all(&bs, "out", 2_000);
+    let ids: std::collections::BTreeSet<u64> = got
+        .iter()
+        .map(|(_, v)| {
+            serde_json::from_str::<serde_json::Value>(v).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2_000, "every epoch's transaction committed");
+    // the checkpoint holds the positions of the last epoch
+    let cp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("state/copy/checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    let total: i64 = cp["position"]["parts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 2_000, "{cp}");
+}

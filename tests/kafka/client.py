@@ -1,0 +1,92 @@
+"""An independent Kafka client (confluent-kafka) around velo in the tests.
+
+  client.py produce BOOTSTRAP TOPIC N        JSON sensor readings
+  client.py check BOOTSTRAP TOPIC N          checks the alerts velo wrote
+  client.py produce-avro BOOTSTRAP TOPIC REGISTRY
+  client.py check-avro BOOTSTRAP TOPIC REGISTRY
+"""
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, Producer
+
+
+def readings(n):
+    for i in range(n):
+        yield {"device": f"d{i % 7}", "temperature": (i * 7) % 50 + 0.5}
+
+
+def consume(bootstrap, topic, want, deserialize=None, timeout=30):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"py-check-{time.time()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out = []
+    deadline = time.time() + timeout
+    while len(out) < want and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is None or m.error():
+            continue
+        out.append((m.key(), deserialize(m) if deserialize else json.loads(m.value())))
+    c.close()
+    return out
+
+
+def main():
+    cmd, bootstrap, topic = sys.argv[1:4]
+    if cmd == "produce":
+        p = Producer({"bootstrap.servers": bootstrap})
+        for r in readings(int(sys.argv[4])):
+            p.produce(topic, json.dumps(r).encode(), key=r["device"].encode())
+            p.poll(0)
+        assert p.flush(30) == 0, "undelivered messages"
+    elif cmd == "check":
+        expected = [r for r in readings(int(sys.argv[4])) if r["temperature"] > 30]
+        got = consume(bootstrap, topic, len(expected))
+        assert len(got) == len(expected), f"{len(got)} alerts, expected {len(expected)}"
+        for key, v in got:
+            assert key.decode() == v["device"], (key, v)
+            assert abs(v["fahrenheit"] - (v["temperature"] * 1.8 + 32)) < 1e-9, v
+        print("ok", len(got))
+    elif cmd == "produce-avro":
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+        reg = SchemaRegistryClient({"url": sys.argv[4]})
+        v1 = json.dumps({"type": "record", "name": "Payment", "fields": [
+            {"name": "id", "type": "long"}, {"name": "amount", "type": "double"}]})
+        v2 = json.dumps({"type": "record", "name": "Payment", "fields": [
+            {"name": "id", "type": "long"}, {"name": "amount", "type": "double"},
+            {"name": "currency", "type": "string", "default": "EUR"}]})
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        p = Producer({"bootstrap.servers": bootstrap})
+        s1 = AvroSerializer(reg, v1)
+        for i in range(100):
+            p.produce(topic, s1({"id": i, "amount": i * 1.5}, ctx))
+        s2 = AvroSerializer(reg, v2)
+        last = None
+        for i in range(100, 200):
+            last = s2({"id": i, "amount": i * 1.5, "currency": "USD"}, ctx)
+            p.produce(topic, last)
+        p.produce(topic, last[:-6])                                  # truncated body
+        p.produce(topic, b"\x00" + (999).to_bytes(4, "big") + last[5:])  # unknown schema id
+        assert p.flush(30) == 0
+    elif cmd == "check-avro":
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+        reg = SchemaRegistryClient({"url": sys.argv[4]})
+        de = AvroDeserializer(reg)
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        got = consume(bootstrap, topic, 200, lambda m: de(m.value(), ctx))
+        ids = sorted(v["id"] for _, v in got)
+        assert ids == list(range(200)), ids[:10]
+        for key, v in got:
+            assert key.decode() == str(v["id"]), (key, v)
+        print("ok", len(got))
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
