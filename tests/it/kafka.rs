@@ -723,3 +723,114 @@ WITH ('src.type' = 'kafka_source', 'src.bootstrap.servers' = '{bs}', 'src.topic'
         .sum();
     assert_eq!(total, 2_000, "{cp}");
 }
+
+#[test]
+fn several_topics_headers_byte_keys_and_an_inline_avro_schema() {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    for t in ["a", "b", "out", "raw"] {
+        create_topic(&bs, t, 1);
+    }
+    // JSON on two topics, with headers
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .create()
+        .unwrap();
+    for i in 0..100u64 {
+        let topic = if i % 2 == 0 { "a" } else { "b" };
+        let v = format!(r#"{{"id":{i}}}"#);
+        let h = OwnedHeaders::new().insert(Header {
+            key: "trace",
+            value: Some(&format!("t{i}")),
+        });
+        p.send(
+            BaseRecord::<'_, [u8], str>::to(topic)
+                .payload(v.as_str())
+                .key(&[0xff, i as u8][..])
+                .headers(h),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let app = format!(
+        r#"CREATE STREAM tagged AS
+SELECT id, _headers['trace'] AS trace, _key, '{{"origin":"velo"}}' AS h FROM src
+INTO out_topic, audit
+WITH ('src.type' = 'kafka_source', 'src.bootstrap.servers' = '{bs}', 'src.topics' = 'a, b',
+      'src.metadata_columns' = 'true', 'src.key.format' = 'bytes', 'src.stop.at.end' = 'true',
+      'out_topic.type' = 'kafka_sink', 'out_topic.bootstrap.servers' = '{bs}', 'out_topic.topic' = 'out',
+      'out_topic.headers.field' = 'h', 'out_topic.key.field' = 'trace',
+      'audit.type' = 'file_sink', 'audit.path' = 'audit.jsonl');"#
+    );
+    let o = run(tmp.path(), &app, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = lines_of(&[tmp.path().join("audit.jsonl")]);
+    assert_eq!(rows.len(), 100, "both topics read");
+    for r in &rows {
+        let id = r["id"].as_u64().unwrap();
+        assert_eq!(r["trace"], format!("t{id}"), "header value: {r}");
+        assert_eq!(r["_key"], format!("ff{:02x}", id as u8), "binary key: {r}");
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("group.id", "hdr-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&["out"]).unwrap();
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(20);
+    while seen < 100 && Instant::now() < until {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let h = m.headers().expect("headers written");
+            let origin = h.iter().find(|h| h.key == "origin").expect("origin header");
+            assert_eq!(origin.value, Some(&b"velo"[..]));
+            assert!(m.key().unwrap().starts_with(b"t"));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 100);
+
+    // plain Avro binary, decoded with an inline schema file
+    let schema = r#"{"type":"record","name":"Reading","fields":[{"name":"id","type":"long"},{"name":"sensor","type":"string"},{"name":"value","type":"double"}]}"#;
+    std::fs::write(tmp.path().join("reading.avsc"), schema).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
+    let o = Command::new(python())
+        .args([
+            script.to_str().unwrap(),
+            "produce-avro-plain",
+            &bs,
+            "raw",
+            tmp.path().join("reading.avsc").to_str().unwrap(),
+            "50",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let app = format!(
+        r#"CREATE STREAM readings AS SELECT sensor, SUM(value) AS total, COUNT(*) AS n FROM raw GROUP BY sensor ORDER BY sensor
+INTO res WITH ('raw.type' = 'kafka_source', 'raw.bootstrap.servers' = '{bs}', 'raw.topic' = 'raw',
+      'raw.value.format' = 'avro', 'raw.avro.schema.file' = 'reading.avsc', 'raw.stop.at.end' = 'true',
+      'res.type' = 'file_sink', 'res.path' = 'res.jsonl');"#
+    );
+    let o = run(tmp.path(), &app.replace("INTO res", "INTO res, res_topic").replace(
+        "'res.type'",
+        &format!("'res_topic.type' = 'kafka_sink', 'res_topic.bootstrap.servers' = '{bs}', 'res_topic.topic' = 'out', 'res.type'"),
+    ), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // with no key.field, an aggregate's results are keyed by its group key
+    let keyed: Vec<_> = consume_all(&bs, "out", 104).into_iter().skip(100).collect();
+    let mut keys: Vec<String> = keyed
+        .iter()
+        .map(|(k, _)| k.clone().unwrap_or_default())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["s0", "s1", "s2", "s3"], "{keyed:?}");
+    let res = lines_of(&[tmp.path().join("res.jsonl")]);
+    assert_eq!(res.len(), 4);
+    let total: f64 = res.iter().map(|r| r["total"].as_f64().unwrap()).sum();
+    assert!((total - (0..50).map(|i| i as f64 / 4.0).sum::<f64>()).abs() < 1e-9);
+    assert_eq!(res[0]["n"], 13);
+}

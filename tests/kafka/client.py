@@ -4,6 +4,7 @@
   client.py check BOOTSTRAP TOPIC N          checks the alerts velo wrote
   client.py produce-avro BOOTSTRAP TOPIC REGISTRY
   client.py check-avro BOOTSTRAP TOPIC REGISTRY
+  client.py produce-avro-plain BOOTSTRAP TOPIC SCHEMA_FILE N   plain Avro binary, no framing
 """
 import json
 import sys
@@ -84,6 +85,16 @@ def main():
         for key, v in got:
             assert key.decode() == str(v["id"]), (key, v)
         print("ok", len(got))
+    elif cmd == "produce-avro-plain":
+        import io
+        import fastavro
+        schema = fastavro.parse_schema(json.load(open(sys.argv[4])))
+        p = Producer({"bootstrap.servers": bootstrap})
+        for i in range(int(sys.argv[5])):
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, schema, {"id": i, "sensor": f"s{i % 4}", "value": i / 4})
+            p.produce(topic, buf.getvalue())
+        assert p.flush(30) == 0
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -29,6 +29,9 @@ pub trait Sink: Send + std::fmt::Debug {
     fn set_transactional(&mut self, on: bool);
     /// The schema of the batches to come (called once before the first epoch).
     fn set_schema(&mut self, _schema: SchemaRef) {}
+    /// The result's key columns (the GROUP BY columns of an aggregate), for
+    /// sinks that key their records (Kafka) when no key is configured.
+    fn set_key_columns(&mut self, _columns: &[String]) {}
     /// Starts epoch `epoch`.
     fn begin_epoch(&mut self, epoch: u64) -> Result<()>;
     /// Writes one result batch.

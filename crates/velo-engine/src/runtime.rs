@@ -474,6 +474,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 .map_err(|e| EngineError::Invalid(e.to_string()))?,
         );
     }
+    let key_columns = group_key_columns(&p.logical);
     let all_tx = created.iter().all(|s| s.capabilities().transactions);
     let transactional = job.use_transactions && all_tx;
     if job.use_transactions && !all_tx {
@@ -494,7 +495,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     let fan = FanOut {
         sinks: created
             .into_iter()
-            .map(|s| SinkHandle::spawn(s, schema.clone(), transactional, retry))
+            .map(|mut s| {
+                s.set_key_columns(&key_columns);
+                SinkHandle::spawn(s, schema.clone(), transactional, retry)
+            })
             .collect(),
     };
     let dlq = match &p.plan.dlq {
@@ -839,6 +843,25 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         }
     }
     Ok(stats)
+}
+
+/// The GROUP BY columns of the query that are in its output: the key of
+/// its results.
+fn group_key_columns(plan: &LogicalPlan) -> Vec<String> {
+    let mut keys = Vec::new();
+    let _ = plan.apply(|p| {
+        if let LogicalPlan::Aggregate(a) = p {
+            for e in &a.group_expr {
+                if let datafusion::logical_expr::Expr::Column(c) = e {
+                    keys.push(c.name.clone());
+                }
+            }
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    keys.retain(|k| plan.schema().fields().iter().any(|f| f.name() == k));
+    keys
 }
 
 /// The checkpoint directory of a job: `state.dir` (relative to the SQL

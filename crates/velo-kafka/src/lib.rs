@@ -29,6 +29,22 @@ use velo_config::ConnectorConfig;
 use velo_connectors::registry::{Kind, Registry};
 use velo_connectors::{Result, Sink, Source};
 
+/// librdkafka's log lines, to tracing: errors as warnings, the rest as debug.
+pub(crate) fn log_librdkafka(
+    client: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    msg: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::warn!(client, "librdkafka {fac}: {msg}")
+        }
+        _ => tracing::debug!(client, "librdkafka {fac}: {msg}"),
+    }
+}
+
 fn create_source(cfg: &ConnectorConfig, schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
     let c = config::KafkaSourceConfig::from_config(cfg)?;
     Ok(Arc::new(source::KafkaSource::new(&cfg.name, c, schema)?))

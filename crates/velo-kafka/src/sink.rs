@@ -31,15 +31,7 @@ pub struct DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::warn!(sink = %self.name, "librdkafka {fac}: {log_message}")
-            }
-            _ => tracing::debug!(sink = %self.name, "librdkafka {fac}: {log_message}"),
-        }
+        crate::log_librdkafka(&self.name, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -336,6 +328,13 @@ impl Sink for KafkaSink {
 
     fn set_schema(&mut self, schema: SchemaRef) {
         self.schema = Some(schema);
+    }
+
+    fn set_key_columns(&mut self, columns: &[String]) {
+        if self.cfg.key_fields.is_empty() && !columns.is_empty() {
+            tracing::info!(sink = %self.name, "message key: the group key {}", columns.join(", "));
+            self.cfg.key_fields = columns.to_vec();
+        }
     }
 
     fn begin_epoch(&mut self, _epoch: u64) -> Result<()> {

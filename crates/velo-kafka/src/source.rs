@@ -116,15 +116,7 @@ impl VeloContext {
 
 impl ClientContext for VeloContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::warn!(source = %self.name, "librdkafka {fac}: {log_message}")
-            }
-            _ => tracing::debug!(source = %self.name, "librdkafka {fac}: {log_message}"),
-        }
+        crate::log_librdkafka(&self.name, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
