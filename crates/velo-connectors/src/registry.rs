@@ -12,6 +12,23 @@ use crate::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 use crate::stdout::StdoutSink;
 use crate::{ConnectorError, Result, Sink, Source};
 
+static OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this process as offline (`velo validate`): connectors that would
+/// contact a remote system to build a source do not, and refuse with an
+/// error that starts with [`OFFLINE_MARK`] when they cannot do without it.
+pub fn set_offline(on: bool) {
+    OFFLINE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the process is offline.
+pub fn offline() -> bool {
+    OFFLINE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How an offline refusal starts.
+pub const OFFLINE_MARK: &str = "not checked offline:";
+
 /// Builds a source from its configuration (and a DDL schema, if declared).
 pub type SourceCtor = fn(&ConnectorConfig, Option<SchemaRef>) -> Result<Arc<dyn Source>>;
 /// Builds a sink from its configuration.

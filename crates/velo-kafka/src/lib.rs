@@ -29,7 +29,36 @@ use velo_config::ConnectorConfig;
 use velo_connectors::registry::{Kind, Registry};
 use velo_connectors::{Result, Sink, Source};
 
-/// librdkafka's log lines, to tracing: errors as warnings, the rest as debug.
+/// Whether a warning with this text may be logged now: the same text at
+/// most once every 10 s (a broker that is down repeats itself thousands of
+/// times a second).
+pub(crate) fn may_log(text: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    use std::time::{Duration, Instant};
+    static SEEN: LazyLock<Mutex<HashMap<String, Instant>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    // the text without numbers, so "after 3ms" and "after 5ms" count as one
+    let key: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .take(200)
+        .collect();
+    let mut seen = SEEN.lock().expect("log throttle");
+    if seen.len() > 1000 {
+        seen.clear();
+    }
+    match seen.get(&key) {
+        Some(t) if t.elapsed() < Duration::from_secs(10) => false,
+        _ => {
+            seen.insert(key, Instant::now());
+            true
+        }
+    }
+}
+
+/// librdkafka's log lines, to tracing: errors as warnings (throttled), the
+/// rest as debug.
 pub(crate) fn log_librdkafka(
     client: &str,
     level: rdkafka::config::RDKafkaLogLevel,
@@ -39,7 +68,9 @@ pub(crate) fn log_librdkafka(
     use rdkafka::config::RDKafkaLogLevel as L;
     match level {
         L::Emerg | L::Alert | L::Critical | L::Error => {
-            tracing::warn!(client, "librdkafka {fac}: {msg}")
+            if may_log(msg) {
+                tracing::warn!(client, "librdkafka {fac}: {msg}")
+            }
         }
         _ => tracing::debug!(client, "librdkafka {fac}: {msg}"),
     }

@@ -35,7 +35,10 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(sink = %self.name, "Kafka: {error}: {reason}");
+        let text = format!("Kafka: {error}: {reason}");
+        if crate::may_log(&text) {
+            tracing::warn!(sink = %self.name, "{text}");
+        }
     }
 }
 

@@ -116,11 +116,20 @@ impl VeloContext {
 
 impl ClientContext for VeloContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
+            let mut last = self.last_error.lock().expect("error lock");
+            if last.is_none() {
+                *last = Some(log_message.to_string());
+            }
+        }
         crate::log_librdkafka(&self.name, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(source = %self.name, "Kafka: {error}: {reason}");
+        let text = format!("Kafka: {error}: {reason}");
+        if crate::may_log(&text) {
+            tracing::warn!(source = %self.name, "{text}");
+        }
         *self.last_error.lock().expect("error lock") = Some(reason.to_string());
     }
 }
@@ -261,10 +270,42 @@ impl KafkaSource {
     /// Connects to the brokers (a clear error if they cannot be reached or a
     /// topic does not exist) and settles the schema.
     pub fn new(name: &str, cfg: KafkaSourceConfig, explicit: Option<SchemaRef>) -> Result<Self> {
-        let probe = consumer(&cfg, name, None)?;
+        let offline = velo_connectors::registry::offline();
+        if !offline {
+            Self::check_brokers(name, &cfg)?;
+        }
+        let needs_broker = match cfg.format {
+            Format::Json => {
+                explicit.as_ref().is_none_or(|s| {
+                    s.fields()
+                        .iter()
+                        .all(|f| META.iter().any(|(n, _)| n == f.name()))
+                }) && cfg.schema.is_none()
+            }
+            Format::Avro => cfg.avro_schema_file.is_none(),
+            Format::String | Format::Bytes => false,
+        };
+        if offline && needs_broker {
+            return Err(ConnectorError::Other(format!(
+                "{} the schema of source '{name}' comes from {} when the job runs; declare its columns (or '{name}.schema') to have the query checked without connecting",
+                velo_connectors::registry::OFFLINE_MARK,
+                if cfg.format == Format::Avro {
+                    "the schema registry"
+                } else {
+                    "the topic's messages"
+                }
+            )));
+        }
+        Self::build(name, cfg, explicit)
+    }
+
+    fn check_brokers(name: &str, cfg: &KafkaSourceConfig) -> Result<()> {
+        let probe = consumer(cfg, name, None)?;
         let md = probe
             .fetch_metadata(None, cfg.connect_timeout)
             .map_err(|e| {
+                // serve the queued error events, which say why
+                let _ = probe.poll(Duration::from_millis(50));
                 connect_error(
                     name,
                     &cfg.servers,
@@ -293,7 +334,10 @@ impl KafkaSource {
                 )));
             }
         }
-        drop(probe);
+        Ok(())
+    }
+
+    fn build(name: &str, cfg: KafkaSourceConfig, explicit: Option<SchemaRef>) -> Result<Self> {
         let (declared_meta, value_fields): (Vec<_>, Vec<_>) = explicit
             .as_ref()
             .map(|s| s.fields().iter().cloned().collect::<Vec<_>>())
