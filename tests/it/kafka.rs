@@ -838,3 +838,56 @@ INTO res WITH ('raw.type' = 'kafka_source', 'raw.bootstrap.servers' = '{bs}', 'r
     assert!((total - (0..50).map(|i| i as f64 / 4.0).sum::<f64>()).abs() < 1e-9);
     assert_eq!(res[0]["n"], 13);
 }
+
+#[test]
+fn protobuf_values_with_a_descriptor_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders_pb", 2);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
+    let desc = tmp.path().join("shop.desc");
+    let o = Command::new(python())
+        .args([
+            script.to_str().unwrap(),
+            "produce-proto",
+            &bs,
+            "orders_pb",
+            desc.to_str().unwrap(),
+            "300",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let app = format!(
+        r#"CREATE STREAM paid AS SELECT id, customer, amount, status, delta FROM orders_pb WHERE status = 'PAID'
+INTO out WITH ('orders_pb.type' = 'kafka_source', 'orders_pb.bootstrap.servers' = '{bs}',
+      'orders_pb.topic' = 'orders_pb', 'orders_pb.value.format' = 'protobuf',
+      'orders_pb.protobuf.descriptor.file' = 'shop.desc', 'orders_pb.protobuf.message' = 'shop.Order',
+      'orders_pb.stop.at.end' = 'true',
+      'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'dlq.path' = 'dead.jsonl');"#
+    );
+    let o = run(tmp.path(), &app, &[]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("tags"),
+        "the repeated field is named as not read: {log}"
+    );
+    let mut rows = lines_of(&[tmp.path().join("out.jsonl")]);
+    rows.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(rows.len(), 150);
+    for r in &rows {
+        let id = r["id"].as_i64().unwrap();
+        assert_eq!(id % 2, 1);
+        assert_eq!(r["customer"], format!("c{}", id % 5));
+        assert_eq!(r["amount"].as_f64().unwrap(), id as f64 * 0.5);
+        assert_eq!(r["delta"].as_i64().unwrap(), -id, "sint32 zigzag");
+    }
+    let dead = lines_of(&[tmp.path().join("dead.jsonl")]);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["error"].as_str().unwrap().contains("truncated"),
+        "{dead:?}"
+    );
+}

@@ -5,6 +5,7 @@
   client.py produce-avro BOOTSTRAP TOPIC REGISTRY
   client.py check-avro BOOTSTRAP TOPIC REGISTRY
   client.py produce-avro-plain BOOTSTRAP TOPIC SCHEMA_FILE N   plain Avro binary, no framing
+  client.py produce-proto BOOTSTRAP TOPIC DESCRIPTOR_OUT N       protobuf, and its descriptor set
 """
 import json
 import sys
@@ -94,6 +95,31 @@ def main():
             buf = io.BytesIO()
             fastavro.schemaless_writer(buf, schema, {"id": i, "sensor": f"s{i % 4}", "value": i / 4})
             p.produce(topic, buf.getvalue())
+        assert p.flush(30) == 0
+    elif cmd == "produce-proto":
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        F = descriptor_pb2.FieldDescriptorProto
+        fdp = descriptor_pb2.FileDescriptorProto(name="shop.proto", package="shop", syntax="proto3")
+        e = fdp.enum_type.add(name="Status")
+        e.value.add(name="NEW", number=0)
+        e.value.add(name="PAID", number=1)
+        m = fdp.message_type.add(name="Order")
+        m.field.add(name="id", number=1, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+        m.field.add(name="customer", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+        m.field.add(name="amount", number=3, type=F.TYPE_DOUBLE, label=F.LABEL_OPTIONAL)
+        m.field.add(name="status", number=4, type=F.TYPE_ENUM, type_name=".shop.Status", label=F.LABEL_OPTIONAL)
+        m.field.add(name="delta", number=5, type=F.TYPE_SINT32, label=F.LABEL_OPTIONAL)
+        m.field.add(name="tags", number=6, type=F.TYPE_STRING, label=F.LABEL_REPEATED)
+        with open(sys.argv[4], "wb") as f:
+            f.write(descriptor_pb2.FileDescriptorSet(file=[fdp]).SerializeToString())
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(fdp)
+        Order = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+        p = Producer({"bootstrap.servers": bootstrap})
+        for i in range(int(sys.argv[5])):
+            msg = Order(id=i, customer=f"c{i % 5}", amount=i * 0.5, status=i % 2, delta=-i, tags=["x", "y"])
+            p.produce(topic, msg.SerializeToString())
+        p.produce(topic, b"\x12\x05ab")  # a string field longer than the message
         assert p.flush(30) == 0
     else:
         sys.exit(f"unknown command {cmd}")

@@ -17,17 +17,22 @@ pub enum Format {
     /// Avro: Confluent wire format with a schema registry, or plain Avro
     /// binary with an inline schema file.
     Avro,
+    /// Protobuf, described by a descriptor set file.
+    Protobuf,
     /// The payload as UTF-8 text (one `value` column).
     String,
     /// The payload as bytes (one `value` column).
     Bytes,
 }
 
-const FORMATS: &[&str] = &["json", "avro", "string", "bytes", "text", "raw", "binary"];
+const FORMATS: &[&str] = &[
+    "json", "avro", "protobuf", "proto", "string", "bytes", "text", "raw", "binary",
+];
 
 fn format_of(v: &str) -> Format {
     match v.trim().to_ascii_lowercase().as_str() {
         "avro" => Format::Avro,
+        "protobuf" | "proto" => Format::Protobuf,
         "string" | "text" => Format::String,
         "bytes" | "raw" | "binary" => Format::Bytes,
         _ => Format::Json,
@@ -84,7 +89,19 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         "value.format",
         KeyType::Enum(FORMATS),
         Some("json"),
-        "json, avro (schema registry or `avro.schema.file`), string, bytes (aliases `format`, `source.format`)",
+        "json, avro (schema registry or `avro.schema.file`), protobuf (`protobuf.descriptor.file`), string, bytes (aliases `format`, `source.format`)",
+    ),
+    KeySpec::new(
+        "protobuf.descriptor.file",
+        KeyType::String,
+        None,
+        "protobuf: a descriptor set (`protoc --include_imports --descriptor_set_out=FILE`)",
+    ),
+    KeySpec::new(
+        "protobuf.message",
+        KeyType::String,
+        None,
+        "protobuf: the full message name, e.g. `shop.Order` (scalar and enum fields become columns)",
     ),
     KeySpec::new(
         "format",
@@ -389,6 +406,8 @@ pub struct KafkaSourceConfig {
     pub avro_schema_file: Option<PathBuf>,
     /// Explicit value columns.
     pub schema: Option<String>,
+    /// Protobuf descriptor set and message name.
+    pub protobuf: Option<(PathBuf, String)>,
     /// JSON inference sample size.
     pub samples: usize,
     /// Append the metadata columns.
@@ -473,6 +492,13 @@ impl KafkaSourceConfig {
                 .get_any(&["avro.schema.file", "value.avro.schema.file"])
                 .map(|p| cfg.path(p)),
             schema: cfg.get("schema").map(str::to_string),
+            protobuf: match (
+                cfg.get("protobuf.descriptor.file"),
+                cfg.get("protobuf.message"),
+            ) {
+                (Some(f), Some(m)) => Some((cfg.path(f), m.to_string())),
+                _ => None,
+            },
             samples: cfg.uint("schema.inference.samples")?.unwrap_or(100).max(1) as usize,
             metadata_columns: cfg.bool("metadata_columns", false)?,
             stop_at_end: cfg.bool("stop.at.end", false)?,

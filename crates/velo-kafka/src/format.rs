@@ -42,6 +42,8 @@ pub enum ValueDecoder {
     },
     /// arrow-avro.
     Avro(Box<AvroState>),
+    /// Protobuf with a descriptor set.
+    Protobuf(Box<crate::protobuf::ProtoDecoder>),
     /// UTF-8 text in a `value` column.
     String,
     /// Bytes in a `value` column.
@@ -309,6 +311,10 @@ impl ValueDecoder {
                 d.bad.extend(bad);
                 d.bad.sort_by_key(|b| b.0);
                 Ok(d)
+            }
+            ValueDecoder::Protobuf(p) => {
+                let ps: Vec<&[u8]> = payloads.iter().map(|p| p.unwrap_or(b"")).collect();
+                p.decode(&ps)
             }
             ValueDecoder::String => {
                 let mut good = Vec::new();

@@ -89,6 +89,11 @@ impl KafkaSink {
     pub fn new(name: &str, cfg: KafkaSinkConfig) -> Result<Self> {
         let registry = match (cfg.format, &cfg.registry) {
             (Format::Avro, Some(url)) => Some(Arc::new(SchemaRegistry::new(url))),
+            (Format::Protobuf, _) => {
+                return Err(err(format!(
+                    "sink '{name}': protobuf output is not supported yet (value.format json, avro, string or bytes)"
+                )));
+            }
             (Format::Avro, None) => {
                 return Err(err(format!(
                     "sink '{name}' writes Avro: set '{name}.schema.registry.url'"
@@ -152,6 +157,7 @@ impl KafkaSink {
                     .collect();
                 Ok(out)
             }
+            Format::Protobuf => unreachable!("refused in new"),
             Format::String | Format::Bytes => {
                 let idx = batch.schema().index_of("value").unwrap_or(0);
                 let col = batch.column(idx);

@@ -283,7 +283,7 @@ impl KafkaSource {
                 }) && cfg.schema.is_none()
             }
             Format::Avro => cfg.avro_schema_file.is_none(),
-            Format::String | Format::Bytes => false,
+            Format::String | Format::Bytes | Format::Protobuf => false,
         };
         if offline && needs_broker {
             return Err(ConnectorError::Other(format!(
@@ -354,6 +354,7 @@ impl KafkaSource {
         let mut avro_inline = None;
         let value_schema = match cfg.format {
             Format::String | Format::Bytes => ValueDecoder::raw_schema(cfg.format),
+            Format::Protobuf => proto_decoder(name, &cfg)?.schema(),
             Format::Avro => {
                 if let Some(path) = &cfg.avro_schema_file {
                     let text = std::fs::read_to_string(path)
@@ -447,6 +448,9 @@ impl KafkaSource {
             Format::Json => ValueDecoder::json(self.value_schema.clone(), batch),
             Format::String => ValueDecoder::String,
             Format::Bytes => ValueDecoder::Bytes,
+            Format::Protobuf => {
+                ValueDecoder::Protobuf(Box::new(proto_decoder(&self.name, &self.cfg)?))
+            }
             Format::Avro => match (&self.avro, &self.avro_inline) {
                 (Some((reg, id, s)), _) => ValueDecoder::Avro(Box::new(AvroState::registry(
                     reg.clone(),
@@ -461,6 +465,17 @@ impl KafkaSource {
             },
         })
     }
+}
+
+fn proto_decoder(name: &str, cfg: &KafkaSourceConfig) -> Result<crate::protobuf::ProtoDecoder> {
+    let (file, message) = cfg.protobuf.as_ref().ok_or_else(|| {
+        ConnectorError::Other(format!(
+            "source '{name}' reads protobuf: set '{name}.protobuf.descriptor.file' and '{name}.protobuf.message'"
+        ))
+    })?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| ConnectorError::io("cannot read the protobuf descriptor set", file, e))?;
+    crate::protobuf::ProtoDecoder::new(&bytes, message, name)
 }
 
 /// Reads up to `cfg.samples` messages from the start of the topics.

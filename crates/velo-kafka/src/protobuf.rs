@@ -1,0 +1,318 @@
+//! Protobuf message values straight into Arrow columns: the message type
+//! comes from a descriptor set file (`protoc --include_imports
+//! --descriptor_set_out=x.desc`), and the wire format is walked field by
+//! field into one builder per column — no per-message objects.
+//!
+//! Scalar fields (all integer kinds, float, double, bool, string, bytes) and
+//! enums (as their value names) become columns. Repeated, map and message
+//! fields are left out with a warning naming them. An absent field is the
+//! type's default, as in proto3, unless the field tracks presence (proto2,
+//! proto3 `optional`): then it is null.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, RecordBatch, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+use prost_reflect::{DescriptorPool, EnumDescriptor, Kind, MessageDescriptor};
+use velo_connectors::{ConnectorError, Result};
+
+/// One decoded scalar, borrowing strings and bytes from the message.
+#[derive(Clone, Copy)]
+enum Val<'a> {
+    I(i64),
+    U(u64),
+    F32(f32),
+    F64(f64),
+    B(bool),
+    Bytes(&'a [u8]),
+}
+
+struct Col {
+    kind: Kind,
+    presence: bool,
+    ty: DataType,
+}
+
+/// The decoder of one message type.
+pub struct ProtoDecoder {
+    cols: Vec<Col>,
+    by_number: HashMap<u32, usize>,
+    schema: SchemaRef,
+}
+
+fn other(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Other(e.to_string())
+}
+
+fn arrow_type(kind: &Kind) -> Option<DataType> {
+    Some(match kind {
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => DataType::Int32,
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => DataType::Int64,
+        Kind::Uint32 | Kind::Fixed32 => DataType::UInt32,
+        Kind::Uint64 | Kind::Fixed64 => DataType::UInt64,
+        Kind::Float => DataType::Float32,
+        Kind::Double => DataType::Float64,
+        Kind::Bool => DataType::Boolean,
+        Kind::String | Kind::Enum(_) => DataType::Utf8,
+        Kind::Bytes => DataType::Binary,
+        Kind::Message(_) => return None,
+    })
+}
+
+impl ProtoDecoder {
+    /// Loads `message` from the descriptor set in `descriptor`.
+    pub fn new(descriptor: &[u8], message: &str, source: &str) -> Result<Self> {
+        let pool = DescriptorPool::decode(descriptor)
+            .map_err(|e| other(format!("invalid protobuf descriptor set: {e}")))?;
+        let md: MessageDescriptor = pool.get_message_by_name(message).ok_or_else(|| {
+            let known: Vec<String> = pool
+                .all_messages()
+                .map(|m| m.full_name().to_string())
+                .collect();
+            other(format!(
+                "message '{message}' is not in the descriptor set (it has: {})",
+                known.join(", ")
+            ))
+        })?;
+        let mut cols = Vec::new();
+        let mut fields = Vec::new();
+        let mut by_number = HashMap::new();
+        let mut skipped = Vec::new();
+        for f in md.fields() {
+            let kind = f.kind();
+            match arrow_type(&kind).filter(|_| !f.is_list() && !f.is_map()) {
+                Some(ty) => {
+                    by_number.insert(f.number(), cols.len());
+                    fields.push(Field::new(f.name(), ty.clone(), true));
+                    cols.push(Col {
+                        kind,
+                        presence: f.supports_presence(),
+                        ty,
+                    });
+                }
+                None => skipped.push(f.name().to_string()),
+            }
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                source,
+                "protobuf fields {} of '{message}' are repeated, maps or messages: not read (not supported yet)",
+                skipped.join(", ")
+            );
+        }
+        if cols.is_empty() {
+            return Err(other(format!(
+                "message '{message}' has no scalar field to read"
+            )));
+        }
+        Ok(Self {
+            cols,
+            by_number,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The Arrow schema of decoded values.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Reads one message's fields into `row` (last occurrence wins).
+    fn scan<'a>(
+        &self,
+        mut buf: &'a [u8],
+        row: &mut [Option<Val<'a>>],
+    ) -> std::result::Result<(), String> {
+        while !buf.is_empty() {
+            let (tag, wt) = decode_key(&mut buf).map_err(|e| e.to_string())?;
+            let Some(&i) = self.by_number.get(&tag) else {
+                skip_field(wt, tag, &mut buf, DecodeContext::default())
+                    .map_err(|e| e.to_string())?;
+                continue;
+            };
+            let kind = &self.cols[i].kind;
+            let expected = match kind {
+                Kind::Float | Kind::Fixed32 | Kind::Sfixed32 => WireType::ThirtyTwoBit,
+                Kind::Double | Kind::Fixed64 | Kind::Sfixed64 => WireType::SixtyFourBit,
+                Kind::String | Kind::Bytes => WireType::LengthDelimited,
+                _ => WireType::Varint,
+            };
+            if wt != expected {
+                return Err(format!(
+                    "field {tag}: wire type {wt:?}, expected {expected:?}"
+                ));
+            }
+            let take = |buf: &mut &'a [u8], n: usize| -> std::result::Result<&'a [u8], String> {
+                if buf.len() < n {
+                    return Err("truncated message".into());
+                }
+                let (a, b) = buf.split_at(n);
+                *buf = b;
+                Ok(a)
+            };
+            let v = match kind {
+                Kind::Float => Val::F32(f32::from_le_bytes(
+                    take(&mut buf, 4)?.try_into().expect("4"),
+                )),
+                Kind::Double => Val::F64(f64::from_le_bytes(
+                    take(&mut buf, 8)?.try_into().expect("8"),
+                )),
+                Kind::Fixed32 => {
+                    Val::U(u32::from_le_bytes(take(&mut buf, 4)?.try_into().expect("4")) as u64)
+                }
+                Kind::Sfixed32 => {
+                    Val::I(i32::from_le_bytes(take(&mut buf, 4)?.try_into().expect("4")) as i64)
+                }
+                Kind::Fixed64 => Val::U(u64::from_le_bytes(
+                    take(&mut buf, 8)?.try_into().expect("8"),
+                )),
+                Kind::Sfixed64 => Val::I(i64::from_le_bytes(
+                    take(&mut buf, 8)?.try_into().expect("8"),
+                )),
+                Kind::String | Kind::Bytes => {
+                    let n = decode_varint(&mut buf).map_err(|e| e.to_string())? as usize;
+                    let b = take(&mut buf, n)?;
+                    if matches!(kind, Kind::String) {
+                        std::str::from_utf8(b)
+                            .map_err(|e| format!("field {tag} is not UTF-8: {e}"))?;
+                    }
+                    Val::Bytes(b)
+                }
+                _ => {
+                    let raw = decode_varint(&mut buf).map_err(|e| e.to_string())?;
+                    match kind {
+                        Kind::Bool => Val::B(raw != 0),
+                        Kind::Sint32 | Kind::Sint64 => {
+                            Val::I(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+                        }
+                        Kind::Uint32 | Kind::Uint64 => Val::U(raw),
+                        Kind::Int32 | Kind::Enum(_) => Val::I(raw as i32 as i64),
+                        _ => Val::I(raw as i64),
+                    }
+                }
+            };
+            row[i] = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Decodes `payloads` into one batch of the good ones; the others are
+    /// returned with their errors.
+    pub fn decode(
+        &self,
+        payloads: &[&[u8]],
+    ) -> std::result::Result<crate::format::Decoded, arrow::error::ArrowError> {
+        let mut builders: Vec<Box<dyn ArrayBuilder>> = self
+            .cols
+            .iter()
+            .map(|c| arrow::array::make_builder(&c.ty, payloads.len()))
+            .collect();
+        let mut good = Vec::with_capacity(payloads.len());
+        let mut bad = Vec::new();
+        let mut row: Vec<Option<Val<'_>>> = vec![None; self.cols.len()];
+        for (i, p) in payloads.iter().enumerate() {
+            row.iter_mut().for_each(|v| *v = None);
+            if let Err(e) = self.scan(p, &mut row) {
+                bad.push((i, e));
+                continue;
+            }
+            for (c, (col, v)) in self.cols.iter().zip(row.iter()).enumerate() {
+                append(builders[c].as_mut(), col, *v)
+                    .map_err(|e| arrow::error::ArrowError::ParseError(e.to_string()))?;
+            }
+            good.push(i);
+        }
+        let arrays: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
+        Ok(crate::format::Decoded {
+            batch: RecordBatch::try_new(self.schema.clone(), arrays)?,
+            good,
+            bad,
+        })
+    }
+}
+
+fn enum_name(e: &EnumDescriptor, n: i64) -> String {
+    e.get_value(n as i32)
+        .map(|v| v.name().to_string())
+        .unwrap_or_else(|| n.to_string())
+}
+
+fn append(
+    b: &mut dyn ArrayBuilder,
+    col: &Col,
+    v: Option<Val<'_>>,
+) -> std::result::Result<(), String> {
+    let v = match (v, col.presence) {
+        (Some(v), _) => Some(v),
+        (None, true) => None,
+        // proto3: an absent field holds its default
+        (None, false) => Some(match &col.kind {
+            Kind::Float => Val::F32(0.0),
+            Kind::Double => Val::F64(0.0),
+            Kind::Bool => Val::B(false),
+            Kind::String | Kind::Bytes => Val::Bytes(b""),
+            Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => Val::U(0),
+            _ => Val::I(0),
+        }),
+    };
+    let any = b.as_any_mut();
+    macro_rules! put {
+        ($t:ty, $conv:expr) => {{
+            let bb = any.downcast_mut::<$t>().ok_or("builder type")?;
+            bb.append_option(v.map($conv));
+        }};
+    }
+    match (&col.kind, &col.ty) {
+        (Kind::Enum(e), _) => {
+            let bb = any.downcast_mut::<StringBuilder>().ok_or("builder type")?;
+            bb.append_option(v.map(|v| match v {
+                Val::I(n) => enum_name(e, n),
+                _ => String::new(),
+            }));
+        }
+        (_, DataType::Int32) => put!(Int32Builder, |v| match v {
+            Val::I(n) => n as i32,
+            _ => 0,
+        }),
+        (_, DataType::Int64) => put!(Int64Builder, |v| match v {
+            Val::I(n) => n,
+            _ => 0,
+        }),
+        (_, DataType::UInt32) => put!(UInt32Builder, |v| match v {
+            Val::U(n) => n as u32,
+            _ => 0,
+        }),
+        (_, DataType::UInt64) => put!(UInt64Builder, |v| match v {
+            Val::U(n) => n,
+            _ => 0,
+        }),
+        (_, DataType::Float32) => put!(Float32Builder, |v| match v {
+            Val::F32(x) => x,
+            _ => 0.0,
+        }),
+        (_, DataType::Float64) => put!(Float64Builder, |v| match v {
+            Val::F64(x) => x,
+            _ => 0.0,
+        }),
+        (_, DataType::Boolean) => put!(BooleanBuilder, |v| matches!(v, Val::B(true))),
+        (_, DataType::Utf8) => {
+            let bb = any.downcast_mut::<StringBuilder>().ok_or("builder type")?;
+            match v {
+                // checked while scanning
+                Some(Val::Bytes(s)) => bb.append_value(String::from_utf8_lossy(s)),
+                _ => bb.append_null(),
+            }
+        }
+        (_, DataType::Binary) => put!(BinaryBuilder, |v| match v {
+            Val::Bytes(s) => s,
+            _ => b"",
+        }),
+        _ => return Err("unsupported column type".into()),
+    }
+    Ok(())
+}
