@@ -1,7 +1,7 @@
 //! Kafka benchmark (not a test): release mode, `cargo bench --bench kafka`.
 //!
 //! Part 1, throughput: 1M JSON messages of ~100 bytes are loaded into a topic
-//! (4 partitions) of a broker on 127.0.0.1, then a Velostream job runs
+//! (24 partitions) of a broker on 127.0.0.1, then a Velostream job runs
 //! Kafka JSON -> filter/project -> Kafka JSON to its end (`stop.at.end`),
 //! in Simple mode and with `use_transactions`. Reported: messages/s (wall)
 //! and messages per CPU-second of this process (the per-core figure; the
@@ -34,6 +34,9 @@ fn cpu_seconds() -> f64 {
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
+
+/// Partitions per topic (the mock cluster keeps ~50k messages per partition).
+const PARTITIONS: i32 = 24;
 
 fn env_num(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -127,8 +130,23 @@ fn throughput(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
     create("bench_in");
     let t0 = Instant::now();
     let avg = load(bs, "bench_in", n);
+    // the mock cluster keeps a bounded log per partition: count what it holds
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bs)
+        .set("group.id", "bench-count")
+        .create()
+        .unwrap();
+    let n: u64 = (0..PARTITIONS)
+        .map(|p| {
+            let (lo, hi) = c
+                .fetch_watermarks("bench_in", p, Duration::from_secs(10))
+                .unwrap();
+            (hi - lo) as u64
+        })
+        .sum();
     println!(
-        "loaded {n} messages of {avg:.0} bytes in {:.1}s",
+        "loaded {} messages of {avg:.0} bytes in {:.1}s; the broker holds {n} of them",
+        env_num("BENCH_MESSAGES", 1_000_000),
         t0.elapsed().as_secs_f64()
     );
     println!(
@@ -265,18 +283,29 @@ fn strategies(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
 }
 
 fn main() {
+    if let Ok(f) = std::env::var("VELO_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let dir = tempfile::tempdir().unwrap();
-    let mock;
-    let bs = match std::env::var("BENCH_BROKER") {
-        Ok(b) => b,
-        Err(_) => {
-            mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-            mock.bootstrap_servers()
-        }
+    let external = std::env::var("BENCH_BROKER").ok();
+    let mock = match external {
+        Some(_) => None,
+        None => Some(rdkafka::mocking::MockCluster::new(1).unwrap()),
     };
+    let bs = external
+        .clone()
+        .unwrap_or_else(|| mock.as_ref().unwrap().bootstrap_servers());
     let admin_bs = bs.clone();
-    let create = move |topic: &str| {
+    let create = |topic: &str| {
+        if let Some(m) = &mock {
+            // the mock cluster does not serve CreateTopics
+            let _ = m.create_topic(topic, PARTITIONS, 1);
+            return;
+        }
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
             ClientConfig::new()
                 .set("bootstrap.servers", &admin_bs)
@@ -289,7 +318,7 @@ fn main() {
         let _ = rt.block_on(admin.create_topics(
             &[rdkafka::admin::NewTopic::new(
                 topic,
-                4,
+                PARTITIONS,
                 rdkafka::admin::TopicReplication::Fixed(1),
             )],
             &rdkafka::admin::AdminOptions::new(),

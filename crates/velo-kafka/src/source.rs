@@ -570,6 +570,7 @@ impl Source for KafkaSource {
                     ends.insert(format!("{}/{}", t.name(), p.id()), (lo, hi));
                 }
             }
+            tracing::debug!(source = %self.name, "stop.at.end: end offsets {ends:?}");
             Some(ends)
         } else {
             None
