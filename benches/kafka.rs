@@ -117,6 +117,7 @@ fn job(bs: &str, input: &str, output: &str, extra: &str, bounded: bool) -> Strin
         "CREATE STREAM bench AS SELECT order_id, customer_id, amount * 1.1 AS gross, status, sent_us FROM orders WHERE status <> 'CANCELLED' INTO out WITH (\
          'orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = '{input}', \
          'orders.stop.at.end' = '{bounded}', 'orders.group.id' = 'bench-{input}-{output}', \
+         'orders.fetch.max.wait.ms' = '10', \
          'orders.schema' = 'order_id BIGINT, customer_id BIGINT, amount DOUBLE, status VARCHAR, sent_us BIGINT', \
          'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{bs}', 'out.topic' = '{output}', \
          'out.linger.ms' = '5', 'out.batch.num.messages' = '10000', 'out.queue.buffering.max.messages' = '1000000', \
