@@ -24,16 +24,10 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use velo_engine::plan::{PlanOptions, resolve};
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
+mod common;
+
+use common::{cpu_seconds, run_sql};
 
 /// Partitions per topic (the mock cluster keeps ~50k messages per partition).
 const PARTITIONS: i32 = 24;
@@ -77,7 +71,8 @@ fn load(bs: &str, topic: &str, n: u64) -> f64 {
             match p.send(rec) {
                 Ok(()) => break,
                 Err((_, r)) => {
-                    std::thread::sleep(Duration::from_millis(1));
+                    // queue full: wait for deliveries to make room
+                    let _ = p.flush(Duration::from_millis(100));
                     rec = r;
                 }
             }
@@ -92,24 +87,6 @@ fn now_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
-}
-
-fn run_app(sql: &str, dir: &Path, shutdown: velo_engine::Shutdown) -> u64 {
-    let app_path = dir.join("bench.sql");
-    std::fs::write(&app_path, sql).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let opts = PlanOptions {
-        no_global: true,
-        ..Default::default()
-    };
-    let app = resolve(sql, &app_path, &opts).expect("bench app resolves");
-    let stats = rt
-        .block_on(velo_engine::run_app(&app, shutdown, None))
-        .expect("bench app runs");
-    stats.iter().map(|s| s.records_processed).sum()
 }
 
 fn job(bs: &str, input: &str, output: &str, extra: &str, bounded: bool) -> String {
@@ -167,7 +144,7 @@ fn throughput(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
             create(&out);
             let sql = job(bs, "bench_in", &out, extra, true);
             let (c0, t0) = (cpu_seconds(), Instant::now());
-            let rows = run_app(&sql, dir, velo_engine::Shutdown::default());
+            let rows = run_sql(&sql, dir, velo_engine::Shutdown::default());
             let wall = t0.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - c0;
             assert_eq!(rows, n, "{name} read every message");
@@ -228,7 +205,7 @@ fn strategies(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
         let shutdown = velo_engine::Shutdown::default();
         let sd = shutdown.clone();
         let d = dir.to_path_buf();
-        let engine = std::thread::spawn(move || run_app(&sql, &d, sd));
+        let engine = std::thread::spawn(move || run_sql(&sql, &d, sd));
         // the reader of the output
         let bs2 = bs.to_string();
         let out2 = output.clone();

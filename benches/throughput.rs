@@ -15,17 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use velo_engine::plan::{PlanOptions, resolve};
+mod common;
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux)
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
+use common::{cpu_seconds, run_sql};
 
 fn generate(path: &Path, rows: u64) {
     if std::fs::metadata(path)
@@ -70,31 +62,12 @@ struct Outcome {
 }
 
 fn run(sql: &str, dir: &Path) -> Outcome {
-    let app_path = dir.join("bench.sql");
-    std::fs::write(&app_path, sql).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let opts = PlanOptions {
-        no_global: true,
-        ..Default::default()
-    };
-    let app = resolve(sql, &app_path, &opts).expect("bench app resolves");
     let (c0, t0) = (cpu_seconds(), Instant::now());
-    let stats = rt
-        .block_on(velo_engine::run_app(
-            &app,
-            velo_engine::Shutdown::default(),
-            None,
-        ))
-        .expect("bench app runs");
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - c0;
+    let rows = run_sql(sql, dir, velo_engine::Shutdown::default());
     Outcome {
-        wall,
-        cpu,
-        rows: stats.iter().map(|s| s.records_processed).sum(),
+        wall: t0.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - c0,
+        rows,
     }
 }
 

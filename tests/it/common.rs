@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The `velo` binary under test.
 pub fn velo() -> Command {
@@ -90,5 +91,14 @@ pub fn read_text(path: &Path) -> String {
         String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap()
     } else {
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Waits (up to `limit`) until `cond` holds; panics with `what` otherwise.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(20));
     }
 }

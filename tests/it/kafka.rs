@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::velo;
+use crate::common::{velo, wait_for};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -28,14 +28,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A tansu broker on a free port, with its data in `dir`; killed on drop.
@@ -155,7 +147,8 @@ pub fn produce(bootstrap: &str, topic: &str, msgs: &[(Option<String>, Vec<u8>)])
             match p.send(rec) {
                 Ok(()) => break,
                 Err((_, r)) => {
-                    std::thread::sleep(Duration::from_millis(5));
+                    // queue full: wait for deliveries to make room
+                    let _ = p.flush(Duration::from_millis(100));
                     rec = r;
                 }
             }
@@ -517,6 +510,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
         count(&out) >= 5_000
     });
     broker.stop();
+    // the outage itself (not a wait for something): 3 s without a broker
     std::thread::sleep(Duration::from_secs(3));
     broker.restart();
     produce(&bs, "orders", &orders(5_000..8_000));

@@ -5,9 +5,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{files_below, velo};
+use crate::common::{files_below, velo, wait_for};
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
     velo()
@@ -17,15 +17,6 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("velo starts")
-}
-
-/// Waits (up to `limit`) until `cond` holds; panics with `what` otherwise.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -50,6 +50,9 @@ pub struct ConnectorConfig {
     pub origin: Origin,
     /// Directory relative paths are resolved against (the SQL file's).
     pub base_dir: std::path::PathBuf,
+    /// The job (statement) it belongs to, once planned; connectors derive
+    /// per-job defaults from it (a Kafka consumer group, a transactional id).
+    pub job: String,
 }
 
 impl ConnectorConfig {
@@ -193,6 +196,7 @@ pub fn resolve_named(
         props,
         origin: Origin::Named,
         base_dir: base_dir.to_path_buf(),
+        job: String::new(),
     })
 }
 

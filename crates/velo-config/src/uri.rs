@@ -68,6 +68,7 @@ pub fn from_uri(
         props,
         origin: Origin::Uri(uri.to_string()),
         base_dir: base_dir.to_path_buf(),
+        job: String::new(),
     })
 }
 

@@ -34,7 +34,8 @@ pub struct Checkpoint {
 }
 
 const FILE: &str = "checkpoint.json";
-const VERSION: u32 = 1;
+/// The checkpoint format written by this build.
+pub const VERSION: u32 = 1;
 
 /// The checkpoint directory of `job` under `state_dir`.
 pub fn job_dir(state_dir: &Path, job: &str) -> PathBuf {

@@ -72,6 +72,7 @@ fn stdout_config(name: &str, base_dir: &Path) -> ConnectorConfig {
         props: BTreeMap::new(),
         origin: velo_config::Origin::Named,
         base_dir: base_dir.to_path_buf(),
+        job: String::new(),
     }
 }
 
@@ -291,10 +292,7 @@ fn resolve_job(
         };
         match cfg.and_then(|c| validated(c, warnings)) {
             Ok(mut c) => {
-                if c.kind == "kafka" && !c.props.contains_key("group.id") {
-                    c.props
-                        .insert("group.id".into(), format!("velo-{}", st.name));
-                }
+                c.job = st.name.clone();
                 sources.push(c)
             }
             Err(e) => errors.push(e),
@@ -344,12 +342,7 @@ fn resolve_job(
         };
         match cfg.and_then(|c| validated(c, warnings)) {
             Ok(mut c) => {
-                if c.kind == "kafka" && !c.props.contains_key("transactional.id") {
-                    c.props.insert(
-                        "transactional.id".into(),
-                        format!("velo-{}-{}", st.name, c.name),
-                    );
-                }
+                c.job = st.name.clone();
                 sinks.push(c)
             }
             Err(e) => errors.push(e),
@@ -370,7 +363,10 @@ fn resolve_job(
             .map_err(EngineError::from)
             .and_then(|c| validated(c, warnings))
         {
-            Ok(c) => Some(c),
+            Ok(mut c) => {
+                c.job = st.name.clone();
+                Some(c)
+            }
             Err(e) => {
                 errors.push(e);
                 None

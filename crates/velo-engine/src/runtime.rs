@@ -730,7 +730,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 // the commit point of a checkpointed job
                 if let Some(dir) = &state_dir {
                     let cp = crate::checkpoint::Checkpoint {
-                        version: 0,
+                        version: crate::checkpoint::VERSION,
                         job: name.clone(),
                         epoch,
                         position: position.clone().unwrap_or_default(),

@@ -39,20 +39,35 @@ fn format_of(v: &str) -> Format {
     }
 }
 
+const BOOTSTRAP: KeySpec = KeySpec::new(
+    "bootstrap.servers",
+    KeyType::String,
+    None,
+    "Kafka brokers, `host:port[,host:port]` (required; alias `brokers`)",
+);
+const BROKERS: KeySpec = KeySpec::new(
+    "brokers",
+    KeyType::String,
+    None,
+    "Alias of bootstrap.servers",
+);
+const FORMAT_ALIAS: KeySpec = KeySpec::new(
+    "format",
+    KeyType::Enum(FORMATS),
+    None,
+    "Alias of value.format",
+);
+const REGISTRY_SUBJECT: KeySpec = KeySpec::new(
+    "value.subject",
+    KeyType::String,
+    Some("<topic>-value"),
+    "Schema registry subject of the value schema",
+);
+
 /// Keys of `kafka_source` handled by Velostream; every other key goes to librdkafka.
 pub const SOURCE_KEYS: &[KeySpec] = &[
-    KeySpec::new(
-        "bootstrap.servers",
-        KeyType::String,
-        None,
-        "Kafka brokers, `host:port[,host:port]` (required; alias `brokers`)",
-    ),
-    KeySpec::new(
-        "brokers",
-        KeyType::String,
-        None,
-        "Alias of bootstrap.servers",
-    ),
+    BOOTSTRAP,
+    BROKERS,
     KeySpec::new(
         "topic",
         KeyType::String,
@@ -103,12 +118,7 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         None,
         "protobuf: the full message name, e.g. `shop.Order` (scalar and enum fields become columns)",
     ),
-    KeySpec::new(
-        "format",
-        KeyType::Enum(FORMATS),
-        None,
-        "Alias of value.format",
-    ),
+    FORMAT_ALIAS,
     KeySpec::new(
         "source.format",
         KeyType::Enum(FORMATS),
@@ -127,12 +137,7 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         None,
         "Confluent schema registry for `avro` (messages carry magic byte + schema id)",
     ),
-    KeySpec::new(
-        "value.subject",
-        KeyType::String,
-        Some("<topic>-value"),
-        "Registry subject whose latest schema is the reader schema",
-    ),
+    REGISTRY_SUBJECT,
     KeySpec::new(
         "avro.schema.file",
         KeyType::String,
@@ -191,18 +196,8 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
 
 /// Keys of `kafka_sink` handled by Velostream; every other key goes to librdkafka.
 pub const SINK_KEYS: &[KeySpec] = &[
-    KeySpec::new(
-        "bootstrap.servers",
-        KeyType::String,
-        None,
-        "Kafka brokers, `host:port[,host:port]` (required; alias `brokers`)",
-    ),
-    KeySpec::new(
-        "brokers",
-        KeyType::String,
-        None,
-        "Alias of bootstrap.servers",
-    ),
+    BOOTSTRAP,
+    BROKERS,
     KeySpec::new("topic", KeyType::String, None, "Topic to write (required)"),
     KeySpec::new(
         "value.format",
@@ -210,12 +205,7 @@ pub const SINK_KEYS: &[KeySpec] = &[
         Some("json"),
         "json, avro (registered in `schema.registry.url`), string, bytes (alias `format`)",
     ),
-    KeySpec::new(
-        "format",
-        KeyType::Enum(FORMATS),
-        None,
-        "Alias of value.format",
-    ),
+    FORMAT_ALIAS,
     KeySpec::new(
         "key.field",
         KeyType::String,
@@ -241,12 +231,7 @@ pub const SINK_KEYS: &[KeySpec] = &[
         None,
         "Schema registry for `avro`: the result schema is registered under `value.subject`",
     ),
-    KeySpec::new(
-        "value.subject",
-        KeyType::String,
-        Some("<topic>-value"),
-        "Registry subject of the value schema",
-    ),
+    REGISTRY_SUBJECT,
     KeySpec::new(
         "transactional.id",
         KeyType::String,
@@ -376,6 +361,15 @@ pub fn client_config(cfg: &ConnectorConfig, servers: &str) -> ClientConfig {
     c
 }
 
+/// The job a connector belongs to (its own name before planning).
+fn job_or_name(cfg: &ConnectorConfig) -> &str {
+    if cfg.job.is_empty() {
+        &cfg.name
+    } else {
+        &cfg.job
+    }
+}
+
 fn servers(cfg: &ConnectorConfig) -> Result<String, ConfigError> {
     cfg.get_any(&["bootstrap.servers", "brokers"])
         .map(str::to_string)
@@ -448,7 +442,7 @@ impl KafkaSourceConfig {
         let group_id = cfg
             .get("group.id")
             .map(str::to_string)
-            .unwrap_or_else(|| format!("velo-{}", cfg.name));
+            .unwrap_or_else(|| format!("velo-{}", job_or_name(cfg)));
         client.set("group.id", &group_id);
         client.set("enable.auto.commit", "false");
         client.set("enable.auto.offset.store", "false");
@@ -532,7 +526,7 @@ pub struct KafkaSinkConfig {
     /// Registry subject.
     pub subject: String,
     /// Transactional id (transactional mode).
-    pub transactional_id: Option<String>,
+    pub transactional_id: String,
     /// Commit wait.
     pub flush_timeout: Duration,
     /// librdkafka properties.
@@ -571,7 +565,10 @@ impl KafkaSinkConfig {
                 .get("value.subject")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{topic}-value")),
-            transactional_id: cfg.get("transactional.id").map(str::to_string),
+            transactional_id: cfg
+                .get("transactional.id")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("velo-{}-{}", job_or_name(cfg), cfg.name)),
             flush_timeout,
             topic,
         })

@@ -35,8 +35,6 @@ pub enum ValueDecoder {
         schema: SchemaRef,
         /// Cached decoder.
         decoder: Option<arrow::json::reader::Decoder>,
-        /// Concatenation buffer.
-        buf: Vec<u8>,
         /// Rows per batch.
         batch_size: usize,
     },
@@ -262,7 +260,6 @@ impl ValueDecoder {
         Self::Json {
             schema,
             decoder: None,
-            buf: Vec::new(),
             batch_size,
         }
     }
@@ -286,11 +283,10 @@ impl ValueDecoder {
             ValueDecoder::Json {
                 schema,
                 decoder,
-                buf,
                 batch_size,
             } => {
                 let ps: Vec<&[u8]> = payloads.iter().map(|p| p.unwrap_or(b"{}")).collect();
-                decode_json(schema, decoder, buf, (*batch_size).max(ps.len()), &ps)
+                decode_json(schema, decoder, (*batch_size).max(ps.len()), &ps)
             }
             ValueDecoder::Avro(state) => {
                 let mut bad = Vec::new();
@@ -361,23 +357,27 @@ fn json_decoder(
         .build_decoder()
 }
 
+/// Feeds every payload (each followed by a newline) to one decoder; the
+/// decoder reads values across calls, so nothing is concatenated.
 fn json_all(
     dec: &mut arrow::json::reader::Decoder,
-    bytes: &[u8],
+    payloads: &[&[u8]],
     out: &mut Vec<RecordBatch>,
 ) -> std::result::Result<(), ArrowError> {
-    let mut at = 0;
-    while at < bytes.len() {
-        let n = dec.decode(&bytes[at..])?;
-        if n == 0 {
-            match dec.flush()? {
-                Some(b) => out.push(b),
-                None => {
-                    return Err(ArrowError::JsonError("incomplete JSON value".into()));
+    for bytes in payloads.iter().copied().flat_map(|p| [p, b"\n".as_slice()]) {
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = dec.decode(&bytes[at..])?;
+            if n == 0 {
+                match dec.flush()? {
+                    Some(b) => out.push(b),
+                    None => {
+                        return Err(ArrowError::JsonError("incomplete JSON value".into()));
+                    }
                 }
             }
+            at += n;
         }
-        at += n;
     }
     if let Some(b) = dec.flush()? {
         out.push(b);
@@ -388,21 +388,15 @@ fn json_all(
 fn decode_json(
     schema: &SchemaRef,
     cache: &mut Option<arrow::json::reader::Decoder>,
-    buf: &mut Vec<u8>,
     batch_size: usize,
     payloads: &[&[u8]],
 ) -> std::result::Result<Decoded, ArrowError> {
-    buf.clear();
-    for p in payloads {
-        buf.extend_from_slice(p);
-        buf.push(b'\n');
-    }
     let mut dec = match cache.take() {
         Some(d) => d,
         None => json_decoder(schema, batch_size)?,
     };
     let mut out = Vec::new();
-    let fast = json_all(&mut dec, buf, &mut out);
+    let fast = json_all(&mut dec, payloads, &mut out);
     let rows: usize = out.iter().map(|b| b.num_rows()).sum();
     if fast.is_ok() && rows == payloads.len() {
         *cache = Some(dec);
@@ -419,7 +413,7 @@ fn decode_json(
     for (i, p) in payloads.iter().enumerate() {
         let mut one = json_decoder(schema, 2)?;
         let mut o = Vec::new();
-        match json_all(&mut one, p, &mut o) {
+        match json_all(&mut one, &[p], &mut o) {
             Ok(()) if o.iter().map(|b| b.num_rows()).sum::<usize>() == 1 => good.push(i),
             Ok(()) => bad.push((i, "expected exactly one JSON value".to_string())),
             Err(e) => bad.push((
@@ -428,14 +422,10 @@ fn decode_json(
             )),
         }
     }
-    buf.clear();
-    for i in &good {
-        buf.extend_from_slice(payloads[*i]);
-        buf.push(b'\n');
-    }
+    let kept: Vec<&[u8]> = good.iter().map(|i| payloads[*i]).collect();
     let mut dec = json_decoder(schema, batch_size)?;
     let mut out = Vec::new();
-    json_all(&mut dec, buf, &mut out)?;
+    json_all(&mut dec, &kept, &mut out)?;
     Ok(Decoded {
         batch: arrow::compute::concat_batches(schema, &out)?,
         good,

@@ -16,7 +16,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use velo_connectors::{ConnectorError, Position, Result, Sink, SinkCapabilities};
 
 use crate::config::{Format, KafkaSinkConfig};
@@ -56,11 +56,57 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// The encoded values of one batch.
+enum Values {
+    /// JSON lines: row `i` is between `offsets[i]` and `offsets[i + 1]` (newline dropped).
+    Lines(Vec<u8>, Vec<usize>),
+    /// Avro rows with the Confluent prefix.
+    Avro(arrow_avro::writer::EncodedRows),
+    /// A text or binary column, as is.
+    Column(ArrayRef),
+}
+
+impl Values {
+    /// Row `i`'s payload (`None`: a null value, sent as a tombstone).
+    fn row(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Values::Lines(data, o) => Some(&data[o[i]..o[i + 1] - 1]),
+            Values::Avro(rows) => Some(&rows.bytes()[rows.offsets()[i]..rows.offsets()[i + 1]]),
+            Values::Column(c) if c.is_null(i) => None,
+            Values::Column(c) => Some(match c.as_binary_opt::<i32>() {
+                Some(b) => b.value(i),
+                None => c.as_string::<i32>().value(i).as_bytes(),
+            }),
+        }
+    }
+}
+
+/// Row `i`'s key: the single key column's text, or the key columns joined
+/// with `|` in `buf`; `None` when every key column is null.
+fn row_key<'a>(cols: &'a [ArrayRef], i: usize, buf: &'a mut String) -> Option<&'a str> {
+    if cols.is_empty() || cols.iter().all(|c| c.is_null(i)) {
+        return None;
+    }
+    if let [one] = cols {
+        return Some(one.as_string::<i32>().value(i));
+    }
+    buf.clear();
+    for (n, c) in cols.iter().enumerate() {
+        if n > 0 {
+            buf.push('|');
+        }
+        if !c.is_null(i) {
+            buf.push_str(c.as_string::<i32>().value(i));
+        }
+    }
+    Some(buf)
+}
+
 /// The Kafka sink.
 pub struct KafkaSink {
     name: String,
     cfg: KafkaSinkConfig,
-    producer: Option<ThreadedProducer<DeliveryContext>>,
+    producer: Option<BaseProducer<DeliveryContext>>,
     transactional: bool,
     txn_ready: bool,
     in_txn: bool,
@@ -68,7 +114,6 @@ pub struct KafkaSink {
     avro: Option<arrow_avro::writer::Encoder>,
     registry: Option<Arc<SchemaRegistry>>,
     pending_offsets: Option<(Position, Option<Arc<dyn std::any::Any + Send + Sync>>)>,
-    lines: Vec<u8>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -112,27 +157,21 @@ impl KafkaSink {
             avro: None,
             registry,
             pending_offsets: None,
-            lines: Vec::new(),
         })
     }
 
-    fn producer(&mut self) -> Result<&ThreadedProducer<DeliveryContext>> {
+    fn producer(&mut self) -> Result<&BaseProducer<DeliveryContext>> {
         if self.producer.is_none() {
             let mut c = self.cfg.client.clone();
             if self.transactional {
-                let id = self
-                    .cfg
-                    .transactional_id
-                    .clone()
-                    .unwrap_or_else(|| format!("velo-{}", self.name));
-                c.set("transactional.id", id);
+                c.set("transactional.id", &self.cfg.transactional_id);
             }
             let ctx = DeliveryContext {
                 name: self.name.clone(),
                 failed: AtomicU64::new(0),
                 first_error: Mutex::new(None),
             };
-            let p: ThreadedProducer<DeliveryContext> = c
+            let p: BaseProducer<DeliveryContext> = c
                 .create_with_context(ctx)
                 .map_err(|e| err(format!("cannot create a Kafka producer: {e}")))?;
             self.producer = Some(p);
@@ -140,43 +179,35 @@ impl KafkaSink {
         Ok(self.producer.as_ref().expect("created above"))
     }
 
-    fn encode_values(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-        let n = batch.num_rows();
+    /// Encodes a batch's values once; rows are slices of the result.
+    fn encode_values(&mut self, batch: &RecordBatch) -> Result<Values> {
         match self.cfg.format {
             Format::Json => {
-                self.lines.clear();
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut self.lines);
+                let mut data = Vec::with_capacity(batch.num_rows() * 64);
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut data);
                 w.write(batch)?;
                 w.finish()?;
                 drop(w);
-                let out: Vec<Vec<u8>> = self
-                    .lines
-                    .split(|b| *b == b'\n')
-                    .take(n)
-                    .map(<[u8]>::to_vec)
-                    .collect();
-                Ok(out)
+                // arrow-json escapes newlines inside values: one line, one row
+                let mut offsets = Vec::with_capacity(batch.num_rows() + 1);
+                offsets.push(0);
+                offsets.extend(
+                    data.iter()
+                        .enumerate()
+                        .filter(|(_, b)| **b == b'\n')
+                        .map(|(i, _)| i + 1),
+                );
+                Ok(Values::Lines(data, offsets))
             }
             Format::Protobuf => unreachable!("refused in new"),
             Format::String | Format::Bytes => {
                 let idx = batch.schema().index_of("value").unwrap_or(0);
                 let col = batch.column(idx);
-                let col = if col.data_type() == &DataType::Binary {
+                Ok(Values::Column(if col.data_type() == &DataType::Binary {
                     col.clone()
                 } else {
                     arrow::compute::cast(col, &DataType::Utf8)?
-                };
-                Ok((0..n)
-                    .map(|i| {
-                        if col.is_null(i) {
-                            Vec::new()
-                        } else if let Some(b) = col.as_binary_opt::<i32>() {
-                            b.value(i).to_vec()
-                        } else {
-                            col.as_string::<i32>().value(i).as_bytes().to_vec()
-                        }
-                    })
-                    .collect())
+                }))
             }
             Format::Avro => {
                 if self.avro.is_none() {
@@ -193,16 +224,13 @@ impl KafkaSink {
                 }
                 let enc = self.avro.as_mut().expect("built above");
                 enc.encode(batch).map_err(err)?;
-                let rows = enc.flush();
-                Ok(rows.iter().map(|b| b.to_vec()).collect())
+                Ok(Values::Avro(enc.flush()))
             }
         }
     }
 
-    fn keys(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<String>>>> {
-        if self.cfg.key_fields.is_empty() {
-            return Ok(None);
-        }
+    /// The key columns as text, checked against the result.
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
         let mut cols = Vec::new();
         for k in &self.cfg.key_fields {
             let i = batch.schema().index_of(k).map_err(|_| {
@@ -220,24 +248,7 @@ impl KafkaSink {
             })?;
             cols.push(arrow::compute::cast(batch.column(i), &DataType::Utf8)?);
         }
-        Ok(Some(
-            (0..batch.num_rows())
-                .map(|r| {
-                    let parts: Vec<&str> = cols
-                        .iter()
-                        .map(|c| {
-                            let s = c.as_string::<i32>();
-                            if s.is_null(r) { "" } else { s.value(r) }
-                        })
-                        .collect();
-                    if cols.iter().all(|c| c.is_null(r)) {
-                        None
-                    } else {
-                        Some(parts.join("|"))
-                    }
-                })
-                .collect(),
-        ))
+        Ok(cols)
     }
 
     fn headers(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<OwnedHeaders>>>> {
@@ -369,14 +380,19 @@ impl Sink for KafkaSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        self.producer()?;
         let values = self.encode_values(batch)?;
-        let keys = self.keys(batch)?;
+        let keys = self.key_columns(batch)?;
         let mut headers = self.headers(batch)?;
-        let topic = self.cfg.topic.clone();
-        let p = self.producer()?;
-        for (i, v) in values.iter().enumerate() {
-            let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(&topic).payload(v.as_slice());
-            if let Some(k) = keys.as_ref().and_then(|k| k[i].as_deref()) {
+        let p = self.producer.as_ref().expect("created above");
+        let topic = self.cfg.topic.as_str();
+        let mut compound = String::new();
+        for i in 0..batch.num_rows() {
+            let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
+            if let Some(v) = values.row(i) {
+                rec = rec.payload(v);
+            }
+            if let Some(k) = row_key(&keys, i, &mut compound) {
                 rec = rec.key(k);
             }
             if let Some(h) = headers.as_mut().and_then(|h| h[i].take()) {
@@ -387,8 +403,8 @@ impl Sink for KafkaSink {
                 match p.send(rec) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        // the local queue is full: wait for deliveries
-                        std::thread::sleep(Duration::from_millis(2));
+                        // the local queue is full: serve delivery reports until there is room
+                        p.poll(Duration::from_millis(100));
                         rec = r;
                     }
                     Err((e, _)) => {
@@ -397,6 +413,7 @@ impl Sink for KafkaSink {
                 }
             }
         }
+        p.poll(Duration::ZERO);
         Ok(())
     }
 

@@ -709,10 +709,19 @@ impl Worker {
     fn build(&mut self, msgs: &[BorrowedMessage<'_>]) -> Vec<SourceEvent> {
         let payloads: Vec<Option<&[u8]>> = msgs.iter().map(|m| m.payload()).collect();
         let mut events = Vec::new();
+        // next offset per partition, named once per partition and batch
+        let mut last: Vec<(&str, i32, i64)> = Vec::new();
         for m in msgs {
-            self.position
-                .parts
-                .insert(format!("{}/{}", m.topic(), m.partition()), m.offset() + 1);
+            match last
+                .iter_mut()
+                .find(|(t, p, _)| *p == m.partition() && *t == m.topic())
+            {
+                Some(e) => e.2 = e.2.max(m.offset() + 1),
+                None => last.push((m.topic(), m.partition(), m.offset() + 1)),
+            }
+        }
+        for (t, p, next) in last {
+            self.position.parts.insert(format!("{t}/{p}"), next);
         }
         let decoded = match self.decoder.decode(&payloads) {
             Ok(d) => d,

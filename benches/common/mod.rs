@@ -1,0 +1,37 @@
+//! What the benchmarks share: CPU time of this process, and running a SQL
+//! application in-process.
+
+use std::path::Path;
+
+use velo_engine::plan::{PlanOptions, resolve};
+
+/// User + system CPU seconds of this process so far.
+pub fn cpu_seconds() -> f64 {
+    // utime + stime, in clock ticks (100 Hz on Linux)
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Runs `sql` (written to `dir/bench.sql`) to its end or until `shutdown`;
+/// returns the records read.
+pub fn run_sql(sql: &str, dir: &Path, shutdown: velo_engine::Shutdown) -> u64 {
+    let app_path = dir.join("bench.sql");
+    std::fs::write(&app_path, sql).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = PlanOptions {
+        no_global: true,
+        ..Default::default()
+    };
+    let app = resolve(sql, &app_path, &opts).expect("bench app resolves");
+    let stats = rt
+        .block_on(velo_engine::run_app(&app, shutdown, None))
+        .expect("bench app runs");
+    stats.iter().map(|s| s.records_processed).sum()
+}
