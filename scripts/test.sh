@@ -4,7 +4,8 @@
 # the tests start it themselves on 127.0.0.1:
 #   - tansu, a Kafka-API broker (cargo install, ~20 min the first time; cached
 #     under ~/.cache/velostream, outside the clone), one per Kafka test;
-#   - confluent-kafka for Python (pip), the independent Kafka client;
+#   - confluent-kafka, fastavro and protobuf for Python (pip), the independent
+#     Kafka clients;
 #   - librdkafka's mock cluster, inside the tests, for Kafka transactions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +28,9 @@ if [ ! -x "$VELO_TANSU" ]; then
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$CACHE/tansu-install"
 fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer' 2>/dev/null; then
-  echo "installing confluent-kafka for Python (the independent Kafka client of the tests)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]"
+if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf' 2>/dev/null; then
+  echo "installing confluent-kafka, fastavro and protobuf for Python (the tests' independent Kafka clients)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf
 fi
 
 cargo fmt --all -- --check
