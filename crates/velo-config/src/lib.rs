@@ -24,6 +24,7 @@ pub mod global;
 pub mod job;
 pub mod keys;
 pub mod props;
+pub mod time;
 pub mod uri;
 pub mod vars;
 pub mod yaml;

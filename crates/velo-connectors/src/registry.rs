@@ -199,7 +199,11 @@ impl Registry {
             KeySpec::new("uri", velo_config::KeyType::String, None, ""),
             KeySpec::new("location", velo_config::KeyType::String, None, ""),
         ];
-        let tables = [keys, COMMON_CONNECTOR_KEYS, common];
+        let time: &[KeySpec] = match cfg.role {
+            Role::Source => velo_config::time::EVENT_TIME_KEYS,
+            Role::Sink => &[],
+        };
+        let tables = [keys, COMMON_CONNECTOR_KEYS, common, time];
         match extra {
             None => Ok(velo_config::keys::validate(
                 &cfg.props,

@@ -97,3 +97,23 @@ pub fn store(dir: &Path, cp: &Checkpoint) -> Result<()> {
     }
     Ok(())
 }
+
+/// The environment variable of the crash tests' fault injection.
+pub const CRASH_AFTER_CHECKPOINT: &str = "VELO_CRASH_AFTER_CHECKPOINT";
+
+/// Fault injection for the crash tests: with `VELO_CRASH_AFTER_CHECKPOINT=N`
+/// the process aborts (no cleanup, like a power cut) right after the N-th
+/// checkpoint of an epoch with records in this run is durable, before any sink publishes that epoch
+/// and before the source commits its position. This is the one window a
+/// random kill almost never hits, and the one only the checkpoint covers.
+pub(crate) fn crash_point(written: u64) {
+    static AT: std::sync::LazyLock<Option<u64>> = std::sync::LazyLock::new(|| {
+        std::env::var(CRASH_AFTER_CHECKPOINT)
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if *AT == Some(written) {
+        eprintln!("{CRASH_AFTER_CHECKPOINT}={written}: aborting after the checkpoint");
+        std::process::abort();
+    }
+}

@@ -48,6 +48,8 @@ pub fn config_reference() -> String {
     table(&mut s, "", velo_config::job::JOB_KEYS);
     s.push_str("## Every connector\n\n");
     table(&mut s, "<name>.", velo_config::keys::COMMON_CONNECTOR_KEYS);
+    s.push_str("## Every source: event time and watermarks\n\n");
+    table(&mut s, "<name>.", velo_config::time::EVENT_TIME_KEYS);
     s.push_str("## Dead-letter sink\n\nKeys `dlq.*` configure a sink named `dlq` (default `file_sink`, JSON Lines) that receives every bad record with `source`, `location` (file), `line`, `error` and the raw `record`.\n\n");
     for (kind, keys) in crate::connectors::registry().sources() {
         if kind == "generator" {

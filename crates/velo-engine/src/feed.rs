@@ -20,6 +20,18 @@ use tokio::sync::Mutex;
 use velo_connectors::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};
 
 use crate::stats::Counters;
+use crate::time::{TimeMode, Watermark, WatermarkTracker};
+use velo_config::time::LateData;
+
+/// One row of `batch` as JSON text (for dead-letter records).
+fn row_json(batch: &RecordBatch, row: usize) -> String {
+    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+    let _ = w.write(&batch.slice(row, 1));
+    let _ = w.finish();
+    String::from_utf8_lossy(&w.into_inner())
+        .trim_end()
+        .to_string()
+}
 
 /// Where the current epoch stops.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +79,8 @@ struct State {
     /// Position after the last batch delivered (resumable sources).
     position: Option<Position>,
     committer: Option<Arc<dyn PositionCommitter>>,
+    /// Event-time watermark of the parts (event time only).
+    tracker: Option<WatermarkTracker>,
 }
 
 /// The feed of one source across epochs.
@@ -82,6 +96,12 @@ pub struct EpochFeed {
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Where to resume (a checkpoint's position).
     resume: std::sync::Mutex<Option<Position>>,
+    /// Event time or processing time, if the job needs time.
+    time: Option<TimeMode>,
+    /// The schema index of the event-time column.
+    time_index: Option<usize>,
+    /// The watermark this feed moves.
+    watermark: Arc<Watermark>,
 }
 
 impl std::fmt::Debug for EpochFeed {
@@ -93,17 +113,52 @@ impl std::fmt::Debug for EpochFeed {
 }
 
 impl EpochFeed {
-    /// A feed over `source`, opened at the first read with `batch_rows` rows per batch.
+    /// A feed over `source`, opened at the first read with `batch_rows` rows
+    /// per batch, following `time` (event time: the column is read, late
+    /// records held back and the watermark moved with every batch).
     pub fn new(
         source: Arc<dyn Source>,
         batch_rows: usize,
         policy: BadRecordPolicy,
         counters: Arc<Counters>,
         shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+        time: Option<TimeMode>,
+    ) -> Result<Arc<Self>, DataFusionError> {
+        let mut schema = source.schema();
+        let mut time_index = None;
+        let mut tracker = None;
+        if let Some(TimeMode::Event(t)) = &time {
+            let idx = schema.index_of(&t.field).map_err(|_| {
+                DataFusionError::Plan(format!(
+                    "the event time column '{}' of source '{}' is not one of its columns ({}); fix '{}.event.time.field' or the window's time column",
+                    t.field,
+                    source.name(),
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source.name()
+                ))
+            })?;
+            let f = schema.field(idx);
+            let ty = crate::time::table_type(f.data_type(), &t.format);
+            if &ty != f.data_type() {
+                let mut fields: Vec<arrow::datatypes::FieldRef> =
+                    schema.fields().iter().cloned().collect();
+                fields[idx] = Arc::new(f.as_ref().clone().with_data_type(ty));
+                schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                    fields,
+                    schema.metadata().clone(),
+                ));
+            }
+            time_index = Some(idx);
+            tracker = Some(WatermarkTracker::new(t));
+        }
+        Ok(Arc::new(Self {
             name: source.name().to_string(),
-            schema: source.schema(),
+            schema,
             source,
             batch_rows,
             projection: std::sync::Mutex::new(Projection::Unset),
@@ -119,12 +174,120 @@ impl EpochFeed {
                 fatal: None,
                 position: None,
                 committer: None,
+                tracker,
             }),
             policy,
             counters,
             shutdown,
             resume: std::sync::Mutex::new(None),
-        })
+            time,
+            time_index,
+            watermark: Watermark::new(),
+        }))
+    }
+
+    /// The watermark this feed moves.
+    pub fn watermark(&self) -> Arc<Watermark> {
+        self.watermark.clone()
+    }
+
+    /// How the job tells time.
+    pub fn time(&self) -> Option<&TimeMode> {
+        self.time.as_ref()
+    }
+
+    /// Reads the event time of `batch`: unreadable times become bad records,
+    /// records behind the watermark are late (counted, or dead-lettered),
+    /// and the watermark moves past the rest.
+    fn apply_time(
+        &self,
+        s: &mut State,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch, DataFusionError> {
+        let (Some(TimeMode::Event(t)), Some(idx)) = (&self.time, self.time_index) else {
+            return Ok(batch);
+        };
+        let read = crate::time::read_time(batch.column(idx), &t.format, &t.field);
+        let mut batch = match read.column {
+            Some(c) => {
+                let mut cols = batch.columns().to_vec();
+                cols[idx] = c;
+                RecordBatch::try_new(self.schema.clone(), cols)?
+            }
+            None => batch,
+        };
+        let wm = self.watermark.get();
+        let mut keep = arrow::array::BooleanBuilder::with_capacity(batch.num_rows());
+        let mut max_ts = Watermark::NONE;
+        let mut bad = read.errors.iter().peekable();
+        let mut late = 0u64;
+        for (i, ts) in read.millis.iter().enumerate() {
+            match ts {
+                None => {
+                    let e = bad.next().expect("an error for every unreadable time");
+                    debug_assert_eq!(e.row, i);
+                    Counters::add(&self.counters.records_failed, 1);
+                    let r = BadRecord {
+                        source: self.name.clone(),
+                        location: "event time".into(),
+                        line: 0,
+                        error: e.error.clone(),
+                        raw: row_json(&batch, i),
+                    };
+                    if self.policy == BadRecordPolicy::Fail {
+                        let msg = r.to_string();
+                        s.bad.push(r);
+                        return Err(DataFusionError::External(Box::new(BadRecordError(msg))));
+                    }
+                    s.bad.push(r);
+                    keep.append_value(false);
+                }
+                Some(ts) if ts < wm => {
+                    late += 1;
+                    if t.late == LateData::DeadLetter {
+                        s.bad.push(BadRecord {
+                            source: self.name.clone(),
+                            location: "late".into(),
+                            line: 0,
+                            error: format!(
+                                "late record: event time {} is behind the watermark {}",
+                                crate::time::show_millis(ts),
+                                crate::time::show_millis(wm)
+                            ),
+                            raw: row_json(&batch, i),
+                        });
+                    }
+                    keep.append_value(false);
+                }
+                Some(ts) => {
+                    max_ts = max_ts.max(ts);
+                    keep.append_value(true);
+                }
+            }
+        }
+        Counters::add(&self.counters.records_late, late);
+        if late > 0 || !read.errors.is_empty() {
+            batch = arrow::compute::filter_record_batch(&batch, &keep.finish())?;
+        }
+        if let Some(tr) = s.tracker.as_mut() {
+            let now = Instant::now();
+            if max_ts != Watermark::NONE {
+                tr.observe("", max_ts, now);
+            }
+            if let Some(w) = tr.watermark(now) {
+                self.watermark.advance(w);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The epoch's input ended: in processing time the watermark is now.
+    fn end_of_input(&self, exhausted: bool) {
+        if exhausted {
+            self.watermark.advance(Watermark::END);
+        } else if matches!(self.time, Some(TimeMode::Processing)) {
+            self.watermark.advance(crate::time::now_millis());
+        }
     }
 
     /// Records the columns one scan of the table reads (None: all of them).
@@ -141,7 +304,15 @@ impl EpochFeed {
 
     fn open(&self) -> Result<SourceReader, DataFusionError> {
         let cols: Option<Vec<usize>> = match &*self.projection.lock().expect("projection lock") {
-            Projection::Cols(c) => Some(c.iter().copied().collect()),
+            // the event time is read whether the query reads it or not
+            Projection::Cols(c) => Some(
+                c.iter()
+                    .copied()
+                    .chain(self.time_index)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            ),
             _ => None,
         };
         let resume = self.resume.lock().expect("resume lock").clone();
@@ -222,6 +393,15 @@ impl EpochFeed {
     }
 
     async fn next_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
+        let r = self.read_batch().await;
+        if r.is_none() {
+            let exhausted = self.is_finished().await;
+            self.end_of_input(exhausted);
+        }
+        r
+    }
+
+    async fn read_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
         let mut shutdown = self.shutdown.clone();
         let mut s = self.state.lock().await;
         if s.reader.is_none() && !s.exhausted {
@@ -326,6 +506,13 @@ impl EpochFeed {
             s.batches += 1;
             s.bytes += batch.get_array_memory_size() as u64;
             Counters::add(&self.counters.records_in, batch.num_rows() as u64);
+            let batch = match self.apply_time(&mut s, batch) {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e)),
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
             return Some(Ok(batch));
         }
     }

@@ -21,6 +21,8 @@ pub mod feed;
 pub mod plan;
 pub mod runtime;
 pub mod stats;
+pub mod time;
+pub mod window;
 
 mod error;
 

@@ -20,6 +20,7 @@ use crate::fanout::{FanOut, Retry, SinkHandle};
 use crate::feed::{BadRecordPolicy, Budget, DEFAULT_UNBOUNDED_TIMEOUT, EpochFeed, SourceTable};
 use crate::plan::{AppPlan, JobPlan};
 use crate::stats::{Counters, JobExecutionStats};
+use crate::time::TimeMode;
 use crate::{EngineError, Result};
 
 /// Stops running jobs after their current epoch.
@@ -75,11 +76,20 @@ pub struct PreparedJob {
     pub whole_input: bool,
     /// Rows loaded per lookup table.
     pub lookup_rows: BTreeMap<String, u64>,
+    /// How the job tells time (event time, processing time, or no time).
+    pub time: Option<TimeMode>,
+    /// The query's window, if it has one.
+    pub window: Option<crate::window::WindowInfo>,
+    /// Size of the window state.
+    pub window_metrics: Arc<crate::window::WindowMetrics>,
 }
 
 fn needs_whole_input(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|p| {
+        if crate::window::is_window_aggregate(p) {
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue);
+        }
         if matches!(
             p,
             LogicalPlan::Aggregate(_)
@@ -133,18 +143,65 @@ pub async fn prepare_job(
         BadRecordPolicy::Collect
     };
     let batch_rows = plan.job.batch_size.unwrap_or(8192).min(8192);
+    let mut query = plan
+        .statement
+        .query
+        .as_ref()
+        .ok_or_else(|| EngineError::Invalid("statement has no query".into()))?
+        .clone();
+    let driver_cfg = &plan.sources[driver_idx];
+    let declared = velo_config::time::EventTime::of(driver_cfg)?;
+    let window =
+        crate::window::rewrite_query(&mut query, declared.as_ref().map(|t| t.field.as_str()))?;
+    let time = match (declared, &window) {
+        (Some(t), _) => Some(TimeMode::Event(t)),
+        (None, Some(w)) => match &w.time_column {
+            // the window names the time column: it is the event time
+            Some(c) => {
+                let mut cfg = driver_cfg.clone();
+                cfg.props.insert("event.time.field".into(), c.clone());
+                velo_config::time::EventTime::of(&cfg)?.map(TimeMode::Event)
+            }
+            None => Some(TimeMode::Processing),
+        },
+        (None, None) => None,
+    };
     let feed = EpochFeed::new(
         driver.clone(),
         batch_rows,
         policy,
         counters.clone(),
         shutdown.receiver(),
-    );
+        time.clone(),
+    )?;
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    let window_metrics = Arc::new(crate::window::WindowMetrics::default());
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    // before the sanity check, which refuses an aggregate over unbounded input
+    rules.insert(
+        rules.len() - 1,
+        Arc::new(crate::window::StreamingWindows::new(
+            feed.watermark(),
+            window_metrics.clone(),
+        )),
+    );
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for f in crate::window::udfs() {
+        ctx.register_udf(f);
+    }
+    if window.is_some() {
+        // COUNT(DISTINCT x) stays one aggregate (its accumulator keeps the
+        // distinct values per window) instead of two stacked GROUP BYs
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+    }
     ctx.register_table(
         driver.name(),
         Arc::new(SourceTable::new(feed.clone(), true)),
@@ -162,7 +219,8 @@ pub async fn prepare_job(
                 BadRecordPolicy::Collect,
                 Counters::new(),
                 shutdown.receiver(),
-            );
+                None,
+            )?;
             let batches = f.drain_all().await.map_err(|e| EngineError::Source {
                 name: src.name().into(),
                 message: e.to_string(),
@@ -183,16 +241,12 @@ pub async fn prepare_job(
         ctx.register_table(src.name(), Arc::new(mem))?;
         lookups.push(src.clone());
     }
-    let query = plan
-        .statement
-        .query
-        .as_ref()
-        .ok_or_else(|| EngineError::Invalid("statement has no query".into()))?;
+    let query = &query;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
     let whole_input = needs_whole_input(&logical);
     if whole_input && !driver.is_bounded() {
         return Err(EngineError::Invalid(format!(
-            "job '{}': GROUP BY / ORDER BY / LIMIT / DISTINCT over the unbounded source '{}' needs a window, which this build does not run yet; read a bounded input instead",
+            "job '{}': GROUP BY / ORDER BY / LIMIT / DISTINCT over the unbounded source '{}' needs a window: GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), HOP(...) or SESSION(...); or read a bounded input",
             plan.name,
             driver.name()
         )));
@@ -222,6 +276,9 @@ pub async fn prepare_job(
         counters,
         whole_input,
         lookup_rows,
+        time,
+        window,
+        window_metrics,
     })
 }
 
@@ -248,7 +305,33 @@ pub fn explain_text(p: &PreparedJob) -> String {
             l.describe()
         ));
     }
-    s.push_str("  Time: processing time (no event-time column declared)\n");
+    s.push_str(&match &p.time {
+        Some(TimeMode::Event(t)) => format!(
+            "  Time: event time from {}.{} ({}), watermark {} behind the highest event time{}, late records: {}\n",
+            p.driver.name(),
+            t.field,
+            match &t.format {
+                velo_config::time::TimeFormat::Native => "as stored".to_string(),
+                f => format!("{f:?}").to_lowercase(),
+            },
+            humantime(t.max_out_of_orderness),
+            t.idle_timeout
+                .map(|d| format!(", idle parts ignored after {}", humantime(d)))
+                .unwrap_or_default(),
+            match t.late {
+                velo_config::time::LateData::Drop => "dropped and counted",
+                velo_config::time::LateData::DeadLetter => "dead-lettered",
+            }
+        ),
+        Some(TimeMode::Processing) => format!(
+            "  Time: processing time (no event.time.field declared on '{}'); windows close by the wall clock\n",
+            p.driver.name()
+        ),
+        None => format!(
+            "  Time: processing time (no event.time.field declared on '{}')\n",
+            p.driver.name()
+        ),
+    });
     for c in p
         .plan
         .sources
@@ -303,6 +386,15 @@ pub fn explain_text(p: &PreparedJob) -> String {
         indent(&displayable(p.physical.as_ref()).indent(true).to_string())
     ));
     s
+}
+
+fn humantime(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 fn indent(t: &str) -> String {
@@ -533,6 +625,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     // a transactional job on a resumable source commits through a checkpoint
     let state_dir = (transactional && p.driver.resumable()).then(|| state_dir(&p.plan));
     let mut committed_pos: Option<velo_connectors::Position> = None;
+    let mut checkpoints_written = 0u64;
     if let Some(dir) = &state_dir {
         if let Some(cp) = crate::checkpoint::load(dir, &name)? {
             for (sink, token) in &cp.sinks {
@@ -741,6 +834,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         close_all(&fan, dlq.as_ref()).await;
                         return Err(e);
                     }
+                    if epoch_records > 0 {
+                        checkpoints_written += 1;
+                        crate::checkpoint::crash_point(checkpoints_written);
+                    }
                 }
                 for (sink, message) in &failed {
                     tracing::error!(job = %name, epoch, "sink '{sink}' failed this epoch (other sinks continue): {message}");
@@ -831,6 +928,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         .records_read
         .insert(p.driver.name().to_string(), stats.records_processed);
     stats.records_failed = Counters::get(&p.counters.records_failed);
+    stats.records_late = Counters::get(&p.counters.records_late);
     stats.records_dead_lettered = dead_lettered;
     for s in &fan.sinks {
         stats.records_written.insert(

@@ -16,6 +16,8 @@ pub struct Counters {
     pub records_failed: AtomicU64,
     /// Committed epochs.
     pub epochs: AtomicU64,
+    /// Records older than the watermark (dropped or dead-lettered).
+    pub records_late: AtomicU64,
 }
 
 impl Counters {
@@ -50,6 +52,8 @@ pub struct JobExecutionStats {
     pub records_failed: u64,
     /// Bad records sent to the dead-letter sink.
     pub records_dead_lettered: u64,
+    /// Records older than the watermark.
+    pub records_late: u64,
     /// Committed epochs.
     pub batches_processed: u64,
     /// Epochs that failed.
@@ -95,6 +99,12 @@ impl JobExecutionStats {
                 } else {
                     String::new()
                 }
+            ));
+        }
+        if self.records_late > 0 {
+            s.push_str(&format!(
+                "\n  late: {} records behind the watermark",
+                self.records_late
             ));
         }
         if self.records_dead_lettered > 0 {

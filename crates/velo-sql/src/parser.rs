@@ -27,6 +27,7 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
             )
         })?;
     let (tokens, uris) = rewrite_uri_sources(tokens);
+    let tokens = rewrite_window_clauses(tokens);
     let mut p = AppParser {
         source,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
@@ -127,6 +128,144 @@ fn rewrite_uri_sources(
         };
     }
     (tokens, uris)
+}
+
+fn is_word(t: &Token, word: &str) -> bool {
+    matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn word(value: &str) -> Token {
+    Token::Word(Word {
+        value: value.to_string(),
+        quote_style: None,
+        keyword: match value {
+            "GROUP" => Keyword::GROUP,
+            "BY" => Keyword::BY,
+            "INTERVAL" => Keyword::INTERVAL,
+            _ => Keyword::NoKeyword,
+        },
+    })
+}
+
+/// Velostream's window clause, `... GROUP BY k WINDOW TUMBLING(ts, INTERVAL
+/// '1' MINUTE)` (also `SLIDING(...)`, `SESSION(...)`, `HOPPING(...)`, before
+/// or after GROUP BY, with or without one), becomes one more GROUP BY
+/// expression, `TUMBLING(...)`, which the engine turns into its window.
+/// Durations written `5m`, `30s`, `1h`, `500ms`, `1d` inside the clause
+/// become intervals.
+fn rewrite_window_clauses(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let sig = |from: usize| {
+        (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
+    };
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len() + 8);
+    let mut depth = 0i32;
+    // paren depths at which this statement already has a GROUP BY
+    let mut grouped: Vec<i32> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                grouped.retain(|d| *d != depth);
+                depth -= 1;
+            }
+            Token::SemiColon => {
+                grouped.clear();
+                depth = 0;
+            }
+            tok if is_word(tok, "GROUP")
+                && sig(i + 1).is_some_and(|k| is_word(&tokens[k].token, "BY")) =>
+            {
+                grouped.push(depth);
+            }
+            tok if is_word(tok, "WINDOW") => {
+                let clause = sig(i + 1).filter(|&j| {
+                    ["TUMBLING", "SLIDING", "SESSION", "HOPPING"]
+                        .iter()
+                        .any(|w| is_word(&tokens[j].token, w))
+                        && sig(j + 1).is_some_and(|k| tokens[k].token == Token::LParen)
+                });
+                if let Some(j) = clause {
+                    let open = sig(j + 1).expect("checked above");
+                    let mut d = 0;
+                    let mut close = None;
+                    for (k, tk) in tokens.iter().enumerate().skip(open) {
+                        match tk.token {
+                            Token::LParen => d += 1,
+                            Token::RParen => {
+                                d -= 1;
+                                if d == 0 {
+                                    close = Some(k);
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(close) = close {
+                        let span = t.span;
+                        let mk = |token: Token| TokenWithSpan { token, span };
+                        let space = || {
+                            mk(Token::Whitespace(
+                                datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+                            ))
+                        };
+                        let mut body = Vec::new();
+                        let mut k = j;
+                        while k <= close {
+                            if let Token::Number(n, _) = &tokens[k].token
+                                && let Some(Token::Word(u)) = tokens.get(k + 1).map(|t| &t.token)
+                            {
+                                let unit = match u.value.to_ascii_lowercase().as_str() {
+                                    "ms" => Some("milliseconds"),
+                                    "s" => Some("seconds"),
+                                    "m" => Some("minutes"),
+                                    "h" => Some("hours"),
+                                    "d" => Some("days"),
+                                    _ => None,
+                                };
+                                if let Some(unit) = unit {
+                                    body.push(mk(word("INTERVAL")));
+                                    body.push(space());
+                                    body.push(mk(Token::SingleQuotedString(format!("{n} {unit}"))));
+                                    k += 2;
+                                    continue;
+                                }
+                            }
+                            body.push(tokens[k].clone());
+                            k += 1;
+                        }
+                        let after = sig(close + 1).filter(|&a| {
+                            is_word(&tokens[a].token, "GROUP")
+                                && sig(a + 1).is_some_and(|b| is_word(&tokens[b].token, "BY"))
+                        });
+                        if grouped.contains(&depth) {
+                            out.push(mk(Token::Comma));
+                            out.push(space());
+                            out.extend(body);
+                            i = close + 1;
+                        } else {
+                            out.extend([mk(word("GROUP")), space(), mk(word("BY")), space()]);
+                            out.extend(body);
+                            grouped.push(depth);
+                            i = close + 1;
+                            if let Some(a) = after {
+                                // the clause came first: its GROUP BY follows
+                                out.push(mk(Token::Comma));
+                                i = sig(a + 1).expect("BY") + 1;
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    out
 }
 
 struct AppParser<'a> {

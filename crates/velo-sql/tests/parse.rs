@@ -86,3 +86,42 @@ fn emit_and_into_are_not_aliases() {
     let app = parse_app("SELECT * FROM t INTO o").unwrap();
     assert_eq!(app.statements[0].sinks[0].name, "o");
 }
+
+fn group_by_of(sql: &str) -> String {
+    let app = parse_app(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let q = app.statements[0].query.as_ref().unwrap().to_string();
+    let at = q
+        .find("GROUP BY")
+        .unwrap_or_else(|| panic!("no GROUP BY in {q}"));
+    q[at..].to_string()
+}
+
+#[test]
+fn window_clauses_become_group_by_windows() {
+    assert_eq!(
+        group_by_of(
+            "SELECT k, COUNT(*) FROM t GROUP BY k WINDOW TUMBLING(ts, INTERVAL '1' MINUTE) INTO o"
+        ),
+        "GROUP BY k, TUMBLING(ts, INTERVAL '1' MINUTE)"
+    );
+    assert_eq!(
+        group_by_of("SELECT COUNT(*) FROM t WINDOW SESSION(30s)"),
+        "GROUP BY SESSION(INTERVAL '30 seconds')"
+    );
+    assert_eq!(
+        group_by_of(
+            "SELECT k, COUNT(*) FROM t WINDOW SLIDING(ts, 10m, 5m) GROUP BY k HAVING COUNT(*) > 1"
+        ),
+        "GROUP BY SLIDING(ts, INTERVAL '10 minutes', INTERVAL '5 minutes'), k HAVING COUNT(*) > 1"
+    );
+    // a named window of standard SQL is left alone
+    let app = parse_app("SELECT SUM(x) OVER w FROM t WINDOW w AS (PARTITION BY k)").unwrap();
+    assert!(
+        app.statements[0]
+            .query
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("WINDOW w AS")
+    );
+}

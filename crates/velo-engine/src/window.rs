@@ -1,0 +1,1074 @@
+//! Windowed aggregation on unbounded input.
+//!
+//! Where it sits: between the driving source's scan and the rest of the
+//! query. The SELECT is first normalised ([`rewrite_query`]): every window
+//! syntax users write (`GROUP BY TUMBLE(ts, size)`, `HOP(ts, slide, size)`,
+//! `SESSION(ts, gap)`, Velostream's `WINDOW TUMBLING(...)`, `SLIDING(...)`,
+//! `SESSION(gap)`) becomes one group expression `tumble(..)` / `hop(..)` /
+//! `session(..)` plus its companion `*_end(..)`, and `window_start`,
+//! `window_end`, `_window_start`, `TUMBLE_START()` ... refer to them. DataFusion
+//! then plans the query as an ordinary aggregate. A physical optimizer rule
+//! ([`StreamingWindows`]) swaps that `AggregateExec` for a
+//! [`WindowAggregateExec`], which keeps DataFusion's own accumulators
+//! (`GroupsAccumulator`, so every aggregate function works) per window across
+//! epochs and emits a window's rows once, when the watermark passes its end.
+//! Filters, projections, HAVING and expressions stay DataFusion's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray,
+    UInt8Array, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{
+    ColumnarValue, EmitTo, GroupsAccumulator, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::{
+    EquivalenceProperties, GroupsAccumulatorAdapter, PhysicalExpr, ScalarFunctionExpr,
+};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query, SelectItem,
+    SetExpr,
+};
+use futures::StreamExt;
+
+use crate::time::Watermark;
+
+/// The kinds of window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumble {
+        /// Length in ms.
+        size: i64,
+    },
+    /// Overlapping windows.
+    Hop {
+        /// A window starts every `slide` ms.
+        slide: i64,
+        /// Length in ms.
+        size: i64,
+    },
+    /// Per key, records less than `gap` apart.
+    Session {
+        /// Gap in ms.
+        gap: i64,
+    },
+}
+
+/// What the query's window needs from the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowInfo {
+    /// `tumble`, `hop` or `session`.
+    pub function: String,
+    /// The time column the window names, `None` for processing time.
+    pub time_column: Option<String>,
+}
+
+const START_FNS: &[&str] = &["tumble", "hop", "session"];
+const PROCTIME: &str = "velo_proctime";
+
+fn fn_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Function(f) => Some(f.name.to_string().to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+fn fn_args(e: &Expr) -> Vec<Expr> {
+    let Expr::Function(f) = e else { return vec![] };
+    let FunctionArguments::List(l) = &f.args else {
+        return vec![];
+    };
+    l.args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn parse_expr(sql: &str) -> crate::Result<Expr> {
+    let dialect = velo_sql::VeloDialect;
+    datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| crate::EngineError::Invalid(format!("window expression '{sql}': {e}")))
+}
+
+fn column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        _ => None,
+    }
+}
+
+/// Normalises the window of `query` (see the module docs). `event_time` is
+/// the driving source's declared time column, used by the forms that name
+/// none (`WINDOW TUMBLING(INTERVAL '1' MINUTE)`); without one they run on
+/// processing time. Returns `None` for a query without a window.
+pub fn rewrite_query(
+    query: &mut Query,
+    event_time: Option<&str>,
+) -> crate::Result<Option<WindowInfo>> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(None);
+    };
+    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
+        return Ok(None);
+    };
+    let mut found: Option<(usize, String, Vec<Expr>)> = None;
+    for (i, e) in exprs.iter().enumerate() {
+        let Some(name) = fn_name(e) else { continue };
+        let kind = match name.as_str() {
+            "tumble" | "tumbling" => "tumble",
+            "hop" | "hopping" | "sliding" => "hop",
+            "session" => "session",
+            _ => continue,
+        };
+        if found.is_some() {
+            return Err(crate::EngineError::Invalid(
+                "a query may group by one window only".into(),
+            ));
+        }
+        let mut args = fn_args(e);
+        let want = if kind == "hop" { 3 } else { 2 };
+        if args.len() + 1 == want {
+            let ts = match event_time {
+                Some(c) => Expr::Identifier(Ident::new(c)),
+                None => parse_expr(&format!("{PROCTIME}()"))?,
+            };
+            args.insert(0, ts);
+        }
+        if args.len() != want {
+            return Err(crate::EngineError::Invalid(format!(
+                "{} takes {}: {e}",
+                name.to_ascii_uppercase(),
+                match kind {
+                    "tumble" => "(time column, size) or (size)",
+                    "session" => "(time column, gap) or (gap)",
+                    _ if name == "sliding" => "(time column, size, slide) or (size, slide)",
+                    _ => "(time column, slide, size) or (slide, size)",
+                }
+            )));
+        }
+        if name == "sliding" {
+            // SLIDING(ts, size, slide) is HOP(ts, slide, size)
+            args.swap(1, 2);
+        }
+        found = Some((i, kind.to_string(), args));
+    }
+    let Some((pos, kind, args)) = found else {
+        return Ok(None);
+    };
+    let arg_text = args
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let start = parse_expr(&format!("{kind}({arg_text})"))?;
+    let end = parse_expr(&format!("{kind}_end({arg_text})"))?;
+    exprs[pos] = start.clone();
+    exprs.push(end.clone());
+    let time_column = if fn_name(&args[0]).as_deref() == Some(PROCTIME) {
+        None
+    } else {
+        Some(column_name(&args[0]).ok_or_else(|| {
+            crate::EngineError::Invalid(format!(
+                "the window's time argument must be a column of the source, not '{}'; declare '<source>.event.time.field' and '<source>.event.time.format' to read another column as event time",
+                args[0]
+            ))
+        })?)
+    };
+    // window_start / window_end and the *_START() / *_END() functions
+    let which = |e: &Expr| -> Option<(bool, String)> {
+        match e {
+            Expr::Identifier(i) if i.quote_style.is_none() => {
+                let l = i.value.to_ascii_lowercase();
+                match l.as_str() {
+                    "window_start" | "_window_start" => Some((true, l)),
+                    "window_end" | "_window_end" => Some((false, l)),
+                    _ => None,
+                }
+            }
+            Expr::Function(_) => {
+                let n = fn_name(e)?;
+                let (w, edge) = n.rsplit_once('_')?;
+                if !["tumble", "hop", "session", "tumbling", "sliding", "hopping"].contains(&w) {
+                    return None;
+                }
+                match edge {
+                    "start" => Some((true, n)),
+                    "end" => Some((false, n)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    };
+    for item in select.projection.iter_mut() {
+        if let SelectItem::UnnamedExpr(e) = item
+            && let Some((_, alias)) = which(e)
+        {
+            *item = SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: Ident::new(alias),
+            };
+        }
+    }
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(query, |e| {
+        if let Some((is_start, _)) = which(e) {
+            *e = if is_start { start.clone() } else { end.clone() };
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(Some(WindowInfo {
+        function: kind,
+        time_column,
+    }))
+}
+
+/// The window functions as DataFusion scalar functions. `tumble` and
+/// `tumble_end` compute their value (so a batch run of the same query is the
+/// oracle of the streaming one); the others exist only inside the window
+/// operator.
+pub fn udfs() -> Vec<ScalarUDF> {
+    let mut v: Vec<ScalarUDF> = [
+        "tumble",
+        "tumble_end",
+        "hop",
+        "hop_end",
+        "session",
+        "session_end",
+    ]
+    .into_iter()
+    .map(|n| {
+        ScalarUDF::new_from_impl(WindowFn {
+            name: n.to_string(),
+            signature: Signature::any(
+                if n.starts_with("hop") { 3 } else { 2 },
+                Volatility::Immutable,
+            ),
+        })
+    })
+    .collect();
+    v.push(ScalarUDF::new_from_impl(WindowFn {
+        name: PROCTIME.to_string(),
+        signature: Signature::nullary(Volatility::Volatile),
+    }));
+    v
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WindowFn {
+    name: String,
+    signature: Signature,
+}
+
+fn time_type(t: &DataType) -> Result<DataType> {
+    match t {
+        DataType::Timestamp(_, tz) => Ok(DataType::Timestamp(TimeUnit::Millisecond, tz.clone())),
+        t if t.is_integer() => Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
+        t => Err(DataFusionError::Plan(format!(
+            "a window's time column must be a timestamp or epoch milliseconds, not {t}; declare '<source>.event.time.format' to read text as time"
+        ))),
+    }
+}
+
+/// Epoch milliseconds of a time column (timestamp of any unit, or integers).
+pub fn to_millis(a: &ArrayRef) -> Result<Int64Array> {
+    let ms = match a.data_type() {
+        DataType::Timestamp(_, _) => {
+            arrow::compute::cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+        }
+        _ => a.clone(),
+    };
+    Ok(arrow::compute::cast(&ms, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
+
+fn interval_millis(v: &ScalarValue) -> Result<i64> {
+    let ms = match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
+        ScalarValue::Int64(Some(n)) => *n,
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "a window size must be a fixed interval such as INTERVAL '1' MINUTE (months and years vary in length), not {other}"
+            )));
+        }
+    };
+    if ms <= 0 {
+        return Err(DataFusionError::Plan(format!(
+            "a window size must be positive, not {ms} ms"
+        )));
+    }
+    Ok(ms)
+}
+
+impl ScalarUDFImpl for WindowFn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        if self.name == PROCTIME {
+            return Ok(DataType::Timestamp(TimeUnit::Millisecond, None));
+        }
+        time_type(&arg_types[0])
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        if self.name == PROCTIME {
+            return Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+                Some(crate::time::now_millis()),
+                None,
+            )));
+        }
+        if !self.name.starts_with("tumble") {
+            return Err(DataFusionError::Execution(format!(
+                "{}() is computed by the window operator of a streaming GROUP BY and cannot be used elsewhere",
+                self.name
+            )));
+        }
+        let size = match &args.args[1] {
+            ColumnarValue::Scalar(s) => interval_millis(s)?,
+            _ => {
+                return Err(DataFusionError::Plan(
+                    "a window size must be a constant interval".into(),
+                ));
+            }
+        };
+        let ts = to_millis(&args.args[0].to_array(n)?)?;
+        let end = self.name.ends_with("_end");
+        let out: Int64Array = ts.unary(|t| {
+            let s = t.div_euclid(size) * size;
+            if end { s + size } else { s }
+        });
+        let tz = match args.return_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        };
+        let arr = TimestampMillisecondArray::new(out.values().clone(), out.nulls().cloned())
+            .with_timezone_opt(tz);
+        Ok(ColumnarValue::Array(Arc::new(arr)))
+    }
+}
+
+/// Whether `plan` aggregates by a window (such aggregates stream).
+pub fn is_window_aggregate(plan: &LogicalPlan) -> bool {
+    let LogicalPlan::Aggregate(a) = plan else {
+        return false;
+    };
+    a.group_expr.iter().any(|e| {
+        matches!(e, datafusion::logical_expr::Expr::ScalarFunction(f) if START_FNS.contains(&f.name()))
+    })
+}
+
+/// The physical optimizer rule that puts [`WindowAggregateExec`] in place of
+/// a windowed `AggregateExec`.
+#[derive(Debug)]
+pub struct StreamingWindows {
+    watermark: Arc<Watermark>,
+    metrics: Arc<WindowMetrics>,
+}
+
+impl StreamingWindows {
+    /// A rule whose operators read `watermark`.
+    pub fn new(watermark: Arc<Watermark>, metrics: Arc<WindowMetrics>) -> Self {
+        Self { watermark, metrics }
+    }
+}
+
+impl PhysicalOptimizerRule for StreamingWindows {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|p| {
+            let Some(agg) = p.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(p));
+            };
+            let source = match agg.mode() {
+                AggregateMode::Single | AggregateMode::SinglePartitioned => agg,
+                AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                    let mut child = agg.input();
+                    loop {
+                        if let Some(a) = child.downcast_ref::<AggregateExec>() {
+                            break a;
+                        }
+                        match child.children().first() {
+                            Some(c) => child = c,
+                            None => return Ok(Transformed::no(p.clone())),
+                        }
+                    }
+                }
+                _ => return Ok(Transformed::no(p.clone())),
+            };
+            match WindowAggregateExec::try_new(
+                source,
+                agg.schema(),
+                self.watermark.clone(),
+                self.metrics.clone(),
+            )? {
+                Some(w) => Ok(Transformed::new(Arc::new(w), true, TreeNodeRecursion::Jump)),
+                None => Ok(Transformed::no(p.clone())),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "streaming_windows"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Live size of the window state (open windows and groups), for tests and
+/// metrics.
+#[derive(Debug, Default)]
+pub struct WindowMetrics {
+    /// Open windows (tumble/hop) or buffered rows of open sessions.
+    pub open: std::sync::atomic::AtomicU64,
+    /// Groups held across all open windows.
+    pub groups: std::sync::atomic::AtomicU64,
+    /// Bytes held by accumulators and group keys.
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+struct Win {
+    groups: Box<dyn GroupValues>,
+    accs: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+#[derive(Default)]
+struct WinState {
+    windows: BTreeMap<i64, Win>,
+    /// Session windows: input rows of sessions not yet closed.
+    pending: Vec<RecordBatch>,
+}
+
+struct Inner {
+    input_schema: SchemaRef,
+    schema: SchemaRef,
+    kind: WindowKind,
+    ts: Arc<dyn PhysicalExpr>,
+    start_pos: usize,
+    end_pos: Option<usize>,
+    /// (position in the output, expression) of the key columns.
+    keys: Vec<(usize, Arc<dyn PhysicalExpr>)>,
+    key_schema: SchemaRef,
+    aggr: Vec<Arc<AggregateFunctionExpr>>,
+    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    tz: Option<Arc<str>>,
+    watermark: Arc<Watermark>,
+    metrics: Arc<WindowMetrics>,
+    state: Mutex<WinState>,
+}
+
+/// The streaming window aggregate.
+pub struct WindowAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    inner: Arc<Inner>,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for WindowAggregateExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WindowAggregateExec({:?})", self.inner.kind)
+    }
+}
+
+fn window_fn(e: &Arc<dyn PhysicalExpr>) -> Option<(&str, &ScalarFunctionExpr)> {
+    let f = e.downcast_ref::<ScalarFunctionExpr>()?;
+    Some((f.name(), f))
+}
+
+fn literal_ms(e: &Arc<dyn PhysicalExpr>) -> Result<i64> {
+    match e.downcast_ref::<Literal>() {
+        Some(l) => interval_millis(l.value()),
+        None => Err(DataFusionError::Plan(format!(
+            "a window size must be a constant interval, not {e}"
+        ))),
+    }
+}
+
+fn create_accumulator(a: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    if a.groups_accumulator_supported() {
+        a.create_groups_accumulator()
+    } else {
+        let a = a.clone();
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            a.create_accumulator()
+        })))
+    }
+}
+
+impl WindowAggregateExec {
+    /// The window operator for `agg`, if it groups by a window.
+    pub fn try_new(
+        agg: &AggregateExec,
+        schema: SchemaRef,
+        watermark: Arc<Watermark>,
+        metrics: Arc<WindowMetrics>,
+    ) -> Result<Option<Self>> {
+        let group = agg.group_expr();
+        if group.has_grouping_set() {
+            return Ok(None);
+        }
+        let exprs = group.expr();
+        let Some(start_pos) = exprs
+            .iter()
+            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| START_FNS.contains(&n)))
+        else {
+            return Ok(None);
+        };
+        let (name, f) = window_fn(&exprs[start_pos].0).expect("found above");
+        let args = f.args();
+        let kind = match name {
+            "tumble" => WindowKind::Tumble {
+                size: literal_ms(&args[1])?,
+            },
+            "hop" => WindowKind::Hop {
+                slide: literal_ms(&args[1])?,
+                size: literal_ms(&args[2])?,
+            },
+            _ => WindowKind::Session {
+                gap: literal_ms(&args[1])?,
+            },
+        };
+        let end_name = format!("{name}_end");
+        let end_pos = exprs
+            .iter()
+            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| n == end_name));
+        let input = agg.input().clone();
+        let input_schema = input.schema();
+        let keys: Vec<(usize, Arc<dyn PhysicalExpr>)> = exprs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != start_pos && Some(*i) != end_pos)
+            .map(|(i, (e, _))| (i, e.clone()))
+            .collect();
+        let mut key_fields = Vec::new();
+        for (i, e) in &keys {
+            key_fields.push(Field::new(
+                format!("k{i}"),
+                e.data_type(&input_schema)?,
+                true,
+            ));
+        }
+        if key_fields.is_empty() {
+            key_fields.push(Field::new("k", DataType::UInt8, false));
+        }
+        let tz = match schema.field(start_pos).data_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        };
+        let aggr = agg.aggr_expr().to_vec();
+        let agg_args = aggregate_expressions(&aggr, &AggregateMode::Single, 0)?;
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            match input.boundedness() {
+                Boundedness::Bounded => Boundedness::Bounded,
+                _ => Boundedness::Unbounded {
+                    requires_infinite_memory: false,
+                },
+            },
+        );
+        Ok(Some(Self {
+            input,
+            inner: Arc::new(Inner {
+                input_schema,
+                schema,
+                kind,
+                ts: args[0].clone(),
+                start_pos,
+                end_pos,
+                keys,
+                key_schema: Arc::new(Schema::new(key_fields)),
+                aggr,
+                args: agg_args,
+                filters: agg.filter_expr().to_vec(),
+                tz,
+                watermark,
+                metrics,
+                state: Mutex::new(WinState::default()),
+            }),
+            props: Arc::new(props),
+        }))
+    }
+}
+
+impl DisplayAs for WindowAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let ms = |v: i64| {
+            if v % 60_000 == 0 {
+                format!("{}m", v / 60_000)
+            } else if v % 1000 == 0 {
+                format!("{}s", v / 1000)
+            } else {
+                format!("{v}ms")
+            }
+        };
+        let w = match self.inner.kind {
+            WindowKind::Tumble { size } => format!("tumble {}", ms(size)),
+            WindowKind::Hop { slide, size } => format!("hop {} every {}", ms(size), ms(slide)),
+            WindowKind::Session { gap } => format!("session gap {}", ms(gap)),
+        };
+        let aggs: Vec<&str> = self.inner.aggr.iter().map(|a| a.name()).collect();
+        write!(
+            f,
+            "WindowAggregateExec: {w} on {}, emit when the watermark passes the window end, aggr=[{}]",
+            self.inner.ts,
+            aggs.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for WindowAggregateExec {
+    fn name(&self) -> &str {
+        "WindowAggregateExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let i = &self.inner;
+        datafusion::physical_plan::execution_plan::apply_expression_roots(
+            std::iter::once(i.ts.clone())
+                .chain(i.keys.iter().map(|(_, e)| e.clone()))
+                .chain(i.args.iter().flatten().cloned())
+                .chain(i.filters.iter().flatten().cloned()),
+            f,
+        )
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self {
+            input: children[0].clone(),
+            inner: self.inner.clone(),
+            props: self.props.clone(),
+        }))
+    }
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut input = self.input.execute(partition, context)?;
+        let inner = self.inner.clone();
+        let out = futures::stream::once(async move {
+            let mut r: Result<Vec<RecordBatch>> = Ok(vec![]);
+            while let Some(b) = input.next().await {
+                match b {
+                    Ok(b) => {
+                        if let Err(e) = inner.update(&b) {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            let items: Vec<Result<RecordBatch>> = match r.and_then(|_| inner.emit()) {
+                Ok(v) => v.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
+        })
+        .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.inner.schema.clone(),
+            out,
+        )))
+    }
+}
+
+fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
+    e.evaluate(b)?.into_array(b.num_rows())
+}
+
+fn take_all(cols: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<ArrayRef>> {
+    cols.iter()
+        .map(|c| Ok(arrow::compute::take(c, idx, None)?))
+        .collect()
+}
+
+impl Inner {
+    fn key_columns(&self, b: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        if self.keys.is_empty() {
+            return Ok(vec![Arc::new(UInt8Array::from(vec![0u8; b.num_rows()]))]);
+        }
+        self.keys.iter().map(|(_, e)| eval(e, b)).collect()
+    }
+
+    fn new_window(&self) -> Result<Win> {
+        Ok(Win {
+            groups: new_group_values(self.key_schema.clone(), &GroupOrdering::None)?,
+            accs: self
+                .aggr
+                .iter()
+                .map(create_accumulator)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Feeds the rows of `b` into `w`.
+    fn accumulate(
+        &self,
+        w: &mut Win,
+        keys: &[ArrayRef],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<()> {
+        let mut gidx = Vec::with_capacity(keys[0].len());
+        w.groups.intern(keys, &mut gidx)?;
+        let n = w.groups.len();
+        for (i, acc) in w.accs.iter_mut().enumerate() {
+            acc.update_batch(&args[i], &gidx, filters[i].as_ref(), n)?;
+        }
+        Ok(())
+    }
+
+    fn update(&self, b: &RecordBatch) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut st = self.state.lock().expect("window state");
+        if let WindowKind::Session { .. } = self.kind {
+            st.pending.push(b.clone());
+            let rows: usize = st.pending.iter().map(|b| b.num_rows()).sum();
+            self.metrics
+                .open
+                .store(rows as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        let ts = to_millis(&eval(&self.ts, b)?)?;
+        let keys = self.key_columns(b)?;
+        let args: Vec<Vec<ArrayRef>> = self
+            .args
+            .iter()
+            .map(|a| a.iter().map(|e| eval(e, b)).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?;
+        let filters: Vec<Option<BooleanArray>> = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| Ok::<_, DataFusionError>(eval(f, b)?.as_boolean().clone()))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        // rows of each window this batch touches
+        let mut by_window: HashMap<i64, Vec<u32>> = HashMap::new();
+        for (i, t) in ts.iter().enumerate() {
+            let Some(t) = t else { continue };
+            match self.kind {
+                WindowKind::Tumble { size } => {
+                    by_window
+                        .entry(t.div_euclid(size) * size)
+                        .or_default()
+                        .push(i as u32);
+                }
+                WindowKind::Hop { slide, size } => {
+                    let mut s = t.div_euclid(slide) * slide;
+                    while s + size > t {
+                        by_window.entry(s).or_default().push(i as u32);
+                        s -= slide;
+                    }
+                }
+                WindowKind::Session { .. } => unreachable!("sessions buffer rows"),
+            }
+        }
+        let all =
+            by_window.len() == 1 && by_window.values().next().map(Vec::len) == Some(b.num_rows());
+        for (start, rows) in by_window {
+            let w = match st.windows.entry(start) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
+            };
+            if all {
+                self.accumulate(w, &keys, &args, &filters)?;
+            } else {
+                let idx = UInt32Array::from(rows);
+                let k = take_all(&keys, &idx)?;
+                let a: Vec<Vec<ArrayRef>> = args
+                    .iter()
+                    .map(|a| take_all(a, &idx))
+                    .collect::<Result<_>>()?;
+                let f: Vec<Option<BooleanArray>> = filters
+                    .iter()
+                    .map(|f| {
+                        f.as_ref()
+                            .map(|f| {
+                                Ok::<_, DataFusionError>(
+                                    arrow::compute::take(f, &idx, None)?.as_boolean().clone(),
+                                )
+                            })
+                            .transpose()
+                    })
+                    .collect::<Result<_>>()?;
+                self.accumulate(w, &k, &a, &f)?;
+            }
+        }
+        self.publish_metrics(&st);
+        Ok(())
+    }
+
+    fn publish_metrics(&self, st: &WinState) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !matches!(self.kind, WindowKind::Session { .. }) {
+            self.metrics.open.store(st.windows.len() as u64, Relaxed);
+        }
+        let groups: usize = st.windows.values().map(|w| w.groups.len()).sum();
+        let bytes: usize = st
+            .windows
+            .values()
+            .map(|w| w.groups.size() + w.accs.iter().map(|a| a.size()).sum::<usize>())
+            .sum::<usize>()
+            + st.pending
+                .iter()
+                .map(|b| b.get_array_memory_size())
+                .sum::<usize>();
+        self.metrics.groups.store(groups as u64, Relaxed);
+        self.metrics.bytes.store(bytes as u64, Relaxed);
+    }
+
+    fn window_column(&self, v: i64, n: usize) -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone_opt(self.tz.clone()))
+    }
+
+    /// One output batch from key columns, window bounds and accumulators.
+    fn output(
+        &self,
+        keys: Vec<ArrayRef>,
+        start: ArrayRef,
+        end: ArrayRef,
+        values: Vec<ArrayRef>,
+    ) -> Result<RecordBatch> {
+        let n_group = self.keys.len() + 1 + usize::from(self.end_pos.is_some());
+        let mut cols: Vec<Option<ArrayRef>> = vec![None; n_group];
+        cols[self.start_pos] = Some(start);
+        if let Some(p) = self.end_pos {
+            cols[p] = Some(end);
+        }
+        if !self.keys.is_empty() {
+            for ((p, _), k) in self.keys.iter().zip(keys) {
+                cols[*p] = Some(k);
+            }
+        }
+        let mut out: Vec<ArrayRef> = cols
+            .into_iter()
+            .map(|c| c.expect("every group column"))
+            .collect();
+        out.extend(values);
+        let out = out
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    Ok(arrow::compute::cast(&c, f.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), out)?)
+    }
+
+    /// Emits every window the watermark has passed.
+    fn emit(&self) -> Result<Vec<RecordBatch>> {
+        let wm = self.watermark.get();
+        let mut st = self.state.lock().expect("window state");
+        let mut out = Vec::new();
+        match self.kind {
+            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => {
+                while let Some((&start, _)) = st.windows.first_key_value() {
+                    if start.saturating_add(size) > wm {
+                        break;
+                    }
+                    let mut w = st.windows.remove(&start).expect("first key");
+                    let n = w.groups.len();
+                    if n == 0 {
+                        continue;
+                    }
+                    let keys = w.groups.emit(EmitTo::All)?;
+                    let values = w
+                        .accs
+                        .iter_mut()
+                        .map(|a| a.evaluate(EmitTo::All))
+                        .collect::<Result<Vec<_>>>()?;
+                    out.push(self.output(
+                        keys,
+                        self.window_column(start, n),
+                        self.window_column(start + size, n),
+                        values,
+                    )?);
+                }
+            }
+            WindowKind::Session { gap } => {
+                if let Some(b) = self.close_sessions(&mut st, gap, wm)? {
+                    out.push(b);
+                }
+            }
+        }
+        self.publish_metrics(&st);
+        Ok(out)
+    }
+
+    /// Sessions: sorts the buffered rows by key and time, cuts sessions at
+    /// gaps, aggregates the sessions the watermark has closed and keeps the
+    /// rows of the others.
+    fn close_sessions(&self, st: &mut WinState, gap: i64, wm: i64) -> Result<Option<RecordBatch>> {
+        if st.pending.is_empty() {
+            return Ok(None);
+        }
+        let all = arrow::compute::concat_batches(&self.input_schema, &st.pending)?;
+        st.pending.clear();
+        let ts = to_millis(&eval(&self.ts, &all)?)?;
+        let keys = self.key_columns(&all)?;
+        let mut sort_cols: Vec<arrow::compute::SortColumn> = keys
+            .iter()
+            .map(|k| arrow::compute::SortColumn {
+                values: k.clone(),
+                options: None,
+            })
+            .collect();
+        sort_cols.push(arrow::compute::SortColumn {
+            values: Arc::new(ts.clone()),
+            options: None,
+        });
+        let order = arrow::compute::lexsort_to_indices(&sort_cols, None)?;
+        let conv = arrow::row::RowConverter::new(
+            keys.iter()
+                .map(|k| arrow::row::SortField::new(k.data_type().clone()))
+                .collect(),
+        )?;
+        let rows = conv.convert_columns(&keys)?;
+        // walk sessions in (key, time) order
+        let mut closed_rows: Vec<u32> = Vec::new();
+        let mut closed_gid: Vec<usize> = Vec::new();
+        let mut first_rows: Vec<u32> = Vec::new();
+        let mut bounds: Vec<(i64, i64)> = Vec::new();
+        let mut open_rows: Vec<u32> = Vec::new();
+        let mut i = 0;
+        let order = order.values();
+        while i < order.len() {
+            let r0 = order[i] as usize;
+            if ts.is_null(r0) {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            let mut last = ts.value(r0);
+            while j < order.len() {
+                let r = order[j] as usize;
+                if rows.row(r) != rows.row(r0) || ts.is_null(r) || ts.value(r) >= last + gap {
+                    break;
+                }
+                last = ts.value(r);
+                j += 1;
+            }
+            let end = last + gap;
+            if end <= wm {
+                let gid = bounds.len();
+                bounds.push((ts.value(r0), end));
+                first_rows.push(r0 as u32);
+                for &r in &order[i..j] {
+                    closed_rows.push(r);
+                    closed_gid.push(gid);
+                }
+            } else {
+                open_rows.extend_from_slice(&order[i..j]);
+            }
+            i = j;
+        }
+        if !open_rows.is_empty() {
+            open_rows.sort_unstable();
+            let keep = arrow::compute::take_record_batch(&all, &UInt32Array::from(open_rows))?;
+            st.pending.push(keep);
+        }
+        if bounds.is_empty() {
+            return Ok(None);
+        }
+        let closed = arrow::compute::take_record_batch(&all, &UInt32Array::from(closed_rows))?;
+        let n = bounds.len();
+        let mut values = Vec::new();
+        for (k, a) in self.aggr.iter().enumerate() {
+            let mut acc = create_accumulator(a)?;
+            let args = self.args[k]
+                .iter()
+                .map(|e| eval(e, &closed))
+                .collect::<Result<Vec<_>>>()?;
+            let filter = self.filters[k]
+                .as_ref()
+                .map(|f| Ok::<_, DataFusionError>(eval(f, &closed)?.as_boolean().clone()))
+                .transpose()?;
+            acc.update_batch(&args, &closed_gid, filter.as_ref(), n)?;
+            values.push(acc.evaluate(EmitTo::All)?);
+        }
+        let first = UInt32Array::from(first_rows);
+        let out_keys = take_all(&keys, &first)?;
+        let starts =
+            TimestampMillisecondArray::from(bounds.iter().map(|b| b.0).collect::<Vec<_>>())
+                .with_timezone_opt(self.tz.clone());
+        let ends = TimestampMillisecondArray::from(bounds.iter().map(|b| b.1).collect::<Vec<_>>())
+            .with_timezone_opt(self.tz.clone());
+        Ok(Some(self.output(
+            out_keys,
+            Arc::new(starts),
+            Arc::new(ends),
+            values,
+        )?))
+    }
+}

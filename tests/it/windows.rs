@@ -1,0 +1,349 @@
+//! Windows on streams: the streaming result of `velo run` against
+//! DataFusion's own batch answer to the equivalent query, late data, the
+//! processing-time clock and bounded state on an infinite input.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+use rand::{Rng, SeedableRng};
+
+use crate::common::{run_in, wait_for};
+
+/// Events with bounded disorder: `ts` moves forward 37 ms per record, each
+/// record jittered up to `disorder_ms` into the past.
+fn events(seed: u64, n: usize, disorder_ms: i64) -> Vec<(String, i64, i64)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let base = 1_704_067_200_000i64;
+    (0..n)
+        .map(|i| {
+            let k = format!("k{}", rng.random_range(0..5));
+            let v = rng.random_range(-50..1000);
+            // a 3 s pause every 300 records closes every session
+            let ts =
+                base + i as i64 * 37 + (i as i64 / 300) * 3_000 - rng.random_range(0..=disorder_ms);
+            (k, v, ts)
+        })
+        .collect()
+}
+
+fn write_jsonl(path: &Path, ev: &[(String, i64, i64)]) {
+    let mut s = String::new();
+    for (k, v, ts) in ev {
+        s.push_str(&format!("{{\"k\":\"{k}\",\"v\":{v},\"ts\":{ts}}}\n"));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// Rows of a JSON Lines file as sorted `|`-joined texts of `cols`.
+fn rows_of_file(path: &Path, cols: &[&str]) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut rows: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            cols.iter()
+                .map(|c| v[*c].to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// DataFusion's batch answer to `sql` over the events, as sorted rows.
+fn oracle(ev: &[(String, i64, i64)], sql: &str) -> Vec<String> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("ts_ms", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                ev.iter().map(|e| e.0.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(ev.iter().map(|e| e.1))),
+            Arc::new(Int64Array::from_iter_values(ev.iter().map(|e| e.2))),
+        ],
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        ctx.register_batch("raw", batch).unwrap();
+        ctx.sql(
+            "CREATE VIEW events AS SELECT k, v, ts_ms, to_timestamp_millis(ts_ms) AS ts FROM raw",
+        )
+        .await
+        .unwrap();
+        let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            for b in &out {
+                w.write(b).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        let schema = out[0].schema();
+        let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut rows: Vec<String> = String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object().unwrap();
+                cols.iter()
+                    .map(|c| {
+                        o.get(*c)
+                            .cloned()
+                            .unwrap_or(serde_json::Value::Null)
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        rows.sort();
+        rows
+    })
+}
+
+const COLS: &[&str] = &["k", "ws", "we", "n", "total", "lo", "hi", "odd"];
+
+#[test]
+fn windows_equal_datafusion_batch_results_at_random_epoch_sizes() {
+    for seed in 1..=3u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let ev = events(seed, 4_000, 1_500);
+        write_jsonl(&dir.join("data/events.jsonl"), &ev);
+        let batch = rand::rngs::StdRng::seed_from_u64(seed).random_range(1..600);
+        let aggs = "COUNT(*) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, COUNT(DISTINCT v % 7) FILTER (WHERE v > 0) AS odd";
+        let src = format!(
+            "'events.type' = 'file_source', 'events.path' = 'data/events.jsonl', \
+             'events.schema' = 'k VARCHAR, v BIGINT, ts BIGINT', \
+             'events.event.time.field' = 'ts', 'events.event.time.format' = 'epoch_millis', \
+             'events.watermark.max_out_of_orderness' = '2s', 'batch.size' = '{batch}'"
+        );
+        let app = format!(
+            "CREATE STREAM tumbling AS SELECT k, CAST(window_start AS BIGINT) AS ws, CAST(window_end AS BIGINT) AS we, {aggs}
+               FROM events GROUP BY k, TUMBLE(ts, INTERVAL '1' SECOND) INTO t
+               WITH ({src}, 't.type' = 'file_sink', 't.path' = 'out/tumble.jsonl');
+             CREATE STREAM hopping AS SELECT k, CAST(window_start AS BIGINT) AS ws, CAST(window_end AS BIGINT) AS we, {aggs}
+               FROM events WINDOW SLIDING(ts, INTERVAL '3' SECOND, INTERVAL '1' SECOND) GROUP BY k INTO h
+               WITH ({src}, 'h.type' = 'file_sink', 'h.path' = 'out/hop.jsonl');
+             CREATE STREAM sessions AS SELECT k, CAST(window_start AS BIGINT) AS ws, CAST(window_end AS BIGINT) AS we, {aggs}
+               FROM events GROUP BY k, SESSION(ts, INTERVAL '1' SECOND) INTO s
+               WITH ({src}, 's.type' = 'file_sink', 's.path' = 'out/session.jsonl');"
+        );
+        std::fs::write(dir.join("app.sql"), &app).unwrap();
+        let o = run_in(dir, &["run", "app.sql"], &[]);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "seed {seed}: {log}");
+        assert!(
+            !log.contains("late:"),
+            "seed {seed}: nothing is late: {log}"
+        );
+
+        let aggs_b = "COUNT(*) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, COUNT(DISTINCT v % 7) FILTER (WHERE v > 0) AS odd";
+        let tumble = oracle(
+            &ev,
+            &format!(
+                "SELECT k, CAST(date_bin(INTERVAL '1 second', ts, TIMESTAMP '1970-01-01T00:00:00') AS BIGINT) AS ws,
+                        CAST(date_bin(INTERVAL '1 second', ts, TIMESTAMP '1970-01-01T00:00:00') AS BIGINT) + 1000 AS we, {aggs_b}
+                 FROM events GROUP BY 1, 2, 3"
+            ),
+        );
+        let hop = oracle(
+            &ev,
+            &format!(
+                "WITH x AS (
+                   SELECT k, v, ts_ms,
+                          CAST(date_bin(INTERVAL '1 second', ts, TIMESTAMP '1970-01-01T00:00:00') AS BIGINT) - d AS ws
+                   FROM events CROSS JOIN (VALUES (0), (1000), (2000)) o(d))
+                 SELECT k, ws, ws + 3000 AS we, {aggs_b} FROM x WHERE ws + 3000 > ts_ms GROUP BY k, ws"
+            ),
+        );
+        let session = oracle(
+            &ev,
+            &format!(
+                "WITH s AS (
+                   SELECT k, v, ts_ms,
+                          CASE WHEN ts_ms - LAG(ts_ms) OVER (PARTITION BY k ORDER BY ts_ms) < 1000 THEN 0 ELSE 1 END AS fresh
+                   FROM events),
+                 n AS (SELECT k, v, ts_ms, SUM(fresh) OVER (PARTITION BY k ORDER BY ts_ms ROWS UNBOUNDED PRECEDING) AS sid FROM s)
+                 SELECT k, MIN(ts_ms) AS ws, MAX(ts_ms) + 1000 AS we, {aggs_b} FROM n GROUP BY k, sid"
+            ),
+        );
+        for (name, want) in [("tumble", tumble), ("hop", hop), ("session", session)] {
+            let got = rows_of_file(&dir.join(format!("out/{name}.jsonl")), COLS);
+            assert!(
+                want.len() > 10,
+                "{name}: a real workload ({} rows)",
+                want.len()
+            );
+            let only_got: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(3).collect();
+            let only_want: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(3).collect();
+            assert!(
+                got == want,
+                "seed {seed}, batch.size {batch}, {name}: {} streaming rows vs {} batch rows; only streaming: {only_got:?}; only batch: {only_want:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn late_records_are_dropped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    // in order except every 10th record, which is 5 s old
+    let base = 1_704_067_200_000i64;
+    let ev: Vec<(String, i64, i64)> = (0..1_000)
+        .map(|i| {
+            let ts = base + i * 100 - if i % 10 == 9 { 5_000 } else { 0 };
+            ("a".to_string(), 1, ts)
+        })
+        .collect();
+    write_jsonl(&dir.join("data/events.jsonl"), &ev);
+    let app = "CREATE STREAM w AS SELECT COUNT(*) AS n FROM events GROUP BY TUMBLE(ts, INTERVAL '10' SECOND) INTO out
+      WITH ('events.type' = 'file_source', 'events.path' = 'data/events.jsonl',
+            'events.schema' = 'k VARCHAR, v BIGINT, ts BIGINT', 'events.event.time.field' = 'ts',
+            'events.watermark.max_out_of_orderness' = '1s', 'batch.size' = '50',
+            'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{log}");
+    // the first late one (record 9) is not behind the watermark yet: 5 s
+    // old at 0.9 s is before the first record
+    let late = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("late: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no late count: {log}"));
+    let counted: u64 = rows_of_file(&dir.join("out/w.jsonl"), &["n"])
+        .iter()
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    // three of the five old records in each batch of 50 after the first are
+    // behind the watermark (1 s behind the batch before)
+    assert_eq!(late, 57, "{log}");
+    assert_eq!(counted + late, 1_000, "every record counted or late");
+}
+
+#[test]
+fn processing_time_windows_close_by_the_wall_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let app = "CREATE STREAM per_second AS SELECT window_start, COUNT(*) AS n FROM gen
+      WINDOW TUMBLING(INTERVAL '1' SECOND) INTO out
+      WITH ('gen.type' = 'datagen', 'gen.rate' = '2000', 'gen.columns' = 'id:sequence',
+            'batch.timeout' = '200ms', 'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let explain = run_in(dir, &["explain", "app.sql"], &[]);
+    let text = String::from_utf8_lossy(&explain.stdout).to_string();
+    assert!(
+        text.contains("Time: processing time"),
+        "explain says how time is told: {text}"
+    );
+    let mut child = crate::common::velo()
+        .current_dir(dir)
+        .args(["run", "app.sql"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dir.join("out/w.jsonl");
+    // the job never ends by itself: windows are closed by the clock
+    wait_for(Duration::from_secs(30), "two closed windows", || {
+        std::fs::read_to_string(&out)
+            .map(|s| s.lines().count() >= 2)
+            .unwrap_or(false)
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let rows = rows_of_file(&out, &["n"]);
+    let full: Vec<u64> = rows.iter().map(|n| n.parse().unwrap()).collect();
+    assert!(
+        full.iter().any(|n| *n > 500),
+        "a closed second holds about 2000 records: {full:?}"
+    );
+}
+
+#[test]
+fn window_state_stays_flat_on_an_infinite_input() {
+    use velo_engine::plan::{PlanOptions, resolve};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // 1 ms of event time per record: a 100 ms window every 100 records
+    let sql = "CREATE STREAM w AS SELECT key, window_start, COUNT(*) AS n, AVG(value) AS a FROM gen
+      GROUP BY key, TUMBLE(ts, INTERVAL '100' MILLISECOND) INTO out
+      WITH ('gen.type' = 'datagen', 'gen.rate' = '100000', 'gen.columns' = 'key:int(0,49), value:float(0,1), ts:timestamp(1)',
+            'gen.event.time.field' = 'ts', 'gen.watermark.max_out_of_orderness' = '0ms',
+            'batch.timeout' = '50ms', 'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');";
+    let path = dir.join("app.sql");
+    std::fs::write(&path, sql).unwrap();
+    let opts = PlanOptions {
+        no_global: true,
+        ..Default::default()
+    };
+    let app = resolve(sql, &path, &opts).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = velo_engine::Shutdown::default();
+    let (stats, samples) = rt.block_on(async {
+        let p = velo_engine::runtime::prepare_job(&app.jobs[0], &shutdown, true)
+            .await
+            .unwrap();
+        let m = p.window_metrics.clone();
+        let counters = p.counters.clone();
+        let job = tokio::spawn(velo_engine::runtime::run_job(p, shutdown.clone()));
+        let mut samples = Vec::new();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            samples.push((
+                velo_engine::stats::Counters::get(&counters.records_in),
+                m.groups.load(std::sync::atomic::Ordering::Relaxed),
+                m.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            ));
+        }
+        shutdown.trigger();
+        (job.await.unwrap().unwrap(), samples)
+    });
+    let read = stats.records_processed;
+    assert!(read > 100_000, "ran over many windows ({read} records)");
+    let windows = read / 100;
+    // the state holds the windows of at most one epoch: as much at the end
+    // as at the start, after thousands of windows
+    let half = samples.len() / 2;
+    let first = |f: fn(&(u64, u64, u64)) -> u64| samples[..half].iter().map(f).max().unwrap();
+    let second = |f: fn(&(u64, u64, u64)) -> u64| samples[half..].iter().map(f).max().unwrap();
+    let (g1, g2) = (first(|s| s.1), second(|s| s.1));
+    let (b1, b2) = (first(|s| s.2), second(|s| s.2));
+    assert!(
+        g2 <= g1 * 2 + 100 && b2 <= b1 * 2 + 65_536,
+        "state grows with the input after {windows} windows: groups {g1} then {g2}, bytes {b1} then {b2}: {samples:?}"
+    );
+    assert!(g2 < 50 * 1_000, "{g2} groups held");
+    let out = std::fs::read_to_string(dir.join("out/w.jsonl")).unwrap();
+    assert!(out.lines().count() as u64 > windows, "windows were emitted");
+}
