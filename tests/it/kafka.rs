@@ -301,10 +301,22 @@ fn wait_timeout(child: &mut Child, limit: Duration, log: &Path) -> std::process:
             return s;
         }
         if start.elapsed() > limit {
+            // where it hangs, if gdb is there to tell
+            let stacks = Command::new("gdb")
+                .args([
+                    "-p",
+                    &child.id().to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt 12",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
             let _ = child.kill();
             let _ = child.wait();
             let said = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("the job did not exit within {limit:?}: {said}");
+            panic!("the job did not exit within {limit:?}: {said}\n--- stacks ---\n{stacks}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -514,6 +526,91 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
     let dup: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
     assert!(dup.is_empty(), "duplicates: {dup:?}");
     assert_eq!(counts.len() as u64, produced, "every input exactly once");
+}
+
+#[test]
+fn windows_survive_kills_and_crashes_exactly_once() {
+    use rand::Rng;
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    // one partition: event time (the id, as milliseconds) arrives in order
+    create_topic(&bs, "orders", 1);
+    let mut produced = 6_000u64;
+    produce(&bs, "orders", &orders(0..produced));
+    let app = format!(
+        r#"CREATE STREAM per_second AS
+SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids FROM orders
+GROUP BY TUMBLE(id, INTERVAL '1' SECOND) INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+      'orders.event.time.field' = 'id', 'orders.watermark.max_out_of_orderness' = '0ms',
+      'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
+      'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl',
+      'use_transactions' = 'true', 'batch.size' = '300');"#
+    );
+    let mut rng = rand::rng();
+    let out_dir = tmp.path().join("out");
+    let log = tmp.path().join("velo.log");
+    for round in 0..4 {
+        if round > 0 {
+            produce(&bs, "orders", &orders(produced..produced + 3_000));
+            produced += 3_000;
+        }
+        if round % 2 == 0 {
+            // crash with windows open: their state is only in the checkpoint
+            let at = rng.random_range(2..=5u32).to_string();
+            let mut child = spawn_logged(tmp.path(), &app, &[(CRASH_ENV, at.as_str())], &log);
+            let status = wait_timeout(&mut child, Duration::from_secs(120), &log);
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                !status.success() && said.contains("aborting after the checkpoint"),
+                "round {round}: expected the crash point to fire ({status}): {said}"
+            );
+            continue;
+        }
+        let before = published(&out_dir, "part").len();
+        let mut child = spawn_logged(tmp.path(), &app, &[], &log);
+        let start = Instant::now();
+        while published(&out_dir, "part").len() == before
+            && start.elapsed() < Duration::from_secs(60)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the job stopped by itself"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut child = velo()
+        .current_dir(tmp.path())
+        .args(["run", "app.sql", "--set", "orders.stop.at.end=true"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(180), &log);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{said}");
+    let mut windows: BTreeMap<u64, (u64, u64, u32)> = BTreeMap::new();
+    for v in lines_of(&published(&out_dir, "part")) {
+        let e = windows.entry(v["ws"].as_u64().unwrap()).or_default();
+        e.0 += v["n"].as_u64().unwrap();
+        e.1 += v["ids"].as_u64().unwrap();
+        e.2 += 1;
+    }
+    assert_eq!(windows.len() as u64, produced / 1_000, "{windows:?}");
+    for (ws, (n, ids, times)) in &windows {
+        let want: u64 = (*ws..ws + 1_000).sum();
+        assert_eq!(
+            (*n, *ids, *times),
+            (1_000, want, 1),
+            "window {ws}: every record of it counted, the window emitted once: {windows:?}"
+        );
+    }
 }
 
 #[test]

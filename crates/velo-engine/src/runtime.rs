@@ -82,6 +82,8 @@ pub struct PreparedJob {
     pub window: Option<crate::window::WindowInfo>,
     /// Size of the window state.
     pub window_metrics: Arc<crate::window::WindowMetrics>,
+    /// The window operators' state (checkpoints).
+    pub window_states: Arc<crate::window::WindowStates>,
 }
 
 fn needs_whole_input(plan: &LogicalPlan) -> bool {
@@ -179,6 +181,7 @@ pub async fn prepare_job(
         .with_batch_size(8192)
         .with_information_schema(false);
     let window_metrics = Arc::new(crate::window::WindowMetrics::default());
+    let window_states = Arc::new(crate::window::WindowStates::default());
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     // before the sanity check, which refuses an aggregate over unbounded input
     rules.insert(
@@ -186,6 +189,7 @@ pub async fn prepare_job(
         Arc::new(crate::window::StreamingWindows::new(
             feed.watermark(),
             window_metrics.clone(),
+            window_states.clone(),
         )),
     );
     let state = datafusion::execution::SessionStateBuilder::new()
@@ -279,6 +283,7 @@ pub async fn prepare_job(
         time,
         window,
         window_metrics,
+        window_states,
     })
 }
 
@@ -622,8 +627,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     let mut dead_lettered = 0u64;
     let mut logged_bad = 0u64;
     let mut epoch = 0u64;
-    // a transactional job on a resumable source commits through a checkpoint
-    let state_dir = (transactional && p.driver.resumable()).then(|| state_dir(&p.plan));
+    // a transactional job on a resumable source commits through a checkpoint;
+    // so does any job with windows on one: the source position may only move
+    // past records whose open windows are in the checkpoint too
+    let state_dir = ((transactional || !p.window_states.is_empty()) && p.driver.resumable())
+        .then(|| state_dir(&p.plan));
     let mut committed_pos: Option<velo_connectors::Position> = None;
     let mut checkpoints_written = 0u64;
     if let Some(dir) = &state_dir {
@@ -640,6 +648,13 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                             message: e,
                         })?;
                 }
+            }
+            if !cp.operators.is_empty() || !p.window_states.is_empty() {
+                let states = crate::checkpoint::load_operator_state(dir, &cp.operators)?;
+                p.window_states.restore(states)?;
+            }
+            if let Some(wm) = cp.watermark {
+                p.feed.watermark().reset(wm);
             }
             tracing::info!(job = %name, "resuming after checkpoint epoch {} ({})", cp.epoch, dir.display());
             epoch = cp.epoch;
@@ -822,14 +837,29 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             } else {
                 // the commit point of a checkpointed job
                 if let Some(dir) = &state_dir {
-                    let cp = crate::checkpoint::Checkpoint {
-                        version: crate::checkpoint::VERSION,
-                        job: name.clone(),
-                        epoch,
-                        position: position.clone().unwrap_or_default(),
-                        sinks: tokens,
-                    };
-                    if let Err(e) = crate::checkpoint::store(dir, &cp) {
+                    let stored = p
+                        .window_states
+                        .snapshot()
+                        .map_err(EngineError::from)
+                        .and_then(|s| crate::checkpoint::store_operator_state(dir, epoch, &s))
+                        .and_then(|operators| {
+                            let cp = crate::checkpoint::Checkpoint {
+                                version: crate::checkpoint::VERSION,
+                                job: name.clone(),
+                                epoch,
+                                position: position.clone().unwrap_or_default(),
+                                sinks: tokens,
+                                watermark: Some(p.feed.watermark().get()).filter(|w| {
+                                    *w != crate::time::Watermark::NONE
+                                        && *w != crate::time::Watermark::END
+                                }),
+                                operators,
+                            };
+                            crate::checkpoint::store(dir, &cp)?;
+                            crate::checkpoint::remove_stale_operator_state(dir, &cp.operators);
+                            Ok(())
+                        });
+                    if let Err(e) = stored {
                         abort_all(&fan, dlq.as_ref(), epoch).await;
                         close_all(&fan, dlq.as_ref()).await;
                         return Err(e);

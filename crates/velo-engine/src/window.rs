@@ -403,12 +403,75 @@ pub fn is_window_aggregate(plan: &LogicalPlan) -> bool {
 pub struct StreamingWindows {
     watermark: Arc<Watermark>,
     metrics: Arc<WindowMetrics>,
+    states: Arc<WindowStates>,
 }
 
 impl StreamingWindows {
-    /// A rule whose operators read `watermark`.
-    pub fn new(watermark: Arc<Watermark>, metrics: Arc<WindowMetrics>) -> Self {
-        Self { watermark, metrics }
+    /// A rule whose operators read `watermark`, report their size to
+    /// `metrics` and register their state in `states` (checkpoints).
+    pub fn new(
+        watermark: Arc<Watermark>,
+        metrics: Arc<WindowMetrics>,
+        states: Arc<WindowStates>,
+    ) -> Self {
+        Self {
+            watermark,
+            metrics,
+            states,
+        }
+    }
+}
+
+/// The window operators of a job: their state is written with every
+/// checkpoint and read back on restart, so no window result is lost or
+/// emitted twice across a crash.
+#[derive(Default)]
+pub struct WindowStates(Mutex<Vec<Arc<Inner>>>);
+
+impl fmt::Debug for WindowStates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "WindowStates({})",
+            self.0.lock().map(|v| v.len()).unwrap_or(0)
+        )
+    }
+}
+
+impl WindowStates {
+    fn register(&self, inner: Arc<Inner>) {
+        self.0.lock().expect("window states").push(inner);
+    }
+
+    /// Whether the job has window operators.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().expect("window states").is_empty()
+    }
+
+    /// One Arrow batch per operator holding its whole state.
+    pub fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        self.0
+            .lock()
+            .expect("window states")
+            .iter()
+            .map(|i| i.snapshot())
+            .collect()
+    }
+
+    /// Puts back what [`Self::snapshot`] took (same query, same order).
+    pub fn restore(&self, batches: Vec<RecordBatch>) -> Result<()> {
+        let ops = self.0.lock().expect("window states");
+        if batches.len() != ops.len() {
+            return Err(DataFusionError::Plan(format!(
+                "the checkpoint holds the state of {} window operator(s) but the query has {}; the query changed: move the state directory away to start from scratch",
+                batches.len(),
+                ops.len()
+            )));
+        }
+        for (op, b) in ops.iter().zip(batches) {
+            op.restore(b)?;
+        }
+        Ok(())
     }
 }
 
@@ -444,7 +507,10 @@ impl PhysicalOptimizerRule for StreamingWindows {
                 self.watermark.clone(),
                 self.metrics.clone(),
             )? {
-                Some(w) => Ok(Transformed::new(Arc::new(w), true, TreeNodeRecursion::Jump)),
+                Some(w) => {
+                    self.states.register(w.inner.clone());
+                    Ok(Transformed::new(Arc::new(w), true, TreeNodeRecursion::Jump))
+                }
                 None => Ok(Transformed::no(p.clone())),
             }
         })
@@ -484,7 +550,8 @@ struct WinState {
     pending: Vec<RecordBatch>,
 }
 
-struct Inner {
+/// The shared state of one window operator.
+pub struct Inner {
     input_schema: SchemaRef,
     schema: SchemaRef,
     kind: WindowKind,
@@ -924,6 +991,137 @@ impl Inner {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), out)?)
+    }
+
+    /// The whole state as one batch: for windows `_start`, the key columns
+    /// and each accumulator's state columns, one row per (window, key); for
+    /// sessions the buffered input rows. Accumulators are rebuilt from the
+    /// state they gave up, so the operator goes on unchanged.
+    fn snapshot(&self) -> Result<RecordBatch> {
+        let mut st = self.state.lock().expect("window state");
+        if let WindowKind::Session { .. } = self.kind {
+            return Ok(arrow::compute::concat_batches(
+                &self.input_schema,
+                &st.pending,
+            )?);
+        }
+        let mut parts: Vec<Vec<ArrayRef>> = Vec::new();
+        let starts: Vec<i64> = st.windows.keys().copied().collect();
+        for start in starts {
+            let old = st.windows.remove(&start).expect("listed");
+            let (w, cols) = self.rebuild(old)?;
+            st.windows.insert(start, w);
+            let n = cols.first().map(|c| c.len()).unwrap_or(0);
+            let mut row: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![start; n]))];
+            row.extend(cols);
+            parts.push(row);
+        }
+        let schema = self.state_schema()?;
+        if parts.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let cols = (0..schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
+                Ok(arrow::compute::concat(&arrays)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(schema, cols)?)
+    }
+
+    fn state_schema(&self) -> Result<SchemaRef> {
+        let mut fields = vec![Field::new("_start", DataType::Int64, false)];
+        for f in self.key_schema.fields() {
+            fields.push(f.as_ref().clone().with_nullable(true));
+        }
+        for (i, a) in self.aggr.iter().enumerate() {
+            for (j, f) in a.state_fields()?.iter().enumerate() {
+                fields.push(Field::new(format!("a{i}_{j}"), f.data_type().clone(), true));
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Takes a window's keys and accumulator states and builds it anew from
+    /// them; returns the new window and the columns (keys, states).
+    fn rebuild(&self, mut old: Win) -> Result<(Win, Vec<ArrayRef>)> {
+        let keys = old.groups.emit(EmitTo::All)?;
+        let mut states = Vec::new();
+        for acc in old.accs.iter_mut() {
+            states.push(acc.state(EmitTo::All)?);
+        }
+        let mut w = self.new_window()?;
+        self.merge_into(&mut w, &keys, &states)?;
+        let mut cols = keys;
+        cols.extend(states.into_iter().flatten());
+        Ok((w, cols))
+    }
+
+    fn merge_into(&self, w: &mut Win, keys: &[ArrayRef], states: &[Vec<ArrayRef>]) -> Result<()> {
+        if keys.first().is_none_or(|k| k.is_empty()) {
+            return Ok(());
+        }
+        let mut gidx = Vec::with_capacity(keys[0].len());
+        w.groups.intern(keys, &mut gidx)?;
+        let n = w.groups.len();
+        for (acc, st) in w.accs.iter_mut().zip(states) {
+            acc.merge_batch(st, &gidx, n)?;
+        }
+        Ok(())
+    }
+
+    /// Puts back a [`Self::snapshot`].
+    fn restore(&self, b: RecordBatch) -> Result<()> {
+        let mut st = self.state.lock().expect("window state");
+        st.windows.clear();
+        st.pending.clear();
+        if let WindowKind::Session { .. } = self.kind {
+            if b.schema().fields() != self.input_schema.fields() {
+                return Err(DataFusionError::Plan(
+                    "the checkpointed session state does not match the query's input; the query changed: move the state directory away to start from scratch".into(),
+                ));
+            }
+            if b.num_rows() > 0 {
+                st.pending.push(b);
+            }
+            drop(st);
+            return Ok(());
+        }
+        let want = self.state_schema()?;
+        let types = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect::<Vec<_>>()
+        };
+        if types(&b.schema()) != types(&want) {
+            return Err(DataFusionError::Plan(
+                "the checkpointed window state does not match the query's aggregates; the query changed: move the state directory away to start from scratch".into(),
+            ));
+        }
+        let starts = b.column(0).as_primitive::<Int64Type>().clone();
+        let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (i, s) in starts.values().iter().enumerate() {
+            rows.entry(*s).or_default().push(i as u32);
+        }
+        let nk = self.key_schema.fields().len();
+        for (start, idx) in rows {
+            let idx = UInt32Array::from(idx);
+            let cols = take_all(&b.columns()[1..], &idx)?;
+            let keys = &cols[..nk];
+            let mut states = Vec::new();
+            let mut at = nk;
+            for a in &self.aggr {
+                let k = a.state_fields()?.len();
+                states.push(cols[at..at + k].to_vec());
+                at += k;
+            }
+            let mut w = self.new_window()?;
+            self.merge_into(&mut w, keys, &states)?;
+            st.windows.insert(start, w);
+        }
+        self.publish_metrics(&st);
+        Ok(())
     }
 
     /// Emits every window the watermark has passed.
