@@ -102,3 +102,11 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::park_timeout(Duration::from_millis(20));
     }
 }
+
+/// Serialises the tests that need the machine to themselves: the Kafka
+/// crash tests (a starved broker never completes a consumer-group rebalance
+/// within the session timeout) and the CPU-heavy window tests.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -84,6 +84,16 @@ impl Tansu {
         wait_for(Duration::from_secs(20), "tansu to listen", || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
+        // the port was free when picked; if another process took it since,
+        // our broker is gone and the port answers for someone else's
+        std::thread::sleep(Duration::from_millis(200));
+        let exited = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+        assert!(
+            exited.is_none(),
+            "tansu exited at start ({exited:?}); port {} was taken: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
+        );
     }
 
     pub fn bootstrap(&self) -> String {
@@ -316,7 +326,14 @@ fn wait_timeout(child: &mut Child, limit: Duration, log: &Path) -> std::process:
             let _ = child.kill();
             let _ = child.wait();
             let said = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("the job did not exit within {limit:?}: {said}\n--- stacks ---\n{stacks}");
+            let broker = log
+                .parent()
+                .and_then(|d| std::fs::read_to_string(d.join("tansu.log")).ok())
+                .unwrap_or_default();
+            let tail: String = broker.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+            panic!(
+                "the job did not exit within {limit:?}: {said}\n--- broker log (last lines, newest first) ---\n{tail}\n--- stacks ---\n{stacks}"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -406,6 +423,7 @@ WITH (
 
 #[test]
 fn at_least_once_across_a_kill_resumes_from_committed_offsets() {
+    let _machine = crate::common::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let broker = Tansu::start(tmp.path());
     let bs = broker.bootstrap();
@@ -444,6 +462,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 
 #[test]
 fn exactly_once_into_files_across_kills_and_crash_points() {
+    let _machine = crate::common::exclusive();
     use rand::Rng;
     let tmp = tempfile::tempdir().unwrap();
     let broker = Tansu::start(tmp.path());
@@ -453,7 +472,7 @@ fn exactly_once_into_files_across_kills_and_crash_points() {
     produce(&bs, "orders", &orders(0..n));
     let app = format!(
         r#"CREATE STREAM copy AS SELECT id, amount FROM orders INTO out
-WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = 'g-{bs}',
       'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl',
       'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
       'use_transactions' = 'true', 'batch.size' = '300');"#
@@ -530,6 +549,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 
 #[test]
 fn windows_survive_kills_and_crashes_exactly_once() {
+    let _machine = crate::common::exclusive();
     use rand::Rng;
     let tmp = tempfile::tempdir().unwrap();
     let broker = Tansu::start(tmp.path());
@@ -542,7 +562,7 @@ fn windows_survive_kills_and_crashes_exactly_once() {
         r#"CREATE STREAM per_second AS
 SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids FROM orders
 GROUP BY TUMBLE(id, INTERVAL '1' SECOND) INTO out
-WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = 'g-{bs}',
       'orders.event.time.field' = 'id', 'orders.watermark.max_out_of_orderness' = '0ms',
       'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
       'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl',
@@ -640,6 +660,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '127.0.0.1:{p
 
 #[test]
 fn retry_with_backoff_survives_the_broker_going_away() {
+    let _machine = crate::common::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let mut broker = Tansu::start(tmp.path());
     let bs = broker.bootstrap();

@@ -121,6 +121,7 @@ const COLS: &[&str] = &["k", "ws", "we", "n", "total", "lo", "hi", "odd"];
 
 #[test]
 fn windows_equal_datafusion_batch_results_at_random_epoch_sizes() {
+    let _machine = crate::common::exclusive();
     for seed in 1..=3u64 {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
@@ -251,6 +252,7 @@ fn late_records_are_dropped_and_counted() {
 
 #[test]
 fn processing_time_windows_close_by_the_wall_clock() {
+    let _machine = crate::common::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let app = "CREATE STREAM per_second AS SELECT window_start, COUNT(*) AS n FROM gen
@@ -292,6 +294,7 @@ fn processing_time_windows_close_by_the_wall_clock() {
 
 #[test]
 fn window_state_stays_flat_on_an_infinite_input() {
+    let _machine = crate::common::exclusive();
     use velo_engine::plan::{PlanOptions, resolve};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

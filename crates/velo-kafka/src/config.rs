@@ -446,6 +446,12 @@ impl KafkaSourceConfig {
         client.set("group.id", &group_id);
         client.set("enable.auto.commit", "false");
         client.set("enable.auto.offset.store", "false");
+        if cfg.get("topic.metadata.refresh.interval.ms").is_none() {
+            // a member assigned before the broker reported the topic's
+            // partitions (a topic created or grown after the join) is
+            // rebalanced at the next metadata refresh: 10 s, not librdkafka's 5 min
+            client.set("topic.metadata.refresh.interval.ms", "10000");
+        }
         let reset = match cfg
             .get("auto.offset.reset")
             .unwrap_or("earliest")
