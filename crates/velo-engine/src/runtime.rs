@@ -317,7 +317,10 @@ pub fn explain_text(p: &PreparedJob) -> String {
             t.field,
             match &t.format {
                 velo_config::time::TimeFormat::Native => "as stored".to_string(),
-                f => format!("{f:?}").to_lowercase(),
+                velo_config::time::TimeFormat::EpochMillis => "epoch_millis".to_string(),
+                velo_config::time::TimeFormat::EpochSeconds => "epoch_seconds".to_string(),
+                velo_config::time::TimeFormat::Iso8601 => "iso8601".to_string(),
+                velo_config::time::TimeFormat::Pattern(p) => format!("pattern '{p}'"),
             },
             humantime(t.max_out_of_orderness),
             t.idle_timeout

@@ -334,18 +334,39 @@ impl AppParser<'_> {
                 self.parser
                     .expect_token(&Token::LParen)
                     .map_err(|e| self.wrap(e))?;
-                let columns = self
-                    .parser
-                    .parse_comma_separated(Parser::parse_column_def)
-                    .map_err(|e| self.wrap(e))?;
+                let mut columns = Vec::new();
+                let mut watermark: Option<(String, Option<String>)> = None;
+                loop {
+                    if self.parse_word("WATERMARK") {
+                        watermark = Some(self.watermark_clause()?);
+                    } else {
+                        columns.push(self.parser.parse_column_def().map_err(|e| self.wrap(e))?);
+                    }
+                    if !self.parser.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
                 self.parser
                     .expect_token(&Token::RParen)
                     .map_err(|e| self.wrap(e))?;
-                let with = if self.parser.parse_keyword(Keyword::WITH) {
+                let mut with = if self.parser.parse_keyword(Keyword::WITH) {
                     self.with_props()?
                 } else {
                     BTreeMap::new()
                 };
+                if let Some((column, lag)) = watermark {
+                    // keys written in WITH win over the clause
+                    with.entry(format!("{name}.event.time.field"))
+                        .or_insert(column);
+                    match lag {
+                        Some(lag) => with
+                            .entry(format!("{name}.watermark.max_out_of_orderness"))
+                            .or_insert(lag),
+                        None => with
+                            .entry(format!("{name}.watermark.strategy"))
+                            .or_insert_with(|| "ascending".into()),
+                    };
+                }
                 self.end_of_statement()?;
                 return Ok(StatementSpec {
                     kind: StatementKind::SourceDecl,
@@ -444,6 +465,63 @@ impl AppParser<'_> {
             line,
             text: self.text_since(start_idx),
         })
+    }
+
+    /// `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND` (after WATERMARK):
+    /// the time column and the allowed lateness (`None`: `AS ts`, ascending).
+    fn watermark_clause(&mut self) -> crate::Result<(String, Option<String>)> {
+        if !self.parser.parse_keyword(Keyword::FOR) {
+            return Err(self.err_here("expected FOR after WATERMARK"));
+        }
+        let column = self
+            .parser
+            .parse_identifier()
+            .map_err(|e| self.wrap(e))?
+            .value;
+        if !self.parser.parse_keyword(Keyword::AS) {
+            return Err(self.err_here(format!("expected AS after WATERMARK FOR {column}")));
+        }
+        let at = self.parser.peek_token().span;
+        let e = self.parser.parse_expr().map_err(|e| self.wrap(e))?;
+        let lag = match &e {
+            Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&column) => Ok(None),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Minus,
+                right,
+            } if matches!(left.as_ref(), Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&column)) => {
+                match right.as_ref() {
+                    Expr::Interval(iv) => {
+                        let value = match iv.value.as_ref() {
+                            Expr::Value(v) => match &v.value {
+                                Value::SingleQuotedString(s) | Value::Number(s, _) => s.clone(),
+                                other => other.to_string(),
+                            },
+                            other => other.to_string(),
+                        };
+                        let unit = iv
+                            .leading_field
+                            .as_ref()
+                            .map(|f| f.to_string())
+                            .unwrap_or_default();
+                        Some(format!("{value} {unit}").trim().to_lowercase())
+                    }
+                    _ => None,
+                }
+                .map(Some)
+                .ok_or(())
+            }
+            _ => Err(()),
+        }
+        .map_err(|_| {
+            self.err_at(
+                at,
+                format!(
+                    "expected WATERMARK FOR {column} AS {column} - INTERVAL '5' SECOND (or AS {column} for ascending time), found {e}"
+                ),
+            )
+        })?;
+        Ok((column, lag))
     }
 
     /// Consumes `word` (not a sqlparser keyword) if it comes next.

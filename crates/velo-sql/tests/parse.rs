@@ -125,3 +125,28 @@ fn window_clauses_become_group_by_windows() {
             .contains("WINDOW w AS")
     );
 }
+
+#[test]
+fn watermark_for_in_a_column_list() {
+    let app = parse_app(
+        "CREATE STREAM orders (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ('orders.type' = 'kafka_source')",
+    )
+    .unwrap();
+    let s = &app.statements[0];
+    assert_eq!(s.columns.len(), 2);
+    assert_eq!(s.with["orders.event.time.field"], "ts");
+    assert_eq!(s.with["orders.watermark.max_out_of_orderness"], "5 second");
+    let app =
+        parse_app("CREATE STREAM o (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH ('o.type' = 'x')")
+            .unwrap();
+    assert_eq!(app.statements[0].with["o.watermark.strategy"], "ascending");
+    let e = parse_app(
+        "CREATE STREAM o (ts TIMESTAMP, WATERMARK FOR ts AS now()) WITH ('o.type' = 'x')",
+    )
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("expected WATERMARK FOR ts AS ts - INTERVAL"),
+        "{e}"
+    );
+}
