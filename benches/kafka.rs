@@ -27,17 +27,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 mod common;
 
-use common::{cpu_seconds, run_sql};
+use common::{cpu_seconds, env_or, run_sql};
 
 /// Partitions per topic (the mock cluster keeps ~50k messages per partition).
 const PARTITIONS: i32 = 24;
-
-fn env_num(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
 
 fn producer(bs: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
@@ -103,8 +96,8 @@ fn job(bs: &str, input: &str, output: &str, extra: &str, bounded: bool) -> Strin
 }
 
 fn throughput(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
-    let n = env_num("BENCH_MESSAGES", 1_000_000);
-    let runs = env_num("BENCH_RUNS", 3);
+    let n = env_or::<u64>("BENCH_MESSAGES", 1_000_000);
+    let runs = env_or::<u64>("BENCH_RUNS", 3);
     create("bench_in");
     let t0 = Instant::now();
     let avg = load(bs, "bench_in", n);
@@ -124,7 +117,7 @@ fn throughput(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
         .sum();
     println!(
         "loaded {} messages of {avg:.0} bytes in {:.1}s; the broker holds {n} of them",
-        env_num("BENCH_MESSAGES", 1_000_000),
+        env_or::<u64>("BENCH_MESSAGES", 1_000_000),
         t0.elapsed().as_secs_f64()
     );
     println!(
@@ -170,8 +163,8 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
 }
 
 fn strategies(bs: &str, dir: &Path, create: &dyn Fn(&str)) {
-    let rate = env_num("BENCH_RATE", 20_000);
-    let secs = env_num("BENCH_SECONDS", 5);
+    let rate = env_or::<u64>("BENCH_RATE", 20_000);
+    let secs = env_or::<u64>("BENCH_SECONDS", 5);
     println!(
         "\nbatch strategies: {rate} msg/s for {secs}s, Kafka -> Kafka, latency = produce to visible at the sink's topic"
     );

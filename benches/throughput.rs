@@ -17,7 +17,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{cpu_seconds, run_sql};
+use common::{cpu_seconds, env_or, run_sql};
 
 fn generate(path: &Path, rows: u64) {
     if std::fs::metadata(path)
@@ -74,14 +74,8 @@ fn run(sql: &str, dir: &Path) -> Outcome {
 fn main() {
     // `cargo bench` passes --bench; any other argument filters scenarios by name
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rows: u64 = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rows: u64 = env_or("BENCH_ROWS", 1_000_000);
+    let runs: usize = env_or("BENCH_RUNS", 3);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     let input = root.join(format!("orders_{rows}.jsonl"));
     generate(&input, rows);

@@ -16,18 +16,12 @@ use std::time::Instant;
 
 mod common;
 
-use common::{cpu_seconds, run_sql};
+use common::{cpu_seconds, env_or, run_sql};
 
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rows: u64 = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000_000);
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rows: u64 = env_or("BENCH_ROWS", 5_000_000);
+    let runs: usize = env_or("BENCH_RUNS", 3);
     let windows = [
         ("tumble", "GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND)"),
         (

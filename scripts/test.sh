@@ -2,7 +2,7 @@
 # The whole test suite: unit tests, the golden SQL cases (tests/sql/) and the
 # end-to-end tests (tests/it/). This script installs what the tests need and
 # the tests start it themselves on 127.0.0.1:
-#   - tansu, a Kafka-API broker (cargo install, ~20 min the first time; cached
+#   - tansu, a Kafka-API broker (cargo install, 20-35 min the first time; cached
 #     under ~/.cache/velostream, outside the clone), one per Kafka test;
 #   - confluent-kafka, fastavro and protobuf for Python (pip), the independent
 #     Kafka clients;
@@ -24,7 +24,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 CACHE="${VELO_CACHE:-$HOME/.cache/velostream}"
 export VELO_TANSU="${VELO_TANSU:-$CACHE/tansu-install/bin/tansu}"
 if [ ! -x "$VELO_TANSU" ]; then
-  echo "installing the tansu Kafka broker into $CACHE (first run only, ~20 minutes)..." >&2
+  echo "installing the tansu Kafka broker into $CACHE (first run only, 20-35 minutes)..." >&2
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$CACHE/tansu-install"
 fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"

@@ -35,3 +35,11 @@ pub fn run_sql(sql: &str, dir: &Path, shutdown: velo_engine::Shutdown) -> u64 {
         .expect("bench app runs");
     stats.iter().map(|s| s.records_processed).sum()
 }
+
+/// The environment variable `name` parsed, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

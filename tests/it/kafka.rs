@@ -325,6 +325,51 @@ fn spawn_assigned(dir: &Path, app: &str, args: &[&str], env: &[(&str, &str)], lo
     panic!("the job never got partitions from the broker in four attempts")
 }
 
+/// A run stopped by the crash point right after its `at`-th checkpoint with
+/// records: the checkpoint is durable, nothing of that epoch is published or
+/// committed (the one window a random kill almost never hits).
+fn crash_round(dir: &Path, app: &str, log: &Path, at: u32) {
+    let at = at.to_string();
+    let mut child = spawn_assigned(dir, app, &[], &[(CRASH_ENV, at.as_str())], log);
+    let status = wait_timeout(&mut child, Duration::from_secs(120), log);
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        !status.success() && said.contains("aborting after the checkpoint"),
+        "expected the crash point to fire ({status}): {said}"
+    );
+}
+
+/// A run SIGKILLed at a random moment once it has published a new file.
+fn kill_round(dir: &Path, app: &str, log: &Path, out_dir: &Path, rng: &mut impl rand::Rng) {
+    let before = published(out_dir, "part").len();
+    let mut child = spawn_assigned(dir, app, &[], &[], log);
+    let start = Instant::now();
+    while published(out_dir, "part").len() == before
+        && start.elapsed() < Duration::from_secs(60)
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // the random kill point itself, not a wait for something
+    std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+    if child.try_wait().unwrap().is_some() {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("the job stopped by itself: {said}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The last run: reads to the end offsets (`stop.at.end`) and succeeds;
+/// returns what it logged.
+fn final_round(dir: &Path, app: &str, log: &Path) -> String {
+    let mut child = spawn_assigned(dir, app, &["--set", "orders.stop.at.end=true"], &[], log);
+    let status = wait_timeout(&mut child, Duration::from_secs(180), log);
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "{said}");
+    said
+}
+
 /// Waits for `child` to exit; kills it and fails (with its `log`) after `limit`.
 fn wait_timeout(child: &mut Child, limit: Duration, log: &Path) -> std::process::ExitStatus {
     let start = Instant::now();
@@ -513,52 +558,16 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
             produced += 3_000;
         }
         if round % 2 == 1 {
-            // a crash in the one window a random kill almost never hits:
-            // the checkpoint is durable, nothing is published or committed
-            let at = rng.random_range(1..=4u32).to_string();
-            let mut child =
-                spawn_assigned(tmp.path(), &app, &[], &[(CRASH_ENV, at.as_str())], &log);
-            let status = wait_timeout(&mut child, Duration::from_secs(120), &log);
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                !status.success() && said.contains("aborting after the checkpoint"),
-                "round {round}: expected the crash point to fire ({status}): {said}"
-            );
+            crash_round(tmp.path(), &app, &log, rng.random_range(1..=4));
             crashes += 1;
-            continue;
-        }
-        let before = published(&out_dir, "part").len();
-        let mut child = spawn_assigned(tmp.path(), &app, &[], &[], &log);
-        // kill at a random point once the job has published something new
-        let start = Instant::now();
-        while published(&out_dir, "part").len() == before
-            && start.elapsed() < Duration::from_secs(60)
-            && child.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-            child.wait().unwrap();
         } else {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("round {round}: the job stopped by itself: {said}");
+            kill_round(tmp.path(), &app, &log, &out_dir, &mut rng);
+            kills += 1;
         }
     }
     assert!(kills >= 4, "the job was killed mid-run ({kills} times)");
     assert_eq!(crashes, 5);
-    let mut child = spawn_assigned(
-        tmp.path(),
-        &app,
-        &["--set", "orders.stop.at.end=true"],
-        &[],
-        &log,
-    );
-    let status = wait_timeout(&mut child, Duration::from_secs(180), &log);
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "{said}");
+    let said = final_round(tmp.path(), &app, &log);
     assert!(said.contains("resuming after checkpoint epoch"), "{said}");
     let files = published(&tmp.path().join("out"), "part");
     assert!(files.len() > 5, "one file per committed epoch: {files:?}");
@@ -602,44 +611,12 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
         }
         if round % 2 == 0 {
             // crash with windows open: their state is only in the checkpoint
-            let at = rng.random_range(2..=5u32).to_string();
-            let mut child =
-                spawn_assigned(tmp.path(), &app, &[], &[(CRASH_ENV, at.as_str())], &log);
-            let status = wait_timeout(&mut child, Duration::from_secs(120), &log);
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                !status.success() && said.contains("aborting after the checkpoint"),
-                "round {round}: expected the crash point to fire ({status}): {said}"
-            );
-            continue;
+            crash_round(tmp.path(), &app, &log, rng.random_range(2..=5));
+        } else {
+            kill_round(tmp.path(), &app, &log, &out_dir, &mut rng);
         }
-        let before = published(&out_dir, "part").len();
-        let mut child = spawn_assigned(tmp.path(), &app, &[], &[], &log);
-        let start = Instant::now();
-        while published(&out_dir, "part").len() == before
-            && start.elapsed() < Duration::from_secs(60)
-            && child.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "round {round}: the job stopped by itself"
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
-    let mut child = velo()
-        .current_dir(tmp.path())
-        .args(["run", "app.sql", "--set", "orders.stop.at.end=true"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(180), &log);
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "{said}");
+    final_round(tmp.path(), &app, &log);
     let mut windows: BTreeMap<u64, (u64, u64, u32)> = BTreeMap::new();
     for v in lines_of(&published(&out_dir, "part")) {
         let e = windows.entry(v["ws"].as_u64().unwrap()).or_default();

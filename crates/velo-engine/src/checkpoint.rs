@@ -120,7 +120,7 @@ pub(crate) fn crash_point(written: u64) {
             .and_then(|v| v.parse().ok())
     });
     if *AT == Some(written) {
-        eprintln!("{CRASH_AFTER_CHECKPOINT}={written}: aborting after the checkpoint");
+        tracing::error!("{CRASH_AFTER_CHECKPOINT}={written}: aborting after the checkpoint");
         std::process::abort();
     }
 }

@@ -208,7 +208,7 @@ impl EpochFeed {
             return Ok(batch);
         };
         let read = crate::time::read_time(batch.column(idx), &t.format, &t.field);
-        let mut batch = match read.column {
+        let mut batch = match read.column.clone() {
             Some(c) => {
                 let mut cols = batch.columns().to_vec();
                 cols[idx] = c;
@@ -217,6 +217,38 @@ impl EpochFeed {
             None => batch,
         };
         let wm = self.watermark.get();
+        let in_time =
+            read.errors.is_empty() && arrow::compute::min(&read.millis).is_none_or(|m| m >= wm);
+        let max_ts = if in_time {
+            // the usual case: every time readable, none late
+            arrow::compute::max(&read.millis).unwrap_or(Watermark::NONE)
+        } else {
+            let (kept, max_ts) = self.hold_back(s, &batch, &read, t, wm)?;
+            batch = kept;
+            max_ts
+        };
+        if let Some(tr) = s.tracker.as_mut() {
+            let now = Instant::now();
+            if max_ts != Watermark::NONE {
+                tr.observe("", max_ts, now);
+            }
+            if let Some(w) = tr.watermark(now) {
+                self.watermark.advance(w);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Routes the rows of `batch` with an unreadable or late event time
+    /// (bad records, late data); returns the rest and their highest time.
+    fn hold_back(
+        &self,
+        s: &mut State,
+        batch: &RecordBatch,
+        read: &crate::time::ReadTime,
+        t: &velo_config::time::EventTime,
+        wm: i64,
+    ) -> Result<(RecordBatch, i64), DataFusionError> {
         let mut keep = arrow::array::BooleanBuilder::with_capacity(batch.num_rows());
         let mut max_ts = Watermark::NONE;
         let mut bad = read.errors.iter().peekable();
@@ -232,7 +264,7 @@ impl EpochFeed {
                         location: "event time".into(),
                         line: 0,
                         error: e.error.clone(),
-                        raw: row_json(&batch, i),
+                        raw: row_json(batch, i),
                     };
                     if self.policy == BadRecordPolicy::Fail {
                         let msg = r.to_string();
@@ -254,7 +286,7 @@ impl EpochFeed {
                                 crate::time::show_millis(ts),
                                 crate::time::show_millis(wm)
                             ),
-                            raw: row_json(&batch, i),
+                            raw: row_json(batch, i),
                         });
                     }
                     keep.append_value(false);
@@ -266,19 +298,10 @@ impl EpochFeed {
             }
         }
         Counters::add(&self.counters.records_late, late);
-        if late > 0 || !read.errors.is_empty() {
-            batch = arrow::compute::filter_record_batch(&batch, &keep.finish())?;
-        }
-        if let Some(tr) = s.tracker.as_mut() {
-            let now = Instant::now();
-            if max_ts != Watermark::NONE {
-                tr.observe("", max_ts, now);
-            }
-            if let Some(w) = tr.watermark(now) {
-                self.watermark.advance(w);
-            }
-        }
-        Ok(batch)
+        Ok((
+            arrow::compute::filter_record_batch(batch, &keep.finish())?,
+            max_ts,
+        ))
     }
 
     /// The epoch's input ended: in processing time the watermark is now.

@@ -322,9 +322,9 @@ pub fn explain_text(p: &PreparedJob) -> String {
                 velo_config::time::TimeFormat::Iso8601 => "iso8601".to_string(),
                 velo_config::time::TimeFormat::Pattern(p) => format!("pattern '{p}'"),
             },
-            humantime(t.max_out_of_orderness),
+            crate::time::show_duration(t.max_out_of_orderness.as_millis() as i64),
             t.idle_timeout
-                .map(|d| format!(", idle parts ignored after {}", humantime(d)))
+                .map(|d| format!(", idle parts ignored after {}", crate::time::show_duration(d.as_millis() as i64)))
                 .unwrap_or_default(),
             match t.late {
                 velo_config::time::LateData::Drop => "dropped and counted",
@@ -394,15 +394,6 @@ pub fn explain_text(p: &PreparedJob) -> String {
         indent(&displayable(p.physical.as_ref()).indent(true).to_string())
     ));
     s
-}
-
-fn humantime(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
 }
 
 fn indent(t: &str) -> String {

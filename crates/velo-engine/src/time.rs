@@ -80,6 +80,17 @@ pub fn show_millis(ms: i64) -> String {
     }
 }
 
+/// A length of time in milliseconds as `5m`, `30s` or `250ms` (explain).
+pub fn show_duration(ms: i64) -> String {
+    if ms != 0 && ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Follows the highest event time of each part of a source.
 #[derive(Debug)]
 pub struct WatermarkTracker {

@@ -551,7 +551,7 @@ struct WinState {
 }
 
 /// The shared state of one window operator.
-pub struct Inner {
+struct Inner {
     input_schema: SchemaRef,
     schema: SchemaRef,
     kind: WindowKind,
@@ -707,15 +707,7 @@ impl WindowAggregateExec {
 
 impl DisplayAs for WindowAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let ms = |v: i64| {
-            if v % 60_000 == 0 {
-                format!("{}m", v / 60_000)
-            } else if v % 1000 == 0 {
-                format!("{}s", v / 1000)
-            } else {
-                format!("{v}ms")
-            }
-        };
+        let ms = crate::time::show_duration;
         let w = match self.inner.kind {
             WindowKind::Tumble { size } => format!("tumble {}", ms(size)),
             WindowKind::Hop { slide, size } => format!("hop {} every {}", ms(size), ms(slide)),
@@ -876,6 +868,20 @@ impl Inner {
                     .transpose()
             })
             .collect::<Result<_>>()?;
+        // the usual case: the whole batch falls in one tumbling window
+        if let WindowKind::Tumble { size } = self.kind
+            && ts.null_count() == 0
+            && let (Some(lo), Some(hi)) = (arrow::compute::min(&ts), arrow::compute::max(&ts))
+            && lo.div_euclid(size) == hi.div_euclid(size)
+        {
+            let w = match st.windows.entry(lo.div_euclid(size) * size) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
+            };
+            self.accumulate(w, &keys, &args, &filters)?;
+            self.publish_metrics(&st);
+            return Ok(());
+        }
         // rows of each window this batch touches
         let mut by_window: HashMap<i64, Vec<u32>> = HashMap::new();
         for (i, t) in ts.iter().enumerate() {
