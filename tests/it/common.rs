@@ -110,3 +110,45 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Runs `velo run app.sql` in `dir` (a job that never ends by itself) until
+/// `out` has `lines` lines, then stops it with Ctrl-C (SIGINT), which must
+/// commit and exit cleanly.
+pub fn run_until_lines(dir: &Path, out: &Path, lines: usize) {
+    let mut child = velo()
+        .current_dir(dir)
+        .args(["run", "app.sql"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{lines} lines in {}", out.display()),
+        || {
+            std::fs::read_to_string(out)
+                .map(|s| s.lines().count() >= lines)
+                .unwrap_or(false)
+        },
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(
+        child.wait().unwrap().success(),
+        "Ctrl-C stops the job cleanly"
+    );
+}
+
+/// Writes `app` to `dir/app.sql` and runs it to the end; returns whether it
+/// succeeded and everything it printed.
+pub fn run_app(dir: &Path, app: &str) -> (bool, String) {
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), log)
+}

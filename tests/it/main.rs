@@ -8,4 +8,5 @@ mod common;
 mod golden;
 mod kafka;
 mod process;
+mod updating;
 mod windows;

@@ -11,11 +11,11 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{run_in, wait_for};
+use crate::common::run_in;
 
 /// Events with bounded disorder: `ts` moves forward 37 ms per record, each
 /// record jittered up to `disorder_ms` into the past.
-fn events(seed: u64, n: usize, disorder_ms: i64) -> Vec<(String, i64, i64)> {
+pub(crate) fn events(seed: u64, n: usize, disorder_ms: i64) -> Vec<(String, i64, i64)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let base = 1_704_067_200_000i64;
     (0..n)
@@ -30,7 +30,7 @@ fn events(seed: u64, n: usize, disorder_ms: i64) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
-fn write_jsonl(path: &Path, ev: &[(String, i64, i64)]) {
+pub(crate) fn write_jsonl(path: &Path, ev: &[(String, i64, i64)]) {
     let mut s = String::new();
     for (k, v, ts) in ev {
         s.push_str(&format!("{{\"k\":\"{k}\",\"v\":{v},\"ts\":{ts}}}\n"));
@@ -58,7 +58,7 @@ fn rows_of_file(path: &Path, cols: &[&str]) -> Vec<String> {
 }
 
 /// DataFusion's batch answer to `sql` over the events, as sorted rows.
-fn oracle(ev: &[(String, i64, i64)], sql: &str) -> Vec<String> {
+pub(crate) fn oracle(ev: &[(String, i64, i64)], sql: &str) -> Vec<String> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Utf8, false),
         Field::new("v", DataType::Int64, false),
@@ -147,14 +147,8 @@ fn windows_equal_datafusion_batch_results_at_random_epoch_sizes() {
                FROM events GROUP BY k, SESSION(ts, INTERVAL '1' SECOND) INTO s
                WITH ({src}, 's.type' = 'file_sink', 's.path' = 'out/session.jsonl');"
         );
-        std::fs::write(dir.join("app.sql"), &app).unwrap();
-        let o = run_in(dir, &["run", "app.sql"], &[]);
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.status.success(), "seed {seed}: {log}");
+        let (ok, log) = crate::common::run_app(dir, &app);
+        assert!(ok, "seed {seed}: {log}");
         assert!(
             !log.contains("late:"),
             "seed {seed}: nothing is late: {log}"
@@ -266,24 +260,9 @@ fn processing_time_windows_close_by_the_wall_clock() {
         text.contains("Time: processing time"),
         "explain says how time is told: {text}"
     );
-    let mut child = crate::common::velo()
-        .current_dir(dir)
-        .args(["run", "app.sql"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let out = dir.join("out/w.jsonl");
     // the job never ends by itself: windows are closed by the clock
-    wait_for(Duration::from_secs(30), "two closed windows", || {
-        std::fs::read_to_string(&out)
-            .map(|s| s.lines().count() >= 2)
-            .unwrap_or(false)
-    });
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    crate::common::run_until_lines(dir, &out, 2);
     let rows = rows_of_file(&out, &["n"]);
     let full: Vec<u64> = rows.iter().map(|n| n.parse().unwrap()).collect();
     assert!(

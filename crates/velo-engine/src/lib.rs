@@ -13,6 +13,7 @@
 //! dead-letter sink in the same epoch. Failure strategies and
 //! [`stats::JobExecutionStats`] live here too.
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod connectors;
 pub mod docs;

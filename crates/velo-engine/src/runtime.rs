@@ -84,12 +84,18 @@ pub struct PreparedJob {
     pub window_metrics: Arc<crate::window::WindowMetrics>,
     /// The window operators' state (checkpoints).
     pub window_states: Arc<crate::window::WindowStates>,
+    /// The output is an updating stream (`_op` column, upserts by key).
+    pub changelog: bool,
 }
 
-fn needs_whole_input(plan: &LogicalPlan) -> bool {
+/// Whether `plan` can only answer after all of its input. With `updating`,
+/// a GROUP BY (or DISTINCT) streams: it emits its changed groups.
+fn needs_whole_input(plan: &LogicalPlan, updating: bool) -> bool {
     let mut found = false;
     let _ = plan.apply(|p| {
-        if crate::window::is_window_aggregate(p) {
+        if crate::window::is_window_aggregate(p)
+            || (updating && matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))
+        {
             return Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue);
         }
         if matches!(
@@ -182,6 +188,14 @@ pub async fn prepare_job(
         .with_information_schema(false);
     let window_metrics = Arc::new(crate::window::WindowMetrics::default());
     let window_states = Arc::new(crate::window::WindowStates::default());
+    let emit = match plan.statement.emit.as_deref() {
+        Some("CHANGES") => crate::window::Emit::Changes,
+        _ => crate::window::Emit::Final,
+    };
+    // a GROUP BY without a window streams as an updating result on an
+    // unbounded input, and on any input with EMIT CHANGES
+    let updating = emit == crate::window::Emit::Changes
+        || (!driver.is_bounded() && plan.statement.emit.as_deref() != Some("FINAL"));
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     // before the sanity check, which refuses an aggregate over unbounded input
     rules.insert(
@@ -190,6 +204,8 @@ pub async fn prepare_job(
             feed.watermark(),
             window_metrics.clone(),
             window_states.clone(),
+            emit,
+            updating,
         )),
     );
     let state = datafusion::execution::SessionStateBuilder::new()
@@ -201,7 +217,7 @@ pub async fn prepare_job(
     for f in crate::window::udfs() {
         ctx.register_udf(f);
     }
-    if window.is_some() {
+    if window.is_some() || updating {
         // COUNT(DISTINCT x) stays one aggregate (its accumulator keeps the
         // distinct values per window) instead of two stacked GROUP BYs
         ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
@@ -247,11 +263,16 @@ pub async fn prepare_job(
     }
     let query = &query;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
-    let whole_input = needs_whole_input(&logical);
+    let whole_input = needs_whole_input(&logical, updating);
     if whole_input && !driver.is_bounded() {
         return Err(EngineError::Invalid(format!(
-            "job '{}': GROUP BY / ORDER BY / LIMIT / DISTINCT over the unbounded source '{}' needs a window: GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), HOP(...) or SESSION(...); or read a bounded input",
+            "job '{}': {} over the unbounded source '{}' needs a window: GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), HOP(...) or SESSION(...); or read a bounded input",
             plan.name,
+            if updating {
+                "ORDER BY / LIMIT / OVER (...)"
+            } else {
+                "GROUP BY / ORDER BY / LIMIT / DISTINCT with EMIT FINAL"
+            },
             driver.name()
         )));
     }
@@ -269,6 +290,7 @@ pub async fn prepare_job(
         logical
     };
     let physical = ctx.state().create_physical_plan(&logical).await?;
+    let changelog = window_states.emits_changes();
     Ok(PreparedJob {
         plan: plan.clone(),
         driver,
@@ -284,6 +306,7 @@ pub async fn prepare_job(
         window,
         window_metrics,
         window_states,
+        changelog,
     })
 }
 
@@ -384,6 +407,17 @@ pub fn explain_text(p: &PreparedJob) -> String {
     }
     if p.whole_input {
         s.push_str("  Note: the query needs its whole (bounded) input: it runs as one epoch\n");
+    }
+    if p.changelog {
+        s.push_str(&format!(
+            "  Emit: changes: an updating stream keyed by ({}); every epoch writes the changed groups with {} = insert / update / delete\n",
+            changelog_keys(&p.logical, p.window.is_some())
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::changelog::OP_COLUMN
+        ));
     }
     s.push_str(&format!(
         "\n  Logical plan:\n{}\n",
@@ -539,7 +573,18 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     let started = Instant::now();
     let job = p.plan.job.clone();
     let name = p.plan.name.clone();
-    let schema = p.physical.schema();
+    let mut changelog = if p.changelog {
+        Some(crate::changelog::Changelog::new(
+            &p.physical.schema(),
+            &changelog_keys(&p.logical, p.window.is_some()),
+        )?)
+    } else {
+        None
+    };
+    let schema = changelog
+        .as_ref()
+        .map(|c| c.schema())
+        .unwrap_or_else(|| p.physical.schema());
     // sinks: create what can be created; all failing falls back to stdout
     let mut created = Vec::new();
     for cfg in &p.plan.sinks {
@@ -565,7 +610,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 .map_err(|e| EngineError::Invalid(e.to_string()))?,
         );
     }
-    let key_columns = group_key_columns(&p.logical);
+    let key_columns = match &changelog {
+        Some(c) => c.key_names(),
+        None => group_key_columns(&p.logical),
+    };
     let all_tx = created.iter().all(|s| s.capabilities().transactions);
     let transactional = job.use_transactions && all_tx;
     if job.use_transactions && !all_tx {
@@ -644,7 +692,16 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 }
             }
             if !cp.operators.is_empty() || !p.window_states.is_empty() {
-                let states = crate::checkpoint::load_operator_state(dir, &cp.operators)?;
+                let mut states = crate::checkpoint::load_operator_state(dir, &cp.operators)?;
+                if let Some(c) = changelog.as_mut() {
+                    let keys = states.pop().ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "the checkpoint in {} holds no changelog keys but the query is an updating one; the query changed: move the state directory away to start from scratch",
+                            dir.display()
+                        ))
+                    })?;
+                    c.restore(&keys)?;
+                }
                 p.window_states.restore(states)?;
             }
             if let Some(wm) = cp.watermark {
@@ -680,9 +737,14 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         let plan =
             datafusion::physical_plan::execution_plan::reset_plan_states(p.physical.clone())?;
         let mut exec_err = None;
+        let mut seen = std::collections::HashSet::new();
         match execute_stream(plan, task_ctx.clone()) {
             Ok(mut stream) => {
                 while let Some(r) = stream.next().await {
+                    let r = match (r, changelog.as_mut()) {
+                        (Ok(b), Some(c)) => c.label(&b, &mut seen),
+                        (r, _) => r,
+                    };
                     match r {
                         Ok(b) => {
                             Counters::add(&p.counters.records_out, b.num_rows() as u64);
@@ -697,6 +759,16 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 }
             }
             Err(e) => exec_err = Some(e),
+        }
+        if let (None, Some(c)) = (&exec_err, changelog.as_mut()) {
+            match c.deletes(&p.window_states.take_changed(), &seen) {
+                Ok(Some(b)) => {
+                    Counters::add(&p.counters.records_out, b.num_rows() as u64);
+                    fan.write(&b).await;
+                }
+                Ok(None) => {}
+                Err(e) => exec_err = Some(e),
+            }
         }
         let epoch_records = p.feed.epoch_records().await as u64;
         let bad = p.feed.take_bad().await;
@@ -834,6 +906,12 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     let stored = p
                         .window_states
                         .snapshot()
+                        .and_then(|mut s| {
+                            if let Some(c) = &changelog {
+                                s.push(c.snapshot()?);
+                            }
+                            Ok(s)
+                        })
                         .map_err(EngineError::from)
                         .and_then(|s| crate::checkpoint::store_operator_state(dir, epoch, &s))
                         .and_then(|operators| {
@@ -967,23 +1045,64 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     Ok(stats)
 }
 
-/// The GROUP BY columns of the query that are in its output: the key of
-/// its results.
-fn group_key_columns(plan: &LogicalPlan) -> Vec<String> {
-    let mut keys = Vec::new();
+/// The GROUP BY columns of the query that are in its output: (output name,
+/// name in the aggregate) pairs, the key of its results. The window's own
+/// group columns (`window_start` ...) count only with `with_window`.
+fn key_columns_of(plan: &LogicalPlan, with_window: bool) -> Vec<(String, String)> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::Expr;
+    let mut group: Vec<String> = Vec::new();
     let _ = plan.apply(|p| {
         if let LogicalPlan::Aggregate(a) = p {
-            for e in &a.group_expr {
-                if let datafusion::logical_expr::Expr::Column(c) = e {
-                    keys.push(c.name.clone());
+            for (i, e) in a.group_expr.iter().enumerate() {
+                let window = matches!(e, Expr::ScalarFunction(f) if ["tumble", "hop", "session", "tumble_end", "hop_end", "session_end"].contains(&f.name()));
+                if !window || with_window {
+                    group.push(a.schema.field(i).name().clone());
                 }
             }
-            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+            return Ok(TreeNodeRecursion::Stop);
         }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        Ok(TreeNodeRecursion::Continue)
     });
-    keys.retain(|k| plan.schema().fields().iter().any(|f| f.name() == k));
+    // the SELECT list may rename them: follow the topmost projection
+    let mut projected: Option<Vec<(String, String)>> = None;
+    let _ = plan.apply(|p| {
+        if let LogicalPlan::Projection(pr) = p {
+            let mut keys = Vec::new();
+            for (i, e) in pr.expr.iter().enumerate() {
+                let mut inner = e;
+                while let Expr::Alias(a) = inner {
+                    inner = &a.expr;
+                }
+                if let Expr::Column(c) = inner
+                    && group.contains(&c.name)
+                {
+                    keys.push((pr.schema.field(i).name().clone(), c.name.clone()));
+                }
+            }
+            projected = Some(keys);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let mut keys = projected.unwrap_or_else(|| group.into_iter().map(|g| (g.clone(), g)).collect());
+    keys.retain(|(k, _)| plan.schema().fields().iter().any(|f| f.name() == k));
     keys
+}
+
+/// The GROUP BY columns of the query that are in its output: the key of
+/// its results (a Kafka sink's message key).
+fn group_key_columns(plan: &LogicalPlan) -> Vec<String> {
+    key_columns_of(plan, false)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The key of an updating query's rows: its group columns in the output,
+/// for a windowed query with the window's columns.
+fn changelog_keys(plan: &LogicalPlan, windowed: bool) -> Vec<(String, String)> {
+    key_columns_of(plan, windowed)
 }
 
 /// The checkpoint directory of a job: `state.dir` (relative to the SQL

@@ -75,6 +75,20 @@ pub enum WindowKind {
         /// Gap in ms.
         gap: i64,
     },
+    /// No window: a `GROUP BY` over the whole stream whose results are
+    /// updated (emitted again) whenever a group changes.
+    Global,
+}
+
+/// When a window operator emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emit {
+    /// A window's rows once, when the watermark passes its end.
+    #[default]
+    Final,
+    /// Every group that changed, at the end of every epoch (`EMIT CHANGES`,
+    /// and every `GROUP BY` without a window on a stream).
+    Changes,
 }
 
 /// What the query's window needs from the source.
@@ -404,20 +418,29 @@ pub struct StreamingWindows {
     watermark: Arc<Watermark>,
     metrics: Arc<WindowMetrics>,
     states: Arc<WindowStates>,
+    emit: Emit,
+    updating: bool,
 }
 
 impl StreamingWindows {
     /// A rule whose operators read `watermark`, report their size to
-    /// `metrics` and register their state in `states` (checkpoints).
+    /// `metrics` and register their state in `states` (checkpoints). With
+    /// `updating`, a `GROUP BY` without a window is also replaced, by an
+    /// operator that keeps its groups across epochs and emits the changed
+    /// ones ([`WindowKind::Global`]); `emit` is how windows emit.
     pub fn new(
         watermark: Arc<Watermark>,
         metrics: Arc<WindowMetrics>,
         states: Arc<WindowStates>,
+        emit: Emit,
+        updating: bool,
     ) -> Self {
         Self {
             watermark,
             metrics,
             states,
+            emit,
+            updating,
         }
     }
 }
@@ -446,6 +469,28 @@ impl WindowStates {
     /// Whether the job has window operators.
     pub fn is_empty(&self) -> bool {
         self.0.lock().expect("window states").is_empty()
+    }
+
+    /// Whether an operator emits changes (the job's output is a changelog).
+    pub fn emits_changes(&self) -> bool {
+        self.0
+            .lock()
+            .expect("window states")
+            .iter()
+            .any(|i| i.emit == Emit::Changes)
+    }
+
+    /// `EMIT CHANGES`: the keys of the groups that changed at the last
+    /// emission, named like the query's group columns (the changelog turns
+    /// those missing from the output, e.g. filtered out by HAVING, into
+    /// deletes).
+    pub fn take_changed(&self) -> Vec<RecordBatch> {
+        self.0
+            .lock()
+            .expect("window states")
+            .iter()
+            .flat_map(|i| std::mem::take(&mut *i.changed.lock().expect("changed keys")))
+            .collect()
     }
 
     /// One Arrow batch per operator holding its whole state.
@@ -506,6 +551,8 @@ impl PhysicalOptimizerRule for StreamingWindows {
                 agg.schema(),
                 self.watermark.clone(),
                 self.metrics.clone(),
+                self.emit,
+                self.updating,
             )? {
                 Some(w) => {
                     self.states.register(w.inner.clone());
@@ -541,6 +588,9 @@ pub struct WindowMetrics {
 struct Win {
     groups: Box<dyn GroupValues>,
     accs: Vec<Box<dyn GroupsAccumulator>>,
+    /// `EMIT CHANGES`: the groups updated since the last emission.
+    touched: Vec<bool>,
+    any_touched: bool,
 }
 
 #[derive(Default)]
@@ -556,8 +606,10 @@ struct Inner {
     schema: SchemaRef,
     kind: WindowKind,
     ts: Arc<dyn PhysicalExpr>,
-    start_pos: usize,
+    /// Where the window start is in the output (`None`: no window).
+    start_pos: Option<usize>,
     end_pos: Option<usize>,
+    emit: Emit,
     /// (position in the output, expression) of the key columns.
     keys: Vec<(usize, Arc<dyn PhysicalExpr>)>,
     key_schema: SchemaRef,
@@ -568,6 +620,9 @@ struct Inner {
     watermark: Arc<Watermark>,
     metrics: Arc<WindowMetrics>,
     state: Mutex<WinState>,
+    /// `EMIT CHANGES`: the keys of the groups changed at the last emission
+    /// (named like the aggregate's output), for the changelog's deletes.
+    changed: Mutex<Vec<RecordBatch>>,
 }
 
 /// The streaming window aggregate.
@@ -610,47 +665,72 @@ fn create_accumulator(a: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAc
 
 impl WindowAggregateExec {
     /// The window operator for `agg`, if it groups by a window.
+    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         agg: &AggregateExec,
         schema: SchemaRef,
         watermark: Arc<Watermark>,
         metrics: Arc<WindowMetrics>,
+        emit: Emit,
+        updating: bool,
     ) -> Result<Option<Self>> {
         let group = agg.group_expr();
         if group.has_grouping_set() {
+            if updating && !matches!(agg.input().boundedness(), Boundedness::Bounded) {
+                return Err(DataFusionError::Plan(
+                    "GROUPING SETS / ROLLUP / CUBE on a stream are not supported; group by plain columns".into(),
+                ));
+            }
             return Ok(None);
         }
         let exprs = group.expr();
-        let Some(start_pos) = exprs
+        let start_pos = exprs
             .iter()
-            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| START_FNS.contains(&n)))
-        else {
-            return Ok(None);
+            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| START_FNS.contains(&n)));
+        let (kind, ts, end_pos, emit) = match start_pos {
+            // a GROUP BY over a bounded table (a lookup) stays DataFusion's
+            None if !updating || matches!(agg.input().boundedness(), Boundedness::Bounded) => {
+                return Ok(None);
+            }
+            None => (
+                WindowKind::Global,
+                Arc::new(Literal::new(ScalarValue::Int64(Some(0)))) as Arc<dyn PhysicalExpr>,
+                None,
+                Emit::Changes,
+            ),
+            Some(start_pos) => {
+                let (name, f) = window_fn(&exprs[start_pos].0).expect("found above");
+                let args = f.args();
+                let kind = match name {
+                    "tumble" => WindowKind::Tumble {
+                        size: literal_ms(&args[1])?,
+                    },
+                    "hop" => WindowKind::Hop {
+                        slide: literal_ms(&args[1])?,
+                        size: literal_ms(&args[2])?,
+                    },
+                    _ => WindowKind::Session {
+                        gap: literal_ms(&args[1])?,
+                    },
+                };
+                if emit == Emit::Changes && matches!(kind, WindowKind::Session { .. }) {
+                    return Err(DataFusionError::Plan(
+                        "EMIT CHANGES is not available for SESSION windows (a session's rows are only grouped when it closes); use EMIT FINAL".into(),
+                    ));
+                }
+                let end_name = format!("{name}_end");
+                let end_pos = exprs
+                    .iter()
+                    .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| n == end_name));
+                (kind, args[0].clone(), end_pos, emit)
+            }
         };
-        let (name, f) = window_fn(&exprs[start_pos].0).expect("found above");
-        let args = f.args();
-        let kind = match name {
-            "tumble" => WindowKind::Tumble {
-                size: literal_ms(&args[1])?,
-            },
-            "hop" => WindowKind::Hop {
-                slide: literal_ms(&args[1])?,
-                size: literal_ms(&args[2])?,
-            },
-            _ => WindowKind::Session {
-                gap: literal_ms(&args[1])?,
-            },
-        };
-        let end_name = format!("{name}_end");
-        let end_pos = exprs
-            .iter()
-            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| n == end_name));
         let input = agg.input().clone();
         let input_schema = input.schema();
         let keys: Vec<(usize, Arc<dyn PhysicalExpr>)> = exprs
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != start_pos && Some(*i) != end_pos)
+            .filter(|(i, _)| Some(*i) != start_pos && Some(*i) != end_pos)
             .map(|(i, (e, _))| (i, e.clone()))
             .collect();
         let mut key_fields = Vec::new();
@@ -664,8 +744,8 @@ impl WindowAggregateExec {
         if key_fields.is_empty() {
             key_fields.push(Field::new("k", DataType::UInt8, false));
         }
-        let tz = match schema.field(start_pos).data_type() {
-            DataType::Timestamp(_, tz) => tz.clone(),
+        let tz = match start_pos.map(|p| schema.field(p).data_type()) {
+            Some(DataType::Timestamp(_, tz)) => tz.clone(),
             _ => None,
         };
         let aggr = agg.aggr_expr().to_vec();
@@ -687,9 +767,10 @@ impl WindowAggregateExec {
                 input_schema,
                 schema,
                 kind,
-                ts: args[0].clone(),
+                ts,
                 start_pos,
                 end_pos,
+                emit,
                 keys,
                 key_schema: Arc::new(Schema::new(key_fields)),
                 aggr,
@@ -699,6 +780,7 @@ impl WindowAggregateExec {
                 watermark,
                 metrics,
                 state: Mutex::new(WinState::default()),
+                changed: Mutex::new(Vec::new()),
             }),
             props: Arc::new(props),
         }))
@@ -712,12 +794,20 @@ impl DisplayAs for WindowAggregateExec {
             WindowKind::Tumble { size } => format!("tumble {}", ms(size)),
             WindowKind::Hop { slide, size } => format!("hop {} every {}", ms(size), ms(slide)),
             WindowKind::Session { gap } => format!("session gap {}", ms(gap)),
+            WindowKind::Global => "no window".to_string(),
         };
         let aggs: Vec<&str> = self.inner.aggr.iter().map(|a| a.name()).collect();
+        let on = match self.inner.kind {
+            WindowKind::Global => String::new(),
+            _ => format!(" on {}", self.inner.ts),
+        };
+        let when = match self.inner.emit {
+            Emit::Final => "when the watermark passes the window end",
+            Emit::Changes => "the changed groups every epoch",
+        };
         write!(
             f,
-            "WindowAggregateExec: {w} on {}, emit when the watermark passes the window end, aggr=[{}]",
-            self.inner.ts,
+            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}]",
             aggs.join(", ")
         )
     }
@@ -819,6 +909,8 @@ impl Inner {
                 .iter()
                 .map(create_accumulator)
                 .collect::<Result<_>>()?,
+            touched: Vec::new(),
+            any_touched: false,
         })
     }
 
@@ -836,6 +928,13 @@ impl Inner {
         for (i, acc) in w.accs.iter_mut().enumerate() {
             acc.update_batch(&args[i], &gidx, filters[i].as_ref(), n)?;
         }
+        if self.emit == Emit::Changes {
+            w.touched.resize(n, false);
+            for g in gidx {
+                w.touched[g] = true;
+            }
+            w.any_touched = true;
+        }
         Ok(())
     }
 
@@ -852,7 +951,6 @@ impl Inner {
                 .store(rows as u64, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
-        let ts = to_millis(&eval(&self.ts, b)?)?;
         let keys = self.key_columns(b)?;
         let args: Vec<Vec<ArrayRef>> = self
             .args
@@ -868,6 +966,16 @@ impl Inner {
                     .transpose()
             })
             .collect::<Result<_>>()?;
+        if let WindowKind::Global = self.kind {
+            let w = match st.windows.entry(0) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
+            };
+            self.accumulate(w, &keys, &args, &filters)?;
+            self.publish_metrics(&st);
+            return Ok(());
+        }
+        let ts = to_millis(&eval(&self.ts, b)?)?;
         // the usual case: the whole batch falls in one tumbling window
         if let WindowKind::Tumble { size } = self.kind
             && ts.null_count() == 0
@@ -900,7 +1008,9 @@ impl Inner {
                         s -= slide;
                     }
                 }
-                WindowKind::Session { .. } => unreachable!("sessions buffer rows"),
+                WindowKind::Session { .. } | WindowKind::Global => {
+                    unreachable!("sessions buffer rows; no window is one group set")
+                }
             }
         }
         let all =
@@ -969,9 +1079,13 @@ impl Inner {
         end: ArrayRef,
         values: Vec<ArrayRef>,
     ) -> Result<RecordBatch> {
-        let n_group = self.keys.len() + 1 + usize::from(self.end_pos.is_some());
+        let n_group = self.keys.len()
+            + usize::from(self.start_pos.is_some())
+            + usize::from(self.end_pos.is_some());
         let mut cols: Vec<Option<ArrayRef>> = vec![None; n_group];
-        cols[self.start_pos] = Some(start);
+        if let Some(p) = self.start_pos {
+            cols[p] = Some(start);
+        }
         if let Some(p) = self.end_pos {
             cols[p] = Some(end);
         }
@@ -1076,6 +1190,19 @@ impl Inner {
         Ok(())
     }
 
+    /// The accumulator states among state columns (keys first, then each
+    /// accumulator's state columns in turn).
+    fn split_states(&self, cols: &[ArrayRef]) -> Result<Vec<Vec<ArrayRef>>> {
+        let mut states = Vec::new();
+        let mut at = self.key_schema.fields().len();
+        for a in &self.aggr {
+            let k = a.state_fields()?.len();
+            states.push(cols[at..at + k].to_vec());
+            at += k;
+        }
+        Ok(states)
+    }
+
     /// Puts back a [`Self::snapshot`].
     fn restore(&self, b: RecordBatch) -> Result<()> {
         let mut st = self.state.lock().expect("window state");
@@ -1115,13 +1242,7 @@ impl Inner {
             let idx = UInt32Array::from(idx);
             let cols = take_all(&b.columns()[1..], &idx)?;
             let keys = &cols[..nk];
-            let mut states = Vec::new();
-            let mut at = nk;
-            for a in &self.aggr {
-                let k = a.state_fields()?.len();
-                states.push(cols[at..at + k].to_vec());
-                at += k;
-            }
+            let states = self.split_states(&cols)?;
             let mut w = self.new_window()?;
             self.merge_into(&mut w, keys, &states)?;
             st.windows.insert(start, w);
@@ -1130,8 +1251,89 @@ impl Inner {
         Ok(())
     }
 
+    /// `EMIT CHANGES`: the current rows of every group changed since the
+    /// last emission, then windows the watermark has passed are dropped
+    /// (their last rows are out already).
+    fn emit_changes(&self) -> Result<Vec<RecordBatch>> {
+        let wm = self.watermark.get();
+        let mut st = self.state.lock().expect("window state");
+        let mut out = Vec::new();
+        let mut changed = Vec::new();
+        let starts: Vec<i64> = st
+            .windows
+            .iter()
+            .filter(|(_, w)| w.any_touched)
+            .map(|(s, _)| *s)
+            .collect();
+        for start in starts {
+            let old = st.windows.remove(&start).expect("listed");
+            let touched: Vec<u32> = old
+                .touched
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t)
+                .map(|(i, _)| i as u32)
+                .collect();
+            // the accumulators give up their state to be read; the window is
+            // built again from it and goes on unchanged
+            let (w, cols) = self.rebuild(old)?;
+            st.windows.insert(start, w);
+            let idx = UInt32Array::from(touched);
+            let n = idx.len();
+            let cols = take_all(&cols, &idx)?;
+            let nk = self.key_schema.fields().len();
+            let mut view = self.new_window()?;
+            let states = self.split_states(&cols)?;
+            let gidx: Vec<usize> = (0..n).collect();
+            let mut values = Vec::new();
+            for (acc, s) in view.accs.iter_mut().zip(&states) {
+                acc.merge_batch(s, &gidx, n)?;
+                values.push(acc.evaluate(EmitTo::All)?);
+            }
+            let keys = cols[..nk].to_vec();
+            let (s, e) = match self.kind {
+                WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => (start, start + size),
+                _ => (0, 0),
+            };
+            let b = self.output(
+                keys,
+                self.window_column(s, n),
+                self.window_column(e, n),
+                values,
+            )?;
+            if !self.keys.is_empty() {
+                let fields: Vec<Field> = self
+                    .keys
+                    .iter()
+                    .map(|(p, _)| self.schema.field(*p).clone())
+                    .collect();
+                let cols = self
+                    .keys
+                    .iter()
+                    .map(|(p, _)| b.column(*p).clone())
+                    .collect();
+                changed.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
+            }
+            out.push(b);
+        }
+        if let WindowKind::Tumble { size } | WindowKind::Hop { size, .. } = self.kind {
+            while let Some((&start, _)) = st.windows.first_key_value() {
+                if start.saturating_add(size) > wm {
+                    break;
+                }
+                st.windows.remove(&start);
+            }
+        }
+        self.publish_metrics(&st);
+        *self.changed.lock().expect("changed keys") = changed;
+        Ok(out)
+    }
+
     /// Emits every window the watermark has passed.
     fn emit(&self) -> Result<Vec<RecordBatch>> {
+        if self.emit == Emit::Changes {
+            return self.emit_changes();
+        }
         let wm = self.watermark.get();
         let mut st = self.state.lock().expect("window state");
         let mut out = Vec::new();
@@ -1165,6 +1367,7 @@ impl Inner {
                     out.push(b);
                 }
             }
+            WindowKind::Global => unreachable!("no window emits changes"),
         }
         self.publish_metrics(&st);
         Ok(out)

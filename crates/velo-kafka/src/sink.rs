@@ -384,12 +384,20 @@ impl Sink for KafkaSink {
         let values = self.encode_values(batch)?;
         let keys = self.key_columns(batch)?;
         let mut headers = self.headers(batch)?;
+        // an updating stream's deletes are tombstones: the key, no value
+        let ops = batch
+            .column_by_name("_op")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+            .cloned();
         let p = self.producer.as_ref().expect("created above");
         let topic = self.cfg.topic.as_str();
         let mut compound = String::new();
         for i in 0..batch.num_rows() {
             let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
-            if let Some(v) = values.row(i) {
+            let delete = ops
+                .as_ref()
+                .is_some_and(|o| o.is_valid(i) && o.value(i) == "delete");
+            if let Some(v) = values.row(i).filter(|_| !delete) {
                 rec = rec.payload(v);
             }
             if let Some(k) = row_key(&keys, i, &mut compound) {

@@ -413,6 +413,11 @@ impl AppParser<'_> {
         if !hints.is_empty() {
             with = self.hints_to_props(hints)?;
         }
+        let mut emit = None;
+        // EMIT CHANGES may come before INTO too
+        if self.parse_word("EMIT") {
+            emit = Some(self.emit_mode()?);
+        }
         if self.parser.parse_keyword(Keyword::INTO) {
             if kind == StatementKind::InsertInto {
                 return Err(
@@ -426,20 +431,10 @@ impl AppParser<'_> {
                 }
             }
         }
-        let mut emit = None;
         // EMIT and WITH may come in either order
         for _ in 0..2 {
-            if self.parse_word("EMIT") {
-                let t = self.parser.next_token();
-                match &t.token {
-                    Token::Word(w)
-                        if w.value.eq_ignore_ascii_case("CHANGES")
-                            || w.value.eq_ignore_ascii_case("FINAL") =>
-                    {
-                        emit = Some(w.value.to_ascii_uppercase())
-                    }
-                    _ => return Err(self.err_here("expected CHANGES or FINAL after EMIT")),
-                }
+            if emit.is_none() && self.parse_word("EMIT") {
+                emit = Some(self.emit_mode()?);
             } else if self.parser.parse_keyword(Keyword::WITH) {
                 with = self.with_props()?;
             }
@@ -465,6 +460,20 @@ impl AppParser<'_> {
             line,
             text: self.text_since(start_idx),
         })
+    }
+
+    /// `CHANGES` or `FINAL` (after EMIT).
+    fn emit_mode(&mut self) -> crate::Result<String> {
+        let t = self.parser.next_token();
+        match &t.token {
+            Token::Word(w)
+                if w.value.eq_ignore_ascii_case("CHANGES")
+                    || w.value.eq_ignore_ascii_case("FINAL") =>
+            {
+                Ok(w.value.to_ascii_uppercase())
+            }
+            _ => Err(self.err_here("expected CHANGES or FINAL after EMIT")),
+        }
     }
 
     /// `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND` (after WATERMARK):

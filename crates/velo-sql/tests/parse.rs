@@ -85,6 +85,17 @@ fn emit_and_into_are_not_aliases() {
     assert_eq!(app.statements[0].emit.as_deref(), Some("CHANGES"));
     let app = parse_app("SELECT * FROM t INTO o").unwrap();
     assert_eq!(app.statements[0].sinks[0].name, "o");
+    // EMIT before INTO, or after it (before or after WITH)
+    for sql in [
+        "SELECT k, COUNT(*) FROM t GROUP BY k EMIT CHANGES INTO o WITH ('o.type' = 'stdout')",
+        "SELECT k, COUNT(*) FROM t GROUP BY k INTO o EMIT CHANGES WITH ('o.type' = 'stdout')",
+        "SELECT k, COUNT(*) FROM t GROUP BY k INTO o WITH ('o.type' = 'stdout') EMIT CHANGES",
+    ] {
+        let app = parse_app(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(app.statements[0].emit.as_deref(), Some("CHANGES"), "{sql}");
+        assert_eq!(app.statements[0].sinks[0].name, "o", "{sql}");
+    }
+    assert!(parse_app("SELECT k FROM t GROUP BY k EMIT SOMETIMES INTO o").is_err());
 }
 
 fn group_by_of(sql: &str) -> String {

@@ -1,0 +1,158 @@
+//! Updating results: a GROUP BY without a window on a stream (or any query
+//! with EMIT CHANGES) writes a changelog, every changed group with
+//! `_op` = insert / update / delete. Applied in order, the changelog must
+//! equal DataFusion's batch answer to the same query.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::run_in;
+use crate::windows::{oracle, write_jsonl};
+
+/// Events over 60 keys, few records for high keys and many for low ones.
+fn skewed(seed: u64, n: usize) -> Vec<(String, i64, i64)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let u: f64 = rng.random();
+            let k = format!("k{:02}", (u * u * 60.0) as u32);
+            (k, rng.random_range(-50..1000), 1_704_067_200_000 + i as i64)
+        })
+        .collect()
+}
+
+/// What a keyed sink holds after applying the changelog in `path` in order:
+/// key -> `|`-joined `cols`; and how many rows of each `_op` there were.
+fn apply_changelog(
+    path: &Path,
+    key: &str,
+    cols: &[&str],
+) -> (BTreeMap<String, String>, BTreeMap<String, usize>) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut table = BTreeMap::new();
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let k = v[key].to_string();
+        let op = v["_op"].as_str().unwrap_or_else(|| panic!("no _op: {l}"));
+        *ops.entry(op.to_string()).or_default() += 1;
+        match op {
+            "insert" => {
+                assert!(!table.contains_key(&k), "insert of a live key {k}: {l}");
+            }
+            "update" => {
+                assert!(table.contains_key(&k), "update of an unknown key {k}: {l}");
+            }
+            "delete" => {
+                assert!(
+                    table.remove(&k).is_some(),
+                    "delete of an unknown key {k}: {l}"
+                );
+                continue;
+            }
+            other => panic!("unknown _op {other}: {l}"),
+        }
+        let row = cols
+            .iter()
+            .map(|c| v[*c].to_string())
+            .collect::<Vec<_>>()
+            .join("|");
+        table.insert(k, row);
+    }
+    (table, ops)
+}
+
+#[test]
+fn updating_group_by_equals_the_batch_result_at_random_epoch_sizes() {
+    let _machine = crate::common::exclusive();
+    for seed in 1..=3u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let ev = skewed(seed, 3_000);
+        write_jsonl(&dir.join("data/events.jsonl"), &ev);
+        let batch = rand::rngs::StdRng::seed_from_u64(seed).random_range(20..300);
+        let src = format!(
+            "'events.type' = 'file_source', 'events.path' = 'data/events.jsonl', \
+             'events.schema' = 'k VARCHAR, v BIGINT, ts BIGINT', 'batch.size' = '{batch}'"
+        );
+        // a bounded file: EMIT CHANGES makes it stream, epoch by epoch
+        let app = format!(
+            "CREATE STREAM totals AS SELECT k AS key, COUNT(*) AS n, SUM(v) AS total, MAX(v) AS hi, COUNT(DISTINCT v % 7) AS odd
+               FROM events GROUP BY k EMIT CHANGES INTO t
+               WITH ({src}, 't.type' = 'file_sink', 't.path' = 'out/totals.jsonl');
+             CREATE STREAM few AS SELECT k AS key, COUNT(*) AS n, SUM(v) AS total
+               FROM events GROUP BY k HAVING COUNT(*) <= 40 INTO f
+               WITH ({src}, 'f.type' = 'file_sink', 'f.path' = 'out/few.jsonl') EMIT CHANGES;"
+        );
+        let (ok, log) = crate::common::run_app(dir, &app);
+        assert!(ok, "seed {seed}: {log}");
+
+        let cols = ["key", "n", "total", "hi", "odd"];
+        let (table, ops) = apply_changelog(&dir.join("out/totals.jsonl"), "key", &cols);
+        let want = oracle(
+            &ev,
+            "SELECT k AS key, COUNT(*) AS n, SUM(v) AS total, MAX(v) AS hi, COUNT(DISTINCT v % 7) AS odd FROM events GROUP BY k",
+        );
+        let got: Vec<String> = table.values().cloned().collect();
+        assert_eq!(got, want, "seed {seed}, batch.size {batch}: totals");
+        assert_eq!(ops.get("insert"), Some(&want.len()), "one insert per key");
+        assert!(
+            ops.get("update").copied().unwrap_or(0) > want.len(),
+            "groups were updated epoch after epoch: {ops:?}"
+        );
+
+        let (table, ops) =
+            apply_changelog(&dir.join("out/few.jsonl"), "key", &["key", "n", "total"]);
+        let want = oracle(
+            &ev,
+            "SELECT k AS key, COUNT(*) AS n, SUM(v) AS total FROM events GROUP BY k HAVING COUNT(*) <= 40",
+        );
+        let got: Vec<String> = table.values().cloned().collect();
+        assert!(want.len() > 5, "some keys stay under the HAVING bound");
+        assert_eq!(got, want, "seed {seed}, batch.size {batch}: HAVING");
+        assert!(
+            ops.get("delete").copied().unwrap_or(0) > 5,
+            "keys that outgrew HAVING were deleted: {ops:?}"
+        );
+    }
+}
+
+#[test]
+fn group_by_on_an_infinite_stream_is_an_updating_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // no window, no EMIT: on an unbounded source this is an updating stream
+    let app = "CREATE STREAM per_bucket AS SELECT id % 10 AS bucket, COUNT(*) AS n, MAX(id) AS last_id FROM gen
+      GROUP BY id % 10 INTO out
+      WITH ('gen.type' = 'datagen', 'gen.rate' = '5000', 'gen.columns' = 'id:sequence(0)',
+            'batch.timeout' = '100ms', 'out.type' = 'file_sink', 'out.path' = 'out/b.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let explain = run_in(dir, &["explain", "app.sql"], &[]);
+    let text = String::from_utf8_lossy(&explain.stdout).to_string();
+    assert!(
+        explain.status.success() && text.contains("Emit: changes") && text.contains("(bucket)"),
+        "explain names the changelog and its key: {text}{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    let out = dir.join("out/b.jsonl");
+    // several epochs of updates
+    crate::common::run_until_lines(dir, &out, 50);
+    let (table, ops) = apply_changelog(&out, "bucket", &["bucket", "n", "last_id"]);
+    assert_eq!(table.len(), 10, "{table:?}");
+    assert_eq!(ops.get("insert"), Some(&10), "{ops:?}");
+    // the count of a bucket is the number of ids seen in it so far
+    for row in table.values() {
+        let p: Vec<i64> = row.split('|').map(|x| x.parse().unwrap()).collect();
+        let (bucket, n, last) = (p[0], p[1], p[2]);
+        assert_eq!(last % 10, bucket, "{row}");
+        assert_eq!(
+            n,
+            last / 10 + 1,
+            "every id of bucket {bucket} up to {last} counted once: {row}"
+        );
+    }
+}
