@@ -142,15 +142,31 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
 }
 
 pub fn produce(bootstrap: &str, topic: &str, msgs: &[(Option<String>, Vec<u8>)]) {
+    produce_records(
+        bootstrap,
+        topic,
+        msgs.iter().map(|(k, v)| (None, k.as_deref(), v.as_slice())),
+    );
+}
+
+/// Sends (partition, key, value) records and waits until all are delivered.
+fn produce_records<'a>(
+    bootstrap: &str,
+    topic: &str,
+    msgs: impl Iterator<Item = (Option<i32>, Option<&'a str>, &'a [u8])>,
+) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    for (k, v) in msgs {
-        let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(v.as_slice());
+    for (partition, k, v) in msgs {
+        let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(v);
         if let Some(k) = k {
-            rec = rec.key(k.as_str());
+            rec = rec.key(k);
+        }
+        if let Some(part) = partition {
+            rec = rec.partition(part);
         }
         let mut rec = rec;
         loop {
@@ -165,6 +181,18 @@ pub fn produce(bootstrap: &str, topic: &str, msgs: &[(Option<String>, Vec<u8>)])
         }
     }
     p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Sends `ids` as `{"id": n}` to one partition of `topic`.
+fn produce_ids_to(bootstrap: &str, topic: &str, partition: i32, ids: impl Iterator<Item = u64>) {
+    let values: Vec<Vec<u8>> = ids
+        .map(|i| format!(r#"{{"id":{i}}}"#).into_bytes())
+        .collect();
+    produce_records(
+        bootstrap,
+        topic,
+        values.iter().map(|v| (Some(partition), None, v.as_slice())),
+    );
 }
 
 /// Every message of `topic` (read from the start until `n` arrived or 20 s).
@@ -631,6 +659,64 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
             (*n, *ids, *times),
             (1_000, want, 1),
             "window {ws}: every record of it counted, the window emitted once: {windows:?}"
+        );
+    }
+}
+
+/// The watermark of a Kafka source is the minimum over its partitions: a
+/// partition that lags far behind another does not see its records
+/// dropped as late.
+#[test]
+fn watermark_follows_the_slowest_partition() {
+    let _machine = crate::common::exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders", 2);
+    // partition 0 is 20 s of event time ahead; partition 1 has 1 s of it
+    produce_ids_to(&bs, "orders", 0, (0..20_000).step_by(10));
+    produce_ids_to(&bs, "orders", 1, (0..1_000).step_by(10));
+    let group = format!("wm-{bs}");
+    let app = format!(
+        r#"CREATE STREAM per_second AS
+SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n FROM orders
+GROUP BY TUMBLE(id, INTERVAL '1' SECOND) INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = '{group}',
+      'orders.event.time.field' = 'id', 'orders.watermark.max_out_of_orderness' = '0ms',
+      'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
+      'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl', 'batch.size' = '500');"#
+    );
+    let log = tmp.path().join("velo.log");
+    let mut child = spawn_assigned(tmp.path(), &app, &[], &[], &log);
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(
+        Duration::from_secs(60),
+        "the first 2,100 records read",
+        || committed(&bs, &group, "orders", 2) >= 2_100,
+    );
+    // partition 1 catches up: 19 s behind partition 0, behind the highest
+    // event time seen, but not behind the watermark of the slowest partition
+    produce_ids_to(&bs, "orders", 1, (1_000..20_000).step_by(10));
+    wait_for(Duration::from_secs(60), "all 4,000 records read", || {
+        committed(&bs, &group, "orders", 2) >= 4_000
+    });
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = wait_timeout(&mut child, Duration::from_secs(60), &log);
+    assert!(status.success(), "{}", said());
+    assert!(!said().contains("late:"), "nothing is late: {}", said());
+    // the last run reads to the end and flushes the open windows
+    final_round(tmp.path(), &app, &log);
+    let mut windows: BTreeMap<u64, u64> = BTreeMap::new();
+    for v in lines_of(&[tmp.path().join("out/w.jsonl")]) {
+        *windows.entry(v["ws"].as_u64().unwrap()).or_default() += v["n"].as_u64().unwrap();
+    }
+    assert_eq!(windows.len(), 20, "{windows:?}");
+    for (ws, n) in &windows {
+        assert_eq!(
+            *n, 200,
+            "window {ws}: 100 records from each partition: {windows:?}"
         );
     }
 }

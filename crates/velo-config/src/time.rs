@@ -36,7 +36,7 @@ pub const EVENT_TIME_KEYS: &[KeySpec] = &[
         "watermark.idle_timeout",
         KeyType::Duration,
         None,
-        "A part (file, partition) without records for this long stops holding the watermark back (default: never)",
+        "A part (Kafka partition) without records for this long stops holding the watermark back, which is the minimum over the parts (default: never)",
     ),
     KeySpec::new(
         "late.data.strategy",

@@ -63,6 +63,20 @@ pub enum SourceEvent {
     /// never splits such a batch across epochs, so the position of an epoch
     /// is exactly that of its last batch.
     Positioned(RecordBatch, Position),
+    /// Decoded records from several parts of the source (Kafka partitions),
+    /// with the source's position just after them if it has one (then the
+    /// batch is never split across epochs, as for [`Self::Positioned`]).
+    /// `parts` names where the rows came from as runs over the batch, in
+    /// order: (part, number of rows). The watermark of an event-time source
+    /// is the minimum over its parts.
+    Parts {
+        /// The records.
+        batch: RecordBatch,
+        /// The position after them, if the source reports positions.
+        position: Option<Position>,
+        /// (part, rows) runs covering the batch.
+        parts: Vec<(std::sync::Arc<str>, usize)>,
+    },
     /// A record that could not be decoded.
     Bad(BadRecord),
     /// A fatal error (the source stops).

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -65,10 +65,58 @@ enum Projection {
     All,
 }
 
+/// Where the rows of a batch came from: (part, rows) runs in order.
+type PartRuns = Vec<(Arc<str>, usize)>;
+
+/// Splits `runs` after `at` rows.
+fn split_runs(runs: PartRuns, at: usize) -> (PartRuns, PartRuns) {
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    let mut seen = 0;
+    for (part, n) in runs {
+        if seen >= at {
+            tail.push((part, n));
+        } else if seen + n <= at {
+            head.push((part, n));
+        } else {
+            head.push((part.clone(), at - seen));
+            tail.push((part, seen + n - at));
+        }
+        seen += n;
+    }
+    (head, tail)
+}
+
+/// The highest event time of each part among the rows `keep` selects
+/// (all rows without it).
+fn part_maxima(
+    millis: &arrow::array::Int64Array,
+    keep: Option<&arrow::array::BooleanArray>,
+    runs: &[(Arc<str>, usize)],
+) -> Result<Vec<(Arc<str>, i64)>, DataFusionError> {
+    let mut out = Vec::with_capacity(runs.len());
+    let mut at = 0;
+    for (part, n) in runs {
+        let slice = millis.slice(at, *n);
+        let max = match keep {
+            None => arrow::compute::max(&slice),
+            Some(k) => {
+                let f = arrow::compute::filter(&slice, &k.slice(at, *n))?;
+                arrow::compute::max(f.as_primitive::<arrow::datatypes::Int64Type>())
+            }
+        };
+        if let Some(m) = max {
+            out.push((part.clone(), m));
+        }
+        at += n;
+    }
+    Ok(out)
+}
+
 struct State {
     /// Opened at the first read, once planning has told which columns are used.
     reader: Option<SourceReader>,
-    pending: Option<RecordBatch>,
+    /// The rest of a batch cut at the epoch's record budget, with its parts.
+    pending: Option<(RecordBatch, Option<PartRuns>)>,
     exhausted: bool,
     budget: Budget,
     records: usize,
@@ -203,6 +251,7 @@ impl EpochFeed {
         &self,
         s: &mut State,
         batch: RecordBatch,
+        parts: Option<PartRuns>,
     ) -> Result<RecordBatch, DataFusionError> {
         let (Some(TimeMode::Event(t)), Some(idx)) = (&self.time, self.time_index) else {
             return Ok(batch);
@@ -219,18 +268,29 @@ impl EpochFeed {
         let wm = self.watermark.get();
         let in_time =
             read.errors.is_empty() && arrow::compute::min(&read.millis).is_none_or(|m| m >= wm);
-        let max_ts = if in_time {
+        // the highest event time of each part the rows came from
+        let maxima: Vec<(Arc<str>, i64)> = if in_time {
             // the usual case: every time readable, none late
-            arrow::compute::max(&read.millis).unwrap_or(Watermark::NONE)
+            match &parts {
+                Some(runs) => part_maxima(&read.millis, None, runs)?,
+                None => arrow::compute::max(&read.millis)
+                    .map(|m| (Arc::from(""), m))
+                    .into_iter()
+                    .collect(),
+            }
         } else {
-            let (kept, max_ts) = self.hold_back(s, &batch, &read, t, wm)?;
+            let (kept, keep, max_ts) = self.hold_back(s, &batch, &read, t, wm)?;
             batch = kept;
-            max_ts
+            match &parts {
+                Some(runs) => part_maxima(&read.millis, Some(&keep), runs)?,
+                None if max_ts != Watermark::NONE => vec![(Arc::from(""), max_ts)],
+                None => vec![],
+            }
         };
         if let Some(tr) = s.tracker.as_mut() {
             let now = Instant::now();
-            if max_ts != Watermark::NONE {
-                tr.observe("", max_ts, now);
+            for (part, max_ts) in &maxima {
+                tr.observe(part, *max_ts, now);
             }
             if let Some(w) = tr.watermark(now) {
                 self.watermark.advance(w);
@@ -248,7 +308,7 @@ impl EpochFeed {
         read: &crate::time::ReadTime,
         t: &velo_config::time::EventTime,
         wm: i64,
-    ) -> Result<(RecordBatch, i64), DataFusionError> {
+    ) -> Result<(RecordBatch, arrow::array::BooleanArray, i64), DataFusionError> {
         let mut keep = arrow::array::BooleanBuilder::with_capacity(batch.num_rows());
         let mut max_ts = Watermark::NONE;
         let mut bad = read.errors.iter().peekable();
@@ -298,8 +358,10 @@ impl EpochFeed {
             }
         }
         Counters::add(&self.counters.records_late, late);
+        let keep = keep.finish();
         Ok((
-            arrow::compute::filter_record_batch(batch, &keep.finish())?,
+            arrow::compute::filter_record_batch(batch, &keep)?,
+            keep,
             max_ts,
         ))
     }
@@ -452,7 +514,7 @@ impl EpochFeed {
                 return None;
             }
             let mut whole = false;
-            let batch = if let Some(p) = s.pending.take() {
+            let (batch, mut parts) = if let Some(p) = s.pending.take() {
                 p
             } else if s.exhausted {
                 return None;
@@ -482,12 +544,23 @@ impl EpochFeed {
                         s.exhausted = true;
                         return None;
                     }
-                    Some(SourceEvent::Batch(b)) => b,
+                    Some(SourceEvent::Batch(b)) => (b, None),
                     Some(SourceEvent::Positioned(b, pos)) => {
                         // never split: the epoch's position is its last batch's
                         s.position = Some(pos);
                         whole = true;
-                        b
+                        (b, None)
+                    }
+                    Some(SourceEvent::Parts {
+                        batch,
+                        position,
+                        parts,
+                    }) => {
+                        if let Some(pos) = position {
+                            s.position = Some(pos);
+                            whole = true;
+                        }
+                        (batch, Some(parts))
                     }
                     Some(SourceEvent::Bad(r)) => {
                         Counters::add(&self.counters.records_failed, 1);
@@ -518,8 +591,16 @@ impl EpochFeed {
             if let Some(max) = s.budget.max_records.filter(|_| !whole) {
                 let room = max - s.records;
                 if batch.num_rows() > room {
-                    s.pending = Some(batch.slice(room, batch.num_rows() - room));
+                    let (head, tail) = match parts.take() {
+                        Some(runs) => {
+                            let (h, t) = split_runs(runs, room);
+                            (Some(h), Some(t))
+                        }
+                        None => (None, None),
+                    };
+                    s.pending = Some((batch.slice(room, batch.num_rows() - room), tail));
                     batch = batch.slice(0, room);
+                    parts = head;
                 }
             }
             if batch.num_rows() == 0 {
@@ -529,7 +610,7 @@ impl EpochFeed {
             s.batches += 1;
             s.bytes += batch.get_array_memory_size() as u64;
             Counters::add(&self.counters.records_in, batch.num_rows() as u64);
-            let batch = match self.apply_time(&mut s, batch) {
+            let batch = match self.apply_time(&mut s, batch, parts) {
                 Ok(b) => b,
                 Err(e) => return Some(Err(e)),
             };
@@ -616,5 +697,151 @@ impl datafusion::catalog::TableProvider for SourceTable {
             limit,
         )?;
         Ok(Arc::new(exec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use velo_config::time::{EventTime, LateData, TimeFormat};
+
+    /// A source that replays scripted events.
+    #[derive(Debug)]
+    struct Scripted {
+        schema: SchemaRef,
+        events: std::sync::Mutex<Vec<SourceEvent>>,
+    }
+
+    impl Source for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn schema(&self) -> SchemaRef {
+            self.schema.clone()
+        }
+        fn is_bounded(&self) -> bool {
+            true
+        }
+        fn open(
+            &self,
+            _batch_size: usize,
+            _projection: Option<&[usize]>,
+        ) -> velo_connectors::Result<SourceReader> {
+            let events = std::mem::take(&mut *self.events.lock().unwrap());
+            let (tx, rx) = tokio::sync::mpsc::channel(events.len().max(1));
+            for e in events {
+                tx.try_send(e).unwrap();
+            }
+            Ok(SourceReader::new(rx))
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn parted(schema: &SchemaRef, rows: &[(&str, i64)]) -> SourceEvent {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.1),
+            ))],
+        )
+        .unwrap();
+        let mut parts: PartRuns = Vec::new();
+        for (p, _) in rows {
+            match parts.last_mut() {
+                Some((q, n)) if q.as_ref() == *p => *n += 1,
+                _ => parts.push((Arc::from(*p), 1)),
+            }
+        }
+        SourceEvent::Parts {
+            batch,
+            position: None,
+            parts,
+        }
+    }
+
+    #[test]
+    fn runs_split_at_any_row() {
+        let runs: PartRuns = vec![(Arc::from("a"), 3), (Arc::from("b"), 2)];
+        let names = |r: &PartRuns| {
+            r.iter()
+                .map(|(p, n)| format!("{p}{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (h, t) = split_runs(runs.clone(), 2);
+        assert_eq!((names(&h).as_str(), names(&t).as_str()), ("a2", "a1,b2"));
+        let (h, t) = split_runs(runs.clone(), 3);
+        assert_eq!((names(&h).as_str(), names(&t).as_str()), ("a3", "b2"));
+        let (h, t) = split_runs(runs, 4);
+        assert_eq!((names(&h).as_str(), names(&t).as_str()), ("a3,b1", "b1"));
+    }
+
+    /// The watermark is the minimum over the parts: a part that lags holds
+    /// it back (its records are not late), until it is idle.
+    #[tokio::test]
+    async fn watermark_is_the_minimum_over_parts_until_one_is_idle() {
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, false)]));
+        let events = vec![
+            parted(&schema, &[("p0", 1_000), ("p0", 2_000), ("p1", 500)]),
+            parted(&schema, &[("p0", 10_000)]),
+            // p1 is behind p0 but not behind the watermark: not late
+            parted(&schema, &[("p1", 600), ("p0", 10_100)]),
+            // 550 is behind the watermark (600): late
+            parted(&schema, &[("p1", 550)]),
+            // after p1 is idle, p0 alone moves the watermark
+            parted(&schema, &[("p0", 11_000)]),
+        ];
+        let source = Arc::new(Scripted {
+            schema: schema.clone(),
+            events: std::sync::Mutex::new(events),
+        });
+        let counters = Counters::new();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let time = TimeMode::Event(EventTime {
+            field: "ts".into(),
+            format: TimeFormat::EpochMillis,
+            max_out_of_orderness: Duration::ZERO,
+            idle_timeout: Some(Duration::from_millis(300)),
+            late: LateData::Drop,
+        });
+        let feed = EpochFeed::new(
+            source,
+            1024,
+            BadRecordPolicy::Collect,
+            counters.clone(),
+            rx,
+            Some(time),
+        )
+        .unwrap();
+        let wm = feed.watermark();
+        // one source batch per epoch; rows delivered
+        async fn next(feed: &EpochFeed) -> usize {
+            feed.begin_epoch(Budget {
+                max_batches: Some(1),
+                ..Default::default()
+            })
+            .await;
+            match feed.next_batch().await {
+                Some(b) => b.unwrap().num_rows(),
+                None => 0,
+            }
+        }
+        assert_eq!(next(&feed).await, 3);
+        assert_eq!(wm.get(), 500, "p1 holds the watermark at 500");
+        assert_eq!(next(&feed).await, 1);
+        assert_eq!(wm.get(), 500, "p0 alone cannot move it");
+        assert_eq!(next(&feed).await, 2, "p1's 600 is not late");
+        assert_eq!(wm.get(), 600);
+        // 550 < 600: late, dropped and counted
+        assert_eq!(next(&feed).await, 0);
+        assert_eq!(Counters::get(&counters.records_late), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(next(&feed).await, 1);
+        assert_eq!(wm.get(), 11_000, "idle p1 no longer holds the watermark");
     }
 }

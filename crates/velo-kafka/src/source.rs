@@ -592,6 +592,7 @@ impl Source for KafkaSource {
             ends,
             committed: HashMap::new(),
             committed_checked: Instant::now() - Duration::from_secs(1),
+            part_names: Vec::new(),
             tx,
         };
         std::thread::Builder::new()
@@ -631,6 +632,8 @@ struct Worker {
     /// stop.at.end: the group's committed offsets, checked now and then.
     committed: HashMap<String, i64>,
     committed_checked: Instant,
+    /// `topic/partition` names handed out with batches.
+    part_names: Vec<(String, i32, Arc<str>)>,
     tx: tokio::sync::mpsc::Sender<SourceEvent>,
 }
 
@@ -745,11 +748,48 @@ impl Worker {
             }));
         }
         let good: Vec<&BorrowedMessage<'_>> = decoded.good.iter().map(|i| &msgs[*i]).collect();
+        // the partitions the rows came from, as runs (for the per-partition
+        // watermark)
+        let mut parts: Vec<(Arc<str>, usize)> = Vec::new();
+        let mut run: Option<(&str, i32, usize)> = None;
+        for m in &good {
+            match &mut run {
+                Some((t, p, n)) if *p == m.partition() && *t == m.topic() => *n += 1,
+                _ => {
+                    if let Some((t, p, n)) = run.take() {
+                        parts.push((self.part_name(t, p), n));
+                    }
+                    run = Some((m.topic(), m.partition(), 1));
+                }
+            }
+        }
+        if let Some((t, p, n)) = run {
+            parts.push((self.part_name(t, p), n));
+        }
         match self.assemble(&decoded.batch, &good) {
-            Ok(b) => events.push(SourceEvent::Positioned(b, self.position.clone())),
+            Ok(batch) => events.push(SourceEvent::Parts {
+                batch,
+                position: Some(self.position.clone()),
+                parts,
+            }),
             Err(e) => events.push(SourceEvent::Error(format!("building a batch failed: {e}"))),
         }
         events
+    }
+
+    /// `topic/partition`, shared between batches.
+    fn part_name(&mut self, topic: &str, partition: i32) -> Arc<str> {
+        if let Some((_, _, n)) = self
+            .part_names
+            .iter()
+            .find(|(t, p, _)| *p == partition && t.as_str() == topic)
+        {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(format!("{topic}/{partition}"));
+        self.part_names
+            .push((topic.to_string(), partition, n.clone()));
+        n
     }
 
     fn assemble(
