@@ -152,3 +152,16 @@ pub fn run_app(dir: &Path, app: &str) -> (bool, String) {
     );
     (o.status.success(), log)
 }
+
+/// Arrow batches as JSON Lines text.
+pub fn jsonl_of(batches: &[arrow::array::RecordBatch]) -> String {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    String::from_utf8(buf).unwrap()
+}

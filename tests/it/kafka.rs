@@ -398,6 +398,32 @@ fn final_round(dir: &Path, app: &str, log: &Path) -> String {
     said
 }
 
+/// Produces `first` orders, then runs `app` four times, alternating a crash
+/// at a checkpoint with a SIGKILL, 3,000 more orders before each run after
+/// the first, and a last run to the end; returns the orders produced.
+fn crash_kill_and_finish(dir: &Path, bs: &str, app: &str, first: u64) -> u64 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let out_dir = dir.join("out");
+    let log = dir.join("velo.log");
+    let mut produced = first;
+    produce(bs, "orders", &orders(0..produced));
+    for round in 0..4 {
+        if round > 0 {
+            produce(bs, "orders", &orders(produced..produced + 3_000));
+            produced += 3_000;
+        }
+        if round % 2 == 0 {
+            // crash with state open: it is only in the checkpoint
+            crash_round(dir, app, &log, rng.random_range(2..=5));
+        } else {
+            kill_round(dir, app, &log, &out_dir, &mut rng);
+        }
+    }
+    final_round(dir, app, &log);
+    produced
+}
+
 /// Waits for `child` to exit; kills it and fails (with its `log`) after `limit`.
 fn wait_timeout(child: &mut Child, limit: Duration, log: &Path) -> std::process::ExitStatus {
     let start = Instant::now();
@@ -611,14 +637,11 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 #[test]
 fn windows_survive_kills_and_crashes_exactly_once() {
     let _machine = crate::common::exclusive();
-    use rand::Rng;
     let tmp = tempfile::tempdir().unwrap();
     let broker = Tansu::start(tmp.path());
     let bs = broker.bootstrap();
     // one partition: event time (the id, as milliseconds) arrives in order
     create_topic(&bs, "orders", 1);
-    let mut produced = 6_000u64;
-    produce(&bs, "orders", &orders(0..produced));
     let app = format!(
         r#"CREATE STREAM per_second AS
 SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids FROM orders
@@ -629,22 +652,8 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
       'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl',
       'use_transactions' = 'true', 'batch.size' = '300');"#
     );
-    let mut rng = rand::rng();
     let out_dir = tmp.path().join("out");
-    let log = tmp.path().join("velo.log");
-    for round in 0..4 {
-        if round > 0 {
-            produce(&bs, "orders", &orders(produced..produced + 3_000));
-            produced += 3_000;
-        }
-        if round % 2 == 0 {
-            // crash with windows open: their state is only in the checkpoint
-            crash_round(tmp.path(), &app, &log, rng.random_range(2..=5));
-        } else {
-            kill_round(tmp.path(), &app, &log, &out_dir, &mut rng);
-        }
-    }
-    final_round(tmp.path(), &app, &log);
+    let produced = crash_kill_and_finish(tmp.path(), &bs, &app, 6_000);
     let mut windows: BTreeMap<u64, (u64, u64, u32)> = BTreeMap::new();
     for v in lines_of(&published(&out_dir, "part")) {
         let e = windows.entry(v["ws"].as_u64().unwrap()).or_default();
@@ -661,6 +670,56 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
             "window {ws}: every record of it counted, the window emitted once: {windows:?}"
         );
     }
+}
+
+/// An updating GROUP BY (no window) on Kafka: its groups and the keys it
+/// has written are in the checkpoint, so across crashes and kills every
+/// record is counted once and every key inserted once.
+#[test]
+fn updating_group_by_survives_kills_and_crashes_exactly_once() {
+    let _machine = crate::common::exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    create_topic(&bs, "orders", 1);
+    let app = format!(
+        r#"CREATE TABLE per_customer AS
+SELECT customer, COUNT(*) AS n, SUM(id) AS ids FROM orders GROUP BY customer INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = 'u-{bs}',
+      'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
+      'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl',
+      'use_transactions' = 'true', 'batch.size' = '300');"#
+    );
+    let out_dir = tmp.path().join("out");
+    let produced = crash_kill_and_finish(tmp.path(), &bs, &app, 6_000);
+    // the published files in epoch order are the changelog
+    let all = tmp.path().join("changelog.jsonl");
+    let text: String = published(&out_dir, "part")
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    std::fs::write(&all, text).unwrap();
+    let (table, ops) =
+        crate::updating::apply_changelog(&all, &["customer"], &["customer", "n", "ids"]);
+    let mut want = BTreeMap::new();
+    for i in 0..produced {
+        let e: &mut (u64, u64) = want.entry(format!("\"c{}\"", i % 97)).or_default();
+        e.0 += 1;
+        e.1 += i;
+    }
+    assert_eq!(table.len(), 97, "{table:?}");
+    for (c, (n, ids)) in &want {
+        assert_eq!(
+            table.get(c),
+            Some(&format!("{c}|{n}|{ids}")),
+            "customer {c}: every record counted once"
+        );
+    }
+    assert_eq!(
+        ops.get("insert"),
+        Some(&97),
+        "each key inserted once: {ops:?}"
+    );
 }
 
 /// The watermark of a Kafka source is the minimum over its partitions: a
@@ -684,7 +743,8 @@ GROUP BY TUMBLE(id, INTERVAL '1' SECOND) INTO out
 WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = '{group}',
       'orders.event.time.field' = 'id', 'orders.watermark.max_out_of_orderness' = '0ms',
       'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
-      'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl', 'batch.size' = '500');"#
+      'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl', 'batch.size' = '500',
+      'use_transactions' = 'true');"#
     );
     let log = tmp.path().join("velo.log");
     let mut child = spawn_assigned(tmp.path(), &app, &[], &[], &log);
@@ -709,7 +769,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
     // the last run reads to the end and flushes the open windows
     final_round(tmp.path(), &app, &log);
     let mut windows: BTreeMap<u64, u64> = BTreeMap::new();
-    for v in lines_of(&[tmp.path().join("out/w.jsonl")]) {
+    for v in lines_of(&published(&tmp.path().join("out"), "w")) {
         *windows.entry(v["ws"].as_u64().unwrap()).or_default() += v["n"].as_u64().unwrap();
     }
     assert_eq!(windows.len(), 20, "{windows:?}");

@@ -7,6 +7,7 @@
 mod common;
 mod golden;
 mod kafka;
+mod nexmark;
 mod process;
 mod updating;
 mod windows;

@@ -25,9 +25,9 @@ fn skewed(seed: u64, n: usize) -> Vec<(String, i64, i64)> {
 
 /// What a keyed sink holds after applying the changelog in `path` in order:
 /// key -> `|`-joined `cols`; and how many rows of each `_op` there were.
-fn apply_changelog(
+pub(crate) fn apply_changelog(
     path: &Path,
-    key: &str,
+    key: &[&str],
     cols: &[&str],
 ) -> (BTreeMap<String, String>, BTreeMap<String, usize>) {
     let text =
@@ -36,7 +36,11 @@ fn apply_changelog(
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for l in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let k = v[key].to_string();
+        let k = key
+            .iter()
+            .map(|c| v[*c].to_string())
+            .collect::<Vec<_>>()
+            .join("|");
         let op = v["_op"].as_str().unwrap_or_else(|| panic!("no _op: {l}"));
         *ops.entry(op.to_string()).or_default() += 1;
         match op {
@@ -86,13 +90,17 @@ fn updating_group_by_equals_the_batch_result_at_random_epoch_sizes() {
                WITH ({src}, 't.type' = 'file_sink', 't.path' = 'out/totals.jsonl');
              CREATE STREAM few AS SELECT k AS key, COUNT(*) AS n, SUM(v) AS total
                FROM events GROUP BY k HAVING COUNT(*) <= 40 INTO f
-               WITH ({src}, 'f.type' = 'file_sink', 'f.path' = 'out/few.jsonl') EMIT CHANGES;"
+               WITH ({src}, 'f.type' = 'file_sink', 'f.path' = 'out/few.jsonl') EMIT CHANGES;
+             CREATE STREAM per_second AS SELECT k AS key, window_start, COUNT(*) AS n, SUM(v) AS total
+               FROM events GROUP BY k, TUMBLE(ts, INTERVAL '1' SECOND) EMIT CHANGES INTO w
+               WITH ({src}, 'events.watermark.max_out_of_orderness' = '0ms',
+                     'w.type' = 'file_sink', 'w.path' = 'out/windows.jsonl');"
         );
         let (ok, log) = crate::common::run_app(dir, &app);
         assert!(ok, "seed {seed}: {log}");
 
         let cols = ["key", "n", "total", "hi", "odd"];
-        let (table, ops) = apply_changelog(&dir.join("out/totals.jsonl"), "key", &cols);
+        let (table, ops) = apply_changelog(&dir.join("out/totals.jsonl"), &["key"], &cols);
         let want = oracle(
             &ev,
             "SELECT k AS key, COUNT(*) AS n, SUM(v) AS total, MAX(v) AS hi, COUNT(DISTINCT v % 7) AS odd FROM events GROUP BY k",
@@ -106,7 +114,7 @@ fn updating_group_by_equals_the_batch_result_at_random_epoch_sizes() {
         );
 
         let (table, ops) =
-            apply_changelog(&dir.join("out/few.jsonl"), "key", &["key", "n", "total"]);
+            apply_changelog(&dir.join("out/few.jsonl"), &["key"], &["key", "n", "total"]);
         let want = oracle(
             &ev,
             "SELECT k AS key, COUNT(*) AS n, SUM(v) AS total FROM events GROUP BY k HAVING COUNT(*) <= 40",
@@ -117,6 +125,30 @@ fn updating_group_by_equals_the_batch_result_at_random_epoch_sizes() {
         assert!(
             ops.get("delete").copied().unwrap_or(0) > 5,
             "keys that outgrew HAVING were deleted: {ops:?}"
+        );
+
+        // a window's changes are keyed by its group and its start
+        let (table, ops) = apply_changelog(
+            &dir.join("out/windows.jsonl"),
+            &["key", "window_start"],
+            &["key", "n", "total"],
+        );
+        let mut got: Vec<String> = table.values().cloned().collect();
+        got.sort();
+        let want = oracle(
+            &ev,
+            "SELECT k AS key, COUNT(*) AS n, SUM(v) AS total FROM events
+             GROUP BY k, date_bin(INTERVAL '1 second', ts, TIMESTAMP '1970-01-01T00:00:00')",
+        );
+        assert_eq!(got, want, "seed {seed}, batch.size {batch}: windows");
+        assert_eq!(
+            ops.get("insert"),
+            Some(&want.len()),
+            "one insert per key and window"
+        );
+        assert!(
+            ops.get("update").copied().unwrap_or(0) > 0,
+            "windows were updated while open: {ops:?}"
         );
     }
 }
@@ -141,7 +173,7 @@ fn group_by_on_an_infinite_stream_is_an_updating_result() {
     let out = dir.join("out/b.jsonl");
     // several epochs of updates
     crate::common::run_until_lines(dir, &out, 50);
-    let (table, ops) = apply_changelog(&out, "bucket", &["bucket", "n", "last_id"]);
+    let (table, ops) = apply_changelog(&out, &["bucket"], &["bucket", "n", "last_id"]);
     assert_eq!(table.len(), 10, "{table:?}");
     assert_eq!(ops.get("insert"), Some(&10), "{ops:?}");
     // the count of a bucket is the number of ids seen in it so far

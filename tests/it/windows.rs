@@ -85,18 +85,10 @@ pub(crate) fn oracle(ev: &[(String, i64, i64)], sql: &str) -> Vec<String> {
         .await
         .unwrap();
         let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let mut buf = Vec::new();
-        {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            for b in &out {
-                w.write(b).unwrap();
-            }
-            w.finish().unwrap();
-        }
+        let text = crate::common::jsonl_of(&out);
         let schema = out[0].schema();
         let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut rows: Vec<String> = String::from_utf8(buf)
-            .unwrap()
+        let mut rows: Vec<String> = text
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();

@@ -11,11 +11,13 @@
 //! gives the engine its delivery guarantees; the engine's fan-out runs every
 //! sink on its own thread.
 //!
-//! One connector, one folder (`file/`, `datagen/`, `stdout/`), each with its
-//! typed `config.rs`; [`registry`] builds them by type name.
+//! One connector, one folder (`file/`, `datagen/`, `nexmark/`, `stdout/`),
+//! each with its typed configuration; [`registry`] builds them by type name.
 
+pub mod blackhole;
 pub mod datagen;
 pub mod file;
+pub mod nexmark;
 pub mod registry;
 pub mod schema;
 pub mod sink;

@@ -73,6 +73,17 @@ fn datagen_source(cfg: &ConnectorConfig, _schema: Option<SchemaRef>) -> Result<A
     )))
 }
 
+fn nexmark_source(cfg: &ConnectorConfig, _schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
+    Ok(Arc::new(crate::nexmark::NexmarkSource::new(
+        &cfg.name,
+        crate::nexmark::NexmarkConfig::from_config(cfg)?,
+    )))
+}
+
+fn blackhole_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(crate::blackhole::BlackholeSink::new(&cfg.name)))
+}
+
 fn file_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
     Ok(Box::new(FileSink::new(
         &cfg.name,
@@ -100,7 +111,8 @@ const PLANNED: &[&str] = &[
 ];
 
 impl Registry {
-    /// The connectors of this crate: file, datagen/generator, stdout/console.
+    /// The connectors of this crate: file, datagen/generator, nexmark,
+    /// stdout/console, blackhole.
     pub fn builtin() -> Self {
         let src = |name, keys, create: SourceCtor| Kind {
             name,
@@ -119,11 +131,13 @@ impl Registry {
                 src("file", crate::file::SOURCE_KEYS, file_source),
                 src("datagen", crate::datagen::KEYS, datagen_source),
                 src("generator", crate::datagen::KEYS, datagen_source),
+                src("nexmark", crate::nexmark::KEYS, nexmark_source),
             ],
             sinks: vec![
                 sink("file", crate::file::SINK_KEYS, file_sink),
                 sink("stdout", crate::stdout::KEYS, stdout_sink),
                 sink("console", crate::stdout::KEYS, stdout_sink),
+                sink("blackhole", crate::blackhole::KEYS, blackhole_sink),
             ],
         }
     }

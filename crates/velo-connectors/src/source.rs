@@ -77,6 +77,11 @@ pub enum SourceEvent {
         /// (part, rows) runs covering the batch.
         parts: Vec<(std::sync::Arc<str>, usize)>,
     },
+    /// The parts the source reads from now on (Kafka partitions after a
+    /// rebalance): the watermark waits for each of them, also before it
+    /// delivers a record (or until it is idle for `watermark.idle_timeout`),
+    /// and forgets parts not listed.
+    PartsAssigned(Vec<std::sync::Arc<str>>),
     /// A record that could not be decoded.
     Bad(BadRecord),
     /// A fatal error (the source stops).
@@ -163,6 +168,50 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn resumable(&self) -> bool {
         false
     }
+}
+
+/// Runs a generator (datagen, Nexmark) on a thread of its own. It counts in
+/// units (rows, events); `step(at, cap)` builds the event for the units from
+/// `at` (at most `cap` of them when paced) and returns it with the next unit,
+/// or `None` at the end. With `rate` (units per second) the steps are paced
+/// by the wall clock, in tenths of a second.
+pub fn spawn_generator(
+    thread_name: String,
+    rate: Option<u64>,
+    mut step: impl FnMut(u64, Option<u64>) -> Option<(SourceEvent, u64)> + Send + 'static,
+) -> Result<SourceReader> {
+    let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+    let cap = rate.map(|r| (r / 10).max(1));
+    std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let mut at = 0u64;
+            loop {
+                if let Some(r) = rate {
+                    let due = started + std::time::Duration::from_secs_f64(at as f64 / r as f64);
+                    let now = std::time::Instant::now();
+                    if due > now {
+                        std::thread::park_timeout(due - now);
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                let Some((ev, next)) = step(at, cap) else {
+                    return;
+                };
+                if tx.blocking_send(ev).is_err() {
+                    return;
+                }
+                at = next;
+            }
+        })
+        .map_err(|e| {
+            crate::ConnectorError::Other(format!("cannot start a generator thread: {e}"))
+        })?;
+    Ok(SourceReader::new(rx))
 }
 
 /// The full schema with every field nullable: what a source hands out when

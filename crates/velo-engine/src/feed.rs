@@ -562,6 +562,12 @@ impl EpochFeed {
                         }
                         (batch, Some(parts))
                     }
+                    Some(SourceEvent::PartsAssigned(parts)) => {
+                        if let Some(tr) = s.tracker.as_mut() {
+                            tr.assign(&parts, Instant::now());
+                        }
+                        continue;
+                    }
                     Some(SourceEvent::Bad(r)) => {
                         Counters::add(&self.counters.records_failed, 1);
                         match self.policy {
@@ -787,7 +793,11 @@ mod tests {
         let schema: SchemaRef =
             Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, false)]));
         let events = vec![
-            parted(&schema, &[("p0", 1_000), ("p0", 2_000), ("p1", 500)]),
+            // both partitions assigned: p1 holds the watermark before it
+            // delivers anything
+            SourceEvent::PartsAssigned(vec![Arc::from("p0"), Arc::from("p1")]),
+            parted(&schema, &[("p0", 1_000), ("p0", 2_000)]),
+            parted(&schema, &[("p1", 500)]),
             parted(&schema, &[("p0", 10_000)]),
             // p1 is behind p0 but not behind the watermark: not late
             parted(&schema, &[("p1", 600), ("p0", 10_100)]),
@@ -831,7 +841,9 @@ mod tests {
                 None => 0,
             }
         }
-        assert_eq!(next(&feed).await, 3);
+        assert_eq!(next(&feed).await, 2);
+        assert_eq!(wm.get(), Watermark::NONE, "p1 has not delivered yet");
+        assert_eq!(next(&feed).await, 1);
         assert_eq!(wm.get(), 500, "p1 holds the watermark at 500");
         assert_eq!(next(&feed).await, 1);
         assert_eq!(wm.get(), 500, "p0 alone cannot move it");

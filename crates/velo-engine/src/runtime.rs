@@ -193,9 +193,13 @@ pub async fn prepare_job(
         _ => crate::window::Emit::Final,
     };
     // a GROUP BY without a window streams as an updating result on an
-    // unbounded input, and on any input with EMIT CHANGES
+    // unbounded input, and on any input with EMIT CHANGES; also on a
+    // resumable source read to its end (Kafka with stop.at.end): a run that
+    // resumes from committed offsets sees only the new records, so its
+    // groups must come from the checkpoint, not from one batch answer
     let updating = emit == crate::window::Emit::Changes
-        || (!driver.is_bounded() && plan.statement.emit.as_deref() != Some("FINAL"));
+        || ((!driver.is_bounded() || driver.resumable())
+            && plan.statement.emit.as_deref() != Some("FINAL"));
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     // before the sanity check, which refuses an aggregate over unbounded input
     rules.insert(

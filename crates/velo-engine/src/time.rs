@@ -119,6 +119,18 @@ impl WatermarkTracker {
         e.1 = now;
     }
 
+    /// The source reads exactly `parts` now: new ones hold the watermark
+    /// until they deliver (or are idle), the others are forgotten.
+    pub fn assign(&mut self, parts: &[std::sync::Arc<str>], now: Instant) {
+        self.parts
+            .retain(|p, _| parts.iter().any(|q| q.as_ref() == p.as_str()));
+        for p in parts {
+            self.parts
+                .entry(p.to_string())
+                .or_insert((Watermark::NONE, now));
+        }
+    }
+
     /// The watermark the parts allow now: the lowest highest-event-time over
     /// the parts that are not idle, minus the allowed lateness.
     pub fn watermark(&self, now: Instant) -> Option<i64> {

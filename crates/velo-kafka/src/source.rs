@@ -89,6 +89,8 @@ pub struct VeloContext {
     name: String,
     last_error: Mutex<Option<String>>,
     resume: Mutex<Option<HashMap<(String, i32), i64>>>,
+    /// A rebalance changed the assignment since the reader last looked.
+    assignment_changed: std::sync::atomic::AtomicBool,
 }
 
 impl VeloContext {
@@ -106,6 +108,7 @@ impl VeloContext {
             name: name.to_string(),
             last_error: Mutex::new(None),
             resume: Mutex::new(resume),
+            assignment_changed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -188,6 +191,8 @@ impl ConsumerContext for VeloContext {
         if let Err(e) = r {
             tracing::warn!(source = %self.name, "rebalance: {e}");
         }
+        self.assignment_changed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -695,6 +700,31 @@ impl Worker {
                     None => break,
                 }
                 timeout = Duration::ZERO;
+            }
+            if consumer
+                .context()
+                .assignment_changed
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                // the watermark waits for every partition the reader now has
+                let parts: Vec<Arc<str>> = match consumer.assignment() {
+                    Ok(tpl) => tpl
+                        .elements()
+                        .iter()
+                        .map(|e| self.part_name(e.topic(), e.partition()))
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, "cannot read the assignment: {e}");
+                        Vec::new()
+                    }
+                };
+                if self
+                    .tx
+                    .blocking_send(SourceEvent::PartsAssigned(parts))
+                    .is_err()
+                {
+                    return;
+                }
             }
             if msgs.is_empty() {
                 continue;

@@ -3,7 +3,6 @@
 //! how the job is split into epochs.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -12,8 +11,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::config::{ColumnKind, DatagenConfig};
-use crate::source::{SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed};
-use crate::{ConnectorError, Result};
+use crate::Result;
+use crate::source::{Source, SourceEvent, SourceReader, relaxed};
 
 /// The generator source.
 #[derive(Debug)]
@@ -175,51 +174,27 @@ impl Source for DatagenSource {
     }
 
     fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader> {
-        let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
         let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
         let batch = cfg.batch_size.min(batch_size.max(1));
-        std::thread::Builder::new()
-            .name(format!("velo-gen-{}", self.name))
-            .spawn(move || {
-                let started = Instant::now();
-                let mut row = 0u64;
-                loop {
-                    let n = match cfg.rows {
-                        Some(total) if row >= total => return,
-                        Some(total) => ((total - row) as usize).min(batch),
-                        None => batch,
-                    };
-                    // pace: with a rate, batches are small enough to keep latency low
-                    let n = match cfg.rate {
-                        Some(r) => n.min((r as usize / 10).max(1)),
-                        None => n,
-                    };
-                    if let Some(rate) = cfg.rate {
-                        let due =
-                            started + std::time::Duration::from_secs_f64(row as f64 / rate as f64);
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::park_timeout(due - now);
-                            if tx.is_closed() {
-                                return;
-                            }
-                            continue;
-                        }
-                    }
-                    let ev = match DatagenSource::generate(&cfg, &schema, row, n, wanted.as_deref())
-                    {
-                        Ok(b) => SourceEvent::Batch(b),
-                        Err(e) => SourceEvent::Error(e.to_string()),
-                    };
-                    if tx.blocking_send(ev).is_err() {
-                        return;
-                    }
-                    row += n as u64;
-                }
-            })
-            .map_err(|e| ConnectorError::Other(format!("cannot start generator thread: {e}")))?;
-        Ok(SourceReader::new(rx))
+        crate::source::spawn_generator(
+            format!("velo-gen-{}", self.name),
+            cfg.rate,
+            move |row, cap| {
+                let n = match cfg.rows {
+                    Some(total) if row >= total => return None,
+                    Some(total) => ((total - row) as usize).min(batch),
+                    None => batch,
+                };
+                // paced: batches small enough to keep latency low
+                let n = cap.map_or(n, |c| n.min(c as usize));
+                let ev = match DatagenSource::generate(&cfg, &schema, row, n, wanted.as_deref()) {
+                    Ok(b) => SourceEvent::Batch(b),
+                    Err(e) => SourceEvent::Error(e.to_string()),
+                };
+                Some((ev, row + n as u64))
+            },
+        )
     }
 }

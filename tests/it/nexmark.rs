@@ -1,0 +1,110 @@
+//! The Nexmark example apps (`examples/nexmark/`) on the `nexmark`
+//! generator: each one's streaming output equals DataFusion's batch answer
+//! to the same SELECT over the same generated bids.
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use velo_connectors::nexmark::{NexmarkConfig, NexmarkSource, Table, schema_of};
+
+const EVENTS: u64 = 20_000;
+
+/// The SELECT of an example app: between `AS` and `INTO`.
+fn select_of(app: &str) -> String {
+    let start = app.find("SELECT").expect("a SELECT");
+    let end = app.find("INTO out").expect("INTO out");
+    app[start..end].to_string()
+}
+
+/// JSON Lines rows as sorted text.
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            // parse and print again: one key order, one number format
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// DataFusion's answer to `sql` over `bids`, as JSON Lines.
+fn batch_answer(bids: RecordBatch, sql: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        ctx.register_batch("bid", bids).unwrap();
+        let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        crate::common::jsonl_of(&out)
+    })
+}
+
+#[test]
+fn nexmark_queries_equal_the_batch_answer() {
+    let _machine = crate::common::exclusive();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nexmark");
+    let cfg = NexmarkConfig {
+        table: Table::Bid,
+        events: Some(EVENTS),
+        rate: None,
+        event_rate: 10_000,
+        start_time: 1_704_067_200_000,
+        seed: 42,
+        batch_size: 8192,
+    };
+    let schema = schema_of(Table::Bid);
+    let bids = NexmarkSource::generate(&cfg, &schema, 0, EVENTS, None).unwrap();
+    assert_eq!(bids.num_rows(), 18_400, "46 of every 50 events are bids");
+    let mut checked = 0;
+    let mut names: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    names.sort();
+    for path in names {
+        let q = path.file_stem().unwrap().to_string_lossy().to_string();
+        let app = std::fs::read_to_string(&path).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("app.sql"), &app).unwrap();
+        let o = crate::common::run_in(
+            dir,
+            &["run", "app.sql"],
+            &[("NEXMARK_EVENTS".into(), EVENTS.to_string())],
+        );
+        assert!(
+            o.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = sorted_lines(&crate::common::read_text(
+            &dir.join(format!("out/{q}.jsonl")),
+        ));
+        // the same SELECT as a batch query: a one-day window is date_bin
+        let day = "date_bin(INTERVAL '1 day', date_time, TIMESTAMP '1970-01-01T00:00:00')";
+        let sql = select_of(&app)
+            .replace(
+                "GROUP BY TUMBLE(date_time, INTERVAL '1' DAY)",
+                &format!("GROUP BY {day}"),
+            )
+            .replace("TUMBLE(date_time, INTERVAL '1' DAY)", day)
+            .replace("window_start", day);
+        let want = sorted_lines(&batch_answer(bids.clone(), &sql));
+        assert!(!want.is_empty(), "{q}: a real workload");
+        assert!(
+            got == want,
+            "{q}: {} streaming rows vs {} batch rows; first streaming {:?}, first batch {:?}",
+            got.len(),
+            want.len(),
+            got.first(),
+            want.first()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "every example checked ({checked})");
+}
