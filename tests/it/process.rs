@@ -371,3 +371,56 @@ fn a_terminal_shows_a_live_progress_line() {
     assert!(text.contains("rows/s"), "{text}");
     assert!(text.contains("3000 records read"), "{text}");
 }
+
+/// A lookup table with `refresh_interval` is read again while the stream
+/// runs: the join picks up the new rows; without the key it never would.
+#[test]
+fn lookup_tables_are_reloaded_every_refresh_interval() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let rates = dir.join("data/rates.csv");
+    std::fs::write(&rates, "code,rate\nA,1\n").unwrap();
+    let app = "CREATE STREAM priced AS SELECT g.id, r.rate FROM gen g JOIN rates r ON g.code = r.code INTO out
+      WITH ('gen.type' = 'datagen', 'gen.rate' = '500', 'gen.columns' = 'id:sequence(0), code:oneof(A)',
+            'rates.type' = 'file_source', 'rates.path' = 'data/rates.csv', 'rates.refresh_interval' = '200ms',
+            'batch.timeout' = '100ms', 'out.type' = 'file_sink', 'out.path' = 'out/p.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let explain = crate::common::run_in(dir, &["explain", "app.sql"], &[]);
+    let text = String::from_utf8_lossy(&explain.stdout).to_string();
+    assert!(text.contains("read again every 200ms"), "{text}");
+    let mut child = spawn(dir, &["run", "app.sql"]);
+    let out = dir.join("out/p.jsonl");
+    let rates_seen = || -> Vec<i64> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["rate"].as_i64())
+            .collect()
+    };
+    wait_for(Duration::from_secs(30), "rows joined with rate 1", || {
+        rates_seen().len() > 20
+    });
+    // a new version of the table, put in place atomically
+    std::fs::write(dir.join("data/rates.tmp"), "code,rate\nA,2\n").unwrap();
+    std::fs::rename(dir.join("data/rates.tmp"), &rates).unwrap();
+    wait_for(Duration::from_secs(30), "rows joined with rate 2", || {
+        rates_seen()
+            .iter()
+            .rev()
+            .take(20)
+            .filter(|r| **r == 2)
+            .count()
+            == 20
+    });
+    signal(&child, "-INT");
+    assert!(child.wait().unwrap().success());
+    let seen = rates_seen();
+    let first_new = seen.iter().position(|r| *r == 2).unwrap();
+    assert!(first_new > 0, "rate 1 before the change");
+    assert!(
+        seen[first_new..].iter().all(|r| *r == 2),
+        "once reloaded, only the new rows are joined"
+    );
+}

@@ -106,6 +106,15 @@ impl std::fmt::Display for Warning {
     }
 }
 
+/// Keys every source accepts for being read as a table: the bounded side
+/// of a JOIN with the stream, kept in memory across epochs.
+pub const TABLE_KEYS: &[KeySpec] = &[KeySpec::new(
+    "refresh_interval",
+    KeyType::Duration,
+    None,
+    "A lookup table (a bounded source joined with the stream) is read again this often, between epochs, and the join uses the new rows from then on; a failed reload keeps the old rows (default: read once)",
+)];
+
 /// Keys that every connector accepts (handled by the registry/runtime).
 pub const COMMON_CONNECTOR_KEYS: &[KeySpec] = &[
     KeySpec::new(

@@ -100,6 +100,16 @@ impl ConnectorConfig {
             .transpose()
     }
 
+    /// `key` parsed as a duration (`500ms`, `2s`, `5m`, a bare number of ms).
+    pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>> {
+        self.get(key)
+            .map(|v| {
+                crate::keys::parse_duration(v)
+                    .ok_or_else(|| self.invalid(key, v, "a duration such as 500ms, 2s, 5m"))
+            })
+            .transpose()
+    }
+
     /// An invalid-value error for `key`.
     pub fn invalid(&self, key: &str, value: &str, expected: &str) -> ConfigError {
         ConfigError::InvalidValue {

@@ -50,6 +50,12 @@ pub fn config_reference() -> String {
     table(&mut s, "<name>.", velo_config::keys::COMMON_CONNECTOR_KEYS);
     s.push_str("## Every source: event time and watermarks\n\n");
     table(&mut s, "<name>.", velo_config::time::EVENT_TIME_KEYS);
+    s.push_str(
+        "## Every source read as a lookup table
+
+",
+    );
+    table(&mut s, "<name>.", velo_config::keys::TABLE_KEYS);
     s.push_str("## Dead-letter sink\n\nKeys `dlq.*` configure a sink named `dlq` (default `file_sink`, JSON Lines) that receives every bad record with `source`, `location` (file), `line`, `error` and the raw `record`.\n\n");
     for (kind, keys) in crate::connectors::registry().sources() {
         if kind == "generator" {

@@ -19,6 +19,7 @@ pub mod connectors;
 pub mod docs;
 pub mod fanout;
 pub mod feed;
+pub mod lookup;
 pub mod plan;
 pub mod runtime;
 pub mod stats;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::LogicalPlan;
@@ -62,8 +61,8 @@ pub struct PreparedJob {
     pub driver: Arc<dyn Source>,
     /// Its feed.
     pub feed: Arc<EpochFeed>,
-    /// Lookup (bounded JOIN) sources.
-    pub lookups: Vec<Arc<dyn Source>>,
+    /// Lookup tables (bounded JOIN sources, kept in memory across epochs).
+    pub lookups: Vec<Arc<crate::lookup::LookupTable>>,
     /// DataFusion's logical plan.
     pub logical: LogicalPlan,
     /// DataFusion's physical plan.
@@ -236,34 +235,23 @@ pub async fn prepare_job(
         if i == driver_idx {
             continue;
         }
-        let batches = if load_lookups {
-            let f = EpochFeed::new(
-                src.clone(),
-                8192,
-                BadRecordPolicy::Collect,
-                Counters::new(),
-                shutdown.receiver(),
-                None,
-            )?;
-            let batches = f.drain_all().await.map_err(|e| EngineError::Source {
-                name: src.name().into(),
-                message: e.to_string(),
-            })?;
-            for b in f.take_bad().await {
-                tracing::warn!("{b} (lookup table; record skipped)");
-                Counters::add(&counters.records_failed, 1);
-            }
-            batches
-        } else {
-            vec![]
-        };
-        lookup_rows.insert(
-            src.name().to_string(),
-            batches.iter().map(|b| b.num_rows() as u64).sum(),
-        );
-        let mem = MemTable::try_new(src.schema(), vec![batches])?;
-        ctx.register_table(src.name(), Arc::new(mem))?;
-        lookups.push(src.clone());
+        let cfg = &plan.sources[i];
+        let refresh = cfg
+            .duration("refresh_interval")
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let table = Arc::new(crate::lookup::LookupTable::new(src.clone(), refresh));
+        if load_lookups {
+            table
+                .load(&counters, shutdown.receiver())
+                .await
+                .map_err(|e| EngineError::Source {
+                    name: src.name().into(),
+                    message: e.to_string(),
+                })?;
+        }
+        lookup_rows.insert(src.name().to_string(), table.num_rows());
+        ctx.register_table(src.name(), table.provider())?;
+        lookups.push(table);
     }
     let query = &query;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
@@ -332,9 +320,15 @@ pub fn explain_text(p: &PreparedJob) -> String {
     ));
     for l in &p.lookups {
         s.push_str(&format!(
-            "  Source (lookup table): {} — {}\n",
-            l.name(),
-            l.describe()
+            "  Source (lookup table): {} — {}{}\n",
+            l.source.name(),
+            l.source.describe(),
+            l.refresh_interval()
+                .map(|d| format!(
+                    ", read again every {}",
+                    crate::time::show_duration(d.as_millis() as i64)
+                ))
+                .unwrap_or_default()
         ));
     }
     s.push_str(&match &p.time {
@@ -721,6 +715,9 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     loop {
         epoch += 1;
         let t0 = Instant::now();
+        for l in &p.lookups {
+            l.refresh_if_due(&p.counters, shutdown.receiver()).await;
+        }
         p.feed
             .begin_epoch(budget(&job, bounded, p.whole_input, &adaptive))
             .await;
