@@ -111,11 +111,15 @@ impl LookupTable {
 
     /// The table for DataFusion: each scan (each epoch) reads the rows held
     /// at that moment.
-    pub fn provider(&self) -> Arc<dyn datafusion::catalog::TableProvider> {
-        Arc::new(LookupProvider {
-            schema: self.source.schema(),
+    pub fn provider(&self) -> Result<Arc<dyn datafusion::catalog::TableProvider>, DataFusionError> {
+        let schema = self.source.schema();
+        let part = Arc::new(LookupPartition {
+            schema: schema.clone(),
             rows: self.rows.clone(),
-        })
+        });
+        Ok(Arc::new(
+            datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![part])?,
+        ))
     }
 }
 
@@ -136,43 +140,5 @@ impl PartitionStream for LookupPartition {
             self.schema.clone(),
             futures::stream::iter(batches.into_iter().map(Ok)),
         ))
-    }
-}
-
-#[derive(Debug)]
-struct LookupProvider {
-    schema: SchemaRef,
-    rows: Arc<RwLock<Vec<RecordBatch>>>,
-}
-
-#[async_trait::async_trait]
-impl datafusion::catalog::TableProvider for LookupProvider {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> datafusion::logical_expr::TableType {
-        datafusion::logical_expr::TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn datafusion::catalog::Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[datafusion::logical_expr::Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let exec = datafusion::physical_plan::streaming::StreamingTableExec::try_new(
-            self.schema.clone(),
-            vec![Arc::new(LookupPartition {
-                schema: self.schema.clone(),
-                rows: self.rows.clone(),
-            })],
-            projection,
-            Vec::<datafusion::physical_expr::LexOrdering>::new(),
-            false,
-            limit,
-        )?;
-        Ok(Arc::new(exec))
     }
 }

@@ -250,7 +250,7 @@ pub async fn prepare_job(
                 })?;
         }
         lookup_rows.insert(src.name().to_string(), table.num_rows());
-        ctx.register_table(src.name(), table.provider())?;
+        ctx.register_table(src.name(), table.provider()?)?;
         lookups.push(table);
     }
     let query = &query;
