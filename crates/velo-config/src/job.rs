@@ -121,6 +121,12 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "Checkpoint directory (also `--state-dir`): transactional jobs on a resumable source (Kafka) store their source positions here, atomically with the file sinks' epoch, and resume from them; relative to the SQL file",
     ),
     KeySpec::new(
+        "partitions",
+        KeyType::UInt,
+        Some("the number of cores"),
+        "Partitions of a streaming GROUP BY (windows, updating results): records are hash-routed by the group key and each partition keeps the state of its keys on a core of its own; results are the same for any number (also `-- @num_partitions: N`)",
+    ),
+    KeySpec::new(
         "failure_strategy",
         KeyType::Enum(FAILURES),
         Some("LogAndContinue"),
@@ -219,6 +225,8 @@ pub struct JobConfig {
     pub log_progress: bool,
     /// `state.dir` as written (relative to the SQL file).
     pub state_dir: Option<String>,
+    /// `partitions`: `None` = the number of cores.
+    pub partitions: Option<usize>,
 }
 
 impl Default for JobConfig {
@@ -235,6 +243,7 @@ impl Default for JobConfig {
             progress_interval: 10,
             log_progress: true,
             state_dir: None,
+            partitions: None,
         }
     }
 }
@@ -281,6 +290,7 @@ impl JobConfig {
         c.use_transactions = boolean("use_transactions")?.unwrap_or(false);
         c.log_progress = boolean("log_progress")?.unwrap_or(true);
         c.state_dir = get("state.dir").map(str::to_string);
+        c.partitions = uint("partitions")?.map(|n| n.max(1));
         if let Some(n) = uint("max_retries")? {
             c.max_retries = n as u32;
         }

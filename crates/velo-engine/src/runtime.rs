@@ -187,6 +187,25 @@ pub async fn prepare_job(
         .with_information_schema(false);
     let window_metrics = Arc::new(crate::window::WindowMetrics::default());
     let window_states = Arc::new(crate::window::WindowStates::default());
+    // partitions of a streaming GROUP BY: the job key, the annotation, the cores
+    let partitions = match plan.job.partitions {
+        Some(n) => n,
+        None => match plan
+            .statement
+            .annotations
+            .iter()
+            .find(|a| a.name == "num_partitions" || a.name == "partitions")
+        {
+            Some(a) => a.value.trim().parse::<usize>().map_err(|_| {
+                EngineError::Invalid(format!(
+                    "line {}: -- @{}: '{}' is not a whole number of partitions",
+                    a.line, a.name, a.value
+                ))
+            })?,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+    }
+    .max(1);
     let emit = match plan.statement.emit.as_deref() {
         Some("CHANGES") => crate::window::Emit::Changes,
         _ => crate::window::Emit::Final,
@@ -209,6 +228,7 @@ pub async fn prepare_job(
             window_states.clone(),
             emit,
             updating,
+            partitions,
         )),
     );
     let state = datafusion::execution::SessionStateBuilder::new()

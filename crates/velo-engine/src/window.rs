@@ -420,6 +420,7 @@ pub struct StreamingWindows {
     states: Arc<WindowStates>,
     emit: Emit,
     updating: bool,
+    partitions: usize,
 }
 
 impl StreamingWindows {
@@ -427,13 +428,15 @@ impl StreamingWindows {
     /// `metrics` and register their state in `states` (checkpoints). With
     /// `updating`, a `GROUP BY` without a window is also replaced, by an
     /// operator that keeps its groups across epochs and emits the changed
-    /// ones ([`WindowKind::Global`]); `emit` is how windows emit.
+    /// ones ([`WindowKind::Global`]); `emit` is how windows emit. A grouped
+    /// operator runs in `partitions` partitions.
     pub fn new(
         watermark: Arc<Watermark>,
         metrics: Arc<WindowMetrics>,
         states: Arc<WindowStates>,
         emit: Emit,
         updating: bool,
+        partitions: usize,
     ) -> Self {
         Self {
             watermark,
@@ -441,6 +444,7 @@ impl StreamingWindows {
             states,
             emit,
             updating,
+            partitions: partitions.max(1),
         }
     }
 }
@@ -508,7 +512,7 @@ impl WindowStates {
         let ops = self.0.lock().expect("window states");
         if batches.len() != ops.len() {
             return Err(DataFusionError::Plan(format!(
-                "the checkpoint holds the state of {} window operator(s) but the query has {}; the query changed: move the state directory away to start from scratch",
+                "the checkpoint holds the state of {} window operator partition(s) but the query has {}; the query or its 'partitions' changed: run it with the same 'partitions', or move the state directory away to start from scratch",
                 batches.len(),
                 ops.len()
             )));
@@ -553,9 +557,12 @@ impl PhysicalOptimizerRule for StreamingWindows {
                 self.metrics.clone(),
                 self.emit,
                 self.updating,
+                self.partitions,
             )? {
                 Some(w) => {
-                    self.states.register(w.inner.clone());
+                    for i in &w.inners {
+                        self.states.register(i.clone());
+                    }
                     Ok(Transformed::new(Arc::new(w), true, TreeNodeRecursion::Jump))
                 }
                 None => Ok(Transformed::no(p.clone())),
@@ -623,18 +630,48 @@ struct Inner {
     /// `EMIT CHANGES`: the keys of the groups changed at the last emission
     /// (named like the aggregate's output), for the changelog's deletes.
     changed: Mutex<Vec<RecordBatch>>,
+    /// This partition's share of the metrics (open, groups, bytes).
+    published: [std::sync::atomic::AtomicU64; 3],
 }
 
-/// The streaming window aggregate.
+impl Inner {
+    /// The same operator with empty state: another partition of it.
+    fn fresh(&self) -> Self {
+        Self {
+            input_schema: self.input_schema.clone(),
+            schema: self.schema.clone(),
+            kind: self.kind,
+            ts: self.ts.clone(),
+            start_pos: self.start_pos,
+            end_pos: self.end_pos,
+            emit: self.emit,
+            keys: self.keys.clone(),
+            key_schema: self.key_schema.clone(),
+            aggr: self.aggr.clone(),
+            args: self.args.clone(),
+            filters: self.filters.clone(),
+            tz: self.tz.clone(),
+            watermark: self.watermark.clone(),
+            metrics: self.metrics.clone(),
+            state: Mutex::new(WinState::default()),
+            changed: Mutex::new(Vec::new()),
+            published: Default::default(),
+        }
+    }
+}
+
+/// The streaming window aggregate: one state per partition; with several,
+/// its input is hash-routed by the group key, so a key's state lives in one
+/// partition for good.
 pub struct WindowAggregateExec {
     input: Arc<dyn ExecutionPlan>,
-    inner: Arc<Inner>,
+    inners: Vec<Arc<Inner>>,
     props: Arc<PlanProperties>,
 }
 
 impl fmt::Debug for WindowAggregateExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WindowAggregateExec({:?})", self.inner.kind)
+        write!(f, "WindowAggregateExec({:?})", self.inners[0].kind)
     }
 }
 
@@ -673,6 +710,7 @@ impl WindowAggregateExec {
         metrics: Arc<WindowMetrics>,
         emit: Emit,
         updating: bool,
+        partitions: usize,
     ) -> Result<Option<Self>> {
         let group = agg.group_expr();
         if group.has_grouping_set() {
@@ -750,9 +788,22 @@ impl WindowAggregateExec {
         };
         let aggr = agg.aggr_expr().to_vec();
         let agg_args = aggregate_expressions(&aggr, &AggregateMode::Single, 0)?;
+        // partitions own the keys the hash routes to them; without a key
+        // there is one group per window, and one partition
+        let partitions = if keys.is_empty() { 1 } else { partitions };
+        let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
+            Arc::new(
+                datafusion::physical_plan::repartition::RepartitionExec::try_new(
+                    input,
+                    Partitioning::Hash(keys.iter().map(|(_, e)| e.clone()).collect(), partitions),
+                )?,
+            )
+        } else {
+            input
+        };
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             match input.boundedness() {
                 Boundedness::Bounded => Boundedness::Bounded,
@@ -761,27 +812,32 @@ impl WindowAggregateExec {
                 },
             },
         );
+        let first = Inner {
+            input_schema,
+            schema,
+            kind,
+            ts,
+            start_pos,
+            end_pos,
+            emit,
+            keys,
+            key_schema: Arc::new(Schema::new(key_fields)),
+            aggr,
+            args: agg_args,
+            filters: agg.filter_expr().to_vec(),
+            tz,
+            watermark,
+            metrics,
+            state: Mutex::new(WinState::default()),
+            changed: Mutex::new(Vec::new()),
+            published: Default::default(),
+        };
+        let inners = (1..partitions)
+            .map(|_| Arc::new(first.fresh()))
+            .collect::<Vec<_>>();
         Ok(Some(Self {
             input,
-            inner: Arc::new(Inner {
-                input_schema,
-                schema,
-                kind,
-                ts,
-                start_pos,
-                end_pos,
-                emit,
-                keys,
-                key_schema: Arc::new(Schema::new(key_fields)),
-                aggr,
-                args: agg_args,
-                filters: agg.filter_expr().to_vec(),
-                tz,
-                watermark,
-                metrics,
-                state: Mutex::new(WinState::default()),
-                changed: Mutex::new(Vec::new()),
-            }),
+            inners: std::iter::once(Arc::new(first)).chain(inners).collect(),
             props: Arc::new(props),
         }))
     }
@@ -790,25 +846,27 @@ impl WindowAggregateExec {
 impl DisplayAs for WindowAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let ms = crate::time::show_duration;
-        let w = match self.inner.kind {
+        let inner = &self.inners[0];
+        let w = match inner.kind {
             WindowKind::Tumble { size } => format!("tumble {}", ms(size)),
             WindowKind::Hop { slide, size } => format!("hop {} every {}", ms(size), ms(slide)),
             WindowKind::Session { gap } => format!("session gap {}", ms(gap)),
             WindowKind::Global => "no window".to_string(),
         };
-        let aggs: Vec<&str> = self.inner.aggr.iter().map(|a| a.name()).collect();
-        let on = match self.inner.kind {
+        let aggs: Vec<&str> = inner.aggr.iter().map(|a| a.name()).collect();
+        let on = match inner.kind {
             WindowKind::Global => String::new(),
-            _ => format!(" on {}", self.inner.ts),
+            _ => format!(" on {}", inner.ts),
         };
-        let when = match self.inner.emit {
+        let when = match inner.emit {
             Emit::Final => "when the watermark passes the window end",
             Emit::Changes => "the changed groups every epoch",
         };
         write!(
             f,
-            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}]",
-            aggs.join(", ")
+            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}], partitions={}",
+            aggs.join(", "),
+            self.inners.len()
         )
     }
 }
@@ -827,7 +885,7 @@ impl ExecutionPlan for WindowAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let i = &self.inner;
+        let i = &self.inners[0];
         datafusion::physical_plan::execution_plan::apply_expression_roots(
             std::iter::once(i.ts.clone())
                 .chain(i.keys.iter().map(|(_, e)| e.clone()))
@@ -842,7 +900,7 @@ impl ExecutionPlan for WindowAggregateExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(Self {
             input: children[0].clone(),
-            inner: self.inner.clone(),
+            inners: self.inners.clone(),
             props: self.props.clone(),
         }))
     }
@@ -852,7 +910,7 @@ impl ExecutionPlan for WindowAggregateExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(partition, context)?;
-        let inner = self.inner.clone();
+        let inner = self.inners[partition].clone();
         let out = futures::stream::once(async move {
             let mut r: Result<Vec<RecordBatch>> = Ok(vec![]);
             while let Some(b) = input.next().await {
@@ -877,7 +935,7 @@ impl ExecutionPlan for WindowAggregateExec {
         })
         .flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.inner.schema.clone(),
+            self.inners[0].schema.clone(),
             out,
         )))
     }
@@ -946,9 +1004,7 @@ impl Inner {
         if let WindowKind::Session { .. } = self.kind {
             st.pending.push(b.clone());
             let rows: usize = st.pending.iter().map(|b| b.num_rows()).sum();
-            self.metrics
-                .open
-                .store(rows as u64, std::sync::atomic::Ordering::Relaxed);
+            self.set_metric(0, rows as u64);
             return Ok(());
         }
         let keys = self.key_columns(b)?;
@@ -1048,10 +1104,22 @@ impl Inner {
         Ok(())
     }
 
-    fn publish_metrics(&self, st: &WinState) {
+    /// Sets this operator's (partition's) share of a metric: the shared
+    /// metric is the sum over partitions.
+    fn set_metric(&self, which: usize, v: u64) {
         use std::sync::atomic::Ordering::Relaxed;
+        let old = self.published[which].swap(v, Relaxed);
+        let m = match which {
+            0 => &self.metrics.open,
+            1 => &self.metrics.groups,
+            _ => &self.metrics.bytes,
+        };
+        m.fetch_add(v.wrapping_sub(old), Relaxed);
+    }
+
+    fn publish_metrics(&self, st: &WinState) {
         if !matches!(self.kind, WindowKind::Session { .. }) {
-            self.metrics.open.store(st.windows.len() as u64, Relaxed);
+            self.set_metric(0, st.windows.len() as u64);
         }
         let groups: usize = st.windows.values().map(|w| w.groups.len()).sum();
         let bytes: usize = st
@@ -1063,8 +1131,8 @@ impl Inner {
                 .iter()
                 .map(|b| b.get_array_memory_size())
                 .sum::<usize>();
-        self.metrics.groups.store(groups as u64, Relaxed);
-        self.metrics.bytes.store(bytes as u64, Relaxed);
+        self.set_metric(1, groups as u64);
+        self.set_metric(2, bytes as u64);
     }
 
     fn window_column(&self, v: i64, n: usize) -> ArrayRef {

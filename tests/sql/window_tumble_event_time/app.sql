@@ -11,5 +11,7 @@ WITH ('events.type' = 'file_source', 'events.path' = 'data/events.jsonl',
       'events.watermark.max_out_of_orderness' = '2s',
       'events.late.data.strategy' = 'dead_letter',
       'batch.size' = '2',
+      -- one partition: the rows of a window come out in one order
+      'partitions' = '1',
       'out.type' = 'file_sink', 'out.path' = 'out/windows.jsonl',
       'dlq.type' = 'file_sink', 'dlq.path' = 'out/late.jsonl');
