@@ -199,3 +199,57 @@ fn group_by_on_an_infinite_stream_is_an_updating_result() {
         );
     }
 }
+
+/// `CREATE TABLE` keeps the latest row per key, and a later statement of the
+/// same application joins its stream with it.
+#[test]
+fn a_later_statement_joins_with_a_create_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    // customer c has c * 10 orders of c each
+    let mut hist = String::from("customer_id,amount\n");
+    for c in 1..=3 {
+        for _ in 0..c * 10 {
+            hist.push_str(&format!("{c},{c}\n"));
+        }
+    }
+    std::fs::write(dir.join("data/hist.csv"), hist).unwrap();
+    let app = "CREATE TABLE totals AS SELECT customer_id, COUNT(*) AS orders, SUM(amount) AS spent
+        FROM hist GROUP BY customer_id INTO t
+        WITH ('hist.type' = 'file_source', 'hist.path' = 'data/hist.csv',
+              't.type' = 'file_sink', 't.path' = 'out/totals.jsonl');
+      CREATE STREAM enriched AS SELECT g.id, g.customer_id, t.orders, t.spent
+        FROM gen g JOIN totals t ON g.customer_id = t.customer_id INTO out
+        WITH ('gen.type' = 'datagen', 'gen.rate' = '1000', 'gen.columns' = 'id:sequence(0), customer_id:int(1,3)',
+              'batch.timeout' = '100ms', 'out.type' = 'file_sink', 'out.path' = 'out/e.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let explain = run_in(dir, &["explain", "app.sql"], &[]);
+    let text = String::from_utf8_lossy(&explain.stdout).to_string();
+    assert!(
+        text.contains(
+            "Source (lookup table): totals — the table of the statement CREATE TABLE totals"
+        ),
+        "{text}{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    let out = dir.join("out/e.jsonl");
+    crate::common::run_until_lines(dir, &out, 200);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in &rows {
+        let c = r["customer_id"].as_i64().unwrap();
+        assert_eq!(r["orders"].as_i64(), Some(c * 10), "{r}");
+        assert_eq!(r["spent"].as_i64(), Some(c * c * 10), "{r}");
+    }
+    // the stream waited for the table: no record met an empty table
+    let first = rows
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    assert_eq!(first, 0, "the first records were joined too");
+}

@@ -23,6 +23,7 @@ pub mod lookup;
 pub mod plan;
 pub mod runtime;
 pub mod stats;
+pub mod tables;
 pub mod time;
 pub mod window;
 

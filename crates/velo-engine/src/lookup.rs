@@ -24,22 +24,76 @@ use crate::stats::Counters;
 /// One lookup table of a job.
 #[derive(Debug)]
 pub struct LookupTable {
-    /// Its source.
-    pub source: Arc<dyn Source>,
+    name: String,
+    schema: SchemaRef,
+    describe: String,
+    /// Its source (`None`: a table another statement keeps).
+    source: Option<Arc<dyn Source>>,
     rows: Arc<RwLock<Vec<RecordBatch>>>,
     refresh: Option<Duration>,
     loaded_at: std::sync::Mutex<Instant>,
+    /// A table of another statement: set once it has its first rows.
+    ready: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl LookupTable {
     /// An empty table over `source`, reloaded every `refresh` if given.
     pub fn new(source: Arc<dyn Source>, refresh: Option<Duration>) -> Self {
         Self {
-            source,
+            name: source.name().to_string(),
+            schema: source.schema(),
+            describe: source.describe(),
+            source: Some(source),
             rows: Arc::new(RwLock::new(Vec::new())),
             refresh,
             loaded_at: std::sync::Mutex::new(Instant::now()),
+            ready: None,
         }
+    }
+
+    /// The table `t` of another statement (`CREATE TABLE`): its rows as they
+    /// are at each epoch.
+    pub fn of_table(t: &crate::tables::Table) -> Self {
+        Self {
+            name: t.name().to_string(),
+            schema: t.schema(),
+            describe: format!(
+                "the table of the statement CREATE TABLE {} (its latest row per key, as it is at each epoch)",
+                t.name()
+            ),
+            source: None,
+            rows: t.rows(),
+            refresh: None,
+            loaded_at: std::sync::Mutex::new(Instant::now()),
+            ready: Some(t.ready()),
+        }
+    }
+
+    /// Waits until a table of another statement has the rows of its first
+    /// epoch (a stream joined with it from the start would otherwise meet an
+    /// empty table), or until `shutdown`.
+    pub async fn wait_ready(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(mut ready) = self.ready.clone() else {
+            return;
+        };
+        if *ready.borrow() {
+            return;
+        }
+        tracing::info!("waiting for the first rows of table '{}'", self.name);
+        tokio::select! {
+            _ = ready.wait_for(|r| *r) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// Its name in SQL.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A one-line description.
+    pub fn describe(&self) -> &str {
+        &self.describe
     }
 
     /// Rows held now.
@@ -64,8 +118,11 @@ impl LookupTable {
         counters: &Arc<Counters>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<u64, DataFusionError> {
+        let Some(source) = &self.source else {
+            return Ok(self.num_rows());
+        };
         let feed = EpochFeed::new(
-            self.source.clone(),
+            source.clone(),
             8192,
             BadRecordPolicy::Collect,
             Counters::new(),
@@ -73,7 +130,7 @@ impl LookupTable {
             None,
         )?;
         let batches = feed.drain_all().await.map_err(|e| {
-            DataFusionError::Execution(format!("lookup table '{}': {e}", self.source.name()))
+            DataFusionError::Execution(format!("lookup table '{}': {e}", self.name))
         })?;
         for b in feed.take_bad().await {
             tracing::warn!("{b} (lookup table; record skipped)");
@@ -97,13 +154,13 @@ impl LookupTable {
             return;
         }
         match self.load(counters, shutdown).await {
-            Ok(n) => tracing::info!("lookup table '{}' reloaded: {n} rows", self.source.name()),
+            Ok(n) => tracing::info!("lookup table '{}' reloaded: {n} rows", self.name),
             Err(e) => {
                 // try again at the next interval, keep joining with the old rows
                 *self.loaded_at.lock().expect("lookup time") = Instant::now();
                 tracing::warn!(
                     "lookup table '{}' could not be reloaded, the old rows stay in use: {e}",
-                    self.source.name()
+                    self.name
                 );
             }
         }
@@ -112,7 +169,7 @@ impl LookupTable {
     /// The table for DataFusion: each scan (each epoch) reads the rows held
     /// at that moment.
     pub fn provider(&self) -> Result<Arc<dyn datafusion::catalog::TableProvider>, DataFusionError> {
-        let schema = self.source.schema();
+        let schema = self.schema.clone();
         let part = Arc::new(LookupPartition {
             schema: schema.clone(),
             rows: self.rows.clone(),

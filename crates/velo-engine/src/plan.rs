@@ -47,6 +47,10 @@ pub struct JobPlan {
     pub sinks: Vec<ConnectorConfig>,
     /// Dead-letter sink.
     pub dlq: Option<ConnectorConfig>,
+    /// Tables of earlier `CREATE TABLE` statements this query reads.
+    pub table_refs: Vec<String>,
+    /// The application's tables (shared by its jobs).
+    pub tables: Arc<crate::tables::Tables>,
 }
 
 /// A resolved application.
@@ -168,6 +172,8 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
         }
     }
     let is_job_key = |k: &str| !names.iter().any(|n| k.starts_with(&format!("{n}.")));
+    let tables = Arc::new(crate::tables::Tables::default());
+    let mut table_names: Vec<String> = Vec::new();
 
     let mut jobs = Vec::new();
     for st in app
@@ -183,10 +189,17 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
             &vars,
             opts,
             &is_job_key,
+            &table_names,
             &mut warnings,
         ) {
-            Ok(j) => jobs.push(j),
+            Ok(mut j) => {
+                j.tables = tables.clone();
+                jobs.push(j)
+            }
             Err(e) => errors.push(e),
+        }
+        if st.kind == StatementKind::CreateTable {
+            table_names.push(st.name.clone());
         }
     }
     if !errors.is_empty() {
@@ -217,6 +230,7 @@ fn resolve_job(
     vars: &VarContext,
     opts: &PlanOptions,
     is_job_key: &dyn Fn(&str) -> bool,
+    table_names: &[String],
     warnings: &mut Vec<String>,
 ) -> Result<JobPlan> {
     let mut errors = Vec::new();
@@ -247,11 +261,22 @@ fn resolve_job(
     }
     let mut sources = Vec::new();
     let mut explicit_schemas = HashMap::new();
+    let mut table_refs = Vec::new();
     if st.sources.is_empty() {
         errors.push(EngineError::Invalid(format!("No supported datasource found in query analysis for job '{}': the query reads no table; add FROM <source>", st.name)));
     }
     for r in &st.sources {
         let inline = named_props(with_all, &r.name);
+        // a table of an earlier CREATE TABLE statement, unless configured
+        // as a connector of its own
+        if r.uri.is_none()
+            && table_names.contains(&r.name)
+            && !inline.contains_key("type")
+            && !inline.contains_key("config_file")
+        {
+            table_refs.push(r.name.clone());
+            continue;
+        }
         let cfg = match &r.uri {
             Some(uri) => {
                 let inline = inline
@@ -297,6 +322,13 @@ fn resolve_job(
             }
             Err(e) => errors.push(e),
         }
+    }
+    if sources.is_empty() && !table_refs.is_empty() && errors.is_empty() {
+        errors.push(EngineError::Invalid(format!(
+            "job '{}' reads only the table(s) {} of earlier CREATE TABLE statements; a table is joined with a stream: add the stream to FROM",
+            st.name,
+            table_refs.join(", ")
+        )));
     }
     let mut sinks = Vec::new();
     let mut sink_refs: Vec<(String, Option<String>)> = st
@@ -399,5 +431,7 @@ fn resolve_job(
         explicit_schemas,
         sinks,
         dlq,
+        table_refs,
+        tables: Arc::new(crate::tables::Tables::default()),
     })
 }

@@ -85,6 +85,8 @@ pub struct PreparedJob {
     pub window_states: Arc<crate::window::WindowStates>,
     /// The output is an updating stream (`_op` column, upserts by key).
     pub changelog: bool,
+    /// `CREATE TABLE`: the table its published rows go to.
+    pub table: Option<Arc<crate::tables::Table>>,
 }
 
 /// Whether `plan` can only answer after all of its input. With `updating`,
@@ -273,6 +275,18 @@ pub async fn prepare_job(
         ctx.register_table(src.name(), table.provider()?)?;
         lookups.push(table);
     }
+    for name in &plan.table_refs {
+        let t = plan.tables.get(name).ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "job '{}' reads the table '{name}' before its CREATE TABLE statement is prepared; put CREATE TABLE {name} before the statements that read it",
+                plan.name
+            ))
+        })?;
+        let table = Arc::new(crate::lookup::LookupTable::of_table(&t));
+        lookup_rows.insert(name.clone(), table.num_rows());
+        ctx.register_table(name.as_str(), table.provider()?)?;
+        lookups.push(table);
+    }
     let query = &query;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
     let whole_input = needs_whole_input(&logical, updating);
@@ -303,6 +317,19 @@ pub async fn prepare_job(
     };
     let physical = ctx.state().create_physical_plan(&logical).await?;
     let changelog = window_states.emits_changes();
+    // CREATE TABLE: later statements join with its latest row per key
+    let table = (plan.statement.kind == velo_sql::StatementKind::CreateTable).then(|| {
+        let keys = if changelog {
+            changelog_keys(&logical, window.is_some())
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        } else {
+            group_key_columns(&logical)
+        };
+        plan.tables
+            .declare(&plan.statement.name, physical.schema(), keys)
+    });
     Ok(PreparedJob {
         plan: plan.clone(),
         driver,
@@ -319,6 +346,7 @@ pub async fn prepare_job(
         window_metrics,
         window_states,
         changelog,
+        table,
     })
 }
 
@@ -341,8 +369,8 @@ pub fn explain_text(p: &PreparedJob) -> String {
     for l in &p.lookups {
         s.push_str(&format!(
             "  Source (lookup table): {} — {}{}\n",
-            l.source.name(),
-            l.source.describe(),
+            l.name(),
+            l.describe(),
             l.refresh_interval()
                 .map(|d| format!(
                     ", read again every {}",
@@ -586,9 +614,25 @@ async fn abort_all(fan: &FanOut, dlq: Option<&SinkHandle>, epoch: u64) {
     }
 }
 
+/// Marks a `CREATE TABLE` job's table ready when the job ends, however it
+/// ends, so that readers never wait for a job that is gone.
+struct ReadyOnDrop(Option<Arc<crate::tables::Table>>);
+
+impl Drop for ReadyOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.mark_ready();
+        }
+    }
+}
+
 /// Runs one prepared job to the end of its input (or until shutdown).
 pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionStats> {
     let started = Instant::now();
+    let _ready = ReadyOnDrop(p.table.clone());
+    for l in &p.lookups {
+        l.wait_ready(shutdown.receiver()).await;
+    }
     let job = p.plan.job.clone();
     let name = p.plan.name.clone();
     let mut changelog = if p.changelog {
@@ -759,6 +803,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             datafusion::physical_plan::execution_plan::reset_plan_states(p.physical.clone())?;
         let mut exec_err = None;
         let mut seen = std::collections::HashSet::new();
+        // CREATE TABLE: the epoch's rows, applied to the table once published
+        let mut table_rows: Vec<RecordBatch> = Vec::new();
         match execute_stream(plan, task_ctx.clone()) {
             Ok(mut stream) => {
                 while let Some(r) = stream.next().await {
@@ -771,6 +817,9 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                             Counters::add(&p.counters.records_out, b.num_rows() as u64);
                             stats.arrow_batches += 1;
                             fan.write(&b).await;
+                            if p.table.is_some() {
+                                table_rows.push(b);
+                            }
                         }
                         Err(e) => {
                             exec_err = Some(e);
@@ -786,6 +835,9 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 Ok(Some(b)) => {
                     Counters::add(&p.counters.records_out, b.num_rows() as u64);
                     fan.write(&b).await;
+                    if p.table.is_some() {
+                        table_rows.push(b);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => exec_err = Some(e),
@@ -999,6 +1051,12 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         sink: "dlq".into(),
                         message: e,
                     })?;
+                }
+                if let Some(t) = &p.table {
+                    if let Err(e) = t.apply(&table_rows) {
+                        tracing::error!(job = %name, epoch, "table '{}' not updated: {e}", t.name());
+                    }
+                    t.mark_ready();
                 }
                 // every sink acknowledged: the source may forget what came before
                 if let Some(pos) = position.filter(|_| failed.is_empty()) {

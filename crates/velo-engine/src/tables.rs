@@ -1,0 +1,180 @@
+//! Tables of an application: what a `CREATE TABLE name AS SELECT ...`
+//! statement keeps, the latest row per key, for later statements of the
+//! same application to join with.
+//!
+//! Where it sits: after the table job's commit. Every epoch the table job
+//! publishes, its rows are applied to the table (an `_op` = `delete` row
+//! removes its key, any other row replaces the row of its key); a later
+//! statement that names the table reads it as a lookup table whose rows are
+//! the table's at the start of each of its epochs (a processing-time join:
+//! the stream sees the table as it is when its records are processed).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion::error::{DataFusionError, Result};
+
+use crate::changelog::OP_COLUMN;
+
+/// The tables of one application, by name.
+#[derive(Debug, Default)]
+pub struct Tables(Mutex<HashMap<String, Arc<Table>>>);
+
+impl Tables {
+    /// Declares the table `name` with the rows of `schema` (the table job's
+    /// output, without `_op`), keyed by `keys`.
+    pub fn declare(&self, name: &str, schema: SchemaRef, keys: Vec<String>) -> Arc<Table> {
+        let t = Arc::new(Table {
+            name: name.to_string(),
+            schema,
+            keys,
+            rows: Arc::new(RwLock::new(Vec::new())),
+            ready: tokio::sync::watch::channel(false).0,
+        });
+        self.0
+            .lock()
+            .expect("tables")
+            .insert(name.to_string(), t.clone());
+        t
+    }
+
+    /// The table `name`, once its statement is prepared.
+    pub fn get(&self, name: &str) -> Option<Arc<Table>> {
+        self.0.lock().expect("tables").get(name).cloned()
+    }
+}
+
+/// One table: its latest row per key.
+#[derive(Debug)]
+pub struct Table {
+    name: String,
+    schema: SchemaRef,
+    keys: Vec<String>,
+    rows: Arc<RwLock<Vec<RecordBatch>>>,
+    /// Set once the table job has published its first epoch (or ended).
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Table {
+    /// Says the table holds what its job's first epoch published (or that
+    /// its job ended): readers may start.
+    pub fn mark_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Tells when [`Self::mark_ready`] was called.
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its rows' schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The rows, shared with the lookup tables that read them.
+    pub fn rows(&self) -> Arc<RwLock<Vec<RecordBatch>>> {
+        self.rows.clone()
+    }
+
+    /// Rows held now.
+    pub fn len(&self) -> usize {
+        self.rows
+            .read()
+            .expect("table rows")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
+    }
+
+    /// Whether it holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies one published epoch of the table job: upserts by key, and
+    /// deletes for `_op` = `delete` rows. Without key columns every row is
+    /// kept.
+    pub fn apply(&self, published: &[RecordBatch]) -> Result<()> {
+        if published.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        let project = |b: &RecordBatch| -> Result<RecordBatch> {
+            let cols = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    b.column_by_name(f.name()).cloned().ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "table '{}': column '{}' missing from its job's output",
+                            self.name,
+                            f.name()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+        };
+        let mut rows = self.rows.write().expect("table rows");
+        let mut all: Vec<RecordBatch> = rows.clone();
+        let mut deleted: Vec<bool> = vec![false; all.iter().map(|b| b.num_rows()).sum()];
+        for b in published {
+            let ops = b
+                .column_by_name(OP_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            all.push(project(b)?);
+            deleted.extend((0..b.num_rows()).map(|i| {
+                ops.as_ref()
+                    .is_some_and(|o| o.is_valid(i) && o.value(i) == "delete")
+            }));
+        }
+        let merged = arrow::compute::concat_batches(
+            &Schema::new(self.schema.fields().clone()).into(),
+            &all,
+        )?;
+        if self.keys.is_empty() {
+            let keep: arrow::array::BooleanArray = deleted.iter().map(|d| Some(!d)).collect();
+            *rows = vec![arrow::compute::filter_record_batch(&merged, &keep)?];
+            return Ok(());
+        }
+        // the last row of each key wins; a delete removes the key
+        let key_cols =
+            self.keys
+                .iter()
+                .map(|k| {
+                    merged.column_by_name(k).cloned().ok_or_else(|| {
+                        DataFusionError::Internal(format!("key column '{k}' missing"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        let conv = RowConverter::new(
+            key_cols
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        let keys = conv.convert_columns(&key_cols)?;
+        let mut seen = HashSet::new();
+        let mut keep = Vec::new();
+        for i in (0..merged.num_rows()).rev() {
+            if seen.insert(keys.row(i)) && !deleted[i] {
+                keep.push(i as u32);
+            }
+        }
+        keep.reverse();
+        *rows = vec![arrow::compute::take_record_batch(
+            &merged,
+            &UInt32Array::from(keep),
+        )?];
+        Ok(())
+    }
+}
