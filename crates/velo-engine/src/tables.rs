@@ -178,3 +178,80 @@ impl Table {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+
+    fn batch(rows: &[(i64, i64, &str)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn contents(t: &Table) -> Vec<(i64, i64)> {
+        let rows = t.rows();
+        let rows = rows.read().unwrap();
+        let mut v: Vec<(i64, i64)> = rows
+            .iter()
+            .flat_map(|b| {
+                let k = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                let v = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                (0..b.num_rows()).map(move |i| (k.value(i), v.value(i)))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_last_row_of_a_key_wins_and_deletes_remove_it() {
+        let tables = Tables::default();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let t = tables.declare("t", schema, vec!["k".into()]);
+        t.apply(&[batch(&[
+            (1, 10, "insert"),
+            (2, 20, "insert"),
+            (1, 11, "update"),
+        ])])
+        .unwrap();
+        assert_eq!(contents(&t), vec![(1, 11), (2, 20)]);
+        t.apply(&[
+            batch(&[(2, 0, "delete"), (3, 30, "insert")]),
+            batch(&[(1, 12, "update")]),
+        ])
+        .unwrap();
+        assert_eq!(contents(&t), vec![(1, 12), (3, 30)]);
+        // deleted, then written again
+        t.apply(&[batch(&[(3, 0, "delete"), (3, 31, "insert")])])
+            .unwrap();
+        assert_eq!(contents(&t), vec![(1, 12), (3, 31)]);
+        assert!(tables.get("t").is_some_and(|x| x.len() == 2));
+    }
+}
