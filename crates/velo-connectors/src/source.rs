@@ -168,6 +168,13 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn resumable(&self) -> bool {
         false
     }
+    /// Whether a job on this source checkpoints and resumes without being
+    /// asked (Kafka: a consumer group goes on where it was); `false`: only
+    /// with an explicit state directory (files: a second run reads them
+    /// again unless told to resume).
+    fn resumes_by_default(&self) -> bool {
+        true
+    }
 }
 
 /// Runs a generator (datagen, Nexmark) on a thread of its own. It counts in

@@ -734,8 +734,12 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     // a transactional job on a resumable source commits through a checkpoint;
     // so does any job with windows on one: the source position may only move
     // past records whose open windows are in the checkpoint too
-    let state_dir = ((transactional || !p.window_states.is_empty()) && p.driver.resumable())
-        .then(|| state_dir(&p.plan));
+    let state_dir =
+        ((transactional || !p.window_states.is_empty()) && resumes(&p)).then(|| state_dir(&p.plan));
+    if state_dir.is_some() && !p.driver.resumes_by_default() {
+        // a file source reports positions only when asked: from the start
+        p.feed.set_resume(velo_connectors::Position::default());
+    }
     let mut committed_pos: Option<velo_connectors::Position> = None;
     let mut checkpoints_written = 0u64;
     if let Some(dir) = &state_dir {
@@ -1200,6 +1204,14 @@ fn state_dir(plan: &JobPlan) -> std::path::PathBuf {
     crate::checkpoint::job_dir(&root, &plan.name)
 }
 
+/// Whether the job's source positions are followed: a resumable source
+/// that resumes by default (Kafka), or any resumable source with a state
+/// directory named (files: a file job run again reads its files again
+/// unless told to resume).
+fn resumes(p: &PreparedJob) -> bool {
+    p.driver.resumable() && (p.driver.resumes_by_default() || p.plan.job.state_dir.is_some())
+}
+
 /// Under RetryWithBackoff, a failed epoch of a resumable source is read
 /// again from the last committed position (after a backoff) instead of being
 /// counted as failed; `max_retries` failures in a row stop the job.
@@ -1211,7 +1223,7 @@ async fn rewind(
     name: &str,
     epoch: u64,
 ) -> Result<bool> {
-    if job.failure_strategy != FailureStrategy::RetryWithBackoff || !p.driver.resumable() {
+    if job.failure_strategy != FailureStrategy::RetryWithBackoff || !resumes(p) {
         return Ok(false);
     }
     *failed_in_row += 1;

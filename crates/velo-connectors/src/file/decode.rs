@@ -126,6 +126,8 @@ pub(crate) struct Unit {
     pub bytes: Vec<u8>,
     /// 1-based physical line of the first byte.
     pub first_line: u64,
+    /// The physical line just after it: where reading resumes.
+    pub next_line: u64,
 }
 
 /// What decoding a unit gives: batches, the line of each good record (if
@@ -173,10 +175,16 @@ impl<R: Read> UnitSplitter<R> {
         let unit = Unit {
             bytes: self.buf[start..end].to_vec(),
             first_line: self.line,
+            next_line: self.line + lines,
         };
         self.pos = end;
         self.line += lines;
         Ok(Some(unit))
+    }
+
+    /// The 1-based physical line of the next unread byte.
+    pub fn line(&self) -> u64 {
+        self.line
     }
 
     /// Finds the next unit of up to `max` records: returns (start, end,

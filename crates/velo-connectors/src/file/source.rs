@@ -15,7 +15,7 @@ use super::decode::{
     Dec, Decoded, JsonArrayToLines, LineFormat, Unit, UnitFormat, UnitSplitter, decode_unit,
 };
 use crate::source::{
-    BadRecord, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed,
+    BadRecord, Position, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed,
 };
 use crate::{ConnectorError, Result};
 
@@ -260,6 +260,28 @@ impl Source for FileSource {
     }
 
     fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader> {
+        self.open_at(batch_size, projection, None)
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn resumes_by_default(&self) -> bool {
+        // a file job run twice reads its files twice, unless a state
+        // directory is named
+        false
+    }
+
+    /// Resumes every file at the line (CSV, JSON Lines) or row (Parquet)
+    /// after the last unit an earlier run delivered; files not in `resume`
+    /// are read from the start.
+    fn open_at(
+        &self,
+        batch_size: usize,
+        projection: Option<&[usize]>,
+        resume: Option<&Position>,
+    ) -> Result<SourceReader> {
         let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
         let mut cfg = self.cfg.clone();
         cfg.batch_size = cfg.batch_size.min(batch_size.max(1));
@@ -275,6 +297,9 @@ impl Source for FileSource {
             data_schema: self.data_schema.clone(),
             data_projection,
             schema: self.schema.clone(),
+            positioned: resume.is_some(),
+            resume: resume.cloned().unwrap_or_default(),
+            position: std::cell::RefCell::new(resume.cloned().unwrap_or_default()),
             tx,
         };
         std::thread::Builder::new()
@@ -296,6 +321,14 @@ struct Worker {
     row_number_col: bool,
     /// The output schema (data + metadata columns, all nullable).
     schema: SchemaRef,
+    /// Positions asked for (the job checkpoints): every unit goes out as one
+    /// batch with the position after it. Otherwise plain batches, which an
+    /// epoch may cut anywhere.
+    positioned: bool,
+    /// Where an earlier run stopped: file -> next line (Parquet: row).
+    resume: Position,
+    /// Where this run stands (sent with every unit).
+    position: std::cell::RefCell<Position>,
     tx: Sender<SourceEvent>,
 }
 
@@ -419,6 +452,16 @@ impl Worker {
                 return fail(format!("cannot read '{file_name}': {e}"));
             }
         }
+        // an earlier run delivered the units up to this line
+        if let Some(&at) = self.resume.parts.get(&file_name) {
+            while (splitter.line() as i64) < at {
+                match splitter.skip_record() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
+                }
+            }
+        }
         let uf = UnitFormat {
             fmt,
             schema: self.data_schema.clone(),
@@ -434,7 +477,11 @@ impl Worker {
             let mut dec: Option<Dec> = None;
             loop {
                 match splitter.next(uf.batch_size) {
-                    Ok(Some(unit)) => self.emit(&file_name, decode_unit(&uf, &unit, &mut dec))?,
+                    Ok(Some(unit)) => self.emit(
+                        &file_name,
+                        unit.next_line,
+                        decode_unit(&uf, &unit, &mut dec),
+                    )?,
                     Ok(None) => return Ok(()),
                     Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
                 }
@@ -457,8 +504,12 @@ impl Worker {
         std::thread::scope(|scope| {
             let (unit_tx, unit_rx) = mpsc::sync_channel::<(u64, Unit)>(threads * 2);
             let unit_rx = Arc::new(std::sync::Mutex::new(unit_rx));
-            let (res_tx, res_rx) =
-                mpsc::channel::<(u64, std::result::Result<Decoded, arrow::error::ArrowError>)>();
+            type Res = (
+                u64,
+                u64,
+                std::result::Result<Decoded, arrow::error::ArrowError>,
+            );
+            let (res_tx, res_rx) = mpsc::channel::<Res>();
             for _ in 0..threads {
                 let (rx, tx) = (unit_rx.clone(), res_tx.clone());
                 scope.spawn(move || {
@@ -466,7 +517,8 @@ impl Worker {
                     loop {
                         let next = rx.lock().map(|r| r.recv());
                         let Ok(Ok((seq, unit))) = next else { return };
-                        if tx.send((seq, decode_unit(uf, &unit, &mut dec))).is_err() {
+                        let r = decode_unit(uf, &unit, &mut dec);
+                        if tx.send((seq, unit.next_line, r)).is_err() {
                             return;
                         }
                     }
@@ -481,9 +533,9 @@ impl Worker {
                 |ready: &mut std::collections::BTreeMap<u64, _>,
                  next: &mut u64|
                  -> std::result::Result<(), std::result::Result<Closed, Closed>> {
-                    while let Some(r) = ready.remove(next) {
+                    while let Some((line, r)) = ready.remove(next) {
                         *next += 1;
-                        self.emit(file_name, r)?;
+                        self.emit(file_name, line, r)?;
                     }
                     Ok(())
                 };
@@ -495,8 +547,8 @@ impl Worker {
                 };
                 while sent - next >= max_in_flight {
                     match res_rx.recv() {
-                        Ok((seq, r)) => {
-                            ready.insert(seq, r);
+                        Ok((seq, line, r)) => {
+                            ready.insert(seq, (line, r));
                         }
                         Err(_) => break,
                     }
@@ -506,8 +558,8 @@ impl Worker {
                     break Err("decoder threads stopped".to_string());
                 }
                 sent += 1;
-                while let Ok((seq, r)) = res_rx.try_recv() {
-                    ready.insert(seq, r);
+                while let Ok((seq, line, r)) = res_rx.try_recv() {
+                    ready.insert(seq, (line, r));
                 }
                 drain(&mut ready, &mut next)?;
             };
@@ -519,19 +571,23 @@ impl Worker {
                 };
             }
             while next < sent {
-                let Ok((seq, r)) = res_rx.recv() else { break };
-                ready.insert(seq, r);
+                let Ok((seq, line, r)) = res_rx.recv() else {
+                    break;
+                };
+                ready.insert(seq, (line, r));
                 drain(&mut ready, &mut next)?;
             }
             Ok(())
         })
     }
 
-    /// Sends one decoded unit: its bad records, then its batches.
+    /// Sends one decoded unit: its bad records, then its rows as one batch
+    /// with the position after the unit (`next_line` of the file).
     #[allow(clippy::result_large_err)]
     fn emit(
         &self,
         file_name: &str,
+        next_line: u64,
         decoded: std::result::Result<Decoded, arrow::error::ArrowError>,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         let fail = |msg: String| match self.send(SourceEvent::Error(msg)) {
@@ -552,17 +608,52 @@ impl Worker {
             }))
             .map_err(Err)?;
         }
-        let mut offset = 0;
-        for batch in batches {
-            let n = batch.num_rows();
-            let batch = match self.output(batch, file_name, lines.get(offset..).unwrap_or(&[])) {
-                Ok(b) => b,
-                Err(e) => return fail(e.to_string()),
-            };
-            offset += n;
-            self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+        if !self.positioned {
+            let mut offset = 0;
+            for batch in batches {
+                let n = batch.num_rows();
+                let batch = match self.output(batch, file_name, lines.get(offset..).unwrap_or(&[]))
+                {
+                    Ok(b) => b,
+                    Err(e) => return fail(e.to_string()),
+                };
+                offset += n;
+                self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // one batch per unit: the position after it is exact
+        let batch = match batches.len() {
+            0 => Ok(RecordBatch::new_empty(self.schema.clone())),
+            1 => self.output(batches.into_iter().next().expect("one"), file_name, &lines),
+            _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
+                .map_err(ConnectorError::from)
+                .and_then(|b| self.output(b, file_name, &lines)),
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => return fail(e.to_string()),
+        };
+        self.send_at(batch, file_name, next_line as i64)
+    }
+
+    /// Sends `batch` with the position `at` for `file_name`.
+    #[allow(clippy::result_large_err)]
+    fn send_at(
+        &self,
+        batch: RecordBatch,
+        file_name: &str,
+        at: i64,
+    ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
+        if !self.positioned {
+            return self.send(SourceEvent::Batch(batch)).map_err(Err);
+        }
+        let pos = {
+            let mut p = self.position.borrow_mut();
+            p.parts.insert(file_name.to_string(), at);
+            p.clone()
+        };
+        self.send(SourceEvent::Positioned(batch, pos)).map_err(Err)
     }
 
     #[allow(clippy::result_large_err)]
@@ -579,6 +670,14 @@ impl Worker {
             Ok(f) => f,
             Err(e) => return fail(format!("cannot open '{file_name}': {e}")),
         };
+        // an earlier run delivered this many rows
+        let skip = self
+            .resume
+            .parts
+            .get(file_name)
+            .copied()
+            .unwrap_or(0)
+            .max(0) as u64;
         let projected = match &self.data_projection {
             Some(p) => Arc::new(
                 self.data_schema
@@ -601,13 +700,14 @@ impl Worker {
                 let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
                 b.with_batch_size(self.cfg.batch_size)
                     .with_projection(mask)
+                    .with_offset(skip as usize)
                     .build()
             });
         let reader = match reader {
             Ok(r) => r,
             Err(e) => return fail(format!("'{file_name}' is not a readable Parquet file: {e}")),
         };
-        let mut row = 0u64;
+        let mut row = skip;
         for batch in reader {
             let batch = match batch
                 .map_err(ConnectorError::from)
@@ -627,7 +727,7 @@ impl Worker {
                 Err(e) => return fail(e.to_string()),
             };
             row += n;
-            self.send(SourceEvent::Batch(batch)).map_err(Err)?;
+            self.send_at(batch, file_name, row as i64)?;
         }
         Ok(())
     }
