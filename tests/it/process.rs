@@ -426,28 +426,62 @@ fn lookup_tables_are_reloaded_every_refresh_interval() {
 }
 
 /// A file job with a state directory resumes where it stopped: its files at
-/// the line after the last committed epoch, its windows from the
-/// checkpoint. Crashed right after checkpoints (the moment a random kill
+/// the line (Parquet: row) after the last committed epoch, its windows from
+/// the checkpoint. Crashed right after checkpoints (the moment a random kill
 /// almost never hits), it still publishes every window once, complete.
 #[test]
 fn file_jobs_resume_from_the_state_directory_exactly_once() {
+    resume_exactly_once("jsonl");
+    resume_exactly_once("parquet");
+}
+
+fn resume_exactly_once(format: &str) {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::create_dir_all(dir.join("data")).unwrap();
     // two files, 100 records per 100 ms window, 60 windows
-    for (f, range) in [("a", 0..3_000), ("b", 3_000..6_000)] {
-        let mut s = String::new();
-        for i in range {
-            s.push_str(&format!("{{\"id\":{i},\"ts\":{i}}}\n"));
+    for (f, range) in [("a", 0..3_000i64), ("b", 3_000..6_000)] {
+        let path = dir.join(format!("data/{f}.{format}"));
+        if format == "parquet" {
+            let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+                arrow::datatypes::Field::new("ts", arrow::datatypes::DataType::Int64, false),
+            ]));
+            let ids: Vec<i64> = range.collect();
+            let batch = arrow::array::RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    std::sync::Arc::new(arrow::array::Int64Array::from(ids.clone())),
+                    std::sync::Arc::new(arrow::array::Int64Array::from(ids)),
+                ],
+            )
+            .unwrap();
+            // several row groups: the resume offset crosses them
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_max_row_group_row_count(Some(700))
+                .build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(
+                std::fs::File::create(&path).unwrap(),
+                schema,
+                Some(props),
+            )
+            .unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        } else {
+            let mut s = String::new();
+            for i in range {
+                s.push_str(&format!("{{\"id\":{i},\"ts\":{i}}}\n"));
+            }
+            std::fs::write(path, s).unwrap();
         }
-        std::fs::write(dir.join(format!("data/{f}.jsonl")), s).unwrap();
     }
-    let app = "CREATE STREAM w AS SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids
+    let app = format!("CREATE STREAM w AS SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids
       FROM events GROUP BY TUMBLE(ts, INTERVAL '100' MILLISECOND) INTO out
-      WITH ('events.type' = 'file_source', 'events.path' = 'data/*.jsonl', 'events.schema' = 'id BIGINT, ts BIGINT',
+      WITH ('events.type' = 'file_source', 'events.path' = 'data/*.{format}', 'events.schema' = 'id BIGINT, ts BIGINT',
             'events.watermark.max_out_of_orderness' = '0ms',
             'use_transactions' = 'true', 'state.dir' = 'state', 'batch.size' = '250',
-            'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl');";
+            'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl');");
     std::fs::write(dir.join("app.sql"), app).unwrap();
     for at in ["3", "7"] {
         let o = crate::common::run_in(
@@ -458,7 +492,7 @@ fn file_jobs_resume_from_the_state_directory_exactly_once() {
         let log = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(
             !o.status.success() && log.contains("aborting after the checkpoint"),
-            "the crash point fires: {log}"
+            "{format}: the crash point fires: {log}"
         );
     }
     let o = crate::common::run_in(dir, &["run", "app.sql"], &[]);
@@ -479,13 +513,13 @@ fn file_jobs_resume_from_the_state_directory_exactly_once() {
             e.2 += 1;
         }
     }
-    assert_eq!(windows.len(), 60, "{windows:?}");
+    assert_eq!(windows.len(), 60, "{format}: {windows:?}");
     for (ws, (n, ids, times)) in &windows {
         let want: i64 = (*ws..ws + 100).sum();
         assert_eq!(
             (*n, *ids, *times),
             (100, want, 1),
-            "window {ws}: every record once, the window published once"
+            "{format}, window {ws}: every record once, the window published once"
         );
     }
 }
