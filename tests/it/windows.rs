@@ -323,3 +323,60 @@ fn window_state_stays_flat_on_an_infinite_input() {
     let out = std::fs::read_to_string(dir.join("out/w.jsonl")).unwrap();
     assert!(out.lines().count() as u64 > windows, "windows were emitted");
 }
+
+/// LAG on a stream: every row's previous value of its key, also across
+/// epochs (the operator keeps the last row of each key); functions that
+/// need all earlier rows are refused on a stream with a clear error.
+#[test]
+fn lag_over_a_stream_sees_the_previous_row_of_its_key_across_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let app = "CREATE STREAM w AS SELECT key, id, value, LAG(value, 1) OVER (PARTITION BY key ORDER BY id) AS prev,
+        LAG(value, 2) OVER (PARTITION BY key ORDER BY id) AS prev2 FROM gen INTO out
+      WITH ('gen.type' = 'datagen', 'gen.rate' = '2000', 'gen.columns' = 'id:sequence(0), key:int(0,4), value:int(0,1000000)',
+            'batch.timeout' = '50ms', 'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let out = dir.join("out/w.jsonl");
+    crate::common::run_until_lines(dir, &out, 500);
+    let mut by_key: std::collections::BTreeMap<i64, Vec<serde_json::Value>> = Default::default();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut ids = Vec::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        ids.push(v["id"].as_i64().unwrap());
+        by_key
+            .entry(v["key"].as_i64().unwrap())
+            .or_default()
+            .push(v);
+    }
+    ids.sort();
+    assert!(
+        ids.iter().copied().eq(0..ids.len() as i64),
+        "every record once"
+    );
+    for (k, rows) in by_key.iter_mut() {
+        rows.sort_by_key(|r| r["id"].as_i64().unwrap());
+        for (i, r) in rows.iter().enumerate() {
+            let want = |back: usize| {
+                if i >= back {
+                    rows[i - back]["value"].clone()
+                } else {
+                    serde_json::Value::Null
+                }
+            };
+            assert_eq!(r["prev"], want(1), "key {k}, row {r}");
+            assert_eq!(r["prev2"], want(2), "key {k}, row {r}");
+        }
+    }
+    // many epochs: the history carried the previous rows over
+    assert!(text.lines().count() >= 500);
+
+    let app = app.replace("LAG(value, 2)", "ROW_NUMBER()");
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success() && err.contains("OVER (...) other than LAG"),
+        "{err}"
+    );
+}

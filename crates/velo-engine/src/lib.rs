@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod feed;
 pub mod lookup;
 pub mod plan;
+pub mod rowwindow;
 pub mod runtime;
 pub mod stats;
 pub mod tables;

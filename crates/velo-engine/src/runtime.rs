@@ -96,6 +96,7 @@ fn needs_whole_input(plan: &LogicalPlan, updating: bool) -> bool {
     let _ = plan.apply(|p| {
         if crate::window::is_window_aggregate(p)
             || (updating && matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))
+            || (updating && crate::rowwindow::is_streamable(p))
         {
             return Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue);
         }
@@ -233,6 +234,10 @@ pub async fn prepare_job(
             partitions,
         )),
     );
+    rules.insert(
+        rules.len() - 1,
+        Arc::new(crate::rowwindow::StreamingRowWindows),
+    );
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -295,7 +300,7 @@ pub async fn prepare_job(
             "job '{}': {} over the unbounded source '{}' needs a window: GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), HOP(...) or SESSION(...); or read a bounded input",
             plan.name,
             if updating {
-                "ORDER BY / LIMIT / OVER (...)"
+                "ORDER BY / LIMIT / OVER (...) other than LAG"
             } else {
                 "GROUP BY / ORDER BY / LIMIT / DISTINCT with EMIT FINAL"
             },
