@@ -63,7 +63,43 @@ fn lag_offset(name: &str) -> Option<usize> {
 /// The physical optimizer rule that puts [`RowWindowExec`] in place of a
 /// window operator over an unbounded input.
 #[derive(Debug, Default)]
-pub struct StreamingRowWindows;
+pub struct StreamingRowWindows {
+    states: Arc<crate::window::WindowStates>,
+}
+
+impl StreamingRowWindows {
+    /// A rule whose operators register their history in `states`
+    /// (checkpoints).
+    pub fn new(states: Arc<crate::window::WindowStates>) -> Self {
+        Self { states }
+    }
+}
+
+/// The history of a [`RowWindowExec`]: the last rows of every key.
+struct History {
+    schema: SchemaRef,
+    rows: Arc<Mutex<Option<RecordBatch>>>,
+}
+
+impl crate::window::OperatorState for History {
+    fn snapshot(&self) -> Result<RecordBatch> {
+        Ok(self
+            .rows
+            .lock()
+            .expect("history")
+            .clone()
+            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+    }
+    fn restore(&self, batch: RecordBatch) -> Result<()> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(DataFusionError::Plan(
+                "the checkpointed LAG history does not match the query's input; the query changed: move the state directory away to start from scratch".into(),
+            ));
+        }
+        *self.rows.lock().expect("history") = (batch.num_rows() > 0).then_some(batch);
+        Ok(())
+    }
+}
 
 impl PhysicalOptimizerRule for StreamingRowWindows {
     fn optimize(
@@ -111,6 +147,10 @@ impl PhysicalOptimizerRule for StreamingRowWindows {
                 partition_by,
                 keep.min(100_000),
             )?;
+            self.states.register(Arc::new(History {
+                schema: exec.marked.clone(),
+                rows: exec.history.clone(),
+            }));
             Ok(Transformed::new(
                 Arc::new(exec),
                 true,

@@ -236,7 +236,9 @@ pub async fn prepare_job(
     );
     rules.insert(
         rules.len() - 1,
-        Arc::new(crate::rowwindow::StreamingRowWindows),
+        Arc::new(crate::rowwindow::StreamingRowWindows::new(
+            window_states.clone(),
+        )),
     );
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)

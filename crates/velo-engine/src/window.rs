@@ -453,7 +453,38 @@ impl StreamingWindows {
 /// checkpoint and read back on restart, so no window result is lost or
 /// emitted twice across a crash.
 #[derive(Default)]
-pub struct WindowStates(Mutex<Vec<Arc<Inner>>>);
+pub struct WindowStates(Mutex<Vec<Arc<dyn OperatorState>>>);
+
+/// The state of a stateful streaming operator, for checkpoints.
+pub trait OperatorState: Send + Sync {
+    /// The whole state as one batch; the operator goes on unchanged.
+    fn snapshot(&self) -> Result<RecordBatch>;
+    /// Puts back what [`Self::snapshot`] took.
+    fn restore(&self, batch: RecordBatch) -> Result<()>;
+    /// Whether it emits changes (the job's output is a changelog).
+    fn emits_changes(&self) -> bool {
+        false
+    }
+    /// `EMIT CHANGES`: keys of the groups changed at the last emission.
+    fn take_changed(&self) -> Vec<RecordBatch> {
+        Vec::new()
+    }
+}
+
+impl OperatorState for Inner {
+    fn snapshot(&self) -> Result<RecordBatch> {
+        Inner::snapshot(self)
+    }
+    fn restore(&self, batch: RecordBatch) -> Result<()> {
+        Inner::restore(self, batch)
+    }
+    fn emits_changes(&self) -> bool {
+        self.emit == Emit::Changes
+    }
+    fn take_changed(&self) -> Vec<RecordBatch> {
+        std::mem::take(&mut *self.changed.lock().expect("changed keys"))
+    }
+}
 
 impl fmt::Debug for WindowStates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -466,7 +497,8 @@ impl fmt::Debug for WindowStates {
 }
 
 impl WindowStates {
-    fn register(&self, inner: Arc<Inner>) {
+    /// Adds an operator's state (in plan order).
+    pub fn register(&self, inner: Arc<dyn OperatorState>) {
         self.0.lock().expect("window states").push(inner);
     }
 
@@ -481,7 +513,7 @@ impl WindowStates {
             .lock()
             .expect("window states")
             .iter()
-            .any(|i| i.emit == Emit::Changes)
+            .any(|i| i.emits_changes())
     }
 
     /// `EMIT CHANGES`: the keys of the groups that changed at the last
@@ -493,7 +525,7 @@ impl WindowStates {
             .lock()
             .expect("window states")
             .iter()
-            .flat_map(|i| std::mem::take(&mut *i.changed.lock().expect("changed keys")))
+            .flat_map(|i| i.take_changed())
             .collect()
     }
 
@@ -561,7 +593,7 @@ impl PhysicalOptimizerRule for StreamingWindows {
             )? {
                 Some(w) => {
                     for i in &w.inners {
-                        self.states.register(i.clone());
+                        self.states.register(i.clone() as Arc<dyn OperatorState>);
                     }
                     Ok(Transformed::new(Arc::new(w), true, TreeNodeRecursion::Jump))
                 }
