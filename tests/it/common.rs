@@ -95,12 +95,20 @@ pub fn read_text(path: &Path) -> String {
 }
 
 /// Waits (up to `limit`) until `cond` holds; panics with `what` otherwise.
-pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(limit: Duration, what: &str, cond: impl FnMut() -> bool) {
+    assert!(wait_until(limit, cond), "timed out waiting for {what}");
+}
+
+/// Waits (up to `limit`) until `cond` holds; whether it did.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::park_timeout(Duration::from_millis(20));
     }
+    true
 }
 
 /// Serialises the tests that need the machine to themselves: the Kafka

@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::{velo, wait_for};
+use crate::common::{velo, wait_for, wait_until};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -48,6 +48,41 @@ fn tansu_bin() -> PathBuf {
         "the tansu broker is not installed: run ./scripts/test.sh (it installs it) or set VELO_TANSU"
     );
     p
+}
+
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port`
+/// (Linux: the listening inode in /proc/net/tcp among the process's fds).
+fn listens(pid: u32, port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit_once(':')?.1;
+            // state 0A: LISTEN
+            (u16::from_str_radix(local_port, 16).ok()? == port && f.get(3)? == &"0A")
+                .then(|| f.get(9).map(|s| format!("socket:[{s}]")))
+                .flatten()
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.to_string_lossy() == *i))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A temporary directory with a broker of its own in it, and its address.
+/// (Bound in this order, the broker stops before its directory goes.)
+fn with_broker() -> (tempfile::TempDir, Tansu, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(tmp.path());
+    let bs = broker.bootstrap();
+    (tmp, broker, bs)
 }
 
 impl Tansu {
@@ -80,18 +115,20 @@ impl Tansu {
             .spawn()
             .expect("tansu starts");
         self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        wait_for(Duration::from_secs(20), "tansu to listen", || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
         // the port was free when picked; if another process took it since,
-        // our broker is gone and the port answers for someone else's
-        std::thread::sleep(Duration::from_millis(200));
-        let exited = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+        // our broker exits and the port answers for someone else's: wait
+        // until the listening socket is our broker's own
+        let port = self.port;
+        let child = self.child.as_mut().expect("just started");
+        let pid = child.id();
+        let mut exited = None;
+        wait_for(Duration::from_secs(20), "tansu to listen", || {
+            exited = child.try_wait().unwrap();
+            exited.is_some() || listens(pid, port)
+        });
         assert!(
             exited.is_none(),
-            "tansu exited at start ({exited:?}); port {} was taken: {}",
-            self.port,
+            "tansu exited at start ({exited:?}); port {port} was taken: {}",
             std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
         );
     }
@@ -333,16 +370,15 @@ fn spawn_assigned(dir: &Path, app: &str, args: &[&str], env: &[(&str, &str)], lo
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("velo starts");
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
+        let started = wait_until(Duration::from_secs(30), || {
             let said = std::fs::read_to_string(log).unwrap_or_default();
             let assigned = said
                 .lines()
                 .any(|l| l.contains("assigned ") && !l.contains("assigned 0 partition"));
-            if assigned || child.try_wait().unwrap().is_some() {
-                return child;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            assigned || child.try_wait().unwrap().is_some()
+        });
+        if started {
+            return child;
         }
         eprintln!(
             "attempt {attempt}: no partitions after 30 s (broker group join stalled); restarting the job"
@@ -371,13 +407,9 @@ fn crash_round(dir: &Path, app: &str, log: &Path, at: u32) {
 fn kill_round(dir: &Path, app: &str, log: &Path, out_dir: &Path, rng: &mut impl rand::Rng) {
     let before = published(out_dir, "part").len();
     let mut child = spawn_assigned(dir, app, &[], &[], log);
-    let start = Instant::now();
-    while published(out_dir, "part").len() == before
-        && start.elapsed() < Duration::from_secs(60)
-        && child.try_wait().unwrap().is_none()
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(60), || {
+        published(out_dir, "part").len() > before || child.try_wait().unwrap().is_some()
+    });
     // the random kill point itself, not a wait for something
     std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
     if child.try_wait().unwrap().is_some() {
@@ -470,9 +502,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[test]
 fn kafka_to_kafka_and_file_with_keys_metadata_and_dead_letters() {
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "orders", 3);
     create_topic(&bs, "big", 1);
     let mut msgs = orders(0..600);
@@ -545,9 +575,7 @@ WITH (
 #[test]
 fn at_least_once_across_a_kill_resumes_from_committed_offsets() {
     let _machine = crate::common::exclusive();
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "orders", 2);
     let n = 20_000u64;
     produce(&bs, "orders", &orders(0..n));
@@ -585,9 +613,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 fn exactly_once_into_files_across_kills_and_crash_points() {
     let _machine = crate::common::exclusive();
     use rand::Rng;
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     // one partition: with three, tansu (the test broker) now and then never
     // completed the group join of the first run (no assignment for minutes)
     create_topic(&bs, "orders", 1);
@@ -637,9 +663,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 #[test]
 fn windows_survive_kills_and_crashes_exactly_once() {
     let _machine = crate::common::exclusive();
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     // one partition: event time (the id, as milliseconds) arrives in order
     create_topic(&bs, "orders", 1);
     let app = format!(
@@ -678,9 +702,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 #[test]
 fn updating_group_by_survives_kills_and_crashes_exactly_once() {
     let _machine = crate::common::exclusive();
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "orders", 1);
     let app = format!(
         r#"CREATE TABLE per_customer AS
@@ -693,14 +715,12 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
     let out_dir = tmp.path().join("out");
     let produced = crash_kill_and_finish(tmp.path(), &bs, &app, 6_000);
     // the published files in epoch order are the changelog
-    let all = tmp.path().join("changelog.jsonl");
     let text: String = published(&out_dir, "part")
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
-    std::fs::write(&all, text).unwrap();
     let (table, ops) =
-        crate::updating::apply_changelog(&all, &["customer"], &["customer", "n", "ids"]);
+        crate::updating::apply_changelog_text(&text, &["customer"], &["customer", "n", "ids"]);
     let mut want = BTreeMap::new();
     for i in 0..produced {
         let e: &mut (u64, u64) = want.entry(format!("\"c{}\"", i % 97)).or_default();
@@ -728,9 +748,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 #[test]
 fn watermark_follows_the_slowest_partition() {
     let _machine = crate::common::exclusive();
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "orders", 2);
     // partition 0 is 20 s of event time ahead; partition 1 has 1 s of it
     produce_ids_to(&bs, "orders", 0, (0..20_000).step_by(10));
@@ -866,9 +884,7 @@ fn python() -> String {
 
 #[test]
 fn independent_python_client_produces_and_consumes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "readings", 2);
     create_topic(&bs, "alerts", 1);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
@@ -906,9 +922,7 @@ WITH ('readings.type' = 'kafka_source', 'readings.bootstrap.servers' = '{bs}', '
 
 #[test]
 fn avro_with_a_schema_registry_and_an_independent_avro_client() {
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "payments", 1);
     create_topic(&bs, "payments_out", 1);
     let reg_port = free_port();
@@ -1047,9 +1061,7 @@ WITH ('src.type' = 'kafka_source', 'src.bootstrap.servers' = '{bs}', 'src.topic'
 #[test]
 fn several_topics_headers_byte_keys_and_an_inline_avro_schema() {
     use rdkafka::message::{Header, Headers, OwnedHeaders};
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     for t in ["a", "b", "out", "raw"] {
         create_topic(&bs, t, 1);
     }
@@ -1157,9 +1169,7 @@ INTO res WITH ('raw.type' = 'kafka_source', 'raw.bootstrap.servers' = '{bs}', 'r
 
 #[test]
 fn protobuf_values_with_a_descriptor_set() {
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(tmp.path());
-    let bs = broker.bootstrap();
+    let (tmp, _broker, bs) = with_broker();
     create_topic(&bs, "orders_pb", 2);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/client.py");
     let desc = tmp.path().join("shop.desc");

@@ -502,7 +502,6 @@ fn resume_exactly_once(format: &str) {
     let mut windows: std::collections::BTreeMap<i64, (i64, i64, u32)> = Default::default();
     for f in published(&dir.join("out"), "part") {
         for l in std::fs::read_to_string(dir.join("out").join(&f))
-            .or_else(|_| std::fs::read_to_string(&f))
             .unwrap()
             .lines()
         {

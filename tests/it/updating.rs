@@ -25,13 +25,22 @@ fn skewed(seed: u64, n: usize) -> Vec<(String, i64, i64)> {
 
 /// What a keyed sink holds after applying the changelog in `path` in order:
 /// key -> `|`-joined `cols`; and how many rows of each `_op` there were.
-pub(crate) fn apply_changelog(
+fn apply_changelog(
     path: &Path,
     key: &[&str],
     cols: &[&str],
 ) -> (BTreeMap<String, String>, BTreeMap<String, usize>) {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    apply_changelog_text(&text, key, cols)
+}
+
+/// [`apply_changelog`] on the JSON Lines `text`.
+pub(crate) fn apply_changelog_text(
+    text: &str,
+    key: &[&str],
+    cols: &[&str],
+) -> (BTreeMap<String, String>, BTreeMap<String, usize>) {
     let mut table = BTreeMap::new();
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for l in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -115,6 +115,13 @@ pub const TABLE_KEYS: &[KeySpec] = &[KeySpec::new(
     "A lookup table (a bounded source joined with the stream) is read again this often, between epochs, and the join uses the new rows from then on; a failed reload keeps the old rows (default: read once)",
 )];
 
+/// The keys the engine reads on every source, whatever its connector:
+/// event time and watermarks, lookup refresh. Client libraries (librdkafka)
+/// never see them.
+pub fn engine_source_keys() -> [&'static [KeySpec]; 2] {
+    [crate::time::EVENT_TIME_KEYS, TABLE_KEYS]
+}
+
 /// Keys that every connector accepts (handled by the registry/runtime).
 pub const COMMON_CONNECTOR_KEYS: &[KeySpec] = &[
     KeySpec::new(

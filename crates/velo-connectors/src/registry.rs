@@ -213,12 +213,9 @@ impl Registry {
             KeySpec::new("uri", velo_config::KeyType::String, None, ""),
             KeySpec::new("location", velo_config::KeyType::String, None, ""),
         ];
-        let (time, table): (&[KeySpec], &[KeySpec]) = match cfg.role {
-            Role::Source => (
-                velo_config::time::EVENT_TIME_KEYS,
-                velo_config::keys::TABLE_KEYS,
-            ),
-            Role::Sink => (&[], &[]),
+        let [time, table]: [&[KeySpec]; 2] = match cfg.role {
+            Role::Source => velo_config::keys::engine_source_keys(),
+            Role::Sink => [&[], &[]],
         };
         let tables = [keys, COMMON_CONNECTOR_KEYS, common, time, table];
         match extra {

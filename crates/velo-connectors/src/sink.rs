@@ -12,6 +12,33 @@ use arrow::datatypes::SchemaRef;
 
 use crate::Result;
 
+/// The operation column of an updating result (a changelog): every row is
+/// an [`OP_INSERT`], [`OP_UPDATE`] or [`OP_DELETE`] of its key. Sinks with
+/// keys apply them as upserts (Kafka: a delete is a tombstone).
+pub const OP_COLUMN: &str = "_op";
+/// A key written for the first time.
+pub const OP_INSERT: &str = "insert";
+/// A key written again.
+pub const OP_UPDATE: &str = "update";
+/// A key removed: its key columns are set, the others null.
+pub const OP_DELETE: &str = "delete";
+
+/// Whether row `i` of `batch` deletes its key (an updating result's
+/// `_op` = `delete`).
+pub fn deletes(batch: &RecordBatch) -> Option<arrow::array::BooleanArray> {
+    use arrow::array::Array;
+    let ops = batch
+        .column_by_name(OP_COLUMN)?
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()?
+        .clone();
+    Some(
+        (0..ops.len())
+            .map(|i| Some(ops.is_valid(i) && ops.value(i) == OP_DELETE))
+            .collect(),
+    )
+}
+
 /// What a sink can do.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SinkCapabilities {

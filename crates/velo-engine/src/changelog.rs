@@ -18,8 +18,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::{DataFusionError, Result};
 
-/// The name of the operation column.
-pub const OP_COLUMN: &str = "_op";
+pub use velo_connectors::sink::OP_COLUMN;
+use velo_connectors::sink::{OP_DELETE, OP_INSERT, OP_UPDATE};
 
 /// Labels an updating query's rows and remembers the keys it has written.
 pub struct Changelog {
@@ -90,11 +90,6 @@ impl Changelog {
         self.schema.clone()
     }
 
-    /// The names of the key columns.
-    pub fn key_names(&self) -> Vec<String> {
-        self.keys.iter().map(|(_, n, _)| n.clone()).collect()
-    }
-
     fn key_rows(&self, cols: &[ArrayRef]) -> Result<Vec<OwnedRow>> {
         let conv = self.conv.as_ref().expect("keyed changelog");
         let rows = conv.convert_columns(cols)?;
@@ -108,9 +103,9 @@ impl Changelog {
             (0..b.num_rows())
                 .map(|_| {
                     if std::mem::replace(&mut self.single_emitted, true) {
-                        "update"
+                        OP_UPDATE
                     } else {
-                        "insert"
+                        OP_INSERT
                     }
                 })
                 .collect()
@@ -125,9 +120,9 @@ impl Changelog {
                 .map(|r| {
                     seen.insert(r.clone());
                     if self.emitted.insert(r) {
-                        "insert"
+                        OP_INSERT
                     } else {
-                        "update"
+                        OP_UPDATE
                     }
                 })
                 .collect()
@@ -196,7 +191,7 @@ impl Changelog {
         for (k, (i, _, _)) in self.keys.iter().enumerate() {
             out[*i] = arrow::compute::take(&cols[k], &idx, None)?;
         }
-        out.push(Arc::new(StringArray::from(vec!["delete"; n])));
+        out.push(Arc::new(StringArray::from(vec![OP_DELETE; n])));
         Ok(Some(RecordBatch::try_new(self.schema.clone(), out)?))
     }
 

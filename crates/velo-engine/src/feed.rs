@@ -268,24 +268,16 @@ impl EpochFeed {
         let wm = self.watermark.get();
         let in_time =
             read.errors.is_empty() && arrow::compute::min(&read.millis).is_none_or(|m| m >= wm);
-        // the highest event time of each part the rows came from
-        let maxima: Vec<(Arc<str>, i64)> = if in_time {
+        // a source that names no parts is one part
+        let runs = parts.unwrap_or_else(|| vec![(Arc::from(""), read.millis.len())]);
+        // the highest event time of each part among the rows kept
+        let maxima = if in_time {
             // the usual case: every time readable, none late
-            match &parts {
-                Some(runs) => part_maxima(&read.millis, None, runs)?,
-                None => arrow::compute::max(&read.millis)
-                    .map(|m| (Arc::from(""), m))
-                    .into_iter()
-                    .collect(),
-            }
+            part_maxima(&read.millis, None, &runs)?
         } else {
-            let (kept, keep, max_ts) = self.hold_back(s, &batch, &read, t, wm)?;
+            let (kept, keep) = self.hold_back(s, &batch, &read, t, wm)?;
             batch = kept;
-            match &parts {
-                Some(runs) => part_maxima(&read.millis, Some(&keep), runs)?,
-                None if max_ts != Watermark::NONE => vec![(Arc::from(""), max_ts)],
-                None => vec![],
-            }
+            part_maxima(&read.millis, Some(&keep), &runs)?
         };
         if let Some(tr) = s.tracker.as_mut() {
             let now = Instant::now();
@@ -300,7 +292,7 @@ impl EpochFeed {
     }
 
     /// Routes the rows of `batch` with an unreadable or late event time
-    /// (bad records, late data); returns the rest and their highest time.
+    /// (bad records, late data); returns the rest and which rows they are.
     fn hold_back(
         &self,
         s: &mut State,
@@ -308,9 +300,8 @@ impl EpochFeed {
         read: &crate::time::ReadTime,
         t: &velo_config::time::EventTime,
         wm: i64,
-    ) -> Result<(RecordBatch, arrow::array::BooleanArray, i64), DataFusionError> {
+    ) -> Result<(RecordBatch, arrow::array::BooleanArray), DataFusionError> {
         let mut keep = arrow::array::BooleanBuilder::with_capacity(batch.num_rows());
-        let mut max_ts = Watermark::NONE;
         let mut bad = read.errors.iter().peekable();
         let mut late = 0u64;
         for (i, ts) in read.millis.iter().enumerate() {
@@ -351,19 +342,12 @@ impl EpochFeed {
                     }
                     keep.append_value(false);
                 }
-                Some(ts) => {
-                    max_ts = max_ts.max(ts);
-                    keep.append_value(true);
-                }
+                Some(_) => keep.append_value(true),
             }
         }
         Counters::add(&self.counters.records_late, late);
         let keep = keep.finish();
-        Ok((
-            arrow::compute::filter_record_batch(batch, &keep)?,
-            keep,
-            max_ts,
-        ))
+        Ok((arrow::compute::filter_record_batch(batch, &keep)?, keep))
     }
 
     /// The epoch's input ended: in processing time the watermark is now.

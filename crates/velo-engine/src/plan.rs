@@ -189,13 +189,10 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
             &vars,
             opts,
             &is_job_key,
-            &table_names,
+            (&table_names, &tables),
             &mut warnings,
         ) {
-            Ok(mut j) => {
-                j.tables = tables.clone();
-                jobs.push(j)
-            }
+            Ok(j) => jobs.push(j),
             Err(e) => errors.push(e),
         }
         if st.kind == StatementKind::CreateTable {
@@ -230,7 +227,7 @@ fn resolve_job(
     vars: &VarContext,
     opts: &PlanOptions,
     is_job_key: &dyn Fn(&str) -> bool,
-    table_names: &[String],
+    (table_names, tables): (&[String], &Arc<crate::tables::Tables>),
     warnings: &mut Vec<String>,
 ) -> Result<JobPlan> {
     let mut errors = Vec::new();
@@ -432,6 +429,6 @@ fn resolve_job(
         sinks,
         dlq,
         table_refs,
-        tables: Arc::new(crate::tables::Tables::default()),
+        tables: tables.clone(),
     })
 }

@@ -83,10 +83,24 @@ pub struct PreparedJob {
     pub window_metrics: Arc<crate::window::WindowMetrics>,
     /// The window operators' state (checkpoints).
     pub window_states: Arc<crate::window::WindowStates>,
-    /// The output is an updating stream (`_op` column, upserts by key).
-    pub changelog: bool,
     /// `CREATE TABLE`: the table its published rows go to.
     pub table: Option<Arc<crate::tables::Table>>,
+}
+
+impl PreparedJob {
+    /// The output is an updating stream (`_op` column, upserts by key): an
+    /// operator emits changes.
+    pub fn is_changelog(&self) -> bool {
+        self.window_states.emits_changes()
+    }
+
+    /// The key of the job's results: its GROUP BY columns in the output,
+    /// as (output name, name in the aggregate); for a windowed changelog
+    /// with the window's columns. Kafka's message key, the changelog's key,
+    /// a CREATE TABLE's key.
+    pub fn result_keys(&self) -> Vec<(String, String)> {
+        key_columns_of(&self.logical, self.is_changelog() && self.window.is_some())
+    }
 }
 
 /// Whether `plan` can only answer after all of its input. With `updating`,
@@ -323,21 +337,7 @@ pub async fn prepare_job(
         logical
     };
     let physical = ctx.state().create_physical_plan(&logical).await?;
-    let changelog = window_states.emits_changes();
-    // CREATE TABLE: later statements join with its latest row per key
-    let table = (plan.statement.kind == velo_sql::StatementKind::CreateTable).then(|| {
-        let keys = if changelog {
-            changelog_keys(&logical, window.is_some())
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect()
-        } else {
-            group_key_columns(&logical)
-        };
-        plan.tables
-            .declare(&plan.statement.name, physical.schema(), keys)
-    });
-    Ok(PreparedJob {
+    let mut prepared = PreparedJob {
         plan: plan.clone(),
         driver,
         feed,
@@ -352,9 +352,18 @@ pub async fn prepare_job(
         window,
         window_metrics,
         window_states,
-        changelog,
-        table,
-    })
+        table: None,
+    };
+    // CREATE TABLE: later statements join with its latest row per key
+    if plan.statement.kind == velo_sql::StatementKind::CreateTable {
+        let keys = prepared.result_keys().into_iter().map(|(k, _)| k).collect();
+        prepared.table = Some(plan.tables.declare(
+            &plan.statement.name,
+            prepared.physical.schema(),
+            keys,
+        ));
+    }
+    Ok(prepared)
 }
 
 /// The `explain` text of a job: sources, sinks, config (secrets masked), plans.
@@ -461,10 +470,10 @@ pub fn explain_text(p: &PreparedJob) -> String {
     if p.whole_input {
         s.push_str("  Note: the query needs its whole (bounded) input: it runs as one epoch\n");
     }
-    if p.changelog {
+    if p.is_changelog() {
         s.push_str(&format!(
             "  Emit: changes: an updating stream keyed by ({}); every epoch writes the changed groups with {} = insert / update / delete\n",
-            changelog_keys(&p.logical, p.window.is_some())
+            p.result_keys()
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect::<Vec<_>>()
@@ -642,10 +651,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     }
     let job = p.plan.job.clone();
     let name = p.plan.name.clone();
-    let mut changelog = if p.changelog {
+    let result_keys = p.result_keys();
+    let mut changelog = if p.is_changelog() {
         Some(crate::changelog::Changelog::new(
             &p.physical.schema(),
-            &changelog_keys(&p.logical, p.window.is_some()),
+            &result_keys,
         )?)
     } else {
         None
@@ -679,10 +689,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 .map_err(|e| EngineError::Invalid(e.to_string()))?,
         );
     }
-    let key_columns = match &changelog {
-        Some(c) => c.key_names(),
-        None => group_key_columns(&p.logical),
-    };
+    let key_columns: Vec<String> = result_keys.into_iter().map(|(k, _)| k).collect();
     let all_tx = created.iter().all(|s| s.capabilities().transactions);
     let transactional = job.use_transactions && all_tx;
     if job.use_transactions && !all_tx {
@@ -1178,21 +1185,6 @@ fn key_columns_of(plan: &LogicalPlan, with_window: bool) -> Vec<(String, String)
     let mut keys = projected.unwrap_or_else(|| group.into_iter().map(|g| (g.clone(), g)).collect());
     keys.retain(|(k, _)| plan.schema().fields().iter().any(|f| f.name() == k));
     keys
-}
-
-/// The GROUP BY columns of the query that are in its output: the key of
-/// its results (a Kafka sink's message key).
-fn group_key_columns(plan: &LogicalPlan) -> Vec<String> {
-    key_columns_of(plan, false)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect()
-}
-
-/// The key of an updating query's rows: its group columns in the output,
-/// for a windowed query with the window's columns.
-fn changelog_keys(plan: &LogicalPlan, windowed: bool) -> Vec<(String, String)> {
-    key_columns_of(plan, windowed)
 }
 
 /// The checkpoint directory of a job: `state.dir` (relative to the SQL

@@ -12,12 +12,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result};
-
-use crate::changelog::OP_COLUMN;
 
 /// The tables of one application, by name.
 #[derive(Debug, Default)]
@@ -128,19 +126,13 @@ impl Table {
         let mut all: Vec<RecordBatch> = rows.clone();
         let mut deleted: Vec<bool> = vec![false; all.iter().map(|b| b.num_rows()).sum()];
         for b in published {
-            let ops = b
-                .column_by_name(OP_COLUMN)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
             all.push(project(b)?);
-            deleted.extend((0..b.num_rows()).map(|i| {
-                ops.as_ref()
-                    .is_some_and(|o| o.is_valid(i) && o.value(i) == "delete")
-            }));
+            match velo_connectors::sink::deletes(b) {
+                Some(d) => deleted.extend(d.values().iter()),
+                None => deleted.extend(std::iter::repeat_n(false, b.num_rows())),
+            }
         }
-        let merged = arrow::compute::concat_batches(
-            &Schema::new(self.schema.fields().clone()).into(),
-            &all,
-        )?;
+        let merged = arrow::compute::concat_batches(&self.schema, &all)?;
         if self.keys.is_empty() {
             let keep: arrow::array::BooleanArray = deleted.iter().map(|d| Some(!d)).collect();
             *rows = vec![arrow::compute::filter_record_batch(&merged, &keep)?];
@@ -182,8 +174,9 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{DataType, Field};
+    use crate::changelog::OP_COLUMN;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     fn batch(rows: &[(i64, i64, &str)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

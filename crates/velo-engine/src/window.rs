@@ -1382,11 +1382,12 @@ impl Inner {
             let n = idx.len();
             let cols = take_all(&cols, &idx)?;
             let nk = self.key_schema.fields().len();
-            let mut view = self.new_window()?;
+            // fresh accumulators over the changed groups' states give their values
             let states = self.split_states(&cols)?;
             let gidx: Vec<usize> = (0..n).collect();
             let mut values = Vec::new();
-            for (acc, s) in view.accs.iter_mut().zip(&states) {
+            for (a, s) in self.aggr.iter().zip(&states) {
+                let mut acc = create_accumulator(a)?;
                 acc.merge_batch(s, &gidx, n)?;
                 values.push(acc.evaluate(EmitTo::All)?);
             }

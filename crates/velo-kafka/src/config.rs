@@ -289,14 +289,11 @@ pub fn passthrough(cfg: &ConnectorConfig) -> Vec<(String, String)> {
     cfg.props
         .iter()
         .filter(|(k, _)| !is_common(k) && !own.iter().any(|s| s.matches(k)))
-        // event time, watermarks and table refresh are the engine's, for
-        // every source
         .filter(|(k, _)| {
             cfg.role != velo_config::Role::Source
-                || !velo_config::time::EVENT_TIME_KEYS
+                || !velo_config::keys::engine_source_keys()
                     .iter()
-                    .chain(velo_config::keys::TABLE_KEYS)
-                    .any(|s| s.matches(k))
+                    .any(|t| t.iter().any(|s| s.matches(k)))
         })
         .filter(|(k, _)| !JAVA_ONLY.contains(&k.as_str()))
         .map(|(k, v)| {

@@ -385,18 +385,13 @@ impl Sink for KafkaSink {
         let keys = self.key_columns(batch)?;
         let mut headers = self.headers(batch)?;
         // an updating stream's deletes are tombstones: the key, no value
-        let ops = batch
-            .column_by_name("_op")
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
-            .cloned();
+        let deletes = velo_connectors::sink::deletes(batch);
         let p = self.producer.as_ref().expect("created above");
         let topic = self.cfg.topic.as_str();
         let mut compound = String::new();
         for i in 0..batch.num_rows() {
             let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
-            let delete = ops
-                .as_ref()
-                .is_some_and(|o| o.is_valid(i) && o.value(i) == "delete");
+            let delete = deletes.as_ref().is_some_and(|d| d.value(i));
             if let Some(v) = values.row(i).filter(|_| !delete) {
                 rec = rec.payload(v);
             }

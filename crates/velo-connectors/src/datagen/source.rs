@@ -22,8 +22,9 @@ pub struct DatagenSource {
     schema: SchemaRef,
 }
 
+/// A hash of (seed, column, row): the generators' deterministic draws.
 #[inline]
-fn mix(seed: u64, col: u64, row: u64) -> u64 {
+pub(crate) fn mix(seed: u64, col: u64, row: u64) -> u64 {
     // splitmix64 over the three inputs
     let mut z =
         seed ^ col.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ row.wrapping_mul(0xD1B5_4A32_D192_ED03);
@@ -32,8 +33,9 @@ fn mix(seed: u64, col: u64, row: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A hash as a number in [0, 1).
 #[inline]
-fn unit(h: u64) -> f64 {
+pub(crate) fn unit(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 

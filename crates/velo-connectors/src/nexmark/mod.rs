@@ -11,6 +11,7 @@
 //! field, event number), so the stream does not depend on batch sizes, and
 //! event time is `start_time + n / event_rate`.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
@@ -210,14 +211,7 @@ fn last_auction(n: u64) -> u64 {
     epoch * AUCTION_PROPORTION + offset
 }
 
-#[inline]
-fn mix(seed: u64, field: u64, n: u64) -> u64 {
-    let mut z =
-        seed ^ field.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::datagen::source::{mix, unit};
 
 /// One event's random draws: `r.int(field, bound)` is uniform in [0, bound).
 struct Draw {
@@ -230,7 +224,7 @@ impl Draw {
         mix(self.seed, field, self.n) % bound.max(1)
     }
     fn unit(&self, field: u64) -> f64 {
-        (mix(self.seed, field, self.n) >> 11) as f64 / (1u64 << 53) as f64
+        unit(mix(self.seed, field, self.n))
     }
     /// `10^(6u) * 100`, rounded: the generator's long-tailed prices.
     fn price(&self, field: u64) -> i64 {
@@ -302,12 +296,12 @@ pub fn schema_of(table: Table) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A column being built.
+/// A column being built (strings through one reused buffer).
 enum Col {
     Skip,
     Int(Vec<i64>),
     Ts(Vec<i64>),
-    Str(arrow::array::StringBuilder),
+    Str(arrow::array::StringBuilder, String),
 }
 
 impl Col {
@@ -317,10 +311,10 @@ impl Col {
         }
     }
     fn str(&mut self, v: impl FnOnce(&mut String)) {
-        if let Col::Str(b) = self {
-            let mut s = String::new();
-            v(&mut s);
-            b.append_value(&s);
+        if let Col::Str(b, s) = self {
+            s.clear();
+            v(s);
+            b.append_value(s.as_str());
         }
     }
 }
@@ -363,7 +357,7 @@ impl NexmarkSource {
                     match f.data_type() {
                         DataType::Int64 => Col::Int(Vec::new()),
                         DataType::Timestamp(..) => Col::Ts(Vec::new()),
-                        _ => Col::Str(arrow::array::StringBuilder::new()),
+                        _ => Col::Str(arrow::array::StringBuilder::new(), String::new()),
                     }
                 }
             })
@@ -403,7 +397,7 @@ impl NexmarkSource {
                         s.push('/');
                         d.string(9, 5, s);
                         s.push_str("/item.htm?query=1&channel_id=");
-                        s.push_str(&(channel * 1000 + d.int(10, 1000) as usize).to_string());
+                        let _ = write!(s, "{}", channel as u64 * 1000 + d.int(10, 1000));
                     });
                     cols[5].int(|| ts);
                     cols[6].str(|s| d.string(11, 8 + d.int(12, 16) as usize, s));
@@ -447,7 +441,7 @@ impl NexmarkSource {
                             if g > 0 {
                                 s.push(' ');
                             }
-                            s.push_str(&format!("{:04}", d.int(5 + g, 10_000)));
+                            let _ = write!(s, "{:04}", d.int(5 + g, 10_000));
                         }
                     });
                     cols[4]
@@ -467,7 +461,7 @@ impl NexmarkSource {
                     Col::Skip => arrow::array::new_null_array(f.data_type(), rows),
                     Col::Int(v) => Arc::new(Int64Array::from(v)),
                     Col::Ts(v) => Arc::new(TimestampMillisecondArray::from(v)),
-                    Col::Str(mut b) => Arc::new(b.finish()) as Arc<StringArray>,
+                    Col::Str(mut b, _) => Arc::new(b.finish()) as Arc<StringArray>,
                 }
             })
             .collect();
