@@ -161,6 +161,29 @@ pub fn run_app(dir: &Path, app: &str) -> (bool, String) {
     (o.status.success(), log)
 }
 
+/// Runs `dir/app.sql` once crashing right after each of the checkpoints
+/// numbered in `crash_after` (`VELO_CRASH_AFTER_CHECKPOINT`), then to the
+/// end; checks every crash fired and the last run resumed; returns its log.
+pub fn crash_and_resume(dir: &Path, crash_after: &[&str]) -> String {
+    for at in crash_after {
+        let o = run_in(
+            dir,
+            &["run", "app.sql"],
+            &[("VELO_CRASH_AFTER_CHECKPOINT".into(), at.to_string())],
+        );
+        let log = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && log.contains("aborting after the checkpoint"),
+            "the crash point {at} fires: {log}"
+        );
+    }
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("resuming after checkpoint"), "{log}");
+    log
+}
+
 /// Arrow batches as JSON Lines text.
 pub fn jsonl_of(batches: &[arrow::array::RecordBatch]) -> String {
     let mut buf = Vec::new();

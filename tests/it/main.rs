@@ -6,6 +6,7 @@
 
 mod common;
 mod golden;
+mod joins;
 mod kafka;
 mod nexmark;
 mod process;

@@ -483,22 +483,7 @@ fn resume_exactly_once(format: &str) {
             'use_transactions' = 'true', 'state.dir' = 'state', 'batch.size' = '250',
             'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl');");
     std::fs::write(dir.join("app.sql"), app).unwrap();
-    for at in ["3", "7"] {
-        let o = crate::common::run_in(
-            dir,
-            &["run", "app.sql"],
-            &[("VELO_CRASH_AFTER_CHECKPOINT".into(), at.into())],
-        );
-        let log = String::from_utf8_lossy(&o.stderr).to_string();
-        assert!(
-            !o.status.success() && log.contains("aborting after the checkpoint"),
-            "{format}: the crash point fires: {log}"
-        );
-    }
-    let o = crate::common::run_in(dir, &["run", "app.sql"], &[]);
-    let log = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{log}");
-    assert!(log.contains("resuming after checkpoint"), "{log}");
+    crate::common::crash_and_resume(dir, &["3", "7"]);
     let mut windows: std::collections::BTreeMap<i64, (i64, i64, u32)> = Default::default();
     for f in published(&dir.join("out"), "part") {
         for l in std::fs::read_to_string(dir.join("out").join(&f))

@@ -38,6 +38,19 @@ pub struct Checkpoint {
     /// The watermark after the epoch (epoch milliseconds).
     #[serde(default)]
     pub watermark: Option<i64>,
+    /// The job's other streams (joined with the driving one), by source
+    /// name: position and watermark after the epoch.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamPosition>,
+}
+
+/// Where one of a job's other streams stands after an epoch.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StreamPosition {
+    /// Its source position.
+    pub position: Position,
+    /// Its watermark.
+    pub watermark: Option<i64>,
 }
 
 const FILE: &str = "checkpoint.json";

@@ -234,6 +234,16 @@ impl EpochFeed {
         }))
     }
 
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table's schema (its event-time column as the job reads it).
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     /// The watermark this feed moves.
     pub fn watermark(&self) -> Arc<Watermark> {
         self.watermark.clone()

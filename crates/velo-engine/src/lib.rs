@@ -3,9 +3,12 @@
 //! The middle of the data path. [`plan`] turns a parsed application
 //! (`velo-sql`) into runnable jobs: configuration resolved (`velo-config`),
 //! sources and sinks built ([`connectors`]: `velo-connectors` and `velo-kafka`), the driving source registered
-//! in a DataFusion `SessionContext` as a streaming table ([`feed`]), bounded
-//! JOIN sources loaded as in-memory lookup tables, and the SELECT planned by
-//! DataFusion. [`runtime`] then drives **epochs** (ARCHITECTURE.md decision
+//! in a DataFusion `SessionContext` as a streaming table ([`feed`]; every
+//! stream of a job has its own feed), bounded JOIN sources loaded as
+//! in-memory lookup tables ([`lookup`]), and the SELECT planned by
+//! DataFusion, with streaming operators of our own where state lives across
+//! epochs: windows and updating aggregates ([`window`]), LAG
+//! ([`rowwindow`]), stream-stream interval joins ([`join`]). [`runtime`] then drives **epochs** (ARCHITECTURE.md decision
 //! 2): the batch strategy decides where an epoch ends; the physical plan is
 //! executed over what the source delivered in that epoch; every result batch
 //! goes through the [`fanout`] to every sink concurrently; then the epoch is
@@ -19,6 +22,7 @@ pub mod connectors;
 pub mod docs;
 pub mod fanout;
 pub mod feed;
+pub mod join;
 pub mod lookup;
 pub mod plan;
 pub mod rowwindow;

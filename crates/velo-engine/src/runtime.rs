@@ -61,6 +61,9 @@ pub struct PreparedJob {
     pub driver: Arc<dyn Source>,
     /// Its feed.
     pub feed: Arc<EpochFeed>,
+    /// The job's other streams (joined with the driving one), each with
+    /// its feed.
+    pub others: Vec<(Arc<dyn Source>, Arc<EpochFeed>)>,
     /// Lookup tables (bounded JOIN sources, kept in memory across epochs).
     pub lookups: Vec<Arc<crate::lookup::LookupTable>>,
     /// DataFusion's logical plan.
@@ -88,6 +91,21 @@ pub struct PreparedJob {
 }
 
 impl PreparedJob {
+    /// Every stream of the job with its feed, the driving one first.
+    pub fn streams(&self) -> impl Iterator<Item = (&Arc<dyn Source>, &Arc<EpochFeed>)> {
+        std::iter::once((&self.driver, &self.feed)).chain(self.others.iter().map(|(s, f)| (s, f)))
+    }
+
+    /// Every stream has ended and everything was delivered.
+    pub async fn is_finished(&self) -> bool {
+        for (_, f) in self.streams() {
+            if !f.is_finished().await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The output is an updating stream (`_op` column, upserts by key): an
     /// operator emits changes.
     pub fn is_changelog(&self) -> bool {
@@ -147,19 +165,21 @@ pub async fn prepare_job(
             })?;
         built.push(src);
     }
-    let driver_idx = built.iter().position(|s| !s.is_bounded()).unwrap_or(0);
-    if let Some(other) = built
+    // the streams of the job: its unbounded sources, and, when two or more
+    // of its sources declare an event time, those too (a temporal join of
+    // files runs as a join of streams: same answer, bounded state)
+    let event_times: Vec<Option<velo_config::time::EventTime>> = plan
+        .sources
         .iter()
-        .enumerate()
-        .find(|(i, s)| *i != driver_idx && !s.is_bounded())
-    {
-        return Err(EngineError::Invalid(format!(
-            "job '{}' reads two unbounded sources ('{}' and '{}'); joining two streams needs a temporal join (WITHIN INTERVAL), which this build does not run yet",
-            plan.name,
-            built[driver_idx].name(),
-            other.1.name()
-        )));
-    }
+        .map(velo_config::time::EventTime::of)
+        .collect::<std::result::Result<_, _>>()?;
+    let timed = event_times.iter().filter(|d| d.is_some()).count();
+    let is_stream: Vec<bool> = built
+        .iter()
+        .zip(&event_times)
+        .map(|(s, d)| !s.is_bounded() || (timed >= 2 && d.is_some()))
+        .collect();
+    let driver_idx = is_stream.iter().position(|s| *s).unwrap_or(0);
     let driver = built[driver_idx].clone();
     let policy = if plan.job.failure_strategy == FailureStrategy::FailBatch {
         BadRecordPolicy::Fail
@@ -198,6 +218,49 @@ pub async fn prepare_job(
         shutdown.receiver(),
         time.clone(),
     )?;
+    // the other streams: a feed each, on their own event time
+    let mut others: Vec<(Arc<dyn Source>, Arc<EpochFeed>)> = Vec::new();
+    for (i, src) in built.iter().enumerate() {
+        if i == driver_idx || !is_stream[i] {
+            continue;
+        }
+        let Some(t) = event_times[i].clone() else {
+            return Err(EngineError::Invalid(format!(
+                "job '{}' reads the streams '{}' and '{}': joining two streams needs the event time of each; declare '{}.event.time.field' (and its format)",
+                plan.name,
+                driver.name(),
+                src.name(),
+                src.name()
+            )));
+        };
+        let f = EpochFeed::new(
+            src.clone(),
+            batch_rows,
+            policy,
+            counters.clone(),
+            shutdown.receiver(),
+            Some(TimeMode::Event(t)),
+        )?;
+        others.push((src.clone(), f));
+    }
+    if !others.is_empty() && !matches!(time, Some(TimeMode::Event(_))) {
+        return Err(EngineError::Invalid(format!(
+            "job '{}' joins the stream '{}' with other streams: declare its event time, '{}.event.time.field'",
+            plan.name,
+            driver.name(),
+            driver.name()
+        )));
+    }
+    // the watermark of the job's operators: the lowest of its streams'
+    let job_watermark = if others.is_empty() {
+        feed.watermark()
+    } else {
+        crate::time::Watermark::min_of(
+            std::iter::once(feed.watermark())
+                .chain(others.iter().map(|(_, f)| f.watermark()))
+                .collect(),
+        )
+    };
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -240,7 +303,7 @@ pub async fn prepare_job(
     rules.insert(
         rules.len() - 1,
         Arc::new(crate::window::StreamingWindows::new(
-            feed.watermark(),
+            job_watermark.clone(),
             window_metrics.clone(),
             window_states.clone(),
             emit,
@@ -248,6 +311,35 @@ pub async fn prepare_job(
             partitions,
         )),
     );
+    if !others.is_empty() {
+        let streams = std::iter::once((&driver, &feed, &time))
+            .map(|(s, f, t)| (s.clone(), f.clone(), t.clone()))
+            .chain(
+                others
+                    .iter()
+                    .map(|(s, f)| (s.clone(), f.clone(), f.time().cloned())),
+            )
+            .map(|(s, f, t)| crate::join::StreamInfo {
+                schema: f.schema(),
+                name: s.name().to_string(),
+                time_field: match t {
+                    Some(TimeMode::Event(t)) => Some(t.field),
+                    _ => None,
+                },
+                watermark: f.watermark(),
+            })
+            .collect();
+        // before the windows, which read the job's watermark it holds back
+        rules.insert(
+            rules.len() - 1,
+            Arc::new(crate::join::StreamingJoins::new(
+                streams,
+                job_watermark.clone(),
+                window_states.clone(),
+                window_metrics.clone(),
+            )),
+        );
+    }
     rules.insert(
         rules.len() - 1,
         Arc::new(crate::rowwindow::StreamingRowWindows::new(
@@ -272,10 +364,13 @@ pub async fn prepare_job(
         driver.name(),
         Arc::new(SourceTable::new(feed.clone(), true)),
     )?;
+    for (src, f) in &others {
+        ctx.register_table(src.name(), Arc::new(SourceTable::new(f.clone(), true)))?;
+    }
     let mut lookups = Vec::new();
     let mut lookup_rows = BTreeMap::new();
     for (i, src) in built.iter().enumerate() {
-        if i == driver_idx {
+        if i == driver_idx || is_stream[i] {
             continue;
         }
         let cfg = &plan.sources[i];
@@ -308,6 +403,26 @@ pub async fn prepare_job(
         ctx.register_table(name.as_str(), table.provider()?)?;
         lookups.push(table);
     }
+    if let Some(within) = plan.statement.within {
+        let timed: Vec<crate::join::TimedStream> = std::iter::once((&driver, &feed))
+            .chain(others.iter().map(|(s, f)| (s, f)))
+            .filter_map(|(s, f)| match f.time() {
+                Some(TimeMode::Event(t)) => Some(crate::join::TimedStream {
+                    name: s.name().to_string(),
+                    field: t.field.clone(),
+                    timestamp: f
+                        .schema()
+                        .field_with_name(&t.field)
+                        .is_ok_and(|c| matches!(c.data_type(), DataType::Timestamp(_, _))),
+                }),
+                _ => None,
+            })
+            .collect();
+        if timed.len() < 2 {
+            tracing::warn!(job = %plan.name, "WITHIN INTERVAL has no effect: the job joins no two streams with event times");
+        }
+        crate::join::add_within(&mut query, within, &timed)?;
+    }
     let query = &query;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
     let whole_input = needs_whole_input(&logical, updating);
@@ -327,11 +442,10 @@ pub async fn prepare_job(
     // the probe side of joins and streams it; a query that needs its whole
     // (bounded) input is planned over a finite table and runs as one epoch.
     let logical = if whole_input {
-        ctx.deregister_table(driver.name())?;
-        ctx.register_table(
-            driver.name(),
-            Arc::new(SourceTable::new(feed.clone(), false)),
-        )?;
+        for f in std::iter::once(&feed).chain(others.iter().map(|(_, f)| f)) {
+            ctx.deregister_table(f.name())?;
+            ctx.register_table(f.name(), Arc::new(SourceTable::new(f.clone(), false)))?;
+        }
         velo_sql::lower::to_logical_plan(&ctx.state(), query).await?
     } else {
         logical
@@ -341,6 +455,7 @@ pub async fn prepare_job(
         plan: plan.clone(),
         driver,
         feed,
+        others,
         lookups,
         logical,
         physical,
@@ -382,6 +497,22 @@ pub fn explain_text(p: &PreparedJob) -> String {
             "unbounded"
         }
     ));
+    for (src, f) in &p.others {
+        s.push_str(&format!(
+            "  Source (stream, joined): {} — {} [{}]{}\n",
+            src.name(),
+            src.describe(),
+            if src.is_bounded() {
+                "bounded"
+            } else {
+                "unbounded"
+            },
+            match f.time() {
+                Some(TimeMode::Event(t)) => format!(", event time {}", t.field),
+                _ => String::new(),
+            }
+        ));
+    }
     for l in &p.lookups {
         s.push_str(&format!(
             "  Source (lookup table): {} — {}{}\n",
@@ -727,7 +858,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         },
         None => None,
     };
-    let bounded = p.driver.is_bounded();
+    let bounded = p.streams().all(|(s, _)| s.is_bounded());
     let mut adaptive = Adaptive {
         size: match job.strategy {
             BatchStrategy::AdaptiveSize { min_size, .. } => min_size,
@@ -750,11 +881,18 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     // past records whose open windows are in the checkpoint too
     let state_dir =
         ((transactional || !p.window_states.is_empty()) && resumes(&p)).then(|| state_dir(&p.plan));
-    if state_dir.is_some() && !p.driver.resumes_by_default() {
-        // a file source reports positions only when asked: from the start
-        p.feed.set_resume(velo_connectors::Position::default());
+    if state_dir.is_some() {
+        for (src, f) in p.streams() {
+            if !src.resumes_by_default() {
+                // a file source reports positions only when asked: from the start
+                f.set_resume(velo_connectors::Position::default());
+            }
+        }
     }
     let mut committed_pos: Option<velo_connectors::Position> = None;
+    // the other streams' committed positions
+    let mut committed_others: Vec<Option<velo_connectors::Position>> = vec![None; p.others.len()];
+    let mut read_per_stream: Vec<u64> = vec![0; p.others.len() + 1];
     let mut checkpoints_written = 0u64;
     if let Some(dir) = &state_dir {
         if let Some(cp) = crate::checkpoint::load(dir, &name)? {
@@ -787,6 +925,20 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             if let Some(wm) = cp.watermark {
                 p.feed.watermark().reset(wm);
             }
+            for (i, (src, f)) in p.others.iter().enumerate() {
+                let Some(sp) = cp.streams.get(src.name()) else {
+                    return Err(EngineError::Invalid(format!(
+                        "the checkpoint in {} holds no position for the stream '{}'; the query changed: move the state directory away to start from scratch",
+                        dir.display(),
+                        src.name()
+                    )));
+                };
+                if let Some(wm) = sp.watermark {
+                    f.watermark().reset(wm);
+                }
+                f.set_resume(sp.position.clone());
+                committed_others[i] = Some(sp.position.clone());
+            }
             tracing::info!(job = %name, "resuming after checkpoint epoch {} ({})", cp.epoch, dir.display());
             epoch = cp.epoch;
             p.feed.set_resume(cp.position.clone());
@@ -800,9 +952,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         for l in &p.lookups {
             l.refresh_if_due(&p.counters, shutdown.receiver()).await;
         }
-        p.feed
-            .begin_epoch(budget(&job, bounded, p.whole_input, &adaptive))
-            .await;
+        for (_, f) in p.streams() {
+            f.begin_epoch(budget(&job, bounded, p.whole_input, &adaptive))
+                .await;
+        }
         let mut begin_failed = Vec::new();
         for (n, r) in fan.each(|s| s.begin(epoch)).await {
             if let Err(e) = r {
@@ -861,8 +1014,19 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 Err(e) => exec_err = Some(e),
             }
         }
-        let epoch_records = p.feed.epoch_records().await as u64;
-        let bad = p.feed.take_bad().await;
+        stats.join_rows_peak = stats.join_rows_peak.max(
+            p.window_metrics
+                .join_rows
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let mut epoch_records = 0u64;
+        let mut bad = Vec::new();
+        for (i, (_, f)) in p.streams().enumerate() {
+            let n = f.epoch_records().await as u64;
+            read_per_stream[i] += n;
+            epoch_records += n;
+            bad.extend(f.take_bad().await);
+        }
         if !bad.is_empty() {
             for b in &bad {
                 logged_bad += 1;
@@ -880,14 +1044,21 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             }
         }
         if let Some(e) = exec_err {
-            let fatal = p.feed.fatal().await;
+            let mut fatal = None;
+            for (src, f) in p.streams() {
+                if fatal.is_none()
+                    && let Some(m) = f.fatal().await
+                {
+                    fatal = Some((src.name().to_string(), m));
+                }
+            }
             let bad_record = matches!(e.find_root(), datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>());
             abort_all(&fan, dlq.as_ref(), epoch).await;
             stats.batches_failed += 1;
-            if let Some(f) = fatal {
+            if let Some((source, f)) = fatal {
                 close_all(&fan, dlq.as_ref()).await;
                 return Err(EngineError::Source {
-                    name: p.driver.name().into(),
+                    name: source,
                     message: f,
                 });
             }
@@ -913,6 +1084,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 &p,
                 &job,
                 committed_pos.as_ref(),
+                &committed_others,
                 &mut failed_in_row,
                 &name,
                 epoch,
@@ -928,8 +1100,22 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             // an epoch that read nothing keeps the last committed position
             let position = p.feed.position().await.or_else(|| committed_pos.clone());
             let committer = p.feed.committer().await;
+            let mut other_positions = Vec::with_capacity(p.others.len());
+            for (i, (_, f)) in p.others.iter().enumerate() {
+                other_positions.push((
+                    f.position().await.or_else(|| committed_others[i].clone()),
+                    f.committer().await,
+                ));
+            }
             if transactional {
-                if let Some(pos) = &position {
+                // a Kafka sink sends every stream's offsets in its transaction
+                let mut all = position.clone();
+                for (o, _) in &other_positions {
+                    if let (Some(a), Some(o)) = (all.as_mut(), o) {
+                        a.parts.extend(o.parts.clone());
+                    }
+                }
+                if let Some(pos) = &all {
                     let ctx = committer.as_ref().and_then(|c| c.transaction_context());
                     for (n, r) in fan.each(|s| s.set_position(pos.clone(), ctx.clone())).await {
                         if let Err(e) = r {
@@ -982,6 +1168,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     &p,
                     &job,
                     committed_pos.as_ref(),
+                    &committed_others,
                     &mut failed_in_row,
                     &name,
                     epoch,
@@ -1012,11 +1199,22 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                                 epoch,
                                 position: position.clone().unwrap_or_default(),
                                 sinks: tokens,
-                                watermark: Some(p.feed.watermark().get()).filter(|w| {
-                                    *w != crate::time::Watermark::NONE
-                                        && *w != crate::time::Watermark::END
-                                }),
+                                watermark: shown_watermark(p.feed.watermark().get()),
                                 operators,
+                                streams: p
+                                    .others
+                                    .iter()
+                                    .zip(&other_positions)
+                                    .map(|((src, f), (pos, _))| {
+                                        (
+                                            src.name().to_string(),
+                                            crate::checkpoint::StreamPosition {
+                                                position: pos.clone().unwrap_or_default(),
+                                                watermark: shown_watermark(f.watermark().get()),
+                                            },
+                                        )
+                                    })
+                                    .collect(),
                             };
                             crate::checkpoint::store(dir, &cp)?;
                             crate::checkpoint::remove_stale_operator_state(dir, &cp.operators);
@@ -1085,9 +1283,19 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     }
                     committed_pos = Some(pos);
                 }
+                for (i, (pos, c)) in other_positions.into_iter().enumerate() {
+                    if let Some(pos) = pos.filter(|_| failed.is_empty()) {
+                        if let Some(c) = &c
+                            && let Err(e) = c.commit(&pos, false)
+                        {
+                            tracing::warn!(job = %name, epoch, "{e}");
+                        }
+                        committed_others[i] = Some(pos);
+                    }
+                }
                 failed_in_row = 0;
                 // the empty epoch that only discovers the end of input is not counted
-                if epoch_records > 0 || !p.feed.is_finished().await {
+                if epoch_records > 0 || !p.is_finished().await {
                     stats.batches_processed += 1;
                     Counters::add(&p.counters.epochs, 1);
                 }
@@ -1110,7 +1318,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         }
         // a whole-input query (aggregate, sort, limit) has answered after its one epoch,
         // even if a LIMIT stopped reading early
-        if p.whole_input || p.feed.is_finished().await || shutdown.is_triggered() {
+        if p.whole_input || p.is_finished().await || shutdown.is_triggered() {
             break;
         }
     }
@@ -1119,13 +1327,26 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             tracing::warn!(job = %name, "final offset commit: {e}");
         }
     }
+    for ((_, f), pos) in p.others.iter().zip(&committed_others) {
+        if let (Some(pos), Some(c)) = (pos, f.committer().await)
+            && let Err(e) = c.commit(pos, true)
+        {
+            tracing::warn!(job = %name, "final offset commit: {e}");
+        }
+    }
     close_all(&fan, dlq.as_ref()).await;
     stats.elapsed = started.elapsed();
     stats.records_processed = Counters::get(&p.counters.records_in);
     stats.records_read = p.lookup_rows.clone();
-    stats
-        .records_read
-        .insert(p.driver.name().to_string(), stats.records_processed);
+    if p.others.is_empty() {
+        stats
+            .records_read
+            .insert(p.driver.name().to_string(), stats.records_processed);
+    } else {
+        for ((src, _), n) in p.streams().zip(&read_per_stream) {
+            stats.records_read.insert(src.name().to_string(), *n);
+        }
+    }
     stats.records_failed = Counters::get(&p.counters.records_failed);
     stats.records_late = Counters::get(&p.counters.records_late);
     stats.records_dead_lettered = dead_lettered;
@@ -1208,7 +1429,13 @@ fn state_dir(plan: &JobPlan) -> std::path::PathBuf {
 /// directory named (files: a file job run again reads its files again
 /// unless told to resume).
 fn resumes(p: &PreparedJob) -> bool {
-    p.driver.resumable() && (p.driver.resumes_by_default() || p.plan.job.state_dir.is_some())
+    p.streams()
+        .all(|(s, _)| s.resumable() && (s.resumes_by_default() || p.plan.job.state_dir.is_some()))
+}
+
+/// A watermark worth storing (not none yet, not the end of input).
+fn shown_watermark(w: i64) -> Option<i64> {
+    Some(w).filter(|w| *w != crate::time::Watermark::NONE && *w != crate::time::Watermark::END)
 }
 
 /// Under RetryWithBackoff, a failed epoch of a resumable source is read
@@ -1218,6 +1445,7 @@ async fn rewind(
     p: &PreparedJob,
     job: &velo_config::JobConfig,
     committed: Option<&velo_connectors::Position>,
+    committed_others: &[Option<velo_connectors::Position>],
     failed_in_row: &mut u32,
     name: &str,
     epoch: u64,
@@ -1236,6 +1464,9 @@ async fn rewind(
     tracing::warn!(job = %name, epoch, "epoch failed; reading it again from the last committed position in {wait:?} (attempt {failed_in_row} of {})", job.max_retries);
     tokio::time::sleep(wait).await;
     p.feed.rewind(committed.cloned().unwrap_or_default()).await;
+    for ((_, f), c) in p.others.iter().zip(committed_others) {
+        f.rewind(c.clone().unwrap_or_default()).await;
+    }
     Ok(true)
 }
 

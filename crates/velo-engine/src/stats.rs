@@ -62,6 +62,8 @@ pub struct JobExecutionStats {
     pub arrow_batches: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// The most rows stream-stream joins kept at once (their state).
+    pub join_rows_peak: u64,
 }
 
 impl JobExecutionStats {
@@ -105,6 +107,12 @@ impl JobExecutionStats {
             s.push_str(&format!(
                 "\n  late: {} records behind the watermark",
                 self.records_late
+            ));
+        }
+        if self.join_rows_peak > 0 {
+            s.push_str(&format!(
+                "\n  join state: at most {} rows kept",
+                self.join_rows_peak
             ));
         }
         if self.records_dead_lettered > 0 {

@@ -30,9 +30,18 @@ pub enum TimeMode {
     Processing,
 }
 
-/// The watermark of one job, shared by its feed and its operators.
+/// The watermark of one job, shared by its feed and its operators. A job
+/// that reads several streams has one per stream (moved by its feed) and a
+/// derived one for its operators: the lowest of the streams', held back by
+/// how far a temporal join may pair rows apart ([`Self::hold_back`]).
 #[derive(Debug)]
-pub struct Watermark(AtomicI64);
+pub struct Watermark {
+    own: AtomicI64,
+    /// Derived: the minimum of these.
+    inputs: Vec<Arc<Watermark>>,
+    /// Derived: milliseconds behind the minimum.
+    delay: AtomicI64,
+}
 
 impl Watermark {
     /// No watermark yet.
@@ -42,22 +51,48 @@ impl Watermark {
 
     /// A fresh watermark (none yet).
     pub fn new() -> Arc<Self> {
-        Arc::new(Self(AtomicI64::new(Self::NONE)))
+        Arc::new(Self {
+            own: AtomicI64::new(Self::NONE),
+            inputs: Vec::new(),
+            delay: AtomicI64::new(0),
+        })
+    }
+
+    /// The lowest of `inputs` (the watermark of a job over several streams).
+    pub fn min_of(inputs: Vec<Arc<Watermark>>) -> Arc<Self> {
+        Arc::new(Self {
+            own: AtomicI64::new(Self::NONE),
+            inputs,
+            delay: AtomicI64::new(0),
+        })
+    }
+
+    /// A derived watermark stays `ms` further behind its inputs: a join
+    /// that pairs rows up to `ms` apart can still produce rows that old.
+    pub fn hold_back(&self, ms: i64) {
+        self.delay.fetch_add(ms.max(0), Ordering::AcqRel);
     }
 
     /// The current watermark in epoch milliseconds.
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Acquire)
+        if self.inputs.is_empty() {
+            return self.own.load(Ordering::Acquire);
+        }
+        match self.inputs.iter().map(|w| w.get()).min() {
+            Some(Self::NONE) | None => Self::NONE,
+            Some(Self::END) => Self::END,
+            Some(m) => m.saturating_sub(self.delay.load(Ordering::Acquire)),
+        }
     }
 
     /// Moves the watermark forward to `ms` (never back).
     pub fn advance(&self, ms: i64) {
-        self.0.fetch_max(ms, Ordering::AcqRel);
+        self.own.fetch_max(ms, Ordering::AcqRel);
     }
 
     /// Puts the watermark back to `ms` (restart from a checkpoint).
     pub fn reset(&self, ms: i64) {
-        self.0.store(ms, Ordering::Release);
+        self.own.store(ms, Ordering::Release);
     }
 }
 

@@ -620,8 +620,10 @@ pub struct WindowMetrics {
     pub open: std::sync::atomic::AtomicU64,
     /// Groups held across all open windows.
     pub groups: std::sync::atomic::AtomicU64,
-    /// Bytes held by accumulators and group keys.
+    /// Bytes held by accumulators and group keys (and join state).
     pub bytes: std::sync::atomic::AtomicU64,
+    /// Rows kept by stream-stream joins.
+    pub join_rows: std::sync::atomic::AtomicU64,
 }
 
 struct Win {

@@ -105,6 +105,9 @@ pub struct StatementSpec {
     pub columns: Vec<ColumnDef>,
     /// `EMIT CHANGES` / `EMIT FINAL`, if written.
     pub emit: Option<String>,
+    /// `WITHIN INTERVAL '5' MINUTES`: the event times of joined streams lie
+    /// at most this far apart.
+    pub within: Option<std::time::Duration>,
     /// Annotations written just before this statement.
     pub annotations: Vec<Annotation>,
     /// 1-based line where the statement starts.

@@ -28,6 +28,7 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
         })?;
     let (tokens, uris) = rewrite_uri_sources(tokens);
     let tokens = rewrite_window_clauses(tokens);
+    let tokens = rewrite_within(tokens);
     let mut p = AppParser {
         source,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
@@ -268,6 +269,79 @@ fn rewrite_window_clauses(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     out
 }
 
+/// Milliseconds in a time unit word (`MINUTE`, `minutes`, `s` ...).
+fn unit_millis(unit: &str) -> Option<u64> {
+    Some(match unit.to_ascii_lowercase().as_str() {
+        "ms" | "millisecond" | "milliseconds" => 1,
+        "s" | "second" | "seconds" => 1_000,
+        "m" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    })
+}
+
+/// `... JOIN b ON a.k = b.k WITHIN INTERVAL '5' MINUTES WHERE ...`: the
+/// WITHIN clause of a query (it may stand before WHERE / GROUP BY, where
+/// SQL has no place for it) is moved to the end of its query, where the
+/// statement parser reads it.
+fn rewrite_within(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let sig = |from: usize| {
+        (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
+    };
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    // the moved clause and the paren depth of its query
+    let mut held: Option<(Vec<TokenWithSpan>, i32)> = None;
+    let mut depth = 0i32;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        let ends_query = match &t.token {
+            Token::SemiColon | Token::EOF => true,
+            Token::RParen => held.as_ref().is_some_and(|(_, d)| *d == depth),
+            tok => {
+                held.as_ref().is_some_and(|(_, d)| *d == depth)
+                    && ["INTO", "EMIT", "WITH"].iter().any(|w| is_word(tok, w))
+            }
+        };
+        if ends_query && let Some((clause, _)) = held.take() {
+            out.extend(clause);
+            out.push(TokenWithSpan {
+                token: Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space),
+                span: t.span,
+            });
+        }
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon => depth = 0,
+            tok if is_word(tok, "WITHIN")
+                && held.is_none()
+                && sig(i + 1).is_some_and(|k| is_word(&tokens[k].token, "INTERVAL")) =>
+            {
+                // WITHIN INTERVAL <amount> [unit]
+                let k = sig(i + 1).expect("INTERVAL");
+                let mut end = sig(k + 1).map_or(k + 1, |a| a + 1);
+                if let Some(u) = sig(end)
+                    && matches!(&tokens[u].token, Token::Word(w) if w.quote_style.is_none() && unit_millis(&w.value).is_some())
+                {
+                    end = u + 1;
+                }
+                held = Some((tokens[i..end.min(tokens.len())].to_vec(), depth));
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    if let Some((clause, _)) = held {
+        out.extend(clause);
+    }
+    out
+}
+
 struct AppParser<'a> {
     source: &'a str,
     parser: Parser<'a>,
@@ -377,6 +451,7 @@ impl AppParser<'_> {
                     with,
                     columns,
                     emit: None,
+                    within: None,
                     annotations: vec![],
                     line,
                     text: self.text_since(start_idx),
@@ -413,6 +488,12 @@ impl AppParser<'_> {
         if !hints.is_empty() {
             with = self.hints_to_props(hints)?;
         }
+        // the WITHIN clause was moved to the end of the query
+        let within = if self.parser.parse_keyword(Keyword::WITHIN) {
+            Some(self.within_interval()?)
+        } else {
+            None
+        };
         let mut emit = None;
         // EMIT CHANGES may come before INTO too
         if self.parse_word("EMIT") {
@@ -456,10 +537,50 @@ impl AppParser<'_> {
             with,
             columns: vec![],
             emit,
+            within,
             annotations: vec![],
             line,
             text: self.text_since(start_idx),
         })
+    }
+
+    /// `INTERVAL '5' MINUTES` or `INTERVAL '5 minutes'` after WITHIN.
+    fn within_interval(&mut self) -> crate::Result<std::time::Duration> {
+        if !self.parser.parse_keyword(Keyword::INTERVAL) {
+            return Err(self.err_here("expected INTERVAL '5' MINUTES after WITHIN"));
+        }
+        let at = self.parser.peek_token();
+        let text = match self.parser.next_token().token {
+            Token::SingleQuotedString(s) | Token::Number(s, _) => s,
+            _ => {
+                return Err(self.err_at(
+                    at.span,
+                    "expected a quoted amount after WITHIN INTERVAL, as in WITHIN INTERVAL '5' MINUTES".into(),
+                ));
+            }
+        };
+        let unit = match self.parser.peek_token().token {
+            Token::Word(w) if w.quote_style.is_none() && unit_millis(&w.value).is_some() => {
+                self.parser.next_token();
+                Some(w.value)
+            }
+            _ => None,
+        };
+        let mut parts = text.split_whitespace();
+        let amount = parts.next().unwrap_or("");
+        let unit = unit.or_else(|| parts.next().map(str::to_string));
+        let millis = amount
+            .parse::<f64>()
+            .ok()
+            .filter(|a| *a >= 0.0)
+            .zip(unit.as_deref().and_then(unit_millis));
+        match millis {
+            Some((a, m)) => Ok(std::time::Duration::from_millis((a * m as f64) as u64)),
+            None => Err(self.err_at(
+                at.span,
+                format!("WITHIN INTERVAL '{text}' is not a duration; write it as WITHIN INTERVAL '5' MINUTES (MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS)"),
+            )),
+        }
     }
 
     /// `CHANGES` or `FINAL` (after EMIT).

@@ -98,6 +98,43 @@ fn emit_and_into_are_not_aliases() {
     assert!(parse_app("SELECT k FROM t GROUP BY k EMIT SOMETIMES INTO o").is_err());
 }
 
+/// The seeds write WITHIN after the joins, before WHERE; it may also end the
+/// query. The query keeps its WHERE and the interval is the statement's.
+#[test]
+fn within_interval_may_stand_before_where() {
+    for (sql, ms) in [
+        (
+            "SELECT * FROM a JOIN b ON a.k = b.k WITHIN INTERVAL '5' MINUTES WHERE a.x > 0 INTO o",
+            300_000,
+        ),
+        (
+            "SELECT * FROM a JOIN b ON a.k = b.k WITHIN INTERVAL '30 seconds'",
+            30_000,
+        ),
+        (
+            "CREATE STREAM s AS SELECT * FROM a LEFT JOIN b ON a.k = b.k WITHIN INTERVAL '2' MINUTE WHERE a.x IS NOT NULL GROUP BY a.k EMIT CHANGES",
+            120_000,
+        ),
+    ] {
+        let app = parse_app(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let st = &app.statements[0];
+        assert_eq!(
+            st.within,
+            Some(std::time::Duration::from_millis(ms)),
+            "{sql}"
+        );
+        let q = st.query.as_ref().unwrap().to_string();
+        assert!(!q.contains("WITHIN"), "{q}");
+        if sql.contains("WHERE") {
+            assert!(q.contains("WHERE"), "{q}");
+        }
+    }
+    let e = parse_app("SELECT * FROM a JOIN b ON a.k = b.k WITHIN INTERVAL 'soon'")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a duration"), "{e}");
+}
+
 fn group_by_of(sql: &str) -> String {
     let app = parse_app(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let q = app.statements[0].query.as_ref().unwrap().to_string();

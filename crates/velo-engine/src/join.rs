@@ -1,0 +1,1061 @@
+//! Stream-stream joins bounded in time (interval joins).
+//!
+//! Where it sits: in place of DataFusion's join operator wherever both of
+//! its inputs are streams (`a JOIN b ON a.k = b.k AND b.ts BETWEEN a.ts -
+//! INTERVAL '10' SECOND AND a.ts + INTERVAL '10' SECOND`, or the seeds'
+//! `WITHIN INTERVAL '5' MINUTES`, which the engine turns into that
+//! condition on the sources' event-time columns).
+//!
+//! [`IntervalJoinExec`] keeps the rows of both sides across epochs. Every
+//! epoch it reads both inputs, joins the new left rows with all right rows
+//! and the old left rows with the new right rows (so every pair is found
+//! once), using DataFusion's own hash join on the two pieces, and emits the
+//! matches at once. The time bound `lo <= right.ts - left.ts <= hi` says how
+//! long a row can still find a partner: a left row is dropped once no right
+//! row that may still come (event time at or after the lowest time the right
+//! input can still produce, its watermark) can be within `hi` of it, and the
+//! same for the right side. So state stays bounded by the interval. Outer
+//! joins (LEFT, RIGHT, FULL) emit a row that never matched, padded with
+//! nulls, when it is dropped: the watermark proves no match can come.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result, ScalarValue};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
+use datafusion::physical_plan::joins::{
+    HashJoinExec, NestedLoopJoinExec, PartitionMode, SymmetricHashJoinExec,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use futures::StreamExt;
+
+use crate::time::Watermark;
+
+/// The lowest event time a plan's column can still carry in rows to come.
+type LowerBound = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+const ROW: &str = "__velo_row";
+const MATCHED: &str = "__velo_matched";
+
+/// A stream the job reads: the schema its scans carry (the feed's own
+/// `Arc`), its name and watermark.
+#[derive(Clone)]
+pub struct StreamInfo {
+    /// The feed's schema (compared by pointer to find the feed of a scan).
+    pub schema: SchemaRef,
+    /// The source's name.
+    pub name: String,
+    /// Its event-time column, if it has one.
+    pub time_field: Option<String>,
+    /// Its watermark.
+    pub watermark: Arc<Watermark>,
+}
+
+/// The physical optimizer rule that puts [`IntervalJoinExec`] in place of a
+/// join of two streams.
+pub struct StreamingJoins {
+    streams: Vec<StreamInfo>,
+    /// The job's watermark (held back by each join's interval).
+    job_watermark: Arc<Watermark>,
+    states: Arc<crate::window::WindowStates>,
+    metrics: Arc<crate::window::WindowMetrics>,
+}
+
+impl fmt::Debug for StreamingJoins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamingJoins({} streams)", self.streams.len())
+    }
+}
+
+impl StreamingJoins {
+    /// A rule over the job's `streams`; joins register their state in
+    /// `states` and hold `job_watermark` back by their interval.
+    pub fn new(
+        streams: Vec<StreamInfo>,
+        job_watermark: Arc<Watermark>,
+        states: Arc<crate::window::WindowStates>,
+        metrics: Arc<crate::window::WindowMetrics>,
+    ) -> Self {
+        Self {
+            streams,
+            job_watermark,
+            states,
+            metrics,
+        }
+    }
+
+    /// The lower bound of column `col` of `plan`, traced down to a stream's
+    /// event-time column (None: not an event time, or lost on the way).
+    fn lower_bound(&self, plan: &Arc<dyn ExecutionPlan>, col: usize) -> Option<LowerBound> {
+        use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+        use datafusion::physical_plan::filter::FilterExec;
+        use datafusion::physical_plan::projection::ProjectionExec;
+        use datafusion::physical_plan::repartition::RepartitionExec;
+        use datafusion::physical_plan::streaming::StreamingTableExec;
+        if let Some(scan) = plan.downcast_ref::<StreamingTableExec>() {
+            let inner = match scan.projection() {
+                Some(p) => *p.get(col)?,
+                None => col,
+            };
+            let part = scan.partitions().first()?;
+            let s = self
+                .streams
+                .iter()
+                .find(|s| Arc::ptr_eq(&s.schema, part.schema()))?;
+            let name = s.schema.field(inner).name();
+            if s.time_field.as_deref() != Some(name.as_str()) {
+                return None;
+            }
+            let wm = s.watermark.clone();
+            return Some(Arc::new(move || wm.get()));
+        }
+        if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+            let e = &p.expr().get(col)?.expr;
+            let c = e.downcast_ref::<Column>()?;
+            return self.lower_bound(p.input(), c.index());
+        }
+        if let Some(f) = plan.downcast_ref::<FilterExec>() {
+            let inner = match f.projection() {
+                Some(p) => *p.get(col)?,
+                None => col,
+            };
+            return self.lower_bound(f.input(), inner);
+        }
+        if let Some(j) = plan.downcast_ref::<IntervalJoinExec>() {
+            return j.lower_bound(col);
+        }
+        if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
+            // a stream joined with a table: the stream's side
+            let inner = match &j.projection {
+                Some(p) => *p.get(col)?,
+                None => col,
+            };
+            let nl = j.left().schema().fields().len();
+            return if inner < nl {
+                self.lower_bound(j.left(), inner)
+            } else {
+                self.lower_bound(j.right(), inner - nl)
+            };
+        }
+        if plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || plan.downcast_ref::<RepartitionExec>().is_some()
+            || plan.name() == "CooperativeExec"
+            || plan.name() == "CoalesceBatchesExec"
+        {
+            return self.lower_bound(plan.children().first()?, col);
+        }
+        None
+    }
+
+    /// The stream names under `plan`, for messages.
+    fn names_under(&self, plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+        use datafusion::physical_plan::streaming::StreamingTableExec;
+        let mut out = Vec::new();
+        let _ = plan.apply(|p| {
+            if let Some(scan) = p.downcast_ref::<StreamingTableExec>()
+                && let Some(part) = scan.partitions().first()
+                && let Some(s) = self
+                    .streams
+                    .iter()
+                    .find(|s| Arc::ptr_eq(&s.schema, part.schema()))
+            {
+                out.push(s.name.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        out
+    }
+}
+
+/// The parts of a join operator this rule understands.
+struct JoinParts {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+    filter: Option<JoinFilter>,
+    join_type: JoinType,
+    projection: Option<Vec<usize>>,
+    null_equality: NullEquality,
+}
+
+fn join_parts(p: &Arc<dyn ExecutionPlan>) -> Option<JoinParts> {
+    if let Some(j) = p.downcast_ref::<HashJoinExec>() {
+        return Some(JoinParts {
+            left: j.left().clone(),
+            right: j.right().clone(),
+            on: j.on().to_vec(),
+            filter: j.filter().cloned(),
+            join_type: *j.join_type(),
+            projection: j.projection.as_ref().map(|p| p.to_vec()),
+            null_equality: j.null_equality(),
+        });
+    }
+    if let Some(j) = p.downcast_ref::<SymmetricHashJoinExec>() {
+        return Some(JoinParts {
+            left: j.left().clone(),
+            right: j.right().clone(),
+            on: j.on().to_vec(),
+            filter: j.filter().cloned(),
+            join_type: *j.join_type(),
+            projection: None,
+            null_equality: j.null_equality(),
+        });
+    }
+    if let Some(j) = p.downcast_ref::<NestedLoopJoinExec>() {
+        return Some(JoinParts {
+            left: j.left().clone(),
+            right: j.right().clone(),
+            on: Vec::new(),
+            filter: j.filter().cloned(),
+            join_type: *j.join_type(),
+            projection: j.projection().as_ref().map(|p| p.to_vec()),
+            null_equality: NullEquality::NullEqualsNothing,
+        });
+    }
+    None
+}
+
+/// `column ± offset` in milliseconds: the side and index of the column.
+fn linear(e: &Arc<dyn PhysicalExpr>, cols: &[ColumnIndex]) -> Option<(JoinSide, usize, i64)> {
+    if let Some(c) = e.downcast_ref::<Column>() {
+        let ci = cols.get(c.index())?;
+        return Some((ci.side, ci.index, 0));
+    }
+    if let Some(c) = e.downcast_ref::<CastExpr>() {
+        return linear(c.expr(), cols);
+    }
+    let b = e.downcast_ref::<BinaryExpr>()?;
+    let sign = match b.op() {
+        Operator::Plus => 1,
+        Operator::Minus => -1,
+        _ => return None,
+    };
+    let (side, idx, off) = linear(b.left(), cols)?;
+    let lit = b.right().downcast_ref::<Literal>()?;
+    Some((side, idx, off + sign * literal_millis(lit.value())?))
+}
+
+/// A constant interval, duration or whole number as milliseconds.
+fn literal_millis(v: &ScalarValue) -> Option<i64> {
+    Some(match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
+        ScalarValue::DurationMillisecond(Some(v)) => *v,
+        ScalarValue::DurationSecond(Some(v)) => v * 1000,
+        ScalarValue::DurationMicrosecond(Some(v)) => v / 1000,
+        ScalarValue::DurationNanosecond(Some(v)) => v / 1_000_000,
+        ScalarValue::Int64(Some(v)) => *v,
+        ScalarValue::Int32(Some(v)) => *v as i64,
+        _ => return None,
+    })
+}
+
+/// The time bound of a join filter: the left and right time columns and
+/// `lo <= right - left <= hi` in milliseconds.
+fn time_bound(filter: &JoinFilter) -> Option<(usize, usize, i64, i64)> {
+    let cols = filter.column_indices();
+    let mut conjuncts = vec![filter.expression().clone()];
+    let (mut lo, mut hi) = (None::<i64>, None::<i64>);
+    let mut pair: Option<(usize, usize)> = None;
+    while let Some(e) = conjuncts.pop() {
+        let Some(b) = e.downcast_ref::<BinaryExpr>() else {
+            continue;
+        };
+        if *b.op() == Operator::And {
+            conjuncts.push(b.left().clone());
+            conjuncts.push(b.right().clone());
+            continue;
+        }
+        let (Some(a), Some(c)) = (linear(b.left(), cols), linear(b.right(), cols)) else {
+            continue;
+        };
+        // a.col + a.off OP c.col + c.off, as right - left OP v
+        let (l, r, v, op) = match (a.0, c.0) {
+            (JoinSide::Left, JoinSide::Right) => (a.1, c.1, a.2 - c.2, b.op().swap()?),
+            (JoinSide::Right, JoinSide::Left) => (c.1, a.1, c.2 - a.2, *b.op()),
+            _ => continue,
+        };
+        if pair.is_some_and(|p| p != (l, r)) {
+            continue;
+        }
+        match op {
+            Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(v, |x| x.max(v))),
+            Operator::Lt | Operator::LtEq => hi = Some(hi.map_or(v, |x| x.min(v))),
+            Operator::Eq => {
+                lo = Some(lo.map_or(v, |x| x.max(v)));
+                hi = Some(hi.map_or(v, |x| x.min(v)));
+            }
+            _ => continue,
+        }
+        pair = Some((l, r));
+    }
+    let (l, r) = pair?;
+    Some((l, r, lo?, hi?))
+}
+
+impl PhysicalOptimizerRule for StreamingJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|p| {
+            let Some(parts) = join_parts(&p) else {
+                return Ok(Transformed::no(p));
+            };
+            if !parts.left.boundedness().is_unbounded()
+                || !parts.right.boundedness().is_unbounded()
+            {
+                return Ok(Transformed::no(p));
+            }
+            let (ln, rn) = (
+                self.names_under(&parts.left).join(" ⋈ "),
+                self.names_under(&parts.right).join(" ⋈ "),
+            );
+            if !matches!(
+                parts.join_type,
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+            ) {
+                return Err(DataFusionError::Plan(format!(
+                    "the {} join of the streams {ln} and {rn} is not supported on streams; use INNER, LEFT, RIGHT or FULL OUTER JOIN",
+                    parts.join_type
+                )));
+            }
+            let hint = format!(
+                "joining the streams {ln} and {rn} needs a time bound on their event-time columns, or its state grows forever: add WITHIN INTERVAL '5' MINUTES after the joins, or AND {rn}.ts BETWEEN {ln}.ts - INTERVAL '10' SECOND AND {ln}.ts + INTERVAL '10' SECOND to the ON condition (with each source's event.time.field)"
+            );
+            let Some((lt, rt, lo, hi)) = parts.filter.as_ref().and_then(time_bound) else {
+                return Err(DataFusionError::Plan(hint));
+            };
+            let (Some(lb_left), Some(lb_right)) = (
+                self.lower_bound(&parts.left, lt),
+                self.lower_bound(&parts.right, rt),
+            ) else {
+                return Err(DataFusionError::Plan(format!(
+                    "{hint}; the bound found compares columns that are not the streams' declared event times ({} and {})",
+                    parts.left.schema().field(lt).name(),
+                    parts.right.schema().field(rt).name()
+                )));
+            };
+            if lo > hi {
+                return Err(DataFusionError::Plan(format!(
+                    "the time bound of the join of {ln} and {rn} is empty ({lo} ms > {hi} ms)"
+                )));
+            }
+            self.job_watermark.hold_back(hi.max(-lo).max(0));
+            let exec = IntervalJoinExec::try_new(parts, lt, rt, lo, hi, lb_left, lb_right, self.metrics.clone())?;
+            for side in [JoinSide::Left, JoinSide::Right] {
+                self.states.register(Arc::new(SideState {
+                    state: exec.state.clone(),
+                    side,
+                    schema: exec.marked_schema(side),
+                }));
+            }
+            Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "streaming_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The rows one side keeps, each with whether it has matched.
+#[derive(Default)]
+struct Kept {
+    rows: Option<RecordBatch>,
+    matched: Vec<bool>,
+}
+
+impl Kept {
+    fn len(&self) -> usize {
+        self.matched.len()
+    }
+}
+
+#[derive(Default)]
+struct JoinState {
+    left: Kept,
+    right: Kept,
+    /// Rows and bytes last added to the metrics.
+    published: (u64, u64),
+}
+
+/// One side of a join's state, for checkpoints.
+struct SideState {
+    state: Arc<Mutex<JoinState>>,
+    side: JoinSide,
+    schema: SchemaRef,
+}
+
+impl crate::window::OperatorState for SideState {
+    fn snapshot(&self) -> Result<RecordBatch> {
+        let st = self.state.lock().expect("join state");
+        let k = if self.side == JoinSide::Left {
+            &st.left
+        } else {
+            &st.right
+        };
+        match &k.rows {
+            None => Ok(RecordBatch::new_empty(self.schema.clone())),
+            Some(rows) => {
+                let mut cols = rows.columns().to_vec();
+                cols.push(Arc::new(BooleanArray::from(k.matched.clone())));
+                Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+            }
+        }
+    }
+
+    fn restore(&self, batch: RecordBatch) -> Result<()> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(DataFusionError::Plan(
+                "the checkpointed join state does not match the query's inputs; the query changed: move the state directory away to start from scratch".into(),
+            ));
+        }
+        let n = batch.num_columns() - 1;
+        let matched: Vec<bool> = batch
+            .column(n)
+            .as_boolean()
+            .iter()
+            .map(|b| b.unwrap_or(false))
+            .collect();
+        let rows = RecordBatch::try_new(
+            Arc::new(Schema::new(self.schema.fields()[..n].to_vec())),
+            batch.columns()[..n].to_vec(),
+        )?;
+        let mut st = self.state.lock().expect("join state");
+        let k = if self.side == JoinSide::Left {
+            &mut st.left
+        } else {
+            &mut st.right
+        };
+        *k = Kept {
+            rows: (rows.num_rows() > 0).then_some(rows),
+            matched,
+        };
+        Ok(())
+    }
+}
+
+/// A join of two streams bounded in time (see the module docs).
+pub struct IntervalJoinExec {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+    filter: Option<JoinFilter>,
+    join_type: JoinType,
+    null_equality: NullEquality,
+    /// Over the join's full output (left then right columns).
+    projection: Option<Vec<usize>>,
+    /// Left columns then right columns, nullable as the join type says.
+    full_schema: SchemaRef,
+    left_time: usize,
+    right_time: usize,
+    lo: i64,
+    hi: i64,
+    lb_left: LowerBound,
+    lb_right: LowerBound,
+    state: Arc<Mutex<JoinState>>,
+    metrics: Arc<crate::window::WindowMetrics>,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for IntervalJoinExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IntervalJoinExec({} {}..{} ms)",
+            self.join_type, self.lo, self.hi
+        )
+    }
+}
+
+fn with_row_id(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(ROW, DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` with ids `from..` in an extra column.
+fn numbered(batch: &RecordBatch, schema: &SchemaRef, from: u64) -> Result<RecordBatch> {
+    let mut cols = batch.columns().to_vec();
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        from..from + batch.num_rows() as u64,
+    )));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// A time column as epoch milliseconds.
+fn millis(col: &ArrayRef) -> Result<arrow::array::Int64Array> {
+    let c = match col.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => col.clone(),
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+        }
+        _ => arrow::compute::cast(col, &DataType::Int64)?,
+    };
+    let c = arrow::compute::cast(&c, &DataType::Int64)?;
+    Ok(c.as_primitive::<Int64Type>().clone())
+}
+
+impl IntervalJoinExec {
+    #[allow(clippy::too_many_arguments)]
+    fn try_new(
+        parts: JoinParts,
+        left_time: usize,
+        right_time: usize,
+        lo: i64,
+        hi: i64,
+        lb_left: LowerBound,
+        lb_right: LowerBound,
+        metrics: Arc<crate::window::WindowMetrics>,
+    ) -> Result<Self> {
+        let nullable_left = matches!(parts.join_type, JoinType::Right | JoinType::Full);
+        let nullable_right = matches!(parts.join_type, JoinType::Left | JoinType::Full);
+        let mut fields: Vec<Field> = Vec::new();
+        for f in parts.left.schema().fields() {
+            fields.push(
+                f.as_ref()
+                    .clone()
+                    .with_nullable(f.is_nullable() || nullable_left),
+            );
+        }
+        for f in parts.right.schema().fields() {
+            fields.push(
+                f.as_ref()
+                    .clone()
+                    .with_nullable(f.is_nullable() || nullable_right),
+            );
+        }
+        let full_schema = Arc::new(Schema::new(fields));
+        let out_schema = match &parts.projection {
+            Some(p) => Arc::new(full_schema.project(p)?),
+            None => full_schema.clone(),
+        };
+        let props = Arc::new(PlanProperties::new(
+            datafusion::physical_expr::EquivalenceProperties::new(out_schema),
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
+            datafusion::physical_plan::execution_plan::EmissionType::Incremental,
+            datafusion::physical_plan::execution_plan::Boundedness::Unbounded {
+                requires_infinite_memory: false,
+            },
+        ));
+        Ok(Self {
+            left: parts.left,
+            right: parts.right,
+            on: parts.on,
+            filter: parts.filter,
+            join_type: parts.join_type,
+            null_equality: parts.null_equality,
+            projection: parts.projection,
+            full_schema,
+            left_time,
+            right_time,
+            lo,
+            hi,
+            lb_left,
+            lb_right,
+            state: Arc::new(Mutex::new(JoinState::default())),
+            metrics,
+            props,
+        })
+    }
+
+    /// The same operator over the same state.
+    fn cloned(&self) -> Self {
+        Self {
+            left: self.left.clone(),
+            right: self.right.clone(),
+            on: self.on.clone(),
+            filter: self.filter.clone(),
+            join_type: self.join_type,
+            null_equality: self.null_equality,
+            projection: self.projection.clone(),
+            full_schema: self.full_schema.clone(),
+            left_time: self.left_time,
+            right_time: self.right_time,
+            lo: self.lo,
+            hi: self.hi,
+            lb_left: self.lb_left.clone(),
+            lb_right: self.lb_right.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            props: self.props.clone(),
+        }
+    }
+
+    /// The schema of one side's state in checkpoints.
+    fn marked_schema(&self, side: JoinSide) -> SchemaRef {
+        let s = if side == JoinSide::Left {
+            self.left.schema()
+        } else {
+            self.right.schema()
+        };
+        let mut fields: Vec<Field> = s.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(MATCHED, DataType::Boolean, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The lowest event time output column `col` can still carry: a left
+    /// time column's rows to come pair a new left row (at or after the left
+    /// bound) or a new right row with a kept left row at most `hi` earlier;
+    /// the same for the right.
+    fn lower_bound(&self, col: usize) -> Option<LowerBound> {
+        let inner = match &self.projection {
+            Some(p) => *p.get(col)?,
+            None => col,
+        };
+        let nl = self.left.schema().fields().len();
+        let (lb_l, lb_r) = (self.lb_left.clone(), self.lb_right.clone());
+        let (lo, hi) = (self.lo, self.hi);
+        let at = |a: i64, d: i64| match a {
+            Watermark::NONE | Watermark::END => a,
+            _ => a.saturating_add(d),
+        };
+        if inner == self.left_time {
+            Some(Arc::new(move || lb_l().min(at(lb_r(), -hi))))
+        } else if inner == nl + self.right_time {
+            Some(Arc::new(move || lb_r().min(at(lb_l(), lo))))
+        } else {
+            None
+        }
+    }
+
+    /// Joins `l` (ids from `l_from`) with `r` (ids from `r_from`): the
+    /// matched pairs as (left ids, right ids, output rows).
+    async fn inner_join(
+        &self,
+        l: &RecordBatch,
+        l_from: u64,
+        r: &RecordBatch,
+        r_from: u64,
+        ctx: Arc<TaskContext>,
+    ) -> Result<Option<(UInt64Array, UInt64Array, RecordBatch)>> {
+        if l.num_rows() == 0 || r.num_rows() == 0 {
+            return Ok(None);
+        }
+        let (ls, rs) = (with_row_id(&l.schema()), with_row_id(&r.schema()));
+        let left = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[vec![numbered(l, &ls, l_from)?]],
+            ls.clone(),
+            None,
+        )?;
+        let right = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[vec![numbered(r, &rs, r_from)?]],
+            rs.clone(),
+            None,
+        )?;
+        // the id columns come last on each side: the filter's and the keys'
+        // column indices are unchanged
+        let nl = l.num_columns();
+        let filter = self.filter.clone();
+        let plan: Arc<dyn ExecutionPlan> = if self.on.is_empty() {
+            Arc::new(NestedLoopJoinExec::try_new(
+                left,
+                right,
+                filter,
+                &JoinType::Inner,
+                None,
+            )?)
+        } else {
+            // key expressions are over the sides' own columns: unchanged
+            Arc::new(HashJoinExec::try_new(
+                left,
+                right,
+                self.on.clone(),
+                filter,
+                &JoinType::Inner,
+                None,
+                PartitionMode::CollectLeft,
+                self.null_equality,
+                false,
+            )?)
+        };
+        let out = datafusion::physical_plan::collect(plan, ctx).await?;
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let all = arrow::compute::concat_batches(&out[0].schema(), &out)?;
+        if all.num_rows() == 0 {
+            return Ok(None);
+        }
+        let l_ids = all
+            .column(nl)
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .clone();
+        let n = all.num_columns();
+        let r_ids = all
+            .column(n - 1)
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .clone();
+        let mut cols: Vec<ArrayRef> = all.columns()[..nl].to_vec();
+        cols.extend(all.columns()[nl + 1..n - 1].iter().cloned());
+        let rows = RecordBatch::try_new(self.full_schema.clone(), cols)?;
+        Ok(Some((l_ids, r_ids, rows)))
+    }
+
+    /// Rows of one side that never matched, padded with nulls.
+    fn padded(&self, rows: &RecordBatch, side: JoinSide) -> Result<RecordBatch> {
+        let other = if side == JoinSide::Left {
+            self.right.schema()
+        } else {
+            self.left.schema()
+        };
+        let nulls: Vec<ArrayRef> = other
+            .fields()
+            .iter()
+            .map(|f| arrow::array::new_null_array(f.data_type(), rows.num_rows()))
+            .collect();
+        let cols = if side == JoinSide::Left {
+            rows.columns().iter().cloned().chain(nulls).collect()
+        } else {
+            nulls
+                .into_iter()
+                .chain(rows.columns().iter().cloned())
+                .collect()
+        };
+        Ok(RecordBatch::try_new(self.full_schema.clone(), cols)?)
+    }
+
+    fn project(&self, b: RecordBatch) -> Result<RecordBatch> {
+        Ok(match &self.projection {
+            Some(p) => b.project(p)?,
+            None => b,
+        })
+    }
+
+    /// One epoch: the new rows of both sides in, the matches (and the
+    /// outer rows the watermark has settled) out.
+    async fn epoch(
+        &self,
+        new_left: RecordBatch,
+        new_right: RecordBatch,
+        ctx: Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
+        let (old_left, old_right, mut ml, mut mr) = {
+            let mut st = self.state.lock().expect("join state");
+            let l = std::mem::take(&mut st.left);
+            let r = std::mem::take(&mut st.right);
+            let ls = self.left.schema();
+            let rs = self.right.schema();
+            (
+                l.rows.unwrap_or_else(|| RecordBatch::new_empty(ls)),
+                r.rows.unwrap_or_else(|| RecordBatch::new_empty(rs)),
+                l.matched,
+                r.matched,
+            )
+        };
+        let (nlo, nro) = (old_left.num_rows() as u64, old_right.num_rows() as u64);
+        let all_left = arrow::compute::concat_batches(&self.left.schema(), [&old_left, &new_left])?;
+        let all_right =
+            arrow::compute::concat_batches(&self.right.schema(), [&old_right, &new_right])?;
+        ml.resize(all_left.num_rows(), false);
+        mr.resize(all_right.num_rows(), false);
+        let mut out = Vec::new();
+        // new left x all right, old left x new right: every pair once
+        let pieces = [
+            self.inner_join(&new_left, nlo, &all_right, 0, ctx.clone())
+                .await?,
+            self.inner_join(&old_left, 0, &new_right, nro, ctx).await?,
+        ];
+        for (l_ids, r_ids, rows) in pieces.into_iter().flatten() {
+            for id in l_ids.values() {
+                ml[*id as usize] = true;
+            }
+            for id in r_ids.values() {
+                mr[*id as usize] = true;
+            }
+            out.push(self.project(rows)?);
+        }
+        // what can still match: a left row while a right row to come may be
+        // within `hi` of it, a right row while a left row may be within -lo
+        let (wl, wr) = ((self.lb_left)(), (self.lb_right)());
+        let keep =
+            |rows: &RecordBatch, time: usize, bound: i64, reach: i64| -> Result<BooleanArray> {
+                let t = millis(rows.column(time))?;
+                Ok(t.iter()
+                    .map(|v| {
+                        Some(match (bound, v) {
+                            (Watermark::NONE, _) => true,
+                            (Watermark::END, _) => false,
+                            // a null time can never match
+                            (_, None) => false,
+                            (b, Some(v)) => v.saturating_add(reach) >= b,
+                        })
+                    })
+                    .collect())
+            };
+        let keep_l = keep(&all_left, self.left_time, wr, self.hi)?;
+        let keep_r = keep(&all_right, self.right_time, wl, -self.lo)?;
+        let outer_left = matches!(self.join_type, JoinType::Left | JoinType::Full);
+        let outer_right = matches!(self.join_type, JoinType::Right | JoinType::Full);
+        for (rows, keepm, matched, side, outer) in [
+            (&all_left, &keep_l, &ml, JoinSide::Left, outer_left),
+            (&all_right, &keep_r, &mr, JoinSide::Right, outer_right),
+        ] {
+            if !outer {
+                continue;
+            }
+            let settled: Vec<u32> = (0..rows.num_rows())
+                .filter(|&i| !keepm.value(i) && !matched[i])
+                .map(|i| i as u32)
+                .collect();
+            if !settled.is_empty() {
+                let r = arrow::compute::take_record_batch(rows, &UInt32Array::from(settled))?;
+                out.push(self.project(self.padded(&r, side)?)?);
+            }
+        }
+        let kept = |rows: &RecordBatch, keepm: &BooleanArray, matched: &[bool]| -> Result<Kept> {
+            let r = arrow::compute::filter_record_batch(rows, keepm)?;
+            let m = matched
+                .iter()
+                .zip(keepm.values().iter())
+                .filter(|(_, k)| *k)
+                .map(|(m, _)| *m)
+                .collect();
+            Ok(Kept {
+                rows: (r.num_rows() > 0).then_some(r),
+                matched: m,
+            })
+        };
+        let left = kept(&all_left, &keep_l, &ml)?;
+        let right = kept(&all_right, &keep_r, &mr)?;
+        let bytes = left.rows.as_ref().map_or(0, |r| r.get_array_memory_size())
+            + right.rows.as_ref().map_or(0, |r| r.get_array_memory_size());
+        let mut st = self.state.lock().expect("join state");
+        let rows = (left.len() + right.len()) as u64;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics
+            .join_rows
+            .fetch_add(rows.wrapping_sub(st.published.0), Relaxed);
+        self.metrics
+            .bytes
+            .fetch_add((bytes as u64).wrapping_sub(st.published.1), Relaxed);
+        st.published = (rows, bytes as u64);
+        st.left = left;
+        st.right = right;
+        Ok(out)
+    }
+}
+
+impl DisplayAs for IntervalJoinExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "IntervalJoinExec: {} join of two streams, right.{} - left.{} in [{}, {}], rows kept until the watermark passes",
+            self.join_type,
+            self.right.schema().field(self.right_time).name(),
+            self.left.schema().field(self.left_time).name(),
+            crate::time::show_duration(self.lo),
+            crate::time::show_duration(self.hi),
+        )
+    }
+}
+
+/// Reads a whole epoch of one input.
+async fn drain(plan: &Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> Result<RecordBatch> {
+    let schema = plan.schema();
+    let mut parts = Vec::new();
+    for i in 0..plan.output_partitioning().partition_count() {
+        let mut s = plan.execute(i, ctx.clone())?;
+        while let Some(b) = s.next().await {
+            parts.push(b?);
+        }
+    }
+    Ok(arrow::compute::concat_batches(&schema, &parts)?)
+}
+
+impl ExecutionPlan for IntervalJoinExec {
+    fn name(&self) -> &str {
+        "IntervalJoinExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        datafusion::physical_plan::execution_plan::apply_expression_roots(
+            self.on
+                .iter()
+                .flat_map(|(l, r)| [l.clone(), r.clone()])
+                .chain(self.filter.iter().map(|f| f.expression().clone())),
+            f,
+        )
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut me = self.cloned();
+        me.left = children[0].clone();
+        me.right = children[1].clone();
+        Ok(Arc::new(me))
+    }
+    fn execute(
+        &self,
+        _partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let me = Arc::new(self.cloned());
+        let schema = self.schema();
+        let out = futures::stream::once(async move {
+            // both inputs read their epoch at the same time (each stops at
+            // its own feed's budget)
+            let (l, r) = futures::join!(
+                drain(&me.left, context.clone()),
+                drain(&me.right, context.clone())
+            );
+            me.epoch(l?, r?, context).await
+        })
+        .flat_map(|r| {
+            futures::stream::iter(match r {
+                Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::IntervalMonthDayNano;
+
+    #[test]
+    fn interval_literals_are_milliseconds() {
+        let i =
+            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 1, 2_000_000_000)));
+        assert_eq!(literal_millis(&i), Some(86_402_000));
+        assert_eq!(literal_millis(&ScalarValue::Int64(Some(5))), Some(5));
+        let months = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(1, 0, 0)));
+        assert_eq!(literal_millis(&months), None, "a month has no fixed length");
+    }
+}
+
+/// A stream a query reads: its name, event-time column and that column's
+/// type (for the WITHIN condition).
+pub struct TimedStream {
+    /// Source name, as written in FROM.
+    pub name: String,
+    /// Its event-time column.
+    pub field: String,
+    /// Whether that column is a timestamp (else whole milliseconds).
+    pub timestamp: bool,
+}
+
+/// `WITHIN INTERVAL d`: every JOIN of a stream whose ON condition names
+/// another stream gets `AND s.ts BETWEEN o.ts - d AND o.ts + d` on their
+/// event-time columns. Joins with tables are left alone.
+pub fn add_within(
+    query: &mut datafusion::sql::sqlparser::ast::Query,
+    within: std::time::Duration,
+    streams: &[TimedStream],
+) -> crate::Result<()> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr as SqlExpr, JoinConstraint, JoinOperator, SetExpr, TableFactor,
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(());
+    };
+    let ms = within.as_millis();
+    // (alias or name as written, stream) of the relation
+    let named = |f: &TableFactor| -> Option<(String, &TimedStream)> {
+        let TableFactor::Table { name, alias, .. } = f else {
+            return None;
+        };
+        let table = name.0.last()?.as_ident()?.value.clone();
+        let s = streams
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(&table))?;
+        Some((alias.as_ref().map_or(table, |a| a.name.value.clone()), s))
+    };
+    for twj in &mut select.from {
+        let mut seen: Vec<(String, &TimedStream)> = named(&twj.relation).into_iter().collect();
+        for join in &mut twj.joins {
+            let Some((me, stream)) = named(&join.relation) else {
+                continue;
+            };
+            let constraint = match &mut join.join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c) => c,
+                _ => continue,
+            };
+            let JoinConstraint::On(on) = constraint else {
+                continue;
+            };
+            // the other stream this one is joined to: the first named in ON
+            let mut other: Option<(String, &TimedStream)> = None;
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions(&*on, |e| {
+                if let SqlExpr::CompoundIdentifier(parts) = e
+                    && parts.len() == 2
+                    && other.is_none()
+                    && !parts[0].value.eq_ignore_ascii_case(&me)
+                    && let Some(s) = seen
+                        .iter()
+                        .find(|(a, _)| a.eq_ignore_ascii_case(&parts[0].value))
+                {
+                    other = Some(s.clone());
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            seen.push((me.clone(), stream));
+            let Some((them, other)) = other else {
+                continue;
+            };
+            let d = |s: &TimedStream| {
+                if s.timestamp {
+                    format!("INTERVAL '{ms} milliseconds'")
+                } else {
+                    ms.to_string()
+                }
+            };
+            let cond = format!(
+                "{me}.{f} BETWEEN {them}.{g} - {d} AND {them}.{g} + {d}",
+                f = stream.field,
+                g = other.field,
+                d = d(other)
+            );
+            let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+            let extra = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+                .try_with_sql(&cond)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| crate::EngineError::Invalid(format!("WITHIN: {e}")))?;
+            *on = SqlExpr::BinaryOp {
+                left: Box::new(SqlExpr::Nested(Box::new(on.clone()))),
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                right: Box::new(extra),
+            };
+        }
+    }
+    Ok(())
+}
