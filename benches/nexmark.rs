@@ -4,8 +4,9 @@
 //! with the sink replaced by a `blackhole` (Nexmark measures the engine, not
 //! a disk), and reports bids read per second (wall) and per CPU-second (the
 //! user and system time of this process, the per-core figure; the generator
-//! is included). The bid table is 46 of every 50 events of the Nexmark
-//! stream.
+//! is included), and the same per CPU-second for the events of the whole
+//! Nexmark stream (Nexmark's own unit: q8 reads only the person and auction
+//! tables, 8 of every 50 events). The bid table is 46 of every 50 events.
 //! `BENCH_EVENTS` sets the events of the stream (default 10M), `BENCH_RUNS`
 //! the repetitions (best kept); an argument filters by query name (`q1`).
 
@@ -36,8 +37,8 @@ fn main() {
         "Nexmark on the generator, {events} events of the stream, blackhole sink, best of {runs}"
     );
     println!(
-        "{:<6} {:>12} {:>14} {:>16} {:>9}",
-        "query", "bids", "bids/s", "bids/CPU-s", "wall s"
+        "{:<6} {:>12} {:>14} {:>16} {:>18} {:>9}",
+        "query", "rows read", "rows/s", "rows/CPU-s", "events/CPU-s", "wall s"
     );
     for (_, name, app) in queries {
         if filter.as_deref().is_some_and(|f| name != f) {
@@ -50,18 +51,24 @@ fn main() {
                 "'out.type' = 'blackhole', 'batch.size' = '100000'",
             );
         assert!(sql.contains("blackhole"), "{name}: the sink is replaced");
-        let mut best: Option<(u64, f64, f64, f64)> = None;
+        let mut best: Option<(u64, f64, f64, f64, f64)> = None;
         for _ in 0..runs {
             let (c0, t0) = (cpu_seconds(), Instant::now());
             let read = run_sql(&sql, dir.path(), velo_engine::Shutdown::default());
             let wall = t0.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - c0;
-            let r = (read, read as f64 / wall, read as f64 / cpu, wall);
+            let r = (
+                read,
+                read as f64 / wall,
+                read as f64 / cpu,
+                events as f64 / cpu,
+                wall,
+            );
             if best.is_none_or(|b| r.2 > b.2) {
                 best = Some(r);
             }
         }
-        let (read, eps, epc, wall) = best.unwrap();
-        println!("{name:<6} {read:>12} {eps:>14.0} {epc:>16.0} {wall:>9.2}");
+        let (read, rps, rpc, epc, wall) = best.unwrap();
+        println!("{name:<6} {read:>12} {rps:>14.0} {rpc:>16.0} {epc:>18.0} {wall:>9.2}");
     }
 }

@@ -21,8 +21,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
@@ -135,6 +135,9 @@ impl StreamingJoins {
         }
         if let Some(j) = plan.downcast_ref::<IntervalJoinExec>() {
             return j.lower_bound(col);
+        }
+        if let Some(w) = plan.downcast_ref::<crate::window::WindowAggregateExec>() {
+            return w.lower_bound(col);
         }
         if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
             // a stream joined with a table: the stream's side
@@ -326,30 +329,43 @@ impl PhysicalOptimizerRule for StreamingJoins {
                 self.names_under(&parts.left).join(" ⋈ "),
                 self.names_under(&parts.right).join(" ⋈ "),
             );
-            if !matches!(
-                parts.join_type,
-                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-            ) {
+            if matches!(parts.join_type, JoinType::LeftMark | JoinType::RightMark) {
                 return Err(DataFusionError::Plan(format!(
-                    "the {} join of the streams {ln} and {rn} is not supported on streams; use INNER, LEFT, RIGHT or FULL OUTER JOIN",
+                    "the {} join of the streams {ln} and {rn} (an IN / EXISTS subquery inside an OR) is not supported on streams; write it as a JOIN",
                     parts.join_type
                 )));
             }
             let hint = format!(
                 "joining the streams {ln} and {rn} needs a time bound on their event-time columns, or its state grows forever: add WITHIN INTERVAL '5' MINUTES after the joins, or AND {rn}.ts BETWEEN {ln}.ts - INTERVAL '10' SECOND AND {ln}.ts + INTERVAL '10' SECOND to the ON condition (with each source's event.time.field)"
             );
-            let Some((lt, rt, lo, hi)) = parts.filter.as_ref().and_then(time_bound) else {
-                return Err(DataFusionError::Plan(hint));
-            };
-            let (Some(lb_left), Some(lb_right)) = (
-                self.lower_bound(&parts.left, lt),
-                self.lower_bound(&parts.right, rt),
-            ) else {
-                return Err(DataFusionError::Plan(format!(
-                    "{hint}; the bound found compares columns that are not the streams' declared event times ({} and {})",
-                    parts.left.schema().field(lt).name(),
-                    parts.right.schema().field(rt).name()
-                )));
+            // the bound: from the filter, or an equality of time columns
+            // among the keys (a join of windows on their start)
+            let mut candidates: Vec<(usize, usize, i64, i64)> =
+                parts.filter.as_ref().and_then(time_bound).into_iter().collect();
+            for (l, r) in &parts.on {
+                if let (Some(l), Some(r)) = (l.downcast_ref::<Column>(), r.downcast_ref::<Column>()) {
+                    candidates.push((l.index(), r.index(), 0, 0));
+                }
+            }
+            let found = candidates.iter().find_map(|&(lt, rt, lo, hi)| {
+                Some((
+                    lt,
+                    rt,
+                    lo,
+                    hi,
+                    self.lower_bound(&parts.left, lt)?,
+                    self.lower_bound(&parts.right, rt)?,
+                ))
+            });
+            let Some((lt, rt, lo, hi, lb_left, lb_right)) = found else {
+                return Err(DataFusionError::Plan(match candidates.first() {
+                    None => hint,
+                    Some(&(lt, rt, _, _)) => format!(
+                        "{hint}; the bound found compares columns that are not the streams' declared event times ({} and {})",
+                        parts.left.schema().field(lt).name(),
+                        parts.right.schema().field(rt).name()
+                    ),
+                }));
             };
             if lo > hi {
                 return Err(DataFusionError::Plan(format!(
@@ -504,19 +520,6 @@ fn numbered(batch: &RecordBatch, schema: &SchemaRef, from: u64) -> Result<Record
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
-/// A time column as epoch milliseconds.
-fn millis(col: &ArrayRef) -> Result<arrow::array::Int64Array> {
-    let c = match col.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => col.clone(),
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
-            arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?
-        }
-        _ => arrow::compute::cast(col, &DataType::Int64)?,
-    };
-    let c = arrow::compute::cast(&c, &DataType::Int64)?;
-    Ok(c.as_primitive::<Int64Type>().clone())
-}
-
 impl IntervalJoinExec {
     #[allow(clippy::too_many_arguments)]
     fn try_new(
@@ -547,9 +550,15 @@ impl IntervalJoinExec {
             );
         }
         let full_schema = Arc::new(Schema::new(fields));
+        // semi and anti joins give one side's rows
+        let out_full = match parts.join_type {
+            JoinType::LeftSemi | JoinType::LeftAnti => parts.left.schema(),
+            JoinType::RightSemi | JoinType::RightAnti => parts.right.schema(),
+            _ => full_schema.clone(),
+        };
         let out_schema = match &parts.projection {
-            Some(p) => Arc::new(full_schema.project(p)?),
-            None => full_schema.clone(),
+            Some(p) => Arc::new(out_full.project(p)?),
+            None => out_full,
         };
         let props = Arc::new(PlanProperties::new(
             datafusion::physical_expr::EquivalenceProperties::new(out_schema),
@@ -770,6 +779,12 @@ impl IntervalJoinExec {
             arrow::compute::concat_batches(&self.right.schema(), [&old_right, &new_right])?;
         ml.resize(all_left.num_rows(), false);
         mr.resize(all_right.num_rows(), false);
+        // semi joins emit a row when it first matches
+        let (ml_before, mr_before) = (ml.clone(), mr.clone());
+        let pairs = matches!(
+            self.join_type,
+            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+        );
         let mut out = Vec::new();
         // new left x all right, old left x new right: every pair once
         let pieces = [
@@ -784,14 +799,32 @@ impl IntervalJoinExec {
             for id in r_ids.values() {
                 mr[*id as usize] = true;
             }
-            out.push(self.project(rows)?);
+            if pairs {
+                out.push(self.project(rows)?);
+            }
+        }
+        for (rows, now, before, semi) in [
+            (&all_left, &ml, &ml_before, JoinType::LeftSemi),
+            (&all_right, &mr, &mr_before, JoinType::RightSemi),
+        ] {
+            if self.join_type != semi {
+                continue;
+            }
+            let first: Vec<u32> = (0..rows.num_rows())
+                .filter(|&i| now[i] && !before[i])
+                .map(|i| i as u32)
+                .collect();
+            if !first.is_empty() {
+                let r = arrow::compute::take_record_batch(rows, &UInt32Array::from(first))?;
+                out.push(self.project(r)?);
+            }
         }
         // what can still match: a left row while a right row to come may be
         // within `hi` of it, a right row while a left row may be within -lo
         let (wl, wr) = ((self.lb_left)(), (self.lb_right)());
         let keep =
             |rows: &RecordBatch, time: usize, bound: i64, reach: i64| -> Result<BooleanArray> {
-                let t = millis(rows.column(time))?;
+                let t = crate::window::to_millis(rows.column(time))?;
                 Ok(t.iter()
                     .map(|v| {
                         Some(match (bound, v) {
@@ -806,13 +839,30 @@ impl IntervalJoinExec {
             };
         let keep_l = keep(&all_left, self.left_time, wr, self.hi)?;
         let keep_r = keep(&all_right, self.right_time, wl, -self.lo)?;
+        // rows that never matched, once no match can come: outer joins pad
+        // them with nulls, anti joins give them as they are
         let outer_left = matches!(self.join_type, JoinType::Left | JoinType::Full);
         let outer_right = matches!(self.join_type, JoinType::Right | JoinType::Full);
-        for (rows, keepm, matched, side, outer) in [
-            (&all_left, &keep_l, &ml, JoinSide::Left, outer_left),
-            (&all_right, &keep_r, &mr, JoinSide::Right, outer_right),
+        for (rows, keepm, matched, side, outer, anti) in [
+            (
+                &all_left,
+                &keep_l,
+                &ml,
+                JoinSide::Left,
+                outer_left,
+                JoinType::LeftAnti,
+            ),
+            (
+                &all_right,
+                &keep_r,
+                &mr,
+                JoinSide::Right,
+                outer_right,
+                JoinType::RightAnti,
+            ),
         ] {
-            if !outer {
+            let anti = self.join_type == anti;
+            if !outer && !anti {
                 continue;
             }
             let settled: Vec<u32> = (0..rows.num_rows())
@@ -821,7 +871,7 @@ impl IntervalJoinExec {
                 .collect();
             if !settled.is_empty() {
                 let r = arrow::compute::take_record_batch(rows, &UInt32Array::from(settled))?;
-                out.push(self.project(self.padded(&r, side)?)?);
+                out.push(self.project(if anti { r } else { self.padded(&r, side)? })?);
             }
         }
         let kept = |rows: &RecordBatch, keepm: &BooleanArray, matched: &[bool]| -> Result<Kept> {

@@ -949,6 +949,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     loop {
         epoch += 1;
         let t0 = Instant::now();
+        // with several streams, an operator over one of them may have read
+        // its end before the others ended (the job's watermark was not the
+        // end yet): one more epoch after all ended flushes it
+        let ended_before = !p.others.is_empty() && p.is_finished().await;
         for l in &p.lookups {
             l.refresh_if_due(&p.counters, shutdown.receiver()).await;
         }
@@ -1318,7 +1322,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         }
         // a whole-input query (aggregate, sort, limit) has answered after its one epoch,
         // even if a LIMIT stopped reading early
-        if p.whole_input || p.is_finished().await || shutdown.is_triggered() {
+        if p.whole_input
+            || (p.is_finished().await && (p.others.is_empty() || ended_before))
+            || shutdown.is_triggered()
+        {
             break;
         }
     }

@@ -155,8 +155,21 @@ pub fn rewrite_query(
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Ok(None);
     };
+    // windows in subqueries of FROM / JOIN (a join of windowed streams)
+    let mut nested = None;
+    for twj in &mut select.from {
+        for f in
+            std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation))
+        {
+            if let datafusion::sql::sqlparser::ast::TableFactor::Derived { subquery, .. } = f
+                && let Some(w) = rewrite_query(subquery, event_time)?
+            {
+                nested.get_or_insert(w);
+            }
+        }
+    }
     let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
-        return Ok(None);
+        return Ok(nested);
     };
     let mut found: Option<(usize, String, Vec<Expr>)> = None;
     for (i, e) in exprs.iter().enumerate() {
@@ -200,7 +213,7 @@ pub fn rewrite_query(
         found = Some((i, kind.to_string(), args));
     }
     let Some((pos, kind, args)) = found else {
-        return Ok(None);
+        return Ok(nested);
     };
     let arg_text = args
         .iter()
@@ -666,6 +679,9 @@ struct Inner {
     changed: Mutex<Vec<RecordBatch>>,
     /// This partition's share of the metrics (open, groups, bytes).
     published: [std::sync::atomic::AtomicU64; 3],
+    /// The watermark of the last emission: every window ending at or
+    /// before it is out (a join over the window's output reads it).
+    emitted_through: std::sync::atomic::AtomicI64,
 }
 
 impl Inner {
@@ -690,6 +706,7 @@ impl Inner {
             state: Mutex::new(WinState::default()),
             changed: Mutex::new(Vec::new()),
             published: Default::default(),
+            emitted_through: std::sync::atomic::AtomicI64::new(Watermark::NONE),
         }
     }
 }
@@ -735,6 +752,40 @@ fn create_accumulator(a: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAc
 }
 
 impl WindowAggregateExec {
+    /// The lowest window start (or end) that output column `col` can still
+    /// carry: every window ending at or before the watermark of the last
+    /// emission is out, so those to come end after it. Tumbling and hopping
+    /// windows emitted once (`EMIT FINAL`) only.
+    pub fn lower_bound(&self, col: usize) -> Option<Arc<dyn Fn() -> i64 + Send + Sync>> {
+        let first = self.inners.first()?;
+        if first.emit != Emit::Final {
+            return None;
+        }
+        let size = match first.kind {
+            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => size,
+            _ => return None,
+        };
+        let back = if Some(col) == first.start_pos {
+            size
+        } else if Some(col) == first.end_pos {
+            0
+        } else {
+            return None;
+        };
+        let inners = self.inners.clone();
+        Some(Arc::new(move || {
+            let through = inners
+                .iter()
+                .map(|i| i.emitted_through.load(std::sync::atomic::Ordering::Acquire))
+                .min()
+                .unwrap_or(Watermark::NONE);
+            match through {
+                Watermark::NONE | Watermark::END => through,
+                t => t.saturating_sub(back),
+            }
+        }))
+    }
+
     /// The window operator for `agg`, if it groups by a window.
     #[allow(clippy::too_many_arguments)]
     pub fn try_new(
@@ -865,6 +916,7 @@ impl WindowAggregateExec {
             state: Mutex::new(WinState::default()),
             changed: Mutex::new(Vec::new()),
             published: Default::default(),
+            emitted_through: std::sync::atomic::AtomicI64::new(Watermark::NONE),
         };
         let inners = (1..partitions)
             .map(|_| Arc::new(first.fresh()))
@@ -1439,6 +1491,8 @@ impl Inner {
         }
         let wm = self.watermark.get();
         let mut st = self.state.lock().expect("window state");
+        self.emitted_through
+            .fetch_max(wm, std::sync::atomic::Ordering::AcqRel);
         let mut out = Vec::new();
         match self.kind {
             WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => {
