@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use crate::windows::rows_of_text as rows;
+
 use rand::{Rng, SeedableRng};
 
 /// Orders, payments (most orders paid once, some twice, some never, some
@@ -89,23 +91,6 @@ fn sources(batch: usize) -> String {
         ));
     }
     s
-}
-
-/// Rows of JSON Lines `text` as sorted `|`-joined `cols`.
-fn rows(text: &str, cols: &[&str]) -> Vec<String> {
-    let mut out: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            cols.iter()
-                .map(|c| v.get(*c).cloned().unwrap_or_default().to_string())
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// DataFusion's batch answer to `sql` over the files under `dir/data`, with

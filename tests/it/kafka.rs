@@ -1217,3 +1217,94 @@ INTO out WITH ('orders_pb.type' = 'kafka_source', 'orders_pb.bootstrap.servers' 
         "{dead:?}"
     );
 }
+
+/// Two topics joined in time: every order with a payment within 5 s of it
+/// comes out once; payments too far from their order do not match.
+#[test]
+fn two_topics_join_within_an_interval() {
+    let _machine = crate::common::exclusive();
+    let (tmp, _broker, bs) = with_broker();
+    create_topic(&bs, "orders", 2);
+    create_topic(&bs, "payments", 1);
+    let base = 1_704_067_200_000u64;
+    let orders: Vec<Vec<u8>> = (0..2_000u64)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"customer":"c{}","ts":{}}}"#,
+                i % 13,
+                base + i * 100
+            )
+            .into_bytes()
+        })
+        .collect();
+    produce_records(
+        &bs,
+        "orders",
+        orders
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (Some((i % 2) as i32), None, v.as_slice())),
+    );
+    // a payment for two of every three orders, up to 3 s before or after
+    // it; every 50th order also gets one 30 s late, which must not match
+    let mut payments: Vec<(u64, Vec<u8>)> = Vec::new();
+    for i in 0..2_000u64 {
+        if i % 3 != 0 {
+            let ts = base + i * 100 + (i % 7) * 1_000 - 3_000;
+            payments.push((
+                ts,
+                format!(r#"{{"id":{i},"amount":{},"ts":{ts}}}"#, i * 2).into_bytes(),
+            ));
+        }
+        if i % 50 == 0 {
+            let ts = base + i * 100 + 30_000;
+            payments.push((
+                ts,
+                format!(r#"{{"id":{i},"amount":-1,"ts":{ts}}}"#).into_bytes(),
+            ));
+        }
+    }
+    payments.sort_by_key(|p| p.0);
+    produce_records(
+        &bs,
+        "payments",
+        payments.iter().map(|(_, v)| (Some(0), None, v.as_slice())),
+    );
+    let app = format!(
+        r#"CREATE STREAM paid AS
+SELECT o.id, o.customer, p.amount FROM orders o JOIN payments p ON o.id = p.id
+WITHIN INTERVAL '5' SECONDS
+INTO out
+WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+      'orders.group.id' = 'join-o-{bs}', 'orders.stop.at.end' = 'true',
+      'orders.schema' = 'id BIGINT, customer VARCHAR, ts BIGINT',
+      'orders.event.time.field' = 'ts', 'orders.event.time.format' = 'epoch_millis',
+      'payments.type' = 'kafka_source', 'payments.bootstrap.servers' = '{bs}', 'payments.topic' = 'payments',
+      'payments.group.id' = 'join-p-{bs}', 'payments.stop.at.end' = 'true',
+      'payments.schema' = 'id BIGINT, amount BIGINT, ts BIGINT',
+      'payments.event.time.field' = 'ts', 'payments.event.time.format' = 'epoch_millis',
+      'payments.watermark.max_out_of_orderness' = '1s',
+      'out.type' = 'file_sink', 'out.path' = 'out/paid.jsonl', 'batch.size' = '300',
+      'use_transactions' = 'true');"#
+    );
+    let log = tmp.path().join("velo.log");
+    let mut child = spawn_assigned(tmp.path(), &app, &[], &[], &log);
+    let status = wait_timeout(&mut child, Duration::from_secs(180), &log);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{said}");
+    assert!(!said.contains("late:"), "nothing is late: {said}");
+    let mut got: Vec<(u64, i64)> = lines_of(&published(&tmp.path().join("out"), "paid"))
+        .iter()
+        .map(|v| (v["id"].as_u64().unwrap(), v["amount"].as_i64().unwrap()))
+        .collect();
+    got.sort();
+    let want: Vec<(u64, i64)> = (0..2_000u64)
+        .filter(|i| i % 3 != 0)
+        .map(|i| (i, (i * 2) as i64))
+        .collect();
+    assert_eq!(got.len(), want.len(), "{said}");
+    assert!(
+        got == want,
+        "every paid order once, no late payment matched"
+    );
+}

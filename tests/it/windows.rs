@@ -38,10 +38,28 @@ pub(crate) fn write_jsonl(path: &Path, ev: &[(String, i64, i64)]) {
     std::fs::write(path, s).unwrap();
 }
 
+/// Rows of the JSON Lines files in `dir` named `stem...` as sorted
+/// `|`-joined texts of `cols`.
+fn rows_of_published(dir: &Path, stem: &str, cols: &[&str]) -> Vec<String> {
+    let mut text = String::new();
+    for f in crate::common::files_below(dir) {
+        if f.to_string_lossy().starts_with(stem) {
+            text.push_str(&std::fs::read_to_string(dir.join(f)).unwrap());
+        }
+    }
+    assert!(!text.is_empty(), "no {stem}* output in {}", dir.display());
+    rows_of_text(&text, cols)
+}
+
 /// Rows of a JSON Lines file as sorted `|`-joined texts of `cols`.
 fn rows_of_file(path: &Path, cols: &[&str]) -> Vec<String> {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    rows_of_text(&text, cols)
+}
+
+/// JSON Lines `text` as sorted `|`-joined texts of `cols`.
+pub(crate) fn rows_of_text(text: &str, cols: &[&str]) -> Vec<String> {
     let mut rows: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -115,20 +133,44 @@ const COLS: &[&str] = &["k", "ws", "we", "n", "total", "lo", "hi", "odd"];
 fn windows_equal_datafusion_batch_results_at_random_epoch_sizes() {
     let _machine = crate::common::exclusive();
     for seed in 1..=3u64 {
+        // the same answer at any number of partitions
+        windows_case(seed, [1, 3, 2][seed as usize - 1], None);
+    }
+}
+
+/// The same property with a crash right after a random checkpoint in the
+/// middle and a restart from the state directory, at 1 and 3 partitions.
+#[test]
+fn windows_equal_the_batch_results_across_a_crash_in_the_middle() {
+    let _machine = crate::common::exclusive();
+    for (seed, parts) in [(4u64, 1usize), (5, 3)] {
+        let at = rand::rngs::StdRng::seed_from_u64(seed).random_range(2..8);
+        windows_case(seed, parts, Some(at));
+    }
+}
+
+/// Tumbling, hopping and session windows over shuffled events (bounded
+/// disorder) at a random epoch size in `parts` partitions, optionally
+/// crashed after checkpoint `crash` and resumed; against DataFusion.
+fn windows_case(seed: u64, parts: usize, crash: Option<u64>) {
+    {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let ev = events(seed, 4_000, 1_500);
         write_jsonl(&dir.join("data/events.jsonl"), &ev);
-        // the same answer at any number of partitions
-        let parts = [1, 3, 2][seed as usize - 1];
         let batch = rand::rngs::StdRng::seed_from_u64(seed).random_range(1..600);
         let aggs = "COUNT(*) AS n, SUM(v) AS total, MIN(v) AS lo, MAX(v) AS hi, COUNT(DISTINCT v % 7) FILTER (WHERE v > 0) AS odd";
         let src = format!(
             "'events.type' = 'file_source', 'events.path' = 'data/events.jsonl', \
              'events.schema' = 'k VARCHAR, v BIGINT, ts BIGINT', \
              'events.event.time.field' = 'ts', 'events.event.time.format' = 'epoch_millis', \
-             'events.watermark.max_out_of_orderness' = '2s', 'batch.size' = '{batch}', 'partitions' = '{parts}'"
+             'events.watermark.max_out_of_orderness' = '2s', 'batch.size' = '{batch}', 'partitions' = '{parts}'{}",
+            if crash.is_some() {
+                ", 'use_transactions' = 'true', 'state.dir' = 'state'"
+            } else {
+                ""
+            }
         );
         let app = format!(
             "CREATE STREAM tumbling AS SELECT k, CAST(window_start AS BIGINT) AS ws, CAST(window_end AS BIGINT) AS we, {aggs}
@@ -141,8 +183,17 @@ fn windows_equal_datafusion_batch_results_at_random_epoch_sizes() {
                FROM events GROUP BY k, SESSION(ts, INTERVAL '1' SECOND) INTO s
                WITH ({src}, 's.type' = 'file_sink', 's.path' = 'out/session.jsonl');"
         );
-        let (ok, log) = crate::common::run_app(dir, &app);
-        assert!(ok, "seed {seed}: {log}");
+        let log = match crash {
+            None => {
+                let (ok, log) = crate::common::run_app(dir, &app);
+                assert!(ok, "seed {seed}: {log}");
+                log
+            }
+            Some(at) => {
+                std::fs::write(dir.join("app.sql"), &app).unwrap();
+                crate::common::crash_and_resume(dir, &[&at.to_string()])
+            }
+        };
         assert!(
             !log.contains("late:"),
             "seed {seed}: nothing is late: {log}"
@@ -179,7 +230,8 @@ fn windows_equal_datafusion_batch_results_at_random_epoch_sizes() {
             ),
         );
         for (name, want) in [("tumble", tumble), ("hop", hop), ("session", session)] {
-            let got = rows_of_file(&dir.join(format!("out/{name}.jsonl")), COLS);
+            // a transactional sink publishes one file per epoch
+            let got = rows_of_published(&dir.join("out"), name, COLS);
             assert!(
                 want.len() > 10,
                 "{name}: a real workload ({} rows)",
