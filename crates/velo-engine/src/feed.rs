@@ -150,6 +150,15 @@ pub struct EpochFeed {
     time_index: Option<usize>,
     /// The watermark this feed moves.
     watermark: Arc<Watermark>,
+    /// A query that reads the source twice (a stream joined with its own
+    /// aggregate): every scan gets every batch.
+    tee: Mutex<Tee>,
+}
+
+/// Batches read for one scan and waiting for the others.
+#[derive(Default)]
+struct Tee {
+    queues: Vec<std::collections::VecDeque<RecordBatch>>,
 }
 
 impl std::fmt::Debug for EpochFeed {
@@ -231,6 +240,7 @@ impl EpochFeed {
             time,
             time_index,
             watermark: Watermark::new(),
+            tee: Mutex::new(Tee::default()),
         }))
     }
 
@@ -471,6 +481,35 @@ impl EpochFeed {
         Ok(out)
     }
 
+    /// A new scan of the table (one per table reference in the query).
+    fn add_scan(&self) -> usize {
+        let mut t = self.tee.try_lock().expect("scans are added while planning");
+        t.queues.push(Default::default());
+        t.queues.len() - 1
+    }
+
+    /// The next batch of the epoch for scan `scan`: with several scans,
+    /// each batch read is kept for the others until they take it.
+    async fn next_for(&self, scan: usize) -> Option<Result<RecordBatch, DataFusionError>> {
+        let mut t = self.tee.lock().await;
+        if t.queues.len() <= 1 {
+            drop(t);
+            return self.next_batch().await;
+        }
+        if let Some(b) = t.queues.get_mut(scan).and_then(|q| q.pop_front()) {
+            return Some(Ok(b));
+        }
+        let r = self.next_batch().await;
+        if let Some(Ok(b)) = &r {
+            for (i, q) in t.queues.iter_mut().enumerate() {
+                if i != scan {
+                    q.push_back(b.clone());
+                }
+            }
+        }
+        r
+    }
+
     async fn next_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
         let r = self.read_batch().await;
         if r.is_none() {
@@ -634,9 +673,10 @@ impl std::fmt::Display for BadRecordError {
 
 impl std::error::Error for BadRecordError {}
 
-/// The scan side: one DataFusion partition reading the feed for one epoch.
+/// The scan side: one DataFusion partition reading the feed for one epoch
+/// (the feed and which of its scans this is).
 #[derive(Debug)]
-pub struct FeedPartition(pub Arc<EpochFeed>);
+pub struct FeedPartition(pub Arc<EpochFeed>, pub usize);
 
 impl PartitionStream for FeedPartition {
     fn schema(&self) -> &SchemaRef {
@@ -644,9 +684,9 @@ impl PartitionStream for FeedPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let feed = self.0.clone();
-        let stream = futures::stream::unfold(feed, |feed| async move {
-            feed.next_batch().await.map(|r| (r, feed))
+        let (feed, scan) = (self.0.clone(), self.1);
+        let stream = futures::stream::unfold(feed, move |feed| async move {
+            feed.next_for(scan).await.map(|r| (r, feed))
         });
         Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
     }
@@ -690,7 +730,10 @@ impl datafusion::catalog::TableProvider for SourceTable {
         self.feed.note_projection(projection);
         let exec = datafusion::physical_plan::streaming::StreamingTableExec::try_new(
             self.feed.schema.clone(),
-            vec![Arc::new(FeedPartition(self.feed.clone()))],
+            vec![Arc::new(FeedPartition(
+                self.feed.clone(),
+                self.feed.add_scan(),
+            ))],
             projection,
             Vec::<datafusion::physical_expr::LexOrdering>::new(),
             self.infinite,

@@ -252,15 +252,12 @@ pub async fn prepare_job(
         )));
     }
     // the watermark of the job's operators: the lowest of its streams'
-    let job_watermark = if others.is_empty() {
-        feed.watermark()
-    } else {
-        crate::time::Watermark::min_of(
-            std::iter::once(feed.watermark())
-                .chain(others.iter().map(|(_, f)| f.watermark()))
-                .collect(),
-        )
-    };
+    // (held back by the intervals of its stream joins)
+    let job_watermark = crate::time::Watermark::min_of(
+        std::iter::once(feed.watermark())
+            .chain(others.iter().map(|(_, f)| f.watermark()))
+            .collect(),
+    );
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -311,7 +308,7 @@ pub async fn prepare_job(
             partitions,
         )),
     );
-    if !others.is_empty() {
+    {
         let streams = std::iter::once((&driver, &feed, &time))
             .map(|(s, f, t)| (s.clone(), f.clone(), t.clone()))
             .chain(
