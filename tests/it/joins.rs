@@ -295,3 +295,35 @@ fn a_join_of_streams_without_a_time_bound_says_what_to_add() {
         "{log}"
     );
 }
+
+/// Streams of very different rates (auctions are 6 of every 50 Nexmark
+/// events, bids 46) are read at the pace of the slowest in event time: the
+/// fast one does not run ahead and fill the join's state. Read at the same
+/// number of records per epoch, every auction would be read (and kept)
+/// long before its bids.
+#[test]
+fn streams_are_read_at_the_pace_of_the_slowest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let app = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nexmark/j1.sql"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let o = crate::common::run_in(
+        dir,
+        &["run", "app.sql", "--set", "batch.size=20000"],
+        &[("NEXMARK_EVENTS".into(), "1000000".into())],
+    );
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("source auction: 60000 read"), "{log}");
+    let peak: u64 = log
+        .split("join state: at most ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no join state line: {log}"));
+    // about 20 s of auctions (12,000) and an epoch of bids
+    assert!(peak < 35_000, "peak join state {peak} rows: {log}");
+}

@@ -153,6 +153,10 @@ pub struct EpochFeed {
     /// A query that reads the source twice (a stream joined with its own
     /// aggregate): every scan gets every batch.
     tee: Mutex<Tee>,
+    /// The watermarks of the job's other streams: this feed pauses while
+    /// it is ahead of the slowest of them (a join keeps what one stream
+    /// read ahead of the other).
+    others: std::sync::OnceLock<Vec<Arc<Watermark>>>,
 }
 
 /// Batches read for one scan and waiting for the others.
@@ -241,6 +245,7 @@ impl EpochFeed {
             time_index,
             watermark: Watermark::new(),
             tee: Mutex::new(Tee::default()),
+            others: std::sync::OnceLock::new(),
         }))
     }
 
@@ -252,6 +257,29 @@ impl EpochFeed {
     /// The table's schema (its event-time column as the job reads it).
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// Aligns this feed with the job's other streams: it reads no further
+    /// in an epoch while its watermark is ahead of the lowest of theirs
+    /// (those not started, ended, or idle for 5 s do not count).
+    pub fn align_with(&self, others: Vec<Arc<Watermark>>) {
+        let _ = self.others.set(others);
+    }
+
+    /// Whether this feed is ahead of the slowest of the others.
+    fn ahead(&self) -> bool {
+        let Some(others) = self.others.get() else {
+            return false;
+        };
+        // a stream whose watermark has not moved for a while is idle, not
+        // slow: the others do not wait for it
+        let slowest = others
+            .iter()
+            .filter(|w| !w.stalled(ALIGN_IDLE))
+            .map(|w| w.get())
+            .filter(|w| *w != Watermark::NONE && *w != Watermark::END)
+            .min();
+        slowest.is_some_and(|m| self.watermark.get() > m)
     }
 
     /// The watermark this feed moves.
@@ -549,7 +577,7 @@ impl EpochFeed {
             let mut whole = false;
             let (batch, mut parts) = if let Some(p) = s.pending.take() {
                 p
-            } else if s.exhausted {
+            } else if s.exhausted || self.ahead() {
                 return None;
             } else {
                 let event = if s.budget.eager && s.records > 0 {
@@ -691,6 +719,10 @@ impl PartitionStream for FeedPartition {
         Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
     }
 }
+
+/// A stream whose watermark has not moved for this long no longer holds
+/// the job's other streams back (they read ahead of it).
+const ALIGN_IDLE: Duration = Duration::from_secs(5);
 
 /// Default epoch timeout for unbounded sources.
 pub const DEFAULT_UNBOUNDED_TIMEOUT: Duration = Duration::from_millis(1000);

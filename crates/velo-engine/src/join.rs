@@ -687,7 +687,7 @@ impl IntervalJoinExec {
             )?)
         } else {
             // key expressions are over the sides' own columns: unchanged
-            Arc::new(HashJoinExec::try_new(
+            let j = HashJoinExec::try_new(
                 left,
                 right,
                 self.on.clone(),
@@ -697,7 +697,15 @@ impl IntervalJoinExec {
                 PartitionMode::CollectLeft,
                 self.null_equality,
                 false,
-            )?)
+            )?;
+            // the hash table on the smaller piece (the kept rows of one side
+            // are often far more than the other side's new rows); the
+            // swapped join gives the same columns in the same order
+            if l.num_rows() > r.num_rows() {
+                j.swap_inputs(PartitionMode::CollectLeft)?
+            } else {
+                Arc::new(j)
+            }
         };
         let out = datafusion::physical_plan::collect(plan, ctx).await?;
         if out.is_empty() {

@@ -251,6 +251,22 @@ pub async fn prepare_job(
             driver.name()
         )));
     }
+    // streams read at the pace of the slowest (in event time)
+    let all_feeds: Vec<Arc<EpochFeed>> = std::iter::once(feed.clone())
+        .chain(others.iter().map(|(_, f)| f.clone()))
+        .collect();
+    if all_feeds.len() > 1 {
+        for (i, f) in all_feeds.iter().enumerate() {
+            f.align_with(
+                all_feeds
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, o)| o.watermark())
+                    .collect(),
+            );
+        }
+    }
     // the watermark of the job's operators: the lowest of its streams'
     // (held back by the intervals of its stream joins)
     let job_watermark = crate::time::Watermark::min_of(

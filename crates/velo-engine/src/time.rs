@@ -41,6 +41,8 @@ pub struct Watermark {
     inputs: Vec<Arc<Watermark>>,
     /// Derived: milliseconds behind the minimum.
     delay: AtomicI64,
+    /// Wall-clock milliseconds of the last move forward.
+    moved_at: AtomicI64,
 }
 
 impl Watermark {
@@ -55,6 +57,7 @@ impl Watermark {
             own: AtomicI64::new(Self::NONE),
             inputs: Vec::new(),
             delay: AtomicI64::new(0),
+            moved_at: AtomicI64::new(now_millis()),
         })
     }
 
@@ -64,6 +67,7 @@ impl Watermark {
             own: AtomicI64::new(Self::NONE),
             inputs,
             delay: AtomicI64::new(0),
+            moved_at: AtomicI64::new(now_millis()),
         })
     }
 
@@ -87,7 +91,15 @@ impl Watermark {
 
     /// Moves the watermark forward to `ms` (never back).
     pub fn advance(&self, ms: i64) {
-        self.own.fetch_max(ms, Ordering::AcqRel);
+        if self.own.fetch_max(ms, Ordering::AcqRel) < ms {
+            self.moved_at.store(now_millis(), Ordering::Release);
+        }
+    }
+
+    /// Whether it has not moved for `idle` (wall clock): its stream is
+    /// idle, not slow.
+    pub fn stalled(&self, idle: Duration) -> bool {
+        now_millis() - self.moved_at.load(Ordering::Acquire) > idle.as_millis() as i64
     }
 
     /// Puts the watermark back to `ms` (restart from a checkpoint).
