@@ -64,9 +64,12 @@ pub struct StreamInfo {
 }
 
 /// The physical optimizer rule that puts [`IntervalJoinExec`] in place of a
-/// join of two streams.
+/// join of two streams, and the window operators in place of windowed
+/// aggregates ([`crate::window::StreamingWindows`]), in one bottom-up pass.
 pub struct StreamingJoins {
     streams: Vec<StreamInfo>,
+    /// Windows and updating aggregates, replaced in the same pass.
+    windows: crate::window::StreamingWindows,
     /// The job's watermark (held back by each join's interval).
     job_watermark: Arc<Watermark>,
     states: Arc<crate::window::WindowStates>,
@@ -84,12 +87,14 @@ impl StreamingJoins {
     /// `states` and hold `job_watermark` back by their interval.
     pub fn new(
         streams: Vec<StreamInfo>,
+        windows: crate::window::StreamingWindows,
         job_watermark: Arc<Watermark>,
         states: Arc<crate::window::WindowStates>,
         metrics: Arc<crate::window::WindowMetrics>,
     ) -> Self {
         Self {
             streams,
+            windows,
             job_watermark,
             states,
             metrics,
@@ -311,17 +316,45 @@ fn time_bound(filter: &JoinFilter) -> Option<(usize, usize, i64, i64)> {
 }
 
 impl PhysicalOptimizerRule for StreamingJoins {
+    /// One bottom-up pass over the plan for joins and windows: each sees
+    /// its inputs already as streaming operators, so a join over windows
+    /// and a window over a join or a window trace their time bounds.
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|p| {
+            let t = self.rewrite_join(p)?;
+            if t.transformed {
+                return Ok(t);
+            }
+            self.windows
+                .rewrite(t.data, &|plan, col| self.lower_bound(plan, col))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "streaming_operators"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+impl StreamingJoins {
+    /// Replaces `p` if it is a join of two streams.
+    fn rewrite_join(
+        &self,
+        p: Arc<dyn ExecutionPlan>,
+    ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+        {
             let Some(parts) = join_parts(&p) else {
                 return Ok(Transformed::no(p));
             };
-            if !parts.left.boundedness().is_unbounded()
-                || !parts.right.boundedness().is_unbounded()
+            if !parts.left.boundedness().is_unbounded() || !parts.right.boundedness().is_unbounded()
             {
                 return Ok(Transformed::no(p));
             }
@@ -340,10 +373,15 @@ impl PhysicalOptimizerRule for StreamingJoins {
             );
             // the bound: from the filter, or an equality of time columns
             // among the keys (a join of windows on their start)
-            let mut candidates: Vec<(usize, usize, i64, i64)> =
-                parts.filter.as_ref().and_then(time_bound).into_iter().collect();
+            let mut candidates: Vec<(usize, usize, i64, i64)> = parts
+                .filter
+                .as_ref()
+                .and_then(time_bound)
+                .into_iter()
+                .collect();
             for (l, r) in &parts.on {
-                if let (Some(l), Some(r)) = (l.downcast_ref::<Column>(), r.downcast_ref::<Column>()) {
+                if let (Some(l), Some(r)) = (l.downcast_ref::<Column>(), r.downcast_ref::<Column>())
+                {
                     candidates.push((l.index(), r.index(), 0, 0));
                 }
             }
@@ -373,7 +411,16 @@ impl PhysicalOptimizerRule for StreamingJoins {
                 )));
             }
             self.job_watermark.hold_back(hi.max(-lo).max(0));
-            let exec = IntervalJoinExec::try_new(parts, lt, rt, lo, hi, lb_left, lb_right, self.metrics.clone())?;
+            let exec = IntervalJoinExec::try_new(
+                parts,
+                lt,
+                rt,
+                lo,
+                hi,
+                lb_left,
+                lb_right,
+                self.metrics.clone(),
+            )?;
             for side in [JoinSide::Left, JoinSide::Right] {
                 self.states.register(Arc::new(SideState {
                     state: exec.state.clone(),
@@ -382,16 +429,7 @@ impl PhysicalOptimizerRule for StreamingJoins {
                 }));
             }
             Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        "streaming_joins"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
+        }
     }
 }
 

@@ -312,18 +312,6 @@ pub async fn prepare_job(
         || ((!driver.is_bounded() || driver.resumable())
             && plan.statement.emit.as_deref() != Some("FINAL"));
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
-    // before the sanity check, which refuses an aggregate over unbounded input
-    rules.insert(
-        rules.len() - 1,
-        Arc::new(crate::window::StreamingWindows::new(
-            job_watermark.clone(),
-            window_metrics.clone(),
-            window_states.clone(),
-            emit,
-            updating,
-            partitions,
-        )),
-    );
     {
         let streams = std::iter::once((&driver, &feed, &time))
             .map(|(s, f, t)| (s.clone(), f.clone(), t.clone()))
@@ -342,11 +330,21 @@ pub async fn prepare_job(
                 watermark: f.watermark(),
             })
             .collect();
-        // before the windows, which read the job's watermark it holds back
+        // before the sanity check, which refuses an aggregate over
+        // unbounded input
+        let windows = crate::window::StreamingWindows::new(
+            job_watermark.clone(),
+            window_metrics.clone(),
+            window_states.clone(),
+            emit,
+            updating,
+            partitions,
+        );
         rules.insert(
             rules.len() - 1,
             Arc::new(crate::join::StreamingJoins::new(
                 streams,
+                windows,
                 job_watermark.clone(),
                 window_states.clone(),
                 window_metrics.clone(),

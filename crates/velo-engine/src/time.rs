@@ -34,7 +34,6 @@ pub enum TimeMode {
 /// that reads several streams has one per stream (moved by its feed) and a
 /// derived one for its operators: the lowest of the streams', held back by
 /// how far a temporal join may pair rows apart ([`Self::hold_back`]).
-#[derive(Debug)]
 pub struct Watermark {
     own: AtomicI64,
     /// Derived: the minimum of these.
@@ -43,6 +42,14 @@ pub struct Watermark {
     delay: AtomicI64,
     /// Wall-clock milliseconds of the last move forward.
     moved_at: AtomicI64,
+    /// Computed: the lowest time an operator's input can still carry.
+    computed: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Watermark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watermark({})", show_millis(self.get()))
+    }
 }
 
 impl Watermark {
@@ -58,6 +65,7 @@ impl Watermark {
             inputs: Vec::new(),
             delay: AtomicI64::new(0),
             moved_at: AtomicI64::new(now_millis()),
+            computed: None,
         })
     }
 
@@ -68,6 +76,19 @@ impl Watermark {
             inputs,
             delay: AtomicI64::new(0),
             moved_at: AtomicI64::new(now_millis()),
+            computed: None,
+        })
+    }
+
+    /// A watermark computed by `f` (the lower bound of an operator's input
+    /// time column: a window over a window's or a join's output).
+    pub fn from_fn(f: Arc<dyn Fn() -> i64 + Send + Sync>) -> Arc<Self> {
+        Arc::new(Self {
+            own: AtomicI64::new(Self::NONE),
+            inputs: Vec::new(),
+            delay: AtomicI64::new(0),
+            moved_at: AtomicI64::new(now_millis()),
+            computed: Some(f),
         })
     }
 
@@ -79,6 +100,9 @@ impl Watermark {
 
     /// The current watermark in epoch milliseconds.
     pub fn get(&self) -> i64 {
+        if let Some(f) = &self.computed {
+            return f();
+        }
         if self.inputs.is_empty() {
             return self.own.load(Ordering::Acquire);
         }

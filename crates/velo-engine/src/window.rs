@@ -24,9 +24,8 @@ use arrow::array::{
     UInt8Array, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     ColumnarValue, EmitTo, GroupsAccumulator, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
@@ -37,7 +36,6 @@ use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::{
     EquivalenceProperties, GroupsAccumulatorAdapter, PhysicalExpr, ScalarFunctionExpr,
 };
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
@@ -270,12 +268,20 @@ pub fn rewrite_query(
             };
         }
     }
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(query, |e| {
+    // this query's own clauses, not the subqueries of its FROM (their
+    // windows are their own)
+    let mut replace = |e: &mut Expr| {
         if let Some((is_start, _)) = which(e) {
             *e = if is_start { start.clone() } else { end.clone() };
         }
         ControlFlow::<()>::Continue(())
-    });
+    };
+    use datafusion::sql::sqlparser::ast::visit_expressions_mut as visit;
+    let _ = visit(&mut select.projection, &mut replace);
+    let _ = visit(&mut select.selection, &mut replace);
+    let _ = visit(&mut select.group_by, &mut replace);
+    let _ = visit(&mut select.having, &mut replace);
+    let _ = visit(&mut query.order_by, &mut replace);
     Ok(Some(WindowInfo {
         function: kind,
         time_column,
@@ -569,59 +575,59 @@ impl WindowStates {
     }
 }
 
-impl PhysicalOptimizerRule for StreamingWindows {
-    fn optimize(
+/// Traces output column `col` of a plan to the lowest event time its rows
+/// to come can carry (see [`crate::join`]).
+pub type Trace<'a> =
+    &'a dyn Fn(&Arc<dyn ExecutionPlan>, usize) -> Option<Arc<dyn Fn() -> i64 + Send + Sync>>;
+
+impl StreamingWindows {
+    /// Replaces `p` if it is a windowed (or, updating, any) aggregate over
+    /// unbounded input. Its children are already streaming operators
+    /// (the pass runs bottom-up): a window whose time column `trace` follows
+    /// to a lower bound (a window's or join's output) closes by that bound,
+    /// others by the job's watermark.
+    pub fn rewrite(
         &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|p| {
-            let Some(agg) = p.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(p));
-            };
-            let source = match agg.mode() {
-                AggregateMode::Single | AggregateMode::SinglePartitioned => agg,
-                AggregateMode::Final | AggregateMode::FinalPartitioned => {
-                    let mut child = agg.input();
-                    loop {
-                        if let Some(a) = child.downcast_ref::<AggregateExec>() {
-                            break a;
-                        }
-                        match child.children().first() {
-                            Some(c) => child = c,
-                            None => return Ok(Transformed::no(p.clone())),
-                        }
+        p: Arc<dyn ExecutionPlan>,
+        trace: Trace<'_>,
+    ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+        let Some(agg) = p.downcast_ref::<AggregateExec>() else {
+            return Ok(Transformed::no(p));
+        };
+        let source = match agg.mode() {
+            AggregateMode::Single | AggregateMode::SinglePartitioned => agg,
+            AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                let mut child = agg.input();
+                loop {
+                    if let Some(a) = child.downcast_ref::<AggregateExec>() {
+                        break a;
+                    }
+                    match child.children().first() {
+                        Some(c) => child = c,
+                        None => return Ok(Transformed::no(p.clone())),
                     }
                 }
-                _ => return Ok(Transformed::no(p.clone())),
-            };
-            match WindowAggregateExec::try_new(
-                source,
-                agg.schema(),
-                self.watermark.clone(),
-                self.metrics.clone(),
-                self.emit,
-                self.updating,
-                self.partitions,
-            )? {
-                Some(w) => {
-                    for i in &w.inners {
-                        self.states.register(i.clone() as Arc<dyn OperatorState>);
-                    }
-                    Ok(Transformed::new(Arc::new(w), true, TreeNodeRecursion::Jump))
-                }
-                None => Ok(Transformed::no(p.clone())),
             }
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        "streaming_windows"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
+            _ => return Ok(Transformed::no(p.clone())),
+        };
+        match WindowAggregateExec::try_new(
+            source,
+            agg.schema(),
+            self.watermark.clone(),
+            self.metrics.clone(),
+            self.emit,
+            self.updating,
+            self.partitions,
+            trace,
+        )? {
+            Some(w) => {
+                for i in &w.inners {
+                    self.states.register(i.clone() as Arc<dyn OperatorState>);
+                }
+                Ok(Transformed::yes(Arc::new(w)))
+            }
+            None => Ok(Transformed::no(p.clone())),
+        }
     }
 }
 
@@ -796,6 +802,7 @@ impl WindowAggregateExec {
         emit: Emit,
         updating: bool,
         partitions: usize,
+        trace: Trace<'_>,
     ) -> Result<Option<Self>> {
         let group = agg.group_expr();
         if group.has_grouping_set() {
@@ -849,6 +856,15 @@ impl WindowAggregateExec {
             }
         };
         let input = agg.input().clone();
+        // a window over a window's or a join's output closes by the lowest
+        // time its input can still carry, not by the sources' watermark
+        let watermark = match ts
+            .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+            .and_then(|c| trace(&input, c.index()))
+        {
+            Some(bound) if start_pos.is_some() => Watermark::from_fn(bound),
+            _ => watermark,
+        };
         let input_schema = input.schema();
         let keys: Vec<(usize, Arc<dyn PhysicalExpr>)> = exprs
             .iter()
@@ -882,6 +898,12 @@ impl WindowAggregateExec {
                     input,
                     Partitioning::Hash(keys.iter().map(|(_, e)| e.clone()).collect(), partitions),
                 )?,
+            )
+        } else if input.output_partitioning().partition_count() > 1 {
+            // one partition over a partitioned input (a window over a
+            // window): all of it
+            Arc::new(
+                datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(input),
             )
         } else {
             input
