@@ -17,6 +17,11 @@
 //! same for the right side. So state stays bounded by the interval. Outer
 //! joins (LEFT, RIGHT, FULL) emit a row that never matched, padded with
 //! nulls, when it is dropped: the watermark proves no match can come.
+//!
+//! The same rule puts the window operators in place ([`crate::window`]), in
+//! one bottom-up pass: a join over windows and a window over a join (or
+//! over another window) find the time bounds of their inputs by tracing
+//! their time column down the plan to a stream's watermark.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -430,8 +430,9 @@ pub fn is_window_aggregate(plan: &LogicalPlan) -> bool {
     })
 }
 
-/// The physical optimizer rule that puts [`WindowAggregateExec`] in place of
-/// a windowed `AggregateExec`.
+/// Puts [`WindowAggregateExec`] in place of a windowed (or, updating, any)
+/// `AggregateExec` over a stream; run by [`crate::join::StreamingJoins`] in
+/// its bottom-up pass over the physical plan.
 #[derive(Debug)]
 pub struct StreamingWindows {
     watermark: Arc<Watermark>,
