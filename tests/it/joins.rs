@@ -119,6 +119,15 @@ fn batch_answer(dir: &Path, sql: &str, cols: &[&str]) -> Vec<String> {
     })
 }
 
+/// The peak join state of a run's summary (`join state: at most N rows`).
+fn peak_join_state(log: &str) -> u64 {
+    log.split("join state: at most ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no join state line: {log}"))
+}
+
 /// (name, streaming query, batch query, output columns)
 type Case = (
     &'static str,
@@ -229,12 +238,7 @@ fn interval_join_state_stays_bounded() {
     );
     let (ok, log) = crate::common::run_app(dir, &app);
     assert!(ok, "{log}");
-    let peak: u64 = log
-        .split("join state: at most ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no join state line: {log}"));
+    let peak = peak_join_state(&log);
     // 40,000 orders and about 37,000 payments; the interval and the
     // disorder hold about 12 s of each (60 orders), plus one epoch's worth
     assert!(
@@ -318,12 +322,7 @@ fn streams_are_read_at_the_pace_of_the_slowest() {
     let log = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{log}");
     assert!(log.contains("source auction: 60000 read"), "{log}");
-    let peak: u64 = log
-        .split("join state: at most ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no join state line: {log}"));
+    let peak = peak_join_state(&log);
     // about 20 s of auctions (12,000) and an epoch of bids
     assert!(peak < 35_000, "peak join state {peak} rows: {log}");
 }

@@ -150,8 +150,9 @@ pub struct EpochFeed {
     time_index: Option<usize>,
     /// The watermark this feed moves.
     watermark: Arc<Watermark>,
-    /// A query that reads the source twice (a stream joined with its own
-    /// aggregate): every scan gets every batch.
+    /// Scans of the table in the plan: a query that reads the source twice
+    /// (a stream joined with its own aggregate) gives every scan every batch.
+    scans: std::sync::atomic::AtomicUsize,
     tee: Mutex<Tee>,
     /// The watermarks of the job's other streams: this feed pauses while
     /// it is ahead of the slowest of them (a join keeps what one stream
@@ -244,6 +245,7 @@ impl EpochFeed {
             time,
             time_index,
             watermark: Watermark::new(),
+            scans: std::sync::atomic::AtomicUsize::new(0),
             tee: Mutex::new(Tee::default()),
             others: std::sync::OnceLock::new(),
         }))
@@ -259,11 +261,25 @@ impl EpochFeed {
         self.schema.clone()
     }
 
-    /// Aligns this feed with the job's other streams: it reads no further
-    /// in an epoch while its watermark is ahead of the lowest of theirs
-    /// (those not started, ended, or idle for 5 s do not count).
-    pub fn align_with(&self, others: Vec<Arc<Watermark>>) {
-        let _ = self.others.set(others);
+    /// Aligns this feed with the job's streams (`all` their watermarks,
+    /// its own among them): it reads no further in an epoch while its
+    /// watermark is ahead of the lowest of the others' (those not started,
+    /// ended, or idle for 5 s do not count).
+    pub fn align_with(&self, all: Vec<Arc<Watermark>>) {
+        let _ = self.others.set(all);
+    }
+
+    /// The event-time column, if the feed reads event time.
+    pub fn time_field(&self) -> Option<&str> {
+        match &self.time {
+            Some(TimeMode::Event(t)) => Some(&t.field),
+            _ => None,
+        }
+    }
+
+    /// Whether a scan's partition `schema` is this feed's (the same `Arc`).
+    pub fn owns(&self, schema: &SchemaRef) -> bool {
+        Arc::ptr_eq(&self.schema, schema)
     }
 
     /// Whether this feed is ahead of the slowest of the others.
@@ -275,7 +291,7 @@ impl EpochFeed {
         // slow: the others do not wait for it
         let slowest = others
             .iter()
-            .filter(|w| !w.stalled(ALIGN_IDLE))
+            .filter(|w| !Arc::ptr_eq(w, &self.watermark) && !w.stalled(ALIGN_IDLE))
             .map(|w| w.get())
             .filter(|w| *w != Watermark::NONE && *w != Watermark::END)
             .min();
@@ -511,19 +527,18 @@ impl EpochFeed {
 
     /// A new scan of the table (one per table reference in the query).
     fn add_scan(&self) -> usize {
-        let mut t = self.tee.try_lock().expect("scans are added while planning");
-        t.queues.push(Default::default());
-        t.queues.len() - 1
+        self.scans.fetch_add(1, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// The next batch of the epoch for scan `scan`: with several scans,
     /// each batch read is kept for the others until they take it.
     async fn next_for(&self, scan: usize) -> Option<Result<RecordBatch, DataFusionError>> {
-        let mut t = self.tee.lock().await;
-        if t.queues.len() <= 1 {
-            drop(t);
+        let scans = self.scans.load(std::sync::atomic::Ordering::Acquire);
+        if scans <= 1 {
             return self.next_batch().await;
         }
+        let mut t = self.tee.lock().await;
+        t.queues.resize_with(scans, Default::default);
         if let Some(b) = t.queues.get_mut(scan).and_then(|q| q.pop_front()) {
             return Some(Ok(b));
         }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result, ScalarValue};
+use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
@@ -46,7 +46,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::time::Watermark;
+use crate::time::{Watermark, shift};
 
 /// The lowest event time a plan's column can still carry in rows to come.
 type LowerBound = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -54,25 +54,12 @@ type LowerBound = Arc<dyn Fn() -> i64 + Send + Sync>;
 const ROW: &str = "__velo_row";
 const MATCHED: &str = "__velo_matched";
 
-/// A stream the job reads: the schema its scans carry (the feed's own
-/// `Arc`), its name and watermark.
-#[derive(Clone)]
-pub struct StreamInfo {
-    /// The feed's schema (compared by pointer to find the feed of a scan).
-    pub schema: SchemaRef,
-    /// The source's name.
-    pub name: String,
-    /// Its event-time column, if it has one.
-    pub time_field: Option<String>,
-    /// Its watermark.
-    pub watermark: Arc<Watermark>,
-}
-
 /// The physical optimizer rule that puts [`IntervalJoinExec`] in place of a
 /// join of two streams, and the window operators in place of windowed
 /// aggregates ([`crate::window::StreamingWindows`]), in one bottom-up pass.
 pub struct StreamingJoins {
-    streams: Vec<StreamInfo>,
+    /// The job's streams.
+    streams: Vec<Arc<crate::feed::EpochFeed>>,
     /// Windows and updating aggregates, replaced in the same pass.
     windows: crate::window::StreamingWindows,
     /// The job's watermark (held back by each join's interval).
@@ -91,7 +78,7 @@ impl StreamingJoins {
     /// A rule over the job's `streams`; joins register their state in
     /// `states` and hold `job_watermark` back by their interval.
     pub fn new(
-        streams: Vec<StreamInfo>,
+        streams: Vec<Arc<crate::feed::EpochFeed>>,
         windows: crate::window::StreamingWindows,
         job_watermark: Arc<Watermark>,
         states: Arc<crate::window::WindowStates>,
@@ -119,16 +106,11 @@ impl StreamingJoins {
                 Some(p) => *p.get(col)?,
                 None => col,
             };
-            let part = scan.partitions().first()?;
-            let s = self
-                .streams
-                .iter()
-                .find(|s| Arc::ptr_eq(&s.schema, part.schema()))?;
-            let name = s.schema.field(inner).name();
-            if s.time_field.as_deref() != Some(name.as_str()) {
+            let s = self.stream_of(scan)?;
+            if s.time_field() != Some(s.schema().field(inner).name().as_str()) {
                 return None;
             }
-            let wm = s.watermark.clone();
+            let wm = s.watermark();
             return Some(Arc::new(move || wm.get()));
         }
         if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
@@ -172,19 +154,25 @@ impl StreamingJoins {
         None
     }
 
+    /// The stream a scan reads.
+    fn stream_of(
+        &self,
+        scan: &datafusion::physical_plan::streaming::StreamingTableExec,
+    ) -> Option<&Arc<crate::feed::EpochFeed>> {
+        let part = scan.partitions().first()?;
+        self.streams.iter().find(|s| s.owns(part.schema()))
+    }
+
     /// The stream names under `plan`, for messages.
     fn names_under(&self, plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
         use datafusion::physical_plan::streaming::StreamingTableExec;
         let mut out = Vec::new();
         let _ = plan.apply(|p| {
-            if let Some(scan) = p.downcast_ref::<StreamingTableExec>()
-                && let Some(part) = scan.partitions().first()
-                && let Some(s) = self
-                    .streams
-                    .iter()
-                    .find(|s| Arc::ptr_eq(&s.schema, part.schema()))
+            if let Some(s) = p
+                .downcast_ref::<StreamingTableExec>()
+                .and_then(|scan| self.stream_of(scan))
             {
-                out.push(s.name.clone());
+                out.push(s.name().to_string());
             }
             Ok(TreeNodeRecursion::Continue)
         });
@@ -257,24 +245,11 @@ fn linear(e: &Arc<dyn PhysicalExpr>, cols: &[ColumnIndex]) -> Option<(JoinSide, 
     };
     let (side, idx, off) = linear(b.left(), cols)?;
     let lit = b.right().downcast_ref::<Literal>()?;
-    Some((side, idx, off + sign * literal_millis(lit.value())?))
-}
-
-/// A constant interval, duration or whole number as milliseconds.
-fn literal_millis(v: &ScalarValue) -> Option<i64> {
-    Some(match v {
-        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
-            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
-        }
-        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
-        ScalarValue::DurationMillisecond(Some(v)) => *v,
-        ScalarValue::DurationSecond(Some(v)) => v * 1000,
-        ScalarValue::DurationMicrosecond(Some(v)) => v / 1000,
-        ScalarValue::DurationNanosecond(Some(v)) => v / 1_000_000,
-        ScalarValue::Int64(Some(v)) => *v,
-        ScalarValue::Int32(Some(v)) => *v as i64,
-        _ => return None,
-    })
+    Some((
+        side,
+        idx,
+        off + sign * crate::time::fixed_millis(lit.value())?,
+    ))
 }
 
 /// The time bound of a join filter: the left and right time columns and
@@ -548,9 +523,10 @@ impl fmt::Debug for IntervalJoinExec {
     }
 }
 
-fn with_row_id(schema: &SchemaRef) -> SchemaRef {
+/// `schema` with one more column at the end.
+fn with_column(schema: &SchemaRef, name: &str, ty: DataType) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(ROW, DataType::UInt64, false));
+    fields.push(Field::new(name, ty, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -662,9 +638,7 @@ impl IntervalJoinExec {
         } else {
             self.right.schema()
         };
-        let mut fields: Vec<Field> = s.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new(MATCHED, DataType::Boolean, false));
-        Arc::new(Schema::new(fields))
+        with_column(&s, MATCHED, DataType::Boolean)
     }
 
     /// The lowest event time output column `col` can still carry: a left
@@ -679,14 +653,10 @@ impl IntervalJoinExec {
         let nl = self.left.schema().fields().len();
         let (lb_l, lb_r) = (self.lb_left.clone(), self.lb_right.clone());
         let (lo, hi) = (self.lo, self.hi);
-        let at = |a: i64, d: i64| match a {
-            Watermark::NONE | Watermark::END => a,
-            _ => a.saturating_add(d),
-        };
         if inner == self.left_time {
-            Some(Arc::new(move || lb_l().min(at(lb_r(), -hi))))
+            Some(Arc::new(move || lb_l().min(shift(lb_r(), -hi))))
         } else if inner == nl + self.right_time {
-            Some(Arc::new(move || lb_r().min(at(lb_l(), lo))))
+            Some(Arc::new(move || lb_r().min(shift(lb_l(), lo))))
         } else {
             None
         }
@@ -705,7 +675,10 @@ impl IntervalJoinExec {
         if l.num_rows() == 0 || r.num_rows() == 0 {
             return Ok(None);
         }
-        let (ls, rs) = (with_row_id(&l.schema()), with_row_id(&r.schema()));
+        let (ls, rs) = (
+            with_column(&l.schema(), ROW, DataType::UInt64),
+            with_column(&r.schema(), ROW, DataType::UInt64),
+        );
         let left = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
             &[vec![numbered(l, &ls, l_from)?]],
             ls.clone(),
@@ -1042,40 +1015,13 @@ impl ExecutionPlan for IntervalJoinExec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::arrow::datatypes::IntervalMonthDayNano;
-
-    #[test]
-    fn interval_literals_are_milliseconds() {
-        let i =
-            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 1, 2_000_000_000)));
-        assert_eq!(literal_millis(&i), Some(86_402_000));
-        assert_eq!(literal_millis(&ScalarValue::Int64(Some(5))), Some(5));
-        let months = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(1, 0, 0)));
-        assert_eq!(literal_millis(&months), None, "a month has no fixed length");
-    }
-}
-
-/// A stream a query reads: its name, event-time column and that column's
-/// type (for the WITHIN condition).
-pub struct TimedStream {
-    /// Source name, as written in FROM.
-    pub name: String,
-    /// Its event-time column.
-    pub field: String,
-    /// Whether that column is a timestamp (else whole milliseconds).
-    pub timestamp: bool,
-}
-
 /// `WITHIN INTERVAL d`: every JOIN of a stream whose ON condition names
 /// another stream gets `AND s.ts BETWEEN o.ts - d AND o.ts + d` on their
 /// event-time columns. Joins with tables are left alone.
 pub fn add_within(
     query: &mut datafusion::sql::sqlparser::ast::Query,
     within: std::time::Duration,
-    streams: &[TimedStream],
+    streams: &[Arc<crate::feed::EpochFeed>],
 ) -> crate::Result<()> {
     use datafusion::sql::sqlparser::ast::{
         Expr as SqlExpr, JoinConstraint, JoinOperator, SetExpr, TableFactor,
@@ -1084,21 +1030,36 @@ pub fn add_within(
         return Ok(());
     };
     let ms = within.as_millis();
-    // (alias or name as written, stream) of the relation
-    let named = |f: &TableFactor| -> Option<(String, &TimedStream)> {
+    // a relation that is a stream with an event time: (alias or name as
+    // written, its event-time column, the interval in that column's terms:
+    // an INTERVAL for a timestamp, whole milliseconds for a number)
+    let named = |f: &TableFactor| -> Option<(String, String, String)> {
         let TableFactor::Table { name, alias, .. } = f else {
             return None;
         };
         let table = name.0.last()?.as_ident()?.value.clone();
         let s = streams
             .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(&table))?;
-        Some((alias.as_ref().map_or(table, |a| a.name.value.clone()), s))
+            .find(|s| s.name().eq_ignore_ascii_case(&table))?;
+        let field = s.time_field()?.to_string();
+        let d = match s
+            .schema()
+            .field_with_name(&field)
+            .map(|c| c.data_type().clone())
+        {
+            Ok(DataType::Timestamp(_, _)) => format!("INTERVAL '{ms} milliseconds'"),
+            _ => ms.to_string(),
+        };
+        Some((
+            alias.as_ref().map_or(table, |a| a.name.value.clone()),
+            field,
+            d,
+        ))
     };
     for twj in &mut select.from {
-        let mut seen: Vec<(String, &TimedStream)> = named(&twj.relation).into_iter().collect();
+        let mut seen: Vec<(String, String, String)> = named(&twj.relation).into_iter().collect();
         for join in &mut twj.joins {
-            let Some((me, stream)) = named(&join.relation) else {
+            let Some(mine) = named(&join.relation) else {
                 continue;
             };
             let constraint = match &mut join.join_operator {
@@ -1115,37 +1076,25 @@ pub fn add_within(
                 continue;
             };
             // the other stream this one is joined to: the first named in ON
-            let mut other: Option<(String, &TimedStream)> = None;
+            let mut other: Option<(String, String, String)> = None;
             let _ = datafusion::sql::sqlparser::ast::visit_expressions(&*on, |e| {
                 if let SqlExpr::CompoundIdentifier(parts) = e
                     && parts.len() == 2
                     && other.is_none()
-                    && !parts[0].value.eq_ignore_ascii_case(&me)
+                    && !parts[0].value.eq_ignore_ascii_case(&mine.0)
                     && let Some(s) = seen
                         .iter()
-                        .find(|(a, _)| a.eq_ignore_ascii_case(&parts[0].value))
+                        .find(|(a, _, _)| a.eq_ignore_ascii_case(&parts[0].value))
                 {
                     other = Some(s.clone());
                 }
                 std::ops::ControlFlow::<()>::Continue(())
             });
-            seen.push((me.clone(), stream));
-            let Some((them, other)) = other else {
+            seen.push(mine.clone());
+            let ((me, f, _), Some((them, g, d))) = (mine, other) else {
                 continue;
             };
-            let d = |s: &TimedStream| {
-                if s.timestamp {
-                    format!("INTERVAL '{ms} milliseconds'")
-                } else {
-                    ms.to_string()
-                }
-            };
-            let cond = format!(
-                "{me}.{f} BETWEEN {them}.{g} - {d} AND {them}.{g} + {d}",
-                f = stream.field,
-                g = other.field,
-                d = d(other)
-            );
+            let cond = format!("{me}.{f} BETWEEN {them}.{g} - {d} AND {them}.{g} + {d}");
             let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
             let extra = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
                 .try_with_sql(&cond)

@@ -251,29 +251,20 @@ pub async fn prepare_job(
             driver.name()
         )));
     }
-    // streams read at the pace of the slowest (in event time)
-    let all_feeds: Vec<Arc<EpochFeed>> = std::iter::once(feed.clone())
+    // every stream's feed, the driving one first
+    let feeds: Vec<Arc<EpochFeed>> = std::iter::once(feed.clone())
         .chain(others.iter().map(|(_, f)| f.clone()))
         .collect();
-    if all_feeds.len() > 1 {
-        for (i, f) in all_feeds.iter().enumerate() {
-            f.align_with(
-                all_feeds
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, o)| o.watermark())
-                    .collect(),
-            );
+    let watermarks: Vec<_> = feeds.iter().map(|f| f.watermark()).collect();
+    if feeds.len() > 1 {
+        // streams read at the pace of the slowest (in event time)
+        for f in &feeds {
+            f.align_with(watermarks.clone());
         }
     }
     // the watermark of the job's operators: the lowest of its streams'
     // (held back by the intervals of its stream joins)
-    let job_watermark = crate::time::Watermark::min_of(
-        std::iter::once(feed.watermark())
-            .chain(others.iter().map(|(_, f)| f.watermark()))
-            .collect(),
-    );
+    let job_watermark = crate::time::Watermark::min_of(watermarks);
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(8192)
@@ -313,23 +304,6 @@ pub async fn prepare_job(
             && plan.statement.emit.as_deref() != Some("FINAL"));
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     {
-        let streams = std::iter::once((&driver, &feed, &time))
-            .map(|(s, f, t)| (s.clone(), f.clone(), t.clone()))
-            .chain(
-                others
-                    .iter()
-                    .map(|(s, f)| (s.clone(), f.clone(), f.time().cloned())),
-            )
-            .map(|(s, f, t)| crate::join::StreamInfo {
-                schema: f.schema(),
-                name: s.name().to_string(),
-                time_field: match t {
-                    Some(TimeMode::Event(t)) => Some(t.field),
-                    _ => None,
-                },
-                watermark: f.watermark(),
-            })
-            .collect();
         // before the sanity check, which refuses an aggregate over
         // unbounded input
         let windows = crate::window::StreamingWindows::new(
@@ -343,7 +317,7 @@ pub async fn prepare_job(
         rules.insert(
             rules.len() - 1,
             Arc::new(crate::join::StreamingJoins::new(
-                streams,
+                feeds.clone(),
                 windows,
                 job_watermark.clone(),
                 window_states.clone(),
@@ -415,24 +389,10 @@ pub async fn prepare_job(
         lookups.push(table);
     }
     if let Some(within) = plan.statement.within {
-        let timed: Vec<crate::join::TimedStream> = std::iter::once((&driver, &feed))
-            .chain(others.iter().map(|(s, f)| (s, f)))
-            .filter_map(|(s, f)| match f.time() {
-                Some(TimeMode::Event(t)) => Some(crate::join::TimedStream {
-                    name: s.name().to_string(),
-                    field: t.field.clone(),
-                    timestamp: f
-                        .schema()
-                        .field_with_name(&t.field)
-                        .is_ok_and(|c| matches!(c.data_type(), DataType::Timestamp(_, _))),
-                }),
-                _ => None,
-            })
-            .collect();
-        if timed.len() < 2 {
+        if feeds.len() < 2 {
             tracing::warn!(job = %plan.name, "WITHIN INTERVAL has no effect: the job joins no two streams with event times");
         }
-        crate::join::add_within(&mut query, within, &timed)?;
+        crate::join::add_within(&mut query, within, &feeds)?;
     }
     let query = &query;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
@@ -453,7 +413,7 @@ pub async fn prepare_job(
     // the probe side of joins and streams it; a query that needs its whole
     // (bounded) input is planned over a finite table and runs as one epoch.
     let logical = if whole_input {
-        for f in std::iter::once(&feed).chain(others.iter().map(|(_, f)| f)) {
+        for f in &feeds {
             ctx.deregister_table(f.name())?;
             ctx.register_table(f.name(), Arc::new(SourceTable::new(f.clone(), false)))?;
         }
@@ -900,9 +860,9 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             }
         }
     }
-    let mut committed_pos: Option<velo_connectors::Position> = None;
-    // the other streams' committed positions
-    let mut committed_others: Vec<Option<velo_connectors::Position>> = vec![None; p.others.len()];
+    // per stream (as `p.streams()`, the driving one first): the position of
+    // the last committed epoch, and the records read
+    let mut committed: Vec<Option<velo_connectors::Position>> = vec![None; p.others.len() + 1];
     let mut read_per_stream: Vec<u64> = vec![0; p.others.len() + 1];
     let mut checkpoints_written = 0u64;
     if let Some(dir) = &state_dir {
@@ -936,6 +896,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             if let Some(wm) = cp.watermark {
                 p.feed.watermark().reset(wm);
             }
+            p.feed.set_resume(cp.position.clone());
+            committed[0] = Some(cp.position);
             for (i, (src, f)) in p.others.iter().enumerate() {
                 let Some(sp) = cp.streams.get(src.name()) else {
                     return Err(EngineError::Invalid(format!(
@@ -948,12 +910,10 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     f.watermark().reset(wm);
                 }
                 f.set_resume(sp.position.clone());
-                committed_others[i] = Some(sp.position.clone());
+                committed[i + 1] = Some(sp.position.clone());
             }
             tracing::info!(job = %name, "resuming after checkpoint epoch {} ({})", cp.epoch, dir.display());
             epoch = cp.epoch;
-            p.feed.set_resume(cp.position.clone());
-            committed_pos = Some(cp.position);
         }
     }
     let mut failed_in_row = 0u32;
@@ -1095,17 +1055,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     "job '{name}' stopped (FailBatch) at epoch {epoch}: {e}"
                 )));
             }
-            if !rewind(
-                &p,
-                &job,
-                committed_pos.as_ref(),
-                &committed_others,
-                &mut failed_in_row,
-                &name,
-                epoch,
-            )
-            .await?
-            {
+            if !rewind(&p, &job, &committed, &mut failed_in_row, &name, epoch).await? {
                 tracing::error!(job = %name, epoch, "epoch failed and was discarded ({epoch_records} records counted as failed): {e}");
                 Counters::add(&p.counters.records_failed, epoch_records);
             }
@@ -1113,25 +1063,27 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             // commit protocol: prepare everything, then publish
             let mut failed: Vec<(String, String)> = begin_failed;
             // an epoch that read nothing keeps the last committed position
-            let position = p.feed.position().await.or_else(|| committed_pos.clone());
-            let committer = p.feed.committer().await;
-            let mut other_positions = Vec::with_capacity(p.others.len());
-            for (i, (_, f)) in p.others.iter().enumerate() {
-                other_positions.push((
-                    f.position().await.or_else(|| committed_others[i].clone()),
+            // (per stream, with its committer)
+            let mut positions = Vec::with_capacity(committed.len());
+            for ((_, f), c) in p.streams().zip(&committed) {
+                positions.push((
+                    f.position().await.or_else(|| c.clone()),
                     f.committer().await,
                 ));
             }
             if transactional {
                 // a Kafka sink sends every stream's offsets in its transaction
-                let mut all = position.clone();
-                for (o, _) in &other_positions {
+                let mut all = positions[0].0.clone();
+                for (o, _) in &positions[1..] {
                     if let (Some(a), Some(o)) = (all.as_mut(), o) {
                         a.parts.extend(o.parts.clone());
                     }
                 }
                 if let Some(pos) = &all {
-                    let ctx = committer.as_ref().and_then(|c| c.transaction_context());
+                    let ctx = positions[0]
+                        .1
+                        .as_ref()
+                        .and_then(|c| c.transaction_context());
                     for (n, r) in fan.each(|s| s.set_position(pos.clone(), ctx.clone())).await {
                         if let Err(e) = r {
                             failed.push((n.to_string(), e));
@@ -1179,17 +1131,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         message,
                     });
                 }
-                if !rewind(
-                    &p,
-                    &job,
-                    committed_pos.as_ref(),
-                    &committed_others,
-                    &mut failed_in_row,
-                    &name,
-                    epoch,
-                )
-                .await?
-                {
+                if !rewind(&p, &job, &committed, &mut failed_in_row, &name, epoch).await? {
                     tracing::error!(job = %name, epoch, "transaction aborted on every sink: sink '{sink}' failed: {message}");
                     Counters::add(&p.counters.records_failed, epoch_records);
                 }
@@ -1212,14 +1154,14 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                                 version: crate::checkpoint::VERSION,
                                 job: name.clone(),
                                 epoch,
-                                position: position.clone().unwrap_or_default(),
+                                position: positions[0].0.clone().unwrap_or_default(),
                                 sinks: tokens,
                                 watermark: shown_watermark(p.feed.watermark().get()),
                                 operators,
                                 streams: p
                                     .others
                                     .iter()
-                                    .zip(&other_positions)
+                                    .zip(&positions[1..])
                                     .map(|((src, f), (pos, _))| {
                                         (
                                             src.name().to_string(),
@@ -1290,22 +1232,14 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     t.mark_ready();
                 }
                 // every sink acknowledged: the source may forget what came before
-                if let Some(pos) = position.filter(|_| failed.is_empty()) {
-                    if let Some(c) = &committer {
-                        if let Err(e) = c.commit(&pos, false) {
-                            tracing::warn!(job = %name, epoch, "{e}");
-                        }
-                    }
-                    committed_pos = Some(pos);
-                }
-                for (i, (pos, c)) in other_positions.into_iter().enumerate() {
+                for ((pos, c), last) in positions.into_iter().zip(committed.iter_mut()) {
                     if let Some(pos) = pos.filter(|_| failed.is_empty()) {
                         if let Some(c) = &c
                             && let Err(e) = c.commit(&pos, false)
                         {
                             tracing::warn!(job = %name, epoch, "{e}");
                         }
-                        committed_others[i] = Some(pos);
+                        *last = Some(pos);
                     }
                 }
                 failed_in_row = 0;
@@ -1340,12 +1274,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             break;
         }
     }
-    if let (Some(pos), Some(c)) = (&committed_pos, p.feed.committer().await) {
-        if let Err(e) = c.commit(pos, true) {
-            tracing::warn!(job = %name, "final offset commit: {e}");
-        }
-    }
-    for ((_, f), pos) in p.others.iter().zip(&committed_others) {
+    for ((_, f), pos) in p.streams().zip(&committed) {
         if let (Some(pos), Some(c)) = (pos, f.committer().await)
             && let Err(e) = c.commit(pos, true)
         {
@@ -1462,8 +1391,7 @@ fn shown_watermark(w: i64) -> Option<i64> {
 async fn rewind(
     p: &PreparedJob,
     job: &velo_config::JobConfig,
-    committed: Option<&velo_connectors::Position>,
-    committed_others: &[Option<velo_connectors::Position>],
+    committed: &[Option<velo_connectors::Position>],
     failed_in_row: &mut u32,
     name: &str,
     epoch: u64,
@@ -1481,8 +1409,7 @@ async fn rewind(
     let wait = job.retry_backoff * (1u32 << (*failed_in_row - 1).min(10));
     tracing::warn!(job = %name, epoch, "epoch failed; reading it again from the last committed position in {wait:?} (attempt {failed_in_row} of {})", job.max_retries);
     tokio::time::sleep(wait).await;
-    p.feed.rewind(committed.cloned().unwrap_or_default()).await;
-    for ((_, f), c) in p.others.iter().zip(committed_others) {
+    for ((_, f), c) in p.streams().zip(committed) {
         f.rewind(c.clone().unwrap_or_default()).await;
     }
     Ok(true)

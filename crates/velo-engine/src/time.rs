@@ -30,25 +30,36 @@ pub enum TimeMode {
     Processing,
 }
 
+/// A lower bound computed from other watermarks.
+type Computed = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// The watermark of one job, shared by its feed and its operators. A job
 /// that reads several streams has one per stream (moved by its feed) and a
-/// derived one for its operators: the lowest of the streams', held back by
-/// how far a temporal join may pair rows apart ([`Self::hold_back`]).
+/// computed one for its operators: the lowest of the streams', held back by
+/// how far a temporal join may pair rows apart ([`Self::hold_back`]); a
+/// window over a window's or a join's output has one computed from its
+/// input's lower bound ([`Self::from_fn`]).
 pub struct Watermark {
     own: AtomicI64,
-    /// Derived: the minimum of these.
-    inputs: Vec<Arc<Watermark>>,
-    /// Derived: milliseconds behind the minimum.
+    /// Computed watermarks: what gives their value.
+    computed: Option<Computed>,
+    /// Computed watermarks: milliseconds behind that value.
     delay: AtomicI64,
     /// Wall-clock milliseconds of the last move forward.
     moved_at: AtomicI64,
-    /// Computed: the lowest time an operator's input can still carry.
-    computed: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Watermark {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Watermark({})", show_millis(self.get()))
+    }
+}
+
+/// `ms` moved by `by`, where none and the end of input stay as they are.
+pub fn shift(ms: i64, by: i64) -> i64 {
+    match ms {
+        Watermark::NONE | Watermark::END => ms,
+        _ => ms.saturating_add(by),
     }
 }
 
@@ -58,58 +69,44 @@ impl Watermark {
     /// The end of input: every window is complete.
     pub const END: i64 = i64::MAX;
 
-    /// A fresh watermark (none yet).
-    pub fn new() -> Arc<Self> {
+    fn with(computed: Option<Computed>) -> Arc<Self> {
         Arc::new(Self {
             own: AtomicI64::new(Self::NONE),
-            inputs: Vec::new(),
+            computed,
             delay: AtomicI64::new(0),
             moved_at: AtomicI64::new(now_millis()),
-            computed: None,
         })
+    }
+
+    /// A fresh watermark (none yet).
+    pub fn new() -> Arc<Self> {
+        Self::with(None)
     }
 
     /// The lowest of `inputs` (the watermark of a job over several streams).
     pub fn min_of(inputs: Vec<Arc<Watermark>>) -> Arc<Self> {
-        Arc::new(Self {
-            own: AtomicI64::new(Self::NONE),
-            inputs,
-            delay: AtomicI64::new(0),
-            moved_at: AtomicI64::new(now_millis()),
-            computed: None,
-        })
+        Self::from_fn(Arc::new(move || {
+            inputs.iter().map(|w| w.get()).min().unwrap_or(Self::NONE)
+        }))
     }
 
     /// A watermark computed by `f` (the lower bound of an operator's input
     /// time column: a window over a window's or a join's output).
-    pub fn from_fn(f: Arc<dyn Fn() -> i64 + Send + Sync>) -> Arc<Self> {
-        Arc::new(Self {
-            own: AtomicI64::new(Self::NONE),
-            inputs: Vec::new(),
-            delay: AtomicI64::new(0),
-            moved_at: AtomicI64::new(now_millis()),
-            computed: Some(f),
-        })
+    pub fn from_fn(f: Computed) -> Arc<Self> {
+        Self::with(Some(f))
     }
 
-    /// A derived watermark stays `ms` further behind its inputs: a join
-    /// that pairs rows up to `ms` apart can still produce rows that old.
+    /// A computed watermark stays `ms` further behind: a join that pairs
+    /// rows up to `ms` apart can still produce rows that old.
     pub fn hold_back(&self, ms: i64) {
         self.delay.fetch_add(ms.max(0), Ordering::AcqRel);
     }
 
     /// The current watermark in epoch milliseconds.
     pub fn get(&self) -> i64 {
-        if let Some(f) = &self.computed {
-            return f();
-        }
-        if self.inputs.is_empty() {
-            return self.own.load(Ordering::Acquire);
-        }
-        match self.inputs.iter().map(|w| w.get()).min() {
-            Some(Self::NONE) | None => Self::NONE,
-            Some(Self::END) => Self::END,
-            Some(m) => m.saturating_sub(self.delay.load(Ordering::Acquire)),
+        match &self.computed {
+            Some(f) => shift(f(), -self.delay.load(Ordering::Acquire)),
+            None => self.own.load(Ordering::Acquire),
         }
     }
 
@@ -138,6 +135,25 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A constant interval, duration or whole number as milliseconds (`None`
+/// for months and years, which vary in length).
+pub fn fixed_millis(v: &datafusion::common::ScalarValue) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    Some(match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
+        ScalarValue::DurationMillisecond(Some(v)) => *v,
+        ScalarValue::DurationSecond(Some(v)) => v * 1000,
+        ScalarValue::DurationMicrosecond(Some(v)) => v / 1000,
+        ScalarValue::DurationNanosecond(Some(v)) => v / 1_000_000,
+        ScalarValue::Int64(Some(v)) => *v,
+        ScalarValue::Int32(Some(v)) => *v as i64,
+        _ => return None,
+    })
 }
 
 /// Renders epoch milliseconds as ISO 8601 (UTC) for messages.
@@ -349,6 +365,18 @@ pub fn read_time(col: &ArrayRef, format: &TimeFormat, field: &str) -> ReadTime {
 mod tests {
     use super::*;
     use arrow::array::StringArray;
+
+    #[test]
+    fn interval_literals_are_milliseconds() {
+        use datafusion::arrow::datatypes::IntervalMonthDayNano;
+        use datafusion::common::ScalarValue;
+        let i =
+            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 1, 2_000_000_000)));
+        assert_eq!(fixed_millis(&i), Some(86_402_000));
+        assert_eq!(fixed_millis(&ScalarValue::Int64(Some(5))), Some(5));
+        let months = ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(1, 0, 0)));
+        assert_eq!(fixed_millis(&months), None, "a month has no fixed length");
+    }
 
     fn et(ooo: u64, idle: Option<u64>) -> EventTime {
         EventTime {

@@ -349,17 +349,10 @@ pub fn to_millis(a: &ArrayRef) -> Result<Int64Array> {
 }
 
 fn interval_millis(v: &ScalarValue) -> Result<i64> {
-    let ms = match v {
-        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
-            i.days as i64 * 86_400_000 + i.nanoseconds / 1_000_000
-        }
-        ScalarValue::IntervalDayTime(Some(i)) => i.days as i64 * 86_400_000 + i.milliseconds as i64,
-        ScalarValue::Int64(Some(n)) => *n,
-        other => {
-            return Err(DataFusionError::Plan(format!(
-                "a window size must be a fixed interval such as INTERVAL '1' MINUTE (months and years vary in length), not {other}"
-            )));
-        }
+    let Some(ms) = crate::time::fixed_millis(v) else {
+        return Err(DataFusionError::Plan(format!(
+            "a window size must be a fixed interval such as INTERVAL '1' MINUTE (months and years vary in length), not {v}"
+        )));
     };
     if ms <= 0 {
         return Err(DataFusionError::Plan(format!(
@@ -786,10 +779,7 @@ impl WindowAggregateExec {
                 .map(|i| i.emitted_through.load(std::sync::atomic::Ordering::Acquire))
                 .min()
                 .unwrap_or(Watermark::NONE);
-            match through {
-                Watermark::NONE | Watermark::END => through,
-                t => t.saturating_sub(back),
-            }
+            crate::time::shift(through, -back)
         }))
     }
 
