@@ -10,5 +10,6 @@ mod joins;
 mod kafka;
 mod nexmark;
 mod process;
+mod rowwindows;
 mod updating;
 mod windows;

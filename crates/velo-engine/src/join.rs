@@ -55,13 +55,17 @@ const ROW: &str = "__velo_row";
 const MATCHED: &str = "__velo_matched";
 
 /// The physical optimizer rule that puts [`IntervalJoinExec`] in place of a
-/// join of two streams, and the window operators in place of windowed
-/// aggregates ([`crate::window::StreamingWindows`]), in one bottom-up pass.
+/// join of two streams, the window operators in place of windowed
+/// aggregates ([`crate::window::StreamingWindows`]) and row windows in place
+/// of OVER (...) ([`crate::rowwindow::StreamingRowWindows`]), in one
+/// bottom-up pass.
 pub struct StreamingJoins {
     /// The job's streams.
     streams: Vec<Arc<crate::feed::EpochFeed>>,
     /// Windows and updating aggregates, replaced in the same pass.
     windows: crate::window::StreamingWindows,
+    /// Row-window functions (OVER), replaced in the same pass.
+    row_windows: crate::rowwindow::StreamingRowWindows,
     /// The job's watermark (held back by each join's interval).
     job_watermark: Arc<Watermark>,
     states: Arc<crate::window::WindowStates>,
@@ -80,6 +84,7 @@ impl StreamingJoins {
     pub fn new(
         streams: Vec<Arc<crate::feed::EpochFeed>>,
         windows: crate::window::StreamingWindows,
+        row_windows: crate::rowwindow::StreamingRowWindows,
         job_watermark: Arc<Watermark>,
         states: Arc<crate::window::WindowStates>,
         metrics: Arc<crate::window::WindowMetrics>,
@@ -87,6 +92,7 @@ impl StreamingJoins {
         Self {
             streams,
             windows,
+            row_windows,
             job_watermark,
             states,
             metrics,
@@ -130,6 +136,9 @@ impl StreamingJoins {
         }
         if let Some(w) = plan.downcast_ref::<crate::window::WindowAggregateExec>() {
             return w.lower_bound(col);
+        }
+        if let Some(r) = plan.downcast_ref::<crate::rowwindow::RowWindowExec>() {
+            return r.lower_bound(col);
         }
         if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
             // a stream joined with a table: the stream's side
@@ -309,8 +318,12 @@ impl PhysicalOptimizerRule for StreamingJoins {
             if t.transformed {
                 return Ok(t);
             }
-            self.windows
-                .rewrite(t.data, &|plan, col| self.lower_bound(plan, col))
+            let trace = |plan: &Arc<dyn ExecutionPlan>, col| self.lower_bound(plan, col);
+            let t = self.windows.rewrite(t.data, &trace)?;
+            if t.transformed {
+                return Ok(t);
+            }
+            self.row_windows.rewrite(t.data, &trace)
         })
         .map(|t| t.data)
     }

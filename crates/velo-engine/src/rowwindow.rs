@@ -1,27 +1,47 @@
-//! Row-window functions on streams: `LAG(x, n) OVER (PARTITION BY k ORDER
-//! BY ts)` over an unbounded input.
+//! Row-window functions on streams: `f(...) OVER (PARTITION BY k ORDER BY
+//! ts ...)` over an unbounded input. LAG and LEAD, ROW_NUMBER, RANK and
+//! DENSE_RANK, aggregates and FIRST/LAST/NTH_VALUE over a ROWS frame of n
+//! rows (Velostream's `ROWS WINDOW BUFFER n ROWS`), and running aggregates
+//! from a key's first row (`SUM(x) OVER (PARTITION BY k ORDER BY ts)`).
 //!
 //! Where it sits: in place of DataFusion's window operator (and the sort
-//! under it) over the driving source. Every epoch, the rows of the epoch are
-//! put after the last `n` rows of each key from earlier epochs (the
-//! history), DataFusion's own window operator runs on that, sorted as the
-//! OVER clause asks, and only the epoch's rows go on; the history is then
-//! cut to the last `n` rows per key, so state stays bounded by the keys.
-//! Functions that need every earlier row (ROW_NUMBER, running SUM) or later
-//! rows (LEAD) are refused on a stream with a clear error.
+//! under it) over a stream, put there by the one bottom-up pass of
+//! [`crate::join::StreamingJoins`]. Every epoch, the epoch's rows are put
+//! after the rows each key still needs from earlier epochs (its last n
+//! rows: the history), DataFusion's own window operator runs on that,
+//! sorted as the OVER clause asks, and only rows that are final go on:
+//!
+//! - when the ORDER BY column is a stream's event time, a row waits until
+//!   the watermark has passed it (no earlier row of its key can still come),
+//!   so the result is the batch result over the same rows, in any epoching;
+//!   otherwise rows go in the order they arrive;
+//! - a row waits for the rows LEAD or a FOLLOWING frame needs, until the end
+//!   of input.
+//!
+//! Functions that count from a key's first row (ROW_NUMBER, RANK,
+//! DENSE_RANK, aggregates from UNBOUNDED PRECEDING) are carried per key:
+//! counters, and one DataFusion accumulator per key and function. The
+//! history, the waiting rows and the per-key state go into checkpoints. A
+//! key without rows for `EXPIRE AFTER` (in event time when the ORDER BY is
+//! one, else wall-clock) loses its state. Functions that need a whole key
+//! (NTILE, PERCENT_RANK, CUME_DIST) are refused on a stream.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, Result};
-use datafusion::config::ConfigOptions;
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::logical_expr::{Accumulator, LogicalPlan, WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::window::{PlainAggregateWindowExpr, WindowExpr};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
@@ -30,181 +50,534 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::time::Watermark;
+
 const HISTORY: &str = "__velo_history";
 
+/// The lowest event time a column can still carry in rows to come.
+type LowerBound = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// Whether every window function of `plan` (a `Window` node) can run on a
-/// stream: LAG with a constant offset.
+/// stream, as far as the logical plan tells (the physical rule checks the
+/// frames).
 pub fn is_streamable(plan: &LogicalPlan) -> bool {
     let LogicalPlan::Window(w) = plan else {
         return false;
     };
     w.window_expr.iter().all(|e| {
-        e.schema_name()
-            .to_string()
-            .to_ascii_lowercase()
-            .starts_with("lag(")
+        let name = e.schema_name().to_string().to_ascii_lowercase();
+        !["ntile(", "percent_rank(", "cume_dist("]
+            .iter()
+            .any(|f| name.starts_with(f))
     })
 }
 
-/// The offset of a `lag(x, n)` window expression, from its name.
-fn lag_offset(name: &str) -> Option<usize> {
-    let l = name.to_ascii_lowercase();
-    if !l.starts_with("lag(") {
-        return None;
-    }
-    // `lag(t.x,Int64(3))` or `lag(t.x)`
-    let args = &l[4..l.find(')').unwrap_or(l.len())];
+/// The offset of a `lag(x, n)` / `lead(x, n)` window expression, from its
+/// lower-cased name (`lag(t.x,int64(3))`, `lag(t.x)`).
+fn offset(name: &str) -> usize {
+    let args = &name[name.find('(').map_or(0, |i| i + 1)..name.find(')').unwrap_or(name.len())];
     match args.split_once(",int64(") {
-        Some((_, n)) => n.trim_end_matches(')').parse().ok(),
-        None => Some(1),
+        Some((_, n)) => n.trim_end_matches(')').parse().unwrap_or(1),
+        None => 1,
     }
 }
 
-/// The physical optimizer rule that puts [`RowWindowExec`] in place of a
-/// window operator over an unbounded input.
-#[derive(Debug, Default)]
+/// How one function of an OVER clause runs on a stream.
+#[derive(Clone)]
+enum Need {
+    /// DataFusion computes it over the key's last `before` rows, the row and
+    /// the `after` rows that follow it: LAG, LEAD, bounded ROWS frames.
+    Rows {
+        before: usize,
+        after: usize,
+    },
+    /// Counted from the key's first row by the operator.
+    RowNumber,
+    Rank,
+    DenseRank,
+    /// An aggregate from the key's first row: one accumulator per key.
+    /// `peers`: a RANGE frame, where rows with equal ORDER BY values share
+    /// one result.
+    Running {
+        agg: Arc<AggregateFunctionExpr>,
+        peers: bool,
+    },
+}
+
+/// A bound of a ROWS frame in rows (None: UNBOUNDED).
+fn frame_rows(b: &WindowFrameBound) -> Option<usize> {
+    match b {
+        WindowFrameBound::CurrentRow => Some(0),
+        WindowFrameBound::Preceding(v) | WindowFrameBound::Following(v) => {
+            match v.cast_to(&DataType::Int64).ok()? {
+                ScalarValue::Int64(Some(n)) => Some(n.max(0) as usize),
+                _ => None,
+            }
+        }
+    }
+}
+
+fn classify(e: &Arc<dyn WindowExpr>) -> Result<Need> {
+    let name = e.name().to_ascii_lowercase();
+    match name.split('(').next().unwrap_or("") {
+        "lag" => {
+            return Ok(Need::Rows {
+                before: offset(&name),
+                after: 0,
+            });
+        }
+        "lead" => {
+            return Ok(Need::Rows {
+                before: 0,
+                after: offset(&name),
+            });
+        }
+        "row_number" => return Ok(Need::RowNumber),
+        "rank" => return Ok(Need::Rank),
+        "dense_rank" => return Ok(Need::DenseRank),
+        "ntile" | "percent_rank" | "cume_dist" => {
+            return Err(DataFusionError::Plan(format!(
+                "{} over a stream: it needs every row of its key, which a stream never has; use ROW_NUMBER / RANK, a window (GROUP BY TUMBLE ...) or a bounded input",
+                e.name()
+            )));
+        }
+        _ => {}
+    }
+    let frame = e.get_window_frame();
+    if frame.units == WindowFrameUnits::Rows {
+        let before = match &frame.start_bound {
+            WindowFrameBound::Following(_) => Some(0),
+            b => frame_rows(b),
+        };
+        let after = match &frame.end_bound {
+            WindowFrameBound::Preceding(_) => Some(0),
+            b => frame_rows(b),
+        };
+        if let (Some(before), Some(after)) = (before, after) {
+            return Ok(Need::Rows { before, after });
+        }
+    }
+    let from_first = matches!(&frame.start_bound, WindowFrameBound::Preceding(v) if v.is_null());
+    let to_current = matches!(frame.end_bound, WindowFrameBound::CurrentRow);
+    match e.as_any().downcast_ref::<PlainAggregateWindowExpr>() {
+        Some(p) if from_first && to_current && frame.units != WindowFrameUnits::Groups => {
+            if name.contains(" filter (where ") {
+                return Err(DataFusionError::Plan(format!(
+                    "{}: FILTER (WHERE ...) in a running aggregate over a stream is not supported; use CASE inside the aggregate",
+                    e.name()
+                )));
+            }
+            Ok(Need::Running {
+                agg: Arc::new(p.get_aggregate_expr().clone()),
+                peers: frame.units == WindowFrameUnits::Range,
+            })
+        }
+        _ => Err(DataFusionError::Plan(format!(
+            "{} over a stream: its frame needs rows without bound; use ROWS BETWEEN n PRECEDING AND CURRENT ROW (or OVER (ROWS WINDOW BUFFER n ROWS ...)), or an aggregate from UNBOUNDED PRECEDING to CURRENT ROW",
+            e.name()
+        ))),
+    }
+}
+
+/// Puts [`RowWindowExec`] in place of a window operator over a stream; part
+/// of the one bottom-up pass of [`crate::join::StreamingJoins`].
 pub struct StreamingRowWindows {
     states: Arc<crate::window::WindowStates>,
+    metrics: Arc<crate::window::WindowMetrics>,
+    watermark: Arc<Watermark>,
+    expire: Option<std::time::Duration>,
 }
 
 impl StreamingRowWindows {
-    /// A rule whose operators register their history in `states`
-    /// (checkpoints).
-    pub fn new(states: Arc<crate::window::WindowStates>) -> Self {
-        Self { states }
+    /// Operators that register their state in `states` (checkpoints) and
+    /// its size in `metrics`, see the end of input in `watermark`, and drop
+    /// a key's state after `expire` without rows.
+    pub fn new(
+        states: Arc<crate::window::WindowStates>,
+        metrics: Arc<crate::window::WindowMetrics>,
+        watermark: Arc<Watermark>,
+        expire: Option<std::time::Duration>,
+    ) -> Self {
+        Self {
+            states,
+            metrics,
+            watermark,
+            expire,
+        }
+    }
+
+    /// Replaces `p` if it is a window operator over a stream.
+    pub fn rewrite(
+        &self,
+        p: Arc<dyn ExecutionPlan>,
+        trace: crate::window::Trace<'_>,
+    ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+        let exprs = if let Some(w) = p.downcast_ref::<BoundedWindowAggExec>() {
+            w.window_expr().to_vec()
+        } else if let Some(w) = p.downcast_ref::<WindowAggExec>() {
+            w.window_expr().to_vec()
+        } else {
+            return Ok(Transformed::no(p));
+        };
+        let child = p.children()[0].clone();
+        if !child.boundedness().is_unbounded() {
+            return Ok(Transformed::no(p));
+        }
+        let needs: Vec<Need> = exprs.iter().map(classify).collect::<Result<_>>()?;
+        // the sort DataFusion put under the window (none when another
+        // window's order serves): the operator sorts every epoch itself
+        let input = match child.downcast_ref::<SortExec>() {
+            Some(sort) => sort.input().clone(),
+            None => child,
+        };
+        let first = exprs.first().expect("a window has functions");
+        let partition_by = first.partition_by().to_vec();
+        let order_by: Vec<_> = first.order_by().to_vec();
+        let sort = LexOrdering::new(
+            partition_by
+                .iter()
+                .map(|e| PhysicalSortExpr::new_default(e.clone()))
+                .chain(order_by.iter().cloned()),
+        );
+        // the ORDER BY column's event time: rows wait for the watermark
+        let gate = order_by.first().and_then(|o| {
+            let c = o.expr.downcast_ref::<Column>()?;
+            if o.options.descending {
+                return None;
+            }
+            Some((c.index(), trace(&input, c.index())?))
+        });
+        let exec = RowWindowExec::try_new(
+            p.clone(),
+            sort,
+            input,
+            partition_by,
+            order_by.iter().map(|o| o.expr.clone()).collect(),
+            needs,
+            gate,
+            self.watermark.clone(),
+            self.expire.map(|d| d.as_millis() as i64),
+            self.metrics.clone(),
+        )?;
+        self.states
+            .register(Arc::new(RowsState(exec.state.clone())));
+        self.states
+            .register(Arc::new(KeysState(exec.state.clone())));
+        Ok(Transformed::yes(Arc::new(exec)))
     }
 }
 
-/// The history of a [`RowWindowExec`]: the last rows of every key.
-struct History {
-    schema: SchemaRef,
-    rows: Arc<Mutex<Option<RecordBatch>>>,
+/// What one key carries from epoch to epoch.
+#[derive(Debug)]
+struct KeyState {
+    /// When it last had a row (event or wall-clock milliseconds).
+    seen: i64,
+    /// Rows so far (ROW_NUMBER), the rank and dense rank of the last one.
+    count: u64,
+    rank: u64,
+    dense: u64,
+    /// The ORDER BY values of its last row (ties of RANK across epochs).
+    last: Option<OwnedRow>,
+    /// One accumulator per running aggregate.
+    accs: Vec<Box<dyn Accumulator>>,
 }
 
-impl crate::window::OperatorState for History {
+/// The state of a [`RowWindowExec`].
+struct State {
+    /// Input schema with the history marker.
+    marked: SchemaRef,
+    /// Types of the PARTITION BY and ORDER BY values, and their converters
+    /// to comparable rows (the one converter that made a row reads it back).
+    key_types: Vec<DataType>,
+    order_types: Vec<DataType>,
+    key_conv: RowConverter,
+    order_conv: RowConverter,
+    /// The running aggregates, in the order of their functions.
+    running: Vec<Arc<AggregateFunctionExpr>>,
+    /// The rows kept: history (marker true, already emitted) and rows
+    /// waiting to be final (marker false).
+    rows: Option<RecordBatch>,
+    keys: HashMap<OwnedRow, KeyState>,
+    /// Keys and rows last added to the metrics.
+    published: (u64, u64),
+    /// The earliest event time of the rows waiting (END: none).
+    waiting_from: i64,
+}
+
+/// A converter of values of `types` to comparable rows.
+fn converter(types: &[DataType]) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        types.iter().map(|t| SortField::new(t.clone())).collect(),
+    )?)
+}
+
+impl State {
+    /// Puts the state's size into `metrics`.
+    fn publish(&mut self, metrics: &crate::window::WindowMetrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = (
+            self.keys.len() as u64,
+            self.rows.as_ref().map_or(0, |r| r.num_rows()) as u64,
+        );
+        metrics
+            .row_keys
+            .fetch_add(now.0.wrapping_sub(self.published.0), Relaxed);
+        metrics
+            .row_rows
+            .fetch_add(now.1.wrapping_sub(self.published.1), Relaxed);
+        self.published = now;
+    }
+
+    fn new_key(&self, seen: i64) -> Result<KeyState> {
+        Ok(KeyState {
+            seen,
+            count: 0,
+            rank: 0,
+            dense: 0,
+            last: None,
+            accs: self
+                .running
+                .iter()
+                .map(|a| a.create_accumulator())
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The schema of the per-key state in checkpoints.
+    fn keys_schema(&self) -> Result<SchemaRef> {
+        let mut fields = Vec::new();
+        for (i, t) in self.key_types.iter().enumerate() {
+            fields.push(Field::new(format!("k{i}"), t.clone(), true));
+        }
+        for (i, t) in self.order_types.iter().enumerate() {
+            fields.push(Field::new(format!("o{i}"), t.clone(), true));
+        }
+        for n in ["seen", "count", "rank", "dense"] {
+            fields.push(Field::new(n, DataType::Int64, false));
+        }
+        for (j, a) in self.running.iter().enumerate() {
+            for (m, f) in a.state_fields()?.iter().enumerate() {
+                fields.push(Field::new(format!("a{j}_{m}"), f.data_type().clone(), true));
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn mismatch() -> DataFusionError {
+    DataFusionError::Plan(
+        "the checkpointed row-window state does not match the query; the query changed: move the state directory away to start from scratch".into(),
+    )
+}
+
+/// The rows a row window keeps, in checkpoints.
+struct RowsState(Shared);
+
+impl crate::window::OperatorState for RowsState {
     fn snapshot(&self) -> Result<RecordBatch> {
-        Ok(self
+        let st = lock(&self.0);
+        Ok(st
             .rows
-            .lock()
-            .expect("history")
             .clone()
-            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+            .unwrap_or_else(|| RecordBatch::new_empty(st.marked.clone())))
     }
     fn restore(&self, batch: RecordBatch) -> Result<()> {
-        if batch.schema().fields() != self.schema.fields() {
-            return Err(DataFusionError::Plan(
-                "the checkpointed LAG history does not match the query's input; the query changed: move the state directory away to start from scratch".into(),
-            ));
+        let mut st = lock(&self.0);
+        if batch.schema().fields() != st.marked.fields() {
+            return Err(mismatch());
         }
-        *self.rows.lock().expect("history") = (batch.num_rows() > 0).then_some(batch);
+        st.rows = (batch.num_rows() > 0).then_some(batch);
         Ok(())
     }
 }
 
-impl PhysicalOptimizerRule for StreamingRowWindows {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|p| {
-            let exprs = if let Some(w) = p.downcast_ref::<BoundedWindowAggExec>() {
-                w.window_expr().to_vec()
-            } else if let Some(w) = p.downcast_ref::<WindowAggExec>() {
-                w.window_expr().to_vec()
-            } else {
-                return Ok(Transformed::no(p));
-            };
-            let child = p.children()[0].clone();
-            if !child.boundedness().is_unbounded() {
-                return Ok(Transformed::no(p));
-            }
-            let mut keep = 0;
-            for e in &exprs {
-                match lag_offset(e.name()) {
-                    Some(n) => keep = keep.max(n),
-                    None => {
-                        return Err(DataFusionError::Plan(format!(
-                            "{} over a stream: only LAG(x, n) OVER (PARTITION BY ... ORDER BY ...) runs on unbounded input (it needs the last n rows of a key); ROW_NUMBER, RANK, LEAD and running aggregates need all earlier or later rows: use a window (GROUP BY TUMBLE ...) or a bounded input",
-                            e.name()
-                        )));
-                    }
-                }
-            }
-            let Some(sort) = child.downcast_ref::<SortExec>() else {
-                return Err(DataFusionError::Plan(
-                    "LAG over a stream needs ORDER BY in its OVER clause".into(),
-                ));
-            };
-            let partition_by = exprs
-                .first()
-                .map(|e| e.partition_by().to_vec())
-                .unwrap_or_default();
-            let exec = RowWindowExec::try_new(
-                p.clone(),
-                sort.expr().clone(),
-                sort.input().clone(),
-                partition_by,
-                keep.min(100_000),
-            )?;
-            self.states.register(Arc::new(History {
-                schema: exec.marked.clone(),
-                rows: exec.history.clone(),
-            }));
-            Ok(Transformed::new(
-                Arc::new(exec),
-                true,
-                TreeNodeRecursion::Jump,
-            ))
-        })
-        .map(|t| t.data)
-    }
+/// The per-key counters and accumulators of a row window, in checkpoints.
+struct KeysState(Shared);
 
-    fn name(&self) -> &str {
-        "streaming_row_windows"
+impl crate::window::OperatorState for KeysState {
+    fn snapshot(&self) -> Result<RecordBatch> {
+        let mut st = lock(&self.0);
+        let schema = st.keys_schema()?;
+        let running = st.running.clone();
+        let mut cols: Vec<ArrayRef> = st.key_conv.convert_rows(st.keys.keys().map(|k| k.row()))?;
+        // a key has its last ORDER BY values once it had a row
+        let lasts: Vec<OwnedRow> = st
+            .keys
+            .values()
+            .map(|k| k.last.clone())
+            .collect::<Option<_>>()
+            .ok_or_else(|| DataFusionError::Internal("a row-window key without rows".into()))?;
+        cols.extend(st.order_conv.convert_rows(lasts.iter().map(|r| r.row()))?);
+        let ints = |f: &dyn Fn(&KeyState) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(st.keys.values().map(f)))
+        };
+        cols.push(ints(&|k| k.seen));
+        cols.push(ints(&|k| k.count as i64));
+        cols.push(ints(&|k| k.rank as i64));
+        cols.push(ints(&|k| k.dense as i64));
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = Vec::new();
+        for k in st.keys.values_mut() {
+            let mut per = Vec::new();
+            for (j, acc) in k.accs.iter_mut().enumerate() {
+                let s = acc.state()?;
+                // some accumulators give their state once: go on from a
+                // fresh one holding it
+                let mut fresh = running[j].create_accumulator()?;
+                fresh.merge_batch(&s.iter().map(|v| v.to_array()).collect::<Result<Vec<_>>>()?)?;
+                *acc = fresh;
+                per.push(s);
+            }
+            states.push(per);
+        }
+        for (j, a) in running.iter().enumerate() {
+            for (m, f) in a.state_fields()?.iter().enumerate() {
+                let vals: Vec<ScalarValue> = states.iter().map(|s| s[j][m].clone()).collect();
+                cols.push(if vals.is_empty() {
+                    arrow::array::new_empty_array(f.data_type())
+                } else {
+                    ScalarValue::iter_to_array(vals)?
+                });
+            }
+        }
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            cols,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(st.keys.len())),
+        )?)
     }
-
-    fn schema_check(&self) -> bool {
-        true
+    fn restore(&self, batch: RecordBatch) -> Result<()> {
+        let mut st = lock(&self.0);
+        if batch.schema().fields() != st.keys_schema()?.fields() {
+            return Err(mismatch());
+        }
+        let (nk, no) = (st.key_types.len(), st.order_types.len());
+        let keys = st.key_conv.convert_columns(&batch.columns()[..nk])?;
+        let orders = st
+            .order_conv
+            .convert_columns(&batch.columns()[nk..nk + no])?;
+        let int = |c: usize, i: usize| {
+            batch
+                .column(nk + no + c)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(i))
+                .unwrap_or(0)
+        };
+        st.keys.clear();
+        for i in 0..batch.num_rows() {
+            let mut k = st.new_key(int(0, i))?;
+            k.count = int(1, i) as u64;
+            k.rank = int(2, i) as u64;
+            k.dense = int(3, i) as u64;
+            k.last = Some(orders.row(i).owned());
+            let mut col = nk + no + 4;
+            for (j, a) in st.running.iter().enumerate() {
+                let n = a.state_fields()?.len();
+                let s: Vec<ArrayRef> = (col..col + n)
+                    .map(|c| batch.column(c).slice(i, 1))
+                    .collect();
+                k.accs[j].merge_batch(&s)?;
+                col += n;
+            }
+            st.keys.insert(keys.row(i).owned(), k);
+        }
+        Ok(())
     }
 }
 
-/// LAG on a stream (see the module docs).
+/// Row-window functions on a stream (see the module docs).
 pub struct RowWindowExec {
     /// DataFusion's window operator, run every epoch on history + epoch.
     window: Arc<dyn ExecutionPlan>,
-    sort: LexOrdering,
+    /// PARTITION BY then ORDER BY (None: neither).
+    sort: Option<LexOrdering>,
     input: Arc<dyn ExecutionPlan>,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    keep: usize,
-    /// Input schema with the history marker.
-    marked: SchemaRef,
-    history: Arc<Mutex<Option<RecordBatch>>>,
+    order_by: Vec<Arc<dyn PhysicalExpr>>,
+    needs: Vec<Need>,
+    /// Rows each key keeps after it is emitted, and waits for after a row.
+    before: usize,
+    after: usize,
+    /// The ORDER BY column when it is a stream's event time, and its
+    /// lower bound.
+    gate: Option<(usize, LowerBound)>,
+    /// The job's watermark: the end of input.
+    watermark: Arc<Watermark>,
+    expire: Option<i64>,
+    metrics: Arc<crate::window::WindowMetrics>,
+    state: Shared,
     props: Arc<PlanProperties>,
 }
 
 impl fmt::Debug for RowWindowExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RowWindowExec(keep {})", self.keep)
+        write!(
+            f,
+            "RowWindowExec(keep {}, wait {})",
+            self.before, self.after
+        )
     }
 }
 
 impl RowWindowExec {
+    #[allow(clippy::too_many_arguments)]
     fn try_new(
         window: Arc<dyn ExecutionPlan>,
-        sort: LexOrdering,
+        sort: Option<LexOrdering>,
         input: Arc<dyn ExecutionPlan>,
         partition_by: Vec<Arc<dyn PhysicalExpr>>,
-        keep: usize,
+        order_by: Vec<Arc<dyn PhysicalExpr>>,
+        needs: Vec<Need>,
+        gate: Option<(usize, LowerBound)>,
+        watermark: Arc<Watermark>,
+        expire: Option<i64>,
+        metrics: Arc<crate::window::WindowMetrics>,
     ) -> Result<Self> {
-        let mut fields: Vec<Field> = input
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let schema = input.schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(HISTORY, DataType::Boolean, false));
-        // emits every epoch, holds a bounded history
+        let (mut before, mut after) = (0, 0);
+        let mut running = Vec::new();
+        for n in &needs {
+            match n {
+                Need::Rows {
+                    before: b,
+                    after: a,
+                } => {
+                    before = before.max(*b);
+                    after = after.max(*a);
+                }
+                Need::Running { agg, .. } => running.push(agg.clone()),
+                // RANK compares with the last row, which the key state keeps
+                _ => {}
+            }
+        }
+        let types = |es: &[Arc<dyn PhysicalExpr>]| -> Result<Vec<DataType>> {
+            if es.is_empty() {
+                return Ok(vec![DataType::Boolean]);
+            }
+            es.iter().map(|e| e.data_type(&schema)).collect()
+        };
+        let (key_types, order_types) = (types(&partition_by)?, types(&order_by)?);
+        let state = State {
+            marked: Arc::new(Schema::new(fields)),
+            key_conv: converter(&key_types)?,
+            order_conv: converter(&order_types)?,
+            key_types,
+            order_types,
+            running,
+            rows: None,
+            keys: HashMap::new(),
+            published: (0, 0),
+            waiting_from: Watermark::END,
+        };
+        // emits every epoch, holds bounded state per key
         let props = Arc::new(PlanProperties::new(
             datafusion::physical_expr::EquivalenceProperties::new(window.schema()),
             datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
@@ -218,11 +591,339 @@ impl RowWindowExec {
             sort,
             input,
             partition_by,
-            keep,
-            marked: Arc::new(Schema::new(fields)),
-            history: Arc::new(Mutex::new(None)),
+            order_by,
+            needs,
+            before: before.min(100_000),
+            after: after.min(100_000),
+            gate,
+            watermark,
+            expire,
+            metrics,
+            state: Arc::new(Mutex::new(state)),
             props,
         })
+    }
+
+    fn cloned(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            window: self.window.clone(),
+            sort: self.sort.clone(),
+            input,
+            partition_by: self.partition_by.clone(),
+            order_by: self.order_by.clone(),
+            needs: self.needs.clone(),
+            before: self.before,
+            after: self.after,
+            gate: self.gate.clone(),
+            watermark: self.watermark.clone(),
+            expire: self.expire,
+            metrics: self.metrics.clone(),
+            state: self.state.clone(),
+            props: self.props.clone(),
+        }
+    }
+
+    /// The lower bound of output column `col`: the ORDER BY event time of
+    /// rows still to come, from the input or waiting here.
+    pub fn lower_bound(&self, col: usize) -> Option<LowerBound> {
+        let (c, input) = self.gate.clone()?;
+        if c != col {
+            return None;
+        }
+        let state = self.state.clone();
+        Some(Arc::new(move || input().min(lock(&state).waiting_from)))
+    }
+
+    /// The values of `exprs` over `batch`, as comparable rows (one constant
+    /// column without expressions).
+    fn rows_of(
+        exprs: &[Arc<dyn PhysicalExpr>],
+        conv: &RowConverter,
+        batch: &RecordBatch,
+    ) -> Result<Rows> {
+        let cols: Vec<ArrayRef> = if exprs.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; batch.num_rows()]))]
+        } else {
+            exprs
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+                .collect::<Result<_>>()?
+        };
+        Ok(conv.convert_columns(&cols)?)
+    }
+
+    /// The clock of EXPIRE AFTER: the event time of the ORDER BY column, or
+    /// the wall clock.
+    fn clock(gate_wm: Option<i64>) -> i64 {
+        match gate_wm {
+            Some(w) if w != Watermark::NONE && w != Watermark::END => w,
+            _ => crate::time::now_millis(),
+        }
+    }
+
+    /// One epoch: the kept rows and `fresh`, through DataFusion's window
+    /// operator; returns the rows that are final.
+    async fn epoch(
+        &self,
+        fresh: Vec<RecordBatch>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<Option<RecordBatch>> {
+        let end = self.watermark.get() == Watermark::END;
+        let gate_wm = self.gate.as_ref().map(|(_, f)| f());
+        let clock = Self::clock(gate_wm);
+        let (marked_schema, data) = {
+            let mut st = lock(&self.state);
+            let marked_schema = st.marked.clone();
+            let waiting = st.rows.as_ref().is_some_and(|r| {
+                r.column(r.num_columns() - 1)
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .is_some_and(|m| m.false_count() > 0)
+            });
+            if fresh.iter().all(|b| b.num_rows() == 0) && !waiting {
+                self.expire_keys(&mut st, clock)?;
+                st.publish(&self.metrics);
+                return Ok(None);
+            }
+            let mut all: Vec<RecordBatch> = st.rows.take().into_iter().collect();
+            for b in &fresh {
+                all.push(marked(b, &marked_schema, false)?);
+            }
+            let data = arrow::compute::concat_batches(&marked_schema, &all)?;
+            (marked_schema, data)
+        };
+        let source = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[vec![data]],
+            marked_schema.clone(),
+            None,
+        )?;
+        let sorted: Arc<dyn ExecutionPlan> = match &self.sort {
+            Some(o) => Arc::new(SortExec::new(o.clone(), source)),
+            None => source,
+        };
+        use datafusion::physical_plan::execution_plan::{
+            ChildrenPropertiesMode, ReplaceChildrenOptions,
+        };
+        // the marker column changes the schema: properties are recomputed
+        let run = self.window.clone().replace_children(
+            vec![sorted],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?;
+        let done = datafusion::physical_plan::collect(run, ctx).await?;
+        let done = arrow::compute::concat_batches(&done[0].schema(), &done)?;
+        let mut st = lock(&self.state);
+        let n = done.num_rows();
+        let n_in = marked_schema.fields().len() - 1;
+        let hist = done
+            .column(n_in)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .expect("the marker")
+            .clone();
+        let keys = Self::rows_of(&self.partition_by, &st.key_conv, &done)?;
+        let orders = Self::rows_of(&self.order_by, &st.order_conv, &done)?;
+        let times: Option<Int64Array> = match (&self.gate, self.order_by.first()) {
+            (Some(_), Some(e)) => Some(crate::window::to_millis(
+                &e.evaluate(&done)?.into_array(n)?,
+            )?),
+            _ => None,
+        };
+        // rows that are final: past the watermark, with the rows after them
+        // that LEAD / FOLLOWING need
+        let mut ready = vec![false; n];
+        let mut groups = Vec::new();
+        let mut s = 0;
+        while s < n {
+            let mut e = s + 1;
+            while e < n && keys.row(e) == keys.row(s) {
+                e += 1;
+            }
+            let mut known = s;
+            while known < e
+                && (hist.value(known)
+                    || end
+                    || match (&times, gate_wm) {
+                        (Some(t), Some(wm)) => !t.is_null(known) && t.value(known) < wm,
+                        _ => true,
+                    })
+            {
+                known += 1;
+            }
+            let limit = if end {
+                e
+            } else {
+                known.saturating_sub(self.after).max(s)
+            };
+            for (i, r) in ready.iter_mut().enumerate().take(limit).skip(s) {
+                *r = !hist.value(i);
+            }
+            groups.push((s, e));
+            s = e;
+        }
+        // the functions counted from a key's first row
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.needs.len()];
+        let args: Vec<Option<Vec<ArrayRef>>> = self
+            .needs
+            .iter()
+            .map(|nd| match nd {
+                Need::Running { agg, .. } => agg
+                    .expressions()
+                    .iter()
+                    .map(|e| e.evaluate(&done)?.into_array(n))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        for &(s, e) in &groups {
+            let Some(first) = (s..e).find(|&i| ready[i]) else {
+                continue;
+            };
+            let key = keys.row(s).owned();
+            if !st.keys.contains_key(&key) {
+                let k = st.new_key(clock)?;
+                st.keys.insert(key.clone(), k);
+            }
+            let k = st.keys.get_mut(&key).expect("inserted");
+            k.seen = clock;
+            let mut i = first;
+            while i < e && ready[i] {
+                // the run of peers (equal ORDER BY values) from i
+                let mut j = i + 1;
+                while j < e && ready[j] && orders.row(j) == orders.row(i) {
+                    j += 1;
+                }
+                let tie = k.last.as_ref().is_some_and(|l| l.row() == orders.row(i));
+                let run = (j - i) as u64;
+                if !tie {
+                    k.rank = k.count + 1;
+                    k.dense += 1;
+                }
+                let mut running = 0;
+                for (f, nd) in self.needs.iter().enumerate() {
+                    match nd {
+                        Need::RowNumber => values[f]
+                            .extend((1..=run).map(|r| ScalarValue::UInt64(Some(k.count + r)))),
+                        Need::Rank => {
+                            values[f].extend((0..run).map(|_| ScalarValue::UInt64(Some(k.rank))))
+                        }
+                        Need::DenseRank => {
+                            values[f].extend((0..run).map(|_| ScalarValue::UInt64(Some(k.dense))))
+                        }
+                        Need::Running { peers, .. } => {
+                            let a = args[f].as_ref().expect("evaluated");
+                            let acc = &mut k.accs[running];
+                            running += 1;
+                            if *peers {
+                                acc.update_batch(
+                                    &a.iter().map(|c| c.slice(i, j - i)).collect::<Vec<_>>(),
+                                )?;
+                                let v = acc.evaluate()?;
+                                values[f].extend((0..run).map(|_| v.clone()));
+                            } else {
+                                for r in i..j {
+                                    acc.update_batch(
+                                        &a.iter().map(|c| c.slice(r, 1)).collect::<Vec<_>>(),
+                                    )?;
+                                    values[f].push(acc.evaluate()?);
+                                }
+                            }
+                        }
+                        Need::Rows { .. } => {}
+                    }
+                }
+                k.count += run;
+                k.last = Some(orders.row(i).owned());
+                i = j;
+            }
+        }
+        let expired = self.expire_keys(&mut st, clock)?;
+        // the rows kept: each key's last `before` rows that are out, and the
+        // rows still waiting
+        let mut keep: Vec<u32> = Vec::new();
+        let mut keep_hist: Vec<bool> = Vec::new();
+        st.waiting_from = Watermark::END;
+        for &(s, e) in &groups {
+            let gone = expired.contains(&keys.row(s).owned());
+            let out: Vec<usize> = (s..e).filter(|&i| hist.value(i) || ready[i]).collect();
+            if !gone {
+                for &i in &out[out.len().saturating_sub(self.before)..] {
+                    keep.push(i as u32);
+                    keep_hist.push(true);
+                }
+            }
+            for i in (s..e).filter(|&i| !hist.value(i) && !ready[i]) {
+                keep.push(i as u32);
+                keep_hist.push(false);
+                if let Some(t) = times.as_ref().filter(|t| !t.is_null(i)) {
+                    st.waiting_from = st.waiting_from.min(t.value(i));
+                }
+            }
+        }
+        let input_schema = Arc::new(Schema::new(marked_schema.fields()[..n_in].to_vec()));
+        let inputs = RecordBatch::try_new(input_schema, done.columns()[..n_in].to_vec())?;
+        let kept = arrow::compute::take_record_batch(&inputs, &UInt32Array::from(keep))?;
+        let mut cols = kept.columns().to_vec();
+        cols.push(Arc::new(BooleanArray::from(keep_hist)));
+        let kept = RecordBatch::try_new(marked_schema.clone(), cols)?;
+        st.rows = (kept.num_rows() > 0).then_some(kept);
+        st.publish(&self.metrics);
+        drop(st);
+        // the final rows, with the counted functions' values
+        let out = arrow::compute::filter_record_batch(&done, &BooleanArray::from(ready))?;
+        if out.num_rows() == 0 {
+            return Ok(None);
+        }
+        let schema = self.window.schema();
+        let mut cols = out.columns().to_vec();
+        cols.remove(n_in);
+        for (f, v) in values.into_iter().enumerate() {
+            if matches!(self.needs[f], Need::Rows { .. }) {
+                continue;
+            }
+            let ty = schema.field(n_in + f).data_type();
+            let arr = ScalarValue::iter_to_array(v)?;
+            cols[n_in + f] = if arr.data_type() == ty {
+                arr
+            } else {
+                arrow::compute::cast(&arr, ty)?
+            };
+        }
+        Ok(Some(RecordBatch::try_new(schema, cols)?))
+    }
+
+    /// Drops the keys without rows for `EXPIRE AFTER` at `clock`, with
+    /// their history; returns them.
+    fn expire_keys(&self, st: &mut State, clock: i64) -> Result<HashSet<OwnedRow>> {
+        let Some(ttl) = self.expire else {
+            return Ok(HashSet::new());
+        };
+        let gone: HashSet<OwnedRow> = st
+            .keys
+            .iter()
+            .filter(|(_, k)| clock.saturating_sub(k.seen) > ttl)
+            .map(|(key, _)| key.clone())
+            .collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        st.keys.retain(|key, _| !gone.contains(key));
+        // rows still waiting stay: they are input not yet out
+        if let Some(rows) = st.rows.take() {
+            let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
+            let hist = rows
+                .column(rows.num_columns() - 1)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .expect("the marker")
+                .clone();
+            let keep: BooleanArray = (0..rows.num_rows())
+                .map(|i| Some(!hist.value(i) || !gone.contains(&keys.row(i).owned())))
+                .collect();
+            let rows = arrow::compute::filter_record_batch(&rows, &keep)?;
+            st.rows = (rows.num_rows() > 0).then_some(rows);
+        }
+        Ok(gone)
     }
 }
 
@@ -230,8 +931,18 @@ impl DisplayAs for RowWindowExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "RowWindowExec: each epoch after the last {} row(s) of every key, over {}",
-            self.keep,
+            "RowWindowExec: each epoch after the last {} row(s) of every key{}{}, over {}",
+            self.before,
+            if self.after > 0 {
+                format!(", a row waiting for the {} after it", self.after)
+            } else {
+                String::new()
+            },
+            if self.gate.is_some() {
+                ", in event-time order (rows wait for the watermark)"
+            } else {
+                ""
+            },
             self.window.name()
         )
     }
@@ -261,7 +972,7 @@ impl ExecutionPlan for RowWindowExec {
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         datafusion::physical_plan::execution_plan::apply_expression_roots(
-            self.partition_by.iter().cloned(),
+            self.partition_by.iter().chain(&self.order_by).cloned(),
             f,
         )
     }
@@ -269,110 +980,28 @@ impl ExecutionPlan for RowWindowExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self {
-            window: self.window.clone(),
-            sort: self.sort.clone(),
-            input: children[0].clone(),
-            partition_by: self.partition_by.clone(),
-            keep: self.keep,
-            marked: self.marked.clone(),
-            history: self.history.clone(),
-            props: self.props.clone(),
-        }))
+        Ok(Arc::new(self.cloned(children[0].clone())))
     }
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let mut input = self.input.execute(partition, context.clone())?;
+        // one operator sees every key: a partitioned input is merged
+        let input = if self.input.output_partitioning().partition_count() > 1 {
+            Arc::new(CoalescePartitionsExec::new(self.input.clone())) as Arc<dyn ExecutionPlan>
+        } else {
+            self.input.clone()
+        };
+        let mut input = input.execute(partition, context.clone())?;
+        let me = self.cloned(self.input.clone());
         let schema = self.window.schema();
-        let (window, sort, marked_schema, history, partition_by, keep) = (
-            self.window.clone(),
-            self.sort.clone(),
-            self.marked.clone(),
-            self.history.clone(),
-            self.partition_by.clone(),
-            self.keep,
-        );
-        let out_schema = schema.clone();
         let out = futures::stream::once(async move {
             let mut parts: Vec<RecordBatch> = Vec::new();
             while let Some(b) = input.next().await {
-                parts.push(marked(&b?, &marked_schema, false)?);
+                parts.push(b?);
             }
-            if parts.iter().all(|b| b.num_rows() == 0) {
-                return Ok::<_, DataFusionError>(None);
-            }
-            let mut all = Vec::new();
-            if let Some(h) = history.lock().expect("history").take() {
-                all.push(h);
-            }
-            all.extend(parts);
-            let data = arrow::compute::concat_batches(&marked_schema, &all)?;
-            let source = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-                &[vec![data]],
-                marked_schema.clone(),
-                None,
-            )?;
-            let sorted: Arc<dyn ExecutionPlan> = Arc::new(SortExec::new(sort, source));
-            use datafusion::physical_plan::execution_plan::{
-                ChildrenPropertiesMode, ReplaceChildrenOptions,
-            };
-            // the marker column changes the schema: properties are recomputed
-            let run = window.replace_children(
-                vec![sorted],
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )?;
-            let done = datafusion::physical_plan::collect(run, context).await?;
-            let done = arrow::compute::concat_batches(&done[0].schema(), &done)?;
-            let n_in = marked_schema.fields().len() - 1;
-            // the next history: the last `keep` rows of every key, in order
-            let keys: Vec<ArrayRef> = partition_by
-                .iter()
-                .map(|e| e.evaluate(&done)?.into_array(done.num_rows()))
-                .collect::<Result<_>>()?;
-            let mut tail: Vec<u32> = Vec::new();
-            if keys.is_empty() {
-                let n = done.num_rows();
-                tail.extend((n.saturating_sub(keep)..n).map(|i| i as u32));
-            } else {
-                let conv = arrow::row::RowConverter::new(
-                    keys.iter()
-                        .map(|k| arrow::row::SortField::new(k.data_type().clone()))
-                        .collect(),
-                )?;
-                let rows = conv.convert_columns(&keys)?;
-                let n = done.num_rows();
-                let mut end = n;
-                while end > 0 {
-                    let mut start = end - 1;
-                    while start > 0 && rows.row(start - 1) == rows.row(end - 1) {
-                        start -= 1;
-                    }
-                    tail.extend((end.saturating_sub(keep).max(start)..end).map(|i| i as u32));
-                    end = start;
-                }
-                tail.sort_unstable();
-            }
-            let input_cols: Vec<ArrayRef> = done.columns()[..n_in].to_vec();
-            let kept = RecordBatch::try_new(
-                Arc::new(Schema::new(marked_schema.fields()[..n_in].to_vec())),
-                input_cols,
-            )?;
-            let kept = arrow::compute::take_record_batch(&kept, &UInt32Array::from(tail))?;
-            *history.lock().expect("history") = Some(marked(&kept, &marked_schema, true)?);
-            // the epoch's own rows, without the marker
-            let is_new = arrow::compute::not(
-                done.column(n_in)
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .expect("the marker"),
-            )?;
-            let new = arrow::compute::filter_record_batch(&done, &is_new)?;
-            let mut cols = new.columns().to_vec();
-            cols.remove(n_in);
-            Ok(Some(RecordBatch::try_new(out_schema.clone(), cols)?))
+            me.epoch(parts, context).await
         })
         .filter_map(|r| async move { r.transpose() });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
@@ -381,12 +1010,12 @@ impl ExecutionPlan for RowWindowExec {
 
 #[cfg(test)]
 mod tests {
-    use super::lag_offset;
+    use super::offset;
 
     #[test]
     fn offsets_come_from_the_expression() {
-        assert_eq!(lag_offset("lag(t.x,Int64(3)) PARTITION BY [k]"), Some(3));
-        assert_eq!(lag_offset("lag(t.x) PARTITION BY [k]"), Some(1));
-        assert_eq!(lag_offset("row_number() PARTITION BY [k]"), None);
+        assert_eq!(offset("lag(t.x,int64(3)) partition by [k]"), 3);
+        assert_eq!(offset("lead(t.x) partition by [k]"), 1);
+        assert_eq!(offset("lag(t.x,int64(2),int64(0))"), 2);
     }
 }

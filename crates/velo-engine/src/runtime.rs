@@ -319,18 +319,18 @@ pub async fn prepare_job(
             Arc::new(crate::join::StreamingJoins::new(
                 feeds.clone(),
                 windows,
+                crate::rowwindow::StreamingRowWindows::new(
+                    window_states.clone(),
+                    window_metrics.clone(),
+                    job_watermark.clone(),
+                    plan.statement.expire,
+                ),
                 job_watermark.clone(),
                 window_states.clone(),
                 window_metrics.clone(),
             )),
         );
     }
-    rules.insert(
-        rules.len() - 1,
-        Arc::new(crate::rowwindow::StreamingRowWindows::new(
-            window_states.clone(),
-        )),
-    );
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -402,7 +402,7 @@ pub async fn prepare_job(
             "job '{}': {} over the unbounded source '{}' needs a window: GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), HOP(...) or SESSION(...); or read a bounded input",
             plan.name,
             if updating {
-                "ORDER BY / LIMIT / OVER (...) other than LAG"
+                "ORDER BY / LIMIT / a function that needs every row of its key (NTILE, PERCENT_RANK, CUME_DIST)"
             } else {
                 "GROUP BY / ORDER BY / LIMIT / DISTINCT with EMIT FINAL"
             },
@@ -989,11 +989,13 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 Err(e) => exec_err = Some(e),
             }
         }
-        stats.join_rows_peak = stats.join_rows_peak.max(
-            p.window_metrics
-                .join_rows
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let m = &p.window_metrics;
+            stats.join_rows_peak = stats.join_rows_peak.max(m.join_rows.load(Relaxed));
+            stats.row_keys_peak = stats.row_keys_peak.max(m.row_keys.load(Relaxed));
+            stats.row_rows_peak = stats.row_rows_peak.max(m.row_rows.load(Relaxed));
+        }
         let mut epoch_records = 0u64;
         let mut bad = Vec::new();
         for (i, (_, f)) in p.streams().enumerate() {

@@ -64,6 +64,10 @@ pub struct JobExecutionStats {
     pub elapsed: Duration,
     /// The most rows stream-stream joins kept at once (their state).
     pub join_rows_peak: u64,
+    /// The most keys row windows (OVER) kept state for at once.
+    pub row_keys_peak: u64,
+    /// The most rows row windows kept at once (history and waiting rows).
+    pub row_rows_peak: u64,
 }
 
 impl JobExecutionStats {
@@ -113,6 +117,12 @@ impl JobExecutionStats {
             s.push_str(&format!(
                 "\n  join state: at most {} rows kept",
                 self.join_rows_peak
+            ));
+        }
+        if self.row_keys_peak > 0 {
+            s.push_str(&format!(
+                "\n  row-window state: at most {} keys, {} rows kept",
+                self.row_keys_peak, self.row_rows_peak
             ));
         }
         if self.records_dead_lettered > 0 {

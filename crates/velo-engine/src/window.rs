@@ -637,6 +637,10 @@ pub struct WindowMetrics {
     pub bytes: std::sync::atomic::AtomicU64,
     /// Rows kept by stream-stream joins.
     pub join_rows: std::sync::atomic::AtomicU64,
+    /// Keys with state in row windows (OVER).
+    pub row_keys: std::sync::atomic::AtomicU64,
+    /// Rows row windows keep (history and rows waiting to be final).
+    pub row_rows: std::sync::atomic::AtomicU64,
 }
 
 struct Win {

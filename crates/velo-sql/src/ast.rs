@@ -108,6 +108,9 @@ pub struct StatementSpec {
     /// `WITHIN INTERVAL '5' MINUTES`: the event times of joined streams lie
     /// at most this far apart.
     pub within: Option<std::time::Duration>,
+    /// `EXPIRE AFTER INTERVAL '5' MINUTES INACTIVITY` in an OVER clause: the
+    /// row-window state of a key without rows for that long is dropped.
+    pub expire: Option<std::time::Duration>,
     /// Annotations written just before this statement.
     pub annotations: Vec<Annotation>,
     /// 1-based line where the statement starts.

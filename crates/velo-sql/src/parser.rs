@@ -29,11 +29,13 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
     let (tokens, uris) = rewrite_uri_sources(tokens);
     let tokens = rewrite_window_clauses(tokens);
     let tokens = rewrite_within(tokens);
+    let (tokens, expires) = rewrite_row_buffers(source, tokens)?;
     let mut p = AppParser {
         source,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
         uris,
         query_count: 0,
+        expires,
     };
     let mut statements = Vec::new();
     let mut prev_end_line = 0usize;
@@ -281,6 +283,175 @@ fn unit_millis(unit: &str) -> Option<u64> {
     })
 }
 
+/// `'5' MINUTES` or `'5 minutes'`: the quoted text and the unit after it.
+fn interval(text: &str, unit: Option<&str>) -> Option<std::time::Duration> {
+    let mut parts = text.split_whitespace();
+    let amount = parts.next().unwrap_or("");
+    let unit = unit.or_else(|| parts.next())?;
+    let (a, m) = amount
+        .parse::<f64>()
+        .ok()
+        .filter(|a| *a >= 0.0)
+        .zip(unit_millis(unit))?;
+    Some(std::time::Duration::from_millis((a * m as f64) as u64))
+}
+
+/// Velostream's row buffers inside OVER (...): `ROWS WINDOW BUFFER 100
+/// ROWS` becomes the frame `ROWS BETWEEN 99 PRECEDING AND CURRENT ROW` (when
+/// the clause has no frame of its own), `EXPIRE AFTER INTERVAL '5' MINUTES
+/// INACTIVITY` (or `NEVER`) is taken out and returned with where it was
+/// written, and `EMIT EVERY RECORD` (what a row window does anyway) is
+/// dropped.
+#[allow(clippy::type_complexity)]
+fn rewrite_row_buffers(
+    source: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> crate::Result<(
+    Vec<TokenWithSpan>,
+    Vec<((u64, u64), Option<std::time::Duration>)>,
+)> {
+    let sig = |from: usize| {
+        (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
+    };
+    let words = |from: usize, ws: &[&str]| -> Option<usize> {
+        let mut at = from;
+        for w in ws {
+            let k = sig(at)?;
+            if !is_word(&tokens[k].token, w) {
+                return None;
+            }
+            at = k + 1;
+        }
+        Some(at)
+    };
+    let err = |t: &TokenWithSpan, m: String| {
+        SqlError::at(
+            source,
+            t.span.start.line as usize,
+            t.span.start.column as usize,
+            m,
+        )
+    };
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut expires = Vec::new();
+    let mut depth = 0i32;
+    // inside OVER (...): its paren depth, the buffer size, whether it has a frame
+    let mut over: Option<(i32, Option<u64>, bool)> = None;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        match &t.token {
+            Token::LParen => {
+                depth += 1;
+                if over.is_none()
+                    && out
+                        .iter()
+                        .rev()
+                        .find(|p| !matches!(p.token, Token::Whitespace(_)))
+                        .is_some_and(|p| is_word(&p.token, "OVER"))
+                {
+                    over = Some((depth, None, false));
+                }
+            }
+            Token::RParen => {
+                if let Some((d, buffer, framed)) = over
+                    && d == depth
+                {
+                    over = None;
+                    if let (Some(n), false) = (buffer, framed) {
+                        let frame = format!(" ROWS BETWEEN {} PRECEDING AND CURRENT ROW ", n - 1);
+                        let extra = Tokenizer::new(&VeloDialect, &frame)
+                            .tokenize()
+                            .map_err(|e| err(t, e.message))?;
+                        out.extend(extra.into_iter().map(|token| TokenWithSpan {
+                            token,
+                            span: t.span,
+                        }));
+                    }
+                }
+                depth -= 1;
+            }
+            Token::SemiColon => {
+                depth = 0;
+                over = None;
+            }
+            tok if over.is_some_and(|(d, _, _)| d == depth) => {
+                let o = over.as_mut().expect("inside OVER");
+                if let Some(end) = words(i, &["ROWS", "WINDOW", "BUFFER"]) {
+                    let k = sig(end).unwrap_or(end);
+                    let n = match tokens.get(k).map(|t| &t.token) {
+                        Some(Token::Number(n, _)) => n.parse::<u64>().ok().filter(|n| *n > 0),
+                        _ => None,
+                    };
+                    let Some(n) = n else {
+                        return Err(err(
+                            t,
+                            "expected a number of rows after ROWS WINDOW BUFFER, as in ROWS WINDOW BUFFER 100 ROWS".into(),
+                        ));
+                    };
+                    o.1 = Some(n);
+                    i = words(k + 1, &["ROWS"]).unwrap_or(k + 1);
+                    continue;
+                }
+                if let Some(end) = words(i, &["EXPIRE", "AFTER"]) {
+                    let at = (t.span.start.line, t.span.start.column);
+                    if let Some(end) = words(end, &["NEVER"]) {
+                        expires.push((at, None));
+                        i = end;
+                        continue;
+                    }
+                    let amount =
+                        words(end, &["INTERVAL"]).and_then(sig).and_then(|k| {
+                            match &tokens[k].token {
+                                Token::SingleQuotedString(s) | Token::Number(s, _) => {
+                                    Some((k, s.clone()))
+                                }
+                                _ => None,
+                            }
+                        });
+                    let parsed = amount.and_then(|(k, text)| {
+                        let u = sig(k + 1).filter(|&u| {
+                            matches!(&tokens[u].token, Token::Word(w) if w.quote_style.is_none() && unit_millis(&w.value).is_some())
+                        });
+                        let unit = u.map(|u| tokens[u].token.to_string());
+                        let d = interval(&text, unit.as_deref())?;
+                        Some((u.unwrap_or(k) + 1, d))
+                    });
+                    let Some((mut end, d)) = parsed else {
+                        return Err(err(
+                            t,
+                            "expected EXPIRE AFTER INTERVAL '5' MINUTES INACTIVITY or EXPIRE AFTER NEVER".into(),
+                        ));
+                    };
+                    if let Some(e) = words(end, &["INACTIVITY"]) {
+                        end = e;
+                    }
+                    expires.push((at, Some(d)));
+                    i = end;
+                    continue;
+                }
+                if let Some(end) = words(i, &["EMIT", "EVERY", "RECORD"]) {
+                    i = end;
+                    continue;
+                }
+                if is_word(tok, "EMIT") {
+                    return Err(err(
+                        t,
+                        "a row window emits a result for every record (EMIT EVERY RECORD); other EMIT modes inside OVER (...) are not supported".into(),
+                    ));
+                }
+                if ["ROWS", "RANGE", "GROUPS"].iter().any(|w| is_word(tok, w)) {
+                    o.2 = true;
+                }
+            }
+            _ => {}
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    Ok((out, expires))
+}
+
 /// `... JOIN b ON a.k = b.k WITHIN INTERVAL '5' MINUTES WHERE ...`: the
 /// WITHIN clause of a query (it may stand before WHERE / GROUP BY, where
 /// SQL has no place for it) is moved to the end of its query, where the
@@ -347,6 +518,9 @@ struct AppParser<'a> {
     parser: Parser<'a>,
     uris: BTreeMap<String, String>,
     query_count: usize,
+    /// `EXPIRE AFTER` of the OVER clauses: where written, and the interval
+    /// (None: NEVER).
+    expires: Vec<((u64, u64), Option<std::time::Duration>)>,
 }
 
 impl AppParser<'_> {
@@ -452,6 +626,7 @@ impl AppParser<'_> {
                     columns,
                     emit: None,
                     within: None,
+                    expire: None,
                     annotations: vec![],
                     line,
                     text: self.text_since(start_idx),
@@ -525,6 +700,17 @@ impl AppParser<'_> {
             kind = StatementKind::Select;
         }
         let sources = self.sources_of(&query);
+        // EXPIRE AFTER of this statement's OVER clauses: the shortest
+        let end = self.parser.peek_token().span.start;
+        let here = |at: &(u64, u64)| {
+            *at >= (start_idx.0 as u64, start_idx.1 as u64) && *at < (end.line, end.column)
+        };
+        let expire = self
+            .expires
+            .iter()
+            .filter(|(at, _)| here(at))
+            .filter_map(|(_, d)| *d)
+            .min();
         if name.is_empty() {
             name = "query".into();
         }
@@ -538,6 +724,7 @@ impl AppParser<'_> {
             columns: vec![],
             emit,
             within,
+            expire,
             annotations: vec![],
             line,
             text: self.text_since(start_idx),
@@ -566,16 +753,8 @@ impl AppParser<'_> {
             }
             _ => None,
         };
-        let mut parts = text.split_whitespace();
-        let amount = parts.next().unwrap_or("");
-        let unit = unit.or_else(|| parts.next().map(str::to_string));
-        let millis = amount
-            .parse::<f64>()
-            .ok()
-            .filter(|a| *a >= 0.0)
-            .zip(unit.as_deref().and_then(unit_millis));
-        match millis {
-            Some((a, m)) => Ok(std::time::Duration::from_millis((a * m as f64) as u64)),
+        match interval(&text, unit.as_deref()) {
+            Some(d) => Ok(d),
             None => Err(self.err_at(
                 at.span,
                 format!("WITHIN INTERVAL '{text}' is not a duration; write it as WITHIN INTERVAL '5' MINUTES (MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS)"),

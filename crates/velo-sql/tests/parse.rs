@@ -135,6 +135,54 @@ fn within_interval_may_stand_before_where() {
     assert!(e.contains("is not a duration"), "{e}");
 }
 
+/// Velostream's row buffer inside OVER (...) becomes a ROWS frame of that
+/// many rows; EXPIRE AFTER is the statement's; EMIT EVERY RECORD is what a
+/// row window does anyway.
+#[test]
+fn rows_window_buffer_becomes_a_frame() {
+    let app = parse_app(
+        "CREATE STREAM s AS SELECT k, AVG(p) OVER (ROWS WINDOW BUFFER 100 ROWS PARTITION BY k ORDER BY ts EMIT EVERY RECORD EXPIRE AFTER INTERVAL '5' MINUTES INACTIVITY) AS a,
+                LAG(p) OVER (ROWS WINDOW BUFFER 3 ROWS PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW EXPIRE AFTER INTERVAL '30' SECONDS) AS l FROM t INTO o;
+         SELECT SUM(p) OVER (ROWS WINDOW BUFFER 10 ROWS PARTITION BY k ORDER BY ts EXPIRE AFTER NEVER) FROM t",
+    )
+    .unwrap();
+    let st = &app.statements[0];
+    let q = st.query.as_ref().unwrap().to_string();
+    assert!(
+        q.contains(
+            "AVG(p) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 99 PRECEDING AND CURRENT ROW)"
+        ),
+        "{q}"
+    );
+    // an explicit frame stays as written
+    assert!(
+        q.contains(
+            "LAG(p) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW)"
+        ),
+        "{q}"
+    );
+    assert!(!q.contains("BUFFER") && !q.contains("EXPIRE"), "{q}");
+    assert_eq!(st.expire, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(app.statements[1].expire, None);
+    for (bad, says) in [
+        (
+            "SELECT SUM(p) OVER (ROWS WINDOW BUFFER ten ROWS ORDER BY ts) FROM t",
+            "a number of rows",
+        ),
+        (
+            "SELECT SUM(p) OVER (ORDER BY ts EXPIRE AFTER soon) FROM t",
+            "EXPIRE AFTER INTERVAL",
+        ),
+        (
+            "SELECT SUM(p) OVER (ORDER BY ts EMIT ON BUFFER FULL) FROM t",
+            "EMIT EVERY RECORD",
+        ),
+    ] {
+        let e = parse_app(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
 fn group_by_of(sql: &str) -> String {
     let app = parse_app(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let q = app.statements[0].query.as_ref().unwrap().to_string();
