@@ -6,7 +6,9 @@
 #     under ~/.cache/velostream, outside the clone), one per Kafka test;
 #   - confluent-kafka, fastavro and protobuf for Python (pip), the independent
 #     Kafka clients;
-#   - librdkafka's mock cluster, inside the tests, for Kafka transactions.
+#   - librdkafka's mock cluster, inside the tests, for Kafka transactions;
+#   - moto's S3 server (pip, moto[server]), started by the object-store state
+#     test on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +30,9 @@ if [ ! -x "$VELO_TANSU" ]; then
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$CACHE/tansu-install"
 fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf' 2>/dev/null; then
-  echo "installing confluent-kafka, fastavro and protobuf for Python (the tests' independent Kafka clients)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf
+if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors' 2>/dev/null; then
+  echo "installing confluent-kafka, fastavro, protobuf and moto for Python (the tests' independent Kafka clients and S3 store)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]"
 fi
 
 cargo fmt --all -- --check

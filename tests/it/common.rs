@@ -165,23 +165,131 @@ pub fn run_app(dir: &Path, app: &str) -> (bool, String) {
 /// numbered in `crash_after` (`VELO_CRASH_AFTER_CHECKPOINT`), then to the
 /// end; checks every crash fired and the last run resumed; returns its log.
 pub fn crash_and_resume(dir: &Path, crash_after: &[&str]) -> String {
+    crash_and_resume_with(dir, crash_after, &[])
+}
+
+/// [`crash_and_resume`] with `env` for every run.
+pub fn crash_and_resume_with(dir: &Path, crash_after: &[&str], env: &[(String, String)]) -> String {
     for at in crash_after {
-        let o = run_in(
-            dir,
-            &["run", "app.sql"],
-            &[("VELO_CRASH_AFTER_CHECKPOINT".into(), at.to_string())],
-        );
+        let mut e = env.to_vec();
+        e.push(("VELO_CRASH_AFTER_CHECKPOINT".into(), at.to_string()));
+        let o = run_in(dir, &["run", "app.sql"], &e);
         let log = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(
             !o.status.success() && log.contains("aborting after the checkpoint"),
             "the crash point {at} fires: {log}"
         );
     }
-    let o = run_in(dir, &["run", "app.sql"], &[]);
+    let o = run_in(dir, &["run", "app.sql"], env);
     let log = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{log}");
     assert!(log.contains("resuming after checkpoint"), "{log}");
     log
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One plain HTTP/1.1 request to 127.0.0.1:`port`; the status code and body.
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+/// An S3-compatible object store (moto's server, from PyPI) on a free port
+/// of 127.0.0.1, installed with pip if missing; killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts it and creates `bucket`.
+    pub fn start(bucket: &str) -> Self {
+        let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let has = |m: &str| {
+            Command::new(&python)
+                .args(["-c", &format!("import {m}")])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !has("moto.server") || !has("flask_cors") {
+            let ok = Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "pip install 'moto[server]' (an S3-compatible store for the tests)"
+            );
+        }
+        let port = free_port();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto's server starts");
+        let me = Self { child, port };
+        wait_for(Duration::from_secs(30), "moto listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let (code, body) = http(port, "PUT", &format!("/{bucket}"));
+        assert_eq!(code, 200, "create bucket {bucket}: {body}");
+        me
+    }
+
+    /// The environment that points an S3 client at it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Arrow batches as JSON Lines text.

@@ -431,11 +431,50 @@ fn lookup_tables_are_reloaded_every_refresh_interval() {
 /// almost never hits), it still publishes every window once, complete.
 #[test]
 fn file_jobs_resume_from_the_state_directory_exactly_once() {
-    resume_exactly_once("jsonl");
-    resume_exactly_once("parquet");
+    resume_exactly_once("jsonl", "state", &[]);
+    resume_exactly_once("parquet", "state", &[]);
 }
 
-fn resume_exactly_once(format: &str) {
+/// The same with the state directory on an S3-compatible object store
+/// (moto's server on 127.0.0.1): checkpoints and window state are objects
+/// there, nothing is written locally, and the crashes resume from them.
+#[test]
+fn state_on_an_object_store_resumes_exactly_once() {
+    let moto = crate::common::Moto::start("velo-state");
+    let dir = resume_exactly_once("jsonl", "s3://velo-state/jobs", &moto.env());
+    assert!(!dir.path().join("state").exists() && !dir.path().join(".velo-state").exists());
+    let (code, list) =
+        crate::common::http(moto.port, "GET", "/velo-state?list-type=2&prefix=jobs/w/");
+    assert_eq!(code, 200, "{list}");
+    assert!(
+        list.contains("jobs/w/checkpoint.json") && list.contains("jobs/w/window-0-epoch-"),
+        "the checkpoint and the window state are objects: {list}"
+    );
+    // a bucket that is not there is a clear error naming the store
+    let moto2 = crate::common::Moto::start("other");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("app.sql"), d.path().join("app.sql")).unwrap();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    let app = std::fs::read_to_string(d.path().join("app.sql"))
+        .unwrap()
+        .replace("s3://velo-state/jobs", "s3://missing-bucket/jobs");
+    std::fs::write(d.path().join("app.sql"), app).unwrap();
+    for f in ["a.jsonl", "b.jsonl"] {
+        std::fs::copy(
+            dir.path().join("data").join(f),
+            d.path().join("data").join(f),
+        )
+        .unwrap();
+    }
+    let o = crate::common::run_in(d.path(), &["run", "app.sql"], &moto2.env());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("s3://missing-bucket/jobs/w"),
+        "a missing bucket says where: {err}"
+    );
+}
+
+fn resume_exactly_once(format: &str, state: &str, env: &[(String, String)]) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -480,10 +519,10 @@ fn resume_exactly_once(format: &str) {
       FROM events GROUP BY TUMBLE(ts, INTERVAL '100' MILLISECOND) INTO out
       WITH ('events.type' = 'file_source', 'events.path' = 'data/*.{format}', 'events.schema' = 'id BIGINT, ts BIGINT',
             'events.watermark.max_out_of_orderness' = '0ms',
-            'use_transactions' = 'true', 'state.dir' = 'state', 'batch.size' = '250',
+            'use_transactions' = 'true', 'state.dir' = '{state}', 'batch.size' = '250',
             'out.type' = 'file_sink', 'out.path' = 'out/part.jsonl');");
     std::fs::write(dir.join("app.sql"), app).unwrap();
-    crate::common::crash_and_resume(dir, &["3", "7"]);
+    crate::common::crash_and_resume_with(dir, &["3", "7"], env);
     let mut windows: std::collections::BTreeMap<i64, (i64, i64, u32)> = Default::default();
     for f in published(&dir.join("out"), "part") {
         for l in std::fs::read_to_string(dir.join("out").join(&f))
@@ -506,6 +545,7 @@ fn resume_exactly_once(format: &str) {
             "{format}, window {ws}: every record once, the window published once"
         );
     }
+    d
 }
 
 /// LAG's history (the last row of every key) is in the checkpoint: a file

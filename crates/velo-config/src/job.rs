@@ -118,7 +118,7 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "state.dir",
         KeyType::String,
         Some(".velo-state/<job>"),
-        "Checkpoint directory (also `--state-dir`): transactional and windowed jobs store their source positions and operator state here, atomically with the file sinks' epoch, and resume from them. Kafka jobs always checkpoint (default `.velo-state/<job>` beside the SQL file); file jobs only when this is set (they resume at the line after the last committed epoch); relative to the SQL file",
+        "Checkpoint directory (also `--state-dir`): transactional and windowed jobs store their source positions and operator state here, atomically with the file sinks' epoch, and resume from them. Kafka jobs always checkpoint (default `.velo-state/<job>` beside the SQL file); file jobs only when this is set (they resume at the line after the last committed epoch); a local path relative to the SQL file, or `s3://bucket/prefix` on any S3-compatible store (endpoint and credentials from the standard `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ... environment variables)",
     ),
     KeySpec::new(
         "partitions",

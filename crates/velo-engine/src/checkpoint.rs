@@ -13,6 +13,10 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use velo_connectors::Position;
 
@@ -57,65 +61,259 @@ const FILE: &str = "checkpoint.json";
 /// The checkpoint format written by this build.
 pub const VERSION: u32 = 1;
 
-/// The checkpoint directory of `job` under `state_dir`.
-pub fn job_dir(state_dir: &Path, job: &str) -> PathBuf {
-    state_dir.join(job)
+/// Where a job's checkpoints live: a local directory, or a prefix in an
+/// object store (`s3://bucket/prefix`, credentials and endpoint from the
+/// standard `AWS_*` environment variables).
+#[derive(Clone)]
+pub enum StateStore {
+    /// A local directory: files written under a temporary name, synced and
+    /// renamed.
+    Local(PathBuf),
+    /// An object store: a PUT makes an object appear whole.
+    Object {
+        /// The store.
+        store: Arc<dyn ObjectStore>,
+        /// The job's prefix in it.
+        prefix: ObjectPath,
+        /// The URL, for messages.
+        url: String,
+    },
 }
 
-/// Reads the last checkpoint, if any. A damaged or foreign one is an error
-/// that says what to do, never a panic.
-pub fn load(dir: &Path, job: &str) -> Result<Option<Checkpoint>> {
-    let path = dir.join(FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.display())
+    }
+}
+
+impl StateStore {
+    /// The checkpoint store of `job` under `root`: a URL (`s3://...`,
+    /// `file://...`) or a local directory (relative to `base`).
+    pub fn open(root: &str, base: &Path, job: &str) -> Result<Self> {
+        let bad = |m: String| EngineError::Invalid(format!("state directory '{root}': {m}"));
+        let Some((scheme, _)) = root.split_once("://") else {
+            let dir = Path::new(root);
+            let dir = if dir.is_absolute() {
+                dir.to_path_buf()
+            } else {
+                base.join(dir)
+            };
+            return Ok(Self::Local(dir.join(job)));
+        };
+        let url = url::Url::parse(root).map_err(|e| bad(e.to_string()))?;
+        match scheme {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| bad("not a local path".into()))?;
+                Ok(Self::Local(dir.join(job)))
+            }
+            "s3" | "s3a" => {
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(root)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                let prefix = ObjectPath::from(url.path().trim_matches('/')).join(job);
+                Ok(Self::Object {
+                    store: Arc::new(store),
+                    prefix,
+                    url: format!("{}/{job}", root.trim_end_matches('/')),
+                })
+            }
+            other => Err(bad(format!(
+                "'{other}://' is not supported for state; use a local path or s3://bucket/prefix (any S3-compatible store, endpoint in AWS_ENDPOINT_URL)"
+            ))),
+        }
+    }
+
+    /// The store for messages (a path or a URL).
+    pub fn display(&self) -> String {
+        match self {
+            Self::Local(d) => d.display().to_string(),
+            Self::Object { url, .. } => url.clone(),
+        }
+    }
+
+    fn io(&self, what: &str, e: impl std::fmt::Display) -> EngineError {
+        EngineError::Invalid(format!(
+            "cannot {what} the checkpoint state in '{}': {e}",
+            self.display()
+        ))
+    }
+
+    /// The bytes of `name`, if it exists.
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            Self::Local(d) => match tokio::fs::read(d.join(name)).await {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self.io("read", e)),
+            },
+            Self::Object { store, prefix, .. } => match store.get(&prefix.clone().join(name)).await
+            {
+                Ok(r) => Ok(Some(
+                    r.bytes().await.map_err(|e| self.io("read", e))?.to_vec(),
+                )),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.io("read", e)),
+            },
+        }
+    }
+
+    /// Writes `name` whole: after this returns it is durable, and a reader
+    /// sees the old contents or the new, never a part.
+    async fn put(&self, name: &str, body: Vec<u8>) -> Result<()> {
+        match self {
+            Self::Local(d) => {
+                let (d, name) = (d.clone(), name.to_string());
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&d)?;
+                    let tmp = d.join(format!(".{name}.tmp"));
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(&body)?;
+                    f.sync_all()?;
+                    drop(f);
+                    std::fs::rename(&tmp, d.join(&name))?;
+                    if let Ok(dir) = std::fs::File::open(&d) {
+                        let _ = dir.sync_all();
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| self.io("write", e))?
+                .map_err(|e| self.io("write", e))
+            }
+            Self::Object { store, prefix, .. } => store
+                .put(&prefix.clone().join(name), bytes::Bytes::from(body).into())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.io("write", e)),
+        }
+    }
+
+    /// The names stored.
+    async fn list(&self) -> Vec<String> {
+        match self {
+            Self::Local(d) => std::fs::read_dir(d)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Self::Object { store, prefix, .. } => {
+                use futures::TryStreamExt;
+                store
+                    .list(Some(prefix))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|m| m.location.filename().map(str::to_string))
+                    .collect()
+            }
+        }
+    }
+
+    async fn delete(&self, name: &str) {
+        match self {
+            Self::Local(d) => {
+                let _ = tokio::fs::remove_file(d.join(name)).await;
+            }
+            Self::Object { store, prefix, .. } => {
+                let _ = store.delete(&prefix.clone().join(name)).await;
+            }
+        }
+    }
+
+    /// Reads the last checkpoint, if any. A damaged or foreign one is an
+    /// error that says what to do, never a panic.
+    pub async fn load(&self, job: &str) -> Result<Option<Checkpoint>> {
+        let Some(body) = self.get(FILE).await? else {
+            return Ok(None);
+        };
+        let at = format!("{}/{FILE}", self.display());
+        let cp: Checkpoint = serde_json::from_slice(&body).map_err(|e| {
+            EngineError::Invalid(format!(
+                "the checkpoint '{at}' is damaged ({e}); move the state directory away to start from scratch"
+            ))
+        })?;
+        if cp.version != VERSION || cp.job != job {
             return Err(EngineError::Invalid(format!(
-                "cannot read the checkpoint '{}': {e}",
-                path.display()
+                "the checkpoint '{at}' belongs to job '{}' (format {}), not to job '{job}' (format {VERSION}); use another state directory",
+                cp.job, cp.version
             )));
         }
-    };
-    let cp: Checkpoint = serde_json::from_str(&text).map_err(|e| {
-        EngineError::Invalid(format!(
-            "the checkpoint '{}' is damaged ({e}); move the state directory away to start from scratch",
-            path.display()
-        ))
-    })?;
-    if cp.version != VERSION || cp.job != job {
-        return Err(EngineError::Invalid(format!(
-            "the checkpoint '{}' belongs to job '{}' (format {}), not to job '{job}' (format {VERSION}); use another state directory",
-            path.display(),
-            cp.job,
-            cp.version
-        )));
+        Ok(Some(cp))
     }
-    Ok(Some(cp))
-}
 
-/// Writes `cp` atomically: after this returns, the epoch is committed.
-pub fn store(dir: &Path, cp: &Checkpoint) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| {
-        EngineError::Invalid(format!(
-            "cannot {what} the checkpoint in '{}': {e}",
-            dir.display()
-        ))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    let mut cp = cp.clone();
-    cp.version = VERSION;
-    let body =
-        serde_json::to_vec_pretty(&cp).map_err(|e| io("encode", std::io::Error::other(e)))?;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("write", e))?;
-    f.write_all(&body).map_err(|e| io("write", e))?;
-    f.sync_all().map_err(|e| io("sync", e))?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(FILE)).map_err(|e| io("publish", e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    /// Writes `cp` atomically: after this returns, the epoch is committed.
+    pub async fn store(&self, cp: &Checkpoint) -> Result<()> {
+        let mut cp = cp.clone();
+        cp.version = VERSION;
+        let body = serde_json::to_vec_pretty(&cp).map_err(|e| self.io("encode", e))?;
+        self.put(FILE, body).await
     }
-    Ok(())
+
+    /// Writes one Arrow IPC file per operator state for `epoch` (durable
+    /// before the checkpoint that names them); returns their names.
+    pub async fn store_operator_state(
+        &self,
+        epoch: u64,
+        states: &[arrow::array::RecordBatch],
+    ) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for (i, b) in states.iter().enumerate() {
+            let name = format!("window-{i}-epoch-{epoch}.arrow");
+            let mut body = Vec::new();
+            {
+                let mut w = arrow::ipc::writer::FileWriter::try_new(&mut body, &b.schema())
+                    .map_err(|e| self.io("write", e))?;
+                w.write(b).map_err(|e| self.io("write", e))?;
+                w.finish().map_err(|e| self.io("write", e))?;
+            }
+            self.put(&name, body).await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// Reads the operator states a checkpoint names.
+    pub async fn load_operator_state(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<arrow::array::RecordBatch>> {
+        let mut out = Vec::new();
+        for n in names {
+            let bad = |e: String| {
+                EngineError::Invalid(format!(
+                    "the window state '{}/{n}' of the checkpoint is missing or damaged ({e}); move the state directory away to start from scratch",
+                    self.display()
+                ))
+            };
+            let body = self.get(n).await?.ok_or_else(|| bad("not found".into()))?;
+            let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(body), None)
+                .map_err(|e| bad(e.to_string()))?;
+            let schema = r.schema();
+            let batches = r
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            out.push(
+                arrow::compute::concat_batches(&schema, &batches)
+                    .map_err(|e| bad(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Removes operator state files the current checkpoint no longer names.
+    pub async fn remove_stale_operator_state(&self, keep: &[String]) {
+        for name in self.list().await {
+            if name.starts_with("window-") && name.ends_with(".arrow") && !keep.contains(&name) {
+                self.delete(&name).await;
+            }
+        }
+    }
 }
 
 /// The environment variable of the crash tests' fault injection.
@@ -138,98 +336,54 @@ pub(crate) fn crash_point(written: u64) {
     }
 }
 
-/// Writes one Arrow IPC file per operator state for `epoch` (durable before
-/// the checkpoint that names them); returns their names.
-pub fn store_operator_state(
-    dir: &Path,
-    epoch: u64,
-    states: &[arrow::array::RecordBatch],
-) -> Result<Vec<String>> {
-    let io = |what: &str, e: String| {
-        EngineError::Invalid(format!(
-            "cannot {what} the window state in '{}': {e}",
-            dir.display()
-        ))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| io("create", e.to_string()))?;
-    let mut names = Vec::new();
-    for (i, b) in states.iter().enumerate() {
-        let name = format!("window-{i}-epoch-{epoch}.arrow");
-        let f = std::fs::File::create(dir.join(&name)).map_err(|e| io("write", e.to_string()))?;
-        let mut w = arrow::ipc::writer::FileWriter::try_new(&f, &b.schema())
-            .map_err(|e| io("write", e.to_string()))?;
-        w.write(b).map_err(|e| io("write", e.to_string()))?;
-        w.finish().map_err(|e| io("write", e.to_string()))?;
-        f.sync_all().map_err(|e| io("sync", e.to_string()))?;
-        names.push(name);
-    }
-    Ok(names)
-}
-
-/// Reads the operator states a checkpoint names.
-pub fn load_operator_state(dir: &Path, names: &[String]) -> Result<Vec<arrow::array::RecordBatch>> {
-    names
-        .iter()
-        .map(|n| {
-            let path = dir.join(n);
-            let bad = |e: String| {
-                EngineError::Invalid(format!(
-                    "the window state '{}' of the checkpoint is missing or damaged ({e}); move the state directory away to start from scratch",
-                    path.display()
-                ))
-            };
-            let f = std::fs::File::open(&path).map_err(|e| bad(e.to_string()))?;
-            let r = arrow::ipc::reader::FileReader::try_new(f, None).map_err(|e| bad(e.to_string()))?;
-            let schema = r.schema();
-            let batches = r
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            arrow::compute::concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))
-        })
-        .collect()
-}
-
-/// Removes operator state files the current checkpoint no longer names.
-pub fn remove_stale_operator_state(dir: &Path, keep: &[String]) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("window-") && name.ends_with(".arrow") && !keep.contains(&name) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn operator_state_round_trips_and_damage_is_a_clear_error() {
+    #[tokio::test]
+    async fn operator_state_round_trips_and_damage_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
+        let store =
+            StateStore::open(&dir.path().display().to_string(), Path::new("."), "j").unwrap();
+        let at = dir.path().join("j");
         let b = arrow::array::RecordBatch::try_from_iter(vec![(
             "_start",
             std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as _,
         )])
         .unwrap();
-        let names = store_operator_state(dir.path(), 7, &[b.clone()]).unwrap();
-        assert_eq!(load_operator_state(dir.path(), &names).unwrap(), vec![b]);
-        std::fs::write(dir.path().join(&names[0]), b"not arrow").unwrap();
-        let e = load_operator_state(dir.path(), &names)
+        let names = store.store_operator_state(7, &[b.clone()]).await.unwrap();
+        assert_eq!(store.load_operator_state(&names).await.unwrap(), vec![b]);
+        std::fs::write(at.join(&names[0]), b"not arrow").unwrap();
+        let e = store
+            .load_operator_state(&names)
+            .await
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("damaged") && e.contains("move the state directory"),
             "{e}"
         );
-        let e = load(dir.path(), "j").unwrap();
-        assert!(e.is_none());
-        std::fs::write(dir.path().join(FILE), b"{").unwrap();
-        let e = load(dir.path(), "j").unwrap_err().to_string();
+        assert!(store.load("j").await.unwrap().is_none());
+        std::fs::write(at.join(FILE), b"{").unwrap();
+        let e = store.load("j").await.unwrap_err().to_string();
         assert!(e.contains("damaged"), "{e}");
-        remove_stale_operator_state(dir.path(), &[]);
-        assert!(!dir.path().join(&names[0]).exists());
+        store.remove_stale_operator_state(&[]).await;
+        assert!(!at.join(&names[0]).exists());
+    }
+
+    #[test]
+    fn state_urls_say_what_is_supported() {
+        let e = StateStore::open("gs://b/p", Path::new("."), "j")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s3://bucket/prefix"), "{e}");
+        match StateStore::open("file:///tmp/st", Path::new("."), "j").unwrap() {
+            StateStore::Local(d) => assert_eq!(d, Path::new("/tmp/st/j")),
+            other => panic!("{other:?}"),
+        }
+        match StateStore::open("state", Path::new("/app"), "j").unwrap() {
+            StateStore::Local(d) => assert_eq!(d, Path::new("/app/state/j")),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -850,8 +850,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     // a transactional job on a resumable source commits through a checkpoint;
     // so does any job with windows on one: the source position may only move
     // past records whose open windows are in the checkpoint too
-    let state_dir =
-        ((transactional || !p.window_states.is_empty()) && resumes(&p)).then(|| state_dir(&p.plan));
+    let state_dir = if (transactional || !p.window_states.is_empty()) && resumes(&p) {
+        Some(state_dir(&p.plan)?)
+    } else {
+        None
+    };
     if state_dir.is_some() {
         for (src, f) in p.streams() {
             if !src.resumes_by_default() {
@@ -866,7 +869,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     let mut read_per_stream: Vec<u64> = vec![0; p.others.len() + 1];
     let mut checkpoints_written = 0u64;
     if let Some(dir) = &state_dir {
-        if let Some(cp) = crate::checkpoint::load(dir, &name)? {
+        if let Some(cp) = dir.load(&name).await? {
             for (sink, token) in &cp.sinks {
                 let handle = fan.sinks.iter().chain(dlq.iter()).find(|h| &h.name == sink);
                 if let Some(h) = handle {
@@ -881,7 +884,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 }
             }
             if !cp.operators.is_empty() || !p.window_states.is_empty() {
-                let mut states = crate::checkpoint::load_operator_state(dir, &cp.operators)?;
+                let mut states = dir.load_operator_state(&cp.operators).await?;
                 if let Some(c) = changelog.as_mut() {
                     let keys = states.pop().ok_or_else(|| {
                         EngineError::Invalid(format!(
@@ -1140,7 +1143,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             } else {
                 // the commit point of a checkpointed job
                 if let Some(dir) = &state_dir {
-                    let stored = p
+                    let snapshot = p
                         .window_states
                         .snapshot()
                         .and_then(|mut s| {
@@ -1149,36 +1152,37 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                             }
                             Ok(s)
                         })
-                        .map_err(EngineError::from)
-                        .and_then(|s| crate::checkpoint::store_operator_state(dir, epoch, &s))
-                        .and_then(|operators| {
-                            let cp = crate::checkpoint::Checkpoint {
-                                version: crate::checkpoint::VERSION,
-                                job: name.clone(),
-                                epoch,
-                                position: positions[0].0.clone().unwrap_or_default(),
-                                sinks: tokens,
-                                watermark: shown_watermark(p.feed.watermark().get()),
-                                operators,
-                                streams: p
-                                    .others
-                                    .iter()
-                                    .zip(&positions[1..])
-                                    .map(|((src, f), (pos, _))| {
-                                        (
-                                            src.name().to_string(),
-                                            crate::checkpoint::StreamPosition {
-                                                position: pos.clone().unwrap_or_default(),
-                                                watermark: shown_watermark(f.watermark().get()),
-                                            },
-                                        )
-                                    })
-                                    .collect(),
-                            };
-                            crate::checkpoint::store(dir, &cp)?;
-                            crate::checkpoint::remove_stale_operator_state(dir, &cp.operators);
-                            Ok(())
-                        });
+                        .map_err(EngineError::from);
+                    let stored = async {
+                        let operators = dir.store_operator_state(epoch, &snapshot?).await?;
+                        let cp = crate::checkpoint::Checkpoint {
+                            version: crate::checkpoint::VERSION,
+                            job: name.clone(),
+                            epoch,
+                            position: positions[0].0.clone().unwrap_or_default(),
+                            sinks: tokens,
+                            watermark: shown_watermark(p.feed.watermark().get()),
+                            operators,
+                            streams: p
+                                .others
+                                .iter()
+                                .zip(&positions[1..])
+                                .map(|((src, f), (pos, _))| {
+                                    (
+                                        src.name().to_string(),
+                                        crate::checkpoint::StreamPosition {
+                                            position: pos.clone().unwrap_or_default(),
+                                            watermark: shown_watermark(f.watermark().get()),
+                                        },
+                                    )
+                                })
+                                .collect(),
+                        };
+                        dir.store(&cp).await?;
+                        dir.remove_stale_operator_state(&cp.operators).await;
+                        Ok::<_, EngineError>(())
+                    }
+                    .await;
                     if let Err(e) = stored {
                         abort_all(&fan, dlq.as_ref(), epoch).await;
                         close_all(&fan, dlq.as_ref()).await;
@@ -1357,20 +1361,17 @@ fn key_columns_of(plan: &LogicalPlan, with_window: bool) -> Vec<(String, String)
     keys
 }
 
-/// The checkpoint directory of a job: `state.dir` (relative to the SQL
-/// file) or `.velo-state` beside it, then the job name.
-fn state_dir(plan: &JobPlan) -> std::path::PathBuf {
+/// The checkpoint store of a job: `state.dir` (a local path relative to
+/// the SQL file, or an `s3://` URL) or `.velo-state` beside the SQL file,
+/// then the job name.
+fn state_dir(plan: &JobPlan) -> Result<crate::checkpoint::StateStore> {
     let base = plan
         .sources
         .first()
         .map(|c| c.base_dir.clone())
         .unwrap_or_else(|| std::path::PathBuf::from("."));
-    let root = match &plan.job.state_dir {
-        Some(d) if std::path::Path::new(d).is_absolute() => std::path::PathBuf::from(d),
-        Some(d) => base.join(d),
-        None => base.join(".velo-state"),
-    };
-    crate::checkpoint::job_dir(&root, &plan.name)
+    let root = plan.job.state_dir.as_deref().unwrap_or(".velo-state");
+    crate::checkpoint::StateStore::open(root, &base, &plan.name)
 }
 
 /// Whether the job's source positions are followed: a resumable source
