@@ -57,7 +57,7 @@ struct AppArgs {
     /// Override a property: --set name.key=value (repeatable).
     #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
     sets: Vec<String>,
-    /// Checkpoint directory (the job key 'state.dir').
+    /// Checkpoint directory (the job key 'state.dir'): a path or s3://bucket/prefix.
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -75,9 +75,18 @@ impl AppArgs {
             .collect::<Result<Vec<_>, _>>()?;
         let mut sets = sets;
         if let Some(d) = &self.state_dir {
-            // relative to where velo runs, like any command-line path
-            let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
-            sets.push(("state.dir".into(), d.to_string_lossy().into_owned()));
+            // a URL as written; a path relative to where velo runs, like
+            // any command-line path
+            let text = d.to_string_lossy().into_owned();
+            let d = if text.contains("://") {
+                text
+            } else {
+                std::path::absolute(d)
+                    .unwrap_or_else(|_| d.clone())
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            sets.push(("state.dir".into(), d));
         }
         Ok(PlanOptions {
             config: self.config.clone(),
