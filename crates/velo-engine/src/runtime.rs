@@ -885,13 +885,19 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             }
             if !cp.operators.is_empty() || !p.window_states.is_empty() {
                 let mut states = dir.load_operator_state(&cp.operators).await?;
+                let missing = |what: &str| {
+                    EngineError::Invalid(format!(
+                        "the checkpoint in {} holds no {what}; the query changed: move the state directory away to start from scratch",
+                        dir.display()
+                    ))
+                };
+                if let Some(t) = &p.table {
+                    let rows = states.pop().ok_or_else(|| missing("table rows"))?;
+                    t.restore(rows)?;
+                    t.mark_ready();
+                }
                 if let Some(c) = changelog.as_mut() {
-                    let keys = states.pop().ok_or_else(|| {
-                        EngineError::Invalid(format!(
-                            "the checkpoint in {} holds no changelog keys but the query is an updating one; the query changed: move the state directory away to start from scratch",
-                            dir.display()
-                        ))
-                    })?;
+                    let keys = states.pop().ok_or_else(|| missing("changelog keys"))?;
                     c.restore(&keys)?;
                 }
                 p.window_states.restore(states)?;
@@ -1149,6 +1155,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         .and_then(|mut s| {
                             if let Some(c) = &changelog {
                                 s.push(c.snapshot()?);
+                            }
+                            // the table with this epoch applied (it is
+                            // applied after the commit)
+                            if let Some(t) = &p.table {
+                                s.push(t.merged(&table_rows)?);
                             }
                             Ok(s)
                         })

@@ -7,7 +7,9 @@
 //! removes its key, any other row replaces the row of its key); a later
 //! statement that names the table reads it as a lookup table whose rows are
 //! the table's at the start of each of its epochs (a processing-time join:
-//! the stream sees the table as it is when its records are processed).
+//! the stream sees the table as it is when its records are processed). The
+//! table's rows go into its job's checkpoint, so a resumed application has
+//! its tables back before any reader starts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -105,6 +107,15 @@ impl Table {
         if published.iter().all(|b| b.num_rows() == 0) {
             return Ok(());
         }
+        let merged = self.merged(published)?;
+        *self.rows.write().expect("table rows") = vec![merged];
+        Ok(())
+    }
+
+    /// The table's rows as one batch, with `published` applied as
+    /// [`Self::apply`] would (for the job's checkpoint, written before the
+    /// epoch is applied).
+    pub fn merged(&self, published: &[RecordBatch]) -> Result<RecordBatch> {
         let project = |b: &RecordBatch| -> Result<RecordBatch> {
             let cols = self
                 .schema
@@ -122,8 +133,7 @@ impl Table {
                 .collect::<Result<Vec<_>>>()?;
             Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
         };
-        let mut rows = self.rows.write().expect("table rows");
-        let mut all: Vec<RecordBatch> = rows.clone();
+        let mut all: Vec<RecordBatch> = self.rows.read().expect("table rows").clone();
         let mut deleted: Vec<bool> = vec![false; all.iter().map(|b| b.num_rows()).sum()];
         for b in published {
             all.push(project(b)?);
@@ -135,8 +145,7 @@ impl Table {
         let merged = arrow::compute::concat_batches(&self.schema, &all)?;
         if self.keys.is_empty() {
             let keep: arrow::array::BooleanArray = deleted.iter().map(|d| Some(!d)).collect();
-            *rows = vec![arrow::compute::filter_record_batch(&merged, &keep)?];
-            return Ok(());
+            return Ok(arrow::compute::filter_record_batch(&merged, &keep)?);
         }
         // the last row of each key wins; a delete removes the key
         let key_cols =
@@ -163,10 +172,21 @@ impl Table {
             }
         }
         keep.reverse();
-        *rows = vec![arrow::compute::take_record_batch(
+        Ok(arrow::compute::take_record_batch(
             &merged,
             &UInt32Array::from(keep),
-        )?];
+        )?)
+    }
+
+    /// Puts back the rows of a checkpoint ([`Self::merged`]).
+    pub fn restore(&self, rows: RecordBatch) -> Result<()> {
+        if rows.schema().fields() != self.schema.fields() {
+            return Err(DataFusionError::Plan(format!(
+                "the checkpointed rows of table '{}' do not match its statement; the query changed: move the state directory away to start from scratch",
+                self.name
+            )));
+        }
+        *self.rows.write().expect("table rows") = vec![rows];
         Ok(())
     }
 }
