@@ -1299,3 +1299,38 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
         "every paid order once, no late payment matched"
     );
 }
+
+/// Two Kafka sources of one job do not share the default consumer group
+/// (they would rebalance each other): the first keeps `velo-<job>`, the
+/// second gets `velo-<job>-<source>`; a group written stays.
+#[test]
+fn two_kafka_sources_of_a_job_get_groups_of_their_own() {
+    use velo_engine::plan::{PlanOptions, resolve};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("app.sql");
+    let sql = "CREATE STREAM paid AS SELECT o.id FROM orders o JOIN payments p ON o.id = p.id
+        JOIN refunds r ON o.id = r.id WITHIN INTERVAL '5' SECONDS INTO out
+        WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '127.0.0.1:1', 'orders.topic' = 'o',
+              'payments.type' = 'kafka_source', 'payments.bootstrap.servers' = '127.0.0.1:1', 'payments.topic' = 'p',
+              'refunds.type' = 'kafka_source', 'refunds.bootstrap.servers' = '127.0.0.1:1', 'refunds.topic' = 'r',
+              'refunds.group.id' = 'mine', 'out.type' = 'stdout');";
+    std::fs::write(&path, sql).unwrap();
+    let opts = PlanOptions {
+        no_global: true,
+        ..Default::default()
+    };
+    let app = resolve(sql, &path, &opts).unwrap();
+    let groups: Vec<(String, Option<String>)> = app.jobs[0]
+        .sources
+        .iter()
+        .map(|c| (c.name.clone(), c.get("group.id").map(str::to_string)))
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("orders".into(), None),
+            ("payments".into(), Some("velo-paid-payments".into())),
+            ("refunds".into(), Some("mine".into())),
+        ]
+    );
+}

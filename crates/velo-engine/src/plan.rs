@@ -320,6 +320,16 @@ fn resolve_job(
             Err(e) => errors.push(e),
         }
     }
+    // two Kafka sources of one job in one consumer group would rebalance
+    // each other: the second and later get a group of their own
+    let mut kafka = sources.iter_mut().filter(|c| c.kind == "kafka");
+    kafka.next();
+    for c in kafka {
+        if c.get("group.id").is_none() {
+            let group = format!("velo-{}-{}", c.job, c.name);
+            c.props.insert("group.id".into(), group);
+        }
+    }
     if sources.is_empty() && !table_refs.is_empty() && errors.is_empty() {
         errors.push(EngineError::Invalid(format!(
             "job '{}' reads only the table(s) {} of earlier CREATE TABLE statements; a table is joined with a stream: add the stream to FROM",

@@ -84,7 +84,7 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         "group.id",
         KeyType::String,
         Some("velo-<job name>"),
-        "Consumer group; offsets are committed to it after every sink acknowledged an epoch",
+        "Consumer group; offsets are committed to it after every sink acknowledged an epoch. A job's second and later Kafka sources default to `velo-<job>-<source>`, so that they do not rebalance each other",
     ),
     KeySpec::new(
         "auto.offset.reset",
