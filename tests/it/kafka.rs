@@ -1334,3 +1334,54 @@ fn two_kafka_sources_of_a_job_get_groups_of_their_own() {
         ]
     );
 }
+
+/// `SELECT customer PRIMARY KEY, id PRIMARY KEY, ...` keys every message
+/// (compound keys joined with `|`), and undecodable messages go to a
+/// dead-letter Kafka topic with where they came from.
+#[test]
+fn primary_key_is_the_message_key_and_dead_letters_go_to_a_topic() {
+    let (tmp, _broker, bs) = with_broker();
+    create_topic(&bs, "orders", 2);
+    create_topic(&bs, "keyed", 1);
+    create_topic(&bs, "dead", 1);
+    let mut msgs = orders(0..300);
+    msgs.insert(50, (None, b"{\"id\": 7, broken".to_vec()));
+    msgs.insert(200, (None, b"\x00\x01 not json".to_vec()));
+    produce(&bs, "orders", &msgs);
+    let app = format!(
+        r#"CREATE STREAM keyed AS
+SELECT customer PRIMARY KEY, id AS order_id PRIMARY KEY, amount FROM orders
+INTO keyed_topic
+WITH (
+  'orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders',
+  'orders.stop.at.end' = 'true', 'orders.session.timeout.ms' = '10000',
+  'keyed_topic.type' = 'kafka_sink', 'keyed_topic.bootstrap.servers' = '{bs}', 'keyed_topic.topic' = 'keyed',
+  'dlq.type' = 'kafka_sink', 'dlq.bootstrap.servers' = '{bs}', 'dlq.topic' = 'dead',
+  'batch.size' = '100'
+);"#
+    );
+    let out = run(tmp.path(), &app, &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let topic = consume_all(&bs, "keyed", 300);
+    assert_eq!(topic.len(), 300, "{log}");
+    for (k, v) in &topic {
+        let v: serde_json::Value = serde_json::from_str(v).unwrap();
+        let id = v["order_id"].as_u64().unwrap();
+        assert_eq!(
+            k.as_deref(),
+            Some(format!("c{}|{id}", id % 97).as_str()),
+            "PRIMARY KEY columns form the key: {v}"
+        );
+    }
+    let dead = consume_all(&bs, "dead", 2);
+    assert_eq!(dead.len(), 2, "both bad messages in the dead-letter topic");
+    for (_, v) in &dead {
+        let d: serde_json::Value = serde_json::from_str(v).unwrap();
+        assert!(
+            d["location"].as_str().unwrap().starts_with("orders/"),
+            "{d}"
+        );
+        assert!(d["error"].as_str().is_some_and(|e| !e.is_empty()), "{d}");
+    }
+}

@@ -602,3 +602,19 @@ fn lag_history_survives_a_crash() {
         assert_eq!(*prev, want, "id {id}");
     }
 }
+
+/// A PRIMARY KEY mark that does not name a result column is refused with
+/// the result's columns, before anything runs.
+#[test]
+fn a_primary_key_must_name_a_result_column() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("data")).unwrap();
+    std::fs::write(d.path().join("data/o.csv"), "id,amount\n1,2\n").unwrap();
+    let app = "CREATE STREAM k AS SELECT id::BIGINT PRIMARY KEY, amount FROM o INTO out
+      WITH ('o.type' = 'file_source', 'o.path' = 'data/o.csv', 'out.type' = 'stdout');";
+    let (ok, log) = crate::common::run_app(d.path(), app);
+    assert!(
+        !ok && log.contains("PRIMARY KEY 'BIGINT' is not a column of the result"),
+        "{log}"
+    );
+}

@@ -112,6 +112,16 @@ impl PreparedJob {
         self.window_states.emits_changes()
     }
 
+    /// The key of the records sinks write (Kafka's message key when the sink
+    /// names none): the SELECT items marked PRIMARY KEY, else
+    /// [`Self::result_keys`].
+    pub fn message_keys(&self) -> Vec<String> {
+        if !self.plan.statement.primary_key.is_empty() {
+            return self.plan.statement.primary_key.clone();
+        }
+        self.result_keys().into_iter().map(|(k, _)| k).collect()
+    }
+
     /// The key of the job's results: its GROUP BY columns in the output,
     /// as (output name, name in the aggregate); for a windowed changelog
     /// with the window's columns. Kafka's message key, the changelog's key,
@@ -440,6 +450,20 @@ pub async fn prepare_job(
         window_states,
         table: None,
     };
+    let out = prepared.physical.schema();
+    for k in &plan.statement.primary_key {
+        if out.field_with_name(k).is_err() {
+            return Err(EngineError::Invalid(format!(
+                "job '{}': PRIMARY KEY '{k}' is not a column of the result ({}); mark a SELECT item by its output name",
+                plan.name,
+                out.fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     // CREATE TABLE: later statements join with its latest row per key
     if plan.statement.kind == velo_sql::StatementKind::CreateTable {
         let keys = prepared.result_keys().into_iter().map(|(k, _)| k).collect();
@@ -791,7 +815,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 .map_err(|e| EngineError::Invalid(e.to_string()))?,
         );
     }
-    let key_columns: Vec<String> = result_keys.into_iter().map(|(k, _)| k).collect();
+    let key_columns = p.message_keys();
     let all_tx = created.iter().all(|s| s.capabilities().transactions);
     let transactional = job.use_transactions && all_tx;
     if job.use_transactions && !all_tx {

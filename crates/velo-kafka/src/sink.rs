@@ -352,7 +352,7 @@ impl Sink for KafkaSink {
 
     fn set_key_columns(&mut self, columns: &[String]) {
         if self.cfg.key_fields.is_empty() && !columns.is_empty() {
-            tracing::info!(sink = %self.name, "message key: the group key {}", columns.join(", "));
+            tracing::info!(sink = %self.name, "message key: {} (PRIMARY KEY or group key)", columns.join(", "));
             self.cfg.key_fields = columns.to_vec();
         }
     }

@@ -111,6 +111,9 @@ pub struct StatementSpec {
     /// `EXPIRE AFTER INTERVAL '5' MINUTES INACTIVITY` in an OVER clause: the
     /// row-window state of a key without rows for that long is dropped.
     pub expire: Option<std::time::Duration>,
+    /// `SELECT symbol PRIMARY KEY, ...`: the result columns that form the
+    /// key of its records (the Kafka message key), in order.
+    pub primary_key: Vec<String>,
     /// Annotations written just before this statement.
     pub annotations: Vec<Annotation>,
     /// 1-based line where the statement starts.

@@ -30,12 +30,14 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
     let tokens = rewrite_window_clauses(tokens);
     let tokens = rewrite_within(tokens);
     let (tokens, expires) = rewrite_row_buffers(source, tokens)?;
+    let (tokens, primary_keys) = rewrite_primary_keys(source, tokens)?;
     let mut p = AppParser {
         source,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
         uris,
         query_count: 0,
         expires,
+        primary_keys,
     };
     let mut statements = Vec::new();
     let mut prev_end_line = 0usize;
@@ -452,6 +454,70 @@ fn rewrite_row_buffers(
     Ok((out, expires))
 }
 
+/// `SELECT symbol PRIMARY KEY, region PRIMARY KEY, price FROM ...`: the
+/// columns marked in a SELECT list (by their output name: the alias if
+/// there is one) are returned with where they were written, and the marks
+/// are taken out.
+#[allow(clippy::type_complexity)]
+fn rewrite_primary_keys(
+    source: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> crate::Result<(Vec<TokenWithSpan>, Vec<((u64, u64), String)>)> {
+    let sig = |from: usize| {
+        (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
+    };
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut keys = Vec::new();
+    let mut depth = 0i32;
+    // paren depths of the SELECT lists we are in
+    let mut lists: Vec<i32> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                lists.retain(|d| *d != depth);
+                depth -= 1;
+            }
+            Token::SemiColon => {
+                lists.clear();
+                depth = 0;
+            }
+            tok if is_word(tok, "SELECT") => lists.push(depth),
+            tok if is_word(tok, "FROM") => lists.retain(|d| *d != depth),
+            tok if is_word(tok, "PRIMARY")
+                && lists.last() == Some(&depth)
+                && sig(i + 1).is_some_and(|k| is_word(&tokens[k].token, "KEY")) =>
+            {
+                let name = out
+                    .iter()
+                    .rev()
+                    .find(|p| !matches!(p.token, Token::Whitespace(_)))
+                    .and_then(|p| match &p.token {
+                        Token::Word(w) => Some(w.value.clone()),
+                        _ => None,
+                    });
+                let Some(name) = name else {
+                    return Err(SqlError::at(
+                        source,
+                        t.span.start.line as usize,
+                        t.span.start.column as usize,
+                        "PRIMARY KEY marks a column of the SELECT list: write `symbol PRIMARY KEY` or `expr AS name PRIMARY KEY`",
+                    ));
+                };
+                keys.push(((t.span.start.line, t.span.start.column), name));
+                i = sig(i + 1).expect("KEY") + 1;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    Ok((out, keys))
+}
+
 /// `... JOIN b ON a.k = b.k WITHIN INTERVAL '5' MINUTES WHERE ...`: the
 /// WITHIN clause of a query (it may stand before WHERE / GROUP BY, where
 /// SQL has no place for it) is moved to the end of its query, where the
@@ -521,6 +587,8 @@ struct AppParser<'a> {
     /// `EXPIRE AFTER` of the OVER clauses: where written, and the interval
     /// (None: NEVER).
     expires: Vec<((u64, u64), Option<std::time::Duration>)>,
+    /// `PRIMARY KEY` after a SELECT item: where written, and the column.
+    primary_keys: Vec<((u64, u64), String)>,
 }
 
 impl AppParser<'_> {
@@ -627,6 +695,7 @@ impl AppParser<'_> {
                     emit: None,
                     within: None,
                     expire: None,
+                    primary_key: vec![],
                     annotations: vec![],
                     line,
                     text: self.text_since(start_idx),
@@ -711,6 +780,12 @@ impl AppParser<'_> {
             .filter(|(at, _)| here(at))
             .filter_map(|(_, d)| *d)
             .min();
+        let primary_key = self
+            .primary_keys
+            .iter()
+            .filter(|(at, _)| here(at))
+            .map(|(_, k)| k.clone())
+            .collect();
         if name.is_empty() {
             name = "query".into();
         }
@@ -725,6 +800,7 @@ impl AppParser<'_> {
             emit,
             within,
             expire,
+            primary_key,
             annotations: vec![],
             line,
             text: self.text_since(start_idx),

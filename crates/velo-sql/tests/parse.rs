@@ -183,6 +183,27 @@ fn rows_window_buffer_becomes_a_frame() {
     }
 }
 
+/// `PRIMARY KEY` after SELECT items names the result's key columns (the
+/// alias where there is one); a column list's PRIMARY KEY is not touched.
+#[test]
+fn primary_key_marks_select_items() {
+    let app = parse_app(
+        "CREATE STREAM k AS SELECT t.region PRIMARY KEY, upper(product) AS p PRIMARY KEY, price,
+                (SELECT 1) AS one FROM trades t INTO o;
+         SELECT a FROM t",
+    )
+    .unwrap();
+    let st = &app.statements[0];
+    assert_eq!(st.primary_key, vec!["region".to_string(), "p".to_string()]);
+    let q = st.query.as_ref().unwrap().to_string();
+    assert!(!q.contains("PRIMARY"), "{q}");
+    assert!(app.statements[1].primary_key.is_empty());
+    let e = parse_app("SELECT 1 + PRIMARY KEY FROM t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("PRIMARY KEY marks a column"), "{e}");
+}
+
 fn group_by_of(sql: &str) -> String {
     let app = parse_app(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let q = app.statements[0].query.as_ref().unwrap().to_string();
