@@ -152,6 +152,52 @@ fn word(value: &str) -> Token {
     })
 }
 
+/// The paren depth of a token pass, with marks set at depths (a clause seen
+/// in the query at that depth): a mark goes when its parenthesis closes or
+/// the statement ends.
+#[derive(Default)]
+struct Depth {
+    depth: i32,
+    marks: Vec<i32>,
+}
+
+impl Depth {
+    /// Follows a parenthesis or a semicolon (other tokens change nothing).
+    fn follow(&mut self, t: &Token) {
+        match t {
+            Token::LParen => self.depth += 1,
+            Token::RParen => {
+                self.unmark();
+                self.depth -= 1;
+            }
+            Token::SemiColon => {
+                self.marks.clear();
+                self.depth = 0;
+            }
+            _ => {}
+        }
+    }
+    fn mark(&mut self) {
+        self.marks.push(self.depth);
+    }
+    fn unmark(&mut self) {
+        let d = self.depth;
+        self.marks.retain(|m| *m != d);
+    }
+    fn marked(&self) -> bool {
+        self.marks.contains(&self.depth)
+    }
+    /// Whether the innermost mark is at this depth.
+    fn innermost(&self) -> bool {
+        self.marks.last() == Some(&self.depth)
+    }
+}
+
+/// The index of the first token from `from` that is not whitespace.
+fn next_sig(tokens: &[TokenWithSpan], from: usize) -> Option<usize> {
+    (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
+}
+
 /// Velostream's window clause, `... GROUP BY k WINDOW TUMBLING(ts, INTERVAL
 /// '1' MINUTE)` (also `SLIDING(...)`, `SESSION(...)`, `HOPPING(...)`, before
 /// or after GROUP BY, with or without one), becomes one more GROUP BY
@@ -159,30 +205,19 @@ fn word(value: &str) -> Token {
 /// Durations written `5m`, `30s`, `1h`, `500ms`, `1d` inside the clause
 /// become intervals.
 fn rewrite_window_clauses(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
-    let sig = |from: usize| {
-        (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
-    };
+    let sig = |from: usize| next_sig(&tokens, from);
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len() + 8);
-    let mut depth = 0i32;
-    // paren depths at which this statement already has a GROUP BY
-    let mut grouped: Vec<i32> = Vec::new();
+    // marked: the depths at which this statement already has a GROUP BY
+    let mut grouped = Depth::default();
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
+        grouped.follow(&t.token);
         match &t.token {
-            Token::LParen => depth += 1,
-            Token::RParen => {
-                grouped.retain(|d| *d != depth);
-                depth -= 1;
-            }
-            Token::SemiColon => {
-                grouped.clear();
-                depth = 0;
-            }
             tok if is_word(tok, "GROUP")
                 && sig(i + 1).is_some_and(|k| is_word(&tokens[k].token, "BY")) =>
             {
-                grouped.push(depth);
+                grouped.mark();
             }
             tok if is_word(tok, "WINDOW") => {
                 let clause = sig(i + 1).filter(|&j| {
@@ -245,7 +280,7 @@ fn rewrite_window_clauses(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
                             is_word(&tokens[a].token, "GROUP")
                                 && sig(a + 1).is_some_and(|b| is_word(&tokens[b].token, "BY"))
                         });
-                        if grouped.contains(&depth) {
+                        if grouped.marked() {
                             out.push(mk(Token::Comma));
                             out.push(space());
                             out.extend(body);
@@ -253,7 +288,7 @@ fn rewrite_window_clauses(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
                         } else {
                             out.extend([mk(word("GROUP")), space(), mk(word("BY")), space()]);
                             out.extend(body);
-                            grouped.push(depth);
+                            grouped.mark();
                             i = close + 1;
                             if let Some(a) = after {
                                 // the clause came first: its GROUP BY follows
@@ -463,31 +498,20 @@ fn rewrite_primary_keys(
     source: &str,
     tokens: Vec<TokenWithSpan>,
 ) -> crate::Result<(Vec<TokenWithSpan>, Vec<((u64, u64), String)>)> {
-    let sig = |from: usize| {
-        (from..tokens.len()).find(|&k| !matches!(tokens[k].token, Token::Whitespace(_)))
-    };
+    let sig = |from: usize| next_sig(&tokens, from);
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut keys = Vec::new();
-    let mut depth = 0i32;
-    // paren depths of the SELECT lists we are in
-    let mut lists: Vec<i32> = Vec::new();
+    // marked: the depths of the SELECT lists we are in
+    let mut lists = Depth::default();
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
+        lists.follow(&t.token);
         match &t.token {
-            Token::LParen => depth += 1,
-            Token::RParen => {
-                lists.retain(|d| *d != depth);
-                depth -= 1;
-            }
-            Token::SemiColon => {
-                lists.clear();
-                depth = 0;
-            }
-            tok if is_word(tok, "SELECT") => lists.push(depth),
-            tok if is_word(tok, "FROM") => lists.retain(|d| *d != depth),
+            tok if is_word(tok, "SELECT") => lists.mark(),
+            tok if is_word(tok, "FROM") => lists.unmark(),
             tok if is_word(tok, "PRIMARY")
-                && lists.last() == Some(&depth)
+                && lists.innermost()
                 && sig(i + 1).is_some_and(|k| is_word(&tokens[k].token, "KEY")) =>
             {
                 let name = out
