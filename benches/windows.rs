@@ -6,7 +6,13 @@
 //! a JSON Lines file:
 //! 1. `tumble`: 1-second tumbling windows;
 //! 2. `hop`: 10-second windows every 2 seconds (each row in 5 windows);
-//! 3. `session`: 100 ms session gap per key.
+//! 3. `session`: 100 ms session gap per key;
+//!
+//! and row windows over the same rows (every row out, with its values over
+//! its key's earlier rows, in event-time order):
+//! 4. `lag`: `LAG(value)` per key;
+//! 5. `running`: `ROW_NUMBER()` and a running `SUM(value)` per key;
+//! 6. `buffer`: `AVG(value)` over `ROWS WINDOW BUFFER 100 ROWS` per key.
 //!
 //! Each runs at 1 and at 2 partitions (`BENCH_PARTITIONS`, default `1,2`):
 //! the group key is hash-routed to partitions that aggregate on their own
@@ -29,38 +35,57 @@ fn main() {
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
         .collect();
+    let agg = "SELECT key, window_start, COUNT(*) AS n, SUM(value) AS total, AVG(value) AS mean, MAX(value) AS top FROM gen";
+    let over = "OVER (PARTITION BY key ORDER BY ts)";
     let windows = [
-        ("tumble", "GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND)"),
+        (
+            "tumble",
+            format!("{agg} GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND)"),
+        ),
         (
             "hop",
-            "GROUP BY key, HOP(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
+            format!("{agg} GROUP BY key, HOP(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)"),
         ),
         (
             "session",
-            "GROUP BY key, SESSION(ts, INTERVAL '100' MILLISECOND)",
+            format!("{agg} GROUP BY key, SESSION(ts, INTERVAL '100' MILLISECOND)"),
+        ),
+        // EMIT CHANGES: the bounded generator read as a stream, epoch by epoch
+        (
+            "lag",
+            format!("SELECT key, value, LAG(value) {over} AS prev FROM gen EMIT CHANGES"),
+        ),
+        (
+            "running",
+            format!(
+                "SELECT key, value, ROW_NUMBER() {over} AS n, SUM(value) {over} AS total FROM gen EMIT CHANGES"
+            ),
+        ),
+        (
+            "buffer",
+            "SELECT key, value, AVG(value) OVER (ROWS WINDOW BUFFER 100 ROWS PARTITION BY key ORDER BY ts) AS mean FROM gen EMIT CHANGES".to_string(),
         ),
     ];
     let dir = tempfile::tempdir().unwrap();
-    println!("windowed GROUP BY over the generator, {rows} events, best of {runs}");
+    println!("windows and row windows over the generator, {rows} events, best of {runs}");
     println!(
         "{:<10} {:>10} {:>14} {:>9} {:>18} {:>10}",
         "window", "partitions", "events/s", "speed-up", "events/CPU-s", "wall s"
     );
-    for (name, group_by) in windows {
+    for (name, query) in windows {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
         let mut single: Option<f64> = None;
         for &p in &parts {
             let sql = format!(
-            "CREATE STREAM w AS SELECT key, window_start, COUNT(*) AS n, SUM(value) AS total, AVG(value) AS mean, MAX(value) AS top
-             FROM gen {group_by} INTO out
+                "CREATE STREAM w AS {query} INTO out
              WITH ('gen.type' = 'datagen', 'gen.rows' = '{rows}',
                    'gen.columns' = 'key:int(0,999), value:float(0,1000), ts:timestamp(1)',
                    'gen.event.time.field' = 'ts', 'gen.watermark.max_out_of_orderness' = '0ms',
                    'batch.size' = '100000', 'partitions' = '{p}',
                    'out.type' = 'file_sink', 'out.path' = 'out/{name}.jsonl');"
-        );
+            );
             let mut best: Option<(f64, f64, f64)> = None;
             for _ in 0..runs {
                 let (c0, t0) = (cpu_seconds(), Instant::now());
