@@ -141,6 +141,9 @@ fn nexmark_queries_equal_the_batch_answer() {
                     .replace("window_end", &end);
             }
         }
+        // q6: every auction is in one window of its open time, which the
+        // batch answer does not need
+        sql = sql.replace(", TUMBLE(A.date_time, INTERVAL '20' SECOND)", "");
         let want = sorted_lines(&batch_answer(&tables, &sql));
         assert!(!want.is_empty(), "{q}: a real workload");
         assert!(
@@ -153,5 +156,5 @@ fn nexmark_queries_equal_the_batch_answer() {
         );
         checked += 1;
     }
-    assert!(checked >= 13, "every example checked ({checked})");
+    assert!(checked >= 14, "every example checked ({checked})");
 }

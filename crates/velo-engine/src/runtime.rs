@@ -134,11 +134,19 @@ impl PreparedJob {
 /// Whether `plan` can only answer after all of its input. With `updating`,
 /// a GROUP BY (or DISTINCT) streams: it emits its changed groups.
 fn needs_whole_input(plan: &LogicalPlan, updating: bool) -> bool {
+    // a job with a window runs in epochs anyway: its row windows stream too
+    // (over a bounded input alone they run as one batch epoch, the same
+    // answer, faster)
+    let mut windowed = false;
+    let _ = plan.apply(|p| {
+        windowed |= crate::window::is_window_aggregate(p);
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
     let mut found = false;
     let _ = plan.apply(|p| {
         if crate::window::is_window_aggregate(p)
             || (updating && matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))
-            || (updating && crate::rowwindow::is_streamable(p))
+            || ((updating || windowed) && crate::rowwindow::is_streamable(p))
         {
             return Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue);
         }
