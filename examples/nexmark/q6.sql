@@ -3,7 +3,7 @@
 -- the 10 before). An auction's closing price is its highest bid placed
 -- while it was open. The auctions of the generator close at most 20 s after
 -- they open: the bids are an interval join of 20 s, and the closing prices
--- a window of 20 s on the auction's open time (every auction is in one such
+-- a window of 1 s on the auction's open time (every auction is in one such
 -- window, which closes once no bid for its auctions can still come). The
 -- average is a row window over the closed auctions of a seller, in the
 -- order they opened.
@@ -17,7 +17,7 @@ FROM (SELECT A.id, A.seller, MIN(A.date_time) AS date_time, MAX(B.price) AS fina
         ON A.id = B.auction
        AND B.date_time BETWEEN A.date_time AND A.expires
        AND B.date_time <= A.date_time + INTERVAL '20' SECOND
-      GROUP BY A.id, A.seller, TUMBLE(A.date_time, INTERVAL '20' SECOND)) Q
+      GROUP BY A.id, A.seller, TUMBLE(A.date_time, INTERVAL '1' SECOND)) Q
 INTO out
 WITH (
     'bid.type' = 'nexmark', 'bid.table' = 'bid', 'bid.events' = '${NEXMARK_EVENTS:-1000000}',

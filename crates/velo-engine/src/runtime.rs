@@ -317,8 +317,10 @@ pub async fn prepare_job(
     // resumable source read to its end (Kafka with stop.at.end): a run that
     // resumes from committed offsets sees only the new records, so its
     // groups must come from the checkpoint, not from one batch answer
+    // A window's results are a stream too: a GROUP BY over them (Nexmark q4)
+    // is an updating result over the windows' final rows.
     let updating = emit == crate::window::Emit::Changes
-        || ((!driver.is_bounded() || driver.resumable())
+        || ((!driver.is_bounded() || driver.resumable() || window.is_some())
             && plan.statement.emit.as_deref() != Some("FINAL"));
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     {
