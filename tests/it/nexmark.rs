@@ -173,6 +173,8 @@ fn nexmark_queries_equal_the_batch_answer() {
         // q4, q6: every auction is in one window of its open time, which
         // the batch answer does not need
         sql = sql.replace(", TUMBLE(A.date_time, INTERVAL '1' SECOND)", "");
+        // q3: the batch answer is the join without its retention bound
+        sql = sql.replace(" WITHIN INTERVAL '1' DAY", "");
         let want = if changelog {
             as_table(&batch_answer(&tables, &sql))
         } else {
@@ -189,5 +191,5 @@ fn nexmark_queries_equal_the_batch_answer() {
         );
         checked += 1;
     }
-    assert!(checked >= 15, "every example checked ({checked})");
+    assert!(checked >= 16, "every example checked ({checked})");
 }
