@@ -710,7 +710,12 @@ impl RowWindowExec {
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
         )?;
         let done = datafusion::physical_plan::collect(run, ctx).await?;
-        let done = arrow::compute::concat_batches(&done[0].schema(), &done)?;
+        let Some(first) = done.first() else {
+            return Err(DataFusionError::Internal(
+                "the window operator gave no rows for the row window's input".into(),
+            ));
+        };
+        let done = arrow::compute::concat_batches(&first.schema(), &done)?;
         let mut st = lock(&self.state);
         let n = done.num_rows();
         let n_in = marked_schema.fields().len() - 1;
