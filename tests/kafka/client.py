@@ -5,7 +5,9 @@
   client.py produce-avro BOOTSTRAP TOPIC REGISTRY
   client.py check-avro BOOTSTRAP TOPIC REGISTRY
   client.py produce-avro-plain BOOTSTRAP TOPIC SCHEMA_FILE N   plain Avro binary, no framing
-  client.py produce-proto BOOTSTRAP TOPIC DESCRIPTOR_OUT N       protobuf, and its descriptor set
+  client.py produce-proto BOOTSTRAP TOPIC DESCRIPTOR_OUT N [nested]
+                                         protobuf, and its descriptor set (nested: with a
+                                         message, a repeated message, a repeated string and a map)
 """
 import json
 import sys
@@ -109,7 +111,22 @@ def main():
         m.field.add(name="amount", number=3, type=F.TYPE_DOUBLE, label=F.LABEL_OPTIONAL)
         m.field.add(name="status", number=4, type=F.TYPE_ENUM, type_name=".shop.Status", label=F.LABEL_OPTIONAL)
         m.field.add(name="delta", number=5, type=F.TYPE_SINT32, label=F.LABEL_OPTIONAL)
-        m.field.add(name="tags", number=6, type=F.TYPE_STRING, label=F.LABEL_REPEATED)
+        nested = len(sys.argv) > 6 and sys.argv[6] == "nested"
+        if nested:
+            a = fdp.message_type.add(name="Address")
+            a.field.add(name="city", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+            a.field.add(name="zip", number=2, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
+            it = fdp.message_type.add(name="Item")
+            it.field.add(name="sku", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+            it.field.add(name="qty", number=2, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
+            m.field.add(name="tags", number=6, type=F.TYPE_STRING, label=F.LABEL_REPEATED)
+            m.field.add(name="address", number=7, type=F.TYPE_MESSAGE, type_name=".shop.Address", label=F.LABEL_OPTIONAL)
+            m.field.add(name="items", number=8, type=F.TYPE_MESSAGE, type_name=".shop.Item", label=F.LABEL_REPEATED)
+            entry = m.nested_type.add(name="AttrsEntry")
+            entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+            entry.field.add(name="value", number=2, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+            entry.options.map_entry = True
+            m.field.add(name="attrs", number=9, type=F.TYPE_MESSAGE, type_name=".shop.Order.AttrsEntry", label=F.LABEL_REPEATED)
         with open(sys.argv[4], "wb") as f:
             f.write(descriptor_pb2.FileDescriptorSet(file=[fdp]).SerializeToString())
         pool = descriptor_pool.DescriptorPool()
@@ -117,7 +134,18 @@ def main():
         Order = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
         p = Producer({"bootstrap.servers": bootstrap})
         for i in range(int(sys.argv[5])):
-            msg = Order(id=i, customer=f"c{i % 5}", amount=i * 0.5, status=i % 2, delta=-i, tags=["x", "y"])
+            msg = Order(id=i, customer=f"c{i % 5}", amount=i * 0.5, status=i % 2, delta=-i)
+            if nested:
+                msg.tags.extend(["t"] * (i % 4))
+                if i % 3 != 0:
+                    msg.address.city = f"city{i % 3}"
+                    msg.address.zip = 1000 + i
+                for k in range(i % 3):
+                    it = msg.items.add()
+                    it.sku = f"s{i}-{k}"
+                    it.qty = k + 1
+                msg.attrs["n"] = i
+                msg.attrs["half"] = i // 2
             p.produce(topic, msg.SerializeToString())
         p.produce(topic, b"\x12\x05ab")  # a string field longer than the message
         assert p.flush(30) == 0

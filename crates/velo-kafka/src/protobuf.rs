@@ -4,10 +4,14 @@
 //! field into one builder per column — no per-message objects.
 //!
 //! Scalar fields (all integer kinds, float, double, bool, string, bytes) and
-//! enums (as their value names) become columns. Repeated, map and message
-//! fields are left out with a warning naming them. An absent field is the
-//! type's default, as in proto3, unless the field tracks presence (proto2,
-//! proto3 `optional`): then it is null.
+//! enums (as their value names) become columns. A message type with nested
+//! message, repeated or map fields is decoded whole (prost-reflect's
+//! `DynamicMessage`) and turned into Arrow columns by field: a message is a
+//! struct, a repeated field a list, a map a map (`address['city']`,
+//! `items[1]['sku']`, `array_length(tags)`, `attrs['k']` in SQL). An absent
+//! field is the type's default, as in proto3, unless the field tracks
+//! presence (proto2, proto3 `optional`, messages): then it is null. Messages
+//! nested more than 16 deep (recursive types) are cut there, with a warning.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +47,213 @@ pub struct ProtoDecoder {
     cols: Vec<Col>,
     by_number: HashMap<u32, usize>,
     schema: SchemaRef,
+    /// The message, when it has nested, repeated or map fields: decoded
+    /// whole, its fields in the schema's order.
+    nested: Option<(MessageDescriptor, Vec<prost_reflect::FieldDescriptor>)>,
+}
+
+/// How deep nested messages are read (recursive message types stop there).
+const MAX_DEPTH: usize = 16;
+
+/// The Arrow type of field `f` (None: nested too deep).
+fn field_type(f: &prost_reflect::FieldDescriptor, depth: usize) -> Option<DataType> {
+    if f.is_map() {
+        let Kind::Message(entry) = f.kind() else {
+            return None;
+        };
+        let k = kind_type(&entry.map_entry_key_field().kind(), depth + 1)?;
+        let v = kind_type(&entry.map_entry_value_field().kind(), depth + 1)?;
+        return Some(DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![Field::new("key", k, false), Field::new("value", v, true)].into(),
+                ),
+                false,
+            )),
+            false,
+        ));
+    }
+    let item = kind_type(&f.kind(), depth)?;
+    Some(if f.is_list() {
+        DataType::List(Arc::new(Field::new("item", item, true)))
+    } else {
+        item
+    })
+}
+
+/// The Arrow type of one value of `kind`.
+fn kind_type(kind: &Kind, depth: usize) -> Option<DataType> {
+    match kind {
+        Kind::Message(m) => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            let fields: Vec<Field> = m
+                .fields()
+                .filter_map(|f| Some(Field::new(f.name(), field_type(&f, depth + 1)?, true)))
+                .collect();
+            Some(DataType::Struct(fields.into()))
+        }
+        k => arrow_type(k),
+    }
+}
+
+/// The column of values `vals` (one per row, None: null) of `kind` as `ty`.
+fn column(
+    vals: &[Option<&prost_reflect::Value>],
+    kind: &Kind,
+    ty: &DataType,
+) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    use arrow::array::*;
+    use prost_reflect::Value as V;
+    let n = vals.len();
+    // one scalar kind into its array
+    macro_rules! prim {
+        ($array:ident, $variant:ident) => {
+            Arc::new($array::from_iter(vals.iter().map(|v| match v {
+                Some(V::$variant(x)) => Some(*x),
+                _ => None,
+            })))
+        };
+    }
+    Ok(match ty {
+        DataType::List(item) => {
+            let mut lens = Vec::with_capacity(n);
+            let mut items = Vec::new();
+            for v in vals {
+                match v {
+                    Some(V::List(l)) => {
+                        lens.push(l.len());
+                        items.extend(l.iter().map(Some));
+                    }
+                    _ => lens.push(0),
+                }
+            }
+            let values = column(&items, kind, item.data_type())?;
+            Arc::new(ListArray::try_new(
+                item.clone(),
+                arrow::buffer::OffsetBuffer::from_lengths(lens),
+                values,
+                None,
+            )?)
+        }
+        DataType::Map(entries, _) => {
+            let Kind::Message(entry) = kind else {
+                return Err(arrow::error::ArrowError::SchemaError("map kind".into()));
+            };
+            let DataType::Struct(kv) = entries.data_type() else {
+                return Err(arrow::error::ArrowError::SchemaError("map entries".into()));
+            };
+            let mut lens = Vec::with_capacity(n);
+            let mut keys: Vec<V> = Vec::new();
+            let mut values: Vec<&V> = Vec::new();
+            for v in vals {
+                match v {
+                    Some(V::Map(m)) => {
+                        // in key order: the same map is the same row
+                        let mut pairs: Vec<_> = m.iter().collect();
+                        pairs.sort_by(|a, b| a.0.cmp(b.0));
+                        lens.push(pairs.len());
+                        for (k, v) in pairs {
+                            keys.push(match k {
+                                prost_reflect::MapKey::Bool(b) => V::Bool(*b),
+                                prost_reflect::MapKey::I32(x) => V::I32(*x),
+                                prost_reflect::MapKey::I64(x) => V::I64(*x),
+                                prost_reflect::MapKey::U32(x) => V::U32(*x),
+                                prost_reflect::MapKey::U64(x) => V::U64(*x),
+                                prost_reflect::MapKey::String(x) => V::String(x.clone()),
+                            });
+                            values.push(v);
+                        }
+                    }
+                    _ => lens.push(0),
+                }
+            }
+            let key_refs: Vec<Option<&V>> = keys.iter().map(Some).collect();
+            let value_refs: Vec<Option<&V>> = values.into_iter().map(Some).collect();
+            let k = column(
+                &key_refs,
+                &entry.map_entry_key_field().kind(),
+                kv[0].data_type(),
+            )?;
+            let v = column(
+                &value_refs,
+                &entry.map_entry_value_field().kind(),
+                kv[1].data_type(),
+            )?;
+            Arc::new(MapArray::try_new(
+                entries.clone(),
+                arrow::buffer::OffsetBuffer::from_lengths(lens),
+                StructArray::try_new(kv.clone(), vec![k, v], None)?,
+                None,
+                false,
+            )?)
+        }
+        DataType::Struct(fields) => {
+            let Kind::Message(m) = kind else {
+                return Err(arrow::error::ArrowError::SchemaError("struct kind".into()));
+            };
+            let msgs: Vec<Option<&prost_reflect::DynamicMessage>> = vals
+                .iter()
+                .map(|v| match v {
+                    Some(V::Message(m)) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            let mut children = Vec::with_capacity(fields.len());
+            for field in fields.iter() {
+                let Some(fd) = m.get_field_by_name(field.name()) else {
+                    return Err(arrow::error::ArrowError::SchemaError(field.name().clone()));
+                };
+                children.push(message_column(&msgs, &fd, field.data_type())?);
+            }
+            let nulls: arrow::buffer::NullBuffer = msgs.iter().map(|m| m.is_some()).collect();
+            Arc::new(StructArray::try_new(fields.clone(), children, Some(nulls))?)
+        }
+        DataType::Utf8 => Arc::new(StringArray::from_iter(vals.iter().map(|v| match v {
+            Some(V::String(s)) => Some(s.clone()),
+            Some(V::EnumNumber(x)) => match kind {
+                Kind::Enum(e) => Some(enum_name(e, *x as i64)),
+                _ => Some(x.to_string()),
+            },
+            _ => None,
+        }))),
+        DataType::Binary => Arc::new(BinaryArray::from_iter(vals.iter().map(|v| match v {
+            Some(V::Bytes(b)) => Some(b.as_ref()),
+            _ => None,
+        }))),
+        DataType::Boolean => prim!(BooleanArray, Bool),
+        DataType::Int32 => prim!(Int32Array, I32),
+        DataType::Int64 => prim!(Int64Array, I64),
+        DataType::UInt32 => prim!(UInt32Array, U32),
+        DataType::UInt64 => prim!(UInt64Array, U64),
+        DataType::Float32 => prim!(Float32Array, F32),
+        DataType::Float64 => prim!(Float64Array, F64),
+        other => {
+            return Err(arrow::error::ArrowError::SchemaError(format!(
+                "protobuf values as {other}"
+            )));
+        }
+    })
+}
+
+/// Field `fd` of each message (None: no message) as a column of `ty`.
+fn message_column(
+    msgs: &[Option<&prost_reflect::DynamicMessage>],
+    fd: &prost_reflect::FieldDescriptor,
+    ty: &DataType,
+) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    // absent with presence (optional scalars, messages): null
+    let present: Vec<Option<std::borrow::Cow<'_, prost_reflect::Value>>> = msgs
+        .iter()
+        .map(|m| {
+            m.filter(|m| !fd.supports_presence() || m.has_field(fd))
+                .map(|m| m.get_field(fd))
+        })
+        .collect();
+    let refs: Vec<Option<&prost_reflect::Value>> = present.iter().map(|v| v.as_deref()).collect();
+    column(&refs, &fd.kind(), ty)
 }
 
 fn other(e: impl std::fmt::Display) -> ConnectorError {
@@ -79,6 +290,36 @@ impl ProtoDecoder {
                 known.join(", ")
             ))
         })?;
+        if md
+            .fields()
+            .any(|f| f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)))
+        {
+            let mut fields = Vec::new();
+            let mut fds = Vec::new();
+            let mut cut = Vec::new();
+            for f in md.fields() {
+                match field_type(&f, 0) {
+                    Some(ty) => {
+                        fields.push(Field::new(f.name(), ty, true));
+                        fds.push(f);
+                    }
+                    None => cut.push(f.name().to_string()),
+                }
+            }
+            if !cut.is_empty() {
+                tracing::warn!(
+                    source,
+                    "protobuf fields {} of '{message}' nest messages more than {MAX_DEPTH} deep: not read",
+                    cut.join(", ")
+                );
+            }
+            return Ok(Self {
+                cols: Vec::new(),
+                by_number: HashMap::new(),
+                schema: Arc::new(Schema::new(fields)),
+                nested: Some((md, fds)),
+            });
+        }
         let mut cols = Vec::new();
         let mut fields = Vec::new();
         let mut by_number = HashMap::new();
@@ -114,6 +355,7 @@ impl ProtoDecoder {
             cols,
             by_number,
             schema: Arc::new(Schema::new(fields)),
+            nested: None,
         })
     }
 
@@ -207,6 +449,35 @@ impl ProtoDecoder {
         &self,
         payloads: &[&[u8]],
     ) -> std::result::Result<crate::format::Decoded, arrow::error::ArrowError> {
+        if let Some((md, fds)) = &self.nested {
+            let mut good = Vec::with_capacity(payloads.len());
+            let mut bad = Vec::new();
+            let mut msgs = Vec::with_capacity(payloads.len());
+            for (i, p) in payloads.iter().enumerate() {
+                match prost_reflect::DynamicMessage::decode(md.clone(), *p) {
+                    Ok(m) => {
+                        msgs.push(m);
+                        good.push(i);
+                    }
+                    Err(e) => bad.push((i, format!("not a valid {} message: {e}", md.full_name()))),
+                }
+            }
+            let refs: Vec<Option<&prost_reflect::DynamicMessage>> = msgs.iter().map(Some).collect();
+            let arrays = fds
+                .iter()
+                .zip(self.schema.fields())
+                .map(|(fd, f)| message_column(&refs, fd, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            return Ok(crate::format::Decoded {
+                batch: RecordBatch::try_new_with_options(
+                    self.schema.clone(),
+                    arrays,
+                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(good.len())),
+                )?,
+                good,
+                bad,
+            });
+        }
         let mut builders: Vec<Box<dyn ArrayBuilder>> = self
             .cols
             .iter()
