@@ -671,7 +671,7 @@ impl RowWindowExec {
         let end = self.watermark.get() == Watermark::END;
         let gate_wm = self.gate.as_ref().map(|(_, f)| f());
         let clock = Self::clock(gate_wm);
-        let (marked_schema, data) = {
+        let (marked_schema, data, aside) = {
             let mut st = lock(&self.state);
             let marked_schema = st.marked.clone();
             let waiting = st.rows.as_ref().is_some_and(|r| {
@@ -685,12 +685,31 @@ impl RowWindowExec {
                 st.publish(&self.metrics);
                 return Ok(None);
             }
-            let mut all: Vec<RecordBatch> = st.rows.take().into_iter().collect();
+            // only the history of keys with rows now runs again; the rest
+            // is set aside as it is
+            let mut all: Vec<RecordBatch> = Vec::new();
+            let mut aside = None;
+            if let Some(rows) = st.rows.take() {
+                let mut now = HashSet::new();
+                for b in &fresh {
+                    let k = Self::rows_of(&self.partition_by, &st.key_conv, b)?;
+                    now.extend(k.iter().map(|r| r.owned()));
+                }
+                let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
+                let hist = history_of(&rows);
+                let runs: BooleanArray = (0..rows.num_rows())
+                    .map(|i| Some(!hist.value(i) || now.contains(&keys.row(i).owned())))
+                    .collect();
+                all.push(arrow::compute::filter_record_batch(&rows, &runs)?);
+                let rest =
+                    arrow::compute::filter_record_batch(&rows, &arrow::compute::not(&runs)?)?;
+                aside = (rest.num_rows() > 0).then_some(rest);
+            }
             for b in &fresh {
                 all.push(marked(b, &marked_schema, false)?);
             }
             let data = arrow::compute::concat_batches(&marked_schema, &all)?;
-            (marked_schema, data)
+            (marked_schema, data, aside)
         };
         let source = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
             &[vec![data]],
@@ -871,6 +890,21 @@ impl RowWindowExec {
         let mut cols = kept.columns().to_vec();
         cols.push(Arc::new(BooleanArray::from(keep_hist)));
         let kept = RecordBatch::try_new(marked_schema.clone(), cols)?;
+        // the history set aside, less the keys that expired
+        let mut parts = vec![kept];
+        if let Some(rest) = aside {
+            let rest = if expired.is_empty() {
+                rest
+            } else {
+                let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rest)?;
+                let live: BooleanArray = (0..rest.num_rows())
+                    .map(|i| Some(!expired.contains(&keys.row(i).owned())))
+                    .collect();
+                arrow::compute::filter_record_batch(&rest, &live)?
+            };
+            parts.push(rest);
+        }
+        let kept = arrow::compute::concat_batches(&marked_schema, &parts)?;
         st.rows = (kept.num_rows() > 0).then_some(kept);
         st.publish(&self.metrics);
         drop(st);
@@ -951,6 +985,15 @@ impl DisplayAs for RowWindowExec {
             self.window.name()
         )
     }
+}
+
+/// The history marker of kept rows.
+fn history_of(rows: &RecordBatch) -> BooleanArray {
+    rows.column(rows.num_columns() - 1)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("the marker")
+        .clone()
 }
 
 fn marked(batch: &RecordBatch, schema: &SchemaRef, history: bool) -> Result<RecordBatch> {
