@@ -674,12 +674,10 @@ impl RowWindowExec {
         let (marked_schema, data, aside) = {
             let mut st = lock(&self.state);
             let marked_schema = st.marked.clone();
-            let waiting = st.rows.as_ref().is_some_and(|r| {
-                r.column(r.num_columns() - 1)
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .is_some_and(|m| m.false_count() > 0)
-            });
+            let waiting = st
+                .rows
+                .as_ref()
+                .is_some_and(|r| history_of(r).false_count() > 0);
             if fresh.iter().all(|b| b.num_rows() == 0) && !waiting {
                 self.expire_keys(&mut st, clock)?;
                 st.publish(&self.metrics);
@@ -690,15 +688,19 @@ impl RowWindowExec {
             let mut all: Vec<RecordBatch> = Vec::new();
             let mut aside = None;
             if let Some(rows) = st.rows.take() {
-                let mut now = HashSet::new();
-                for b in &fresh {
-                    let k = Self::rows_of(&self.partition_by, &st.key_conv, b)?;
-                    now.extend(k.iter().map(|r| r.owned()));
-                }
+                // the keys of the epoch, compared as their row bytes
+                let fresh_keys = fresh
+                    .iter()
+                    .map(|b| Self::rows_of(&self.partition_by, &st.key_conv, b))
+                    .collect::<Result<Vec<_>>>()?;
+                let now: HashSet<&[u8]> = fresh_keys
+                    .iter()
+                    .flat_map(|k| k.iter().map(|r| r.data()))
+                    .collect();
                 let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
                 let hist = history_of(&rows);
                 let runs: BooleanArray = (0..rows.num_rows())
-                    .map(|i| Some(!hist.value(i) || now.contains(&keys.row(i).owned())))
+                    .map(|i| Some(!hist.value(i) || now.contains(keys.row(i).data())))
                     .collect();
                 all.push(arrow::compute::filter_record_batch(&rows, &runs)?);
                 let rest =
@@ -738,12 +740,7 @@ impl RowWindowExec {
         let mut st = lock(&self.state);
         let n = done.num_rows();
         let n_in = marked_schema.fields().len() - 1;
-        let hist = done
-            .column(n_in)
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .expect("the marker")
-            .clone();
+        let hist = history_of(&done.project(&(0..=n_in).collect::<Vec<_>>())?);
         let keys = Self::rows_of(&self.partition_by, &st.key_conv, &done)?;
         let orders = Self::rows_of(&self.order_by, &st.order_conv, &done)?;
         let times: Option<Int64Array> = match (&self.gate, self.order_by.first()) {
@@ -950,12 +947,7 @@ impl RowWindowExec {
         // rows still waiting stay: they are input not yet out
         if let Some(rows) = st.rows.take() {
             let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
-            let hist = rows
-                .column(rows.num_columns() - 1)
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .expect("the marker")
-                .clone();
+            let hist = history_of(&rows);
             let keep: BooleanArray = (0..rows.num_rows())
                 .map(|i| Some(!hist.value(i) || !gone.contains(&keys.row(i).owned())))
                 .collect();
