@@ -15,7 +15,8 @@ use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use tokio::sync::Mutex;
 use velo_connectors::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};
 
@@ -733,6 +734,66 @@ impl PartitionStream for FeedPartition {
         });
         Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
     }
+}
+
+/// `plan` with its scan of one of `feeds` read by `n` partitions at once,
+/// when only projections and filters sit between `plan` and the scan and
+/// the stream has no other scan: each partition pulls the epoch's next batch
+/// from the shared feed (time, lateness and positions are still applied
+/// there, in read order), so the operators above the scan (filters,
+/// projections, the hash routing of a partitioned GROUP BY) run on `n`
+/// cores. None for anything else (joins, limits, a self-join's shared scan).
+pub fn widen_scan(
+    plan: &Arc<dyn ExecutionPlan>,
+    feeds: &[Arc<EpochFeed>],
+    n: usize,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if n <= 1 {
+        return None;
+    }
+    if let Some(scan) = plan.downcast_ref::<StreamingTableExec>() {
+        let [part] = &scan.partitions()[..] else {
+            return None;
+        };
+        let feed = feeds.iter().find(|f| f.owns(part.schema()))?;
+        if scan.limit().is_some() || feed.scans.load(std::sync::atomic::Ordering::Acquire) != 1 {
+            return None;
+        }
+        let parts = (0..n)
+            .map(|_| Arc::new(FeedPartition(feed.clone(), 0)) as Arc<dyn PartitionStream>)
+            .collect();
+        let projection = scan.projection().as_ref().map(|p| p.to_vec());
+        let wide = StreamingTableExec::try_new(
+            feed.schema.clone(),
+            parts,
+            projection.as_ref(),
+            scan.projected_output_ordering(),
+            scan.is_infinite(),
+            None,
+        )
+        .ok()?;
+        return Some(Arc::new(wide));
+    }
+    if !matches!(
+        plan.name(),
+        "ProjectionExec" | "FilterExec" | "CoalesceBatchesExec" | "CooperativeExec"
+    ) {
+        return None;
+    }
+    let [child] = &plan.children()[..] else {
+        return None;
+    };
+    let wide = widen_scan(child, feeds, n)?;
+    use datafusion::physical_plan::execution_plan::{
+        ChildrenPropertiesMode, ReplaceChildrenOptions,
+    };
+    // the partitioning changes: properties are recomputed
+    plan.clone()
+        .replace_children(
+            vec![wide],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+        .ok()
 }
 
 /// A stream whose watermark has not moved for this long no longer holds

@@ -333,6 +333,7 @@ pub async fn prepare_job(
             emit,
             updating,
             partitions,
+            feeds.clone(),
         );
         rules.insert(
             rules.len() - 1,

@@ -434,6 +434,7 @@ pub struct StreamingWindows {
     emit: Emit,
     updating: bool,
     partitions: usize,
+    feeds: Vec<Arc<crate::feed::EpochFeed>>,
 }
 
 impl StreamingWindows {
@@ -442,7 +443,9 @@ impl StreamingWindows {
     /// `updating`, a `GROUP BY` without a window is also replaced, by an
     /// operator that keeps its groups across epochs and emits the changed
     /// ones ([`WindowKind::Global`]); `emit` is how windows emit. A grouped
-    /// operator runs in `partitions` partitions.
+    /// operator runs in `partitions` partitions; when only projections and
+    /// filters sit between it and the scan of one of `feeds`, that scan is
+    /// read by as many partitions, so the routing runs on every core too.
     pub fn new(
         watermark: Arc<Watermark>,
         metrics: Arc<WindowMetrics>,
@@ -450,6 +453,7 @@ impl StreamingWindows {
         emit: Emit,
         updating: bool,
         partitions: usize,
+        feeds: Vec<Arc<crate::feed::EpochFeed>>,
     ) -> Self {
         Self {
             watermark,
@@ -458,6 +462,7 @@ impl StreamingWindows {
             emit,
             updating,
             partitions: partitions.max(1),
+            feeds,
         }
     }
 }
@@ -613,6 +618,7 @@ impl StreamingWindows {
             self.updating,
             self.partitions,
             trace,
+            &self.feeds,
         )? {
             Some(w) => {
                 for i in &w.inners {
@@ -798,6 +804,7 @@ impl WindowAggregateExec {
         updating: bool,
         partitions: usize,
         trace: Trace<'_>,
+        feeds: &[Arc<crate::feed::EpochFeed>],
     ) -> Result<Option<Self>> {
         let group = agg.group_expr();
         if group.has_grouping_set() {
@@ -888,6 +895,9 @@ impl WindowAggregateExec {
         // there is one group per window, and one partition
         let partitions = if keys.is_empty() { 1 } else { partitions };
         let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
+            // the scan read by every partition at once, when nothing between
+            // keeps order or state: the routing runs on every core
+            let input = crate::feed::widen_scan(&input, feeds, partitions).unwrap_or(input);
             Arc::new(
                 datafusion::physical_plan::repartition::RepartitionExec::try_new(
                     input,
