@@ -181,6 +181,12 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         "Messages per decoded batch at most (the Java client's key)",
     ),
     KeySpec::new(
+        "decode_threads",
+        KeyType::UInt,
+        Some("number of cores"),
+        "Threads decoding polled message sets at once (the engine gets them in poll order)",
+    ),
+    KeySpec::new(
         "connect.timeout",
         KeyType::Duration,
         Some("10s"),
@@ -416,6 +422,8 @@ pub struct KafkaSourceConfig {
     pub stop_at_end: bool,
     /// Messages per batch at most.
     pub max_poll_records: usize,
+    /// Threads decoding message sets.
+    pub decode_threads: usize,
     /// Wait for brokers at start.
     pub connect_timeout: Duration,
     /// librdkafka properties.
@@ -512,6 +520,12 @@ impl KafkaSourceConfig {
                 .uint("max.poll.records")?
                 .unwrap_or(8192)
                 .clamp(1, 1 << 20) as usize,
+            decode_threads: match cfg.uint("decode_threads")? {
+                Some(n) => n.clamp(1, 64) as usize,
+                None => std::thread::available_parallelism()
+                    .map(|n| n.get().min(8))
+                    .unwrap_or(1),
+            },
             connect_timeout: duration("connect.timeout", Duration::from_secs(10))?,
             topics,
             group_id,

@@ -1,7 +1,9 @@
 //! `kafka_source`: a consumer-group member on a thread of its own. Messages
-//! are polled in sets of up to `max.poll.records`, their values decoded in
-//! one call ([`crate::format`]) and handed to the engine as one batch with
-//! the position after it (next offset per `topic/partition`). Offsets are
+//! are polled in sets of up to `max.poll.records` (librdkafka fetches the
+//! partitions in parallel), their values decoded in one call per set
+//! ([`crate::format`]) on `decode_threads` threads, and handed to the engine
+//! in poll order, each set as one batch with the position after it (next
+//! offset per `topic/partition`). Offsets are
 //! committed to the group only when the engine says every sink has
 //! acknowledged the epoch ([`KafkaCommitter`]); a restarted job resumes from
 //! its checkpoint position (set at partition assignment) or from the group.
@@ -585,19 +587,28 @@ impl Source for KafkaSource {
             .collect();
         let (tx, rx) = tokio::sync::mpsc::channel(velo_connectors::source::SOURCE_CHANNEL_CAPACITY);
         let max = self.cfg.max_poll_records.min(batch_size.max(1));
+        let builders = (0..self.cfg.decode_threads.max(1))
+            .map(|_| {
+                Ok(Builder {
+                    name: self.name.clone(),
+                    decoder: self.value_decoder(max)?,
+                    schema: self.schema.clone(),
+                    cols: self.cols.clone(),
+                    wanted: wanted.clone(),
+                    part_names: PartNames::default(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let worker = Worker {
             name: self.name.clone(),
             consumer: consumer.clone(),
-            decoder: self.value_decoder(max)?,
-            schema: self.schema.clone(),
-            cols: self.cols.clone(),
-            wanted,
+            builders,
             max,
             position: resume.cloned().unwrap_or_default(),
             ends,
             committed: HashMap::new(),
             committed_checked: Instant::now() - Duration::from_secs(1),
-            part_names: Vec::new(),
+            part_names: PartNames::default(),
             tx,
         };
         std::thread::Builder::new()
@@ -626,10 +637,8 @@ impl Source for KafkaSource {
 struct Worker {
     name: String,
     consumer: Arc<Consumer_>,
-    decoder: ValueDecoder,
-    schema: SchemaRef,
-    cols: Vec<Col>,
-    wanted: Vec<bool>,
+    /// One per decoding thread (`decode_threads`).
+    builders: Vec<Builder>,
     max: usize,
     position: Position,
     /// stop.at.end: (low, high) watermark per partition at start.
@@ -637,9 +646,36 @@ struct Worker {
     /// stop.at.end: the group's committed offsets, checked now and then.
     committed: HashMap<String, i64>,
     committed_checked: Instant,
-    /// `topic/partition` names handed out with batches.
-    part_names: Vec<(String, i32, Arc<str>)>,
+    /// `topic/partition` names handed out with assignments.
+    part_names: PartNames,
     tx: tokio::sync::mpsc::Sender<SourceEvent>,
+}
+
+/// What the polling loop hands on, in poll order.
+enum Polled<'c> {
+    /// Messages and the position right after them.
+    Messages(Vec<BorrowedMessage<'c>>, Position),
+    /// An event of its own (a new assignment).
+    Event(SourceEvent),
+}
+
+/// `topic/partition` names, shared between batches.
+#[derive(Default)]
+struct PartNames(Vec<(String, i32, Arc<str>)>);
+
+impl PartNames {
+    fn get(&mut self, topic: &str, partition: i32) -> Arc<str> {
+        if let Some((_, _, n)) = self
+            .0
+            .iter()
+            .find(|(t, p, _)| *p == partition && t.as_str() == topic)
+        {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(format!("{topic}/{partition}"));
+        self.0.push((topic.to_string(), partition, n.clone()));
+        n
+    }
 }
 
 impl Worker {
@@ -675,17 +711,115 @@ impl Worker {
         done(&self.position, &self.committed)
     }
 
+    /// Polls until the engine hangs up or (stop.at.end) the end is reached.
+    /// With one builder the messages are decoded on this thread; with more,
+    /// sets of messages go round-robin to decoding threads, and one more
+    /// thread hands their batches to the engine in poll order (so each
+    /// batch's position covers exactly the messages delivered up to it).
     fn run(mut self) {
-        let mut last_warn = Instant::now() - Duration::from_secs(60);
         let consumer = self.consumer.clone();
+        let mut builders = std::mem::take(&mut self.builders);
+        let tx = self.tx.clone();
+        if builders.len() <= 1 {
+            let Some(mut b) = builders.pop() else {
+                return;
+            };
+            self.poll_loop(&consumer, |work| {
+                let events = match work {
+                    Polled::Messages(msgs, pos) => b.build(&msgs, pos),
+                    Polled::Event(ev) => vec![ev],
+                };
+                events.into_iter().all(|ev| tx.blocking_send(ev).is_ok())
+            });
+            return;
+        }
+        let n = builders.len();
+        std::thread::scope(|s| {
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, Vec<SourceEvent>)>();
+            let mut jobs = Vec::with_capacity(n);
+            for (i, mut b) in builders.into_iter().enumerate() {
+                let (job_tx, job_rx) =
+                    std::sync::mpsc::sync_channel::<(u64, Vec<BorrowedMessage<'_>>, Position)>(1);
+                let done = done_tx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("velo-kafka-{}-decode-{i}", self.name))
+                    .spawn_scoped(s, move || {
+                        for (seq, msgs, pos) in job_rx {
+                            let events = b.build(&msgs, pos);
+                            drop(msgs);
+                            if done.send((seq, events)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                match spawned {
+                    Ok(_) => jobs.push(job_tx),
+                    Err(e) => {
+                        let _ = tx.blocking_send(SourceEvent::Error(format!(
+                            "cannot start a decoding thread: {e}"
+                        )));
+                        return;
+                    }
+                }
+            }
+            // the engine gets the batches in poll order
+            let in_order = done_tx.clone();
+            drop(done_tx);
+            let to_engine = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("velo-kafka-{}-order", self.name))
+                .spawn_scoped(s, move || {
+                    let mut next = 0u64;
+                    let mut held: std::collections::BTreeMap<u64, Vec<SourceEvent>> =
+                        Default::default();
+                    for (seq, events) in done_rx {
+                        held.insert(seq, events);
+                        while let Some(events) = held.remove(&next) {
+                            for ev in events {
+                                if to_engine.blocking_send(ev).is_err() {
+                                    return;
+                                }
+                            }
+                            next += 1;
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                let _ = tx.blocking_send(SourceEvent::Error(format!(
+                    "cannot start the reader's ordering thread: {e}"
+                )));
+                return;
+            }
+            let mut seq = 0u64;
+            self.poll_loop(&consumer, |work| {
+                let sent = match work {
+                    Polled::Messages(msgs, pos) => jobs[(seq % n as u64) as usize]
+                        .send((seq, msgs, pos))
+                        .is_ok(),
+                    Polled::Event(ev) => in_order.send((seq, vec![ev])).is_ok(),
+                };
+                seq += 1;
+                sent
+            });
+            // the decoders finish what they have, then the ordering thread
+            drop(jobs);
+            drop(in_order);
+        });
+    }
+
+    /// Polls sets of up to `max` messages and hands each on with the
+    /// position after it; `hand` says false when the engine is gone.
+    fn poll_loop<'c>(
+        &mut self,
+        consumer: &'c Consumer_,
+        mut hand: impl FnMut(Polled<'c>) -> bool,
+    ) {
+        let mut last_warn = Instant::now() - Duration::from_secs(60);
         loop {
-            if self.tx.is_closed() {
+            if self.tx.is_closed() || self.at_end() {
                 return;
             }
-            if self.at_end() {
-                return;
-            }
-            let mut msgs: Vec<BorrowedMessage<'_>> = Vec::new();
+            let mut msgs: Vec<BorrowedMessage<'c>> = Vec::new();
             let mut timeout = Duration::from_millis(100);
             while msgs.len() < self.max {
                 match consumer.poll(timeout) {
@@ -711,51 +845,58 @@ impl Worker {
                     Ok(tpl) => tpl
                         .elements()
                         .iter()
-                        .map(|e| self.part_name(e.topic(), e.partition()))
+                        .map(|e| self.part_names.get(e.topic(), e.partition()))
                         .collect(),
                     Err(e) => {
                         tracing::warn!(source = %self.name, "cannot read the assignment: {e}");
                         Vec::new()
                     }
                 };
-                if self
-                    .tx
-                    .blocking_send(SourceEvent::PartsAssigned(parts))
-                    .is_err()
-                {
+                if !hand(Polled::Event(SourceEvent::PartsAssigned(parts))) {
                     return;
                 }
             }
             if msgs.is_empty() {
                 continue;
             }
-            let events = self.build(&msgs);
-            drop(msgs);
-            for ev in events {
-                if self.tx.blocking_send(ev).is_err() {
-                    return;
+            // next offset per partition, named once per partition and set
+            let mut last: Vec<(&str, i32, i64)> = Vec::new();
+            for m in &msgs {
+                match last
+                    .iter_mut()
+                    .find(|(t, p, _)| *p == m.partition() && *t == m.topic())
+                {
+                    Some(e) => e.2 = e.2.max(m.offset() + 1),
+                    None => last.push((m.topic(), m.partition(), m.offset() + 1)),
                 }
+            }
+            for (t, p, next) in last {
+                self.position.parts.insert(format!("{t}/{p}"), next);
+            }
+            if !hand(Polled::Messages(msgs, self.position.clone())) {
+                return;
             }
         }
     }
+}
 
-    fn build(&mut self, msgs: &[BorrowedMessage<'_>]) -> Vec<SourceEvent> {
+/// Turns polled messages into the engine's events: decodes the values,
+/// routes the undecodable, adds the metadata columns. One per decoding
+/// thread.
+struct Builder {
+    name: String,
+    decoder: ValueDecoder,
+    schema: SchemaRef,
+    cols: Vec<Col>,
+    wanted: Vec<bool>,
+    part_names: PartNames,
+}
+
+impl Builder {
+    /// The events of `msgs`, whose last batch carries `position`.
+    fn build(&mut self, msgs: &[BorrowedMessage<'_>], position: Position) -> Vec<SourceEvent> {
         let payloads: Vec<Option<&[u8]>> = msgs.iter().map(|m| m.payload()).collect();
         let mut events = Vec::new();
-        // next offset per partition, named once per partition and batch
-        let mut last: Vec<(&str, i32, i64)> = Vec::new();
-        for m in msgs {
-            match last
-                .iter_mut()
-                .find(|(t, p, _)| *p == m.partition() && *t == m.topic())
-            {
-                Some(e) => e.2 = e.2.max(m.offset() + 1),
-                None => last.push((m.topic(), m.partition(), m.offset() + 1)),
-            }
-        }
-        for (t, p, next) in last {
-            self.position.parts.insert(format!("{t}/{p}"), next);
-        }
         let decoded = match self.decoder.decode(&payloads) {
             Ok(d) => d,
             Err(e) => {
@@ -787,39 +928,24 @@ impl Worker {
                 Some((t, p, n)) if *p == m.partition() && *t == m.topic() => *n += 1,
                 _ => {
                     if let Some((t, p, n)) = run.take() {
-                        parts.push((self.part_name(t, p), n));
+                        parts.push((self.part_names.get(t, p), n));
                     }
                     run = Some((m.topic(), m.partition(), 1));
                 }
             }
         }
         if let Some((t, p, n)) = run {
-            parts.push((self.part_name(t, p), n));
+            parts.push((self.part_names.get(t, p), n));
         }
         match self.assemble(&decoded.batch, &good) {
             Ok(batch) => events.push(SourceEvent::Parts {
                 batch,
-                position: Some(self.position.clone()),
+                position: Some(position),
                 parts,
             }),
             Err(e) => events.push(SourceEvent::Error(format!("building a batch failed: {e}"))),
         }
         events
-    }
-
-    /// `topic/partition`, shared between batches.
-    fn part_name(&mut self, topic: &str, partition: i32) -> Arc<str> {
-        if let Some((_, _, n)) = self
-            .part_names
-            .iter()
-            .find(|(t, p, _)| *p == partition && t.as_str() == topic)
-        {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(format!("{topic}/{partition}"));
-        self.part_names
-            .push((topic.to_string(), partition, n.clone()));
-        n
     }
 
     fn assemble(
