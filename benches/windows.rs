@@ -66,8 +66,13 @@ fn main() {
             "SELECT key, value, AVG(value) OVER (ROWS WINDOW BUFFER 100 ROWS PARTITION BY key ORDER BY ts) AS mean FROM gen EMIT CHANGES".to_string(),
         ),
     ];
+    // the results to a JSON Lines file, or (BENCH_SINK=blackhole) dropped
+    let blackhole = env_or("BENCH_SINK", String::new()) == "blackhole";
     let dir = tempfile::tempdir().unwrap();
-    println!("windows and row windows over the generator, {rows} events, best of {runs}");
+    println!(
+        "windows and row windows over the generator, {rows} events, best of {runs}, results to {}",
+        if blackhole { "a blackhole" } else { "a JSON Lines file" }
+    );
     println!(
         "{:<10} {:>10} {:>14} {:>9} {:>18} {:>10}",
         "window", "partitions", "events/s", "speed-up", "events/CPU-s", "wall s"
@@ -77,14 +82,18 @@ fn main() {
             continue;
         }
         let mut single: Option<f64> = None;
+        let sink = if blackhole {
+            "'out.type' = 'blackhole'".to_string()
+        } else {
+            format!("'out.type' = 'file_sink', 'out.path' = 'out/{name}.jsonl'")
+        };
         for &p in &parts {
             let sql = format!(
                 "CREATE STREAM w AS {query} INTO out
              WITH ('gen.type' = 'datagen', 'gen.rows' = '{rows}',
                    'gen.columns' = 'key:int(0,999), value:float(0,1000), ts:timestamp(1)',
                    'gen.event.time.field' = 'ts', 'gen.watermark.max_out_of_orderness' = '0ms',
-                   'batch.size' = '100000', 'partitions' = '{p}',
-                   'out.type' = 'file_sink', 'out.path' = 'out/{name}.jsonl');"
+                   'batch.size' = '100000', 'partitions' = '{p}', {sink});"
             );
             let mut best: Option<(f64, f64, f64)> = None;
             for _ in 0..runs {

@@ -28,5 +28,5 @@ pub mod template;
 mod error;
 
 pub use error::{ConnectorError, Result};
-pub use sink::{Sink, SinkCapabilities};
+pub use sink::{BatchEncoder, Sink, SinkCapabilities};
 pub use source::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};

@@ -46,6 +46,14 @@ pub struct SinkCapabilities {
     pub transactions: bool,
 }
 
+/// Turns result batches into a sink's bytes on any thread: the engine
+/// encodes several batches at once, ahead of the sink's own thread, which
+/// then only writes them ([`Sink::write_encoded`]), in order.
+pub trait BatchEncoder: Send + Sync + std::fmt::Debug {
+    /// The bytes of `batch`, as the sink would write them.
+    fn encode(&self, batch: &RecordBatch) -> Result<Vec<u8>>;
+}
+
 /// A configured output. Methods block; the fan-out calls them off the async runtime.
 pub trait Sink: Send + std::fmt::Debug {
     /// The name used in SQL.
@@ -63,6 +71,17 @@ pub trait Sink: Send + std::fmt::Debug {
     fn begin_epoch(&mut self, epoch: u64) -> Result<()>;
     /// Writes one result batch.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// An encoder the engine may run on its own threads (after
+    /// `set_schema`); its bytes come back through `write_encoded`. None
+    /// (the default): `write` encodes.
+    fn encoder(&self) -> Option<std::sync::Arc<dyn BatchEncoder>> {
+        None
+    }
+    /// Writes `batch`, already encoded by [`Sink::encoder`] as `bytes`.
+    fn write_encoded(&mut self, batch: &RecordBatch, bytes: &[u8]) -> Result<()> {
+        let _ = bytes;
+        self.write(batch)
+    }
     /// Makes the epoch durable (flush / close temporary file).
     fn prepare_commit(&mut self, epoch: u64) -> Result<()>;
     /// Publishes the epoch.

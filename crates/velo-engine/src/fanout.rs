@@ -2,7 +2,10 @@
 //!
 //! Each sink runs on a thread of its own behind a bounded channel (sinks do
 //! blocking I/O and encoding; the async runtime never waits on them except
-//! through the channel, which is also the backpressure). A write that fails
+//! through the channel, which is also the backpressure). A sink that can
+//! encode off its thread ([`velo_connectors::BatchEncoder`]: the text file
+//! formats) gets its large batches encoded on the runtime's blocking pool,
+//! several at once, and only writes the bytes, in order. A write that fails
 //! is retried with exponential backoff and jitter under `RetryWithBackoff`;
 //! after that the failure belongs to that sink's epoch and is reported at
 //! `prepare`, where the runtime decides by the failure strategy.
@@ -29,6 +32,10 @@ pub struct Prepared {
     pub token: Option<serde_json::Value>,
 }
 
+/// Batches of at least this many rows are encoded ahead of the sink's
+/// thread; smaller ones (low-latency epochs) on it, without the hop.
+const ENCODE_AHEAD_ROWS: usize = 1024;
+
 /// Retry policy for sink writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -41,6 +48,11 @@ pub struct Retry {
 enum Cmd {
     Begin(u64, oneshot::Sender<Result<(), String>>),
     Write(RecordBatch),
+    /// A batch being encoded off the sink's thread, and its bytes to come.
+    Encoded(
+        RecordBatch,
+        oneshot::Receiver<velo_connectors::Result<Vec<u8>>>,
+    ),
     Prepare(u64, oneshot::Sender<Result<Prepared, String>>),
     Recover(serde_json::Value, oneshot::Sender<Result<(), String>>),
     Position(
@@ -60,6 +72,8 @@ pub struct SinkHandle {
     /// One-line description.
     pub description: String,
     tx: mpsc::Sender<Cmd>,
+    /// The sink's encoder, run on the runtime's blocking pool.
+    encoder: Option<Arc<dyn velo_connectors::BatchEncoder>>,
     /// Records committed by this sink.
     pub written: Arc<AtomicU64>,
     /// Records this sink failed to write.
@@ -108,6 +122,7 @@ impl SinkHandle {
         sink.set_transactional(transactional);
         sink.set_schema(schema);
         let description = sink.describe();
+        let encoder = sink.encoder();
         let (tx, mut rx) = mpsc::channel::<Cmd>(4);
         let written = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -135,6 +150,23 @@ impl SinkHandle {
                                 continue;
                             }
                             if let Err(m) = with_retry(retry, &tname, || sink.write(&b)) {
+                                tracing::error!(sink = %tname, "write failed: {m}");
+                                epoch_error = Some(m);
+                            }
+                        }
+                        Cmd::Encoded(b, bytes) => {
+                            epoch_rows += b.num_rows() as u64;
+                            if epoch_error.is_some() {
+                                continue;
+                            }
+                            let r = match bytes.blocking_recv() {
+                                Ok(Ok(bytes)) => {
+                                    with_retry(retry, &tname, || sink.write_encoded(&b, &bytes))
+                                }
+                                Ok(Err(e)) => Err(e.to_string()),
+                                Err(_) => Err("the encoding task stopped".to_string()),
+                            };
+                            if let Err(m) = r {
                                 tracing::error!(sink = %tname, "write failed: {m}");
                                 epoch_error = Some(m);
                             }
@@ -190,6 +222,7 @@ impl SinkHandle {
             name,
             description,
             tx,
+            encoder,
             written,
             failed,
         }
@@ -236,10 +269,24 @@ impl SinkHandle {
     pub async fn close(&self) -> Result<(), String> {
         self.call(Cmd::Close).await
     }
-    /// Queues a batch.
+    /// Queues a batch. A sink with an encoder gets a large batch encoded
+    /// on the runtime's blocking pool, so that several batches are encoded
+    /// at once while the sink's thread writes them in order; the queue's
+    /// bound limits how many are in flight.
     pub async fn write(&self, batch: RecordBatch) -> Result<(), String> {
+        let cmd = match &self.encoder {
+            Some(enc) if batch.num_rows() >= ENCODE_AHEAD_ROWS => {
+                let (tx, rx) = oneshot::channel();
+                let (enc, b) = (enc.clone(), batch.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(enc.encode(&b));
+                });
+                Cmd::Encoded(batch, rx)
+            }
+            _ => Cmd::Write(batch),
+        };
         self.tx
-            .send(Cmd::Write(batch))
+            .send(cmd)
             .await
             .map_err(|_| format!("sink '{}' worker stopped", self.name))
     }

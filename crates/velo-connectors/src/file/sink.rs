@@ -90,6 +90,50 @@ impl Enc {
     }
 }
 
+/// The rows of `batch` as CSV (no header), JSON Lines or JSON array rows
+/// (commas between them, no brackets).
+fn encode_lines(
+    format: FileFormat,
+    delimiter: u8,
+    batch: &RecordBatch,
+) -> std::result::Result<Vec<u8>, ArrowError> {
+    let mut out = Vec::with_capacity(batch.num_rows() * 64);
+    match format {
+        FileFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(false)
+                .with_delimiter(delimiter)
+                .build(&mut out);
+            w.write(batch)?;
+        }
+        FileFormat::JsonArray => {
+            let mut w = arrow::json::WriterBuilder::new().build::<_, ArrayRows>(&mut out);
+            w.write(batch)?;
+            w.finish()?;
+        }
+        _ => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            w.write(batch)?;
+            w.finish()?;
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes the text formats off the sink's thread ([`crate::BatchEncoder`]).
+#[derive(Debug)]
+struct LinesEncoder {
+    format: FileFormat,
+    delimiter: u8,
+}
+
+impl crate::BatchEncoder for LinesEncoder {
+    fn encode(&self, batch: &RecordBatch) -> Result<Vec<u8>> {
+        encode_lines(self.format, self.delimiter, batch)
+            .map_err(|e| ConnectorError::Other(format!("cannot encode: {e}")))
+    }
+}
+
 /// JSON array rows: commas between rows; brackets are written by the sink
 /// so that an array can continue across epochs and be cut back on abort.
 #[derive(Debug, Default)]
@@ -455,7 +499,7 @@ impl FileSink {
         }
     }
 
-    fn write_inner(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn write_inner(&mut self, batch: &RecordBatch, encoded: Option<&[u8]>) -> Result<()> {
         if let Some(Rotation::Size(limit)) = self.cfg.rotation {
             let full = self
                 .current
@@ -482,6 +526,7 @@ impl FileSink {
         let err = |e: ArrowError| {
             ConnectorError::Other(format!("cannot write '{}': {e}", path.display()))
         };
+        let io = |e: std::io::Error| ConnectorError::io("cannot write", &path, e);
         match f.writer.as_mut() {
             Some(FileWriter::Parquet(w)) => w.write(batch)?,
             Some(FileWriter::Lines {
@@ -489,30 +534,27 @@ impl FileSink {
                 rows,
                 header_pending,
             }) => {
-                match format {
-                    FileFormat::Csv => {
-                        let mut w = arrow::csv::WriterBuilder::new()
-                            .with_header(*header_pending)
-                            .with_delimiter(delimiter)
-                            .build(&mut *enc);
-                        w.write(batch).map_err(err)?;
-                        *header_pending = false;
+                let mine;
+                let bytes = match encoded {
+                    Some(b) => b,
+                    None => {
+                        mine = encode_lines(format, delimiter, batch).map_err(err)?;
+                        &mine[..]
                     }
-                    FileFormat::JsonArray => {
-                        if *rows > 0 || f.committed_rows > 0 {
-                            enc.write_all(b",").map_err(|e| err(e.into()))?;
-                        }
-                        let mut w =
-                            arrow::json::WriterBuilder::new().build::<_, ArrayRows>(&mut *enc);
-                        w.write(batch).map_err(err)?;
-                        w.finish().map_err(err)?;
-                    }
-                    _ => {
-                        let mut w = arrow::json::LineDelimitedWriter::new(&mut *enc);
-                        w.write(batch).map_err(err)?;
-                        w.finish().map_err(err)?;
-                    }
+                };
+                if format == FileFormat::Csv && *header_pending {
+                    // the header alone: the rows come encoded without it
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .with_delimiter(delimiter)
+                        .build(&mut *enc);
+                    w.write(&batch.slice(0, 0)).map_err(err)?;
+                    *header_pending = false;
                 }
+                if format == FileFormat::JsonArray && (*rows > 0 || f.committed_rows > 0) {
+                    enc.write_all(b",").map_err(io)?;
+                }
+                enc.write_all(bytes).map_err(io)?;
                 *rows += batch.num_rows() as u64;
             }
             None => {
@@ -583,7 +625,26 @@ impl Sink for FileSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.write_inner(batch)
+        self.write_inner(batch, None)
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn crate::BatchEncoder>> {
+        (self.cfg.format != FileFormat::Parquet).then(|| {
+            Arc::new(LinesEncoder {
+                format: self.cfg.format,
+                delimiter: self.cfg.delimiter,
+            }) as Arc<dyn crate::BatchEncoder>
+        })
+    }
+
+    fn write_encoded(&mut self, batch: &RecordBatch, bytes: &[u8]) -> Result<()> {
+        if self.schema.is_none() {
+            self.schema = Some(batch.schema());
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.write_inner(batch, Some(bytes))
     }
 
     fn prepare_commit(&mut self, _epoch: u64) -> Result<()> {
