@@ -19,7 +19,9 @@
 //! cores. Reports events per second (wall), the speed-up over 1 partition,
 //! and events per CPU-second (user and system time of this process).
 //! `BENCH_ROWS` sets the rows (default 5M), `BENCH_RUNS` the repetitions
-//! (best wall time kept); an argument filters by name.
+//! (best wall time kept), `BENCH_EPOCH` the records per epoch (default
+//! 100,000), `BENCH_KEYS` the distinct keys (default 1,000), `BENCH_SINK=blackhole`
+//! drops the results instead of writing them; an argument filters by name.
 
 use std::time::Instant;
 
@@ -68,10 +70,17 @@ fn main() {
     ];
     // the results to a JSON Lines file, or (BENCH_SINK=blackhole) dropped
     let blackhole = env_or("BENCH_SINK", String::new()) == "blackhole";
+    // records per epoch, and distinct keys
+    let epoch: u64 = env_or("BENCH_EPOCH", 100_000);
+    let keys: u64 = env_or("BENCH_KEYS", 1_000);
     let dir = tempfile::tempdir().unwrap();
     println!(
         "windows and row windows over the generator, {rows} events, best of {runs}, results to {}",
-        if blackhole { "a blackhole" } else { "a JSON Lines file" }
+        if blackhole {
+            "a blackhole"
+        } else {
+            "a JSON Lines file"
+        }
     );
     println!(
         "{:<10} {:>10} {:>14} {:>9} {:>18} {:>10}",
@@ -91,9 +100,10 @@ fn main() {
             let sql = format!(
                 "CREATE STREAM w AS {query} INTO out
              WITH ('gen.type' = 'datagen', 'gen.rows' = '{rows}',
-                   'gen.columns' = 'key:int(0,999), value:float(0,1000), ts:timestamp(1)',
+                   'gen.columns' = 'key:int(0,{}), value:float(0,1000), ts:timestamp(1)',
                    'gen.event.time.field' = 'ts', 'gen.watermark.max_out_of_orderness' = '0ms',
-                   'batch.size' = '100000', 'partitions' = '{p}', {sink});"
+                   'batch.size' = '{epoch}', 'partitions' = '{p}', {sink});",
+                keys - 1
             );
             let mut best: Option<(f64, f64, f64)> = None;
             for _ in 0..runs {

@@ -118,7 +118,11 @@ fn text_files_encoded_ahead_keep_order_and_one_header() {
     let jsonl = std::fs::read_to_string(d.path().join("out/rows.jsonl")).unwrap();
     let got: Vec<u64> = jsonl
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert!(got.iter().copied().eq(ids), "JSON Lines in order");
 }

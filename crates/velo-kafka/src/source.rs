@@ -809,11 +809,7 @@ impl Worker {
 
     /// Polls sets of up to `max` messages and hands each on with the
     /// position after it; `hand` says false when the engine is gone.
-    fn poll_loop<'c>(
-        &mut self,
-        consumer: &'c Consumer_,
-        mut hand: impl FnMut(Polled<'c>) -> bool,
-    ) {
+    fn poll_loop<'c>(&mut self, consumer: &'c Consumer_, mut hand: impl FnMut(Polled<'c>) -> bool) {
         let mut last_warn = Instant::now() - Duration::from_secs(60);
         loop {
             if self.tx.is_closed() || self.at_end() {
