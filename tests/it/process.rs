@@ -80,6 +80,17 @@ fn sigkill_never_leaves_a_partial_file_visible() {
     );
 }
 
+/// The `id` of every JSON Lines row, in order.
+fn ids_of_jsonl(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Large batches are encoded off the sink's thread, several at once, and
 /// still written in order: CSV with one header, a JSON array, JSON Lines,
 /// across epochs and files.
@@ -115,15 +126,7 @@ fn text_files_encoded_ahead_keep_order_and_one_header() {
         .map(|v| v["id"].as_u64().unwrap())
         .collect();
     assert!(got.iter().copied().eq(ids.clone()), "JSON array in order");
-    let jsonl = std::fs::read_to_string(d.path().join("out/rows.jsonl")).unwrap();
-    let got: Vec<u64> = jsonl
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let got = ids_of_jsonl(&std::fs::read_to_string(d.path().join("out/rows.jsonl")).unwrap());
     assert!(got.iter().copied().eq(ids), "JSON Lines in order");
 }
 
@@ -148,15 +151,7 @@ fn ctrl_c_commits_the_current_epoch_and_exits_cleanly() {
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{err}");
-    let ids: Vec<u64> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let ids = ids_of_jsonl(&std::fs::read_to_string(&out).unwrap());
     // everything read was written: no gaps, nothing lost at the stop
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     let read: u64 = err
