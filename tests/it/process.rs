@@ -104,7 +104,7 @@ fn text_files_encoded_ahead_keep_order_and_one_header() {
                'gen.columns' = 'id:sequence(1), name:string(12), amount:float(0,100)',
                'batch.size' = '7000',
                'c.type' = 'file_sink', 'c.path' = 'out/rows.csv', 'c.format' = 'csv',
-               'a.type' = 'file_sink', 'a.path' = 'out/rows.json', 'a.format' = 'json',
+               'a.type' = 'file_sink', 'a.path' = 'out/rows.json', 'a.format' = 'json_array',
                'l.type' = 'file_sink', 'l.path' = 'out/rows.jsonl');",
     );
     assert!(ok, "{log}");

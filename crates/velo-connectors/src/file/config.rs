@@ -137,11 +137,12 @@ pub const SINK_KEYS: &[KeySpec] = &[
             "json_lines",
             "ndjson",
             "json",
+            "json_array",
             "csv",
             "parquet",
         ]),
         Some("from the extension"),
-        "jsonl, json (one array per file), csv, parquet",
+        "jsonl, json or json_array (one array per file), csv, parquet",
     ),
     KeySpec::new(
         "append",
