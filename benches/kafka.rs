@@ -15,7 +15,8 @@
 //! The broker: librdkafka's mock cluster in this process (default; it
 //! accepts transactions), or tansu when `BENCH_BROKER=host:port` names a
 //! running broker. `BENCH_MESSAGES` changes the message count,
-//! `BENCH_RUNS` the repetitions (best kept), `BENCH_RATE` the part-2 rate.
+//! `BENCH_RUNS` the repetitions (best kept), `BENCH_RATE` the part-2 rate,
+//! `BENCH_DECODE_THREADS` the source's `decode_threads` (default 1).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -91,7 +92,8 @@ fn job(bs: &str, input: &str, output: &str, extra: &str, bounded: bool) -> Strin
          'orders.schema' = 'order_id BIGINT, customer_id BIGINT, amount DOUBLE, status VARCHAR, sent_us BIGINT', \
          'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{bs}', 'out.topic' = '{output}', \
          'out.linger.ms' = '5', 'out.batch.num.messages' = '10000', 'out.queue.buffering.max.messages' = '1000000', \
-         'state.dir' = 'state-{output}' {extra});"
+         'state.dir' = 'state-{output}', 'orders.decode_threads' = '{}' {extra});",
+        env_or::<u64>("BENCH_DECODE_THREADS", 1)
     )
 }
 

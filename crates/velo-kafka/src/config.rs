@@ -183,8 +183,8 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
     KeySpec::new(
         "decode_threads",
         KeyType::UInt,
-        Some("number of cores"),
-        "Threads decoding polled message sets at once (the engine gets them in poll order)",
+        Some("1"),
+        "Threads decoding polled message sets at once (the engine gets them in poll order); more helps large-batch throughput, not small low-latency epochs",
     ),
     KeySpec::new(
         "connect.timeout",
@@ -520,12 +520,10 @@ impl KafkaSourceConfig {
                 .uint("max.poll.records")?
                 .unwrap_or(8192)
                 .clamp(1, 1 << 20) as usize,
-            decode_threads: match cfg.uint("decode_threads")? {
-                Some(n) => n.clamp(1, 64) as usize,
-                None => std::thread::available_parallelism()
-                    .map(|n| n.get().min(8))
-                    .unwrap_or(1),
-            },
+            // one by default: the hops between threads cost the small
+            // epochs of low_latency and adaptive_size far more than they
+            // gain (see the README's Kafka benchmark)
+            decode_threads: cfg.uint("decode_threads")?.unwrap_or(1).clamp(1, 64) as usize,
             connect_timeout: duration("connect.timeout", Duration::from_secs(10))?,
             topics,
             group_id,
