@@ -92,12 +92,12 @@ impl Enc {
 
 /// The rows of `batch` as CSV (no header), JSON Lines or JSON array rows
 /// (commas between them, no brackets).
-fn encode_lines(
+fn encode_lines<W: Write>(
     format: FileFormat,
     delimiter: u8,
     batch: &RecordBatch,
-) -> std::result::Result<Vec<u8>, ArrowError> {
-    let mut out = Vec::with_capacity(batch.num_rows() * 64);
+    mut out: W,
+) -> std::result::Result<(), ArrowError> {
     match format {
         FileFormat::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
@@ -117,7 +117,7 @@ fn encode_lines(
             w.finish()?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Encodes the text formats off the sink's thread ([`crate::BatchEncoder`]).
@@ -129,8 +129,10 @@ struct LinesEncoder {
 
 impl crate::BatchEncoder for LinesEncoder {
     fn encode(&self, batch: &RecordBatch) -> Result<Vec<u8>> {
-        encode_lines(self.format, self.delimiter, batch)
-            .map_err(|e| ConnectorError::Other(format!("cannot encode: {e}")))
+        let mut out = Vec::with_capacity(batch.num_rows() * 64);
+        encode_lines(self.format, self.delimiter, batch, &mut out)
+            .map_err(|e| ConnectorError::Other(format!("cannot encode: {e}")))?;
+        Ok(out)
     }
 }
 
@@ -534,14 +536,6 @@ impl FileSink {
                 rows,
                 header_pending,
             }) => {
-                let mine;
-                let bytes = match encoded {
-                    Some(b) => b,
-                    None => {
-                        mine = encode_lines(format, delimiter, batch).map_err(err)?;
-                        &mine[..]
-                    }
-                };
                 if format == FileFormat::Csv && *header_pending {
                     // the header alone: the rows come encoded without it
                     let mut w = arrow::csv::WriterBuilder::new()
@@ -554,7 +548,11 @@ impl FileSink {
                 if format == FileFormat::JsonArray && (*rows > 0 || f.committed_rows > 0) {
                     enc.write_all(b",").map_err(io)?;
                 }
-                enc.write_all(bytes).map_err(io)?;
+                match encoded {
+                    Some(bytes) => enc.write_all(bytes).map_err(io)?,
+                    // encoded here, straight into the file
+                    None => encode_lines(format, delimiter, batch, &mut *enc).map_err(err)?,
+                }
                 *rows += batch.num_rows() as u64;
             }
             None => {
