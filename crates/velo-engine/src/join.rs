@@ -958,17 +958,15 @@ impl DisplayAs for IntervalJoinExec {
     }
 }
 
-/// Reads a whole epoch of one input.
+/// Reads a whole epoch of one input, its partitions at once (each in a
+/// task of its own), in partition order.
 async fn drain(plan: &Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> Result<RecordBatch> {
     let schema = plan.schema();
-    let mut parts = Vec::new();
-    for i in 0..plan.output_partitioning().partition_count() {
-        let mut s = plan.execute(i, ctx.clone())?;
-        while let Some(b) = s.next().await {
-            parts.push(b?);
-        }
-    }
-    Ok(arrow::compute::concat_batches(&schema, &parts)?)
+    let parts = datafusion::physical_plan::collect_partitioned(plan.clone(), ctx).await?;
+    Ok(arrow::compute::concat_batches(
+        &schema,
+        parts.iter().flatten(),
+    )?)
 }
 
 impl ExecutionPlan for IntervalJoinExec {

@@ -14,7 +14,7 @@
 //! epochs and emits a window's rows once, when the watermark passes its end.
 //! Filters, projections, HAVING and expressions stay DataFusion's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
@@ -728,6 +728,55 @@ pub struct WindowAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     inners: Vec<Arc<Inner>>,
     props: Arc<PlanProperties>,
+    /// Set when the input is read by as many partitions as there are states:
+    /// each reading task routes its own rows to the states.
+    route: Option<Route>,
+}
+
+/// In-task routing: the task reading input partition `p` hashes each batch
+/// by the group key (DataFusion's [`BatchPartitioner`], the same routing as
+/// its `RepartitionExec`, so a key always lands in the same state) and
+/// updates every state the rows go to, under that state's lock. No rows are
+/// handed between threads. A state emits once no reading task of the epoch
+/// is busy (`reading`, made anew with each epoch's plan).
+///
+/// [`BatchPartitioner`]: datafusion::physical_plan::repartition::BatchPartitioner
+#[derive(Clone)]
+struct Route {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    reading: Arc<Reading>,
+}
+
+/// The reading tasks of one epoch that are busy. The scan partitions all
+/// pull from the same feed, so once a task's input has ended the epoch's
+/// input has ended for every task: a task that starts later reads nothing.
+/// A task therefore emits when none is busy, whether its consumer polls the
+/// partitions together or one after another.
+#[derive(Default)]
+struct Reading {
+    busy: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Reading {
+    fn start(&self) {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// This task is done: waits until the others are too.
+    async fn finish(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        if self.busy.fetch_sub(1, AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+        loop {
+            let idle = self.idle.notified();
+            if self.busy.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
 }
 
 impl fmt::Debug for WindowAggregateExec {
@@ -894,16 +943,25 @@ impl WindowAggregateExec {
         // partitions own the keys the hash routes to them; without a key
         // there is one group per window, and one partition
         let partitions = if keys.is_empty() { 1 } else { partitions };
+        let mut route = None;
         let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
+            let hash: Vec<_> = keys.iter().map(|(_, e)| e.clone()).collect();
             // the scan read by every partition at once, when nothing between
-            // keeps order or state: the routing runs on every core
-            let input = crate::feed::widen_scan(&input, feeds, partitions).unwrap_or(input);
-            Arc::new(
-                datafusion::physical_plan::repartition::RepartitionExec::try_new(
-                    input,
-                    Partitioning::Hash(keys.iter().map(|(_, e)| e.clone()).collect(), partitions),
-                )?,
-            )
+            // keeps order or state: each reading task routes its own rows
+            if let Some(wide) = crate::feed::widen_scan(&input, feeds, partitions) {
+                route = Some(Route {
+                    keys: hash,
+                    reading: Default::default(),
+                });
+                wide
+            } else {
+                Arc::new(
+                    datafusion::physical_plan::repartition::RepartitionExec::try_new(
+                        input,
+                        Partitioning::Hash(hash, partitions),
+                    )?,
+                )
+            }
         } else if input.output_partitioning().partition_count() > 1 {
             // one partition over a partitioned input (a window over a
             // window): all of it
@@ -952,6 +1010,7 @@ impl WindowAggregateExec {
             input,
             inners: std::iter::once(Arc::new(first)).chain(inners).collect(),
             props: Arc::new(props),
+            route,
         }))
     }
 }
@@ -975,9 +1034,14 @@ impl DisplayAs for WindowAggregateExec {
             Emit::Final => "when the watermark passes the window end",
             Emit::Changes => "the changed groups every epoch",
         };
+        let routed = if self.route.is_some() {
+            " (rows hash-routed by the tasks reading them)"
+        } else {
+            ""
+        };
         write!(
             f,
-            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}], partitions={}",
+            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}], partitions={}{routed}",
             aggs.join(", "),
             self.inners.len()
         )
@@ -1011,10 +1075,16 @@ impl ExecutionPlan for WindowAggregateExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // a new plan is a new epoch, with reading tasks of its own
+        let route = self.route.as_ref().map(|r| Route {
+            keys: r.keys.clone(),
+            reading: Default::default(),
+        });
         Ok(Arc::new(Self {
             input: children[0].clone(),
             inners: self.inners.clone(),
             props: self.props.clone(),
+            route,
         }))
     }
     fn execute(
@@ -1024,21 +1094,42 @@ impl ExecutionPlan for WindowAggregateExec {
     ) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(partition, context)?;
         let inner = self.inners[partition].clone();
+        let route = self.route.clone();
+        let inners = self.inners.clone();
         let out = futures::stream::once(async move {
             let mut r: Result<Vec<RecordBatch>> = Ok(vec![]);
-            while let Some(b) = input.next().await {
-                match b {
-                    Ok(b) => {
-                        if let Err(e) = inner.update(&b) {
+            let mut router = match &route {
+                Some(route) => {
+                    route.reading.start();
+                    match datafusion::physical_plan::repartition::BatchPartitioner::new_hash_partitioner(
+                        route.keys.clone(),
+                        inners.len(),
+                        Default::default(),
+                    ) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
                             r = Err(e);
-                            break;
+                            None
                         }
                     }
-                    Err(e) => {
-                        r = Err(e);
-                        break;
-                    }
                 }
+                None => None,
+            };
+            while r.is_ok()
+                && let Some(b) = input.next().await
+            {
+                let done = match (b, router.as_mut()) {
+                    (Ok(b), Some(router)) => route_batch(router, b, &inners, partition),
+                    (Ok(b), None) => inner.update(&b),
+                    (Err(e), _) => Err(e),
+                };
+                if let Err(e) = done {
+                    r = Err(e);
+                }
+            }
+            if let Some(route) = &route {
+                // every task's rows are in before any state emits
+                route.reading.finish().await;
             }
             let items: Vec<Result<RecordBatch>> = match r.and_then(|_| inner.emit()) {
                 Ok(v) => v.into_iter().map(Ok).collect(),
@@ -1054,6 +1145,33 @@ impl ExecutionPlan for WindowAggregateExec {
     }
 }
 
+/// Routes one batch read by task `me` to the states its rows belong to.
+/// The states free now are updated first, starting with the task's own, so
+/// two tasks seldom wait for each other's lock.
+fn route_batch(
+    router: &mut datafusion::physical_plan::repartition::BatchPartitioner,
+    b: RecordBatch,
+    inners: &[Arc<Inner>],
+    me: usize,
+) -> Result<()> {
+    let mut parts = router.partition_iter(b)?.collect::<Result<Vec<_>>>()?;
+    parts.sort_by_key(|(q, _)| (q + inners.len() - me) % inners.len());
+    while !parts.is_empty() {
+        let mut left = Vec::with_capacity(parts.len());
+        for (q, sub) in parts {
+            if !inners[q].try_update(&sub)? {
+                left.push((q, sub));
+            }
+        }
+        parts = left;
+        if let Some((q, sub)) = (!parts.is_empty()).then(|| parts.remove(0)) {
+            // all taken: wait for the first
+            inners[q].update(&sub)?;
+        }
+    }
+    Ok(())
+}
+
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
     e.evaluate(b)?.into_array(b.num_rows())
 }
@@ -1062,6 +1180,71 @@ fn take_all(cols: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<ArrayRef>> {
     cols.iter()
         .map(|c| Ok(arrow::compute::take(c, idx, None)?))
         .collect()
+}
+
+/// The rows of each window a batch touches, in the order first touched.
+/// Rows come mostly in event-time order, so most go to the window of the row
+/// before; the others are found through a (fast-hashed) index.
+#[derive(Default)]
+struct RowsByWindow {
+    windows: Vec<(i64, Vec<u32>)>,
+    index: datafusion::common::HashMap<i64, usize>,
+    last: usize,
+}
+
+impl RowsByWindow {
+    fn push(&mut self, start: i64, row: u32) {
+        if let Some((s, rows)) = self.windows.get_mut(self.last)
+            && *s == start
+        {
+            rows.push(row);
+            return;
+        }
+        let windows = &mut self.windows;
+        let i = *self.index.entry(start).or_insert_with(|| {
+            windows.push((start, Vec::new()));
+            windows.len() - 1
+        });
+        self.windows[i].1.push(row);
+        self.last = i;
+    }
+}
+
+/// Picks rows (ascending) out of a batch's columns: a zero-copy slice when
+/// they are one run, as they are for a window of in-order rows; a take
+/// otherwise.
+enum Pick {
+    Run(usize, usize),
+    Take(UInt32Array),
+}
+
+impl Pick {
+    fn of(rows: &[u32]) -> Self {
+        match (rows.first(), rows.last()) {
+            (Some(&a), Some(&z)) if (z - a) as usize + 1 == rows.len() => {
+                Pick::Run(a as usize, rows.len())
+            }
+            _ => Pick::Take(UInt32Array::from(rows.to_vec())),
+        }
+    }
+
+    fn one(&self, c: &ArrayRef) -> Result<ArrayRef> {
+        Ok(match self {
+            Pick::Run(offset, len) => c.slice(*offset, *len),
+            Pick::Take(idx) => arrow::compute::take(c, idx, None)?,
+        })
+    }
+
+    fn bools(&self, f: &BooleanArray) -> Result<BooleanArray> {
+        Ok(match self {
+            Pick::Run(offset, len) => f.slice(*offset, *len),
+            Pick::Take(idx) => arrow::compute::take(f, idx, None)?.as_boolean().clone(),
+        })
+    }
+
+    fn all(&self, cols: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        cols.iter().map(|c| self.one(c)).collect()
+    }
 }
 
 impl Inner {
@@ -1114,6 +1297,23 @@ impl Inner {
             return Ok(());
         }
         let mut st = self.state.lock().expect("window state");
+        self.update_locked(&mut st, b)
+    }
+
+    /// [`Self::update`] if no other task holds this partition's state now;
+    /// `false` (nothing done) if one does.
+    fn try_update(&self, b: &RecordBatch) -> Result<bool> {
+        match self.state.try_lock() {
+            Ok(mut st) => self.update_locked(&mut st, b).map(|_| true),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(false),
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("window state poisoned"),
+        }
+    }
+
+    fn update_locked(&self, st: &mut WinState, b: &RecordBatch) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
         if let WindowKind::Session { .. } = self.kind {
             st.pending.push(b.clone());
             let rows: usize = st.pending.iter().map(|b| b.num_rows()).sum();
@@ -1160,20 +1360,15 @@ impl Inner {
             return Ok(());
         }
         // rows of each window this batch touches
-        let mut by_window: HashMap<i64, Vec<u32>> = HashMap::new();
+        let mut by_window = RowsByWindow::default();
         for (i, t) in ts.iter().enumerate() {
             let Some(t) = t else { continue };
             match self.kind {
-                WindowKind::Tumble { size } => {
-                    by_window
-                        .entry(t.div_euclid(size) * size)
-                        .or_default()
-                        .push(i as u32);
-                }
+                WindowKind::Tumble { size } => by_window.push(t.div_euclid(size) * size, i as u32),
                 WindowKind::Hop { slide, size } => {
                     let mut s = t.div_euclid(slide) * slide;
                     while s + size > t {
-                        by_window.entry(s).or_default().push(i as u32);
+                        by_window.push(s, i as u32);
                         s -= slide;
                     }
                 }
@@ -1182,9 +1377,8 @@ impl Inner {
                 }
             }
         }
-        let all =
-            by_window.len() == 1 && by_window.values().next().map(Vec::len) == Some(b.num_rows());
-        for (start, rows) in by_window {
+        let all = matches!(&by_window.windows[..], [(_, rows)] if rows.len() == b.num_rows());
+        for (start, rows) in by_window.windows {
             let w = match st.windows.entry(start) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
@@ -1192,23 +1386,13 @@ impl Inner {
             if all {
                 self.accumulate(w, &keys, &args, &filters)?;
             } else {
-                let idx = UInt32Array::from(rows);
-                let k = take_all(&keys, &idx)?;
-                let a: Vec<Vec<ArrayRef>> = args
-                    .iter()
-                    .map(|a| take_all(a, &idx))
-                    .collect::<Result<_>>()?;
+                let pick = Pick::of(&rows);
+                let k = pick.all(&keys)?;
+                let a: Vec<Vec<ArrayRef>> =
+                    args.iter().map(|a| pick.all(a)).collect::<Result<_>>()?;
                 let f: Vec<Option<BooleanArray>> = filters
                     .iter()
-                    .map(|f| {
-                        f.as_ref()
-                            .map(|f| {
-                                Ok::<_, DataFusionError>(
-                                    arrow::compute::take(f, &idx, None)?.as_boolean().clone(),
-                                )
-                            })
-                            .transpose()
-                    })
+                    .map(|f| f.as_ref().map(|f| pick.bools(f)).transpose())
                     .collect::<Result<_>>()?;
                 self.accumulate(w, &k, &a, &f)?;
             }
@@ -1661,5 +1845,34 @@ impl Inner {
             Arc::new(ends),
             values,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_to_their_windows_in_first_touched_order() {
+        let mut by = RowsByWindow::default();
+        for (start, row) in [(10, 0), (10, 1), (20, 2), (10, 3), (30, 4), (20, 5)] {
+            by.push(start, row);
+        }
+        assert_eq!(
+            by.windows,
+            vec![(10, vec![0, 1, 3]), (20, vec![2, 5]), (30, vec![4])]
+        );
+    }
+
+    #[test]
+    fn a_run_of_rows_is_a_slice_and_others_are_taken() {
+        let col: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![5, 6, 7, 8, 9]));
+        let run = Pick::of(&[1, 2, 3]);
+        assert!(matches!(run, Pick::Run(1, 3)));
+        let gaps = Pick::of(&[0, 2, 4]);
+        assert!(matches!(gaps, Pick::Take(_)));
+        let ints = |a: ArrayRef| a.as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(ints(run.one(&col).unwrap()), vec![6, 7, 8]);
+        assert_eq!(ints(gaps.one(&col).unwrap()), vec![5, 7, 9]);
     }
 }
