@@ -1341,7 +1341,7 @@ impl Inner {
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
             };
             self.accumulate(w, &keys, &args, &filters)?;
-            self.publish_metrics(&st);
+            self.publish_metrics(st);
             return Ok(());
         }
         let ts = to_millis(&eval(&self.ts, b)?)?;
@@ -1356,7 +1356,7 @@ impl Inner {
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
             };
             self.accumulate(w, &keys, &args, &filters)?;
-            self.publish_metrics(&st);
+            self.publish_metrics(st);
             return Ok(());
         }
         // rows of each window this batch touches
@@ -1397,7 +1397,7 @@ impl Inner {
                 self.accumulate(w, &k, &a, &f)?;
             }
         }
-        self.publish_metrics(&st);
+        self.publish_metrics(st);
         Ok(())
     }
 
