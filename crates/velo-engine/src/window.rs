@@ -728,55 +728,6 @@ pub struct WindowAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     inners: Vec<Arc<Inner>>,
     props: Arc<PlanProperties>,
-    /// Set when the input is read by as many partitions as there are states:
-    /// each reading task routes its own rows to the states.
-    route: Option<Route>,
-}
-
-/// In-task routing: the task reading input partition `p` hashes each batch
-/// by the group key (DataFusion's [`BatchPartitioner`], the same routing as
-/// its `RepartitionExec`, so a key always lands in the same state) and
-/// updates every state the rows go to, under that state's lock. No rows are
-/// handed between threads. A state emits once no reading task of the epoch
-/// is busy (`reading`, made anew with each epoch's plan).
-///
-/// [`BatchPartitioner`]: datafusion::physical_plan::repartition::BatchPartitioner
-#[derive(Clone)]
-struct Route {
-    keys: Vec<Arc<dyn PhysicalExpr>>,
-    reading: Arc<Reading>,
-}
-
-/// The reading tasks of one epoch that are busy. The scan partitions all
-/// pull from the same feed, so once a task's input has ended the epoch's
-/// input has ended for every task: a task that starts later reads nothing.
-/// A task therefore emits when none is busy, whether its consumer polls the
-/// partitions together or one after another.
-#[derive(Default)]
-struct Reading {
-    busy: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-impl Reading {
-    fn start(&self) {
-        self.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    /// This task is done: waits until the others are too.
-    async fn finish(&self) {
-        use std::sync::atomic::Ordering::AcqRel;
-        if self.busy.fetch_sub(1, AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-        loop {
-            let idle = self.idle.notified();
-            if self.busy.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
 }
 
 impl fmt::Debug for WindowAggregateExec {
@@ -943,25 +894,16 @@ impl WindowAggregateExec {
         // partitions own the keys the hash routes to them; without a key
         // there is one group per window, and one partition
         let partitions = if keys.is_empty() { 1 } else { partitions };
-        let mut route = None;
         let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
-            let hash: Vec<_> = keys.iter().map(|(_, e)| e.clone()).collect();
             // the scan read by every partition at once, when nothing between
-            // keeps order or state: each reading task routes its own rows
-            if let Some(wide) = crate::feed::widen_scan(&input, feeds, partitions) {
-                route = Some(Route {
-                    keys: hash,
-                    reading: Default::default(),
-                });
-                wide
-            } else {
-                Arc::new(
-                    datafusion::physical_plan::repartition::RepartitionExec::try_new(
-                        input,
-                        Partitioning::Hash(hash, partitions),
-                    )?,
-                )
-            }
+            // keeps order or state: the routing runs on every core
+            let input = crate::feed::widen_scan(&input, feeds, partitions).unwrap_or(input);
+            Arc::new(
+                datafusion::physical_plan::repartition::RepartitionExec::try_new(
+                    input,
+                    Partitioning::Hash(keys.iter().map(|(_, e)| e.clone()).collect(), partitions),
+                )?,
+            )
         } else if input.output_partitioning().partition_count() > 1 {
             // one partition over a partitioned input (a window over a
             // window): all of it
@@ -1010,7 +952,6 @@ impl WindowAggregateExec {
             input,
             inners: std::iter::once(Arc::new(first)).chain(inners).collect(),
             props: Arc::new(props),
-            route,
         }))
     }
 }
@@ -1034,14 +975,9 @@ impl DisplayAs for WindowAggregateExec {
             Emit::Final => "when the watermark passes the window end",
             Emit::Changes => "the changed groups every epoch",
         };
-        let routed = if self.route.is_some() {
-            " (rows hash-routed by the tasks reading them)"
-        } else {
-            ""
-        };
         write!(
             f,
-            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}], partitions={}{routed}",
+            "WindowAggregateExec: {w}{on}, emit {when}, aggr=[{}], partitions={}",
             aggs.join(", "),
             self.inners.len()
         )
@@ -1075,16 +1011,10 @@ impl ExecutionPlan for WindowAggregateExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // a new plan is a new epoch, with reading tasks of its own
-        let route = self.route.as_ref().map(|r| Route {
-            keys: r.keys.clone(),
-            reading: Default::default(),
-        });
         Ok(Arc::new(Self {
             input: children[0].clone(),
             inners: self.inners.clone(),
             props: self.props.clone(),
-            route,
         }))
     }
     fn execute(
@@ -1094,42 +1024,21 @@ impl ExecutionPlan for WindowAggregateExec {
     ) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(partition, context)?;
         let inner = self.inners[partition].clone();
-        let route = self.route.clone();
-        let inners = self.inners.clone();
         let out = futures::stream::once(async move {
             let mut r: Result<Vec<RecordBatch>> = Ok(vec![]);
-            let mut router = match &route {
-                Some(route) => {
-                    route.reading.start();
-                    match datafusion::physical_plan::repartition::BatchPartitioner::new_hash_partitioner(
-                        route.keys.clone(),
-                        inners.len(),
-                        Default::default(),
-                    ) {
-                        Ok(p) => Some(p),
-                        Err(e) => {
+            while let Some(b) = input.next().await {
+                match b {
+                    Ok(b) => {
+                        if let Err(e) = inner.update(&b) {
                             r = Err(e);
-                            None
+                            break;
                         }
                     }
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
                 }
-                None => None,
-            };
-            while r.is_ok()
-                && let Some(b) = input.next().await
-            {
-                let done = match (b, router.as_mut()) {
-                    (Ok(b), Some(router)) => route_batch(router, b, &inners, partition),
-                    (Ok(b), None) => inner.update(&b),
-                    (Err(e), _) => Err(e),
-                };
-                if let Err(e) = done {
-                    r = Err(e);
-                }
-            }
-            if let Some(route) = &route {
-                // every task's rows are in before any state emits
-                route.reading.finish().await;
             }
             let items: Vec<Result<RecordBatch>> = match r.and_then(|_| inner.emit()) {
                 Ok(v) => v.into_iter().map(Ok).collect(),
@@ -1143,33 +1052,6 @@ impl ExecutionPlan for WindowAggregateExec {
             out,
         )))
     }
-}
-
-/// Routes one batch read by task `me` to the states its rows belong to.
-/// The states free now are updated first, starting with the task's own, so
-/// two tasks seldom wait for each other's lock.
-fn route_batch(
-    router: &mut datafusion::physical_plan::repartition::BatchPartitioner,
-    b: RecordBatch,
-    inners: &[Arc<Inner>],
-    me: usize,
-) -> Result<()> {
-    let mut parts = router.partition_iter(b)?.collect::<Result<Vec<_>>>()?;
-    parts.sort_by_key(|(q, _)| (q + inners.len() - me) % inners.len());
-    while !parts.is_empty() {
-        let mut left = Vec::with_capacity(parts.len());
-        for (q, sub) in parts {
-            if !inners[q].try_update(&sub)? {
-                left.push((q, sub));
-            }
-        }
-        parts = left;
-        if let Some((q, sub)) = (!parts.is_empty()).then(|| parts.remove(0)) {
-            // all taken: wait for the first
-            inners[q].update(&sub)?;
-        }
-    }
-    Ok(())
 }
 
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
@@ -1297,23 +1179,6 @@ impl Inner {
             return Ok(());
         }
         let mut st = self.state.lock().expect("window state");
-        self.update_locked(&mut st, b)
-    }
-
-    /// [`Self::update`] if no other task holds this partition's state now;
-    /// `false` (nothing done) if one does.
-    fn try_update(&self, b: &RecordBatch) -> Result<bool> {
-        match self.state.try_lock() {
-            Ok(mut st) => self.update_locked(&mut st, b).map(|_| true),
-            Err(std::sync::TryLockError::WouldBlock) => Ok(false),
-            Err(std::sync::TryLockError::Poisoned(_)) => panic!("window state poisoned"),
-        }
-    }
-
-    fn update_locked(&self, st: &mut WinState, b: &RecordBatch) -> Result<()> {
-        if b.num_rows() == 0 {
-            return Ok(());
-        }
         if let WindowKind::Session { .. } = self.kind {
             st.pending.push(b.clone());
             let rows: usize = st.pending.iter().map(|b| b.num_rows()).sum();
@@ -1341,7 +1206,7 @@ impl Inner {
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
             };
             self.accumulate(w, &keys, &args, &filters)?;
-            self.publish_metrics(st);
+            self.publish_metrics(&st);
             return Ok(());
         }
         let ts = to_millis(&eval(&self.ts, b)?)?;
@@ -1356,7 +1221,7 @@ impl Inner {
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
             };
             self.accumulate(w, &keys, &args, &filters)?;
-            self.publish_metrics(st);
+            self.publish_metrics(&st);
             return Ok(());
         }
         // rows of each window this batch touches
@@ -1397,7 +1262,7 @@ impl Inner {
                 self.accumulate(w, &k, &a, &f)?;
             }
         }
-        self.publish_metrics(st);
+        self.publish_metrics(&st);
         Ok(())
     }
 
