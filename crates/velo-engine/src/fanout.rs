@@ -47,11 +47,11 @@ pub struct Retry {
 
 enum Cmd {
     Begin(u64, oneshot::Sender<Result<(), String>>),
-    Write(RecordBatch),
-    /// A batch being encoded off the sink's thread, and its bytes to come.
-    Encoded(
+    /// A batch, and its bytes to come when it is being encoded off the
+    /// sink's thread.
+    Write(
         RecordBatch,
-        oneshot::Receiver<velo_connectors::Result<Vec<u8>>>,
+        Option<oneshot::Receiver<velo_connectors::Result<Vec<u8>>>>,
     ),
     Prepare(u64, oneshot::Sender<Result<Prepared, String>>),
     Recover(serde_json::Value, oneshot::Sender<Result<(), String>>),
@@ -144,27 +144,18 @@ impl SinkHandle {
                             }
                             let _ = ack.send(r);
                         }
-                        Cmd::Write(b) => {
+                        Cmd::Write(b, bytes) => {
                             epoch_rows += b.num_rows() as u64;
                             if epoch_error.is_some() {
                                 continue;
                             }
-                            if let Err(m) = with_retry(retry, &tname, || sink.write(&b)) {
-                                tracing::error!(sink = %tname, "write failed: {m}");
-                                epoch_error = Some(m);
-                            }
-                        }
-                        Cmd::Encoded(b, bytes) => {
-                            epoch_rows += b.num_rows() as u64;
-                            if epoch_error.is_some() {
-                                continue;
-                            }
-                            let r = match bytes.blocking_recv() {
-                                Ok(Ok(bytes)) => {
+                            let r = match bytes.map(|rx| rx.blocking_recv()) {
+                                None => with_retry(retry, &tname, || sink.write(&b)),
+                                Some(Ok(Ok(bytes))) => {
                                     with_retry(retry, &tname, || sink.write_encoded(&b, &bytes))
                                 }
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(_) => Err("the encoding task stopped".to_string()),
+                                Some(Ok(Err(e))) => Err(e.to_string()),
+                                Some(Err(_)) => Err("the encoding task stopped".to_string()),
                             };
                             if let Err(m) = r {
                                 tracing::error!(sink = %tname, "write failed: {m}");
@@ -281,9 +272,9 @@ impl SinkHandle {
                 tokio::task::spawn_blocking(move || {
                     let _ = tx.send(enc.encode(&b));
                 });
-                Cmd::Encoded(batch, rx)
+                Cmd::Write(batch, Some(rx))
             }
-            _ => Cmd::Write(batch),
+            _ => Cmd::Write(batch, None),
         };
         self.tx
             .send(cmd)

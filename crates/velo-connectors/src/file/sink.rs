@@ -501,7 +501,14 @@ impl FileSink {
         }
     }
 
+    /// Writes `batch`, as `encoded` when the engine encoded it already.
     fn write_inner(&mut self, batch: &RecordBatch, encoded: Option<&[u8]>) -> Result<()> {
+        if self.schema.is_none() {
+            self.schema = Some(batch.schema());
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         if let Some(Rotation::Size(limit)) = self.cfg.rotation {
             let full = self
                 .current
@@ -617,12 +624,6 @@ impl Sink for FileSink {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.schema.is_none() {
-            self.schema = Some(batch.schema());
-        }
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
         self.write_inner(batch, None)
     }
 
@@ -636,12 +637,6 @@ impl Sink for FileSink {
     }
 
     fn write_encoded(&mut self, batch: &RecordBatch, bytes: &[u8]) -> Result<()> {
-        if self.schema.is_none() {
-            self.schema = Some(batch.schema());
-        }
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
         self.write_inner(batch, Some(bytes))
     }
 
