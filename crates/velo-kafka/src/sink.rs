@@ -125,6 +125,26 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// How long one wait for delivery reports lasts. rdkafka's
+/// `BaseProducer::poll` blocks for its whole timeout even after it has
+/// served the reports (and `flush` polls 100 ms at a time), so a flush
+/// that waits in one long poll costs every epoch at least 100 ms.
+const FLUSH_POLL: Duration = Duration::from_millis(1);
+
+/// Waits until every message sent so far is acknowledged (or failed), or
+/// `timeout` passes: librdkafka's flush, in short polls, so an epoch's
+/// commit waits for the broker's answer and not for a poll timeout.
+fn flush(p: &BaseProducer<DeliveryContext>, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match p.flush(FLUSH_POLL) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                if std::time::Instant::now() < deadline => {}
+            r => return r,
+        }
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Other(e.to_string())
 }
@@ -407,7 +427,7 @@ impl Sink for KafkaSink {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         // the local queue is full: serve delivery reports until there is room
-                        p.poll(Duration::from_millis(100));
+                        p.poll(FLUSH_POLL);
                         rec = r;
                     }
                     Err((e, _)) => {
@@ -434,7 +454,7 @@ impl Sink for KafkaSink {
         let Some(p) = self.producer.as_ref() else {
             return Ok(());
         };
-        p.flush(timeout).map_err(|e| {
+        flush(p, timeout).map_err(|e| {
             err(format!(
                 "topic '{}': not every message was acknowledged within {timeout:?}: {e}",
                 self.cfg.topic
@@ -490,7 +510,7 @@ impl Sink for KafkaSink {
                 let _ = p.abort_transaction(self.cfg.flush_timeout);
                 self.in_txn = false;
             }
-            p.flush(self.cfg.flush_timeout)
+            flush(p, self.cfg.flush_timeout)
                 .map_err(|e| err(format!("topic '{}': flush at close: {e}", self.cfg.topic)))?;
         }
         Ok(())
