@@ -351,7 +351,10 @@ mod tests {
             std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as _,
         )])
         .unwrap();
-        let names = store.store_operator_state(7, &[b.clone()]).await.unwrap();
+        let names = store
+            .store_operator_state(7, std::slice::from_ref(&b))
+            .await
+            .unwrap();
         assert_eq!(store.load_operator_state(&names).await.unwrap(), vec![b]);
         std::fs::write(at.join(&names[0]), b"not arrow").unwrap();
         let e = store
