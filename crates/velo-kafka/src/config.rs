@@ -520,9 +520,8 @@ impl KafkaSourceConfig {
                 .uint("max.poll.records")?
                 .unwrap_or(8192)
                 .clamp(1, 1 << 20) as usize,
-            // one by default: the hops between threads cost the small
-            // epochs of low_latency and adaptive_size far more than they
-            // gain (see the README's Kafka benchmark)
+            // one by default: two threads finish sooner but spend more
+            // CPU per message (see the README's Kafka benchmark)
             decode_threads: cfg.uint("decode_threads")?.unwrap_or(1).clamp(1, 64) as usize,
             connect_timeout: duration("connect.timeout", Duration::from_secs(10))?,
             topics,
