@@ -1040,8 +1040,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             stats.row_keys_peak = stats.row_keys_peak.max(m.row_keys.load(Relaxed));
             stats.row_rows_peak = stats.row_rows_peak.max(m.row_rows.load(Relaxed));
         }
-        // where the epoch's time goes (debug log)
-        let mut phases = [t0.elapsed(); 4];
+        // where the epoch's time goes (debug log): the phases it reached
+        let mut phases = vec![("executed", t0.elapsed())];
         let mut epoch_records = 0u64;
         let mut bad = Vec::new();
         for (i, (_, f)) in p.streams().enumerate() {
@@ -1139,7 +1139,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     }
                 }
             }
-            phases[1] = t0.elapsed();
+            phases.push(("sinks asked to prepare", t0.elapsed()));
             let mut tokens = BTreeMap::new();
             for (n, r) in fan.each(|s| s.prepare(epoch)).await {
                 match r {
@@ -1242,7 +1242,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         crate::checkpoint::crash_point(checkpoints_written);
                     }
                 }
-                phases[2] = t0.elapsed();
+                phases.push(("prepared and checkpointed", t0.elapsed()));
                 for (sink, message) in &failed {
                     tracing::error!(job = %name, epoch, "sink '{sink}' failed this epoch (other sinks continue): {message}");
                     if let Some(h) = fan.sinks.iter().find(|s| &s.name == sink) {
@@ -1281,7 +1281,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         message: e,
                     })?;
                 }
-                phases[3] = t0.elapsed();
+                phases.push(("published", t0.elapsed()));
                 if let Some(t) = &p.table {
                     if let Err(e) = t.apply(&table_rows) {
                         tracing::error!(job = %name, epoch, "table '{}' not updated: {e}", t.name());
@@ -1311,12 +1311,13 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             job = %name,
             epoch,
             records = epoch_records,
-            "epoch took {:?}: executed at {:?}, sinks asked to prepare at {:?}, prepared and checkpointed at {:?}, published at {:?}",
+            "epoch took {:?}: {}",
             t0.elapsed(),
-            phases[0],
-            phases[1],
-            phases[2],
-            phases[3]
+            phases
+                .iter()
+                .map(|(phase, at)| format!("{phase} at {at:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if let BatchStrategy::AdaptiveSize {
             min_size,
