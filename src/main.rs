@@ -21,6 +21,12 @@ use velo_engine::runtime::{explain_text, prepare_job};
 use velo_engine::stats::Counters;
 use velo_engine::{EngineError, Shutdown};
 
+/// Arrow batches are allocated and freed at a high rate on every core:
+/// mimalloc's per-thread heaps serve that with less locking and fewer
+/// page faults than the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "velo",

@@ -5,6 +5,10 @@ use std::path::Path;
 
 use velo_engine::plan::{PlanOptions, resolve};
 
+/// The allocator of the `velo` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// User + system CPU seconds of this process so far.
 pub fn cpu_seconds() -> f64 {
     // utime + stime, in clock ticks (100 Hz on Linux)
