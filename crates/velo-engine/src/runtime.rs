@@ -684,6 +684,7 @@ pub async fn run_app(
         async move {
             let counters = p.counters.clone();
             let name = p.plan.name.clone();
+            let name_j = name.clone();
             let ticker = progress.map(|f| {
                 let c = counters.clone();
                 tokio::spawn(async move {
@@ -694,7 +695,16 @@ pub async fn run_app(
                     }
                 })
             });
-            let r = run_job(p, sd).await;
+            // on a worker of the runtime, not on the caller's thread: the
+            // plan's partitions hand their batches to the job loop without
+            // waking one more thread
+            let r = match tokio::spawn(run_job(p, sd)).await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(EngineError::Invalid(format!(
+                    "job '{name_j}' was cancelled: {e}"
+                ))),
+            };
             if let Some(t) = ticker {
                 t.abort();
             }

@@ -660,8 +660,40 @@ struct Win {
 #[derive(Default)]
 struct WinState {
     windows: BTreeMap<i64, Win>,
+    /// Group tables of emitted windows, empty and kept at their size: a
+    /// new window starts with one instead of growing a table from scratch.
+    spare: SpareTables,
     /// Session windows: input rows of sessions not yet closed.
     pending: Vec<RecordBatch>,
+}
+
+/// Bytes of emptied group tables kept for new windows, per partition.
+const SPARE_TABLE_BYTES: usize = 16 << 20;
+
+/// Group tables of emitted windows, empty and kept at their grown size,
+/// within [`SPARE_TABLE_BYTES`].
+#[derive(Default)]
+struct SpareTables {
+    tables: Vec<Box<dyn GroupValues>>,
+    bytes: usize,
+}
+
+impl SpareTables {
+    /// Keeps an emitted window's group table for a new window.
+    fn keep(&mut self, groups: Box<dyn GroupValues>) {
+        let size = groups.size();
+        if groups.is_empty() && self.bytes + size <= SPARE_TABLE_BYTES {
+            self.bytes += size;
+            self.tables.push(groups);
+        }
+    }
+
+    /// A spare group table, if one is kept.
+    fn take(&mut self) -> Option<Box<dyn GroupValues>> {
+        let g = self.tables.pop()?;
+        self.bytes = self.bytes.saturating_sub(g.size());
+        Some(g)
+    }
 }
 
 /// The shared state of one window operator.
@@ -1022,6 +1054,7 @@ impl ExecutionPlan for WindowAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let target = context.session_config().batch_size();
         let mut input = self.input.execute(partition, context)?;
         let inner = self.inners[partition].clone();
         let out = futures::stream::once(async move {
@@ -1040,7 +1073,10 @@ impl ExecutionPlan for WindowAggregateExec {
                     }
                 }
             }
-            let items: Vec<Result<RecordBatch>> = match r.and_then(|_| inner.emit()) {
+            let items: Vec<Result<RecordBatch>> = match r
+                .and_then(|_| inner.emit())
+                .and_then(|v| coalesce(v, target))
+            {
                 Ok(v) => v.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(e)],
             };
@@ -1052,6 +1088,31 @@ impl ExecutionPlan for WindowAggregateExec {
             out,
         )))
     }
+}
+
+/// The windows' results as batches of about `target` rows: one small batch
+/// per window (a second's keys) would cost every operator and sink
+/// downstream a hand-over per window. A result of more than half `target`
+/// rows is passed on without a copy, unless at most half `target` rows wait
+/// before it (then it is merged with them).
+fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>> {
+    if batches.len() < 2 {
+        return Ok(batches);
+    }
+    let mut c = arrow::compute::BatchCoalescer::new(batches[0].schema(), target.max(1))
+        .with_biggest_coalesce_batch_size(Some(target.max(2) / 2));
+    let mut out = Vec::new();
+    for b in batches {
+        c.push_batch(b)?;
+        while let Some(b) = c.next_completed_batch() {
+            out.push(b);
+        }
+    }
+    c.finish_buffered_batch()?;
+    while let Some(b) = c.next_completed_batch() {
+        out.push(b);
+    }
+    Ok(out)
 }
 
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
@@ -1137,9 +1198,13 @@ impl Inner {
         self.keys.iter().map(|(_, e)| eval(e, b)).collect()
     }
 
-    fn new_window(&self) -> Result<Win> {
+    fn new_window(&self, spare: Option<Box<dyn GroupValues>>) -> Result<Win> {
+        let groups = match spare {
+            Some(g) => g,
+            None => new_group_values(self.key_schema.clone(), &GroupOrdering::None)?,
+        };
         Ok(Win {
-            groups: new_group_values(self.key_schema.clone(), &GroupOrdering::None)?,
+            groups,
             accs: self
                 .aggr
                 .iter()
@@ -1178,7 +1243,8 @@ impl Inner {
         if b.num_rows() == 0 {
             return Ok(());
         }
-        let mut st = self.state.lock().expect("window state");
+        let mut guard = self.state.lock().expect("window state");
+        let st = &mut *guard;
         if let WindowKind::Session { .. } = self.kind {
             st.pending.push(b.clone());
             let rows: usize = st.pending.iter().map(|b| b.num_rows()).sum();
@@ -1203,10 +1269,12 @@ impl Inner {
         if let WindowKind::Global = self.kind {
             let w = match st.windows.entry(0) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(self.new_window(st.spare.take())?)
+                }
             };
             self.accumulate(w, &keys, &args, &filters)?;
-            self.publish_metrics(&st);
+            self.publish_metrics(st);
             return Ok(());
         }
         let ts = to_millis(&eval(&self.ts, b)?)?;
@@ -1218,10 +1286,12 @@ impl Inner {
         {
             let w = match st.windows.entry(lo.div_euclid(size) * size) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(self.new_window(st.spare.take())?)
+                }
             };
             self.accumulate(w, &keys, &args, &filters)?;
-            self.publish_metrics(&st);
+            self.publish_metrics(st);
             return Ok(());
         }
         // rows of each window this batch touches
@@ -1246,7 +1316,9 @@ impl Inner {
         for (start, rows) in by_window.windows {
             let w = match st.windows.entry(start) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.new_window()?),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(self.new_window(st.spare.take())?)
+                }
             };
             if all {
                 self.accumulate(w, &keys, &args, &filters)?;
@@ -1262,7 +1334,7 @@ impl Inner {
                 self.accumulate(w, &k, &a, &f)?;
             }
         }
-        self.publish_metrics(&st);
+        self.publish_metrics(st);
         Ok(())
     }
 
@@ -1400,7 +1472,7 @@ impl Inner {
         for acc in old.accs.iter_mut() {
             states.push(acc.state(EmitTo::All)?);
         }
-        let mut w = self.new_window()?;
+        let mut w = self.new_window(None)?;
         self.merge_into(&mut w, &keys, &states)?;
         let mut cols = keys;
         cols.extend(states.into_iter().flatten());
@@ -1473,7 +1545,7 @@ impl Inner {
             let cols = take_all(&b.columns()[1..], &idx)?;
             let keys = &cols[..nk];
             let states = self.split_states(&cols)?;
-            let mut w = self.new_window()?;
+            let mut w = self.new_window(None)?;
             self.merge_into(&mut w, keys, &states)?;
             st.windows.insert(start, w);
         }
@@ -1582,6 +1654,7 @@ impl Inner {
                         continue;
                     }
                     let keys = w.groups.emit(EmitTo::All)?;
+                    st.spare.keep(w.groups);
                     let values = w
                         .accs
                         .iter_mut()
@@ -1739,5 +1812,28 @@ mod tests {
         let ints = |a: ArrayRef| a.as_primitive::<Int64Type>().values().to_vec();
         assert_eq!(ints(run.one(&col).unwrap()), vec![6, 7, 8]);
         assert_eq!(ints(gaps.one(&col).unwrap()), vec![5, 7, 9]);
+    }
+
+    #[test]
+    fn small_window_results_leave_as_batches_of_the_target_size() {
+        let batch = |from: i64, n: i64| {
+            let a: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(from..from + n));
+            RecordBatch::try_from_iter([("v", a)]).unwrap()
+        };
+        // ten windows of 100 rows each, then one of 1,000
+        let mut windows: Vec<RecordBatch> = (0..10).map(|i| batch(i * 100, 100)).collect();
+        windows.push(batch(1000, 1000));
+        let out = coalesce(windows, 256).unwrap();
+        let sizes: Vec<usize> = out.iter().map(|b| b.num_rows()).collect();
+        assert_eq!(sizes, vec![256, 256, 256, 232, 1000]);
+        // every row once, in order
+        let all: Vec<i64> = out
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(all, (0..2000).collect::<Vec<_>>());
+        // one window's result is left alone
+        let one = coalesce(vec![batch(0, 10)], 256).unwrap();
+        assert_eq!(one.len(), 1);
     }
 }
