@@ -668,7 +668,8 @@ fn dlq_batch(bad: &[BadRecord]) -> RecordBatch {
 /// A progress callback: job name and its live counters, every half second.
 pub type Progress = Arc<dyn Fn(&str, &Counters) + Send + Sync>;
 
-/// Runs every job of `app` concurrently; returns their stats.
+/// Runs every job of `app` concurrently, each as a task on the runtime's
+/// workers (not on the caller's thread); returns their stats.
 pub async fn run_app(
     app: &AppPlan,
     shutdown: Shutdown,
