@@ -685,7 +685,7 @@ pub async fn run_app(
         async move {
             let counters = p.counters.clone();
             let name = p.plan.name.clone();
-            let name_j = name.clone();
+            let job_name = name.clone();
             let ticker = progress.map(|f| {
                 let c = counters.clone();
                 tokio::spawn(async move {
@@ -703,7 +703,7 @@ pub async fn run_app(
                 Ok(r) => r,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => Err(EngineError::Invalid(format!(
-                    "job '{name_j}' was cancelled: {e}"
+                    "job '{job_name}' was cancelled: {e}"
                 ))),
             };
             if let Some(t) = ticker {

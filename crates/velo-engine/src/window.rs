@@ -660,8 +660,8 @@ struct Win {
 #[derive(Default)]
 struct WinState {
     windows: BTreeMap<i64, Win>,
-    /// Group tables of emitted windows, empty and kept at their size: a
-    /// new window starts with one instead of growing a table from scratch.
+    /// A new window starts with one of these instead of growing a table
+    /// from scratch.
     spare: SpareTables,
     /// Session windows: input rows of sessions not yet closed.
     pending: Vec<RecordBatch>,
