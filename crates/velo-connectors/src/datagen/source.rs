@@ -94,17 +94,28 @@ impl DatagenSource {
                     )),
                     ColumnKind::Int(a, b) => {
                         let span = (b - a) as u64 + 1;
-                        Arc::new(Int64Array::from_iter(rows.clone().map(|r| {
-                            (!is_null(ci, r)).then(|| a + (mix(seed, ci, r) % span) as i64)
-                        })))
+                        let value = |r: u64| a + (mix(seed, ci, r) % span) as i64;
+                        if cfg.null_rate > 0.0 {
+                            Arc::new(Int64Array::from_iter(
+                                rows.clone().map(|r| (!is_null(ci, r)).then(|| value(r))),
+                            ))
+                        } else {
+                            // no nulls: no validity bitmap to build
+                            Arc::new(Int64Array::from_iter_values(rows.clone().map(value)))
+                        }
                     }
                     ColumnKind::Float(a, b) => {
-                        Arc::new(Float64Array::from_iter(rows.clone().map(|r| {
-                            // two decimals, as money-like values read better
-                            (!is_null(ci, r)).then(|| {
-                                ((a + unit(mix(seed, ci, r)) * (b - a)) * 100.0).round() / 100.0
-                            })
-                        })))
+                        // two decimals, as money-like values read better
+                        let value = |r: u64| {
+                            ((a + unit(mix(seed, ci, r)) * (b - a)) * 100.0).round() / 100.0
+                        };
+                        if cfg.null_rate > 0.0 {
+                            Arc::new(Float64Array::from_iter(
+                                rows.clone().map(|r| (!is_null(ci, r)).then(|| value(r))),
+                            ))
+                        } else {
+                            Arc::new(Float64Array::from_iter_values(rows.clone().map(value)))
+                        }
                     }
                     ColumnKind::Str(len) => {
                         const ALPHA: &[u8] =
