@@ -685,9 +685,8 @@ pub async fn run_app(
         async move {
             let counters = p.counters.clone();
             let name = p.plan.name.clone();
-            let job_name = name.clone();
             let ticker = progress.map(|f| {
-                let c = counters.clone();
+                let (c, name) = (counters.clone(), name.clone());
                 tokio::spawn(async move {
                     let mut iv = tokio::time::interval(Duration::from_millis(500));
                     loop {
@@ -703,7 +702,7 @@ pub async fn run_app(
                 Ok(r) => r,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => Err(EngineError::Invalid(format!(
-                    "job '{job_name}' was cancelled: {e}"
+                    "job '{name}' was cancelled: {e}"
                 ))),
             };
             if let Some(t) = ticker {

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Int64Array, PrimitiveArray, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit,
+};
 
 use super::config::{ColumnKind, DatagenConfig};
 use crate::Result;
@@ -37,6 +39,19 @@ pub(crate) fn mix(seed: u64, col: u64, row: u64) -> u64 {
 #[inline]
 pub(crate) fn unit(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The values of `rows`, null where `null` says so; without a null draw no
+/// validity bitmap is built.
+fn primitive<T: ArrowPrimitiveType>(
+    rows: std::ops::Range<u64>,
+    null: Option<impl Fn(u64) -> bool>,
+    value: impl Fn(u64) -> T::Native,
+) -> PrimitiveArray<T> {
+    match null {
+        Some(null) => rows.map(|r| (!null(r)).then(|| value(r))).collect(),
+        None => PrimitiveArray::from_iter_values(rows.map(value)),
+    }
 }
 
 impl DatagenSource {
@@ -78,6 +93,8 @@ impl DatagenSource {
         let null_threshold = (cfg.null_rate * u64::MAX as f64) as u64;
         let is_null =
             |c: u64, r: u64| cfg.null_rate > 0.0 && mix(seed ^ 0xABCD, c, r) < null_threshold;
+        // the null draw of column c, when the generator makes nulls at all
+        let nulls = |c: u64| (cfg.null_rate > 0.0).then_some(move |r: u64| is_null(c, r));
         let rows = start..start + n as u64;
         let cols = cfg
             .columns
@@ -94,28 +111,15 @@ impl DatagenSource {
                     )),
                     ColumnKind::Int(a, b) => {
                         let span = (b - a) as u64 + 1;
-                        let value = |r: u64| a + (mix(seed, ci, r) % span) as i64;
-                        if cfg.null_rate > 0.0 {
-                            Arc::new(Int64Array::from_iter(
-                                rows.clone().map(|r| (!is_null(ci, r)).then(|| value(r))),
-                            ))
-                        } else {
-                            // no nulls: no validity bitmap to build
-                            Arc::new(Int64Array::from_iter_values(rows.clone().map(value)))
-                        }
+                        Arc::new(primitive::<Int64Type>(rows.clone(), nulls(ci), |r| {
+                            a + (mix(seed, ci, r) % span) as i64
+                        }))
                     }
                     ColumnKind::Float(a, b) => {
                         // two decimals, as money-like values read better
-                        let value = |r: u64| {
+                        Arc::new(primitive::<Float64Type>(rows.clone(), nulls(ci), |r| {
                             ((a + unit(mix(seed, ci, r)) * (b - a)) * 100.0).round() / 100.0
-                        };
-                        if cfg.null_rate > 0.0 {
-                            Arc::new(Float64Array::from_iter(
-                                rows.clone().map(|r| (!is_null(ci, r)).then(|| value(r))),
-                            ))
-                        } else {
-                            Arc::new(Float64Array::from_iter_values(rows.clone().map(value)))
-                        }
+                        }))
                     }
                     ColumnKind::Str(len) => {
                         const ALPHA: &[u8] =
