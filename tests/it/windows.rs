@@ -249,6 +249,59 @@ fn windows_case(seed: u64, parts: usize, crash: Option<u64>) {
     }
 }
 
+/// At several partitions the generator is read by a reader per partition,
+/// each making every n-th block of rows: the windows are the same at any
+/// partition count, every row is counted once and none is late, although
+/// the event-time lateness allowed is zero and the readers race each other
+/// (the watermark is the minimum over the readers). Also when paced.
+#[test]
+fn a_generator_read_in_parts_gives_the_same_windows_at_any_partition_count() {
+    let _machine = crate::common::exclusive();
+    for (rows, rate) in [(40_000u64, None), (12_000, Some(60_000u64))] {
+        let mut first: Option<Vec<String>> = None;
+        for parts in [1, 2, 3] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
+            let rate = rate
+                .map(|r| format!("'gen.rate' = '{r}', "))
+                .unwrap_or_default();
+            let app = format!(
+                "CREATE STREAM w AS SELECT key, CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(value) AS total
+                   FROM gen GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND) INTO out
+                   WITH ('gen.type' = 'datagen', 'gen.rows' = '{rows}', {rate}
+                         'gen.columns' = 'key:int(0,19), value:int(0,1000), ts:timestamp(1)',
+                         'gen.event.time.field' = 'ts', 'gen.watermark.max_out_of_orderness' = '0ms',
+                         'batch.size' = '333', 'batch.timeout' = '50ms', 'partitions' = '{parts}',
+                         'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');"
+            );
+            let (ok, log) = crate::common::run_app(dir, &app);
+            assert!(ok, "{parts} partitions: {log}");
+            assert!(
+                !log.contains("late:"),
+                "{parts} partitions: nothing late: {log}"
+            );
+            let got = rows_of_file(&dir.join("out/w.jsonl"), &["key", "ws", "n", "total"]);
+            let counted: u64 = got
+                .iter()
+                .map(|r| r.split('|').nth(2).unwrap().parse::<u64>().unwrap())
+                .sum();
+            assert_eq!(
+                counted, rows,
+                "{parts} partitions {rate}: every row counted once"
+            );
+            match &first {
+                None => first = Some(got),
+                Some(want) => assert!(
+                    &got == want,
+                    "{parts} partitions {rate}: {} windows vs {} at 1 partition",
+                    got.len(),
+                    want.len()
+                ),
+            }
+        }
+    }
+}
+
 #[test]
 fn late_records_are_dropped_and_counted() {
     let tmp = tempfile::tempdir().unwrap();

@@ -88,18 +88,27 @@ pub enum SourceEvent {
     Error(String),
 }
 
-/// The running reader: a bounded channel fed by the source's own thread.
-/// Dropping it stops the thread.
+/// The running reader: a bounded channel fed by the source's own thread
+/// (dropping the reader stops the thread), or a generator run by the task
+/// that reads it.
 pub struct SourceReader {
-    rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+    rx: Feed,
     committer: Option<std::sync::Arc<dyn PositionCommitter>>,
+}
+
+/// Where a reader's events come from.
+enum Feed {
+    /// A bounded channel fed by the source's own thread.
+    Channel(tokio::sync::mpsc::Receiver<SourceEvent>),
+    /// Made on demand by the reading task ([`inline_generator`]).
+    Inline(Box<dyn FnMut() -> Option<SourceEvent> + Send>),
 }
 
 impl SourceReader {
     /// A reader fed by `rx`.
     pub fn new(rx: tokio::sync::mpsc::Receiver<SourceEvent>) -> Self {
         Self {
-            rx,
+            rx: Feed::Channel(rx),
             committer: None,
         }
     }
@@ -117,15 +126,21 @@ impl SourceReader {
 
     /// Next event, or `None` when a bounded source is exhausted.
     pub async fn next(&mut self) -> Option<SourceEvent> {
-        self.rx.recv().await
+        match &mut self.rx {
+            Feed::Channel(rx) => rx.recv().await,
+            Feed::Inline(f) => f(),
+        }
     }
 
     /// Next event if one is ready now; `Err(true)` if the source is exhausted.
     pub fn try_next(&mut self) -> std::result::Result<SourceEvent, bool> {
         use tokio::sync::mpsc::error::TryRecvError;
-        self.rx
-            .try_recv()
-            .map_err(|e| matches!(e, TryRecvError::Disconnected))
+        match &mut self.rx {
+            Feed::Channel(rx) => rx
+                .try_recv()
+                .map_err(|e| matches!(e, TryRecvError::Disconnected)),
+            Feed::Inline(f) => f().ok_or(true),
+        }
     }
 }
 
@@ -158,6 +173,30 @@ pub trait Source: Send + Sync + std::fmt::Debug {
             None => self.open(batch_size, projection),
             Some(_) => Err(crate::ConnectorError::Other(format!(
                 "source '{}' cannot resume from a checkpoint position",
+                self.name()
+            ))),
+        }
+    }
+    /// Whether the source can be read by several readers at once, each
+    /// delivering its own share of the records ([`Self::open_part`]): a
+    /// partitioned job then reads it on every core.
+    fn splittable(&self) -> bool {
+        false
+    }
+    /// Reader `part` of `parts` (from 0) of a [`Self::splittable`] source:
+    /// the readers together deliver every record exactly once. A source
+    /// that cannot split refuses more than one part.
+    fn open_part(
+        &self,
+        batch_size: usize,
+        projection: Option<&[usize]>,
+        part: usize,
+        parts: usize,
+    ) -> Result<SourceReader> {
+        match (part, parts) {
+            (0, 1) => self.open(batch_size, projection),
+            _ => Err(crate::ConnectorError::Other(format!(
+                "source '{}' cannot be read in parts",
                 self.name()
             ))),
         }
@@ -219,6 +258,24 @@ pub fn spawn_generator(
             crate::ConnectorError::Other(format!("cannot start a generator thread: {e}"))
         })?;
     Ok(SourceReader::new(rx))
+}
+
+/// Runs an unpaced generator on the task that reads it: `step` as for
+/// [`spawn_generator`], called each time the engine asks for the next event.
+/// For the readers of a split source, one per partition: each partition
+/// then generates its share on its own core, with no thread in between.
+pub fn inline_generator(
+    mut step: impl FnMut(u64, Option<u64>) -> Option<(SourceEvent, u64)> + Send + 'static,
+) -> SourceReader {
+    let mut at = 0;
+    SourceReader {
+        rx: Feed::Inline(Box::new(move || {
+            let (ev, next) = step(at, None)?;
+            at = next;
+            Some(ev)
+        })),
+        committer: None,
+    }
 }
 
 /// The full schema with every field nullable: what a source hands out when

@@ -113,14 +113,28 @@ fn part_maxima(
     Ok(out)
 }
 
-struct State {
+/// One reader of the source: its only one, or one part of a split source.
+#[derive(Default)]
+struct Reader {
     /// Opened at the first read, once planning has told which columns are used.
     reader: Option<SourceReader>,
     /// The rest of a batch cut at the epoch's record budget, with its parts.
     pending: Option<(RecordBatch, Option<PartRuns>)>,
     exhausted: bool,
+    /// The part's name for the watermark (parts of a split source).
+    part: Option<Arc<str>>,
+}
+
+/// What the readers of a feed share.
+struct State {
+    /// Readers that have ended.
+    ended: usize,
     budget: Budget,
     records: usize,
+    /// Records of each reader of a split source in the epoch: each reads
+    /// its share of the record budget, so the parts stay level in event
+    /// time (one running ahead would keep its windows open).
+    part_records: Vec<usize>,
     bytes: u64,
     batches: usize,
     bad: Vec<BadRecord>,
@@ -132,6 +146,18 @@ struct State {
     tracker: Option<WatermarkTracker>,
 }
 
+impl State {
+    /// The records reader `part` may still deliver in an epoch of `max`
+    /// records: what is left of them, and of its share if the source is split.
+    fn room(&self, max: usize, part: usize) -> usize {
+        let left = max.saturating_sub(self.records);
+        match self.part_records.len() {
+            1 => left,
+            n => left.min(max.div_ceil(n).saturating_sub(self.part_records[part])),
+        }
+    }
+}
+
 /// The feed of one source across epochs.
 pub struct EpochFeed {
     name: String,
@@ -139,6 +165,10 @@ pub struct EpochFeed {
     source: Arc<dyn Source>,
     batch_rows: usize,
     projection: std::sync::Mutex<Projection>,
+    /// One reader, or one per scan partition when the source is split
+    /// ([`Self::split`]); a reader's lock is held while it waits for the
+    /// source, the state's only briefly.
+    readers: std::sync::Mutex<Vec<Arc<Mutex<Reader>>>>,
     state: Mutex<State>,
     policy: BadRecordPolicy,
     counters: Arc<Counters>,
@@ -225,12 +255,12 @@ impl EpochFeed {
             source,
             batch_rows,
             projection: std::sync::Mutex::new(Projection::Unset),
+            readers: std::sync::Mutex::new(vec![Arc::default()]),
             state: Mutex::new(State {
-                reader: None,
-                pending: None,
-                exhausted: false,
+                ended: 0,
                 budget: Budget::default(),
                 records: 0,
+                part_records: vec![0],
                 bytes: 0,
                 batches: 0,
                 bad: vec![],
@@ -436,7 +466,8 @@ impl EpochFeed {
         };
     }
 
-    fn open(&self) -> Result<SourceReader, DataFusionError> {
+    /// Opens reader `part` of `parts`.
+    fn open(&self, part: usize, parts: usize) -> Result<SourceReader, DataFusionError> {
         let cols: Option<Vec<usize>> = match &*self.projection.lock().expect("projection lock") {
             // the event time is read whether the query reads it or not
             Projection::Cols(c) => Some(
@@ -450,13 +481,18 @@ impl EpochFeed {
             _ => None,
         };
         let resume = self.resume.lock().expect("resume lock").clone();
-        self.source
-            .open_at(self.batch_rows, cols.as_deref(), resume.as_ref())
-            .map_err(|e| {
-                DataFusionError::External(
-                    format!("Failed to create source '{}': {e}", self.name).into(),
-                )
-            })
+        let reader = if parts > 1 {
+            self.source
+                .open_part(self.batch_rows, cols.as_deref(), part, parts)
+        } else {
+            self.source
+                .open_at(self.batch_rows, cols.as_deref(), resume.as_ref())
+        };
+        reader.map_err(|e| {
+            DataFusionError::External(
+                format!("Failed to create source '{}': {e}", self.name).into(),
+            )
+        })
     }
 
     /// Resumes the source at `pos` when it opens.
@@ -477,11 +513,13 @@ impl EpochFeed {
     /// Closes the reader and reopens it at `pos` on the next read: the
     /// records after `pos` are delivered again (an aborted epoch is re-read).
     pub async fn rewind(&self, pos: Position) {
+        for r in self.readers() {
+            let mut r = r.lock().await;
+            (r.reader, r.pending, r.exhausted) = (None, None, false);
+        }
         let mut s = self.state.lock().await;
-        s.reader = None;
+        s.ended = 0;
         s.committer = None;
-        s.pending = None;
-        s.exhausted = false;
         s.position = Some(pos.clone());
         *self.resume.lock().expect("resume lock") = Some(pos);
     }
@@ -491,6 +529,7 @@ impl EpochFeed {
         let mut s = self.state.lock().await;
         s.budget = budget;
         s.records = 0;
+        s.part_records.iter_mut().for_each(|r| *r = 0);
         s.bytes = 0;
         s.batches = 0;
     }
@@ -502,8 +541,8 @@ impl EpochFeed {
 
     /// The source has ended and everything was delivered.
     pub async fn is_finished(&self) -> bool {
-        let s = self.state.lock().await;
-        s.exhausted && s.pending.is_none()
+        // a reader ends after its last pending rows
+        self.state.lock().await.ended == self.readers().len()
     }
 
     /// Bad records collected since the last call.
@@ -531,9 +570,17 @@ impl EpochFeed {
         self.scans.fetch_add(1, std::sync::atomic::Ordering::AcqRel)
     }
 
-    /// The next batch of the epoch for scan `scan`: with several scans,
-    /// each batch read is kept for the others until they take it.
-    async fn next_for(&self, scan: usize) -> Option<Result<RecordBatch, DataFusionError>> {
+    /// The next batch of the epoch for scan `scan` from reader `part` (of a
+    /// split source): with several scans, each batch read is kept for the
+    /// others until they take it.
+    async fn next_for(
+        &self,
+        scan: usize,
+        part: usize,
+    ) -> Option<Result<RecordBatch, DataFusionError>> {
+        if part > 0 {
+            return self.next_of(part).await;
+        }
         let scans = self.scans.load(std::sync::atomic::Ordering::Acquire);
         if scans <= 1 {
             return self.next_batch().await;
@@ -555,7 +602,12 @@ impl EpochFeed {
     }
 
     async fn next_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
-        let r = self.read_batch().await;
+        self.next_of(0).await
+    }
+
+    /// The next batch of the epoch from reader `part`.
+    async fn next_of(&self, part: usize) -> Option<Result<RecordBatch, DataFusionError>> {
+        let r = self.read_batch(part).await;
         if r.is_none() {
             let exhausted = self.is_finished().await;
             self.end_of_input(exhausted);
@@ -563,47 +615,109 @@ impl EpochFeed {
         r
     }
 
-    async fn read_batch(&self) -> Option<Result<RecordBatch, DataFusionError>> {
+    /// The feed's readers.
+    fn readers(&self) -> Vec<Arc<Mutex<Reader>>> {
+        self.readers.lock().expect("readers lock").clone()
+    }
+
+    /// Reads the source with `n` readers, one per scan partition, if it can
+    /// be split and has not been read yet: each reader delivers its own
+    /// share, and the watermark is the minimum over them (each holds it
+    /// back until it delivers, as a part of a source does). Whether the
+    /// feed is read in `n` parts.
+    fn split(&self, n: usize) -> bool {
+        if n <= 1 || !self.source.splittable() || self.source.resumable() {
+            return false;
+        }
+        let mut readers = self.readers.lock().expect("readers lock");
+        let unread = readers.len() == 1
+            && readers[0]
+                .try_lock()
+                .is_ok_and(|r| r.reader.is_none() && !r.exhausted);
+        if !unread {
+            return readers.len() == n;
+        }
+        let Ok(mut s) = self.state.try_lock() else {
+            return false;
+        };
+        let names: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("part {i}"))).collect();
+        if let Some(tr) = s.tracker.as_mut() {
+            tr.assign(&names, Instant::now());
+        }
+        s.part_records = vec![0; n];
+        *readers = names
+            .into_iter()
+            .map(|name| {
+                Arc::new(Mutex::new(Reader {
+                    part: Some(name),
+                    ..Default::default()
+                }))
+            })
+            .collect();
+        true
+    }
+
+    /// Reader `part` has ended: it no longer holds the watermark back.
+    fn reader_ended(&self, s: &mut State, r: &mut Reader) {
+        r.exhausted = true;
+        s.ended += 1;
+        if let (Some(tr), Some(name)) = (s.tracker.as_mut(), &r.part) {
+            tr.forget(name);
+            if let Some(w) = tr.watermark(Instant::now()) {
+                self.watermark.advance(w);
+            }
+        }
+    }
+
+    async fn read_batch(&self, part: usize) -> Option<Result<RecordBatch, DataFusionError>> {
         let mut shutdown = self.shutdown.clone();
-        let mut s = self.state.lock().await;
-        if s.reader.is_none() && !s.exhausted {
-            match self.open() {
-                Ok(r) => {
-                    s.committer = r.committer();
-                    s.reader = Some(r)
+        let readers = self.readers();
+        let parts = readers.len();
+        let mut r = readers.get(part)?.lock().await;
+        if r.reader.is_none() && !r.exhausted {
+            match self.open(part, parts) {
+                Ok(reader) => {
+                    if let Some(c) = reader.committer() {
+                        self.state.lock().await.committer = Some(c);
+                    }
+                    r.reader = Some(reader)
                 }
                 Err(e) => {
+                    let mut s = self.state.lock().await;
                     s.fatal = Some(e.to_string());
-                    s.exhausted = true;
+                    self.reader_ended(&mut s, &mut r);
                     return Some(Err(e));
                 }
             }
         }
         loop {
-            if *shutdown.borrow() && s.records > 0 {
-                return None;
-            }
-            let b = &s.budget;
-            if b.max_records.is_some_and(|m| s.records >= m)
-                || b.max_bytes.is_some_and(|m| s.bytes >= m)
-                || b.max_batches.is_some_and(|m| s.batches >= m)
-            {
-                return None;
-            }
+            let (budget, records) = {
+                let s = self.state.lock().await;
+                let b = &s.budget;
+                if (*shutdown.borrow() && s.records > 0)
+                    || b.max_records.is_some_and(|m| s.room(m, part) == 0)
+                    || b.max_bytes.is_some_and(|m| s.bytes >= m)
+                    || b.max_batches.is_some_and(|m| s.batches >= m)
+                {
+                    return None;
+                }
+                (b.clone(), s.records)
+            };
             let mut whole = false;
-            let (batch, mut parts) = if let Some(p) = s.pending.take() {
+            let (batch, mut parts) = if let Some(p) = r.pending.take() {
                 p
-            } else if s.exhausted || self.ahead() {
+            } else if r.exhausted || self.ahead() {
                 return None;
             } else {
-                let event = if s.budget.eager && s.records > 0 {
-                    match s.reader.as_mut().expect("opened above").try_next() {
+                let reader = r.reader.as_mut().expect("opened above");
+                let event = if budget.eager && records > 0 {
+                    match reader.try_next() {
                         Ok(ev) => Some(ev),
                         Err(true) => None,
                         Err(false) => return None, // nothing ready: close the eager epoch
                     }
                 } else {
-                    let deadline = s.budget.deadline;
+                    let deadline = budget.deadline;
                     let sleep = async move {
                         match deadline {
                             Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -611,17 +725,22 @@ impl EpochFeed {
                         }
                     };
                     tokio::select! {
-                        ev = s.reader.as_mut().expect("opened above").next() => ev,
+                        ev = reader.next() => ev,
                         _ = sleep => return None,
                         _ = shutdown.wait_for(|v| *v) => return None,
                     }
                 };
+                let mut s = self.state.lock().await;
                 match event {
                     None => {
-                        s.exhausted = true;
+                        self.reader_ended(&mut s, &mut r);
                         return None;
                     }
-                    Some(SourceEvent::Batch(b)) => (b, None),
+                    // a part of a split source is one part of the watermark
+                    Some(SourceEvent::Batch(b)) => {
+                        let runs = r.part.clone().map(|p| vec![(p, b.num_rows())]);
+                        (b, runs)
+                    }
                     Some(SourceEvent::Positioned(b, pos)) => {
                         // never split: the epoch's position is its last batch's
                         s.position = Some(pos);
@@ -645,16 +764,16 @@ impl EpochFeed {
                         }
                         continue;
                     }
-                    Some(SourceEvent::Bad(r)) => {
+                    Some(SourceEvent::Bad(rec)) => {
                         Counters::add(&self.counters.records_failed, 1);
                         match self.policy {
                             BadRecordPolicy::Collect => {
-                                s.bad.push(r);
+                                s.bad.push(rec);
                                 continue;
                             }
                             BadRecordPolicy::Fail => {
-                                let msg = r.to_string();
-                                s.bad.push(r);
+                                let msg = rec.to_string();
+                                s.bad.push(rec);
                                 return Some(Err(DataFusionError::External(Box::new(
                                     BadRecordError(msg),
                                 ))));
@@ -663,16 +782,18 @@ impl EpochFeed {
                     }
                     Some(SourceEvent::Error(e)) => {
                         s.fatal = Some(e.clone());
-                        s.exhausted = true;
+                        self.reader_ended(&mut s, &mut r);
                         return Some(Err(DataFusionError::External(
                             format!("source '{}': {e}", self.name).into(),
                         )));
                     }
                 }
             };
+            let mut s = self.state.lock().await;
             let mut batch = batch;
             if let Some(max) = s.budget.max_records.filter(|_| !whole) {
-                let room = max - s.records;
+                // the other readers may have filled the epoch meanwhile
+                let room = s.room(max, part);
                 if batch.num_rows() > room {
                     let (head, tail) = match parts.take() {
                         Some(runs) => {
@@ -681,7 +802,7 @@ impl EpochFeed {
                         }
                         None => (None, None),
                     };
-                    s.pending = Some((batch.slice(room, batch.num_rows() - room), tail));
+                    r.pending = Some((batch.slice(room, batch.num_rows() - room), tail));
                     batch = batch.slice(0, room);
                     parts = head;
                 }
@@ -690,6 +811,7 @@ impl EpochFeed {
                 continue;
             }
             s.records += batch.num_rows();
+            s.part_records[part] += batch.num_rows();
             s.batches += 1;
             s.bytes += batch.get_array_memory_size() as u64;
             Counters::add(&self.counters.records_in, batch.num_rows() as u64);
@@ -718,9 +840,9 @@ impl std::fmt::Display for BadRecordError {
 impl std::error::Error for BadRecordError {}
 
 /// The scan side: one DataFusion partition reading the feed for one epoch
-/// (the feed and which of its scans this is).
+/// (the feed, which of its scans this is, and which of its readers).
 #[derive(Debug)]
-pub struct FeedPartition(pub Arc<EpochFeed>, pub usize);
+pub struct FeedPartition(pub Arc<EpochFeed>, pub usize, pub usize);
 
 impl PartitionStream for FeedPartition {
     fn schema(&self) -> &SchemaRef {
@@ -728,9 +850,9 @@ impl PartitionStream for FeedPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (feed, scan) = (self.0.clone(), self.1);
+        let (feed, scan, part) = (self.0.clone(), self.1, self.2);
         let stream = futures::stream::unfold(feed, move |feed| async move {
-            feed.next_for(scan).await.map(|r| (r, feed))
+            feed.next_for(scan, part).await.map(|r| (r, feed))
         });
         Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
     }
@@ -738,11 +860,13 @@ impl PartitionStream for FeedPartition {
 
 /// `plan` with its scan of one of `feeds` read by `n` partitions at once,
 /// when only projections and filters sit between `plan` and the scan and
-/// the stream has no other scan: each partition pulls the epoch's next batch
-/// from the shared feed (time, lateness and positions are still applied
-/// there, in read order), so the operators above the scan (filters,
+/// the stream has no other scan, so the operators above the scan (filters,
 /// projections, the hash routing of a partitioned GROUP BY) run on `n`
-/// cores. None for anything else (joins, limits, a self-join's shared scan).
+/// cores. A source that can be split (the generator) is read by a reader
+/// per partition; from any other each partition pulls the epoch's next
+/// batch of the one reader (time, lateness and positions are still applied
+/// there, in read order). None for anything else (joins, limits, a
+/// self-join's shared scan).
 pub fn widen_scan(
     plan: &Arc<dyn ExecutionPlan>,
     feeds: &[Arc<EpochFeed>],
@@ -759,8 +883,12 @@ pub fn widen_scan(
         if scan.limit().is_some() || feed.scans.load(std::sync::atomic::Ordering::Acquire) != 1 {
             return None;
         }
+        let split = feed.split(n);
         let parts = (0..n)
-            .map(|_| Arc::new(FeedPartition(feed.clone(), 0)) as Arc<dyn PartitionStream>)
+            .map(|i| {
+                let part = if split { i } else { 0 };
+                Arc::new(FeedPartition(feed.clone(), 0, part)) as Arc<dyn PartitionStream>
+            })
             .collect();
         let projection = scan.projection().as_ref().map(|p| p.to_vec());
         let wide = StreamingTableExec::try_new(
@@ -841,6 +969,7 @@ impl datafusion::catalog::TableProvider for SourceTable {
             vec![Arc::new(FeedPartition(
                 self.feed.clone(),
                 self.feed.add_scan(),
+                0,
             ))],
             projection,
             Vec::<datafusion::physical_expr::LexOrdering>::new(),
@@ -914,6 +1043,38 @@ mod tests {
         }
     }
 
+    /// A feed over `source` reading event time from its `ts` column, no
+    /// lateness allowed, parts idle after `idle`; with its counters and the
+    /// shutdown sender (the feed stops when it is dropped).
+    fn ts_feed(
+        source: Arc<dyn Source>,
+        idle: Option<Duration>,
+    ) -> (
+        Arc<EpochFeed>,
+        Arc<Counters>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let counters = Counters::new();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let time = TimeMode::Event(EventTime {
+            field: "ts".into(),
+            format: TimeFormat::EpochMillis,
+            max_out_of_orderness: Duration::ZERO,
+            idle_timeout: idle,
+            late: LateData::Drop,
+        });
+        let feed = EpochFeed::new(
+            source,
+            100,
+            BadRecordPolicy::Collect,
+            counters.clone(),
+            rx,
+            Some(time),
+        )
+        .unwrap();
+        (feed, counters, tx)
+    }
+
     #[test]
     fn runs_split_at_any_row() {
         let runs: PartRuns = vec![(Arc::from("a"), 3), (Arc::from("b"), 2)];
@@ -929,6 +1090,63 @@ mod tests {
         assert_eq!((names(&h).as_str(), names(&t).as_str()), ("a3", "b2"));
         let (h, t) = split_runs(runs, 4);
         assert_eq!((names(&h).as_str(), names(&t).as_str()), ("a3,b1", "b1"));
+    }
+
+    /// A split generator is read by a reader per partition: each is a part
+    /// of the watermark, so one racing ahead makes none of the other's
+    /// records late, and an ended part no longer holds the watermark.
+    #[tokio::test]
+    async fn split_readers_each_hold_the_watermark() {
+        use velo_connectors::datagen::config::{ColumnKind, ColumnSpec};
+        use velo_connectors::datagen::{DatagenConfig, DatagenSource};
+        let cfg = DatagenConfig {
+            columns: vec![ColumnSpec {
+                name: "ts".into(),
+                kind: ColumnKind::Timestamp(1),
+            }],
+            rows: Some(4_000),
+            rate: None,
+            seed: 1,
+            batch_size: 100,
+            start_time: 0,
+            null_rate: 0.0,
+        };
+        let (feed, counters, _running) = ts_feed(Arc::new(DatagenSource::new("g", cfg)), None);
+        assert!(feed.split(2), "the generator splits");
+        assert!(feed.split(2), "planning again keeps the split");
+        assert!(
+            !feed.split(3),
+            "a feed read in two parts is not read in three"
+        );
+        let wm = feed.watermark();
+        // an epoch of 1,000 records: each reader reads its half
+        feed.begin_epoch(Budget {
+            max_records: Some(1_000),
+            ..Default::default()
+        })
+        .await;
+        let mut rows = 0;
+        while let Some(b) = feed.next_of(0).await {
+            rows += b.unwrap().num_rows();
+        }
+        assert_eq!(rows, 500, "part 0 stops at its share of the epoch");
+        feed.begin_epoch(Budget::default()).await;
+        while let Some(b) = feed.next_of(0).await {
+            rows += b.unwrap().num_rows();
+            assert_eq!(wm.get(), Watermark::NONE, "part 1 has not delivered");
+        }
+        assert_eq!(rows, 2_000, "part 0: every other block");
+        assert!(!feed.is_finished().await, "part 1 has not ended");
+        let first = feed.next_of(1).await.unwrap().unwrap();
+        assert_eq!(first.num_rows(), 100, "part 1's first block is not late");
+        assert_eq!(wm.get(), 199, "part 1 alone holds the watermark");
+        while let Some(b) = feed.next_of(1).await {
+            rows += b.unwrap().num_rows();
+        }
+        assert_eq!(rows + 100, 4_000, "every row once");
+        assert_eq!(Counters::get(&counters.records_late), 0);
+        assert!(feed.is_finished().await);
+        assert_eq!(wm.get(), Watermark::END);
     }
 
     /// The watermark is the minimum over the parts: a part that lags holds
@@ -955,24 +1173,7 @@ mod tests {
             schema: schema.clone(),
             events: std::sync::Mutex::new(events),
         });
-        let counters = Counters::new();
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let time = TimeMode::Event(EventTime {
-            field: "ts".into(),
-            format: TimeFormat::EpochMillis,
-            max_out_of_orderness: Duration::ZERO,
-            idle_timeout: Some(Duration::from_millis(300)),
-            late: LateData::Drop,
-        });
-        let feed = EpochFeed::new(
-            source,
-            1024,
-            BadRecordPolicy::Collect,
-            counters.clone(),
-            rx,
-            Some(time),
-        )
-        .unwrap();
+        let (feed, counters, _running) = ts_feed(source, Some(Duration::from_millis(300)));
         let wm = feed.watermark();
         // one source batch per epoch; rows delivered
         async fn next(feed: &EpochFeed) -> usize {

@@ -218,6 +218,11 @@ impl WatermarkTracker {
         }
     }
 
+    /// `part` has ended: it no longer holds the watermark back.
+    pub fn forget(&mut self, part: &str) {
+        self.parts.remove(part);
+    }
+
     /// The watermark the parts allow now: the lowest highest-event-time over
     /// the parts that are not idle, minus the allowed lateness.
     pub fn watermark(&self, now: Instant) -> Option<i64> {
