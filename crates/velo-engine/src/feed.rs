@@ -127,13 +127,14 @@ struct Reader {
 
 /// What the readers of a feed share.
 struct State {
-    /// Readers that have ended.
+    /// Readers that have ended (of `part_records.len()`).
     ended: usize,
     budget: Budget,
     records: usize,
-    /// Records of each reader of a split source in the epoch: each reads
-    /// its share of the record budget, so the parts stay level in event
-    /// time (one running ahead would keep its windows open).
+    /// Records of each reader in the epoch (one entry per reader): the
+    /// readers of a split source each read their share of the record
+    /// budget, so the parts stay level in event time (one running ahead
+    /// would keep its windows open).
     part_records: Vec<usize>,
     bytes: u64,
     batches: usize,
@@ -379,11 +380,16 @@ impl EpochFeed {
             for (part, max_ts) in &maxima {
                 tr.observe(part, *max_ts, now);
             }
-            if let Some(w) = tr.watermark(now) {
-                self.watermark.advance(w);
-            }
+            self.follow(tr, now);
         }
         Ok(batch)
+    }
+
+    /// Moves the watermark to what the parts of `tr` allow at `now`.
+    fn follow(&self, tr: &WatermarkTracker, now: Instant) {
+        if let Some(w) = tr.watermark(now) {
+            self.watermark.advance(w);
+        }
     }
 
     /// Routes the rows of `batch` with an unreadable or late event time
@@ -542,7 +548,8 @@ impl EpochFeed {
     /// The source has ended and everything was delivered.
     pub async fn is_finished(&self) -> bool {
         // a reader ends after its last pending rows
-        self.state.lock().await.ended == self.readers().len()
+        let s = self.state.lock().await;
+        s.ended == s.part_records.len()
     }
 
     /// Bad records collected since the last call.
@@ -578,12 +585,10 @@ impl EpochFeed {
         scan: usize,
         part: usize,
     ) -> Option<Result<RecordBatch, DataFusionError>> {
-        if part > 0 {
-            return self.next_of(part).await;
-        }
+        // a split source has one scan (`widen_scan`)
         let scans = self.scans.load(std::sync::atomic::Ordering::Acquire);
         if scans <= 1 {
-            return self.next_batch().await;
+            return self.next_of(part).await;
         }
         let mut t = self.tee.lock().await;
         t.queues.resize_with(scans, Default::default);
@@ -663,17 +668,17 @@ impl EpochFeed {
         s.ended += 1;
         if let (Some(tr), Some(name)) = (s.tracker.as_mut(), &r.part) {
             tr.forget(name);
-            if let Some(w) = tr.watermark(Instant::now()) {
-                self.watermark.advance(w);
-            }
+            self.follow(tr, Instant::now());
         }
     }
 
     async fn read_batch(&self, part: usize) -> Option<Result<RecordBatch, DataFusionError>> {
         let mut shutdown = self.shutdown.clone();
-        let readers = self.readers();
-        let parts = readers.len();
-        let mut r = readers.get(part)?.lock().await;
+        let (reader, parts) = {
+            let readers = self.readers.lock().expect("readers lock");
+            (readers.get(part)?.clone(), readers.len())
+        };
+        let mut r = reader.lock().await;
         if r.reader.is_none() && !r.exhausted {
             match self.open(part, parts) {
                 Ok(reader) => {
