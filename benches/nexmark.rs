@@ -8,7 +8,8 @@
 //! Nexmark stream (Nexmark's own unit: q8 reads only the person and auction
 //! tables, 8 of every 50 events). The bid table is 46 of every 50 events.
 //! `BENCH_EVENTS` sets the events of the stream (default 10M), `BENCH_RUNS`
-//! the repetitions (best kept); an argument filters by query name (`q1`).
+//! the repetitions (best kept), `BENCH_PARTITIONS` the job's `partitions`
+//! (default: the number of cores); an argument filters by query name (`q1`).
 
 use std::time::Instant;
 
@@ -20,6 +21,10 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let events: u64 = env_or("BENCH_EVENTS", 10_000_000);
     let runs: usize = env_or("BENCH_RUNS", 3);
+    let partitions = match env_or("BENCH_PARTITIONS", 0usize) {
+        0 => String::new(),
+        n => format!(", 'partitions' = '{n}'"),
+    };
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nexmark");
     let mut queries: Vec<(u32, String, String)> = std::fs::read_dir(&examples)
         .unwrap()
@@ -48,7 +53,7 @@ fn main() {
             .replace("${NEXMARK_EVENTS:-1000000}", &events.to_string())
             .replace(
                 &format!("'out.type' = 'file_sink', 'out.path' = 'out/{name}.jsonl'"),
-                "'out.type' = 'blackhole', 'batch.size' = '100000'",
+                &format!("'out.type' = 'blackhole', 'batch.size' = '100000'{partitions}"),
             );
         assert!(sql.contains("blackhole"), "{name}: the sink is replaced");
         let mut best: Option<(u64, f64, f64, f64, f64)> = None;

@@ -17,7 +17,10 @@
 //! Each runs at 1 and at 2 partitions (`BENCH_PARTITIONS`, default `1,2`):
 //! the group key is hash-routed to partitions that aggregate on their own
 //! cores. Reports events per second (wall), the speed-up over 1 partition,
-//! and events per CPU-second (user and system time of this process).
+//! events per CPU-second (user and system time of this process) and the
+//! cores the run kept busy (CPU-seconds per wall second: with `c` of them at
+//! 1 partition, 2 cores allow at most a `2 / c` speed-up at the same CPU
+//! cost per event).
 //! `BENCH_ROWS` sets the rows (default 5M), `BENCH_RUNS` the repetitions
 //! (best wall time kept), `BENCH_EPOCH` the records per epoch (default
 //! 100,000), `BENCH_KEYS` the distinct keys (default 1,000), `BENCH_SINK=blackhole`
@@ -83,8 +86,8 @@ fn main() {
         }
     );
     println!(
-        "{:<10} {:>10} {:>14} {:>9} {:>18} {:>10}",
-        "window", "partitions", "events/s", "speed-up", "events/CPU-s", "wall s"
+        "{:<10} {:>10} {:>14} {:>9} {:>18} {:>6} {:>10}",
+        "window", "partitions", "events/s", "speed-up", "events/CPU-s", "cores", "wall s"
     );
     for (name, query) in windows {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -120,8 +123,9 @@ fn main() {
             let (eps, epc, wall) = best.unwrap();
             let base = *single.get_or_insert(eps);
             println!(
-                "{name:<10} {p:>10} {eps:>14.0} {:>8.2}x {epc:>18.0} {wall:>10.2}",
-                eps / base
+                "{name:<10} {p:>10} {eps:>14.0} {:>8.2}x {epc:>18.0} {:>6.2} {wall:>10.2}",
+                eps / base,
+                eps / epc
             );
         }
     }

@@ -221,7 +221,7 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 /// `at` (at most `cap` of them when paced) and returns it with the next unit,
 /// or `None` at the end. With `rate` (units per second) the steps are paced
 /// by the wall clock, in tenths of a second.
-pub fn spawn_generator(
+fn spawn_generator(
     thread_name: String,
     rate: Option<u64>,
     mut step: impl FnMut(u64, Option<u64>) -> Option<(SourceEvent, u64)> + Send + 'static,
@@ -264,7 +264,7 @@ pub fn spawn_generator(
 /// [`spawn_generator`], called each time the engine asks for the next event.
 /// For the readers of a split source, one per partition: each partition
 /// then generates its share on its own core, with no thread in between.
-pub fn inline_generator(
+fn inline_generator(
     mut step: impl FnMut(u64, Option<u64>) -> Option<(SourceEvent, u64)> + Send + 'static,
 ) -> SourceReader {
     let mut at = 0;
@@ -276,6 +276,68 @@ pub fn inline_generator(
         })),
         committer: None,
     }
+}
+
+/// Reader `part` of `parts` of a generator (datagen, Nexmark) that counts in
+/// units (rows, events): it makes every `parts`-th block of `block` units,
+/// starting at block `part`, up to `total` units, at its share of `rate`
+/// (units per second; the shares add up to the rate). `make(from, n)` builds
+/// the batch of units `[from, from + n)` (an error is handed on as one). The values being a function of the
+/// unit number, the parts together make exactly what one reader
+/// (`part` 0 of 1) would. Paced, or one reader: on a thread of its own;
+/// one of several parts, unpaced: on the task of the partition that reads it
+/// (a thread per part only adds hand-overs between the partitions' cores).
+pub fn generator_part(
+    thread_name: String,
+    rate: Option<u64>,
+    total: Option<u64>,
+    block: u64,
+    part: usize,
+    parts: usize,
+    mut make: impl FnMut(u64, u64) -> Result<arrow::array::RecordBatch> + Send + 'static,
+) -> Result<SourceReader> {
+    let (part, parts, block) = (part as u64, parts.max(1) as u64, block.max(1));
+    let share = |r: u64, k: u64| (u128::from(r) * u128::from(k) / u128::from(parts)) as u64;
+    let rate = rate.map(|r| (share(r, part + 1) - share(r, part)).max(1));
+    let step = move |at: u64, cap: Option<u64>| {
+        // `at` counts this part's units: the unit it stands for
+        let from = (at / block * parts + part) * block + at % block;
+        let mut n = block - at % block;
+        if let Some(total) = total {
+            if from >= total {
+                return None;
+            }
+            n = n.min(total - from);
+        }
+        let n = cap.map_or(n, |c| n.min(c));
+        let ev = match make(from, n) {
+            Ok(b) => SourceEvent::Batch(b),
+            Err(e) => SourceEvent::Error(e.to_string()),
+        };
+        Some((ev, at + n))
+    };
+    if parts > 1 && rate.is_none() {
+        Ok(inline_generator(step))
+    } else {
+        spawn_generator(thread_name, rate, step)
+    }
+}
+
+/// Every batch `reader` delivers, in order (tests of generators).
+#[cfg(test)]
+pub(crate) fn drain_batches(mut reader: SourceReader) -> Vec<arrow::array::RecordBatch> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(ev) = rt.block_on(reader.next()) {
+        let SourceEvent::Batch(b) = ev else {
+            panic!("unexpected event {ev:?}");
+        };
+        out.push(b);
+    }
+    out
 }
 
 /// The full schema with every field nullable: what a source hands out when

@@ -20,7 +20,7 @@ use velo_config::keys::{KeySpec, KeyType};
 use velo_config::{ConfigError, ConnectorConfig};
 
 use crate::Result;
-use crate::source::{Source, SourceEvent, SourceReader};
+use crate::source::{Source, SourceReader};
 
 /// Keys of `nexmark`.
 pub const KEYS: &[KeySpec] = &[
@@ -510,29 +510,42 @@ impl Source for NexmarkSource {
     }
 
     fn open(&self, batch_size: usize, projection: Option<&[usize]>) -> Result<SourceReader> {
+        self.open_part(batch_size, projection, 0, 1)
+    }
+
+    fn splittable(&self) -> bool {
+        true
+    }
+
+    /// Part `part` of `parts` generates every `parts`-th span of events
+    /// (a batch's worth), at its share of the rate: an event is a function
+    /// of its number, so the parts together make the stream of one reader.
+    fn open_part(
+        &self,
+        batch_size: usize,
+        projection: Option<&[usize]>,
+        part: usize,
+        parts: usize,
+    ) -> Result<SourceReader> {
         let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
-        let rows = cfg.batch_size.min(batch_size.max(1));
-        crate::source::spawn_generator(
+        // paced: spans small enough to keep latency low
+        let span = cfg
+            .rate
+            .map_or(u64::MAX, |r| (r / 10 / parts.max(1) as u64).max(1))
+            .min(Self::events_for(
+                cfg.table,
+                cfg.batch_size.min(batch_size.max(1)),
+            ));
+        crate::source::generator_part(
             format!("velo-nexmark-{}", self.name),
             cfg.rate,
-            move |next, cap| {
-                // paced: batches small enough to keep latency low
-                let span = cap.map_or(Self::events_for(cfg.table, rows), |c| {
-                    c.min(Self::events_for(cfg.table, rows))
-                });
-                let to = match cfg.events {
-                    Some(total) if next >= total => return None,
-                    Some(total) => (next + span).min(total),
-                    None => next + span,
-                };
-                let ev = match Self::generate(&cfg, &schema, next, to, wanted.as_deref()) {
-                    Ok(b) => SourceEvent::Batch(b),
-                    Err(e) => SourceEvent::Error(e.to_string()),
-                };
-                Some((ev, to))
-            },
+            cfg.events,
+            span,
+            part,
+            parts,
+            move |from, n| Self::generate(&cfg, &schema, from, from + n, wanted.as_deref()),
         )
     }
 }
@@ -615,5 +628,53 @@ mod tests {
         let some = NexmarkSource::generate(&c, &s, 0, 100, Some(&[0, 2])).unwrap();
         assert_eq!(some.column(4).null_count(), some.num_rows());
         assert_eq!(some.column(2), &whole.column(2).slice(0, some.num_rows()));
+    }
+
+    /// The parts of a split Nexmark stream together make the stream of one
+    /// reader (same rows, same values), each part in event order, also when
+    /// paced.
+    #[test]
+    fn parts_together_make_the_stream_of_one_reader() {
+        for (table, rate) in [
+            (Table::Bid, None),
+            (Table::Auction, None),
+            (Table::Person, Some(200_000)),
+        ] {
+            let src = NexmarkSource::new("n", NexmarkConfig { rate, ..cfg(table) });
+            // (time, first column, every column as text) of each row
+            let rows = |reader| {
+                let mut out = Vec::new();
+                for b in crate::source::drain_batches(reader) {
+                    let ts = b.column(schema_of(table).index_of("date_time").unwrap());
+                    let ts = ts.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                    for r in 0..b.num_rows() {
+                        let all: Vec<String> = b
+                            .columns()
+                            .iter()
+                            .map(|c| arrow::util::display::array_value_to_string(c, r).unwrap())
+                            .collect();
+                        out.push((ts.value(r), all));
+                    }
+                }
+                out
+            };
+            let mut whole = rows(src.open(1000, None).unwrap());
+            assert!(whole.len() >= 1_000, "{table:?}");
+            whole.sort();
+            for parts in 2..=3 {
+                let mut all = Vec::new();
+                for part in 0..parts {
+                    let got = rows(src.open_part(1000, None, part, parts).unwrap());
+                    assert!(!got.is_empty(), "{table:?} part {part} of {parts}");
+                    assert!(
+                        got.windows(2).all(|w| w[0].0 <= w[1].0),
+                        "{table:?} part {part} of {parts} in event order"
+                    );
+                    all.extend(got);
+                }
+                all.sort();
+                assert_eq!(all, whole, "{table:?}, rate {rate:?}, {parts} parts");
+            }
+        }
     }
 }
