@@ -282,9 +282,10 @@ fn inline_generator(
 /// units (rows, events): it makes every `parts`-th block of `block` units,
 /// starting at block `part`, up to `total` units, at its share of `rate`
 /// (units per second; the shares add up to the rate). `make(from, n)` builds
-/// the batch of units `[from, from + n)` (an error is handed on as one). The values being a function of the
-/// unit number, the parts together make exactly what one reader
-/// (`part` 0 of 1) would. Paced, or one reader: on a thread of its own;
+/// the batch of units `[from, from + n)` (an error is handed on as one). The
+/// values being a function of the unit number, the parts together make
+/// exactly what one reader (`part` 0 of 1) would. Paced, or one reader: on a
+/// thread of its own;
 /// one of several parts, unpaced: on the task of the partition that reads it
 /// (a thread per part only adds hand-overs between the partitions' cores).
 pub fn generator_part(
