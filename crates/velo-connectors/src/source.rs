@@ -279,15 +279,17 @@ fn inline_generator(
 }
 
 /// Reader `part` of `parts` of a generator (datagen, Nexmark) that counts in
-/// units (rows, events): it makes every `parts`-th block of `block` units,
-/// starting at block `part`, up to `total` units, at its share of `rate`
-/// (units per second; the shares add up to the rate). `make(from, n)` builds
-/// the batch of units `[from, from + n)` (an error is handed on as one). The
-/// values being a function of the unit number, the parts together make
-/// exactly what one reader (`part` 0 of 1) would. Paced, or one reader: on a
-/// thread of its own;
-/// one of several parts, unpaced: on the task of the partition that reads it
-/// (a thread per part only adds hand-overs between the partitions' cores).
+/// units (rows, events): it makes every `parts`-th block of units, starting
+/// at block `part`, up to `total` units, at its share of `rate` (units per
+/// second; the shares add up to the rate). A block is `block` units, or,
+/// paced, at most a tenth of a second of one part's share (the same for all
+/// parts, so that they interleave), which keeps latency low. `make(from, n)`
+/// builds the batch of units `[from, from + n)` (an error is handed on as
+/// one). The values being a function of the unit number, the parts together
+/// make exactly what one reader (`part` 0 of 1) would. Paced, or one reader:
+/// on a thread of its own; one of several parts, unpaced: on the task of the
+/// partition that reads it (a thread per part only adds hand-overs between
+/// the partitions' cores).
 pub fn generator_part(
     thread_name: String,
     rate: Option<u64>,
@@ -297,7 +299,8 @@ pub fn generator_part(
     parts: usize,
     mut make: impl FnMut(u64, u64) -> Result<arrow::array::RecordBatch> + Send + 'static,
 ) -> Result<SourceReader> {
-    let (part, parts, block) = (part as u64, parts.max(1) as u64, block.max(1));
+    let (part, parts) = (part as u64, parts.max(1) as u64);
+    let block = rate.map_or(block, |r| block.min(r / 10 / parts)).max(1);
     let share = |r: u64, k: u64| (u128::from(r) * u128::from(k) / u128::from(parts)) as u64;
     let rate = rate.map(|r| (share(r, part + 1) - share(r, part)).max(1));
     let step = move |at: u64, cap: Option<u64>| {

@@ -212,12 +212,7 @@ impl Source for DatagenSource {
         let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
-        // paced: blocks small enough to keep latency low (the same for all
-        // parts, so that they interleave)
-        let block = cfg
-            .rate
-            .map_or(u64::MAX, |r| (r / 10 / parts.max(1) as u64).max(1))
-            .min(cfg.batch_size.min(batch_size.max(1)) as u64);
+        let block = cfg.batch_size.min(batch_size.max(1)) as u64;
         crate::source::generator_part(
             format!("velo-gen-{}", self.name),
             cfg.rate,

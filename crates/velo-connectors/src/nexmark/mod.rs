@@ -530,14 +530,7 @@ impl Source for NexmarkSource {
         let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
-        // paced: spans small enough to keep latency low
-        let span = cfg
-            .rate
-            .map_or(u64::MAX, |r| (r / 10 / parts.max(1) as u64).max(1))
-            .min(Self::events_for(
-                cfg.table,
-                cfg.batch_size.min(batch_size.max(1)),
-            ));
+        let span = Self::events_for(cfg.table, cfg.batch_size.min(batch_size.max(1)));
         crate::source::generator_part(
             format!("velo-nexmark-{}", self.name),
             cfg.rate,
@@ -641,7 +634,7 @@ mod tests {
             (Table::Person, Some(200_000)),
         ] {
             let src = NexmarkSource::new("n", NexmarkConfig { rate, ..cfg(table) });
-            // (time, first column, every column as text) of each row
+            // (event time, every column as text) of each row
             let rows = |reader| {
                 let mut out = Vec::new();
                 for b in crate::source::drain_batches(reader) {
