@@ -103,9 +103,65 @@ impl AppArgs {
         })
     }
 
-    fn read(&self) -> Result<String, String> {
-        std::fs::read_to_string(&self.file)
-            .map_err(|e| format!("cannot read '{}': {e}", self.file.display()))
+    fn read(&self) -> Result<String, Failure> {
+        velo_config::text::read_text(&self.file, "SQL", velo_config::text::MAX_TEXT_BYTES)
+            .map_err(|e| Failure::from(EngineError::from(e)))
+    }
+}
+
+/// How a command failed: the exit code of its error's kind (1 user,
+/// 2 external, 3 internal) and what to tell the user.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Self {
+            code: e.kind().exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Failure {
+    /// A mistake in the command line or the application (exit code 1).
+    fn user(message: String) -> Self {
+        Self { code: 1, message }
+    }
+}
+
+/// Standard error for log lines, with every secret masked
+/// ([`velo_config::mask`]): the fmt layer writes each event through a
+/// writer of its own, so each line is masked whole.
+struct MaskedStderr;
+
+/// One log event on its way to standard error.
+struct MaskedLine(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for MaskedStderr {
+    type Writer = MaskedLine;
+    fn make_writer(&'a self) -> Self::Writer {
+        MaskedLine(Vec::new())
+    }
+}
+
+impl std::io::Write for MaskedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MaskedLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ =
+            std::io::Write::write_all(&mut std::io::stderr(), velo_config::mask(&text).as_bytes());
     }
 }
 
@@ -117,7 +173,7 @@ fn init_logging() {
         });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(MaskedStderr)
         .with_target(false)
         .init();
 }
@@ -127,6 +183,8 @@ fn main() -> ExitCode {
     init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // deep plans and expressions evaluate recursively on the workers
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,
@@ -148,28 +206,81 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("Error: {}", velo_config::mask(&f.message));
+            ExitCode::from(f.code)
         }
     }
 }
 
-fn plan(a: &AppArgs) -> Result<velo_engine::AppPlan, String> {
+fn plan(a: &AppArgs) -> Result<velo_engine::AppPlan, Failure> {
     let sql = a.read()?;
-    resolve(&sql, &a.file, &a.options()?).map_err(|e| e.to_string())
+    Ok(resolve(
+        &sql,
+        &a.file,
+        &a.options().map_err(Failure::user)?,
+    )?)
 }
 
-async fn run(a: AppArgs) -> Result<(), String> {
+/// SIGINT (Ctrl-C), SIGTERM (what container platforms send) and SIGHUP
+/// stop the jobs after they commit their current epoch; a second signal
+/// aborts at once, without committing (the epoch is read again on restart).
+fn stop_on_signals(shutdown: Shutdown) {
+    tokio::spawn(async move {
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch for stop signals: {e}; Ctrl-C will kill the job at once"
+                );
+                return;
+            }
+        };
+        let (name, _) = signals.next().await;
+        eprintln!(
+            "\n{name} received: committing the current epoch, then stopping (a second signal aborts at once)"
+        );
+        shutdown.trigger();
+        let (name, code) = signals.next().await;
+        eprintln!(
+            "{name} received again: aborting now; the current epoch is not committed and will be read again on restart"
+        );
+        std::process::exit(code);
+    });
+}
+
+/// The stop signals velo handles.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal: its name and the exit code of a process it ends
+    /// (128 + its number).
+    async fn next(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.int.recv() => ("SIGINT", 130),
+            _ = self.term.recv() => ("SIGTERM", 143),
+            _ = self.hup.recv() => ("SIGHUP", 129),
+        }
+    }
+}
+
+async fn run(a: AppArgs) -> Result<(), Failure> {
     let app = plan(&a)?;
     let shutdown = Shutdown::default();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nShutdown signal received: committing the current epoch");
-            sd.trigger();
-        }
-    });
+    stop_on_signals(shutdown.clone());
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let last_log = Arc::new(AtomicU64::new(0));
@@ -195,11 +306,27 @@ async fn run(a: AppArgs) -> Result<(), String> {
     if tty {
         eprintln!();
     }
-    let stats = stats.map_err(|e| e.to_string())?;
+    let stats = stats?;
     for s in &stats {
-        eprintln!("{}", s.summary());
+        eprintln!("{}", velo_config::mask(&s.summary()));
     }
-    Ok(())
+    // exit 0 only when every record read was written or routed
+    let losses: Vec<String> = stats
+        .iter()
+        .flat_map(|s| {
+            s.losses()
+                .into_iter()
+                .map(move |l| format!("job '{}': {l}", s.job))
+        })
+        .collect();
+    if losses.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: velo_config::ErrorKind::External.exit_code(),
+            message: losses.join("\n"),
+        })
+    }
 }
 
 async fn prepare_all(
@@ -221,7 +348,7 @@ async fn prepare_all(
     }
 }
 
-async fn validate(a: AppArgs) -> Result<(), String> {
+async fn validate(a: AppArgs) -> Result<(), Failure> {
     let mut app = plan(&a)?;
     // connect to nothing: a source whose schema lives in a remote system is
     // reported, and its query left unchecked
@@ -240,7 +367,7 @@ async fn validate(a: AppArgs) -> Result<(), String> {
         }
     }
     if !errors.is_empty() {
-        return Err(EngineError::Many(errors).to_string());
+        return Err(EngineError::Many(errors).into());
     }
     println!(
         "{}: OK ({} job(s), {} warning(s))",
@@ -249,21 +376,21 @@ async fn validate(a: AppArgs) -> Result<(), String> {
         app.warnings.len()
     );
     for w in &app.warnings {
-        println!("  warning: {w}");
+        println!("  warning: {}", velo_config::mask(w));
     }
     Ok(())
 }
 
-async fn explain(a: AppArgs) -> Result<(), String> {
+async fn explain(a: AppArgs) -> Result<(), Failure> {
     let app = plan(&a)?;
     if let Some(p) = &app.profile {
         println!("Profile: {p}");
     }
-    for p in prepare_all(&app).await.map_err(|e| e.to_string())? {
-        println!("{}", explain_text(&p));
+    for p in prepare_all(&app).await? {
+        println!("{}", velo_config::mask(&explain_text(&p)));
     }
     for w in &app.warnings {
-        println!("warning: {w}");
+        println!("warning: {}", velo_config::mask(w));
     }
     Ok(())
 }

@@ -3,6 +3,43 @@ use std::path::PathBuf;
 /// Result alias of this crate.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
+/// Who must act on an error; it decides retries and the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// Bad SQL, configuration or record: fix the input (exit code 1).
+    User,
+    /// A broker, store, database or file system failed or is unreachable:
+    /// retrying may help (exit code 2).
+    External,
+    /// A bug in Velostream: report it (exit code 3).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit code of a run that stopped on such an error.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::User => 1,
+            Self::External => 2,
+            Self::Internal => 3,
+        }
+    }
+
+    /// Whether retrying the same work may succeed.
+    pub fn is_retryable(self) -> bool {
+        self == Self::External
+    }
+
+    /// How messages name the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user error",
+            Self::External => "external error",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
 /// A configuration problem. Every variant is a user error: it names the key,
 /// file or variable at fault and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +96,7 @@ pub enum ConfigError {
     #[error("config 'extends' cycle: {0}")]
     ExtendsCycle(String),
     /// A config file could not be read.
-    #[error("cannot read config file '{path}': {source}")]
+    #[error("cannot read '{path}': {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -114,6 +151,14 @@ pub enum ConfigError {
         /// Defined profiles.
         known: String,
     },
+    /// A file that cannot be read as text (too large, not UTF-8, a directory).
+    #[error("cannot read '{path}': it {message}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A malformed URI in place of a source or sink name.
     #[error("invalid URI '{uri}': {message}")]
     BadUri {
@@ -122,4 +167,11 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl ConfigError {
+    /// Every configuration error is the user's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
 }

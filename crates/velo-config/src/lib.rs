@@ -24,6 +24,8 @@ pub mod global;
 pub mod job;
 pub mod keys;
 pub mod props;
+pub mod secrets;
+pub mod text;
 pub mod time;
 pub mod uri;
 pub mod vars;
@@ -31,64 +33,10 @@ pub mod yaml;
 
 mod error;
 
-pub use error::{ConfigError, Result};
+pub use error::{ConfigError, ErrorKind, Result};
 pub use job::{BatchStrategy, FailureStrategy, JobConfig};
 pub use keys::{KeySpec, KeyType, Warning};
 pub use props::{ConnectorConfig, Origin, Role};
 pub use vars::VarContext;
 
-/// Keys whose values are secrets: never logged, never printed by `explain`.
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "auth_header",
-        "api_key",
-        "apikey",
-        "private_key",
-        "sasl.jaas",
-        "credentials",
-        "access_key_id",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-}
-
-/// The value to show for `key` in logs and `explain`: `****` for secrets,
-/// and the password of a `scheme://user:password@host` URI masked.
-pub fn display_value<'a>(key: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
-    if is_secret_key(key) {
-        return std::borrow::Cow::Borrowed("****");
-    }
-    if let Some(scheme_end) = value.find("://") {
-        let rest = &value[scheme_end + 3..];
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                let start = scheme_end + 3;
-                return std::borrow::Cow::Owned(format!(
-                    "{}{user}:****{}",
-                    &value[..start],
-                    &value[start + userinfo.len()..]
-                ));
-            }
-        }
-    }
-    std::borrow::Cow::Borrowed(value)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_are_masked() {
-        assert_eq!(super::display_value("connection.password", "x"), "****");
-        assert_eq!(super::display_value("sasl.jaas.config", "x"), "****");
-        assert_eq!(
-            super::display_value("url", "postgresql://app:s3cret@db:5432/x?a=b"),
-            "postgresql://app:****@db:5432/x?a=b"
-        );
-        assert_eq!(super::display_value("path", "data/x.csv"), "data/x.csv");
-    }
-}
+pub use secrets::{display_value, is_secret_key, mask};

@@ -177,6 +177,9 @@ pub fn resolve_named(
         props = crate::yaml::load_flat(&path, vars)?;
     }
     props.extend(subst_inline);
+    for (k, v) in &props {
+        crate::secrets::register_pair(k, v);
+    }
     let type_value = props.remove("type").filter(|t| !t.trim().is_empty());
     let Some(type_value) = type_value else {
         return Err(match role {

@@ -17,8 +17,9 @@ pub fn from_uri(
     base_dir: &Path,
     extra: BTreeMap<String, String>,
 ) -> Result<ConnectorConfig> {
+    crate::secrets::register_in_text(uri);
     let bad = |m: &str| ConfigError::BadUri {
-        uri: uri.to_string(),
+        uri: crate::mask(uri).into_owned(),
         message: m.to_string(),
     };
     let (scheme, rest) = uri
@@ -61,6 +62,9 @@ pub fn from_uri(
         }
     }
     props.extend(extra);
+    for (k, v) in &props {
+        crate::secrets::register_pair(k, v);
+    }
     Ok(ConnectorConfig {
         name: name.to_string(),
         role,

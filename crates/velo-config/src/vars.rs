@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::{ConfigError, Result};
 
+/// How deep `${A:-${B:-...}}` defaults may nest.
+pub const MAX_DEFAULT_DEPTH: usize = 16;
+
 /// Where variables come from. The environment wins over profile variables so
 /// that a deployment can always override a profile from outside.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +76,11 @@ impl VarContext {
     /// Replaces every `${NAME}` / `${NAME:-default}` in `value`. `origin`
     /// names the file or key for error messages.
     pub fn substitute(&self, value: &str, origin: &str) -> Result<String> {
+        self.substitute_at(value, origin, 0)
+    }
+
+    /// [`Self::substitute`] inside `depth` enclosing defaults.
+    fn substitute_at(&self, value: &str, origin: &str, depth: usize) -> Result<String> {
         if !value.contains("${") {
             return Ok(value.to_string());
         }
@@ -82,7 +90,7 @@ impl VarContext {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let end = find_close(after).ok_or_else(|| ConfigError::BadVariable {
-                text: rest[start..].to_string(),
+                text: excerpt(&rest[start..]),
                 origin: origin.to_string(),
             })?;
             let inner = &after[..end];
@@ -96,14 +104,22 @@ impl VarContext {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
             {
                 return Err(ConfigError::BadVariable {
-                    text: format!("${{{inner}}}"),
+                    text: excerpt(&format!("${{{inner}}}")),
                     origin: origin.to_string(),
                 });
             }
             match (self.lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 // defaults may themselves hold variables
-                (None, Some(d)) => out.push_str(&self.substitute(d, origin)?),
+                (None, Some(_)) if depth >= MAX_DEFAULT_DEPTH => {
+                    return Err(ConfigError::BadVariable {
+                        text: format!("${{{name}:-...}}"),
+                        origin: format!(
+                            "{origin}: defaults nest more than {MAX_DEFAULT_DEPTH} levels deep; write the default without so many nested ${{...}}"
+                        ),
+                    });
+                }
+                (None, Some(d)) => out.push_str(&self.substitute_at(d, origin, depth + 1)?),
                 (None, None) => {
                     return Err(ConfigError::MissingVariable {
                         var: name.to_string(),
@@ -115,6 +131,14 @@ impl VarContext {
         }
         out.push_str(rest);
         Ok(out)
+    }
+}
+
+/// At most 60 characters of `text`, for messages.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
     }
 }
 
@@ -187,6 +211,20 @@ mod tests {
             "audit-2024-03-05.jsonl"
         );
         assert_eq!(c.substitute("${TIME}", "t").unwrap(), "070809");
+    }
+
+    #[test]
+    fn deeply_nested_defaults_are_refused_not_a_stack_overflow() {
+        let deep = |n: usize| format!("{}x{}", "${NOPE:-".repeat(n), "}".repeat(n));
+        assert_eq!(
+            ctx().substitute(&deep(MAX_DEFAULT_DEPTH), "t").unwrap(),
+            "x"
+        );
+        let e = ctx()
+            .substitute(&deep(100_000), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nest more than"), "{e}");
     }
 
     #[test]

@@ -92,10 +92,7 @@ pub fn read_yaml(path: &Path) -> Result<Value> {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::text::read_text(path, "config", crate::text::MAX_TEXT_BYTES)?;
     let mut value: Value = serde_yaml::from_str(&text).map_err(yaml_err)?;
     value.apply_merge().map_err(yaml_err)?;
     Ok(value)

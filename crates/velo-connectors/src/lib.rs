@@ -17,6 +17,7 @@
 pub mod blackhole;
 pub mod datagen;
 pub mod file;
+pub mod jsondepth;
 pub mod nexmark;
 pub mod registry;
 pub mod schema;
@@ -27,6 +28,6 @@ pub mod template;
 
 mod error;
 
-pub use error::{ConnectorError, Result};
+pub use error::{ConnectorError, ErrorKind, Result, io_kind};
 pub use sink::{BatchEncoder, Sink, SinkCapabilities};
 pub use source::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};

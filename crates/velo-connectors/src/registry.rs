@@ -36,6 +36,9 @@ pub type SinkCtor = fn(&ConnectorConfig) -> Result<Box<dyn Sink>>;
 /// Checks a connector's keys beyond its [`KeySpec`] table (pass-through
 /// keys of a client library); returns warnings.
 pub type ExtraValidator = fn(&ConnectorConfig) -> Result<Vec<Warning>>;
+/// Builds a connector's typed configuration without touching anything
+/// (no file, no network): every value is checked as `run` would read it.
+pub type ConfigCheck = fn(&ConnectorConfig) -> Result<()>;
 
 /// One connector kind in one role.
 #[derive(Clone, Copy)]
@@ -48,6 +51,9 @@ pub struct Kind<C> {
     pub create: C,
     /// Keys not in `keys` are handed to this instead of being warned about.
     pub extra: Option<ExtraValidator>,
+    /// Reads the typed configuration (`validate` runs it for every
+    /// connector, so a bad value fails validation, not the run).
+    pub check: ConfigCheck,
 }
 
 /// The connector kinds of a build. The engine assembles it from this crate's
@@ -114,30 +120,47 @@ impl Registry {
     /// The connectors of this crate: file, datagen/generator, nexmark,
     /// stdout/console, blackhole.
     pub fn builtin() -> Self {
-        let src = |name, keys, create: SourceCtor| Kind {
+        let src = |name, keys, create: SourceCtor, check: ConfigCheck| Kind {
             name,
             keys,
             create,
             extra: None,
+            check,
         };
-        let sink = |name, keys, create: SinkCtor| Kind {
+        let sink = |name, keys, create: SinkCtor, check: ConfigCheck| Kind {
             name,
             keys,
             create,
             extra: None,
+            check,
         };
+        let file_src: ConfigCheck = |c| {
+            FileSourceConfig::from_config(c)
+                .map(drop)
+                .map_err(Into::into)
+        };
+        let file_snk: ConfigCheck =
+            |c| FileSinkConfig::from_config(c).map(drop).map_err(Into::into);
+        let datagen: ConfigCheck = |c| DatagenConfig::from_config(c).map(drop).map_err(Into::into);
+        let nexmark: ConfigCheck = |c| {
+            crate::nexmark::NexmarkConfig::from_config(c)
+                .map(drop)
+                .map_err(Into::into)
+        };
+        let stdout: ConfigCheck = |c| StdoutSink::from_config(c).map(drop);
+        let nothing: ConfigCheck = |_| Ok(());
         Self {
             sources: vec![
-                src("file", crate::file::SOURCE_KEYS, file_source),
-                src("datagen", crate::datagen::KEYS, datagen_source),
-                src("generator", crate::datagen::KEYS, datagen_source),
-                src("nexmark", crate::nexmark::KEYS, nexmark_source),
+                src("file", crate::file::SOURCE_KEYS, file_source, file_src),
+                src("datagen", crate::datagen::KEYS, datagen_source, datagen),
+                src("generator", crate::datagen::KEYS, datagen_source, datagen),
+                src("nexmark", crate::nexmark::KEYS, nexmark_source, nexmark),
             ],
             sinks: vec![
-                sink("file", crate::file::SINK_KEYS, file_sink),
-                sink("stdout", crate::stdout::KEYS, stdout_sink),
-                sink("console", crate::stdout::KEYS, stdout_sink),
-                sink("blackhole", crate::blackhole::KEYS, blackhole_sink),
+                sink("file", crate::file::SINK_KEYS, file_sink, file_snk),
+                sink("stdout", crate::stdout::KEYS, stdout_sink, stdout),
+                sink("console", crate::stdout::KEYS, stdout_sink, stdout),
+                sink("blackhole", crate::blackhole::KEYS, blackhole_sink, nothing),
             ],
         }
     }
@@ -196,19 +219,31 @@ impl Registry {
     /// unknown keys (with did-you-mean), an error for ill-typed values or an
     /// unknown type.
     pub fn validate(&self, cfg: &ConnectorConfig) -> Result<Vec<Warning>> {
-        let (keys, extra) = match cfg.role {
+        let (keys, extra, check) = match cfg.role {
             Role::Source => self
                 .sources
                 .iter()
                 .find(|k| k.name == cfg.kind)
-                .map(|k| (k.keys, k.extra)),
+                .map(|k| (k.keys, k.extra, k.check)),
             Role::Sink => self
                 .sinks
                 .iter()
                 .find(|k| k.name == cfg.kind)
-                .map(|k| (k.keys, k.extra)),
+                .map(|k| (k.keys, k.extra, k.check)),
         }
         .ok_or_else(|| self.unknown(cfg))?;
+        let warnings = self.validate_keys(cfg, keys, extra)?;
+        check(cfg)?;
+        Ok(warnings)
+    }
+
+    /// The key-table part of [`Self::validate`].
+    fn validate_keys(
+        &self,
+        cfg: &ConnectorConfig,
+        keys: &'static [KeySpec],
+        extra: Option<ExtraValidator>,
+    ) -> Result<Vec<Warning>> {
         let common: &[KeySpec] = &[
             KeySpec::new("uri", velo_config::KeyType::String, None, ""),
             KeySpec::new("location", velo_config::KeyType::String, None, ""),

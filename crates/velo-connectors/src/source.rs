@@ -84,8 +84,8 @@ pub enum SourceEvent {
     PartsAssigned(Vec<std::sync::Arc<str>>),
     /// A record that could not be decoded.
     Bad(BadRecord),
-    /// A fatal error (the source stops).
-    Error(String),
+    /// A fatal error (the source stops), with its kind.
+    Error(crate::ConnectorError),
 }
 
 /// The running reader: a bounded channel fed by the source's own thread
@@ -228,36 +228,74 @@ fn spawn_generator(
 ) -> Result<SourceReader> {
     let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
     let cap = rate.map(|r| (r / 10).max(1));
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            let started = std::time::Instant::now();
-            let mut at = 0u64;
-            loop {
-                if let Some(r) = rate {
-                    let due = started + std::time::Duration::from_secs_f64(at as f64 / r as f64);
-                    let now = std::time::Instant::now();
-                    if due > now {
-                        std::thread::park_timeout(due - now);
-                        if tx.is_closed() {
-                            return;
-                        }
-                        continue;
+    let source = thread_name.clone();
+    spawn_reader(thread_name, &source, &tx.clone(), move || {
+        let started = std::time::Instant::now();
+        let mut at = 0u64;
+        loop {
+            if let Some(r) = rate {
+                let due = started + std::time::Duration::from_secs_f64(at as f64 / r as f64);
+                let now = std::time::Instant::now();
+                if due > now {
+                    std::thread::park_timeout(due - now);
+                    if tx.is_closed() {
+                        return;
                     }
+                    continue;
                 }
-                let Some((ev, next)) = step(at, cap) else {
-                    return;
-                };
-                if tx.blocking_send(ev).is_err() {
-                    return;
-                }
-                at = next;
+            }
+            let Some((ev, next)) = step(at, cap) else {
+                return;
+            };
+            if tx.blocking_send(ev).is_err() {
+                return;
+            }
+            at = next;
+        }
+    })?;
+    Ok(SourceReader::new(rx))
+}
+
+/// The text of a panic's payload.
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The error event of a reader of `source` that panicked: an internal
+/// error that stops the job, never a quiet end of input.
+fn panicked(source: &str, p: &(dyn std::any::Any + Send)) -> SourceEvent {
+    SourceEvent::Error(crate::ConnectorError::Internal(format!(
+        "the reader of source '{source}' panicked: {}",
+        panic_text(p)
+    )))
+}
+
+/// Starts the reader thread `thread` of `source`, which sends its events
+/// on (a clone of) `tx`: a panic in `run` reaches the engine as an internal
+/// error event instead of looking like the end of the input.
+pub fn spawn_reader(
+    thread: String,
+    source: &str,
+    tx: &tokio::sync::mpsc::Sender<SourceEvent>,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<()> {
+    let (tx, name) = (tx.clone(), source.to_string());
+    std::thread::Builder::new()
+        .name(thread)
+        .spawn(move || {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                let _ = tx.blocking_send(panicked(&name, p.as_ref()));
             }
         })
         .map_err(|e| {
-            crate::ConnectorError::Other(format!("cannot start a generator thread: {e}"))
+            crate::ConnectorError::Other(format!(
+                "cannot start a reader thread for source '{source}': {e}"
+            ))
         })?;
-    Ok(SourceReader::new(rx))
+    Ok(())
 }
 
 /// Runs an unpaced generator on the task that reads it: `step` as for
@@ -265,14 +303,28 @@ fn spawn_generator(
 /// For the readers of a split source, one per partition: each partition
 /// then generates its share on its own core, with no thread in between.
 fn inline_generator(
+    source: String,
     mut step: impl FnMut(u64, Option<u64>) -> Option<(SourceEvent, u64)> + Send + 'static,
 ) -> SourceReader {
     let mut at = 0;
+    let mut failed = false;
     SourceReader {
         rx: Feed::Inline(Box::new(move || {
-            let (ev, next) = step(at, None)?;
-            at = next;
-            Some(ev)
+            if failed {
+                return None;
+            }
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(at, None)));
+            match stepped {
+                Ok(r) => {
+                    let (ev, next) = r?;
+                    at = next;
+                    Some(ev)
+                }
+                Err(p) => {
+                    failed = true;
+                    Some(panicked(&source, p.as_ref()))
+                }
+            }
         })),
         committer: None,
     }
@@ -316,12 +368,12 @@ pub fn generator_part(
         let n = cap.map_or(n, |c| n.min(c));
         let ev = match make(from, n) {
             Ok(b) => SourceEvent::Batch(b),
-            Err(e) => SourceEvent::Error(e.to_string()),
+            Err(e) => SourceEvent::Error(e),
         };
         Some((ev, at + n))
     };
     if parts > 1 && rate.is_none() {
-        Ok(inline_generator(step))
+        Ok(inline_generator(thread_name, step))
     } else {
         spawn_generator(thread_name, rate, step)
     }

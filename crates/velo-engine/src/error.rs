@@ -1,6 +1,8 @@
 /// Result alias of this crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+pub use velo_config::ErrorKind;
+
 /// Engine errors. User errors (SQL, config, bad record) are told apart from
 /// external failures (a sink that cannot write) and internal ones.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum EngineError {
         name: String,
         /// Cause.
         message: String,
+        /// Who must act on it.
+        kind: ErrorKind,
     },
     /// FailBatch stopped the job at a bad record.
     #[error(
@@ -57,7 +61,74 @@ pub enum EngineError {
     /// Something the user must change in the application.
     #[error("{0}")]
     Invalid(String),
+    /// A bug: something that cannot happen did.
+    #[error("internal error: {0}; please report it")]
+    Internal(String),
+    /// A sink, store or service failed or cannot be reached: retrying may help.
+    #[error("{0}")]
+    External(String),
     /// Several errors (validate lists them all).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Many(Vec<EngineError>),
 }
+
+impl EngineError {
+    /// Who must act on the error (the user, an external system, or
+    /// Velostream): it decides retries and the exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Sql(_) | Self::Config(_) | Self::Invalid(_) | Self::BadRecord { .. } => {
+                ErrorKind::User
+            }
+            Self::SourceCreation { .. } => ErrorKind::User,
+            Self::Source { kind, .. } => *kind,
+            Self::Sink { .. } | Self::External(_) => ErrorKind::External,
+            Self::Internal(_) => ErrorKind::Internal,
+            Self::DataFusion(e) => datafusion_kind(e),
+            Self::Many(all) => all
+                .iter()
+                .map(|e| e.kind())
+                .max()
+                .unwrap_or(ErrorKind::User),
+        }
+    }
+}
+
+/// The kind of a DataFusion error: planning and execution errors are about
+/// the query or its data (the user's), I/O and exhausted resources are
+/// external, and DataFusion's own "internal" errors are bugs.
+pub fn datafusion_kind(e: &datafusion::error::DataFusionError) -> ErrorKind {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::Internal(_) => ErrorKind::Internal,
+        E::IoError(io) => velo_connectors::io_kind(io),
+        E::ObjectStore(_) | E::ResourcesExhausted(_) => ErrorKind::External,
+        E::External(x) => {
+            if let Some(c) = x.downcast_ref::<velo_connectors::ConnectorError>() {
+                c.kind()
+            } else if let Some(k) = x.downcast_ref::<KindedError>() {
+                k.kind
+            } else {
+                ErrorKind::User
+            }
+        }
+        _ => ErrorKind::User,
+    }
+}
+
+/// A message with its kind, to carry through DataFusion's `External`.
+#[derive(Debug)]
+pub struct KindedError {
+    /// Who must act on it.
+    pub kind: ErrorKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for KindedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KindedError {}

@@ -24,14 +24,22 @@ use crate::stats::Counters;
 use crate::time::{TimeMode, Watermark, WatermarkTracker};
 use velo_config::time::LateData;
 
-/// One row of `batch` as JSON text (for dead-letter records).
-fn row_json(batch: &RecordBatch, row: usize) -> String {
+/// One row of `batch` as JSON text (for dead-letter records), cut at 4 KiB.
+pub(crate) fn row_json(batch: &RecordBatch, row: usize) -> String {
     let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
     let _ = w.write(&batch.slice(row, 1));
     let _ = w.finish();
-    String::from_utf8_lossy(&w.into_inner())
+    let mut text = String::from_utf8_lossy(&w.into_inner())
         .trim_end()
-        .to_string()
+        .to_string();
+    if text.len() > 4096 {
+        let mut cut = 4096;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 /// Where the current epoch stops.
@@ -139,7 +147,7 @@ struct State {
     bytes: u64,
     batches: usize,
     bad: Vec<BadRecord>,
-    fatal: Option<String>,
+    fatal: Option<(velo_connectors::ErrorKind, String)>,
     /// Position after the last batch delivered (resumable sources).
     position: Option<Position>,
     committer: Option<Arc<dyn PositionCommitter>>,
@@ -473,7 +481,7 @@ impl EpochFeed {
     }
 
     /// Opens reader `part` of `parts`.
-    fn open(&self, part: usize, parts: usize) -> Result<SourceReader, DataFusionError> {
+    fn open(&self, part: usize, parts: usize) -> velo_connectors::Result<SourceReader> {
         let cols: Option<Vec<usize>> = match &*self.projection.lock().expect("projection lock") {
             // the event time is read whether the query reads it or not
             Projection::Cols(c) => Some(
@@ -487,18 +495,13 @@ impl EpochFeed {
             _ => None,
         };
         let resume = self.resume.lock().expect("resume lock").clone();
-        let reader = if parts > 1 {
+        if parts > 1 {
             self.source
                 .open_part(self.batch_rows, cols.as_deref(), part, parts)
         } else {
             self.source
                 .open_at(self.batch_rows, cols.as_deref(), resume.as_ref())
-        };
-        reader.map_err(|e| {
-            DataFusionError::External(
-                format!("Failed to create source '{}': {e}", self.name).into(),
-            )
-        })
+        }
     }
 
     /// Resumes the source at `pos` when it opens.
@@ -530,6 +533,22 @@ impl EpochFeed {
         *self.resume.lock().expect("resume lock") = Some(pos);
     }
 
+    /// Where the feed's time stands now (taken at a commit).
+    pub async fn mark(&self) -> FeedMark {
+        FeedMark {
+            watermark: self.watermark.get(),
+            tracker: self.state.lock().await.tracker.clone(),
+        }
+    }
+
+    /// Puts the feed's time back where [`Self::mark`] found it: an epoch
+    /// that is read again (or discarded) leaves no trace in the watermark,
+    /// so its records are not late the second time.
+    pub async fn restore_mark(&self, mark: &FeedMark) {
+        self.state.lock().await.tracker = mark.tracker.clone();
+        self.watermark.reset(mark.watermark);
+    }
+
     /// Starts an epoch with `budget`.
     pub async fn begin_epoch(&self, budget: Budget) {
         let mut s = self.state.lock().await;
@@ -558,7 +577,7 @@ impl EpochFeed {
     }
 
     /// A fatal source error, if one happened.
-    pub async fn fatal(&self) -> Option<String> {
+    pub async fn fatal(&self) -> Option<(velo_connectors::ErrorKind, String)> {
         self.state.lock().await.fatal.clone()
     }
 
@@ -688,10 +707,11 @@ impl EpochFeed {
                     r.reader = Some(reader)
                 }
                 Err(e) => {
+                    let msg = format!("Failed to create source '{}': {e}", self.name);
                     let mut s = self.state.lock().await;
-                    s.fatal = Some(e.to_string());
+                    s.fatal = Some((e.kind(), msg.clone()));
                     self.reader_ended(&mut s, &mut r);
-                    return Some(Err(e));
+                    return Some(Err(DataFusionError::External(msg.into())));
                 }
             }
         }
@@ -786,7 +806,7 @@ impl EpochFeed {
                         }
                     }
                     Some(SourceEvent::Error(e)) => {
-                        s.fatal = Some(e.clone());
+                        s.fatal = Some((e.kind(), e.to_string()));
                         self.reader_ended(&mut s, &mut r);
                         return Some(Err(DataFusionError::External(
                             format!("source '{}': {e}", self.name).into(),
@@ -830,6 +850,14 @@ impl EpochFeed {
             return Some(Ok(batch));
         }
     }
+}
+
+/// Where a feed's time stood at a commit: its watermark and the highest
+/// event time of each of its parts.
+#[derive(Debug, Clone)]
+pub struct FeedMark {
+    watermark: i64,
+    tracker: Option<WatermarkTracker>,
 }
 
 /// The error a FailBatch bad record raises inside the plan.

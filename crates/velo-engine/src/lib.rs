@@ -18,6 +18,7 @@
 
 pub mod changelog;
 pub mod checkpoint;
+pub mod collisions;
 pub mod connectors;
 pub mod docs;
 pub mod fanout;
@@ -25,6 +26,7 @@ pub mod feed;
 pub mod join;
 pub mod lookup;
 pub mod plan;
+pub mod rowerrors;
 pub mod rowwindow;
 pub mod runtime;
 pub mod stats;
@@ -34,7 +36,7 @@ pub mod window;
 
 mod error;
 
-pub use error::{EngineError, Result};
+pub use error::{EngineError, ErrorKind, KindedError, Result};
 pub use plan::{AppPlan, JobPlan, PlanOptions};
 pub use runtime::{Shutdown, run_app};
 pub use stats::JobExecutionStats;

@@ -199,6 +199,12 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
             table_names.push(st.name.clone());
         }
     }
+    errors.extend(crate::collisions::check(&app, &mut jobs));
+    if jobs.is_empty() && errors.is_empty() {
+        errors.push(EngineError::Invalid(
+            "the application has no query, only source declarations: add a statement that reads them, e.g. CREATE STREAM out AS SELECT * FROM <source> INTO <sink> WITH (...)".into(),
+        ));
+    }
     if !errors.is_empty() {
         return Err(if errors.len() == 1 {
             errors.remove(0)

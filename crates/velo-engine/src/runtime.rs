@@ -22,6 +22,10 @@ use crate::stats::{Counters, JobExecutionStats};
 use crate::time::TimeMode;
 use crate::{EngineError, Result};
 
+/// The most partitions a job may have per core of the machine: beyond a
+/// few per core they only add memory and scheduling.
+pub const PARTITIONS_PER_CORE: usize = 16;
+
 /// Stops running jobs after their current epoch.
 #[derive(Clone)]
 pub struct Shutdown {
@@ -88,6 +92,8 @@ pub struct PreparedJob {
     pub window_states: Arc<crate::window::WindowStates>,
     /// `CREATE TABLE`: the table its published rows go to.
     pub table: Option<Arc<crate::tables::Table>>,
+    /// Rows whose expressions failed on their own, for the dead-letter route.
+    pub dead_rows: Arc<crate::rowerrors::DeadRows>,
 }
 
 impl PreparedJob {
@@ -308,6 +314,14 @@ pub async fn prepare_job(
         },
     }
     .max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let most = (cores * PARTITIONS_PER_CORE).max(PARTITIONS_PER_CORE);
+    if partitions > most {
+        return Err(EngineError::Invalid(format!(
+            "job '{}': {partitions} partitions are more than this machine can use: at most {most} ({PARTITIONS_PER_CORE} per core, {cores} core(s)); each partition keeps state and a task of its own. Set 'partitions' to {cores} (one per core) or leave it unset",
+            plan.name
+        )));
+    }
     let emit = match plan.statement.emit.as_deref() {
         Some("CHANGES") => crate::window::Emit::Changes,
         _ => crate::window::Emit::Final,
@@ -352,12 +366,24 @@ pub async fn prepare_job(
             )),
         );
     }
+    // an error on some rows affects only those rows, unless FailBatch
+    let dead_rows = crate::rowerrors::DeadRows::new(&plan.name);
+    let isolate_rows = plan.job.failure_strategy != FailureStrategy::FailBatch;
+    if isolate_rows {
+        rules.insert(
+            rules.len() - 1,
+            Arc::new(crate::rowerrors::IsolateRowErrors::new(dead_rows.clone())),
+        );
+    }
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rules(rules)
         .build();
     let ctx = SessionContext::new_with_state(state);
+    if isolate_rows {
+        ctx.add_optimizer_rule(Arc::new(crate::rowerrors::HoistAggregateArguments));
+    }
     for f in crate::window::udfs() {
         ctx.register_udf(f);
     }
@@ -391,6 +417,7 @@ pub async fn prepare_job(
                 .map_err(|e| EngineError::Source {
                     name: src.name().into(),
                     message: e.to_string(),
+                    kind: crate::error::datafusion_kind(&e),
                 })?;
         }
         lookup_rows.insert(src.name().to_string(), table.num_rows());
@@ -460,6 +487,7 @@ pub async fn prepare_job(
         window_metrics,
         window_states,
         table: None,
+        dead_rows,
     };
     let out = prepared.physical.schema();
     for k in &plan.statement.primary_key {
@@ -700,8 +728,11 @@ pub async fn run_app(
             // waking one more thread
             let r = match tokio::spawn(run_job(p, sd)).await {
                 Ok(r) => r,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Err(EngineError::Invalid(format!(
+                Err(e) if e.is_panic() => Err(EngineError::Internal(format!(
+                    "job '{name}' panicked: {}",
+                    velo_connectors::source::panic_text(e.into_panic().as_ref())
+                ))),
+                Err(e) => Err(EngineError::Internal(format!(
                     "job '{name}' was cancelled: {e}"
                 ))),
             };
@@ -812,20 +843,27 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         .map(|c| c.schema())
         .unwrap_or_else(|| p.physical.schema());
     // sinks: create what can be created; all failing falls back to stdout
+    // (the seeds' promise), and the run then does not exit 0
     let mut created = Vec::new();
+    let mut creation_errors = Vec::new();
     for cfg in &p.plan.sinks {
         match crate::connectors::registry().create_sink(cfg) {
             Ok(s) => {
                 tracing::info!(job = %name, "Successfully created sink '{}'", cfg.name);
                 created.push(s);
             }
-            Err(e) => tracing::warn!(
-                "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}",
-                cfg.name
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}",
+                    cfg.name
+                );
+                creation_errors.push(format!("'{}': {e}", cfg.name));
+            }
         }
     }
+    let mut fallback = None;
     if created.is_empty() {
+        fallback = Some(creation_errors.join("; "));
         tracing::warn!("Job '{name}': no sink could be created; writing results to stdout");
         created.push(
             crate::connectors::registry()
@@ -900,7 +938,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     } else {
         None
     };
-    if state_dir.is_some() {
+    let retry_epochs = job.failure_strategy == FailureStrategy::RetryWithBackoff;
+    if state_dir.is_some() || (retry_epochs && rewindable(&p)) {
         for (src, f) in p.streams() {
             if !src.resumes_by_default() {
                 // a file source reports positions only when asked: from the start
@@ -971,6 +1010,15 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
         }
     }
     let mut failed_in_row = 0u32;
+    // what a failed epoch goes back to: needed where an epoch can be read
+    // again (RetryWithBackoff) or discarded on every sink (transactions)
+    let keep_committed = transactional || retry_epochs;
+    let mut last_committed = if keep_committed {
+        Some(Committed::take(&p, changelog.as_ref(), None).await?)
+    } else {
+        None
+    };
+    let mut records_unwritten = 0u64;
     loop {
         epoch += 1;
         let t0 = Instant::now();
@@ -1012,6 +1060,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         (Ok(b), Some(c)) => c.label(&b, &mut seen),
                         (r, _) => r,
                     };
+                    let r = r
+                        .and_then(|b| crate::rowerrors::without_unprintable_times(b, &p.dead_rows));
                     match r {
                         Ok(b) => {
                             Counters::add(&p.counters.records_out, b.num_rows() as u64);
@@ -1060,6 +1110,9 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             epoch_records += n;
             bad.extend(f.take_bad().await);
         }
+        let dead = p.dead_rows.take();
+        Counters::add(&p.counters.records_failed, dead.len() as u64);
+        bad.extend(dead);
         if !bad.is_empty() {
             for b in &bad {
                 logged_bad += 1;
@@ -1077,45 +1130,29 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             }
         }
         if let Some(e) = exec_err {
-            let mut fatal = None;
-            for (src, f) in p.streams() {
-                if fatal.is_none()
-                    && let Some(m) = f.fatal().await
-                {
-                    fatal = Some((src.name().to_string(), m));
-                }
-            }
-            let bad_record = matches!(e.find_root(), datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>());
             abort_all(&fan, dlq.as_ref(), epoch).await;
             stats.batches_failed += 1;
-            if let Some((source, f)) = fatal {
+            let error = epoch_error(&p, &job, &name, epoch, e, &bad).await;
+            let failed = Failed {
+                epoch,
+                records: epoch_records,
+                retry: error.kind() != crate::ErrorKind::User,
+                discard: false,
+                error: &error,
+            };
+            let next = after_failure(
+                &p,
+                &job,
+                &committed,
+                &mut failed_in_row,
+                (last_committed.as_ref(), changelog.as_mut()),
+                &failed,
+                &mut records_unwritten,
+            )
+            .await;
+            if !matches!(next, Ok(Next::ReadAgain)) {
                 close_all(&fan, dlq.as_ref()).await;
-                return Err(EngineError::Source {
-                    name: source,
-                    message: f,
-                });
-            }
-            if bad_record && job.failure_strategy == FailureStrategy::FailBatch {
-                close_all(&fan, dlq.as_ref()).await;
-                let record = bad
-                    .first()
-                    .map(|b| format!("{b}: {}", b.raw))
-                    .unwrap_or_else(|| e.to_string());
-                return Err(EngineError::BadRecord {
-                    job: name,
-                    epoch,
-                    record,
-                });
-            }
-            if job.failure_strategy == FailureStrategy::FailBatch {
-                close_all(&fan, dlq.as_ref()).await;
-                return Err(EngineError::Invalid(format!(
-                    "job '{name}' stopped (FailBatch) at epoch {epoch}: {e}"
-                )));
-            }
-            if !rewind(&p, &job, &committed, &mut failed_in_row, &name, epoch).await? {
-                tracing::error!(job = %name, epoch, "epoch failed and was discarded ({epoch_records} records counted as failed): {e}");
-                Counters::add(&p.counters.records_failed, epoch_records);
+                return Err(next.err().unwrap_or(error));
             }
         } else {
             // commit protocol: prepare everything, then publish
@@ -1176,42 +1213,78 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 }
             }
             if !failed.is_empty()
-                && (transactional || job.failure_strategy == FailureStrategy::FailBatch)
+                && (transactional || job.failure_strategy != FailureStrategy::LogAndContinue)
             {
+                // the epoch is published nowhere: FailBatch stops, retries
+                // read it again, transactions under LogAndContinue drop it
                 abort_all(&fan, dlq.as_ref(), epoch).await;
                 stats.batches_failed += 1;
                 let (sink, message) = failed.remove(0);
-                if job.failure_strategy == FailureStrategy::FailBatch {
-                    close_all(&fan, dlq.as_ref()).await;
-                    return Err(EngineError::Sink {
-                        job: name,
-                        epoch,
-                        sink,
-                        message,
-                    });
-                }
-                if !rewind(&p, &job, &committed, &mut failed_in_row, &name, epoch).await? {
-                    tracing::error!(job = %name, epoch, "transaction aborted on every sink: sink '{sink}' failed: {message}");
-                    Counters::add(&p.counters.records_failed, epoch_records);
+                let cause = format!("sink '{sink}' failed: {message}");
+                let error = EngineError::Sink {
+                    job: name.clone(),
+                    epoch,
+                    sink,
+                    message,
+                };
+                let lost = Failed {
+                    epoch,
+                    records: epoch_records,
+                    retry: true,
+                    discard: transactional,
+                    error: &error,
+                };
+                let next = after_failure(
+                    &p,
+                    &job,
+                    &committed,
+                    &mut failed_in_row,
+                    (last_committed.as_ref(), changelog.as_mut()),
+                    &lost,
+                    &mut records_unwritten,
+                )
+                .await;
+                match next {
+                    Ok(Next::ReadAgain) => {}
+                    Ok(Next::Discarded) => {
+                        tracing::error!(job = %name, epoch, "{cause}; the transaction was aborted on every sink and the epoch's {epoch_records} records are lost (failure_strategy LogAndContinue); the job goes on");
+                    }
+                    Ok(Next::Stop) | Err(_) => {
+                        close_all(&fan, dlq.as_ref()).await;
+                        return Err(next.err().unwrap_or(error));
+                    }
                 }
             } else {
+                // the operator state as this epoch leaves it: for the
+                // checkpoint and for going back to if a later epoch fails
+                let states = match (state_dir.is_some() || keep_committed)
+                    .then(|| p.window_states.snapshot())
+                    .transpose()
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        abort_all(&fan, dlq.as_ref(), epoch).await;
+                        close_all(&fan, dlq.as_ref()).await;
+                        return Err(e.into());
+                    }
+                };
                 // the commit point of a checkpointed job
                 if let Some(dir) = &state_dir {
-                    let snapshot = p
-                        .window_states
-                        .snapshot()
-                        .and_then(|mut s| {
-                            if let Some(c) = &changelog {
-                                s.push(c.snapshot()?);
-                            }
-                            // the table with this epoch applied (it is
-                            // applied after the commit)
-                            if let Some(t) = &p.table {
-                                s.push(t.merged(&table_rows)?);
-                            }
-                            Ok(s)
-                        })
-                        .map_err(EngineError::from);
+                    let snapshot = Ok::<_, datafusion::error::DataFusionError>(
+                        states.clone().expect("taken for a state directory"),
+                    )
+                    .and_then(|mut s| {
+                        if let Some(c) = &changelog {
+                            s.push(c.snapshot()?);
+                        }
+                        // the table with this epoch applied (it is
+                        // applied after the commit)
+                        if let Some(t) = &p.table {
+                            s.push(t.merged(&table_rows)?);
+                        }
+                        Ok(s)
+                    })
+                    .map_err(EngineError::from);
                     let stored = async {
                         let operators = dir.store_operator_state(epoch, &snapshot?).await?;
                         let cp = crate::checkpoint::Checkpoint {
@@ -1272,7 +1345,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 for (n, r) in commits {
                     if let Err(e) = r {
                         tracing::error!(job = %name, epoch, "sink '{n}' failed to publish: {e}");
-                        if job.failure_strategy == FailureStrategy::FailBatch {
+                        if job.failure_strategy != FailureStrategy::LogAndContinue {
                             close_all(&fan, dlq.as_ref()).await;
                             return Err(EngineError::Sink {
                                 job: name,
@@ -1310,6 +1383,11 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     }
                 }
                 failed_in_row = 0;
+                if keep_committed {
+                    let states = states.expect("taken to keep");
+                    last_committed =
+                        Some(Committed::take(&p, changelog.as_ref(), Some(states)).await?);
+                }
                 // the empty epoch that only discovers the end of input is not counted
                 if epoch_records > 0 || !p.is_finished().await {
                     stats.batches_processed += 1;
@@ -1376,6 +1454,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
     stats.records_failed = Counters::get(&p.counters.records_failed);
     stats.records_late = Counters::get(&p.counters.records_late);
     stats.records_dead_lettered = dead_lettered;
+    stats.records_unwritten = records_unwritten;
+    stats.fallback = fallback;
     for s in &fan.sinks {
         stats.records_written.insert(
             s.name.clone(),
@@ -1461,34 +1541,185 @@ fn shown_watermark(w: i64) -> Option<i64> {
     Some(w).filter(|w| *w != crate::time::Watermark::NONE && *w != crate::time::Watermark::END)
 }
 
-/// Under RetryWithBackoff, a failed epoch of a resumable source is read
-/// again from the last committed position (after a backoff) instead of being
-/// counted as failed; `max_retries` failures in a row stop the job.
-async fn rewind(
+/// Whether every stream of the job can be read again from a position (an
+/// epoch that failed can be re-read).
+fn rewindable(p: &PreparedJob) -> bool {
+    p.streams().all(|(s, _)| s.resumable())
+}
+
+/// What a failed epoch goes back to (ARCHITECTURE.md decision 7): the
+/// operator state, the changelog's written keys and every stream's
+/// watermark as of the last committed epoch.
+struct Committed {
+    states: Vec<RecordBatch>,
+    changelog: Option<RecordBatch>,
+    feeds: Vec<crate::feed::FeedMark>,
+}
+
+impl Committed {
+    /// The job as it stands now; `states` when the caller already took
+    /// them (the checkpoint's snapshot).
+    async fn take(
+        p: &PreparedJob,
+        changelog: Option<&crate::changelog::Changelog>,
+        states: Option<Vec<RecordBatch>>,
+    ) -> Result<Self> {
+        let states = match states {
+            Some(s) => s,
+            None => p.window_states.snapshot()?,
+        };
+        let mut feeds = Vec::new();
+        for (_, f) in p.streams() {
+            feeds.push(f.mark().await);
+        }
+        Ok(Self {
+            states,
+            changelog: changelog.map(|c| c.snapshot()).transpose()?,
+            feeds,
+        })
+    }
+
+    /// Puts the job back as it stood.
+    async fn restore(
+        &self,
+        p: &PreparedJob,
+        changelog: Option<&mut crate::changelog::Changelog>,
+    ) -> Result<()> {
+        p.window_states.restore(self.states.clone())?;
+        // the changes noted by the failed epoch's emission are void
+        let _ = p.window_states.take_changed();
+        if let (Some(c), Some(keys)) = (changelog, &self.changelog) {
+            c.restore(keys)?;
+        }
+        for ((_, f), mark) in p.streams().zip(&self.feeds) {
+            f.restore_mark(mark).await;
+        }
+        Ok(())
+    }
+}
+
+/// An epoch that failed before anything of it was published.
+struct Failed<'a> {
+    epoch: u64,
+    /// Records the epoch read.
+    records: u64,
+    /// Whether reading it again may succeed (not a user error).
+    retry: bool,
+    /// Whether LogAndContinue may drop it (a transaction aborted on every
+    /// sink); otherwise LogAndContinue stops as FailBatch does.
+    discard: bool,
+    error: &'a EngineError,
+}
+
+/// What the job does after a failed epoch.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// The state went back to the last committed epoch and the streams to
+    /// its positions: the epoch is read again.
+    ReadAgain,
+    /// The state went back to the last committed epoch; the epoch's records
+    /// are lost (counted).
+    Discarded,
+    /// The job stops with the epoch's error; nothing past the last committed
+    /// epoch was published, so a restart reads it again.
+    Stop,
+}
+
+/// Decides, by the failure strategy, what follows a failed epoch, and puts
+/// the job back to its last committed epoch where it goes on:
+/// RetryWithBackoff reads the epoch again after a backoff (`max_retries`
+/// failures in a row stop the job with the error), LogAndContinue drops an
+/// aborted transaction, anything else stops.
+async fn after_failure(
     p: &PreparedJob,
     job: &velo_config::JobConfig,
-    committed: &[Option<velo_connectors::Position>],
+    positions: &[Option<velo_connectors::Position>],
     failed_in_row: &mut u32,
-    name: &str,
-    epoch: u64,
-) -> Result<bool> {
-    if job.failure_strategy != FailureStrategy::RetryWithBackoff || !resumes(p) {
-        return Ok(false);
+    (last, changelog): (Option<&Committed>, Option<&mut crate::changelog::Changelog>),
+    failed: &Failed<'_>,
+    unwritten: &mut u64,
+) -> Result<Next> {
+    let name = &p.plan.name;
+    let epoch = failed.epoch;
+    let retry = job.failure_strategy == FailureStrategy::RetryWithBackoff;
+    let Some(last) = last.filter(|_| {
+        (retry && failed.retry && rewindable(p))
+            || (job.failure_strategy == FailureStrategy::LogAndContinue && failed.discard)
+    }) else {
+        if retry && !rewindable(p) {
+            tracing::error!(job = %name, epoch, "the epoch failed and cannot be read again: a source of the job cannot go back to a position");
+        }
+        return Ok(Next::Stop);
+    };
+    if !retry {
+        last.restore(p, changelog).await?;
+        *unwritten += failed.records;
+        Counters::add(&p.counters.records_failed, failed.records);
+        return Ok(Next::Discarded);
     }
     *failed_in_row += 1;
     if *failed_in_row > job.max_retries {
-        return Err(EngineError::Invalid(format!(
-            "job '{name}' stopped: epoch {epoch} failed {} times in a row (max_retries = {})",
-            *failed_in_row, job.max_retries
-        )));
+        let message = format!(
+            "job '{name}' stopped: epoch {epoch} failed {} times in a row (max_retries = {}); nothing of it was published, a restart reads it again. Last error: {}",
+            *failed_in_row, job.max_retries, failed.error
+        );
+        return Err(match failed.error.kind() {
+            crate::ErrorKind::Internal => EngineError::Internal(message),
+            crate::ErrorKind::User => EngineError::Invalid(message),
+            crate::ErrorKind::External => EngineError::External(message),
+        });
     }
     let wait = job.retry_backoff * (1u32 << (*failed_in_row - 1).min(10));
-    tracing::warn!(job = %name, epoch, "epoch failed; reading it again from the last committed position in {wait:?} (attempt {failed_in_row} of {})", job.max_retries);
+    tracing::warn!(job = %name, epoch, "epoch failed: {}; reading it again from the last committed position in {wait:?} (attempt {failed_in_row} of {})", failed.error, job.max_retries);
     tokio::time::sleep(wait).await;
-    for ((_, f), c) in p.streams().zip(committed) {
+    last.restore(p, changelog).await?;
+    for ((_, f), c) in p.streams().zip(positions) {
         f.rewind(c.clone().unwrap_or_default()).await;
     }
-    Ok(true)
+    Ok(Next::ReadAgain)
+}
+
+/// The error of an epoch whose execution failed: a source's own failure,
+/// a bad record under FailBatch, or the query's error.
+async fn epoch_error(
+    p: &PreparedJob,
+    job: &velo_config::JobConfig,
+    name: &str,
+    epoch: u64,
+    e: datafusion::error::DataFusionError,
+    bad: &[BadRecord],
+) -> EngineError {
+    for (src, f) in p.streams() {
+        if let Some((kind, message)) = f.fatal().await {
+            return EngineError::Source {
+                name: src.name().to_string(),
+                message,
+                kind,
+            };
+        }
+    }
+    let bad_record = matches!(e.find_root(), datafusion::error::DataFusionError::External(x) if x.is::<crate::feed::BadRecordError>());
+    if bad_record && job.failure_strategy == FailureStrategy::FailBatch {
+        let record = bad
+            .first()
+            .map(|b| format!("{b}: {}", b.raw))
+            .unwrap_or_else(|| e.to_string());
+        return EngineError::BadRecord {
+            job: name.to_string(),
+            epoch,
+            record,
+        };
+    }
+    let kind = crate::error::datafusion_kind(&e);
+    let message = format!(
+        "job '{name}' stopped at epoch {epoch} ({:?}): {e}; nothing of this epoch was published",
+        job.failure_strategy
+    );
+    match kind {
+        crate::ErrorKind::User => EngineError::Invalid(message),
+        crate::ErrorKind::External => EngineError::External(message),
+        crate::ErrorKind::Internal => EngineError::Internal(message),
+    }
 }
 
 async fn close_all(fan: &FanOut, dlq: Option<&SinkHandle>) {

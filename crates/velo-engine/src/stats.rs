@@ -68,6 +68,11 @@ pub struct JobExecutionStats {
     pub row_keys_peak: u64,
     /// The most rows row windows kept at once (history and waiting rows).
     pub row_rows_peak: u64,
+    /// Records read whose epoch was discarded (LogAndContinue: their
+    /// results reached no sink).
+    pub records_unwritten: u64,
+    /// Why the results went to stdout instead of the configured sinks.
+    pub fallback: Option<String>,
 }
 
 impl JobExecutionStats {
@@ -79,6 +84,28 @@ impl JobExecutionStats {
         } else {
             0.0
         }
+    }
+
+    /// What the run failed to deliver: empty when every record read was
+    /// written to every sink or routed (dead-lettered, dropped as late by
+    /// the job's rules). A run with losses does not exit 0.
+    pub fn losses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(why) = &self.fallback {
+            out.push(format!(
+                "no sink could be created ({why}); the results went to stdout instead"
+            ));
+        }
+        for (sink, n) in &self.sink_failures {
+            out.push(format!("sink '{sink}' failed to write {n} records"));
+        }
+        if self.records_unwritten > 0 {
+            out.push(format!(
+                "{} records read were not written: their epochs failed and were discarded (failure_strategy LogAndContinue)",
+                self.records_unwritten
+            ));
+        }
+        out
     }
 
     /// A human summary.

@@ -179,7 +179,7 @@ pub fn show_duration(ms: i64) -> String {
 }
 
 /// Follows the highest event time of each part of a source.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WatermarkTracker {
     lag_ms: i64,
     idle: Option<Duration>,
@@ -264,6 +264,11 @@ pub fn table_type(source: &DataType, format: &TimeFormat) -> DataType {
     }
 }
 
+/// The earliest event time a record may carry: 0001-01-01T00:00:00Z.
+pub const MIN_EVENT_TIME: i64 = -62_135_596_800_000;
+/// The latest event time a record may carry: 9999-12-31T23:59:59.999Z.
+pub const MAX_EVENT_TIME: i64 = 253_402_300_799_999;
+
 /// Reads `col` as event time.
 pub fn read_time(col: &ArrayRef, format: &TimeFormat, field: &str) -> ReadTime {
     let n = col.len();
@@ -334,7 +339,39 @@ pub fn read_time(col: &ArrayRef, format: &TimeFormat, field: &str) -> ReadTime {
             (v, true)
         }
     };
+    // times beyond the years 0001-9999 are errors of their records: window
+    // bounds and watermarks around them would overflow
+    let in_range = |v: i64| (MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&v);
+    let mut outside = Vec::new();
+    let millis = match (arrow::compute::min(&millis), arrow::compute::max(&millis)) {
+        (Some(lo), Some(hi)) if !in_range(lo) || !in_range(hi) => {
+            let kept: Int64Array = millis
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Some(v) if !in_range(v) => {
+                        outside.push((i, v));
+                        None
+                    }
+                    v => v,
+                })
+                .collect();
+            kept
+        }
+        _ => millis,
+    };
+    let mut outside = outside.into_iter().peekable();
     for i in 0..n {
+        if outside.peek().is_some_and(|(row, _)| *row == i) {
+            let (_, v) = outside.next().expect("peeked");
+            errors.push(TimeError {
+                row: i,
+                error: format!(
+                    "the event time '{field}' ({v} ms since 1970) is outside the years 0001 to 9999; fix the record"
+                ),
+            });
+            continue;
+        }
         if millis.is_null(i) {
             let how = match format {
                 TimeFormat::Native => "a timestamp".to_string(),
@@ -428,5 +465,20 @@ mod tests {
         let col: ArrayRef = Arc::new(StringArray::from(vec!["1704067204000"]));
         let r = read_time(&col, &TimeFormat::EpochMillis, "ts");
         assert_eq!(r.millis.value(0), 1_704_067_204_000);
+    }
+
+    #[test]
+    fn times_at_the_edges_of_i64_are_errors_of_their_rows() {
+        let col: ArrayRef = Arc::new(Int64Array::from(vec![i64::MIN, 5, i64::MAX, i64::MIN + 1]));
+        let r = read_time(&col, &TimeFormat::EpochMillis, "ts");
+        assert_eq!(r.millis.value(1), 5);
+        let rows: Vec<usize> = r.errors.iter().map(|e| e.row).collect();
+        assert_eq!(rows, vec![0, 2, 3]);
+        assert!(
+            r.errors[0].error.contains("outside the years"),
+            "{:?}",
+            r.errors
+        );
+        assert!(r.millis.is_null(0) && r.millis.is_null(2));
     }
 }

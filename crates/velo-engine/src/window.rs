@@ -348,6 +348,38 @@ pub fn to_millis(a: &ArrayRef) -> Result<Int64Array> {
         .clone())
 }
 
+/// The longest window (or session gap): 1,000 years.
+const MAX_WINDOW_MS: i64 = 1_000 * 366 * 86_400_000;
+/// The most windows a HOP window may put one record in (size / slide).
+const MAX_WINDOWS_PER_RECORD: i64 = 10_000;
+
+/// Refuses windows whose bounds could overflow or that put a record in
+/// more windows than can be kept.
+fn check_window(kind: &WindowKind) -> Result<()> {
+    let (size, slide) = match *kind {
+        WindowKind::Tumble { size } => (size, size),
+        WindowKind::Hop { slide, size } => (size, slide),
+        WindowKind::Session { gap } => (gap, gap),
+        WindowKind::Global => return Ok(()),
+    };
+    if size > MAX_WINDOW_MS || slide > MAX_WINDOW_MS {
+        return Err(DataFusionError::Plan(format!(
+            "a window of {} is longer than the 1,000 years a window may span; use a shorter interval",
+            crate::time::show_duration(size.max(slide))
+        )));
+    }
+    if size / slide > MAX_WINDOWS_PER_RECORD {
+        return Err(DataFusionError::Plan(format!(
+            "a HOP window of {} sliding every {} puts each record in {} windows, more than the {MAX_WINDOWS_PER_RECORD} a record may be in; slide by at least {}",
+            crate::time::show_duration(size),
+            crate::time::show_duration(slide),
+            size / slide,
+            crate::time::show_duration((size / MAX_WINDOWS_PER_RECORD).max(1))
+        )));
+    }
+    Ok(())
+}
+
 fn interval_millis(v: &ScalarValue) -> Result<i64> {
     let Some(ms) = crate::time::fixed_millis(v) else {
         return Err(DataFusionError::Plan(format!(
@@ -877,6 +909,7 @@ impl WindowAggregateExec {
                         gap: literal_ms(&args[1])?,
                     },
                 };
+                check_window(&kind)?;
                 if emit == Emit::Changes && matches!(kind, WindowKind::Session { .. }) {
                     return Err(DataFusionError::Plan(
                         "EMIT CHANGES is not available for SESSION windows (a session's rows are only grouped when it closes); use EMIT FINAL".into(),

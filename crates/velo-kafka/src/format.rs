@@ -64,7 +64,7 @@ pub struct AvroState {
 const PLAIN_ID: u32 = 0;
 
 fn other(e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Other(e.to_string())
+    crate::error::format_error(e)
 }
 
 impl AvroState {
@@ -396,7 +396,14 @@ fn decode_json(
         None => json_decoder(schema, batch_size)?,
     };
     let mut out = Vec::new();
-    let fast = json_all(&mut dec, payloads, &mut out);
+    // a message nested too deeply must not reach the decoder (jsondepth)
+    let too_deep = |p: &[u8]| velo_connectors::jsondepth::too_deep(p);
+    let deep = payloads.iter().any(|p| too_deep(p));
+    let fast = if deep {
+        Err(ArrowError::JsonError(String::new()))
+    } else {
+        json_all(&mut dec, payloads, &mut out)
+    };
     let rows: usize = out.iter().map(|b| b.num_rows()).sum();
     if fast.is_ok() && rows == payloads.len() {
         *cache = Some(dec);
@@ -411,6 +418,10 @@ fn decode_json(
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
+        if too_deep(p) {
+            bad.push((i, velo_connectors::jsondepth::too_deep_message()));
+            continue;
+        }
         let mut one = json_decoder(schema, 2)?;
         let mut o = Vec::new();
         match json_all(&mut one, &[p], &mut o) {

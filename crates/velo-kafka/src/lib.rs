@@ -17,6 +17,7 @@
 //! adds its kinds to the connector registry with [`register`].
 
 pub mod config;
+pub mod error;
 pub mod format;
 pub mod protobuf;
 pub mod schema_registry;
@@ -26,6 +27,7 @@ pub mod source;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+pub use error::KafkaError;
 use velo_config::ConnectorConfig;
 use velo_connectors::registry::{Kind, Registry};
 use velo_connectors::{Result, Sink, Source};
@@ -94,11 +96,21 @@ pub fn register(registry: &mut Registry) {
         keys: config::SOURCE_KEYS,
         create: create_source,
         extra: Some(config::validate_passthrough),
+        check: |c| {
+            config::KafkaSourceConfig::from_config(c)
+                .map(drop)
+                .map_err(Into::into)
+        },
     });
     registry.add_sink(Kind {
         name: "kafka",
         keys: config::SINK_KEYS,
         create: create_sink,
         extra: Some(config::validate_passthrough),
+        check: |c| {
+            config::KafkaSinkConfig::from_config(c)
+                .map(drop)
+                .map_err(Into::into)
+        },
     });
 }

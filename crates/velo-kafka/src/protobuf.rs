@@ -257,7 +257,7 @@ fn message_column(
 }
 
 fn other(e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Other(e.to_string())
+    crate::error::format_error(e)
 }
 
 fn arrow_type(kind: &Kind) -> Option<DataType> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use velo_connectors::{ConnectorError, Result};
+use velo_connectors::Result;
 
 /// A registry at one URL.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl SchemaRegistry {
             .header("Accept", "application/vnd.schemaregistry.v1+json")
             .call()
             .map_err(|e| {
-                ConnectorError::Other(format!(
+                crate::error::registry(format!(
                     "schema registry {}: {e}",
                     velo_config::display_value("url", &self.url)
                 ))
@@ -60,11 +60,11 @@ impl SchemaRegistry {
         let body = resp
             .body_mut()
             .read_to_string()
-            .map_err(|e| ConnectorError::Other(format!("schema registry: {e}")))?;
+            .map_err(|e| crate::error::registry(format!("{e}")))?;
         match status {
             200 => Ok(Some(body)),
             404 => Ok(None),
-            s => Err(ConnectorError::Other(format!(
+            s => Err(crate::error::registry(format!(
                 "schema registry answered {s} for {path}: {body}"
             ))),
         }
@@ -79,7 +79,7 @@ impl SchemaRegistry {
             return Ok(None);
         };
         let reply: SchemaReply = serde_json::from_str(&body)
-            .map_err(|e| ConnectorError::Other(format!("schema registry: bad reply: {e}")))?;
+            .map_err(|e| crate::error::registry(format!("bad reply: {e}")))?;
         self.by_id
             .lock()
             .expect("registry cache")
@@ -93,10 +93,10 @@ impl SchemaRegistry {
             return Ok(None);
         };
         let reply: SchemaReply = serde_json::from_str(&body)
-            .map_err(|e| ConnectorError::Other(format!("schema registry: bad reply: {e}")))?;
-        let id = reply.id.ok_or_else(|| {
-            ConnectorError::Other("schema registry: reply without an id".to_string())
-        })?;
+            .map_err(|e| crate::error::registry(format!("bad reply: {e}")))?;
+        let id = reply
+            .id
+            .ok_or_else(|| crate::error::registry("reply without an id"))?;
         self.by_id
             .lock()
             .expect("registry cache")
@@ -113,19 +113,19 @@ impl SchemaRegistry {
             .post(&url)
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .send(body.as_bytes())
-            .map_err(|e| ConnectorError::Other(format!("schema registry: {e}")))?;
+            .map_err(|e| crate::error::registry(format!("{e}")))?;
         let status = resp.status().as_u16();
         let text = resp
             .body_mut()
             .read_to_string()
-            .map_err(|e| ConnectorError::Other(format!("schema registry: {e}")))?;
+            .map_err(|e| crate::error::registry(format!("{e}")))?;
         if status != 200 {
-            return Err(ConnectorError::Other(format!(
+            return Err(crate::error::registry(format!(
                 "schema registry refused the schema for subject '{subject}' ({status}): {text}"
             )));
         }
         let reply: IdReply = serde_json::from_str(&text)
-            .map_err(|e| ConnectorError::Other(format!("schema registry: bad reply: {e}")))?;
+            .map_err(|e| crate::error::registry(format!("bad reply: {e}")))?;
         Ok(reply.id)
     }
 }

@@ -145,8 +145,9 @@ fn flush(p: &BaseProducer<DeliveryContext>, timeout: Duration) -> rdkafka::error
     }
 }
 
+/// A producer call's failure (the brokers'), as a connector error.
 fn err(e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Other(e.to_string())
+    crate::error::broker(e)
 }
 
 impl KafkaSink {
@@ -155,12 +156,12 @@ impl KafkaSink {
         let registry = match (cfg.format, &cfg.registry) {
             (Format::Avro, Some(url)) => Some(Arc::new(SchemaRegistry::new(url))),
             (Format::Protobuf, _) => {
-                return Err(err(format!(
+                return Err(crate::error::setup(format!(
                     "sink '{name}': protobuf output is not supported yet (value.format json, avro, string or bytes)"
                 )));
             }
             (Format::Avro, None) => {
-                return Err(err(format!(
+                return Err(crate::error::setup(format!(
                     "sink '{name}' writes Avro: set '{name}.schema.registry.url'"
                 )));
             }
@@ -233,17 +234,19 @@ impl KafkaSink {
                 if self.avro.is_none() {
                     let schema = batch.schema();
                     let avro_schema = arrow_avro::schema::AvroSchema::try_from(schema.as_ref())
-                        .map_err(|e| err(format!("no Avro schema for the result: {e}")))?;
+                        .map_err(|e| {
+                            crate::error::setup(format!("no Avro schema for the result: {e}"))
+                        })?;
                     let reg = self.registry.as_ref().expect("checked in new");
                     let id = reg.register(&self.cfg.subject, &avro_schema.json_string)?;
                     let enc = arrow_avro::writer::WriterBuilder::new(schema.as_ref().clone())
                         .with_fingerprint_strategy(arrow_avro::schema::FingerprintStrategy::Id(id))
                         .build_encoder::<arrow_avro::writer::format::AvroSoeFormat>()
-                        .map_err(err)?;
+                        .map_err(crate::error::format_error)?;
                     self.avro = Some(enc);
                 }
                 let enc = self.avro.as_mut().expect("built above");
-                enc.encode(batch).map_err(err)?;
+                enc.encode(batch).map_err(crate::error::format_error)?;
                 Ok(Values::Avro(enc.flush()))
             }
         }
@@ -254,7 +257,7 @@ impl KafkaSink {
         let mut cols = Vec::new();
         for k in &self.cfg.key_fields {
             let i = batch.schema().index_of(k).map_err(|_| {
-                err(format!(
+                crate::error::setup(format!(
                     "sink '{}': key.field '{k}' is not a column of the result ({})",
                     self.name,
                     batch
@@ -276,7 +279,7 @@ impl KafkaSink {
             return Ok(None);
         };
         let col: &ArrayRef = batch.column(batch.schema().index_of(h).map_err(|_| {
-            err(format!(
+            crate::error::setup(format!(
                 "sink '{}': headers.field '{h}' is not a column of the result",
                 self.name
             ))
@@ -313,7 +316,7 @@ impl KafkaSink {
                         continue;
                     }
                     let v: serde_json::Value = serde_json::from_str(s.value(r)).map_err(|e| {
-                        err(format!(
+                        crate::error::setup(format!(
                             "sink '{}': headers.field '{h}' is not a JSON object: {e}",
                             self.name
                         ))

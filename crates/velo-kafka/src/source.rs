@@ -240,7 +240,7 @@ impl PositionCommitter for KafkaCommitter {
         };
         self.consumer
             .commit(&position_list(pos), mode)
-            .map_err(|e| ConnectorError::Other(format!("offset commit failed: {e}")))
+            .map_err(|e| crate::error::broker(format!("offset commit failed: {e}")))
     }
 
     fn transaction_context(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
@@ -262,7 +262,7 @@ pub struct KafkaSource {
 
 fn connect_error(name: &str, servers: &str, e: &str, ctx: Option<String>) -> ConnectorError {
     let detail = ctx.map(|c| format!(" ({c})")).unwrap_or_default();
-    ConnectorError::Other(format!(
+    crate::error::broker(format!(
         "cannot reach the Kafka brokers '{servers}' of source '{name}': {e}{detail}; check '{name}.bootstrap.servers' and that the brokers are running"
     ))
 }
@@ -270,7 +270,7 @@ fn connect_error(name: &str, servers: &str, e: &str, ctx: Option<String>) -> Con
 fn consumer(cfg: &KafkaSourceConfig, name: &str, resume: Option<&Position>) -> Result<Consumer_> {
     cfg.client
         .create_with_context(VeloContext::new(name, resume))
-        .map_err(|e| ConnectorError::Other(format!("cannot create a Kafka consumer: {e}")))
+        .map_err(|e| crate::error::setup(format!("cannot create a Kafka consumer: {e}")))
 }
 
 impl KafkaSource {
@@ -293,7 +293,7 @@ impl KafkaSource {
             Format::String | Format::Bytes | Format::Protobuf => false,
         };
         if offline && needs_broker {
-            return Err(ConnectorError::Other(format!(
+            return Err(crate::error::setup(format!(
                 "{} the schema of source '{name}' comes from {} when the job runs; declare its columns (or '{name}.schema') to have the query checked without connecting",
                 velo_connectors::registry::OFFLINE_MARK,
                 if cfg.format == Format::Avro {
@@ -335,7 +335,7 @@ impl KafkaSource {
                 .find(|m| m.name() == t)
                 .is_some_and(|m| !m.partitions().is_empty());
             if !found {
-                return Err(ConnectorError::Other(format!(
+                return Err(crate::error::setup(format!(
                     "topic '{t}' of source '{name}' does not exist on '{}'; create it first",
                     cfg.servers
                 )));
@@ -371,13 +371,13 @@ impl KafkaSource {
                     st.schema()
                 } else {
                     let url = cfg.registry.as_deref().ok_or_else(|| {
-                        ConnectorError::Other(format!(
+                        crate::error::setup(format!(
                             "source '{name}' reads Avro: set '{name}.schema.registry.url' (Confluent wire format) or '{name}.avro.schema.file' (plain Avro)"
                         ))
                     })?;
                     let reg = Arc::new(SchemaRegistry::new(url));
                     let (id, schema) = reg.latest(&cfg.subject)?.ok_or_else(|| {
-                        ConnectorError::Other(format!(
+                        crate::error::setup(format!(
                             "no schema is registered under subject '{}' in the schema registry; register one (or set '{name}.value.subject')",
                             cfg.subject
                         ))
@@ -392,7 +392,7 @@ impl KafkaSource {
                 None => {
                     let samples = sample(&cfg, name)?;
                     crate::format::infer_json(&samples).map_err(|e| {
-                        ConnectorError::Other(format!(
+                        crate::error::setup(format!(
                             "cannot infer the schema of source '{name}' from topic '{}': {e}; declare its columns (CREATE STREAM {name} (col TYPE, ...)) or set '{name}.schema'",
                             cfg.topics[0]
                         ))
@@ -476,7 +476,7 @@ impl KafkaSource {
 
 fn proto_decoder(name: &str, cfg: &KafkaSourceConfig) -> Result<crate::protobuf::ProtoDecoder> {
     let (file, message) = cfg.protobuf.as_ref().ok_or_else(|| {
-        ConnectorError::Other(format!(
+        crate::error::setup(format!(
             "source '{name}' reads protobuf: set '{name}.protobuf.descriptor.file' and '{name}.protobuf.message'"
         ))
     })?;
@@ -491,11 +491,11 @@ fn sample(cfg: &KafkaSourceConfig, name: &str) -> Result<Vec<Vec<u8>>> {
     c.set("group.id", format!("velo-sampler-{name}"));
     let probe: Consumer_ = c
         .create_with_context(VeloContext::new(name, None))
-        .map_err(|e| ConnectorError::Other(format!("cannot create a Kafka consumer: {e}")))?;
+        .map_err(|e| crate::error::setup(format!("cannot create a Kafka consumer: {e}")))?;
     let mut tpl = TopicPartitionList::new();
     let md = probe
         .fetch_metadata(None, cfg.connect_timeout)
-        .map_err(|e| ConnectorError::Other(e.to_string()))?;
+        .map_err(crate::error::broker)?;
     let mut any = false;
     for t in md
         .topics()
@@ -513,13 +513,9 @@ fn sample(cfg: &KafkaSourceConfig, name: &str) -> Result<Vec<Vec<u8>>> {
         }
     }
     if !any {
-        return Err(ConnectorError::Other(
-            "the topic has no messages yet".into(),
-        ));
+        return Err(crate::error::setup("the topic has no messages yet"));
     }
-    probe
-        .assign(&tpl)
-        .map_err(|e| ConnectorError::Other(e.to_string()))?;
+    probe.assign(&tpl).map_err(crate::error::broker)?;
     let mut out = Vec::new();
     let until = Instant::now() + cfg.connect_timeout;
     while out.len() < cfg.samples && Instant::now() < until {
@@ -563,17 +559,17 @@ impl Source for KafkaSource {
         let topics: Vec<&str> = self.cfg.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|e| ConnectorError::Other(format!("cannot subscribe to {topics:?}: {e}")))?;
+            .map_err(|e| crate::error::setup(format!("cannot subscribe to {topics:?}: {e}")))?;
         let ends = if self.cfg.stop_at_end {
             let mut ends = HashMap::new();
             let md = consumer
                 .fetch_metadata(None, self.cfg.connect_timeout)
-                .map_err(|e| ConnectorError::Other(e.to_string()))?;
+                .map_err(crate::error::broker)?;
             for t in md.topics().iter().filter(|t| topics.contains(&t.name())) {
                 for p in t.partitions() {
                     let (lo, hi) = consumer
                         .fetch_watermarks(t.name(), p.id(), self.cfg.connect_timeout)
-                        .map_err(|e| ConnectorError::Other(e.to_string()))?;
+                        .map_err(crate::error::broker)?;
                     ends.insert(format!("{}/{}", t.name(), p.id()), (lo, hi));
                 }
             }
@@ -609,12 +605,14 @@ impl Source for KafkaSource {
             committed: HashMap::new(),
             committed_checked: Instant::now() - Duration::from_secs(1),
             part_names: PartNames::default(),
-            tx,
+            tx: tx.clone(),
         };
-        std::thread::Builder::new()
-            .name(format!("velo-kafka-{}", self.name))
-            .spawn(move || worker.run())
-            .map_err(|e| ConnectorError::Other(format!("cannot start the reader thread: {e}")))?;
+        velo_connectors::source::spawn_reader(
+            format!("velo-kafka-{}", self.name),
+            &self.name,
+            &tx,
+            move || worker.run(),
+        )?;
         Ok(SourceReader::new(rx).with_committer(Arc::new(KafkaCommitter { consumer })))
     }
 
@@ -755,9 +753,11 @@ impl Worker {
                 match spawned {
                     Ok(_) => jobs.push(job_tx),
                     Err(e) => {
-                        let _ = tx.blocking_send(SourceEvent::Error(format!(
-                            "cannot start a decoding thread: {e}"
-                        )));
+                        let _ = tx.blocking_send(SourceEvent::Error(
+                            velo_connectors::ConnectorError::Internal(format!(
+                                "cannot start a decoding thread: {e}"
+                            )),
+                        ));
                         return;
                     }
                 }
@@ -785,9 +785,11 @@ impl Worker {
                     }
                 });
             if let Err(e) = spawned {
-                let _ = tx.blocking_send(SourceEvent::Error(format!(
-                    "cannot start the reader's ordering thread: {e}"
-                )));
+                let _ = tx.blocking_send(SourceEvent::Error(
+                    velo_connectors::ConnectorError::Internal(format!(
+                        "cannot start the reader's ordering thread: {e}"
+                    )),
+                ));
                 return;
             }
             let mut seq = 0u64;
@@ -896,7 +898,9 @@ impl Builder {
         let decoded = match self.decoder.decode(&payloads) {
             Ok(d) => d,
             Err(e) => {
-                events.push(SourceEvent::Error(format!("decoding failed: {e}")));
+                events.push(SourceEvent::Error(crate::error::format_error(format!(
+                    "decoding failed: {e}"
+                ))));
                 return events;
             }
         };
@@ -939,7 +943,9 @@ impl Builder {
                 position: Some(position),
                 parts,
             }),
-            Err(e) => events.push(SourceEvent::Error(format!("building a batch failed: {e}"))),
+            Err(e) => events.push(SourceEvent::Error(crate::error::format_error(format!(
+                "building a batch failed: {e}"
+            )))),
         }
         events
     }

@@ -30,7 +30,7 @@ mod parser;
 pub use ast::{Annotation, AppSpec, SinkRef, SourceRef, StatementKind, StatementSpec};
 pub use dialect::VeloDialect;
 pub use error::{Result, SqlError};
-pub use parser::parse_app;
+pub use parser::{MAX_OPERATOR_CHAIN, parse_app};
 
 /// Annotations Velostream understands; others are kept and ignored with a debug log.
 pub const KNOWN_ANNOTATIONS: &[&str] = &[

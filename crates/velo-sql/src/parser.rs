@@ -26,6 +26,7 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
                 e.message.clone(),
             )
         })?;
+    check_operator_chains(source, &tokens)?;
     let (tokens, uris) = rewrite_uri_sources(tokens);
     let tokens = rewrite_window_clauses(tokens);
     let tokens = rewrite_within(tokens);
@@ -73,6 +74,113 @@ pub fn parse_app(source: &str) -> crate::Result<AppSpec> {
         statements,
         source: source.to_string(),
     })
+}
+
+/// The most binary operators one expression may chain at one level of
+/// parentheses. A chain `a + b + ...` parses into a tree as deep as it is
+/// long, which planning, evaluation and even dropping walk recursively: a
+/// bound keeps them inside the stack (nesting by parentheses is bounded by
+/// the parser's recursion limit).
+pub const MAX_OPERATOR_CHAIN: usize = 500;
+
+/// Refuses an expression that chains more than [`MAX_OPERATOR_CHAIN`]
+/// binary operators, counted on the tokens (no recursion).
+fn check_operator_chains(source: &str, tokens: &[TokenWithSpan]) -> crate::Result<()> {
+    // per open parenthesis: operators chained so far, and where the chain began
+    let mut levels: Vec<(usize, Span)> = vec![(0, Span::empty())];
+    for t in tokens {
+        let depth = levels.len();
+        let top = levels.last_mut().expect("the outermost level stays");
+        match &t.token {
+            Token::LParen | Token::LBracket | Token::LBrace => levels.push((0, t.span)),
+            Token::RParen | Token::RBracket | Token::RBrace if depth > 1 => {
+                levels.pop();
+            }
+            Token::Comma | Token::SemiColon => top.0 = 0,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::XOR) => {
+                bump(top, t.span)
+            }
+            // SELECT, FROM, WHERE, WHEN, THEN, AS ... start a new expression
+            Token::Word(w) if w.quote_style.is_none() && is_clause_keyword(w.keyword) => top.0 = 0,
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::DuckIntDiv
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::Caret
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::ShiftLeft
+            | Token::ShiftRight => bump(top, t.span),
+            _ => {}
+        }
+        if let Some((n, start)) = levels.last()
+            && *n > MAX_OPERATOR_CHAIN
+        {
+            return Err(SqlError::at(
+                source,
+                start.start.line as usize,
+                start.start.column as usize,
+                format!(
+                    "this expression chains more than {MAX_OPERATOR_CHAIN} operators without parentheses or commas; split it into smaller expressions (a long OR of equalities reads better as IN (...))"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Counts one operator of the chain at `top`.
+fn bump(top: &mut (usize, Span), at: Span) {
+    if top.0 == 0 {
+        top.1 = at;
+    }
+    top.0 += 1;
+}
+
+/// Keywords that end one expression and begin another.
+fn is_clause_keyword(k: Keyword) -> bool {
+    matches!(
+        k,
+        Keyword::SELECT
+            | Keyword::FROM
+            | Keyword::WHERE
+            | Keyword::GROUP
+            | Keyword::HAVING
+            | Keyword::ORDER
+            | Keyword::BY
+            | Keyword::LIMIT
+            | Keyword::OFFSET
+            | Keyword::ON
+            | Keyword::JOIN
+            | Keyword::CASE
+            | Keyword::WHEN
+            | Keyword::THEN
+            | Keyword::ELSE
+            | Keyword::END
+            | Keyword::AS
+            | Keyword::INTO
+            | Keyword::WITH
+            | Keyword::UNION
+            | Keyword::EXCEPT
+            | Keyword::INTERSECT
+            | Keyword::OVER
+            | Keyword::PARTITION
+            | Keyword::WINDOW
+            | Keyword::VALUES
+            | Keyword::SET
+            | Keyword::WITHIN
+    )
 }
 
 fn scan_annotations(source: &str) -> Vec<Annotation> {

@@ -267,3 +267,29 @@ fn watermark_for_in_a_column_list() {
         "{e}"
     );
 }
+
+#[test]
+fn long_operator_chains_are_refused_not_a_stack_overflow() {
+    let chain = |op: &str, n: usize| {
+        let terms = vec!["a"; n].join(op);
+        format!(
+            "SELECT {terms} AS s FROM t WHERE {terms} > 0 INTO o WITH ('t.type' = 'datagen', 'o.type' = 'stdout')"
+        )
+    };
+    // at the limit: fine
+    parse_app(&chain(" + ", velo_sql::MAX_OPERATOR_CHAIN)).unwrap();
+    for (op, n) in [(" + ", 100_000), (" AND ", 20_000), (" || ", 5_000)] {
+        let e = parse_app(&chain(op, n)).unwrap_err().to_string();
+        assert!(e.contains("chains more than"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+    // long lists are not chains
+    let list = (0..50_000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    parse_app(&format!(
+        "SELECT a FROM t WHERE a IN ({list}) INTO o WITH ('t.type' = 'datagen', 'o.type' = 'stdout')"
+    ))
+    .unwrap();
+}

@@ -1,4 +1,4 @@
--- use_transactions: one sink failing aborts the epoch on every sink; LogAndContinue goes on
+-- use_transactions: one sink failing aborts the epoch on every sink; LogAndContinue goes on, and the run does not exit 0 (records were lost)
 SELECT n FROM nums INTO t1, t2
 WITH ('nums.type' = 'file_source', 'nums.path' = 'data/nums.jsonl',
       't1.type' = 'file_sink', 't1.path' = 'out/t1/{batch_id}.jsonl',

@@ -50,6 +50,13 @@ pub const KEYS: &[KeySpec] = &[
     ),
 ];
 
+/// The longest generated string.
+const MAX_STRING_LEN: usize = 1 << 20;
+/// The most rows of one generated batch.
+const MAX_BATCH_SIZE: u64 = 1 << 20;
+/// The latest `start_time`: 9999-12-31T23:59:59.999Z.
+const MAX_START_TIME: u64 = 253_402_300_799_999;
+
 /// One generated column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnKind {
@@ -148,16 +155,31 @@ pub fn parse_columns(spec: &str) -> Result<Vec<ColumnSpec>, String> {
             }
             Ok(v)
         };
-        let kind = match k.as_str() {
-            "sequence" | "seq" => {
-                ColumnKind::Sequence(nums(1)?.first().copied().unwrap_or(1.0) as i64)
+        // whole numbers as 64-bit integers (a float would round the large ones)
+        let ints = |n: usize| -> Result<Vec<i64>, String> {
+            let v: Vec<i64> = args
+                .split(',')
+                .map(|x| x.trim())
+                .filter(|x| !x.is_empty())
+                .map(|x| {
+                    x.parse::<i64>().map_err(|_| {
+                        format!("'{x}' in '{part}' is not a whole number between -2^63 and 2^63-1")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            if v.len() != n && !v.is_empty() {
+                return Err(format!("'{part}' takes {n} numbers"));
             }
+            Ok(v)
+        };
+        let kind = match k.as_str() {
+            "sequence" | "seq" => ColumnKind::Sequence(ints(1)?.first().copied().unwrap_or(1)),
             "int" | "integer" | "bigint" => {
-                let v = nums(2)?;
+                let v = ints(2)?;
                 let (a, b) = if v.is_empty() {
                     (0, 1000)
                 } else {
-                    (v[0] as i64, v[1] as i64)
+                    (v[0], v[1])
                 };
                 if a > b {
                     return Err(format!("'{part}': min is greater than max"));
@@ -174,10 +196,21 @@ pub fn parse_columns(spec: &str) -> Result<Vec<ColumnSpec>, String> {
                 if a > b {
                     return Err(format!("'{part}': min is greater than max"));
                 }
+                if !(b - a).is_finite() {
+                    return Err(format!(
+                        "'{part}': min and max must be finite numbers with a finite difference"
+                    ));
+                }
                 ColumnKind::Float(a, b)
             }
             "string" | "str" | "varchar" => {
-                ColumnKind::Str(nums(1)?.first().copied().unwrap_or(8.0).max(1.0) as usize)
+                let len = ints(1)?.first().copied().unwrap_or(8);
+                if !(1..=MAX_STRING_LEN as i64).contains(&len) {
+                    return Err(format!(
+                        "'{part}': a generated string is 1 to {MAX_STRING_LEN} characters long"
+                    ));
+                }
+                ColumnKind::Str(len as usize)
             }
             "oneof" | "enum" => {
                 let vals: Vec<String> = args
@@ -191,9 +224,7 @@ pub fn parse_columns(spec: &str) -> Result<Vec<ColumnSpec>, String> {
                 ColumnKind::OneOf(vals)
             }
             "bool" | "boolean" => ColumnKind::Bool,
-            "timestamp" | "ts" => {
-                ColumnKind::Timestamp(nums(1)?.first().copied().unwrap_or(1000.0) as i64)
-            }
+            "timestamp" | "ts" => ColumnKind::Timestamp(ints(1)?.first().copied().unwrap_or(1000)),
             other => {
                 return Err(format!(
                     "unknown generator kind '{other}' in '{part}'; use sequence, int, float, string, oneof, bool or timestamp"
@@ -228,6 +259,22 @@ impl DatagenConfig {
             None if rate.is_some() => None,
             None => Some(1000),
         };
+        let batch_size = cfg.uint("batch_size")?.unwrap_or(8192).max(1);
+        if batch_size > MAX_BATCH_SIZE {
+            return Err(cfg.invalid(
+                "batch_size",
+                &batch_size.to_string(),
+                &format!("at most {MAX_BATCH_SIZE} rows"),
+            ));
+        }
+        let start_time = cfg.uint("start_time")?.unwrap_or(1_704_067_200_000);
+        if start_time > MAX_START_TIME {
+            return Err(cfg.invalid(
+                "start_time",
+                &start_time.to_string(),
+                &format!("epoch milliseconds up to {MAX_START_TIME} (9999-12-31)"),
+            ));
+        }
         let null_rate = match cfg.get("null_rate") {
             Some(v) => v
                 .parse::<f64>()
@@ -241,11 +288,8 @@ impl DatagenConfig {
             rows,
             rate,
             seed: cfg.uint("seed")?.unwrap_or(42),
-            batch_size: cfg.uint("batch_size")?.unwrap_or(8192).max(1) as usize,
-            start_time: cfg
-                .uint("start_time")?
-                .map(|v| v as i64)
-                .unwrap_or(1_704_067_200_000),
+            batch_size: batch_size as usize,
+            start_time: start_time as i64,
             null_rate,
         })
     }
@@ -268,5 +312,26 @@ mod tests {
                 .contains("unknown generator kind")
         );
         assert!(parse_columns("x").is_err());
+    }
+
+    #[test]
+    fn specs_at_the_edges_are_refused_or_exact() {
+        let c = parse_columns(
+            "a:int(-9223372036854775808,9223372036854775807), s:sequence(9007199254740993)",
+        )
+        .unwrap();
+        assert_eq!(c[0].kind, ColumnKind::Int(i64::MIN, i64::MAX));
+        assert_eq!(c[1].kind, ColumnKind::Sequence(9_007_199_254_740_993));
+        for bad in [
+            "a:int(0,99999999999999999999)",
+            "f:float(-inf,inf)",
+            "f:float(-1e308,1e308)",
+            "f:float(NaN,1)",
+            "s:string(1000000000000)",
+            "s:string(0)",
+            "t:timestamp(1.5)",
+        ] {
+            assert!(parse_columns(bad).is_err(), "{bad}");
+        }
     }
 }

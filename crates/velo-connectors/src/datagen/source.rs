@@ -81,7 +81,9 @@ impl DatagenSource {
         }
     }
 
-    /// Rows `[start, start + n)` as one batch; columns outside `wanted` are null.
+    /// Rows `[start, start + n)` as one batch; columns outside `wanted` are
+    /// null. A sequence or timestamp column that would pass the largest
+    /// value it can hold is an error, never a wrapped value.
     pub fn generate(
         cfg: &DatagenConfig,
         schema: &SchemaRef,
@@ -100,19 +102,35 @@ impl DatagenSource {
             .columns
             .iter()
             .enumerate()
-            .map(|(ci, c)| -> ArrayRef {
+            .map(|(ci, c)| -> Result<ArrayRef> {
                 if wanted.is_some_and(|w| !w.contains(&ci)) {
-                    return arrow::array::new_null_array(schema.field(ci).data_type(), n);
+                    return Ok(arrow::array::new_null_array(
+                        schema.field(ci).data_type(),
+                        n,
+                    ));
                 }
                 let ci = ci as u64;
-                match &c.kind {
-                    ColumnKind::Sequence(s) => Arc::new(Int64Array::from_iter_values(
-                        rows.clone().map(|r| s + r as i64),
-                    )),
+                Ok(match &c.kind {
+                    ColumnKind::Sequence(s) => {
+                        // the last row's value must be a 64-bit integer too
+                        let last = start.saturating_add(n.saturating_sub(1) as u64);
+                        if i64::try_from(last)
+                            .ok()
+                            .and_then(|l| s.checked_add(l))
+                            .is_none()
+                        {
+                            return Err(past_the_end(&c.name, "sequence", last));
+                        }
+                        Arc::new(Int64Array::from_iter_values(
+                            rows.clone().map(|r| s + r as i64),
+                        ))
+                    }
                     ColumnKind::Int(a, b) => {
-                        let span = (b - a) as u64 + 1;
-                        Arc::new(primitive::<Int64Type>(rows.clone(), nulls(ci), |r| {
-                            a + (mix(seed, ci, r) % span) as i64
+                        // the span of the full i64 range is 2^64: count in i128
+                        let span = (i128::from(*b) - i128::from(*a) + 1) as u128;
+                        let (a, seed) = (i128::from(*a), seed);
+                        Arc::new(primitive::<Int64Type>(rows.clone(), nulls(ci), move |r| {
+                            (a + (u128::from(mix(seed, ci, r)) % span) as i128) as i64
                         }))
                     }
                     ColumnKind::Float(a, b) => {
@@ -152,13 +170,23 @@ impl DatagenSource {
                             .map(|r| (!is_null(ci, r)).then(|| mix(seed, ci, r) & 1 == 1)),
                     )),
                     ColumnKind::Timestamp(step) => {
+                        let last = start.saturating_add(n.saturating_sub(1) as u64);
+                        let at = |r: u64| {
+                            i64::try_from(r)
+                                .ok()
+                                .and_then(|r| r.checked_mul(*step))
+                                .and_then(|d| cfg.start_time.checked_add(d))
+                        };
+                        if at(last).is_none_or(|t| !(MIN_TIME..=MAX_TIME).contains(&t)) {
+                            return Err(past_the_end(&c.name, "timestamp", last));
+                        }
                         Arc::new(TimestampMillisecondArray::from_iter_values(
                             rows.clone().map(|r| cfg.start_time + r as i64 * step),
                         ))
                     }
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<ArrayRef>>>()?;
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
     }
 }
@@ -302,4 +330,16 @@ mod tests {
             }
         }
     }
+}
+
+/// The earliest timestamp a generator makes: 0001-01-01T00:00:00Z.
+const MIN_TIME: i64 = -62_135_596_800_000;
+/// The latest timestamp a generator makes: 9999-12-31T23:59:59.999Z.
+const MAX_TIME: i64 = 253_402_300_799_999;
+
+/// The error of a column that would run past what it can hold at `row`.
+fn past_the_end(column: &str, kind: &str, row: u64) -> crate::ConnectorError {
+    crate::ConnectorError::Other(format!(
+        "datagen column '{column}': the {kind} runs past the largest value it can hold by row {row} (a {kind} stays within 64-bit integers, timestamps within the years 0001-9999); lower its start, its step or 'rows'"
+    ))
 }

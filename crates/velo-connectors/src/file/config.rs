@@ -547,5 +547,9 @@ pub fn list_files(path: &str) -> std::io::Result<Vec<PathBuf>> {
         }
     }
     v.sort();
+    // a file reached twice (a symbolic link, a loop of them under `**`) is
+    // read once
+    let mut real = std::collections::HashSet::new();
+    v.retain(|p| real.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     Ok(v)
 }

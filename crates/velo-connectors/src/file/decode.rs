@@ -291,7 +291,9 @@ pub(crate) fn decode_unit(
         Some(d) => d,
         None => cache.insert(new_dec(f.batch_size)?),
     };
-    if dec.decode_all(bytes, &mut out).is_ok() {
+    let json = matches!(f.fmt, LineFormat::Json);
+    let too_deep = json && crate::jsondepth::any_too_deep(bytes);
+    if !too_deep && dec.decode_all(bytes, &mut out).is_ok() {
         let lines = if f.want_lines {
             record_lines(bytes, unit.first_line, &f.fmt)
                 .into_iter()
@@ -310,7 +312,12 @@ pub(crate) fn decode_unit(
     let mut bad = Vec::new();
     for (line, s, e) in record_lines(bytes, unit.first_line, &f.fmt) {
         let rec = &bytes[s..e];
-        match new_dec(1)?.decode_all(rec, &mut Vec::new()) {
+        let checked = if json && crate::jsondepth::too_deep(rec) {
+            Err(ArrowError::JsonError(crate::jsondepth::too_deep_message()))
+        } else {
+            new_dec(1)?.decode_all(rec, &mut Vec::new())
+        };
+        match checked {
             Ok(()) => {
                 good.extend_from_slice(rec);
                 good_lines.push(line);

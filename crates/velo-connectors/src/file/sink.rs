@@ -188,6 +188,9 @@ pub struct FileSink {
     staged: Vec<(PathBuf, PathBuf)>,
     /// Size rotation sequence.
     seq: u64,
+    /// Transactional: how far file numbers run ahead of epochs (files of
+    /// an earlier run without a checkpoint are not overwritten).
+    skip: u64,
     /// Published files, oldest first (retention).
     published: VecDeque<PathBuf>,
     epoch: u64,
@@ -202,6 +205,22 @@ impl std::fmt::Debug for FileSink {
             .field("name", &self.name)
             .field("path", &self.cfg.path)
             .finish()
+    }
+}
+
+/// The directory a path template writes under: the directory of its part
+/// before the first placeholder (`out/{date}/x.jsonl` -> `out`).
+fn template_root(template: &str) -> PathBuf {
+    let fixed = &template[..template.find('{').unwrap_or(template.len())];
+    let root = if fixed.ends_with('/') {
+        Path::new(fixed)
+    } else {
+        Path::new(fixed).parent().unwrap_or(Path::new(""))
+    };
+    if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root.to_path_buf()
     }
 }
 
@@ -291,14 +310,65 @@ impl FileSink {
             current: None,
             staged: vec![],
             seq: 0,
+            skip: 0,
             published: VecDeque::new(),
             epoch: 0,
             stale_probe: Some(PathBuf::from(probe)),
         })
     }
 
+    /// Whether a checkpoint's (temporary, final) pair is one this sink
+    /// writes: a hidden epoch file next to its final name, inside the
+    /// sink's own directory. Anything else in a checkpoint (damaged, or
+    /// crafted by whoever can write the state directory) is refused, so a
+    /// restart never renames a file that is not the sink's own.
+    fn check_own(&self, tmp: &Path, fin: &Path) -> Result<()> {
+        let refuse = |why: &str| {
+            Err(ConnectorError::Other(format!(
+                "sink '{}': the checkpoint names '{}' -> '{}', {why}; the checkpoint is not this sink's: move the state directory away to start from scratch",
+                self.name,
+                tmp.display(),
+                fin.display()
+            )))
+        };
+        let climbs = |p: &Path| {
+            p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        };
+        if climbs(tmp) || climbs(fin) {
+            return refuse("a path that climbs with '..'");
+        }
+        let (Some(name), Some(tmp_name)) = (fin.file_name(), tmp.file_name()) else {
+            return refuse("a path without a file name");
+        };
+        let (name, tmp_name) = (name.to_string_lossy(), tmp_name.to_string_lossy());
+        let epoch = tmp_name
+            .strip_prefix(&format!(".{name}.epoch-"))
+            .and_then(|t| t.strip_suffix(".tmp"));
+        let is_epoch_file =
+            epoch.is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+        if tmp.parent() != fin.parent() || !is_epoch_file {
+            return refuse("which is not an epoch's temporary file next to its final name");
+        }
+        let root = template_root(&self.cfg.path);
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        if !abs(fin).starts_with(abs(&root)) {
+            return refuse(&format!(
+                "outside the sink's directory '{}'",
+                root.display()
+            ));
+        }
+        Ok(())
+    }
+
     fn render(&self, epoch: u64) -> String {
         let now = chrono::Local::now();
+        // a transactional file's number: the epoch, after an earlier run's files
+        let epoch = if self.transactional {
+            epoch + self.skip
+        } else {
+            epoch
+        };
         let mut p = template::render(&self.cfg.path, now, epoch);
         match self.cfg.rotation {
             Some(Rotation::Daily)
@@ -318,13 +388,29 @@ impl FileSink {
         p
     }
 
-    fn open(&mut self, rendered: String) -> Result<()> {
-        let mut final_path = rendered.clone();
+    fn open(&mut self, mut rendered: String) -> Result<()> {
+        let final_of = |sink: &Self, rendered: &str| {
+            PathBuf::from(if matches!(sink.cfg.rotation, Some(Rotation::Size(_))) {
+                template::with_suffix(rendered, &format!("{:04}", sink.seq))
+            } else {
+                rendered.to_string()
+            })
+        };
+        let mut final_path = final_of(self, &rendered);
+        // an epoch's file is published once: one already there is an
+        // earlier run's (a run without the first one's checkpoint starts
+        // counting epochs again), so this run's numbers continue after it
+        while self.transactional && final_path.is_file() {
+            self.skip += 1;
+            rendered = self.render(self.epoch);
+            final_path = final_of(self, &rendered);
+            if self.skip == 1 {
+                tracing::info!(sink = %self.name, "'{}' exists from an earlier run: this run's files are numbered after it", final_path.display());
+            }
+        }
         if matches!(self.cfg.rotation, Some(Rotation::Size(_))) {
-            final_path = template::with_suffix(&final_path, &format!("{:04}", self.seq));
             self.seq += 1;
         }
-        let final_path = PathBuf::from(final_path);
         if let Some(dir) = final_path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
@@ -697,6 +783,9 @@ impl Sink for FileSink {
                     self.name
                 ))
             })?;
+        for (tmp, fin) in &pairs {
+            self.check_own(tmp, fin)?;
+        }
         for (tmp, fin) in pairs {
             if tmp.exists() {
                 tracing::info!(sink = %self.name, file = %fin.display(), "publishing a file the last checkpoint committed");

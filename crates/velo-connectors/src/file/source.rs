@@ -43,14 +43,82 @@ fn open_reader(path: &Path, compression: Compression) -> Result<Box<dyn Read + S
         Compression::Auto => Compression::None,
         c => c,
     };
-    Ok(match comp {
+    let r: Box<dyn Read + Send> = match comp {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
         Compression::Zstd => Box::new(
             zstd::Decoder::with_buffer(f)
                 .map_err(|e| ConnectorError::io("cannot read zstd", path, e))?,
         ),
         _ => Box::new(f),
+    };
+    text_stream(path, r)
+}
+
+/// How much of a text file is looked at to tell its encoding and line endings.
+const SNIFF_BYTES: u64 = 64 * 1024;
+
+/// A text file's bytes as the decoders expect them, read the way a user's
+/// other tools read it: a UTF-8 byte-order mark is skipped, and a file with
+/// old Mac line endings (CR alone) is read with LF ones; UTF-16 text is
+/// refused with how to convert it.
+fn text_stream(path: &Path, mut r: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+    let mut head = Vec::new();
+    (&mut r)
+        .take(SNIFF_BYTES)
+        .read_to_end(&mut head)
+        .map_err(|e| ConnectorError::io("cannot read", path, e))?;
+    if let Some(order) = velo_config::text::utf16_order(&head) {
+        return Err(ConnectorError::Other(format!(
+            "'{}' is UTF-16 ({order}) text; velo reads UTF-8: convert it, e.g. `iconv -f UTF-16 -t UTF-8 '{}' > converted`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let cr_only = head.contains(&b'\r') && !head.contains(&b'\n');
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        head.drain(..3);
+    }
+    let whole = std::io::Cursor::new(head).chain(r);
+    Ok(if cr_only {
+        Box::new(CrToLf {
+            inner: whole,
+            last_cr: false,
+        })
+    } else {
+        Box::new(whole)
     })
+}
+
+/// Reads CR and CRLF line endings as LF.
+struct CrToLf<R> {
+    inner: R,
+    /// The last byte read was a CR (its LF, if one follows, is dropped).
+    last_cr: bool,
+}
+
+impl<R: Read> Read for CrToLf<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut out = 0;
+            for i in 0..n {
+                let b = buf[i];
+                if b == b'\n' && self.last_cr {
+                    self.last_cr = false;
+                    continue;
+                }
+                self.last_cr = b == b'\r';
+                buf[out] = if self.last_cr { b'\n' } else { b };
+                out += 1;
+            }
+            if out > 0 {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 /// Detects JSON lines vs array from the first non-blank byte.
@@ -300,12 +368,14 @@ impl Source for FileSource {
             positioned: resume.is_some(),
             resume: resume.cloned().unwrap_or_default(),
             position: std::cell::RefCell::new(resume.cloned().unwrap_or_default()),
-            tx,
+            tx: tx.clone(),
         };
-        std::thread::Builder::new()
-            .name(format!("velo-src-{}", self.name))
-            .spawn(move || w.run())
-            .map_err(|e| ConnectorError::Other(format!("cannot start reader thread: {e}")))?;
+        crate::source::spawn_reader(
+            format!("velo-src-{}", self.name),
+            &self.name,
+            &tx,
+            move || w.run(),
+        )?;
         Ok(SourceReader::new(rx))
     }
 }
@@ -389,9 +459,10 @@ impl Worker {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.cfg.watch => vec![],
                 Err(e) => {
-                    let _ = self.send(SourceEvent::Error(format!(
-                        "cannot read '{}': {e}",
-                        self.cfg.path
+                    let _ = self.send(SourceEvent::Error(ConnectorError::io(
+                        "cannot read",
+                        &self.cfg.path,
+                        e,
                     )));
                     return;
                 }
@@ -433,7 +504,7 @@ impl Worker {
         path: &Path,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         let fail = |msg: String| -> std::result::Result<(), std::result::Result<Closed, Closed>> {
-            match self.send(SourceEvent::Error(msg)) {
+            match self.send(SourceEvent::Error(ConnectorError::Other(msg))) {
                 Ok(()) => Err(Ok(Closed)),
                 Err(c) => Err(Err(c)),
             }
@@ -565,7 +636,7 @@ impl Worker {
             };
             drop(unit_tx);
             if let Err(msg) = outcome {
-                return match self.send(SourceEvent::Error(msg)) {
+                return match self.send(SourceEvent::Error(ConnectorError::Other(msg))) {
                     Ok(()) => Err(Ok(Closed)),
                     Err(c) => Err(Err(c)),
                 };
@@ -590,7 +661,7 @@ impl Worker {
         next_line: u64,
         decoded: std::result::Result<Decoded, arrow::error::ArrowError>,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
-        let fail = |msg: String| match self.send(SourceEvent::Error(msg)) {
+        let fail = |msg: String| match self.send(SourceEvent::Error(ConnectorError::Other(msg))) {
             Ok(()) => Err(Ok(Closed)),
             Err(c) => Err(Err(c)),
         };
@@ -662,7 +733,7 @@ impl Worker {
         path: &Path,
         file_name: &str,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
-        let fail = |msg: String| match self.send(SourceEvent::Error(msg)) {
+        let fail = |msg: String| match self.send(SourceEvent::Error(ConnectorError::Other(msg))) {
             Ok(()) => Err(Ok(Closed)),
             Err(c) => Err(Err(c)),
         };
