@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 /// Orders, payments (most orders paid once, some twice, some never, some
 /// payments for unknown orders, payment times around the order's) and
 /// shipments; each file in event-time order up to 1.5 s of disorder.
-fn write_streams(dir: &Path, seed: u64, orders: usize) {
+pub(crate) fn write_streams(dir: &Path, seed: u64, orders: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let base = 1_704_067_200_000i64;
     let mut o = Vec::new();
@@ -74,7 +74,7 @@ fn write_streams(dir: &Path, seed: u64, orders: usize) {
 
 /// The sources' WITH keys: event time in epoch milliseconds, 2 s of
 /// allowed disorder.
-fn sources(batch: usize) -> String {
+pub(crate) fn sources(batch: usize) -> String {
     let mut s = format!("'batch.size' = '{batch}'");
     for (name, schema) in [
         (
@@ -95,7 +95,7 @@ fn sources(batch: usize) -> String {
 
 /// DataFusion's batch answer to `sql` over the files under `dir/data`, with
 /// `ts` read as a timestamp.
-fn batch_answer(dir: &Path, sql: &str, cols: &[&str]) -> Vec<String> {
+pub(crate) fn batch_answer(dir: &Path, sql: &str, cols: &[&str]) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ctx = datafusion::prelude::SessionContext::new();
@@ -129,14 +129,14 @@ fn peak_join_state(log: &str) -> u64 {
 }
 
 /// (name, streaming query, batch query, output columns)
-type Case = (
+pub(crate) type Case = (
     &'static str,
     &'static str,
     &'static str,
     &'static [&'static str],
 );
 
-const CASES: &[Case] = &[
+pub(crate) const CASES: &[Case] = &[
     (
         "inner_within",
         "SELECT o.order_id, o.customer, p.paid FROM orders o JOIN payments p ON o.order_id = p.order_id WITHIN INTERVAL '10' SECONDS",

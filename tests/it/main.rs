@@ -5,6 +5,7 @@
 //! golden file cannot (crashes, signals, watch mode, memory).
 
 mod common;
+mod failures;
 mod golden;
 mod joins;
 mod kafka;

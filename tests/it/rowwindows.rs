@@ -9,7 +9,7 @@ use crate::windows::{events, oracle, rows_of_published, write_jsonl};
 
 /// The row-window queries, streaming form and batch form: offsets, ranks,
 /// running aggregates, row buffers. Each yields k, v, t and a..d.
-const QUERIES: &[(&str, &str)] = &[
+pub(crate) const QUERIES: &[(&str, &str)] = &[
     (
         "offsets",
         "LAG(v) OVER (PARTITION BY k ORDER BY ts, v) AS a,
@@ -41,7 +41,7 @@ const QUERIES: &[(&str, &str)] = &[
 ];
 
 /// DataFusion's spelling of Velostream's row buffers.
-fn batch_form(select: &str) -> String {
+pub(crate) fn batch_form(select: &str) -> String {
     let mut s = select.to_string();
     for n in [3, 4, 5] {
         s = s.replace(

@@ -46,12 +46,12 @@ impl ErrorKind {
 pub enum ConfigError {
     /// `'<name>.type'` is missing for a source.
     #[error(
-        "Source type must be explicitly specified for '{0}'. Use: '{0}.type' with values like 'kafka_source', 'file_source', 's3_source', 'database_source'"
+        "Source type must be explicitly specified for '{0}'. Use: '{0}.type' with values like 'kafka_source', 'file_source', 'datagen'"
     )]
     MissingSourceType(String),
     /// `'<name>.type'` is missing for a sink.
     #[error(
-        "Sink type must be explicitly specified for '{0}'. Use: '{0}.type' with values like 'kafka_sink', 'file_sink', 's3_sink', 'database_sink', 'iceberg_sink'"
+        "Sink type must be explicitly specified for '{0}'. Use: '{0}.type' with values like 'kafka_sink', 'file_sink', 'stdout'"
     )]
     MissingSinkType(String),
     /// The type names the wrong role, e.g. `file_sink` used in FROM.

@@ -165,12 +165,39 @@ pub fn validate(
                     did_you_mean(key, specs.iter().flat_map(|s| s.iter()).map(|s| s.key))
                 {
                     msg.push_str(&format!("; did you mean '{prefix}{s}'?"));
+                } else if let Some(ours) = foreign_key(key) {
+                    let owner = if prefix.is_empty() {
+                        "<source>."
+                    } else {
+                        prefix
+                    };
+                    msg.push_str(&format!(
+                        "; '{key}' is another engine's spelling: a source or sink takes '{owner}{ours}' here"
+                    ));
                 }
                 warnings.push(Warning(msg));
             }
         }
     }
     Ok(warnings)
+}
+
+/// Velostream's key for a key of ksqlDB's or Flink's `WITH` clauses (which
+/// users bring along), if there is one.
+pub fn foreign_key(key: &str) -> Option<&'static str> {
+    Some(match key.to_ascii_lowercase().as_str() {
+        "kafka_topic" | "topic" => "topic",
+        "value_format" | "format" | "value.format" => "value.format",
+        "key_format" | "key.format" => "key.format",
+        "timestamp" => "event.time.field",
+        "timestamp_format" => "event.time.format",
+        "connector" => "type",
+        "properties.bootstrap.servers" | "bootstrap.servers" => "bootstrap.servers",
+        "properties.group.id" | "group.id" => "group.id",
+        "scan.startup.mode" => "auto.offset.reset",
+        "path" => "path",
+        _ => return None,
+    })
 }
 
 /// The closest known key, if one is close enough.

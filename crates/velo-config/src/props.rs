@@ -235,7 +235,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Source type must be explicitly specified for 'orders_source'. Use: 'orders_source.type' with values like 'kafka_source', 'file_source', 's3_source', 'database_source'"
+            "Source type must be explicitly specified for 'orders_source'. Use: 'orders_source.type' with values like 'kafka_source', 'file_source', 'datagen'"
         );
         let e = resolve_named(
             "out",

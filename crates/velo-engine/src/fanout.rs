@@ -61,7 +61,9 @@ enum Cmd {
         oneshot::Sender<Result<(), String>>,
     ),
     Commit(u64, oneshot::Sender<Result<(), String>>),
-    Abort(u64, oneshot::Sender<Result<(), String>>),
+    /// Discards the epoch; `lost`: its rows reach this sink no more (the
+    /// other sinks publish them), so they count as failed.
+    Abort(u64, bool, oneshot::Sender<Result<(), String>>),
     Close(oneshot::Sender<Result<(), String>>),
 }
 
@@ -110,6 +112,58 @@ fn with_retry<T>(
     }
 }
 
+/// The environment variable of the failure tests' fault injection.
+pub const FAIL_SINK: &str = "VELO_FAIL_SINK";
+
+/// Fault injection for the failure tests: `VELO_FAIL_SINK=sink:phase:epoch:count[,...]`
+/// makes `count` calls in a row of `phase` (`begin`, `write`, `prepare`,
+/// `commit`) on sink `sink` fail, from the first one in epoch `epoch` on,
+/// as a full disk or a vanished directory would. Retries count as calls.
+struct Faults(Vec<(String, String, u64, std::sync::atomic::AtomicU64)>);
+
+impl Faults {
+    fn get() -> &'static Faults {
+        static FAULTS: std::sync::LazyLock<Faults> = std::sync::LazyLock::new(|| {
+            Faults(
+                std::env::var(FAIL_SINK)
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|f| {
+                        let p: Vec<&str> = f.split(':').collect();
+                        match p.as_slice() {
+                            [sink, phase, epoch, count] => Some((
+                                sink.to_string(),
+                                phase.to_string(),
+                                epoch.parse().ok()?,
+                                AtomicU64::new(count.parse().ok()?),
+                            )),
+                            _ => None,
+                        }
+                    })
+                    .collect(),
+            )
+        });
+        &FAULTS
+    }
+
+    /// Whether this call of `phase` on `sink` in `epoch` is to fail.
+    fn hit(sink: &str, phase: &str, epoch: u64) -> velo_connectors::Result<()> {
+        for (s, p, from, left) in &Self::get().0 {
+            if s == sink && p == phase && epoch >= *from {
+                let was = left
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok();
+                if was {
+                    return Err(velo_connectors::ConnectorError::Other(format!(
+                        "{FAIL_SINK}: injected failure of {phase} in epoch {epoch}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl SinkHandle {
     /// Starts the worker thread for `sink`.
     pub fn spawn(
@@ -133,12 +187,17 @@ impl SinkHandle {
             .spawn(move || {
                 let mut epoch_error: Option<String> = None;
                 let mut epoch_rows = 0u64;
+                let mut epoch = 0u64;
                 while let Some(cmd) = rx.blocking_recv() {
                     match cmd {
                         Cmd::Begin(e, ack) => {
                             epoch_error = None;
                             epoch_rows = 0;
-                            let r = with_retry(retry, &tname, || sink.begin_epoch(e));
+                            epoch = e;
+                            let r = with_retry(retry, &tname, || {
+                                Faults::hit(&tname, "begin", e)?;
+                                sink.begin_epoch(e)
+                            });
                             if let Err(m) = &r {
                                 epoch_error = Some(m.clone());
                             }
@@ -150,10 +209,14 @@ impl SinkHandle {
                                 continue;
                             }
                             let r = match bytes.map(|rx| rx.blocking_recv()) {
-                                None => with_retry(retry, &tname, || sink.write(&b)),
-                                Some(Ok(Ok(bytes))) => {
-                                    with_retry(retry, &tname, || sink.write_encoded(&b, &bytes))
-                                }
+                                None => with_retry(retry, &tname, || {
+                                    Faults::hit(&tname, "write", epoch)?;
+                                    sink.write(&b)
+                                }),
+                                Some(Ok(Ok(bytes))) => with_retry(retry, &tname, || {
+                                    Faults::hit(&tname, "write", epoch)?;
+                                    sink.write_encoded(&b, &bytes)
+                                }),
                                 Some(Ok(Err(e))) => Err(e.to_string()),
                                 Some(Err(_)) => Err("the encoding task stopped".to_string()),
                             };
@@ -163,15 +226,17 @@ impl SinkHandle {
                             }
                         }
                         Cmd::Prepare(e, ack) => {
-                            let r =
-                                match epoch_error.take() {
-                                    Some(m) => Err(m),
-                                    None => with_retry(retry, &tname, || sink.prepare_commit(e))
-                                        .map(|_| Prepared {
-                                            rows: epoch_rows,
-                                            token: sink.commit_token(),
-                                        }),
-                                };
+                            let r = match epoch_error.take() {
+                                Some(m) => Err(m),
+                                None => with_retry(retry, &tname, || {
+                                    Faults::hit(&tname, "prepare", e)?;
+                                    sink.prepare_commit(e)
+                                })
+                                .map(|_| Prepared {
+                                    rows: epoch_rows,
+                                    token: sink.commit_token(),
+                                }),
+                            };
                             let _ = ack.send(r);
                         }
                         Cmd::Recover(token, ack) => {
@@ -184,7 +249,10 @@ impl SinkHandle {
                             );
                         }
                         Cmd::Commit(e, ack) => {
-                            let r = with_retry(retry, &tname, || sink.commit(e));
+                            let r = with_retry(retry, &tname, || {
+                                Faults::hit(&tname, "commit", e)?;
+                                sink.commit(e)
+                            });
                             if r.is_ok() {
                                 w.fetch_add(epoch_rows, Ordering::Relaxed);
                             } else {
@@ -193,8 +261,10 @@ impl SinkHandle {
                             epoch_rows = 0;
                             let _ = ack.send(r);
                         }
-                        Cmd::Abort(e, ack) => {
-                            fl.fetch_add(epoch_rows, Ordering::Relaxed);
+                        Cmd::Abort(e, lost, ack) => {
+                            if lost {
+                                fl.fetch_add(epoch_rows, Ordering::Relaxed);
+                            }
                             epoch_rows = 0;
                             epoch_error = None;
                             let _ = ack.send(sink.abort(e).map_err(|e| e.to_string()));
@@ -254,7 +324,12 @@ impl SinkHandle {
     }
     /// Discards the epoch.
     pub async fn abort(&self, epoch: u64) -> Result<(), String> {
-        self.call(|a| Cmd::Abort(epoch, a)).await
+        self.call(|a| Cmd::Abort(epoch, false, a)).await
+    }
+    /// Discards the epoch on this sink only (the others publish it): its
+    /// rows count as this sink's failures.
+    pub async fn drop_epoch(&self, epoch: u64) -> Result<(), String> {
+        self.call(|a| Cmd::Abort(epoch, true, a)).await
     }
     /// Finishes the sink.
     pub async fn close(&self) -> Result<(), String> {

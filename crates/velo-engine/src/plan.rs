@@ -172,6 +172,31 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
         }
     }
     let is_job_key = |k: &str| !names.iter().any(|n| k.starts_with(&format!("{n}.")));
+    // a source declaration's own keys are named after it: anything else
+    // there (ksqlDB's kafka_topic, Flink's connector) is warned about
+    for decl in decls.values() {
+        let own: BTreeMap<String, String> = decl
+            .with
+            .iter()
+            .filter(|(k, _)| is_job_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let prefix = format!("{}.", decl.name);
+        for k in own.keys() {
+            let hint = velo_config::keys::foreign_key(k)
+                .map(|ours| format!("; did you mean '{prefix}{ours}'?"))
+                .unwrap_or_else(|| {
+                    format!(
+                        "; the keys of source '{}' are named '{prefix}<key>'",
+                        decl.name
+                    )
+                });
+            warnings.push(format!(
+                "line {}: CREATE STREAM {} (...) WITH: unknown key '{k}' (ignored){hint}",
+                decl.line, decl.name
+            ));
+        }
+    }
     let tables = Arc::new(crate::tables::Tables::default());
     let mut table_names: Vec<String> = Vec::new();
 

@@ -693,12 +693,19 @@ impl RowWindowExec {
                     .iter()
                     .map(|b| Self::rows_of(&self.partition_by, &st.key_conv, b))
                     .collect::<Result<Vec<_>>>()?;
-                let now: HashSet<&[u8]> = fresh_keys
+                let mut now: HashSet<&[u8]> = fresh_keys
                     .iter()
                     .flat_map(|k| k.iter().map(|r| r.data()))
                     .collect();
                 let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
                 let hist = history_of(&rows);
+                // a key whose rows still wait runs too: its waiting rows may
+                // become final now, and LAG needs their history with them
+                now.extend(
+                    (0..rows.num_rows())
+                        .filter(|&i| !hist.value(i))
+                        .map(|i| keys.row(i).data()),
+                );
                 let runs: BooleanArray = (0..rows.num_rows())
                     .map(|i| Some(!hist.value(i) || now.contains(keys.row(i).data())))
                     .collect();

@@ -1329,7 +1329,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 for (sink, message) in &failed {
                     tracing::error!(job = %name, epoch, "sink '{sink}' failed this epoch (other sinks continue): {message}");
                     if let Some(h) = fan.sinks.iter().find(|s| &s.name == sink) {
-                        let _ = h.abort(epoch).await;
+                        let _ = h.drop_epoch(epoch).await;
                     }
                 }
                 let failed_ref = &failed;
