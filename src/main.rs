@@ -349,11 +349,13 @@ async fn prepare_all(
 }
 
 async fn validate(a: AppArgs) -> Result<(), Failure> {
-    let mut app = plan(&a)?;
+    // every error: of the jobs that do not resolve, and of planning the others
+    let sql = a.read()?;
+    let (mut app, mut errors) =
+        velo_engine::plan::resolve_all(&sql, &a.file, &a.options().map_err(Failure::user)?)?;
     // connect to nothing: a source whose schema lives in a remote system is
     // reported, and its query left unchecked
     velo_connectors::registry::set_offline(true);
-    let mut errors = Vec::new();
     let sd = Shutdown::default();
     for j in &app.jobs {
         if let Err(e) = prepare_job(j, &sd, false).await {

@@ -304,3 +304,32 @@ pub fn jsonl_of(batches: &[arrow::array::RecordBatch]) -> String {
     }
     String::from_utf8(buf).unwrap()
 }
+
+/// Starts `velo args...` in `dir` with its output piped.
+pub fn spawn(dir: &Path, args: &[&str]) -> std::process::Child {
+    velo()
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("velo starts")
+}
+
+/// Sends `sig` (`-INT`, `-TERM`, `-KILL`, ...) to `child`.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// The files below `dir` whose names start with `prefix`.
+pub fn published(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    files_below(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
+}

@@ -7,6 +7,7 @@
 mod common;
 mod failures;
 mod golden;
+mod hostile;
 mod joins;
 mod kafka;
 mod nexmark;

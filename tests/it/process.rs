@@ -7,33 +7,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::common::{files_below, velo, wait_for};
-
-fn spawn(dir: &Path, args: &[&str]) -> Child {
-    velo()
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("velo starts")
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
-fn published(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    files_below(dir)
-        .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect()
-}
+use crate::common::{files_below, published, signal, spawn, velo, wait_for};
 
 #[test]
 fn sigkill_never_leaves_a_partial_file_visible() {

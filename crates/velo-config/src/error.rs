@@ -92,6 +92,16 @@ pub enum ConfigError {
         /// Where it was used.
         origin: String,
     },
+    /// `${A:-${B:-...}}` nested deeper than the resolver follows.
+    #[error(
+        "variable defaults in {origin} nest more than {depth} levels deep (${{A:-${{B:-...}}}}); write the default with fewer nested ${{...}}"
+    )]
+    NestedTooDeep {
+        /// Where it was used.
+        origin: String,
+        /// The most levels followed.
+        depth: usize,
+    },
     /// `extends` chains that loop.
     #[error("config 'extends' cycle: {0}")]
     ExtendsCycle(String),

@@ -105,6 +105,10 @@ pub fn is_secret_key(key: &str) -> bool {
 /// Whether an environment variable's name says it holds a secret.
 fn is_secret_env(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
+    // the shell's working directories, not passwords
+    if n == "pwd" || n == "oldpwd" {
+        return false;
+    }
     is_secret_key(&n) || n.ends_with("_pw")
 }
 

@@ -112,11 +112,9 @@ impl VarContext {
                 (Some(v), _) => out.push_str(&v),
                 // defaults may themselves hold variables
                 (None, Some(_)) if depth >= MAX_DEFAULT_DEPTH => {
-                    return Err(ConfigError::BadVariable {
-                        text: format!("${{{name}:-...}}"),
-                        origin: format!(
-                            "{origin}: defaults nest more than {MAX_DEFAULT_DEPTH} levels deep; write the default without so many nested ${{...}}"
-                        ),
+                    return Err(ConfigError::NestedTooDeep {
+                        origin: origin.to_string(),
+                        depth: MAX_DEFAULT_DEPTH,
                     });
                 }
                 (None, Some(d)) => out.push_str(&self.substitute_at(d, origin, depth + 1)?),
@@ -224,7 +222,7 @@ mod tests {
             .substitute(&deep(100_000), "t")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("nest more than"), "{e}");
+        assert!(e.contains("nest more than 16 levels"), "{e}");
     }
 
     #[test]

@@ -100,66 +100,82 @@ fn outputs(jobs: &[JobPlan]) -> Vec<Output<'_>> {
     out
 }
 
+/// One error per file (or template) written by more than one sink.
 fn shared_outputs(jobs: &[JobPlan]) -> Vec<EngineError> {
-    let outs = outputs(jobs);
-    let mut errors = Vec::new();
-    for (i, a) in outs.iter().enumerate() {
-        for b in &outs[..i] {
-            if a.path != b.path {
-                continue;
-            }
-            let hint = if a.cfg.name == "dlq" && b.cfg.name == "dlq" {
+    let mut by_path: BTreeMap<PathBuf, Vec<Output<'_>>> = BTreeMap::new();
+    for o in outputs(jobs) {
+        by_path.entry(o.path.clone()).or_default().push(o);
+    }
+    by_path
+        .into_iter()
+        .filter(|(_, writers)| writers.len() > 1)
+        .map(|(path, writers)| {
+            let hint = if writers.iter().all(|w| w.cfg.name == "dlq") {
                 format!(
                     "put {JOB_PLACEHOLDER} in 'dlq.path' (e.g. 'dead-letters-{JOB_PLACEHOLDER}.jsonl') so that each job writes its own"
                 )
             } else {
                 "give each its own path".to_string()
             };
-            errors.push(EngineError::Invalid(format!(
-                "{} and {} both write '{}': their epochs would overwrite each other's output; {hint}",
-                b.describe(),
-                a.describe(),
-                a.path.display()
-            )));
-        }
-    }
-    errors
+            EngineError::Invalid(format!(
+                "{} all write '{}': their epochs would overwrite each other's output; {hint}",
+                writers
+                    .iter()
+                    .map(Output::describe)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                path.display()
+            ))
+        })
+        .collect()
 }
 
+/// One error per output that writes into what a file source reads.
 fn outputs_into_inputs(jobs: &[JobPlan]) -> Vec<EngineError> {
-    let outs = outputs(jobs);
-    let mut errors = Vec::new();
+    // every input once, with the sources that read it
+    let mut inputs: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for j in jobs {
-        for src in &j.sources {
-            if src.kind != "file" || src.role != Role::Source {
-                continue;
-            }
-            let Some(p) = src.get("path") else { continue };
-            let input = normalize(&src.path(p));
-            let text = input.to_string_lossy();
-            let pattern = glob::Pattern::new(&text).ok();
-            for o in &outs {
-                // the template as it renders now, and as written
-                let rendered = PathBuf::from(velo_connectors::template::render(
-                    &o.path.to_string_lossy(),
-                    chrono::Local::now(),
-                    1,
-                ));
-                let hit = o.path == input
-                    || rendered == input
-                    || rendered.starts_with(&input)
-                    || pattern
-                        .as_ref()
-                        .is_some_and(|p| p.matches_path(&rendered) || p.matches_path(&o.path));
-                if hit {
-                    errors.push(EngineError::Invalid(format!(
-                        "{} writes '{}', which is read by source '{}' of job '{}' ('{p}'): the input would be overwritten before it is read, or read back forever; write the output somewhere else",
-                        o.describe(),
-                        o.path.display(),
-                        src.name,
-                        j.name
-                    )));
+        for src in j
+            .sources
+            .iter()
+            .filter(|s| s.kind == "file" && s.role == Role::Source)
+        {
+            if let Some(p) = src.get("path") {
+                let readers = inputs.entry(normalize(&src.path(p))).or_default();
+                let who = format!("source '{}' of job '{}'", src.name, j.name);
+                if !readers.contains(&who) {
+                    readers.push(who);
                 }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for o in outputs(jobs) {
+        if !seen.insert((o.path.clone(), o.describe())) {
+            continue;
+        }
+        // the template as it renders now, and as written
+        let rendered = PathBuf::from(velo_connectors::template::render(
+            &o.path.to_string_lossy(),
+            chrono::Local::now(),
+            1,
+        ));
+        for (input, readers) in &inputs {
+            let pattern = glob::Pattern::new(&input.to_string_lossy()).ok();
+            let hit = o.path == *input
+                || rendered == *input
+                || rendered.starts_with(input)
+                || pattern
+                    .as_ref()
+                    .is_some_and(|p| p.matches_path(&rendered) || p.matches_path(&o.path));
+            if hit {
+                errors.push(EngineError::Invalid(format!(
+                    "{} writes '{}', which {} read(s): the input would be overwritten before it is read, or read back forever; write the output somewhere else",
+                    o.describe(),
+                    o.path.display(),
+                    readers.join(" and ")
+                )));
             }
         }
     }

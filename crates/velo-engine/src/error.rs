@@ -55,9 +55,20 @@ pub enum EngineError {
         /// Cause.
         message: String,
     },
-    /// The query cannot be planned or failed while executing.
-    #[error("{0}")]
+    /// The query cannot be planned or failed while executing (shown
+    /// without DataFusion's wrapping, rule names and plans).
+    #[error("{}", datafusion_message(.0))]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// An error of one job, with the statement it came from.
+    #[error("job '{job}' (line {line}): {source}")]
+    InJob {
+        /// The job.
+        job: String,
+        /// The line of its statement.
+        line: usize,
+        /// What went wrong.
+        source: Box<EngineError>,
+    },
     /// Something the user must change in the application.
     #[error("{0}")]
     Invalid(String),
@@ -90,8 +101,46 @@ impl EngineError {
                 .map(|e| e.kind())
                 .max()
                 .unwrap_or(ErrorKind::User),
+            Self::InJob { source, .. } => source.kind(),
         }
     }
+
+    /// This error as one of job `job`, whose statement is at `line`,
+    /// unless its message names the job already.
+    pub fn in_job(self, job: &str, line: usize) -> Self {
+        if matches!(self, Self::InJob { .. }) || self.to_string().contains(&format!("job '{job}'"))
+        {
+            return self;
+        }
+        Self::InJob {
+            job: job.to_string(),
+            line,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// A DataFusion error as users read it: the root cause, without the names
+/// of the optimizer rules it passed through, DataFusion's category prefix
+/// or the plan it may print after its first line.
+pub fn datafusion_message(e: &datafusion::error::DataFusionError) -> String {
+    let root = e.find_root().to_string();
+    let first = root.lines().next().unwrap_or_default();
+    let mut msg = first;
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "This feature is not implemented: ",
+        "Schema error: ",
+        "External error: ",
+        "Arrow error: ",
+    ] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            msg = rest;
+            break;
+        }
+    }
+    msg.to_string()
 }
 
 /// The kind of a DataFusion error: planning and execution errors are about

@@ -361,6 +361,9 @@ impl EpochFeed {
             return Ok(batch);
         };
         let read = crate::time::read_time(batch.column(idx), &t.format, &t.field);
+        // the rows as read, for dead letters (the converted column has no
+        // value where the time could not be read)
+        let raw = batch.clone();
         let mut batch = match read.column.clone() {
             Some(c) => {
                 let mut cols = batch.columns().to_vec();
@@ -379,7 +382,7 @@ impl EpochFeed {
             // the usual case: every time readable, none late
             part_maxima(&read.millis, None, &runs)?
         } else {
-            let (kept, keep) = self.hold_back(s, &batch, &read, t, wm)?;
+            let (kept, keep) = self.hold_back(s, (&batch, &raw), &read, t, wm)?;
             batch = kept;
             part_maxima(&read.millis, Some(&keep), &runs)?
         };
@@ -405,7 +408,7 @@ impl EpochFeed {
     fn hold_back(
         &self,
         s: &mut State,
-        batch: &RecordBatch,
+        (batch, raw): (&RecordBatch, &RecordBatch),
         read: &crate::time::ReadTime,
         t: &velo_config::time::EventTime,
         wm: i64,
@@ -424,7 +427,7 @@ impl EpochFeed {
                         location: "event time".into(),
                         line: 0,
                         error: e.error.clone(),
-                        raw: row_json(batch, i),
+                        raw: row_json(raw, i),
                     };
                     if self.policy == BadRecordPolicy::Fail {
                         let msg = r.to_string();
@@ -446,7 +449,7 @@ impl EpochFeed {
                                 crate::time::show_millis(ts),
                                 crate::time::show_millis(wm)
                             ),
-                            raw: row_json(batch, i),
+                            raw: row_json(raw, i),
                         });
                     }
                     keep.append_value(false);

@@ -120,6 +120,23 @@ fn validated(c: ConnectorConfig, warnings: &mut Vec<String>) -> Result<Connector
 
 /// Parses and resolves `sql` (the text of `sql_path`).
 pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan> {
+    let (plan, mut errors) = resolve_all(sql, sql_path, opts)?;
+    match errors.len() {
+        0 => Ok(plan),
+        1 => Err(errors.remove(0)),
+        _ => Err(EngineError::Many(errors)),
+    }
+}
+
+/// Parses and resolves `sql` as far as it goes: the jobs that resolved, and
+/// the errors of the others (`validate` goes on to plan the good jobs and
+/// lists every error). An `Err` is an error nothing can be resolved past:
+/// the SQL does not parse, the global config cannot be read.
+pub fn resolve_all(
+    sql: &str,
+    sql_path: &Path,
+    opts: &PlanOptions,
+) -> Result<(AppPlan, Vec<EngineError>)> {
     let app = velo_sql::parse_app(sql)?;
     let base_dir = sql_path
         .parent()
@@ -230,23 +247,17 @@ pub fn resolve(sql: &str, sql_path: &Path, opts: &PlanOptions) -> Result<AppPlan
             "the application has no query, only source declarations: add a statement that reads them, e.g. CREATE STREAM out AS SELECT * FROM <source> INTO <sink> WITH (...)".into(),
         ));
     }
-    if !errors.is_empty() {
-        return Err(if errors.len() == 1 {
-            errors.remove(0)
-        } else {
-            EngineError::Many(errors)
-        });
-    }
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    Ok(AppPlan {
+    let plan = AppPlan {
         app,
         jobs,
         warnings,
         profile,
         base_dir,
-    })
+    };
+    Ok((plan, errors))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -365,10 +365,15 @@ fn op_schema(op: &Op, batch: &RecordBatch) -> Result<SchemaRef> {
     Ok(op.apply(&batch.slice(0, 0))?.schema())
 }
 
-/// The error's message without DataFusion's context lines.
+/// The root error's message on one line (a regular expression's syntax
+/// error spans several).
 fn first_line(e: &DataFusionError) -> String {
-    let root = e.find_root().to_string();
-    root.lines().next().unwrap_or_default().to_string()
+    e.find_root()
+        .to_string()
+        .split_whitespace()
+        .filter(|w| !w.bytes().all(|b| b == b'~'))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The physical optimizer rule that puts [`RowSafeExec`] in place of every

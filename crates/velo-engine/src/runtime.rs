@@ -172,12 +172,20 @@ fn needs_whole_input(plan: &LogicalPlan, updating: bool) -> bool {
 }
 
 /// Builds sources, registers them and plans the query. With `load_lookups`
-/// false (explain/validate), lookup tables are registered empty.
+/// false (explain/validate), lookup tables are registered empty. Errors
+/// name the job and the line of its statement.
 pub async fn prepare_job(
     plan: &JobPlan,
     shutdown: &Shutdown,
     load_lookups: bool,
 ) -> Result<PreparedJob> {
+    prepare(plan, shutdown, load_lookups)
+        .await
+        .map_err(|e| e.in_job(&plan.name, plan.statement.line))
+}
+
+/// [`prepare_job`]'s work.
+async fn prepare(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool) -> Result<PreparedJob> {
     let counters = Counters::new();
     let mut built = Vec::new();
     for cfg in &plan.sources {

@@ -18,11 +18,19 @@ pub struct SqlError {
 impl SqlError {
     /// An error at `line`:`column` of `source`.
     pub fn at(source: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
-        let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
-        let caret = format!(
-            "{}^",
-            " ".repeat(column.saturating_sub(1).min(text.chars().count()))
+        let full = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
+        // a long line is shown around the column
+        let chars: Vec<char> = full.chars().collect();
+        let at = column.saturating_sub(1).min(chars.len());
+        let from = at.saturating_sub(40);
+        let to = (at + 60).min(chars.len());
+        let text: String = format!(
+            "{}{}{}",
+            if from > 0 { "..." } else { "" },
+            chars[from..to].iter().collect::<String>(),
+            if to < chars.len() { "..." } else { "" }
         );
+        let caret = format!("{}^", " ".repeat(at - from + if from > 0 { 3 } else { 0 }));
         Self {
             message: message.into(),
             line,
