@@ -361,6 +361,7 @@ fn spawn_assigned(dir: &Path, app: &str, args: &[&str], env: &[(&str, &str)], lo
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("velo starts");
+        let t0 = std::time::Instant::now();
         let started = wait_until(Duration::from_secs(30), || {
             let said = std::fs::read_to_string(log).unwrap_or_default();
             let assigned = said
@@ -369,6 +370,11 @@ fn spawn_assigned(dir: &Path, app: &str, args: &[&str], env: &[(&str, &str)], lo
             assigned || child.try_wait().unwrap().is_some()
         });
         if started {
+            // how long a (re)started job waits before it reads again
+            eprintln!(
+                "started to partitions assigned: {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             return child;
         }
         eprintln!(
@@ -397,10 +403,15 @@ fn crash_round(dir: &Path, app: &str, log: &Path, at: u32) {
 /// A run SIGKILLed at a random moment once it has published a new file.
 fn kill_round(dir: &Path, app: &str, log: &Path, out_dir: &Path, rng: &mut impl rand::Rng) {
     let before = published(out_dir, "part").len();
+    let t0 = std::time::Instant::now();
     let mut child = spawn_assigned(dir, app, &[], &[], log);
     wait_until(Duration::from_secs(60), || {
         published(out_dir, "part").len() > before || child.try_wait().unwrap().is_some()
     });
+    eprintln!(
+        "restart to first published epoch: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     // the random kill point itself, not a wait for something
     std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
     if child.try_wait().unwrap().is_some() {
@@ -574,7 +585,6 @@ fn at_least_once_across_a_kill_resumes_from_committed_offsets() {
     let app = format!(
         r#"CREATE STREAM copy AS SELECT id FROM orders INTO out
 WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = '{group}',
-      'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
       'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'out.append' = 'true', 'batch.size' = '500');"#
     );
     let log = tmp.path().join("velo.log");
@@ -596,7 +606,15 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
     );
     let before = std::fs::read_to_string(&out).unwrap().lines().count();
     let at_kill = committed(&bs, &group, "orders", 2);
+    // the killed member never left the group: with static membership the
+    // restart takes its partitions back without waiting for the session
+    // timeout (45 s by default, which this job keeps)
+    let t0 = std::time::Instant::now();
     let o = run(tmp.path(), &app, &["--set", "orders.stop.at.end=true"]);
+    eprintln!(
+        "restart after a kill to the end of the topic: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     assert!(o.status.success(), "{}", text(&o));
     let all = lines_of(&[out]);
     let ids: std::collections::BTreeSet<u64> =

@@ -93,6 +93,8 @@ pub struct VeloContext {
     resume: Mutex<Option<HashMap<(String, i32), i64>>>,
     /// A rebalance changed the assignment since the reader last looked.
     assignment_changed: std::sync::atomic::AtomicBool,
+    /// The consumer holds partitions.
+    assigned: std::sync::atomic::AtomicBool,
 }
 
 impl VeloContext {
@@ -111,6 +113,7 @@ impl VeloContext {
             last_error: Mutex::new(None),
             resume: Mutex::new(resume),
             assignment_changed: std::sync::atomic::AtomicBool::new(false),
+            assigned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -193,8 +196,18 @@ impl ConsumerContext for VeloContext {
         if let Err(e) = r {
             tracing::warn!(source = %self.name, "rebalance: {e}");
         }
+        let holds = consumer.assignment().is_ok_and(|t| t.count() > 0);
+        self.assigned
+            .store(holds, std::sync::atomic::Ordering::Release);
         self.assignment_changed
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl VeloContext {
+    /// Whether the consumer holds partitions now.
+    fn has_assignment(&self) -> bool {
+        self.assigned.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -813,7 +826,18 @@ impl Worker {
     /// position after it; `hand` says false when the engine is gone.
     fn poll_loop<'c>(&mut self, consumer: &'c Consumer_, mut hand: impl FnMut(Polled<'c>) -> bool) {
         let mut last_warn = Instant::now() - Duration::from_secs(60);
+        let started = Instant::now();
+        let mut told = Instant::now();
         loop {
+            // say what the consumer waits for, while it waits for partitions
+            if !consumer.context().has_assignment() && told.elapsed() > WAIT_NOTE_EVERY {
+                told = Instant::now();
+                tracing::warn!(
+                    source = %self.name,
+                    "no partitions assigned after {:.0}s: the consumer group is rebalancing, or waits for a member that left without saying so (a killed process) to time out ('session.timeout.ms'); static membership ('group.instance.id', set by default) lets a restarted job take its partitions back at once",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             if self.tx.is_closed() || self.at_end() {
                 return;
             }
@@ -877,6 +901,9 @@ impl Worker {
         }
     }
 }
+
+/// How often a consumer without partitions says what it waits for.
+const WAIT_NOTE_EVERY: Duration = Duration::from_secs(5);
 
 /// Turns polled messages into the engine's events: decodes the values,
 /// routes the undecodable, adds the metadata columns. One per decoding
