@@ -6,6 +6,7 @@
 
 mod common;
 mod failures;
+mod fuzz_corpus;
 mod golden;
 mod hostile;
 mod joins;

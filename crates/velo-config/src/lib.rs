@@ -20,6 +20,8 @@
 //!
 //! Nothing here touches the network or a connector SDK.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod global;
 pub mod job;
 pub mod keys;

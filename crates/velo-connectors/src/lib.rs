@@ -17,6 +17,8 @@
 pub mod blackhole;
 pub mod datagen;
 pub mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jsondepth;
 pub mod nexmark;
 pub mod registry;

@@ -406,3 +406,50 @@ pub fn relaxed(schema: &arrow::datatypes::Schema) -> SchemaRef {
         .collect();
     std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader thread that panics ends its source with an internal error,
+    /// not with what looks like the end of the input.
+    #[test]
+    fn a_panicking_reader_is_an_internal_error_not_the_end_of_input() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let send = tx.clone();
+        spawn_reader("t".into(), "src", &tx, move || {
+            let _ = send.blocking_send(SourceEvent::Batch(arrow::array::RecordBatch::new_empty(
+                std::sync::Arc::new(arrow::datatypes::Schema::empty()),
+            )));
+            panic!("boom");
+        })
+        .unwrap();
+        drop(tx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut reader = SourceReader::new(rx);
+        let mut last = None;
+        while let Some(ev) = rt.block_on(reader.next()) {
+            last = Some(ev);
+        }
+        match last {
+            Some(SourceEvent::Error(e)) => {
+                assert_eq!(e.kind(), crate::ErrorKind::Internal);
+                assert!(
+                    e.to_string()
+                        .contains("the reader of source 'src' panicked: boom"),
+                    "{e}"
+                );
+            }
+            other => panic!("expected an error event, got {other:?}"),
+        }
+        // and a generator run on the reading task, too
+        let mut r = inline_generator("gen".into(), |_, _| panic!("bad spec"));
+        match rt.block_on(r.next()) {
+            Some(SourceEvent::Error(e)) => assert!(e.to_string().contains("bad spec"), "{e}"),
+            other => panic!("expected an error event, got {other:?}"),
+        }
+        assert!(rt.block_on(r.next()).is_none());
+    }
+}

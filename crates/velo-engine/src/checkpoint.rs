@@ -291,17 +291,28 @@ impl StateStore {
                     self.display()
                 ))
             };
+            // only files this store writes, in its own directory
+            let own = n.starts_with("window-")
+                && n.ends_with(".arrow")
+                && !n.contains(['/', '\\'])
+                && !n.contains("..");
+            if !own {
+                return Err(bad("not a state file of this job".into()));
+            }
             let body = self.get(n).await?.ok_or_else(|| bad("not found".into()))?;
-            let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(body), None)
-                .map_err(|e| bad(e.to_string()))?;
-            let schema = r.schema();
-            let batches = r
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            out.push(
+            // a damaged file is an error, even where the IPC reader would
+            // panic on it
+            let read = std::panic::catch_unwind(|| {
+                let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(body), None)?;
+                let schema = r.schema();
+                let batches = r.collect::<std::result::Result<Vec<_>, _>>()?;
                 arrow::compute::concat_batches(&schema, &batches)
-                    .map_err(|e| bad(e.to_string()))?,
-            );
+            });
+            match read {
+                Ok(Ok(b)) => out.push(b),
+                Ok(Err(e)) => return Err(bad(e.to_string())),
+                Err(p) => return Err(bad(velo_connectors::source::panic_text(p.as_ref()))),
+            }
         }
         Ok(out)
     }

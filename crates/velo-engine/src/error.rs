@@ -54,6 +54,8 @@ pub enum EngineError {
         sink: String,
         /// Cause.
         message: String,
+        /// Who must act on it.
+        kind: ErrorKind,
     },
     /// The query cannot be planned or failed while executing (shown
     /// without DataFusion's wrapping, rule names and plans).
@@ -93,7 +95,8 @@ impl EngineError {
             }
             Self::SourceCreation { .. } => ErrorKind::User,
             Self::Source { kind, .. } => *kind,
-            Self::Sink { .. } | Self::External(_) => ErrorKind::External,
+            Self::Sink { kind, .. } => *kind,
+            Self::External(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,
             Self::DataFusion(e) => datafusion_kind(e),
             Self::Many(all) => all

@@ -36,6 +36,46 @@ pub struct Prepared {
 /// thread; smaller ones (low-latency epochs) on it, without the hop.
 const ENCODE_AHEAD_ROWS: usize = 1024;
 
+/// A sink's failure, with its kind: how the runtime tells a sink that cannot
+/// reach its store (retrying may help) from one that cannot take the data.
+#[derive(Debug, Clone)]
+pub struct SinkFailure {
+    /// Who must act on it. A file system or network failing at run time
+    /// is external, whatever its error code.
+    pub kind: velo_connectors::ErrorKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for SinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<velo_connectors::ConnectorError> for SinkFailure {
+    fn from(e: velo_connectors::ConnectorError) -> Self {
+        let kind = match &e {
+            velo_connectors::ConnectorError::Io { .. } => velo_connectors::ErrorKind::External,
+            e => e.kind(),
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl SinkFailure {
+    /// The sink's worker is gone (it cannot happen while the job runs).
+    fn stopped(sink: &str) -> Self {
+        Self {
+            kind: velo_connectors::ErrorKind::Internal,
+            message: format!("sink '{sink}' worker stopped"),
+        }
+    }
+}
+
 /// Retry policy for sink writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -46,25 +86,25 @@ pub struct Retry {
 }
 
 enum Cmd {
-    Begin(u64, oneshot::Sender<Result<(), String>>),
+    Begin(u64, oneshot::Sender<Result<(), SinkFailure>>),
     /// A batch, and its bytes to come when it is being encoded off the
     /// sink's thread.
     Write(
         RecordBatch,
         Option<oneshot::Receiver<velo_connectors::Result<Vec<u8>>>>,
     ),
-    Prepare(u64, oneshot::Sender<Result<Prepared, String>>),
-    Recover(serde_json::Value, oneshot::Sender<Result<(), String>>),
+    Prepare(u64, oneshot::Sender<Result<Prepared, SinkFailure>>),
+    Recover(serde_json::Value, oneshot::Sender<Result<(), SinkFailure>>),
     Position(
         Position,
         Option<TxnContext>,
-        oneshot::Sender<Result<(), String>>,
+        oneshot::Sender<Result<(), SinkFailure>>,
     ),
-    Commit(u64, oneshot::Sender<Result<(), String>>),
+    Commit(u64, oneshot::Sender<Result<(), SinkFailure>>),
     /// Discards the epoch; `lost`: its rows reach this sink no more (the
     /// other sinks publish them), so they count as failed.
-    Abort(u64, bool, oneshot::Sender<Result<(), String>>),
-    Close(oneshot::Sender<Result<(), String>>),
+    Abort(u64, bool, oneshot::Sender<Result<(), SinkFailure>>),
+    Close(oneshot::Sender<Result<(), SinkFailure>>),
 }
 
 /// One sink behind its worker thread.
@@ -86,7 +126,7 @@ fn with_retry<T>(
     retry: Option<Retry>,
     name: &str,
     mut f: impl FnMut() -> velo_connectors::Result<T>,
-) -> Result<T, String> {
+) -> Result<T, SinkFailure> {
     let mut attempt = 0u32;
     loop {
         match f() {
@@ -106,7 +146,7 @@ fn with_retry<T>(
                     std::thread::park_timeout(Duration::from_millis(base + jitter));
                     attempt += 1;
                 }
-                _ => return Err(e.to_string()),
+                _ => return Err(e.into()),
             },
         }
     }
@@ -154,9 +194,14 @@ impl Faults {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                     .is_ok();
                 if was {
-                    return Err(velo_connectors::ConnectorError::Other(format!(
-                        "{FAIL_SINK}: injected failure of {phase} in epoch {epoch}"
-                    )));
+                    // as the file system would fail: an I/O error
+                    return Err(velo_connectors::ConnectorError::io(
+                        "injected failure",
+                        sink,
+                        std::io::Error::other(format!(
+                            "{FAIL_SINK}: injected failure of {phase} in epoch {epoch}"
+                        )),
+                    ));
                 }
             }
         }
@@ -185,7 +230,7 @@ impl SinkHandle {
         std::thread::Builder::new()
             .name(format!("velo-sink-{name}"))
             .spawn(move || {
-                let mut epoch_error: Option<String> = None;
+                let mut epoch_error: Option<SinkFailure> = None;
                 let mut epoch_rows = 0u64;
                 let mut epoch = 0u64;
                 while let Some(cmd) = rx.blocking_recv() {
@@ -217,8 +262,11 @@ impl SinkHandle {
                                     Faults::hit(&tname, "write", epoch)?;
                                     sink.write_encoded(&b, &bytes)
                                 }),
-                                Some(Ok(Err(e))) => Err(e.to_string()),
-                                Some(Err(_)) => Err("the encoding task stopped".to_string()),
+                                Some(Ok(Err(e))) => Err(e.into()),
+                                Some(Err(_)) => Err(SinkFailure {
+                                    kind: velo_connectors::ErrorKind::Internal,
+                                    message: "the encoding task stopped".into(),
+                                }),
                             };
                             if let Err(m) = r {
                                 tracing::error!(sink = %tname, "write failed: {m}");
@@ -240,12 +288,12 @@ impl SinkHandle {
                             let _ = ack.send(r);
                         }
                         Cmd::Recover(token, ack) => {
-                            let _ = ack.send(sink.recover(&token).map_err(|e| e.to_string()));
+                            let _ = ack.send(sink.recover(&token).map_err(SinkFailure::from));
                         }
                         Cmd::Position(pos, ctx, ack) => {
                             let _ = ack.send(
                                 sink.set_epoch_position(&pos, ctx)
-                                    .map_err(|e| e.to_string()),
+                                    .map_err(SinkFailure::from),
                             );
                         }
                         Cmd::Commit(e, ack) => {
@@ -267,10 +315,10 @@ impl SinkHandle {
                             }
                             epoch_rows = 0;
                             epoch_error = None;
-                            let _ = ack.send(sink.abort(e).map_err(|e| e.to_string()));
+                            let _ = ack.send(sink.abort(e).map_err(SinkFailure::from));
                         }
                         Cmd::Close(ack) => {
-                            let _ = ack.send(sink.close().map_err(|e| e.to_string()));
+                            let _ = ack.send(sink.close().map_err(SinkFailure::from));
                             return;
                         }
                     }
@@ -291,55 +339,58 @@ impl SinkHandle {
 
     async fn call<T>(
         &self,
-        f: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
-    ) -> Result<T, String> {
+        f: impl FnOnce(oneshot::Sender<Result<T, SinkFailure>>) -> Cmd,
+    ) -> Result<T, SinkFailure> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(f(tx))
             .await
-            .map_err(|_| format!("sink '{}' worker stopped", self.name))?;
-        rx.await
-            .map_err(|_| format!("sink '{}' worker stopped", self.name))?
+            .map_err(|_| SinkFailure::stopped(&self.name))?;
+        rx.await.map_err(|_| SinkFailure::stopped(&self.name))?
     }
 
     /// Starts an epoch.
-    pub async fn begin(&self, epoch: u64) -> Result<(), String> {
+    pub async fn begin(&self, epoch: u64) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Begin(epoch, a)).await
     }
     /// Makes the epoch durable; returns its record count and commit token.
-    pub async fn prepare(&self, epoch: u64) -> Result<Prepared, String> {
+    pub async fn prepare(&self, epoch: u64) -> Result<Prepared, SinkFailure> {
         self.call(|a| Cmd::Prepare(epoch, a)).await
     }
     /// Finishes publishing an epoch a checkpoint committed (restart).
-    pub async fn recover(&self, token: serde_json::Value) -> Result<(), String> {
+    pub async fn recover(&self, token: serde_json::Value) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Recover(token, a)).await
     }
     /// Hands the epoch's source position to the sink (transactional mode).
-    pub async fn set_position(&self, pos: Position, ctx: Option<TxnContext>) -> Result<(), String> {
+    pub async fn set_position(
+        &self,
+        pos: Position,
+        ctx: Option<TxnContext>,
+    ) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Position(pos, ctx, a)).await
     }
     /// Publishes the epoch.
-    pub async fn commit(&self, epoch: u64) -> Result<(), String> {
+    pub async fn commit(&self, epoch: u64) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Commit(epoch, a)).await
     }
     /// Discards the epoch.
-    pub async fn abort(&self, epoch: u64) -> Result<(), String> {
+    pub async fn abort(&self, epoch: u64) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Abort(epoch, false, a)).await
     }
     /// Discards the epoch on this sink only (the others publish it): its
     /// rows count as this sink's failures.
-    pub async fn drop_epoch(&self, epoch: u64) -> Result<(), String> {
+    pub async fn drop_epoch(&self, epoch: u64) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Abort(epoch, true, a)).await
     }
     /// Finishes the sink.
-    pub async fn close(&self) -> Result<(), String> {
+    pub async fn close(&self) -> Result<(), SinkFailure> {
         self.call(Cmd::Close).await
     }
     /// Queues a batch. A sink with an encoder gets a large batch encoded
     /// on the runtime's blocking pool, so that several batches are encoded
     /// at once while the sink's thread writes them in order; the queue's
     /// bound limits how many are in flight.
-    pub async fn write(&self, batch: RecordBatch) -> Result<(), String> {
+    pub async fn write(&self, batch: RecordBatch) -> Result<(), SinkFailure> {
         let cmd = match &self.encoder {
             Some(enc) if batch.num_rows() >= ENCODE_AHEAD_ROWS => {
                 let (tx, rx) = oneshot::channel();
@@ -354,7 +405,7 @@ impl SinkHandle {
         self.tx
             .send(cmd)
             .await
-            .map_err(|_| format!("sink '{}' worker stopped", self.name))
+            .map_err(|_| SinkFailure::stopped(&self.name))
     }
 }
 
@@ -376,10 +427,10 @@ impl FanOut {
     }
 
     /// Runs `f` on every sink concurrently, returning (name, result) pairs.
-    pub async fn each<'a, T, F, Fut>(&'a self, f: F) -> Vec<(&'a str, Result<T, String>)>
+    pub async fn each<'a, T, F, Fut>(&'a self, f: F) -> Vec<(&'a str, Result<T, SinkFailure>)>
     where
         F: Fn(&'a SinkHandle) -> Fut,
-        Fut: std::future::Future<Output = Result<T, String>> + 'a,
+        Fut: std::future::Future<Output = Result<T, SinkFailure>> + 'a,
     {
         let futs = self.sinks.iter().map(|s| {
             let fut = f(s);

@@ -23,6 +23,8 @@ pub mod connectors;
 pub mod docs;
 pub mod fanout;
 pub mod feed;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod join;
 pub mod lookup;
 pub mod plan;

@@ -971,7 +971,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                             job: name.clone(),
                             epoch: cp.epoch,
                             sink: sink.clone(),
-                            message: e,
+                            message: e.message,
+                            kind: e.kind,
                         })?;
                 }
             }
@@ -1052,7 +1053,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 job: name.clone(),
                 epoch,
                 sink: "dlq".into(),
-                message: e,
+                message: e.message,
+                kind: e.kind,
             })?;
         }
         let plan =
@@ -1164,7 +1166,7 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             }
         } else {
             // commit protocol: prepare everything, then publish
-            let mut failed: Vec<(String, String)> = begin_failed;
+            let mut failed: Vec<(String, crate::fanout::SinkFailure)> = begin_failed;
             // an epoch that read nothing keeps the last committed position
             // (per stream, with its committer)
             let mut positions = Vec::with_capacity(committed.len());
@@ -1233,12 +1235,13 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                     job: name.clone(),
                     epoch,
                     sink,
-                    message,
+                    message: message.message,
+                    kind: message.kind,
                 };
                 let lost = Failed {
                     epoch,
                     records: epoch_records,
-                    retry: true,
+                    retry: error.kind() != crate::ErrorKind::User,
                     discard: transactional,
                     error: &error,
                 };
@@ -1359,7 +1362,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                                 job: name,
                                 epoch,
                                 sink: n.to_string(),
-                                message: e,
+                                message: e.message,
+                                kind: e.kind,
                             });
                         }
                     }
@@ -1369,7 +1373,8 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                         job: name.clone(),
                         epoch,
                         sink: "dlq".into(),
-                        message: e,
+                        message: e.message,
+                        kind: e.kind,
                     })?;
                 }
                 phases.push(("published", t0.elapsed()));

@@ -19,6 +19,8 @@
 pub mod config;
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protobuf;
 pub mod schema_registry;
 pub mod sink;

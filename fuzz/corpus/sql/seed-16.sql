@@ -1,0 +1,1 @@
+SELECT * FROM o WITH ('o.type' = 'datagen', 'batch.size' = 'lots');

@@ -1,0 +1,1 @@
+SELECT * FROM o WITH ('o.type' = 'file_source', 'o.config_file' = 'a.yaml');

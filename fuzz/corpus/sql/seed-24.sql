@@ -1,0 +1,1 @@
+SELECT * FROM o INTO processed WITH ('o.type' = 'datagen', 'processed.path' = 'x');

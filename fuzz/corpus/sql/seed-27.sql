@@ -1,0 +1,1 @@
+SELECT * FROM o WITH ('o.type' = 'file_source', 'o.path' = 'data/*.csv');

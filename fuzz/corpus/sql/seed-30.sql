@@ -1,0 +1,4 @@
+-- a typo in the SELECT
+CREATE STREAM s AS
+SELECT id,, amount FROM o
+WITH ('o.type' = 'datagen');

@@ -1,0 +1,3 @@
+SELECT n FROM nums INTO out
+WITH ('nums.type' = 'file_source', 'nums.path' = 'data/nums.jsonl', 'nums.config_file' = 'secret.yaml',
+      'out.type' = 'file_sink', 'out.path' = 'out/x.jsonl');

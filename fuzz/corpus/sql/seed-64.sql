@@ -1,0 +1,3 @@
+SELECT id FROM orders INTO out
+WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl', 'orders.has_header' = 'true',
+      'out.type' = 'file_sink', 'out.path' = 'out/a.csv', 'batch.sise' = '10');

@@ -1,0 +1,3 @@
+SELECT n FROM nums INTO out
+WITH ('nums.type' = 'file_source', 'nums.path' = 'data/nums.jsonl',
+      'out.type' = 'file_sink', 'out.path' = 'out/all.jsonl', 'batch.strategy' = 'fixed_size', 'batch.size' = '4');
