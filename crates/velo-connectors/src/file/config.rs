@@ -127,7 +127,7 @@ pub const SINK_KEYS: &[KeySpec] = &[
         "path",
         KeyType::String,
         None,
-        "Output path or template with {date} {year} {month} {day} {hour} {timestamp} {batch_id} (required)",
+        "Output path or template with {date} {year} {month} {day} {hour} {timestamp} {batch_id} {job} (the job's name; required)",
     ),
     KeySpec::new(
         "format",
