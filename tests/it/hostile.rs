@@ -144,14 +144,32 @@ fn sigterm_and_sighup_stop_like_ctrl_c_and_a_second_signal_aborts() {
          'k.message.timeout.ms' = '600000', 'batch.timeout' = '100ms');",
     )
     .unwrap();
-    let child = spawn(dir, &["run", "app.sql"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let log_path = dir.join("velo.log");
+    let mut child = crate::common::velo()
+        .current_dir(dir)
+        .args(["run", "app.sql"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let said = |what: &str| {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    wait_for(Duration::from_secs(30), "the sink to be created", || {
+        said("Successfully created sink 'k'")
+    });
     signal(&child, "-TERM");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        Duration::from_secs(30),
+        "the first signal to be taken",
+        || said("SIGTERM received: committing"),
+    );
     signal(&child, "-TERM");
-    let o = child.wait_with_output().unwrap();
-    let log = output(&o);
-    assert_eq!(o.status.code(), Some(143), "{log}");
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(143), "{log}");
     assert!(
         log.contains("SIGTERM received again: aborting now"),
         "{log}"

@@ -606,9 +606,9 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
     );
     let before = std::fs::read_to_string(&out).unwrap().lines().count();
     let at_kill = committed(&bs, &group, "orders", 2);
-    // the killed member never left the group: with static membership the
-    // restart takes its partitions back without waiting for the session
-    // timeout (45 s by default, which this job keeps)
+    // the killed member never left the group: the restart waits for the
+    // broker to time it out (session.timeout.ms, 45 s by librdkafka's
+    // default, which this job keeps) before it gets the partitions back
     let t0 = std::time::Instant::now();
     let o = run(tmp.path(), &app, &["--set", "orders.stop.at.end=true"]);
     eprintln!(

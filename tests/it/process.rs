@@ -3,8 +3,7 @@
 //! appearing, a log line), never on fixed sleeps, and assert no timings.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::{files_below, published, signal, spawn, velo, wait_for};

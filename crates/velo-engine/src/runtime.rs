@@ -1146,7 +1146,6 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
             let failed = Failed {
                 epoch,
                 records: epoch_records,
-                retry: error.kind() != crate::ErrorKind::User,
                 discard: false,
                 error: &error,
             };
@@ -1241,7 +1240,6 @@ pub async fn run_job(p: PreparedJob, shutdown: Shutdown) -> Result<JobExecutionS
                 let lost = Failed {
                     epoch,
                     records: epoch_records,
-                    retry: error.kind() != crate::ErrorKind::User,
                     discard: transactional,
                     error: &error,
                 };
@@ -1616,8 +1614,6 @@ struct Failed<'a> {
     epoch: u64,
     /// Records the epoch read.
     records: u64,
-    /// Whether reading it again may succeed (not a user error).
-    retry: bool,
     /// Whether LogAndContinue may drop it (a transaction aborted on every
     /// sink); otherwise LogAndContinue stops as FailBatch does.
     discard: bool,
@@ -1656,7 +1652,7 @@ async fn after_failure(
     let epoch = failed.epoch;
     let retry = job.failure_strategy == FailureStrategy::RetryWithBackoff;
     let Some(last) = last.filter(|_| {
-        (retry && failed.retry && rewindable(p))
+        (retry && failed.error.kind() != crate::ErrorKind::User && rewindable(p))
             || (job.failure_strategy == FailureStrategy::LogAndContinue && failed.discard)
     }) else {
         if retry && !rewindable(p) {

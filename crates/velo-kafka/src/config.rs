@@ -458,15 +458,6 @@ impl KafkaSourceConfig {
             .map(str::to_string)
             .unwrap_or_else(|| format!("velo-{}", job_or_name(cfg)));
         client.set("group.id", &group_id);
-        if cfg.get("group.instance.id").is_none() {
-            // static membership (KIP-345): a restarted job takes its
-            // partitions back at once, instead of waiting for the broker to
-            // time its previous member out (45 s by default)
-            client.set(
-                "group.instance.id",
-                format!("{group_id}-{}-{}", cfg.name, instance_name()),
-            );
-        }
         client.set("enable.auto.commit", "false");
         client.set("enable.auto.offset.store", "false");
         if cfg.get("topic.metadata.refresh.interval.ms").is_none() {
@@ -538,19 +529,6 @@ impl KafkaSourceConfig {
             client,
         })
     }
-}
-
-/// What tells this velo process from others in the same consumer group, and
-/// stays the same across its restarts: `VELO_INSTANCE_ID`, else the host's
-/// name (a container's or pod's name on container platforms).
-pub fn instance_name() -> String {
-    std::env::var("VELO_INSTANCE_ID")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "velo".into())
 }
 
 /// `kafka_sink` settings.

@@ -834,7 +834,7 @@ impl Worker {
                 told = Instant::now();
                 tracing::warn!(
                     source = %self.name,
-                    "no partitions assigned after {:.0}s: the consumer group is rebalancing, or waits for a member that left without saying so (a killed process) to time out ('session.timeout.ms'); static membership ('group.instance.id', set by default) lets a restarted job take its partitions back at once",
+                    "no partitions assigned after {:.0}s: the consumer group is rebalancing, or waits for a member that left without saying so (a killed process) to time out ('session.timeout.ms'); a job that sets 'group.instance.id' (static membership) takes its partitions back at once after a restart",
                     started.elapsed().as_secs_f64()
                 );
             }

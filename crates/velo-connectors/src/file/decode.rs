@@ -128,6 +128,9 @@ pub(crate) struct Unit {
     pub first_line: u64,
     /// The physical line just after it: where reading resumes.
     pub next_line: u64,
+    /// JSON: the length of its longest line (only a line of more than
+    /// twice the deepest nesting allowed can nest too deeply).
+    pub longest: usize,
 }
 
 /// What decoding a unit gives: batches, the line of each good record (if
@@ -169,13 +172,14 @@ impl<R: Read> UnitSplitter<R> {
 
     /// The next unit of up to `max` records, or None at end of input.
     pub fn next(&mut self, max: usize) -> std::io::Result<Option<Unit>> {
-        let Some((start, end, lines)) = self.next_unit(max)? else {
+        let Some((start, end, lines, longest)) = self.next_unit(max)? else {
             return Ok(None);
         };
         let unit = Unit {
             bytes: self.buf[start..end].to_vec(),
             first_line: self.line,
             next_line: self.line + lines,
+            longest,
         };
         self.pos = end;
         self.line += lines;
@@ -188,12 +192,16 @@ impl<R: Read> UnitSplitter<R> {
     }
 
     /// Finds the next unit of up to `max` records: returns (start, end,
-    /// physical lines) within `buf`, or None at end of input.
-    fn next_unit(&mut self, max: usize) -> std::io::Result<Option<(usize, usize, u64)>> {
+    /// physical lines, longest JSON line) within `buf`, or None at end of input.
+    #[allow(clippy::type_complexity)]
+    fn next_unit(&mut self, max: usize) -> std::io::Result<Option<(usize, usize, u64, usize)>> {
         let mut scan = self.pos;
         let mut records = 0usize;
         let mut lines = 0u64;
         let mut in_quote = false;
+        // JSON: where the current line starts, and the longest so far
+        let mut line_start = self.pos;
+        let mut longest = 0usize;
         loop {
             // scan what is buffered
             let quote = match self.fmt {
@@ -205,6 +213,8 @@ impl<R: Read> UnitSplitter<R> {
             match quote {
                 None => {
                     for i in memchr::memchr_iter(b'\n', hay) {
+                        longest = longest.max(scan + i - line_start);
+                        line_start = scan + i + 1;
                         lines += 1;
                         records += 1;
                         if records == max {
@@ -232,7 +242,7 @@ impl<R: Read> UnitSplitter<R> {
             }
             scan += consumed;
             if records == max {
-                return Ok(Some((self.pos, scan, lines)));
+                return Ok(Some((self.pos, scan, lines, longest)));
             }
             if self.eof {
                 if scan > self.pos {
@@ -246,7 +256,8 @@ impl<R: Read> UnitSplitter<R> {
                         lines += 1;
                         scan += 1;
                     }
-                    return Ok(Some((self.pos, scan, lines)));
+                    longest = longest.max(scan - line_start);
+                    return Ok(Some((self.pos, scan, lines, longest)));
                 }
                 return Ok(None);
             }
@@ -254,6 +265,7 @@ impl<R: Read> UnitSplitter<R> {
             if self.pos > 0 {
                 self.buf.copy_within(self.pos..self.filled, 0);
                 scan -= self.pos;
+                line_start -= self.pos;
                 self.filled -= self.pos;
                 self.pos = 0;
             }
@@ -292,7 +304,9 @@ pub(crate) fn decode_unit(
         None => cache.insert(new_dec(f.batch_size)?),
     };
     let json = matches!(f.fmt, LineFormat::Json);
-    let too_deep = json && crate::jsondepth::any_too_deep(bytes);
+    let too_deep = json
+        && unit.longest > 2 * crate::jsondepth::MAX_JSON_DEPTH
+        && crate::jsondepth::any_too_deep(bytes);
     if !too_deep && dec.decode_all(bytes, &mut out).is_ok() {
         let lines = if f.want_lines {
             record_lines(bytes, unit.first_line, &f.fmt)
