@@ -255,6 +255,18 @@ impl Source for DatagenSource {
     }
 }
 
+/// The earliest timestamp a generator makes: 0001-01-01T00:00:00Z.
+const MIN_TIME: i64 = -62_135_596_800_000;
+/// The latest timestamp a generator makes: 9999-12-31T23:59:59.999Z.
+const MAX_TIME: i64 = 253_402_300_799_999;
+
+/// The error of a column that would run past what it can hold at `row`.
+fn past_the_end(column: &str, kind: &str, row: u64) -> crate::ConnectorError {
+    crate::ConnectorError::Other(format!(
+        "datagen column '{column}': the {kind} runs past the largest value it can hold by row {row} (a {kind} stays within 64-bit integers, timestamps within the years 0001-9999); lower its start, its step or 'rows'"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,16 +342,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The earliest timestamp a generator makes: 0001-01-01T00:00:00Z.
-const MIN_TIME: i64 = -62_135_596_800_000;
-/// The latest timestamp a generator makes: 9999-12-31T23:59:59.999Z.
-const MAX_TIME: i64 = 253_402_300_799_999;
-
-/// The error of a column that would run past what it can hold at `row`.
-fn past_the_end(column: &str, kind: &str, row: u64) -> crate::ConnectorError {
-    crate::ConnectorError::Other(format!(
-        "datagen column '{column}': the {kind} runs past the largest value it can hold by row {row} (a {kind} stays within 64-bit integers, timestamps within the years 0001-9999); lower its start, its step or 'rows'"
-    ))
 }
