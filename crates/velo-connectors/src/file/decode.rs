@@ -128,8 +128,11 @@ pub(crate) struct Unit {
     pub first_line: u64,
     /// The physical line just after it: where reading resumes.
     pub next_line: u64,
-    /// JSON: the length of its longest line (only a line of more than
-    /// twice the deepest nesting allowed can nest too deeply).
+    /// The length of its longest line (JSON: a well-formed line nests at
+    /// most half its length deep, so only a unit with a line longer than
+    /// twice the deepest nesting allowed needs the depth scan before the
+    /// whole-unit decode; a malformed one fails that decode and every
+    /// record is then checked on its own).
     pub longest: usize,
 }
 
