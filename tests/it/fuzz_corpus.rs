@@ -5,8 +5,11 @@
 
 use std::path::Path;
 
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
 /// The fuzz targets and their entry points.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Entry)] = &[
     ("sql", velo_engine::fuzzing::app),
     ("config", velo_config::fuzzing::config),
     ("lines", velo_connectors::fuzzing::lines),

@@ -364,9 +364,13 @@ fn spawn_assigned(dir: &Path, app: &str, args: &[&str], env: &[(&str, &str)], lo
         let t0 = std::time::Instant::now();
         let started = wait_until(Duration::from_secs(30), || {
             let said = std::fs::read_to_string(log).unwrap_or_default();
-            let assigned = said
-                .lines()
-                .any(|l| l.contains("assigned ") && !l.contains("assigned 0 partition"));
+            let assigned = said.lines().any(|l| {
+                // "assigned N partition(s)", not the note of a consumer
+                // still waiting ("no partitions assigned after 5s")
+                l.contains("assigned ")
+                    && l.contains("partition(s)")
+                    && !l.contains("assigned 0 partition")
+            });
             assigned || child.try_wait().unwrap().is_some()
         });
         if started {
@@ -574,6 +578,11 @@ WITH (
     assert_eq!(committed(&bs, "velo-big", "orders", 3), 602);
 }
 
+/// A job killed mid-run and started again reads on from the group's
+/// committed offsets at once: the source assigns its partitions itself, so
+/// the restart waits for no group rebalance. The job sets a 300 s session
+/// timeout: a restart that joined the group would wait that long for the
+/// broker to drop the killed member, far past this test's minute.
 #[test]
 fn at_least_once_across_a_kill_resumes_from_committed_offsets() {
     let _machine = crate::common::exclusive();
@@ -585,6 +594,7 @@ fn at_least_once_across_a_kill_resumes_from_committed_offsets() {
     let app = format!(
         r#"CREATE STREAM copy AS SELECT id FROM orders INTO out
 WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = '{group}',
+      'orders.session.timeout.ms' = '300000',
       'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'out.append' = 'true', 'batch.size' = '500');"#
     );
     let log = tmp.path().join("velo.log");
@@ -606,16 +616,34 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
     );
     let before = std::fs::read_to_string(&out).unwrap().lines().count();
     let at_kill = committed(&bs, &group, "orders", 2);
-    // the killed member never left the group: the restart waits for the
-    // broker to time it out (session.timeout.ms, 45 s by librdkafka's
-    // default, which this job keeps) before it gets the partitions back
+    // the restart: its first record and the end of the topic, timed
     let t0 = std::time::Instant::now();
-    let o = run(tmp.path(), &app, &["--set", "orders.stop.at.end=true"]);
+    let mut child = spawn_assigned(
+        tmp.path(),
+        &app,
+        &["--set", "orders.stop.at.end=true"],
+        &[],
+        &log,
+    );
+    let resumed = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() > before)
+            || child.try_wait().unwrap().is_some()
+    });
+    eprintln!(
+        "restart after a kill to the first record: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let status = wait_timeout(&mut child, Duration::from_secs(120), &log);
     eprintln!(
         "restart after a kill to the end of the topic: {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    assert!(o.status.success(), "{}", text(&o));
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        resumed,
+        "the restarted job wrote nothing within 60 s: {said}"
+    );
+    assert!(status.success(), "{said}");
     let all = lines_of(&[out]);
     let ids: std::collections::BTreeSet<u64> =
         all.iter().map(|v| v["id"].as_u64().unwrap()).collect();
@@ -625,6 +653,11 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
         (all.len() as u64) <= n + before as u64 - at_kill as u64,
         "restart re-read only what was not committed ({} lines, {before} before the kill, {at_kill} committed): {said}",
         all.len()
+    );
+    assert_eq!(
+        committed(&bs, &group, "orders", 2),
+        n as i64,
+        "the restart committed the end of the topic to the group"
     );
 }
 
@@ -765,6 +798,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
 /// partition that lags far behind another does not see its records
 /// dropped as late.
 #[test]
+/// (A consumer-group member: `partition.assignment = 'group'`.)
 fn watermark_follows_the_slowest_partition() {
     let _machine = crate::common::exclusive();
     let (tmp, _broker, bs) = with_broker();
@@ -779,6 +813,7 @@ SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n FROM orders
 GROUP BY TUMBLE(id, INTERVAL '1' SECOND) INTO out
 WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orders.topic' = 'orders', 'orders.group.id' = '{group}',
       'orders.event.time.field' = 'id', 'orders.watermark.max_out_of_orderness' = '0ms',
+      'orders.partition.assignment' = 'group',
       'orders.session.timeout.ms' = '6000', 'orders.heartbeat.interval.ms' = '500',
       'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl', 'batch.size' = '500',
       'use_transactions' = 'true');"#

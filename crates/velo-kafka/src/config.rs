@@ -175,6 +175,12 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         "Bounded read: stop at the end offsets seen at start (backfills, tests)",
     ),
     KeySpec::new(
+        "partition.assignment",
+        KeyType::Enum(&["manual", "group"]),
+        Some("manual"),
+        "manual: the source reads every partition of its topics itself (from the checkpoint, else the group's committed offsets, else `auto.offset.reset`), finds partitions added later within 10 s, and uses the group only to store offsets, so a restart reads again at once; group: it joins the consumer group and shares the partitions with the group's other members (several velo processes splitting a topic), and a restart after a kill waits for the broker to drop the dead member (`session.timeout.ms`, or at once with `group.instance.id`)",
+    ),
+    KeySpec::new(
         "max.poll.records",
         KeyType::UInt,
         Some("8192"),
@@ -391,6 +397,16 @@ fn servers(cfg: &ConnectorConfig) -> Result<String, ConfigError> {
         })
 }
 
+/// How a source gets its partitions (`partition.assignment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Every partition of the topics, assigned by the source itself; the
+    /// group only stores offsets.
+    Manual,
+    /// Consumer-group membership: the broker shares the partitions out.
+    Group,
+}
+
 /// `kafka_source` settings.
 #[derive(Debug, Clone)]
 pub struct KafkaSourceConfig {
@@ -420,6 +436,8 @@ pub struct KafkaSourceConfig {
     pub metadata_columns: bool,
     /// Stop at the end offsets seen at start.
     pub stop_at_end: bool,
+    /// How partitions are assigned.
+    pub assignment: Assignment,
     /// Messages per batch at most.
     pub max_poll_records: usize,
     /// Threads decoding message sets.
@@ -516,6 +534,17 @@ impl KafkaSourceConfig {
             samples: cfg.uint("schema.inference.samples")?.unwrap_or(100).max(1) as usize,
             metadata_columns: cfg.bool("metadata_columns", false)?,
             stop_at_end: cfg.bool("stop.at.end", false)?,
+            assignment: match cfg
+                .get("partition.assignment")
+                .map(|v| v.trim().to_ascii_lowercase())
+            {
+                None => Assignment::Manual,
+                Some(v) if v == "manual" => Assignment::Manual,
+                Some(v) if v == "group" => Assignment::Group,
+                Some(v) => {
+                    return Err(cfg.invalid("partition.assignment", &v, "'manual' or 'group'"));
+                }
+            },
             max_poll_records: cfg
                 .uint("max.poll.records")?
                 .unwrap_or(8192)

@@ -6,9 +6,12 @@
 //! offset per `topic/partition`). Offsets are
 //! committed to the group only when the engine says every sink has
 //! acknowledged the epoch ([`KafkaCommitter`]); a restarted job resumes from
-//! its checkpoint position (set at partition assignment) or from the group.
+//! its checkpoint position or from the group's committed offsets. By
+//! default the source assigns itself every partition of its topics (no
+//! group join, so a restart after a kill reads again at once);
+//! `partition.assignment = 'group'` makes it a group member instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,7 @@ use velo_connectors::{
     SourceReader,
 };
 
-use crate::config::{Format, KafkaSourceConfig};
+use crate::config::{Assignment, Format, KafkaSourceConfig};
 use crate::format::{AvroState, ValueDecoder};
 use crate::schema_registry::SchemaRegistry;
 
@@ -97,17 +100,20 @@ pub struct VeloContext {
     assigned: std::sync::atomic::AtomicBool,
 }
 
+/// A position as `(topic, partition) -> next offset`.
+fn resume_offsets(p: &Position) -> HashMap<(String, i32), i64> {
+    p.parts
+        .iter()
+        .filter_map(|(k, v)| {
+            let (t, part) = k.rsplit_once('/')?;
+            Some(((t.to_string(), part.parse().ok()?), *v))
+        })
+        .collect()
+}
+
 impl VeloContext {
     fn new(name: &str, resume: Option<&Position>) -> Self {
-        let resume = resume.map(|p| {
-            p.parts
-                .iter()
-                .filter_map(|(k, v)| {
-                    let (t, part) = k.rsplit_once('/')?;
-                    Some(((t.to_string(), part.parse().ok()?), *v))
-                })
-                .collect()
-        });
+        let resume = resume.map(resume_offsets);
         Self {
             name: name.to_string(),
             last_error: Mutex::new(None),
@@ -209,6 +215,109 @@ impl VeloContext {
     fn has_assignment(&self) -> bool {
         self.assigned.load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// The source assigned partitions itself (`partition.assignment = manual`).
+    fn assigned_manually(&self) {
+        self.assigned
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.assignment_changed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Manual assignment: the partitions of `topics` the consumer does not hold
+/// yet. At start (`at_start`) each begins at its checkpoint offset, else at
+/// the group's committed offset (librdkafka's stored offset, and
+/// `auto.offset.reset` where the group has none); a partition found later
+/// was added to the topic while the job ran and is read from its beginning,
+/// so that nothing written to it before it was found is skipped (as Flink's
+/// KafkaSource does).
+fn unassigned_partitions(
+    consumer: &Consumer_,
+    topics: &[String],
+    held: &HashSet<(String, i32)>,
+    resume: Option<&HashMap<(String, i32), i64>>,
+    at_start: bool,
+    timeout: Duration,
+) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+            crate::error::broker(format!("cannot read the partitions of '{topic}': {e}"))
+        })?;
+        for t in md.topics() {
+            if let Some(e) = t.error() {
+                return Err(crate::error::setup(format!(
+                    "cannot read the partitions of '{topic}': {e:?}"
+                )));
+            }
+            for p in t.partitions() {
+                let key = (t.name().to_string(), p.id());
+                if held.contains(&key) {
+                    continue;
+                }
+                let offset = match resume.and_then(|r| r.get(&key)) {
+                    Some(o) => Offset::Offset(*o),
+                    None if at_start => Offset::Stored,
+                    None => Offset::Beginning,
+                };
+                tpl.add_partition_offset(t.name(), p.id(), offset)
+                    .map_err(crate::error::broker)?;
+            }
+        }
+    }
+    Ok(tpl)
+}
+
+/// Manual assignment: adds the partitions of `topics` the consumer does not
+/// hold (added to a topic since it was assigned) at their beginning;
+/// returns how many.
+fn assign_new_partitions(
+    consumer: &Consumer_,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<usize> {
+    let held: HashSet<(String, i32)> = consumer
+        .assignment()
+        .map_err(crate::error::broker)?
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let new = unassigned_partitions(consumer, topics, &held, None, false, timeout)?;
+    if new.count() == 0 {
+        return Ok(0);
+    }
+    consumer
+        .incremental_assign(&new)
+        .map_err(|e| crate::error::broker(format!("cannot assign the new partitions: {e}")))?;
+    consumer.context().assigned_manually();
+    Ok(new.count())
+}
+
+/// Manual assignment: warns when the group has members, which this source
+/// does not coordinate with: other processes reading the same partitions,
+/// or a killed consumer of this job's until the broker drops it.
+fn warn_about_members(consumer: &Consumer_, name: &str, group: &str, timeout: Duration) {
+    let Ok(list) = consumer.fetch_group_list(Some(group), timeout) else {
+        return;
+    };
+    for g in list.groups().iter().filter(|g| g.name() == group) {
+        if g.members().is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = g
+            .members()
+            .iter()
+            .map(|m| format!("{} ({})", m.client_id(), m.client_host()))
+            .collect();
+        tracing::warn!(
+            source = %name,
+            "the consumer group '{group}' has {} member(s): {}. This source reads every partition itself ('partition.assignment' = 'manual') and does not share them: if those are other processes splitting the topic with it, set 'partition.assignment' = 'group' on every one; a consumer killed earlier stays listed until the broker times it out ('session.timeout.ms'), and until then the group refuses this source's offset commits (the checkpoint and the next commit carry the position)",
+            g.members().len(),
+            ids.join(", ")
+        );
+    }
 }
 
 type Consumer_ = BaseConsumer<VeloContext>;
@@ -216,6 +325,22 @@ type Consumer_ = BaseConsumer<VeloContext>;
 /// Commits positions to the consumer group.
 pub struct KafkaCommitter {
     consumer: Arc<Consumer_>,
+    /// Not a member of the group (`partition.assignment = manual`).
+    manual: bool,
+    /// A refused commit was reported already.
+    refused_told: std::sync::atomic::AtomicBool,
+}
+
+/// A commit refused because the group has members and this consumer is not
+/// one of them (a manually assigned source).
+fn refused_by_members(e: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::ConsumerCommit(
+            C::UnknownMemberId | C::IllegalGeneration | C::RebalanceInProgress
+        )
+    )
 }
 
 /// What a transactional Kafka sink needs from the source: its consumer.
@@ -251,9 +376,22 @@ impl PositionCommitter for KafkaCommitter {
         } else {
             CommitMode::Async
         };
-        self.consumer
-            .commit(&position_list(pos), mode)
-            .map_err(|e| crate::error::broker(format!("offset commit failed: {e}")))
+        match self.consumer.commit(&position_list(pos), mode) {
+            Err(e) if self.manual && refused_by_members(&e) => {
+                // the position is safe in the checkpoint and in the next
+                // commit; the group takes commits again once it is empty
+                if !self
+                    .refused_told
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    tracing::info!(
+                        "the consumer group refuses offset commits while it has members ({e}), such as a killed consumer the broker has not timed out yet; commits go on and succeed once it has none"
+                    );
+                }
+                Ok(())
+            }
+            r => r.map_err(|e| crate::error::broker(format!("offset commit failed: {e}"))),
+        }
     }
 
     fn transaction_context(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
@@ -541,6 +679,49 @@ fn sample(cfg: &KafkaSourceConfig, name: &str) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+impl KafkaSource {
+    /// `partition.assignment = manual`: assigns every partition of the
+    /// topics at once, at the checkpoint's offsets where it has them (no
+    /// group join, so a restart waits for no dead member).
+    fn assign_all(&self, consumer: &Consumer_, resume: Option<&Position>) -> Result<()> {
+        let resume = resume.map(resume_offsets);
+        let tpl = unassigned_partitions(
+            consumer,
+            &self.cfg.topics,
+            &HashSet::new(),
+            resume.as_ref(),
+            true,
+            self.cfg.connect_timeout,
+        )?;
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                tracing::info!(source = %self.name, "resuming {}/{} at offset {o} (checkpoint)", e.topic(), e.partition());
+            }
+        }
+        consumer.assign(&tpl).map_err(|e| {
+            crate::error::broker(format!(
+                "cannot assign the partitions of {:?}: {e}",
+                self.cfg.topics
+            ))
+        })?;
+        tracing::info!(
+            source = %self.name,
+            "assigned {} partition(s) (every partition of {}; the group '{}' stores offsets only)",
+            tpl.count(),
+            self.cfg.topics.join(", "),
+            self.cfg.group_id
+        );
+        consumer.context().assigned_manually();
+        warn_about_members(
+            consumer,
+            &self.name,
+            &self.cfg.group_id,
+            self.cfg.connect_timeout.min(Duration::from_secs(3)),
+        );
+        Ok(())
+    }
+}
+
 impl Source for KafkaSource {
     fn name(&self) -> &str {
         &self.name
@@ -570,9 +751,14 @@ impl Source for KafkaSource {
     ) -> Result<SourceReader> {
         let consumer = Arc::new(consumer(&self.cfg, &self.name, resume)?);
         let topics: Vec<&str> = self.cfg.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|e| crate::error::setup(format!("cannot subscribe to {topics:?}: {e}")))?;
+        let manual = self.cfg.assignment == Assignment::Manual;
+        if manual {
+            self.assign_all(&consumer, resume)?;
+        } else {
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| crate::error::setup(format!("cannot subscribe to {topics:?}: {e}")))?;
+        }
         let ends = if self.cfg.stop_at_end {
             let mut ends = HashMap::new();
             let md = consumer
@@ -610,6 +796,11 @@ impl Source for KafkaSource {
             .collect::<Result<Vec<_>>>()?;
         let worker = Worker {
             name: self.name.clone(),
+            discovery: manual.then(|| Discovery {
+                topics: self.cfg.topics.clone(),
+                timeout: self.cfg.connect_timeout,
+                checked: Instant::now(),
+            }),
             consumer: consumer.clone(),
             builders,
             max,
@@ -626,7 +817,13 @@ impl Source for KafkaSource {
             &tx,
             move || worker.run(),
         )?;
-        Ok(SourceReader::new(rx).with_committer(Arc::new(KafkaCommitter { consumer })))
+        Ok(
+            SourceReader::new(rx).with_committer(Arc::new(KafkaCommitter {
+                consumer,
+                manual,
+                refused_told: std::sync::atomic::AtomicBool::new(false),
+            })),
+        )
     }
 
     fn describe(&self) -> String {
@@ -645,8 +842,20 @@ impl Source for KafkaSource {
     }
 }
 
+/// Manual assignment: looks for partitions added to the topics.
+struct Discovery {
+    topics: Vec<String>,
+    timeout: Duration,
+    checked: Instant,
+}
+
+/// How often a manually assigned source looks for new partitions.
+const DISCOVER_EVERY: Duration = Duration::from_secs(10);
+
 struct Worker {
     name: String,
+    /// Manual assignment (None: the group assigns).
+    discovery: Option<Discovery>,
     consumer: Arc<Consumer_>,
     /// One per decoding thread (`decode_threads`).
     builders: Vec<Builder>,
@@ -690,6 +899,25 @@ impl PartNames {
 }
 
 impl Worker {
+    /// Manual assignment: every [`DISCOVER_EVERY`], assigns the partitions
+    /// added to the topics since (read from their beginning).
+    fn discover(&mut self, consumer: &Consumer_) {
+        let Some(d) = self.discovery.as_mut() else {
+            return;
+        };
+        if d.checked.elapsed() < DISCOVER_EVERY {
+            return;
+        }
+        d.checked = Instant::now();
+        match assign_new_partitions(consumer, &d.topics, d.timeout) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(source = %self.name, "assigned {n} new partition(s), read from their beginning");
+            }
+            Err(e) => tracing::warn!(source = %self.name, "partition discovery: {e}"),
+        }
+    }
+
     /// stop.at.end: every partition has reached the end offset seen at
     /// start (by what was read, or by the group's committed offset when
     /// nothing was left to read).
@@ -834,13 +1062,14 @@ impl Worker {
                 told = Instant::now();
                 tracing::warn!(
                     source = %self.name,
-                    "no partitions assigned after {:.0}s: the consumer group is rebalancing, or waits for a member that left without saying so (a killed process) to time out ('session.timeout.ms'); a job that sets 'group.instance.id' (static membership) takes its partitions back at once after a restart",
+                    "no partitions assigned after {:.0}s: the consumer group is rebalancing, or waits for a member that left without saying so (a killed process) to time out ('session.timeout.ms'); with 'partition.assignment' = 'manual' (the default) a job takes every partition itself and waits for no group; with 'group', setting 'group.instance.id' (static membership) lets a restart take its partitions back at once on a broker that supports it",
                     started.elapsed().as_secs_f64()
                 );
             }
             if self.tx.is_closed() || self.at_end() {
                 return;
             }
+            self.discover(consumer);
             let mut msgs: Vec<BorrowedMessage<'c>> = Vec::new();
             let mut timeout = Duration::from_millis(100);
             while msgs.len() < self.max {
@@ -1032,5 +1261,86 @@ impl Builder {
             });
         }
         RecordBatch::try_new(self.schema.clone(), arrays)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+
+    /// The two steps of manual assignment on a real client (librdkafka's
+    /// mock cluster): the start assigns checkpoint offsets where it has
+    /// them and the group's offsets elsewhere; discovery adds what the
+    /// consumer does not hold, from the beginning, and nothing twice.
+    /// (Neither tansu nor the mock cluster can add partitions to a topic, so
+    /// a consumer holding one of three partitions stands for a topic grown
+    /// from one to three.)
+    #[test]
+    fn manual_assignment_starts_at_the_checkpoint_and_finds_new_partitions() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 3, 1).unwrap();
+        let consumer: Consumer_ = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "g")
+            .create_with_context(VeloContext::new("s", None))
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let topics = vec!["t".to_string()];
+        let resume = HashMap::from([(("t".to_string(), 1), 42i64)]);
+        let tpl = unassigned_partitions(
+            &consumer,
+            &topics,
+            &HashSet::new(),
+            Some(&resume),
+            true,
+            timeout,
+        )
+        .unwrap();
+        let offsets: Vec<(i32, Offset)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![
+                (0, Offset::Stored),
+                (1, Offset::Offset(42)),
+                (2, Offset::Stored)
+            ]
+        );
+
+        let mut one = TopicPartitionList::new();
+        one.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        consumer.assign(&one).unwrap();
+        assert!(!consumer.context().has_assignment());
+        assert_eq!(
+            assign_new_partitions(&consumer, &topics, timeout).unwrap(),
+            2
+        );
+        assert!(consumer.context().has_assignment());
+        let held: Vec<i32> = consumer
+            .assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        assert_eq!(held, vec![0, 1, 2]);
+        assert_eq!(
+            assign_new_partitions(&consumer, &topics, timeout).unwrap(),
+            0
+        );
+        let missing = unassigned_partitions(
+            &consumer,
+            &["nope".to_string()],
+            &HashSet::new(),
+            None,
+            true,
+            timeout,
+        );
+        assert!(missing.is_err(), "{missing:?}");
     }
 }
