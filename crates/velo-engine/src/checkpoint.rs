@@ -301,7 +301,9 @@ impl StateStore {
             }
             let body = self.get(n).await?.ok_or_else(|| bad("not found".into()))?;
             // a damaged file is an error, even where the IPC reader would
-            // panic on it
+            // panic on it or allocate what its blocks claim (an abort, which
+            // no unwinding catches)
+            ipc_blocks_inside(&body).map_err(bad)?;
             let read = std::panic::catch_unwind(|| {
                 let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(body), None)?;
                 let schema = r.schema();
@@ -345,6 +347,50 @@ pub(crate) fn crash_point(written: u64) {
         tracing::error!("{CRASH_AFTER_CHECKPOINT}={written}: aborting after the checkpoint");
         std::process::abort();
     }
+}
+
+/// Checks that every block an Arrow IPC file's footer lists lies inside the
+/// file: the reader allocates a block's claimed size before it reads it, so
+/// a damaged footer could ask for terabytes.
+fn ipc_blocks_inside(file: &[u8]) -> std::result::Result<(), String> {
+    const MAGIC: &[u8] = b"ARROW1";
+    let len = file.len();
+    if len < 2 * MAGIC.len() + 4 + 2 || !file.starts_with(MAGIC) || !file.ends_with(MAGIC) {
+        return Err("not an Arrow IPC file".into());
+    }
+    let footer_len_at = len - MAGIC.len() - 4;
+    let footer_len = i32::from_le_bytes(
+        file[footer_len_at..footer_len_at + 4]
+            .try_into()
+            .map_err(|_| "truncated footer")?,
+    );
+    let footer_start = usize::try_from(footer_len)
+        .ok()
+        .and_then(|l| footer_len_at.checked_sub(l))
+        .ok_or("the footer length is out of the file")?;
+    let footer = arrow::ipc::root_as_footer(&file[footer_start..footer_len_at])
+        .map_err(|e| format!("a damaged footer: {e}"))?;
+    let blocks = footer
+        .recordBatches()
+        .into_iter()
+        .flatten()
+        .chain(footer.dictionaries().into_iter().flatten());
+    for b in blocks {
+        let end = u64::try_from(b.offset())
+            .ok()
+            .zip(u64::try_from(b.metaDataLength()).ok())
+            .zip(u64::try_from(b.bodyLength()).ok())
+            .and_then(|((o, m), body)| o.checked_add(m)?.checked_add(body));
+        if end.is_none_or(|e| e > footer_start as u64) {
+            return Err(format!(
+                "a block at offset {} of {} + {} bytes lies outside the file ({len} bytes)",
+                b.offset(),
+                b.metaDataLength(),
+                b.bodyLength()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
