@@ -157,8 +157,13 @@ fn sigterm_and_sighup_stop_like_ctrl_c_and_a_second_signal_aborts() {
             .unwrap_or_default()
             .contains(what)
     };
-    wait_for(Duration::from_secs(30), "the sink to be created", || {
-        said("Successfully created sink 'k'")
+    // the epoch holds records (the progress line, every 10 s): a signal
+    // before the first record would stop an empty epoch cleanly
+    wait_for(Duration::from_secs(40), "records read", || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("progress: ") && !l.contains("progress: 0 in"))
     });
     signal(&child, "-TERM");
     wait_for(
