@@ -431,6 +431,33 @@ mod tests {
         assert!(!at.join(&names[0]).exists());
     }
 
+    /// A state file cut short (its footer kept, so the reader would trust
+    /// the block sizes it lists) is refused before any block is read.
+    #[test]
+    fn ipc_blocks_must_lie_inside_the_file() {
+        use arrow::array::Int64Array;
+        let batch = arrow::array::RecordBatch::try_from_iter([(
+            "n",
+            std::sync::Arc::new(Int64Array::from_iter_values(0..1000)) as _,
+        )])
+        .unwrap();
+        let mut file = Vec::new();
+        {
+            let mut w =
+                arrow::ipc::writer::FileWriter::try_new(&mut file, &batch.schema()).unwrap();
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+        }
+        assert_eq!(ipc_blocks_inside(&file), Ok(()));
+        // 4 KB of the batch's body taken out, magic and footer kept
+        let mut cut = file[..2048].to_vec();
+        cut.extend_from_slice(&file[2048 + 4096..]);
+        let e = ipc_blocks_inside(&cut).unwrap_err();
+        assert!(e.contains("outside the file"), "{e}");
+        assert!(ipc_blocks_inside(b"ARROW1").is_err());
+        assert!(ipc_blocks_inside(&file[..file.len() - 1]).is_err());
+    }
+
     #[test]
     fn state_urls_say_what_is_supported() {
         let e = StateStore::open("gs://b/p", Path::new("."), "j")
