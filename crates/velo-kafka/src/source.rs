@@ -226,7 +226,7 @@ impl VeloContext {
 }
 
 /// Manual assignment: the partitions of `topics` the consumer does not hold
-/// yet. At start (`at_start`) each begins at its checkpoint offset, else at
+/// yet, each at its `resume` offset, else at `otherwise`. At start that is
 /// the group's committed offset (librdkafka's stored offset, and
 /// `auto.offset.reset` where the group has none); a partition found later
 /// was added to the topic while the job ran and is read from its beginning,
@@ -237,7 +237,7 @@ fn unassigned_partitions(
     topics: &[String],
     held: &HashSet<(String, i32)>,
     resume: Option<&HashMap<(String, i32), i64>>,
-    at_start: bool,
+    otherwise: Offset,
     timeout: Duration,
 ) -> Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
@@ -256,11 +256,9 @@ fn unassigned_partitions(
                 if held.contains(&key) {
                     continue;
                 }
-                let offset = match resume.and_then(|r| r.get(&key)) {
-                    Some(o) => Offset::Offset(*o),
-                    None if at_start => Offset::Stored,
-                    None => Offset::Beginning,
-                };
+                let offset = resume
+                    .and_then(|r| r.get(&key))
+                    .map_or(otherwise, |o| Offset::Offset(*o));
                 tpl.add_partition_offset(t.name(), p.id(), offset)
                     .map_err(crate::error::broker)?;
             }
@@ -284,7 +282,7 @@ fn assign_new_partitions(
         .iter()
         .map(|e| (e.topic().to_string(), e.partition()))
         .collect();
-    let new = unassigned_partitions(consumer, topics, &held, None, false, timeout)?;
+    let new = unassigned_partitions(consumer, topics, &held, None, Offset::Beginning, timeout)?;
     if new.count() == 0 {
         return Ok(0);
     }
@@ -690,7 +688,7 @@ impl KafkaSource {
             &self.cfg.topics,
             &HashSet::new(),
             resume.as_ref(),
-            true,
+            Offset::Stored,
             self.cfg.connect_timeout,
         )?;
         for e in tpl.elements() {
@@ -1294,7 +1292,7 @@ mod tests {
             &topics,
             &HashSet::new(),
             Some(&resume),
-            true,
+            Offset::Stored,
             timeout,
         )
         .unwrap();
@@ -1338,7 +1336,7 @@ mod tests {
             &["nope".to_string()],
             &HashSet::new(),
             None,
-            true,
+            Offset::Stored,
             timeout,
         );
         assert!(missing.is_err(), "{missing:?}");

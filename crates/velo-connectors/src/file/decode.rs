@@ -136,6 +136,16 @@ pub(crate) struct Unit {
     pub longest: usize,
 }
 
+/// Where the next unit lies in the splitter's buffer.
+struct Span {
+    start: usize,
+    end: usize,
+    /// Physical lines it covers.
+    lines: u64,
+    /// Its longest line (JSON).
+    longest: usize,
+}
+
 /// What decoding a unit gives: batches, the line of each good record (if
 /// asked), and the records the decoder refused.
 pub(crate) type Decoded = (Vec<RecordBatch>, Vec<u64>, Vec<Rejected>);
@@ -175,7 +185,13 @@ impl<R: Read> UnitSplitter<R> {
 
     /// The next unit of up to `max` records, or None at end of input.
     pub fn next(&mut self, max: usize) -> std::io::Result<Option<Unit>> {
-        let Some((start, end, lines, longest)) = self.next_unit(max)? else {
+        let Some(Span {
+            start,
+            end,
+            lines,
+            longest,
+        }) = self.next_unit(max)?
+        else {
             return Ok(None);
         };
         let unit = Unit {
@@ -194,10 +210,9 @@ impl<R: Read> UnitSplitter<R> {
         self.line
     }
 
-    /// Finds the next unit of up to `max` records: returns (start, end,
-    /// physical lines, longest JSON line) within `buf`, or None at end of input.
-    #[allow(clippy::type_complexity)]
-    fn next_unit(&mut self, max: usize) -> std::io::Result<Option<(usize, usize, u64, usize)>> {
+    /// Finds the next unit of up to `max` records within `buf`, or None at
+    /// end of input.
+    fn next_unit(&mut self, max: usize) -> std::io::Result<Option<Span>> {
         let mut scan = self.pos;
         let mut records = 0usize;
         let mut lines = 0u64;
@@ -245,7 +260,12 @@ impl<R: Read> UnitSplitter<R> {
             }
             scan += consumed;
             if records == max {
-                return Ok(Some((self.pos, scan, lines, longest)));
+                return Ok(Some(Span {
+                    start: self.pos,
+                    end: scan,
+                    lines,
+                    longest,
+                }));
             }
             if self.eof {
                 if scan > self.pos {
@@ -260,7 +280,12 @@ impl<R: Read> UnitSplitter<R> {
                         scan += 1;
                     }
                     longest = longest.max(scan - line_start);
-                    return Ok(Some((self.pos, scan, lines, longest)));
+                    return Ok(Some(Span {
+                        start: self.pos,
+                        end: scan,
+                        lines,
+                        longest,
+                    }));
                 }
                 return Ok(None);
             }
