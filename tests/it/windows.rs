@@ -391,26 +391,37 @@ fn window_state_stays_flat_on_an_infinite_input() {
     let app = resolve(sql, &path, &opts).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shutdown = velo_engine::Shutdown::default();
-    let (stats, samples) = rt.block_on(async {
+    let (stats, samples, last) = rt.block_on(async {
         let p = velo_engine::runtime::prepare_job(&app.jobs[0], &shutdown, true)
             .await
             .unwrap();
-        let m = p.window_metrics.clone();
-        let counters = p.counters.clone();
-        let job = tokio::spawn(velo_engine::runtime::run_job(p, shutdown.clone()));
+        // the job's handle: its live status is what is sampled
+        let job = velo_engine::runtime::JobHandle::start(p, shutdown.clone());
         let mut samples = Vec::new();
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            samples.push((
-                velo_engine::stats::Counters::get(&counters.records_in),
-                m.groups.load(std::sync::atomic::Ordering::Relaxed),
-                m.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            ));
+            let s = job.status();
+            assert_eq!(s.state, velo_engine::runtime::JobState::Running, "{s:?}");
+            samples.push((s.records_in["gen"], s.state_rows, s.memory_bytes));
         }
-        shutdown.trigger();
-        (job.await.unwrap().unwrap(), samples)
+        job.stop();
+        assert_eq!(job.status().state, velo_engine::runtime::JobState::Stopping);
+        let last = job.status();
+        (job.wait().await.unwrap(), samples, last)
     });
+    // the status was live: records, epochs, a watermark, state; and the
+    // run's stats continue from it
+    assert!(samples[0].0 < samples[samples.len() - 1].0, "{samples:?}");
+    assert!(
+        last.epochs > 10 && last.watermark.is_some() && last.last_error.is_none(),
+        "{last:?}"
+    );
+    assert!(
+        last.records_out["out"] > 0 && samples.iter().any(|s| s.2 > 0),
+        "{last:?}"
+    );
     let read = stats.records_processed;
+    assert!(read >= last.records_in["gen"], "{read} < {last:?}");
     assert!(read > 100_000, "ran over many windows ({read} records)");
     let windows = read / 100;
     // the state holds the windows of at most one epoch: as much at the end

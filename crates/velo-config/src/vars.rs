@@ -12,25 +12,27 @@ pub const MAX_DEFAULT_DEPTH: usize = 16;
 /// that a deployment can always override a profile from outside.
 #[derive(Debug, Clone, Default)]
 pub struct VarContext {
-    env: Option<BTreeMap<String, String>>,
+    env: BTreeMap<String, String>,
     profile: BTreeMap<String, String>,
     now: Option<chrono::DateTime<chrono::Local>>,
 }
 
 impl VarContext {
-    /// Variables from the process environment.
+    /// Variables from the process environment as it is now (a copy: the
+    /// context never reads the environment again, so that applications with
+    /// different environments can be resolved in one process).
     pub fn from_env() -> Self {
-        Self {
-            env: None,
-            profile: BTreeMap::new(),
-            now: None,
-        }
+        // a variable that is not UTF-8 is not a variable SQL can name
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::with_env(env)
     }
 
-    /// A fixed environment (tests).
+    /// A given environment (an application deployed to a server, tests).
     pub fn with_env(env: BTreeMap<String, String>) -> Self {
         Self {
-            env: Some(env),
+            env,
             profile: BTreeMap::new(),
             now: None,
         }
@@ -54,12 +56,8 @@ impl VarContext {
     }
 
     fn lookup(&self, name: &str) -> Option<String> {
-        let env = match &self.env {
-            Some(m) => m.get(name).cloned(),
-            None => std::env::var(name).ok(),
-        };
-        if env.is_some() {
-            return env;
+        if let Some(v) = self.env.get(name) {
+            return Some(v.clone());
         }
         if let Some(v) = self.profile.get(name) {
             return Some(v.clone());

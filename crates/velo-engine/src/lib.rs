@@ -2,17 +2,20 @@
 //!
 //! The middle of the data path. [`plan`] turns a parsed application
 //! (`velo-sql`) into runnable jobs: configuration resolved (`velo-config`),
-//! sources and sinks built ([`connectors`]: `velo-connectors` and `velo-kafka`), the driving source registered
-//! in a DataFusion `SessionContext` as a streaming table ([`feed`]; every
-//! stream of a job has its own feed), bounded JOIN sources loaded as
-//! in-memory lookup tables ([`lookup`]), and the SELECT planned by
-//! DataFusion, with streaming operators of our own where state lives across
-//! epochs: windows and updating aggregates ([`window`]), LAG
-//! ([`rowwindow`]), stream-stream interval joins ([`join`]). [`runtime`] then drives **epochs** (ARCHITECTURE.md decision
-//! 2): the batch strategy decides where an epoch ends; the physical plan is
-//! executed over what the source delivered in that epoch; every result batch
-//! goes through the [`fanout`] to every sink concurrently; then the epoch is
-//! committed — sinks first (prepare, then commit), bad records to the
+//! sources and sinks built ([`connectors`]: `velo-connectors` and
+//! `velo-kafka`), every stream of a job registered in a DataFusion
+//! `SessionContext` as a streaming table with a feed of its own ([`feed`]),
+//! bounded JOIN sources loaded as in-memory lookup tables ([`lookup`]), and
+//! the SELECT planned by DataFusion, with streaming operators of our own
+//! where state lives across epochs: windows and updating aggregates
+//! ([`window`]), LAG ([`rowwindow`]), stream-stream interval joins
+//! ([`join`]). [`runtime`] then runs each job behind a
+//! [`runtime::JobHandle`] (live status, stop, wait) in **epochs**
+//! (ARCHITECTURE.md decision 2): the batch strategy decides where an epoch
+//! ends; the physical plan is executed over what the sources delivered in
+//! that epoch; every result batch goes through the [`fanout`] to every sink
+//! concurrently; then the epoch is committed — sinks prepare, the
+//! [`checkpoint`] is written, sinks publish — with bad records going to the
 //! dead-letter sink in the same epoch. Failure strategies and
 //! [`stats::JobExecutionStats`] live here too.
 

@@ -1,0 +1,17 @@
+//! Planning: from a parsed application to jobs ready to run.
+//!
+//! [`resolve`] turns the application's statements and configuration into
+//! [`JobPlan`]s (connector and job settings resolved, every error
+//! collected); [`prepare`] builds a job's sources and feeds, registers them
+//! in a DataFusion session ([`session`]: our streaming operators as
+//! physical optimizer rules) and plans its query. The runtime
+//! (`crate::runtime`) then runs the [`PreparedJob`].
+
+pub mod prepare;
+pub mod resolve;
+pub mod session;
+
+pub use prepare::{PreparedJob, prepare_job};
+pub use resolve::{
+    AppInputs, AppPlan, JobPlan, PlanOptions, resolve, resolve_all, resolve_inputs, stdout_sink,
+};

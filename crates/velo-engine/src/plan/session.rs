@@ -1,0 +1,109 @@
+//! The DataFusion session of a job: one target partition (the job's own
+//! operators decide their parallelism), our streaming operators inserted as
+//! physical optimizer rules before the sanity check (which refuses an
+//! aggregate over unbounded input), row errors isolated unless the job
+//! fails whole batches, and our window functions registered.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use velo_config::FailureStrategy;
+
+use crate::Result;
+use crate::plan::JobPlan;
+use crate::plan::prepare::Feeds;
+use crate::window::Emit;
+
+/// What the job's streaming operators share with the runtime: their state
+/// (checkpoints), its size, and the rows whose expressions failed.
+pub(crate) struct Operators {
+    pub metrics: Arc<crate::window::WindowMetrics>,
+    pub states: Arc<crate::window::WindowStates>,
+    pub dead_rows: Arc<crate::rowerrors::DeadRows>,
+}
+
+impl Operators {
+    pub fn new(plan: &JobPlan) -> Self {
+        Self {
+            metrics: Arc::default(),
+            states: Arc::default(),
+            dead_rows: crate::rowerrors::DeadRows::new(&plan.name),
+        }
+    }
+}
+
+/// The session that plans `plan`'s query over `feeds`.
+pub(crate) fn build(
+    plan: &JobPlan,
+    feeds: &Feeds,
+    ops: &Operators,
+    partitions: usize,
+    updating: bool,
+    windowed: bool,
+) -> Result<SessionContext> {
+    let emit = match plan.statement.emit.as_deref() {
+        Some("CHANGES") => Emit::Changes,
+        _ => Emit::Final,
+    };
+    let mut rules = PhysicalOptimizer::new().rules;
+    let windows = crate::window::StreamingWindows::new(
+        feeds.watermark.clone(),
+        ops.metrics.clone(),
+        ops.states.clone(),
+        emit,
+        updating,
+        partitions,
+        feeds.all.clone(),
+    );
+    let row_windows = crate::rowwindow::StreamingRowWindows::new(
+        ops.states.clone(),
+        ops.metrics.clone(),
+        feeds.watermark.clone(),
+        plan.statement.expire,
+    );
+    rules.insert(
+        rules.len() - 1,
+        Arc::new(crate::join::StreamingJoins::new(
+            feeds.all.clone(),
+            windows,
+            row_windows,
+            feeds.watermark.clone(),
+            ops.states.clone(),
+            ops.metrics.clone(),
+        )),
+    );
+    // an error on some rows affects only those rows, unless FailBatch
+    let isolate_rows = plan.job.failure_strategy != FailureStrategy::FailBatch;
+    if isolate_rows {
+        rules.insert(
+            rules.len() - 1,
+            Arc::new(crate::rowerrors::IsolateRowErrors::new(
+                ops.dead_rows.clone(),
+            )),
+        );
+    }
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(8192)
+        .with_information_schema(false);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    if isolate_rows {
+        ctx.add_optimizer_rule(Arc::new(crate::rowerrors::HoistAggregateArguments));
+    }
+    for f in crate::window::udfs() {
+        ctx.register_udf(f);
+    }
+    if windowed || updating {
+        // COUNT(DISTINCT x) stays one aggregate (its accumulator keeps the
+        // distinct values per window) instead of two stacked GROUP BYs
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+    }
+    Ok(ctx)
+}

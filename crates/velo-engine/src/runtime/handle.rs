@@ -1,0 +1,249 @@
+//! A job a host owns: started as a task, watched through a live status
+//! (records in and out per source and sink, epochs, watermark, state rows,
+//! memory, last error), stopped after the epoch it is in has committed, and
+//! waited for. `velo run` runs its jobs through handles; the job server
+//! hosts many.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use super::Shutdown;
+use super::job::run_job;
+use crate::feed::EpochFeed;
+use crate::plan::PreparedJob;
+use crate::stats::{Counters, JobExecutionStats};
+use crate::{EngineError, Result};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Creating its sinks, restoring its checkpoint, loading lookups.
+    Starting,
+    /// Reading and committing epochs.
+    Running,
+    /// Asked to stop: finishing the epoch it is in.
+    Stopping,
+    /// Its input ended or it was stopped; everything read was committed.
+    Finished,
+    /// It stopped on an error ([`JobStatus::last_error`]).
+    Failed,
+}
+
+/// A job's status at one moment.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    /// The job's name.
+    pub job: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Since it was started.
+    pub elapsed: Duration,
+    /// Epochs committed.
+    pub epochs: u64,
+    /// Records read per source (lookup tables: rows loaded).
+    pub records_in: BTreeMap<String, u64>,
+    /// Records written per sink (published or in the epoch under way).
+    pub records_out: BTreeMap<String, u64>,
+    /// Bad records and records of failed epochs.
+    pub records_failed: u64,
+    /// Records behind the watermark.
+    pub records_late: u64,
+    /// The watermark of the driving stream (ms since the epoch), once there
+    /// is one.
+    pub watermark: Option<i64>,
+    /// Rows the streaming operators keep: window groups, join rows,
+    /// row-window rows.
+    pub state_rows: u64,
+    /// Bytes the streaming operators keep.
+    pub memory_bytes: u64,
+    /// The error the job failed with, or the last epoch failure it
+    /// recovered from.
+    pub last_error: Option<String>,
+}
+
+/// What the running job shares with its handle.
+pub(crate) struct Live {
+    name: String,
+    started: Instant,
+    counters: Arc<Counters>,
+    metrics: Arc<crate::window::WindowMetrics>,
+    /// Every stream's feed, the driving one first, with its records read
+    /// in committed or failed epochs.
+    streams: Vec<(String, Arc<EpochFeed>, AtomicU64)>,
+    lookups: BTreeMap<String, u64>,
+    /// Each sink's records written, once the sinks exist.
+    sinks: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    state: Mutex<JobState>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Live {
+    fn new(p: &PreparedJob) -> Arc<Self> {
+        Arc::new(Self {
+            name: p.plan.name.clone(),
+            started: Instant::now(),
+            counters: p.counters.clone(),
+            metrics: p.window_metrics.clone(),
+            streams: p
+                .streams()
+                .map(|(s, f)| (s.name().to_string(), f.clone(), AtomicU64::new(0)))
+                .collect(),
+            lookups: p.lookup_rows.clone(),
+            sinks: Mutex::default(),
+            state: Mutex::new(JobState::Starting),
+            last_error: Mutex::default(),
+        })
+    }
+
+    /// The sinks were created: their counts join the status.
+    pub fn sinks_created<'a>(&self, sinks: impl Iterator<Item = &'a crate::fanout::SinkHandle>) {
+        *self.sinks.lock().expect("status lock") =
+            sinks.map(|s| (s.name.clone(), s.written.clone())).collect();
+        self.set_state(JobState::Running);
+    }
+
+    /// Stream `i` (as `PreparedJob::streams`) read `n` more records.
+    pub fn read(&self, i: usize, n: u64) {
+        self.streams[i].2.fetch_add(n, Relaxed);
+    }
+
+    /// An epoch failed with `e` (the job may recover).
+    pub fn failed_epoch(&self, e: &EngineError) {
+        *self.last_error.lock().expect("status lock") = Some(e.to_string());
+    }
+
+    /// The job ended with `r`.
+    pub fn ended<T>(&self, r: &Result<T>) {
+        match r {
+            Ok(_) => self.set_state(JobState::Finished),
+            Err(e) => {
+                self.failed_epoch(e);
+                self.set_state(JobState::Failed);
+            }
+        }
+    }
+
+    fn set_state(&self, s: JobState) {
+        let mut state = self.state.lock().expect("status lock");
+        // a stop asked stays asked until the job ends
+        if !(*state == JobState::Stopping && s == JobState::Running) {
+            *state = s;
+        }
+    }
+
+    fn status(&self) -> JobStatus {
+        let mut records_in = self.lookups.clone();
+        if self.streams.len() == 1 {
+            // one stream: the live count, within the epoch under way too
+            records_in.insert(
+                self.streams[0].0.clone(),
+                Counters::get(&self.counters.records_in),
+            );
+        } else {
+            for (name, _, n) in &self.streams {
+                records_in.insert(name.clone(), n.load(Relaxed));
+            }
+        }
+        let records_out = self
+            .sinks
+            .lock()
+            .expect("status lock")
+            .iter()
+            .map(|(n, w)| (n.clone(), w.load(Relaxed)))
+            .collect();
+        let m = &self.metrics;
+        let wm = self.streams[0].1.watermark().get();
+        JobStatus {
+            job: self.name.clone(),
+            state: *self.state.lock().expect("status lock"),
+            elapsed: self.started.elapsed(),
+            epochs: Counters::get(&self.counters.epochs),
+            records_in,
+            records_out,
+            records_failed: Counters::get(&self.counters.records_failed),
+            records_late: Counters::get(&self.counters.records_late),
+            watermark: Some(wm).filter(|w| {
+                *w != crate::time::Watermark::NONE && *w != crate::time::Watermark::END
+            }),
+            state_rows: m.groups.load(Relaxed)
+                + m.join_rows.load(Relaxed)
+                + m.row_rows.load(Relaxed),
+            memory_bytes: m.bytes.load(Relaxed),
+            last_error: self.last_error.lock().expect("status lock").clone(),
+        }
+    }
+}
+
+/// A started job.
+pub struct JobHandle {
+    live: Arc<Live>,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<JobExecutionStats>>,
+}
+
+impl JobHandle {
+    /// Starts `p` as a task on the current runtime's workers (not on the
+    /// caller's thread: the plan's partitions hand their batches to the job
+    /// loop without waking one more thread). `shutdown` is the one `p` was
+    /// prepared with.
+    pub fn start(p: PreparedJob, shutdown: Shutdown) -> Self {
+        let live = Live::new(&p);
+        let task = tokio::spawn(run_job(p, shutdown.clone(), live.clone()));
+        Self {
+            live,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.live.name
+    }
+
+    /// The job's live counters (the progress line).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.live.counters.clone()
+    }
+
+    /// The job's status now.
+    pub fn status(&self) -> JobStatus {
+        let mut s = self.live.status();
+        let ended = matches!(s.state, JobState::Finished | JobState::Failed);
+        if !ended && self.task.is_finished() {
+            // the job's task ended without saying how: it panicked
+            s.state = JobState::Failed;
+        } else if s.state == JobState::Running && self.shutdown.is_triggered() {
+            s.state = JobState::Stopping;
+        }
+        s
+    }
+
+    /// Asks the job to commit the epoch it is in and stop. Jobs prepared
+    /// with the same [`Shutdown`] stop together.
+    pub fn stop(&self) {
+        self.live.set_state(JobState::Stopping);
+        self.shutdown.trigger();
+    }
+
+    /// Waits for the job to end: its stats, or the error it stopped with.
+    pub async fn wait(self) -> Result<JobExecutionStats> {
+        let name = self.live.name.clone();
+        let r = match self.task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(EngineError::Internal(format!(
+                "job '{name}' panicked: {}",
+                velo_connectors::source::panic_text(e.into_panic().as_ref())
+            ))),
+            Err(e) => Err(EngineError::Internal(format!(
+                "job '{name}' was cancelled: {e}"
+            ))),
+        };
+        self.live.ended(&r);
+        r
+    }
+}
