@@ -36,5 +36,12 @@ if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSer
 fi
 
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# the shape of the engine: it depends on no connector SDK (connectors are
+# plug-ins that src/lib.rs assembles into the registry)
+if cargo tree -p velo-engine -e normal --locked | grep -E "velo-kafka|rdkafka"; then
+  echo "velo-engine depends on a connector SDK (above): register the connector in src/lib.rs instead" >&2
+  exit 1
+fi
 # doc-tests are left out: the crates have no runnable examples in their docs
 cargo test --workspace --locked --lib --bins --tests

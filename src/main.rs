@@ -95,6 +95,7 @@ impl AppArgs {
             sets.push(("state.dir".into(), d));
         }
         Ok(PlanOptions {
+            engine: velostream::engine(),
             config: self.config.clone(),
             profile: self.profile.clone(),
             sets,
@@ -199,7 +200,10 @@ fn main() -> ExitCode {
             Cmd::Validate(a) => validate(a).await,
             Cmd::Explain(a) => explain(a).await,
             Cmd::ConfigDocs => {
-                print!("{}", velo_engine::docs::config_reference());
+                print!(
+                    "{}",
+                    velo_engine::docs::config_reference(&velostream::registry())
+                );
                 Ok(())
             }
         }

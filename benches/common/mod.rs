@@ -31,6 +31,7 @@ pub fn run_sql(sql: &str, dir: &Path, shutdown: velo_engine::Shutdown) -> u64 {
         .unwrap();
     let opts = PlanOptions {
         no_global: true,
+        engine: velostream::engine(),
         ..Default::default()
     };
     let app = resolve(sql, &app_path, &opts).expect("bench app resolves");

@@ -1,4 +1,13 @@
-//! Fuzz target `sql`: see `velo_engine::fuzzing::app`.
+//! Fuzz target `sql`: see `velo_engine::fuzzing::app_with`, with every
+//! connector of the build (the Kafka keys are validated too).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| velo_engine::fuzzing::app(data));
+use std::sync::LazyLock;
+
+static ENGINE: LazyLock<velo_engine::Engine> = LazyLock::new(|| {
+    let mut r = velo_connectors::registry::Registry::builtin();
+    velo_kafka::register(&mut r);
+    velo_engine::Engine::new(r)
+});
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| velo_engine::fuzzing::app_with(data, &ENGINE));

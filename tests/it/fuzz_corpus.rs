@@ -10,12 +10,19 @@ type Entry = fn(&[u8]);
 
 /// The fuzz targets and their entry points.
 const TARGETS: &[(&str, Entry)] = &[
-    ("sql", velo_engine::fuzzing::app),
+    ("sql", sql),
     ("config", velo_config::fuzzing::config),
     ("lines", velo_connectors::fuzzing::lines),
     ("kafka_values", velo_kafka::fuzzing::values),
     ("checkpoint", velo_engine::fuzzing::checkpoint),
 ];
+
+/// The `sql` target with every connector of the build, as `fuzz/` runs it.
+fn sql(data: &[u8]) {
+    static ENGINE: std::sync::LazyLock<velo_engine::Engine> =
+        std::sync::LazyLock::new(velostream::engine);
+    velo_engine::fuzzing::app_with(data, &ENGINE)
+}
 
 #[test]
 fn fuzz_corpus_and_found_defects_replay_cleanly() {

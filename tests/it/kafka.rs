@@ -1488,6 +1488,7 @@ fn two_kafka_sources_of_a_job_get_groups_of_their_own() {
     std::fs::write(&path, sql).unwrap();
     let opts = PlanOptions {
         no_global: true,
+        engine: velostream::engine(),
         ..Default::default()
     };
     let app = resolve(sql, &path, &opts).unwrap();

@@ -5,6 +5,7 @@
 //! golden file cannot (crashes, signals, watch mode, memory).
 
 mod common;
+mod docs;
 mod failures;
 mod fuzz_corpus;
 mod golden;

@@ -25,6 +25,11 @@ pub fn config(data: &[u8]) {
             role,
             std::path::Path::new("/"),
             BTreeMap::new(),
+            &[crate::uri::UriScheme {
+                scheme: "file",
+                kind: "file",
+                location: crate::uri::UriLocation::Path,
+            }],
         );
     }
     let Ok(dir) = tempfile::tempdir() else {

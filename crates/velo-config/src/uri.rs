@@ -7,15 +7,43 @@ use std::path::Path;
 use crate::props::{ConnectorConfig, Origin, Role};
 use crate::{ConfigError, Result};
 
-/// Turns a URI into a connector config named `name`. The scheme is the
-/// connector kind; `file://` paths become `path`; the query string gives the
-/// other keys. Keys in `extra` (named WITH keys for the same name) override.
+/// What the location of a URI (between `scheme://` and `?`) means to the
+/// connector its scheme names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriLocation {
+    /// A file path, the connector's `path`: `file:///data/*.csv`.
+    Path,
+    /// Nothing: `stdout://`, `datagen://?rate=10`.
+    Ignored,
+    /// Kept whole as `uri` and `location` for the connector to read:
+    /// `kafka://broker:9092/topic`.
+    Raw,
+}
+
+/// A URI scheme, registered by the connector it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UriScheme {
+    /// The scheme (`file`), matched case-insensitively.
+    pub scheme: &'static str,
+    /// The connector kind it creates (`file`).
+    pub kind: &'static str,
+    /// What its location means.
+    pub location: UriLocation,
+}
+
+/// Turns a URI into a connector config named `name`. The scheme names the
+/// connector kind through `schemes` (the connectors' registrations); a
+/// scheme none registered becomes a kind of the same name with a raw
+/// location, for the registry to refuse with its list of kinds. The query
+/// string gives the other keys. Keys in `extra` (named WITH keys for the
+/// same name) override.
 pub fn from_uri(
     name: &str,
     uri: &str,
     role: Role,
     base_dir: &Path,
     extra: BTreeMap<String, String>,
+    schemes: &[UriScheme],
 ) -> Result<ConnectorConfig> {
     crate::secrets::register_in_text(uri);
     let bad = |m: &str| ConfigError::BadUri {
@@ -30,9 +58,14 @@ pub fn from_uri(
         None => (rest, None),
     };
     let mut props = BTreeMap::new();
-    let kind = scheme.to_ascii_lowercase();
-    match kind.as_str() {
-        "file" => {
+    let scheme = scheme.to_ascii_lowercase();
+    let (kind, form) = schemes
+        .iter()
+        .find(|s| s.scheme == scheme)
+        .map(|s| (s.kind.to_string(), s.location))
+        .unwrap_or((scheme, UriLocation::Raw));
+    match form {
+        UriLocation::Path => {
             // file:///abs/path and file://relative/path
             let decoded = percent_encoding::percent_decode_str(location)
                 .decode_utf8()
@@ -42,8 +75,8 @@ pub fn from_uri(
             }
             props.insert("path".to_string(), decoded.into_owned());
         }
-        "stdout" | "datagen" => {}
-        _ => {
+        UriLocation::Ignored => {}
+        UriLocation::Raw => {
             props.insert("uri".to_string(), uri.to_string());
             props.insert("location".to_string(), location.to_string());
         }
@@ -80,6 +113,49 @@ pub fn from_uri(
 mod tests {
     use super::*;
 
+    const SCHEMES: &[UriScheme] = &[
+        UriScheme {
+            scheme: "file",
+            kind: "file",
+            location: UriLocation::Path,
+        },
+        UriScheme {
+            scheme: "console",
+            kind: "stdout",
+            location: UriLocation::Ignored,
+        },
+    ];
+
+    #[test]
+    fn scheme_names_the_registered_kind_or_itself() {
+        let c = from_uri(
+            "u",
+            "CONSOLE://x?y=1",
+            Role::Sink,
+            Path::new("/"),
+            BTreeMap::new(),
+            SCHEMES,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.kind.as_str(), c.get("uri"), c.get("y")),
+            ("stdout", None, Some("1"))
+        );
+        let c = from_uri(
+            "u",
+            "kafka://b:9092/t",
+            Role::Source,
+            Path::new("/"),
+            BTreeMap::new(),
+            SCHEMES,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.kind.as_str(), c.get("location")),
+            ("kafka", Some("b:9092/t"))
+        );
+    }
+
     #[test]
     fn file_uri_with_query() {
         let c = from_uri(
@@ -88,6 +164,7 @@ mod tests {
             Role::Source,
             Path::new("/"),
             BTreeMap::new(),
+            SCHEMES,
         )
         .unwrap();
         assert_eq!(c.kind, "file");
@@ -100,6 +177,7 @@ mod tests {
             Role::Sink,
             Path::new("/"),
             BTreeMap::new(),
+            SCHEMES,
         )
         .unwrap();
         assert_eq!(c.get("path"), Some("out/x y.parquet"));
@@ -109,7 +187,8 @@ mod tests {
                 "/no/scheme",
                 Role::Sink,
                 Path::new("/"),
-                BTreeMap::new()
+                BTreeMap::new(),
+                SCHEMES
             )
             .is_err()
         );

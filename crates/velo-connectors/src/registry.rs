@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use velo_config::keys::{COMMON_CONNECTOR_KEYS, KeySpec};
+use velo_config::uri::{UriLocation, UriScheme};
 use velo_config::{ConfigError, ConnectorConfig, Role, Warning};
 
 use crate::datagen::{DatagenConfig, DatagenSource};
@@ -62,6 +63,7 @@ pub struct Kind<C> {
 pub struct Registry {
     sources: Vec<Kind<SourceCtor>>,
     sinks: Vec<Kind<SinkCtor>>,
+    schemes: Vec<UriScheme>,
 }
 
 fn file_source(cfg: &ConnectorConfig, schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
@@ -99,6 +101,15 @@ fn file_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
 
 fn stdout_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
     Ok(Box::new(StdoutSink::from_config(cfg)?))
+}
+
+/// A scheme naming the connector kind of the same name.
+pub fn scheme(name: &'static str, location: UriLocation) -> UriScheme {
+    UriScheme {
+        scheme: name,
+        kind: name,
+        location,
+    }
 }
 
 /// Kinds the seeds name that later issues add (a clear error, not "unknown").
@@ -162,7 +173,22 @@ impl Registry {
                 sink("console", crate::stdout::KEYS, stdout_sink, stdout),
                 sink("blackhole", crate::blackhole::KEYS, blackhole_sink, nothing),
             ],
+            schemes: vec![
+                scheme("file", UriLocation::Path),
+                scheme("stdout", UriLocation::Ignored),
+                scheme("datagen", UriLocation::Ignored),
+            ],
         }
+    }
+
+    /// Adds a URI scheme (`FROM 'kafka://broker/topic'`).
+    pub fn add_scheme(&mut self, scheme: UriScheme) {
+        self.schemes.push(scheme);
+    }
+
+    /// The URI schemes of the registered connectors.
+    pub fn schemes(&self) -> &[UriScheme] {
+        &self.schemes
     }
 
     /// Adds a source kind.

@@ -18,10 +18,15 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("a runtime for the fuzz target")
 });
 
-/// An application: parsed and resolved; its jobs planned by DataFusion with
-/// the streaming rewrites when they read only generators (nothing on the
-/// machine or the network).
+/// [`app_with`] the built-in connectors.
 pub fn app(data: &[u8]) {
+    app_with(data, &crate::Engine::default())
+}
+
+/// An application: parsed and resolved with `engine`'s connectors; its jobs
+/// planned by DataFusion with the streaming rewrites when they read only
+/// generators (nothing on the machine or the network).
+pub fn app_with(data: &[u8], engine: &crate::Engine) {
     let Ok(sql) = std::str::from_utf8(data) else {
         return;
     };
@@ -34,6 +39,7 @@ pub fn app(data: &[u8]) {
             "A".to_string(),
             "1".to_string(),
         )]))),
+        engine: engine.clone(),
         ..Default::default()
     };
     let Ok(plan) = resolve(sql, &dir.path().join("app.sql"), &opts) else {
@@ -100,7 +106,7 @@ pub fn checkpoint(data: &[u8]) {
                 base_dir: dir.path().to_path_buf(),
                 job: "job".into(),
             };
-            if let Ok(mut sink) = crate::connectors::registry().create_sink(&cfg) {
+            if let Ok(mut sink) = crate::Engine::default().registry().create_sink(&cfg) {
                 let _ = sink.recover(token);
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! The middle of the data path. [`plan`] turns a parsed application
 //! (`velo-sql`) into runnable jobs: configuration resolved (`velo-config`),
-//! sources and sinks built ([`connectors`]: `velo-connectors` and
-//! `velo-kafka`), every stream of a job registered in a DataFusion
+//! sources and sinks built by the connector registry of the process's
+//! [`Engine`] (assembled by the binary: the engine depends on no connector
+//! SDK), every stream of a job registered in a DataFusion
 //! `SessionContext` as a streaming table with a feed of its own ([`feed`]),
 //! bounded JOIN sources loaded as in-memory lookup tables ([`lookup`]), and
 //! the SELECT planned by DataFusion, with streaming operators of our own
@@ -22,8 +23,8 @@
 pub mod changelog;
 pub mod checkpoint;
 pub mod collisions;
-pub mod connectors;
 pub mod docs;
+mod engine;
 pub mod fanout;
 pub mod feed;
 #[doc(hidden)]
@@ -41,6 +42,7 @@ pub mod window;
 
 mod error;
 
+pub use engine::Engine;
 pub use error::{EngineError, ErrorKind, KindedError, Result};
 pub use plan::{AppPlan, JobPlan, PlanOptions};
 pub use runtime::{Shutdown, run_app};

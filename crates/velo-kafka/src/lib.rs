@@ -93,6 +93,10 @@ fn create_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
 
 /// Adds `kafka_source` and `kafka_sink` to `registry`.
 pub fn register(registry: &mut Registry) {
+    registry.add_scheme(velo_connectors::registry::scheme(
+        "kafka",
+        velo_config::uri::UriLocation::Raw,
+    ));
     registry.add_source(Kind {
         name: "kafka",
         keys: config::SOURCE_KEYS,

@@ -199,7 +199,8 @@ fn build_sources(plan: &JobPlan) -> Result<Vec<Arc<dyn Source>>> {
     plan.sources
         .iter()
         .map(|cfg| {
-            crate::connectors::registry()
+            plan.engine
+                .registry()
                 .create_source(cfg, plan.explicit_schemas.get(&cfg.name).cloned())
                 .map_err(|e| EngineError::SourceCreation {
                     name: cfg.name.clone(),

@@ -29,6 +29,8 @@ pub struct PlanOptions {
     pub vars: Option<VarContext>,
     /// Skip global config discovery (tests).
     pub no_global: bool,
+    /// The connectors and runtime of this process.
+    pub engine: crate::Engine,
 }
 
 /// One runnable job (one query statement).
@@ -54,6 +56,8 @@ pub struct JobPlan {
     pub table_refs: Vec<String>,
     /// The application's tables (shared by its jobs).
     pub tables: Arc<crate::tables::Tables>,
+    /// The connectors and runtime it is planned and run with.
+    pub engine: crate::Engine,
 }
 
 /// A resolved application.
@@ -113,8 +117,13 @@ fn decl_schema(decl: &StatementSpec) -> Result<SchemaRef> {
 }
 
 /// Checks a connector's keys against its table; warnings are collected.
-fn validated(c: ConnectorConfig, warnings: &mut Vec<String>) -> Result<ConnectorConfig> {
-    let w = crate::connectors::registry()
+fn validated(
+    c: ConnectorConfig,
+    engine: &crate::Engine,
+    warnings: &mut Vec<String>,
+) -> Result<ConnectorConfig> {
+    let w = engine
+        .registry()
         .validate(&c)
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
     warnings.extend(w.into_iter().map(|w| w.0));
@@ -139,6 +148,8 @@ pub struct AppInputs {
     pub global: GlobalConfig,
     /// `name.key=value` overrides.
     pub sets: Vec<(String, String)>,
+    /// The connectors and runtime of the process it runs in.
+    pub engine: crate::Engine,
 }
 
 impl AppInputs {
@@ -174,6 +185,7 @@ impl AppInputs {
             env,
             global,
             sets: opts.sets.clone(),
+            engine: opts.engine.clone(),
         })
     }
 }
@@ -390,6 +402,7 @@ impl Resolver<'_> {
             dlq: c.dlq,
             table_refs: c.table_refs,
             tables: self.tables.clone(),
+            engine: self.inputs.engine.clone(),
         })
     }
 
@@ -464,7 +477,7 @@ impl Resolver<'_> {
                         .map_err(EngineError::from)
                 }
             };
-            match cfg.and_then(|c| validated(c, &mut self.warnings)) {
+            match cfg.and_then(|c| validated(c, &self.inputs.engine, &mut self.warnings)) {
                 Ok(mut cfg) => {
                     cfg.job = st.name.clone();
                     c.sources.push(cfg)
@@ -514,6 +527,7 @@ impl Resolver<'_> {
             Role::Source,
             self.base_dir(),
             inline,
+            self.inputs.engine.registry().schemes(),
         )?)
     }
 
@@ -551,14 +565,19 @@ impl Resolver<'_> {
         for (name, uri) in sink_refs {
             let inline = named_props(&self.with_all, &name);
             let cfg = match uri {
-                Some(u) => {
-                    velo_config::uri::from_uri(&name, &u, Role::Sink, self.base_dir(), inline)
-                        .map_err(EngineError::from)
-                }
+                Some(u) => velo_config::uri::from_uri(
+                    &name,
+                    &u,
+                    Role::Sink,
+                    self.base_dir(),
+                    inline,
+                    self.inputs.engine.registry().schemes(),
+                )
+                .map_err(EngineError::from),
                 None => resolve_named(&name, Role::Sink, &inline, self.base_dir(), &self.vars)
                     .map_err(EngineError::from),
             };
-            match cfg.and_then(|c| validated(c, &mut self.warnings)) {
+            match cfg.and_then(|c| validated(c, &self.inputs.engine, &mut self.warnings)) {
                 Ok(mut cfg) => {
                     cfg.job = st.name.clone();
                     c.sinks.push(cfg)
@@ -587,7 +606,7 @@ impl Resolver<'_> {
         }
         match resolve_named("dlq", Role::Sink, &p, self.base_dir(), &self.vars)
             .map_err(EngineError::from)
-            .and_then(|c| validated(c, &mut self.warnings))
+            .and_then(|c| validated(c, &self.inputs.engine, &mut self.warnings))
         {
             Ok(mut c) => {
                 c.job = st.name.clone();
@@ -624,6 +643,7 @@ mod tests {
                 ..Default::default()
             },
             sets: Vec::new(),
+            engine: crate::Engine::default(),
         }
     }
 

@@ -90,6 +90,7 @@ pub(crate) fn build(
         .with_information_schema(false);
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(plan.engine.runtime_env())
         .with_default_features()
         .with_physical_optimizer_rules(rules)
         .build();

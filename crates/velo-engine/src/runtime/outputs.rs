@@ -59,7 +59,7 @@ impl Outputs {
                 .collect(),
         };
         let dlq = match &p.plan.dlq {
-            Some(cfg) => match crate::connectors::registry().create_sink(cfg) {
+            Some(cfg) => match p.plan.engine.registry().create_sink(cfg) {
                 Ok(s) => Some(SinkHandle::spawn(s, dlq_schema(), transactional, retry)),
                 Err(e) => {
                     return Err(EngineError::Invalid(format!(
@@ -119,7 +119,7 @@ fn create_sinks(p: &PreparedJob) -> Result<Created> {
     let mut created = Vec::new();
     let mut creation_errors = Vec::new();
     for cfg in &p.plan.sinks {
-        match crate::connectors::registry().create_sink(cfg) {
+        match p.plan.engine.registry().create_sink(cfg) {
             Ok(s) => {
                 tracing::info!(job = %name, "Successfully created sink '{}'", cfg.name);
                 created.push(s);
@@ -138,7 +138,9 @@ fn create_sinks(p: &PreparedJob) -> Result<Created> {
     }
     tracing::warn!("Job '{name}': no sink could be created; writing results to stdout");
     created.push(
-        crate::connectors::registry()
+        p.plan
+            .engine
+            .registry()
             .create_sink(&crate::plan::stdout_sink(
                 "stdout_fallback",
                 &p.plan.sinks[0].base_dir,
