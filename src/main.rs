@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use velo_engine::plan::{PlanOptions, resolve};
-use velo_engine::runtime::{explain_text, prepare_job};
+use velo_engine::runtime::{Purpose, explain_text, prepare_job};
 use velo_engine::stats::Counters;
 use velo_engine::{EngineError, Shutdown};
 
@@ -340,7 +340,7 @@ async fn prepare_all(
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for j in &app.jobs {
-        match prepare_job(j, &sd, false).await {
+        match prepare_job(j, &sd, Purpose::Check).await {
             Ok(p) => out.push(p),
             Err(e) => errors.push(e),
         }
@@ -359,10 +359,9 @@ async fn validate(a: AppArgs) -> Result<(), Failure> {
         velo_engine::plan::resolve_all(&sql, &a.file, &a.options().map_err(Failure::user)?)?;
     // connect to nothing: a source whose schema lives in a remote system is
     // reported, and its query left unchecked
-    velo_connectors::registry::set_offline(true);
     let sd = Shutdown::default();
     for j in &app.jobs {
-        if let Err(e) = prepare_job(j, &sd, false).await {
+        if let Err(e) = prepare_job(j, &sd, Purpose::Check).await {
             let msg = e.to_string();
             match msg.find(velo_connectors::registry::OFFLINE_MARK) {
                 Some(i) => app

@@ -639,3 +639,36 @@ fn a_primary_key_must_name_a_result_column() {
         "{log}"
     );
 }
+
+/// `explain` and `validate` connect to nothing: the Kafka example, whose
+/// schema is declared, is explained and validated with its brokers pointed
+/// at a port where nothing listens (they used to try the broker and fail).
+#[test]
+fn explain_and_validate_connect_to_nothing() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let nowhere = "orders.bootstrap.servers=127.0.0.1:9";
+    for cmd in ["explain", "validate"] {
+        let out = crate::common::run_in(
+            &examples,
+            &[cmd, "kafka_orders.sql", "--set", nowhere],
+            &[],
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{cmd}: {text}");
+        assert!(!text.contains("cannot reach"), "{cmd}: {text}");
+    }
+    let out = crate::common::run_in(
+        &examples,
+        &["explain", "kafka_orders.sql", "--set", nowhere],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Physical plan") && text.contains("127.0.0.1:9"),
+        "{text}"
+    );
+}

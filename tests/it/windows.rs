@@ -392,9 +392,13 @@ fn window_state_stays_flat_on_an_infinite_input() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shutdown = velo_engine::Shutdown::default();
     let (stats, samples, last) = rt.block_on(async {
-        let p = velo_engine::runtime::prepare_job(&app.jobs[0], &shutdown, true)
-            .await
-            .unwrap();
+        let p = velo_engine::runtime::prepare_job(
+            &app.jobs[0],
+            &shutdown,
+            velo_engine::runtime::Purpose::Run,
+        )
+        .await
+        .unwrap();
         // the job's handle: its live status is what is sampled
         let job = velo_engine::runtime::JobHandle::start(p, shutdown.clone());
         let mut samples = Vec::new();

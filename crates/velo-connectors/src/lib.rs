@@ -15,6 +15,7 @@
 //! each with its typed configuration; [`registry`] builds them by type name.
 
 pub mod blackhole;
+pub mod context;
 pub mod datagen;
 pub mod file;
 #[doc(hidden)]
@@ -30,6 +31,7 @@ pub mod template;
 
 mod error;
 
+pub use context::{BoxFuture, ConnectorContext};
 pub use error::{ConnectorError, ErrorKind, Result, io_kind};
 pub use sink::{BatchEncoder, Sink, SinkCapabilities};
 pub use source::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};

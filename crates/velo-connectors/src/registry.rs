@@ -11,29 +11,20 @@ use velo_config::{ConfigError, ConnectorConfig, Role, Warning};
 use crate::datagen::{DatagenConfig, DatagenSource};
 use crate::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 use crate::stdout::StdoutSink;
-use crate::{ConnectorError, Result, Sink, Source};
-
-static OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Marks this process as offline (`velo validate`): connectors that would
-/// contact a remote system to build a source do not, and refuse with an
-/// error that starts with [`OFFLINE_MARK`] when they cannot do without it.
-pub fn set_offline(on: bool) {
-    OFFLINE.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether the process is offline.
-pub fn offline() -> bool {
-    OFFLINE.load(std::sync::atomic::Ordering::Relaxed)
-}
+use crate::{BoxFuture, ConnectorContext, ConnectorError, Result, Sink, Source};
 
 /// How an offline refusal starts.
 pub const OFFLINE_MARK: &str = "not checked offline:";
 
 /// Builds a source from its configuration (and a DDL schema, if declared).
-pub type SourceCtor = fn(&ConnectorConfig, Option<SchemaRef>) -> Result<Arc<dyn Source>>;
+pub type SourceCtor = for<'a> fn(
+    &'a ConnectorConfig,
+    Option<SchemaRef>,
+    &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Arc<dyn Source>>>;
 /// Builds a sink from its configuration.
-pub type SinkCtor = fn(&ConnectorConfig) -> Result<Box<dyn Sink>>;
+pub type SinkCtor =
+    for<'a> fn(&'a ConnectorConfig, &'a ConnectorContext) -> BoxFuture<'a, Result<Box<dyn Sink>>>;
 /// Checks a connector's keys beyond its [`KeySpec`] table (pass-through
 /// keys of a client library); returns warnings.
 pub type ExtraValidator = fn(&ConnectorConfig) -> Result<Vec<Warning>>;
@@ -66,41 +57,75 @@ pub struct Registry {
     schemes: Vec<UriScheme>,
 }
 
-fn file_source(cfg: &ConnectorConfig, schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
-    Ok(Arc::new(FileSource::new(
-        &cfg.name,
-        FileSourceConfig::from_config(cfg)?,
-        schema,
-    )?))
+/// A file source: its files listed and its schema inferred off the
+/// runtime's threads.
+fn file_source<'a>(
+    cfg: &'a ConnectorConfig,
+    schema: Option<SchemaRef>,
+    ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Arc<dyn Source>>> {
+    Box::pin(async move {
+        let (name, c) = (cfg.name.clone(), FileSourceConfig::from_config(cfg)?);
+        let s = ctx
+            .blocking(move || FileSource::new(&name, c, schema))
+            .await?;
+        Ok(Arc::new(s) as Arc<dyn Source>)
+    })
 }
 
-fn datagen_source(cfg: &ConnectorConfig, _schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
-    Ok(Arc::new(DatagenSource::new(
-        &cfg.name,
-        DatagenConfig::from_config(cfg)?,
-    )))
+fn datagen_source<'a>(
+    cfg: &'a ConnectorConfig,
+    _schema: Option<SchemaRef>,
+    _ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Arc<dyn Source>>> {
+    Box::pin(async move {
+        Ok(Arc::new(DatagenSource::new(
+            &cfg.name,
+            DatagenConfig::from_config(cfg)?,
+        )) as Arc<dyn Source>)
+    })
 }
 
-fn nexmark_source(cfg: &ConnectorConfig, _schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
-    Ok(Arc::new(crate::nexmark::NexmarkSource::new(
-        &cfg.name,
-        crate::nexmark::NexmarkConfig::from_config(cfg)?,
-    )))
+fn nexmark_source<'a>(
+    cfg: &'a ConnectorConfig,
+    _schema: Option<SchemaRef>,
+    _ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Arc<dyn Source>>> {
+    Box::pin(async move {
+        Ok(Arc::new(crate::nexmark::NexmarkSource::new(
+            &cfg.name,
+            crate::nexmark::NexmarkConfig::from_config(cfg)?,
+        )) as Arc<dyn Source>)
+    })
 }
 
-fn blackhole_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
-    Ok(Box::new(crate::blackhole::BlackholeSink::new(&cfg.name)))
+fn blackhole_sink<'a>(
+    cfg: &'a ConnectorConfig,
+    _ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+    Box::pin(async move {
+        Ok(Box::new(crate::blackhole::BlackholeSink::new(&cfg.name)) as Box<dyn Sink>)
+    })
 }
 
-fn file_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
-    Ok(Box::new(FileSink::new(
-        &cfg.name,
-        FileSinkConfig::from_config(cfg)?,
-    )?))
+/// A file sink: what an earlier run left uncommitted is cleaned up off the
+/// runtime's threads.
+fn file_sink<'a>(
+    cfg: &'a ConnectorConfig,
+    ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+    Box::pin(async move {
+        let (name, c) = (cfg.name.clone(), FileSinkConfig::from_config(cfg)?);
+        let s = ctx.blocking(move || FileSink::new(&name, c)).await?;
+        Ok(Box::new(s) as Box<dyn Sink>)
+    })
 }
 
-fn stdout_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
-    Ok(Box::new(StdoutSink::from_config(cfg)?))
+fn stdout_sink<'a>(
+    cfg: &'a ConnectorConfig,
+    _ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+    Box::pin(async move { Ok(Box::new(StdoutSink::from_config(cfg)?) as Box<dyn Sink>) })
 }
 
 /// A scheme naming the connector kind of the same name.
@@ -302,21 +327,26 @@ impl Registry {
     }
 
     /// Creates a source. `explicit_schema` comes from a DDL column list.
-    pub fn create_source(
+    pub async fn create_source(
         &self,
         cfg: &ConnectorConfig,
         explicit_schema: Option<SchemaRef>,
+        ctx: &ConnectorContext,
     ) -> Result<Arc<dyn Source>> {
         match self.sources.iter().find(|k| k.name == cfg.kind) {
-            Some(k) => (k.create)(cfg, explicit_schema),
+            Some(k) => (k.create)(cfg, explicit_schema, ctx).await,
             None => Err(self.unknown(cfg)),
         }
     }
 
     /// Creates a sink.
-    pub fn create_sink(&self, cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
+    pub async fn create_sink(
+        &self,
+        cfg: &ConnectorConfig,
+        ctx: &ConnectorContext,
+    ) -> Result<Box<dyn Sink>> {
         match self.sinks.iter().find(|k| k.name == cfg.kind) {
-            Some(k) => (k.create)(cfg),
+            Some(k) => (k.create)(cfg, ctx).await,
             None => Err(self.unknown(cfg)),
         }
     }

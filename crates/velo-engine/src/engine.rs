@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, UnboundedMemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use object_store::registry::DefaultObjectStoreRegistry;
+use velo_connectors::ConnectorContext;
 use velo_connectors::registry::Registry;
 
 /// The engine of a process: a connector registry and a runtime
@@ -16,6 +18,7 @@ use velo_connectors::registry::Registry;
 pub struct Engine {
     registry: Arc<Registry>,
     runtime: Arc<RuntimeEnv>,
+    connectors: ConnectorContext,
 }
 
 impl fmt::Debug for Engine {
@@ -57,6 +60,17 @@ impl Engine {
         Self {
             registry: Arc::new(registry),
             runtime,
+            connectors: ConnectorContext::new(Arc::new(DefaultObjectStoreRegistry::new())),
+        }
+    }
+
+    /// What connectors are created with: `check` (validate, explain)
+    /// makes them connect to nothing.
+    pub fn connector_context(&self, check: bool) -> ConnectorContext {
+        if check {
+            self.connectors.clone().offline()
+        } else {
+            self.connectors.clone()
         }
     }
 

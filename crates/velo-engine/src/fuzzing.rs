@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use velo_config::VarContext;
 
 use crate::plan::{PlanOptions, resolve};
-use crate::runtime::{Shutdown, prepare_job};
+use crate::runtime::{Purpose, Shutdown, prepare_job};
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_current_thread()
@@ -53,7 +53,7 @@ pub fn app_with(data: &[u8], engine: &crate::Engine) {
     if generators_only {
         RUNTIME.block_on(async {
             for j in &plan.jobs {
-                let _ = prepare_job(j, &Shutdown::default(), false).await;
+                let _ = prepare_job(j, &Shutdown::default(), Purpose::Check).await;
             }
         });
     }
@@ -106,7 +106,12 @@ pub fn checkpoint(data: &[u8]) {
                 base_dir: dir.path().to_path_buf(),
                 job: "job".into(),
             };
-            if let Ok(mut sink) = crate::Engine::default().registry().create_sink(&cfg) {
+            let engine = crate::Engine::default();
+            let created = engine
+                .registry()
+                .create_sink(&cfg, &engine.connector_context(false))
+                .await;
+            if let Ok(mut sink) = created {
                 let _ = sink.recover(token);
             }
         }

@@ -32,7 +32,7 @@ use arrow::datatypes::SchemaRef;
 pub use error::KafkaError;
 use velo_config::ConnectorConfig;
 use velo_connectors::registry::{Kind, Registry};
-use velo_connectors::{Result, Sink, Source};
+use velo_connectors::{BoxFuture, ConnectorContext, Result, Sink, Source};
 
 /// Whether a warning with this text may be logged now: the same text at
 /// most once every 10 s (a broker that is down repeats itself thousands of
@@ -81,14 +81,38 @@ pub(crate) fn log_librdkafka(
     }
 }
 
-fn create_source(cfg: &ConnectorConfig, schema: Option<SchemaRef>) -> Result<Arc<dyn Source>> {
-    let c = config::KafkaSourceConfig::from_config(cfg)?;
-    Ok(Arc::new(source::KafkaSource::new(&cfg.name, c, schema)?))
+/// A Kafka source: the brokers and topics checked and the schema settled
+/// (the schema registry, or sample messages) on the blocking pool; offline,
+/// without contacting anything.
+fn create_source<'a>(
+    cfg: &'a ConnectorConfig,
+    schema: Option<SchemaRef>,
+    ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Arc<dyn Source>>> {
+    Box::pin(async move {
+        let (name, c) = (
+            cfg.name.clone(),
+            config::KafkaSourceConfig::from_config(cfg)?,
+        );
+        let offline = ctx.is_offline();
+        let s = ctx
+            .blocking(move || source::KafkaSource::new(&name, c, schema, offline))
+            .await?;
+        Ok(Arc::new(s) as Arc<dyn Source>)
+    })
 }
 
-fn create_sink(cfg: &ConnectorConfig) -> Result<Box<dyn Sink>> {
-    let c = config::KafkaSinkConfig::from_config(cfg)?;
-    Ok(Box::new(sink::KafkaSink::new(&cfg.name, c)?))
+/// A Kafka sink: its producer created (and its transactions initialised)
+/// on the blocking pool.
+fn create_sink<'a>(
+    cfg: &'a ConnectorConfig,
+    ctx: &'a ConnectorContext,
+) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+    Box::pin(async move {
+        let (name, c) = (cfg.name.clone(), config::KafkaSinkConfig::from_config(cfg)?);
+        let s = ctx.blocking(move || sink::KafkaSink::new(&name, c)).await?;
+        Ok(Box::new(s) as Box<dyn Sink>)
+    })
 }
 
 /// Adds `kafka_source` and `kafka_sink` to `registry`.

@@ -425,8 +425,14 @@ fn consumer(cfg: &KafkaSourceConfig, name: &str, resume: Option<&Position>) -> R
 impl KafkaSource {
     /// Connects to the brokers (a clear error if they cannot be reached or a
     /// topic does not exist) and settles the schema.
-    pub fn new(name: &str, cfg: KafkaSourceConfig, explicit: Option<SchemaRef>) -> Result<Self> {
-        let offline = velo_connectors::registry::offline();
+    /// `offline` (validate, explain): nothing is contacted, and a schema
+    /// only the topic or registry could give is refused.
+    pub fn new(
+        name: &str,
+        cfg: KafkaSourceConfig,
+        explicit: Option<SchemaRef>,
+        offline: bool,
+    ) -> Result<Self> {
         if !offline {
             Self::check_brokers(name, &cfg)?;
         }

@@ -108,23 +108,33 @@ impl PreparedJob {
     }
 }
 
-/// Builds sources, registers them and plans the query. With `load_lookups`
-/// false (explain/validate), lookup tables are registered empty. Errors
-/// name the job and the line of its statement.
+/// What a job is prepared for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// To run: sources connect, lookup tables load.
+    Run,
+    /// To be checked or explained (`velo validate`, `velo explain`):
+    /// connectors contact nothing, lookup tables are registered empty.
+    Check,
+}
+
+/// Builds sources, registers them and plans the query. Errors name the job
+/// and the line of its statement.
 pub async fn prepare_job(
     plan: &JobPlan,
     shutdown: &Shutdown,
-    load_lookups: bool,
+    purpose: Purpose,
 ) -> Result<PreparedJob> {
-    prepare(plan, shutdown, load_lookups)
+    prepare(plan, shutdown, purpose)
         .await
         .map_err(|e| e.in_job(&plan.name, plan.statement.line))
 }
 
 /// [`prepare_job`]'s phases.
-async fn prepare(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool) -> Result<PreparedJob> {
+async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Result<PreparedJob> {
     let counters = Counters::new();
-    let sources = build_sources(plan)?;
+    let load_lookups = purpose == Purpose::Run;
+    let sources = build_sources(plan, purpose).await?;
     let streams = Streams::choose(plan, &sources)?;
     let mut query = plan
         .statement
@@ -195,19 +205,23 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, load_lookups: bool) -> Res
 }
 
 /// Phase 1: a source for every FROM/JOIN item.
-fn build_sources(plan: &JobPlan) -> Result<Vec<Arc<dyn Source>>> {
-    plan.sources
-        .iter()
-        .map(|cfg| {
-            plan.engine
-                .registry()
-                .create_source(cfg, plan.explicit_schemas.get(&cfg.name).cloned())
-                .map_err(|e| EngineError::SourceCreation {
-                    name: cfg.name.clone(),
-                    message: e.to_string(),
-                })
-        })
-        .collect()
+async fn build_sources(plan: &JobPlan, purpose: Purpose) -> Result<Vec<Arc<dyn Source>>> {
+    let ctx = plan.engine.connector_context(purpose == Purpose::Check);
+    let mut sources = Vec::new();
+    for cfg in &plan.sources {
+        let schema = plan.explicit_schemas.get(&cfg.name).cloned();
+        let source = plan
+            .engine
+            .registry()
+            .create_source(cfg, schema, &ctx)
+            .await
+            .map_err(|e| EngineError::SourceCreation {
+                name: cfg.name.clone(),
+                message: e.to_string(),
+            })?;
+        sources.push(source);
+    }
+    Ok(sources)
 }
 
 /// Which sources are streams (read epoch by epoch) and which one drives.

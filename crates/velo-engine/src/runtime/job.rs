@@ -55,7 +55,7 @@ async fn run(p: PreparedJob, shutdown: Shutdown, live: Arc<Live>) -> Result<JobE
     for l in &p.lookups {
         l.wait_ready(shutdown.receiver()).await;
     }
-    let mut run = JobRun::start(p, shutdown, live)?;
+    let mut run = JobRun::start(p, shutdown, live).await?;
     run.restore().await?;
     run.remember_committed().await?;
     while run.epoch().await? == Flow::Continue {}
@@ -125,7 +125,7 @@ pub(crate) struct Read {
 
 impl JobRun {
     /// Phase: the job's changelog and sinks; whether it checkpoints.
-    fn start(p: PreparedJob, shutdown: Shutdown, live: Arc<Live>) -> Result<Self> {
+    async fn start(p: PreparedJob, shutdown: Shutdown, live: Arc<Live>) -> Result<Self> {
         let job = p.plan.job.clone();
         let name = p.plan.name.clone();
         let changelog = if p.is_changelog() {
@@ -137,7 +137,7 @@ impl JobRun {
             .as_ref()
             .map(|c| c.schema())
             .unwrap_or_else(|| p.physical.schema());
-        let out = Outputs::create(&p, schema)?;
+        let out = Outputs::create(&p, schema).await?;
         live.sinks_created(out.all());
         if p.whole_input && (job.batch_size.is_some() || job.batch_timeout.is_some()) {
             tracing::info!(job = %name, "the query needs its whole bounded input (aggregate/sort/limit): running one epoch");

@@ -17,7 +17,7 @@ mod recover;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::plan::{PreparedJob, prepare_job};
+pub use crate::plan::{PreparedJob, Purpose, prepare_job};
 pub use explain::explain_text;
 pub use handle::{JobHandle, JobState, JobStatus};
 
@@ -67,7 +67,7 @@ pub async fn run_app(
 ) -> Result<Vec<JobExecutionStats>> {
     let mut prepared = Vec::new();
     for j in &app.jobs {
-        prepared.push(prepare_job(j, &shutdown, true).await?);
+        prepared.push(prepare_job(j, &shutdown, Purpose::Run).await?);
     }
     let handles: Vec<JobHandle> = prepared
         .into_iter()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use velo_config::FailureStrategy;
-use velo_connectors::BadRecord;
+use velo_connectors::{BadRecord, ConnectorContext};
 
 use crate::fanout::{FanOut, Retry, SinkHandle};
 use crate::plan::PreparedJob;
@@ -27,10 +27,11 @@ pub(crate) struct Outputs {
 
 impl Outputs {
     /// Creates the sinks of `p` writing records of `schema`.
-    pub fn create(p: &PreparedJob, schema: SchemaRef) -> Result<Self> {
+    pub async fn create(p: &PreparedJob, schema: SchemaRef) -> Result<Self> {
         let job = &p.plan.job;
         let name = &p.plan.name;
-        let (created, fallback) = create_sinks(p)?;
+        let ctx = p.plan.engine.connector_context(false);
+        let (created, fallback) = create_sinks(p, &ctx).await?;
         let all_tx = created.iter().all(|s| s.capabilities().transactions);
         let transactional = job.use_transactions && all_tx;
         if job.use_transactions && !all_tx {
@@ -59,7 +60,7 @@ impl Outputs {
                 .collect(),
         };
         let dlq = match &p.plan.dlq {
-            Some(cfg) => match p.plan.engine.registry().create_sink(cfg) {
+            Some(cfg) => match p.plan.engine.registry().create_sink(cfg, &ctx).await {
                 Ok(s) => Some(SinkHandle::spawn(s, dlq_schema(), transactional, retry)),
                 Err(e) => {
                     return Err(EngineError::Invalid(format!(
@@ -114,12 +115,12 @@ type Created = (Vec<Box<dyn velo_connectors::Sink>>, Option<String>);
 
 /// The sinks of the INTO clause that could be created; when none could,
 /// stdout, with the reason.
-fn create_sinks(p: &PreparedJob) -> Result<Created> {
+async fn create_sinks(p: &PreparedJob, ctx: &ConnectorContext) -> Result<Created> {
     let name = &p.plan.name;
     let mut created = Vec::new();
     let mut creation_errors = Vec::new();
     for cfg in &p.plan.sinks {
-        match p.plan.engine.registry().create_sink(cfg) {
+        match p.plan.engine.registry().create_sink(cfg, ctx).await {
             Ok(s) => {
                 tracing::info!(job = %name, "Successfully created sink '{}'", cfg.name);
                 created.push(s);
@@ -141,10 +142,11 @@ fn create_sinks(p: &PreparedJob) -> Result<Created> {
         p.plan
             .engine
             .registry()
-            .create_sink(&crate::plan::stdout_sink(
-                "stdout_fallback",
-                &p.plan.sinks[0].base_dir,
-            ))
+            .create_sink(
+                &crate::plan::stdout_sink("stdout_fallback", &p.plan.sinks[0].base_dir),
+                ctx,
+            )
+            .await
             .map_err(|e| EngineError::Invalid(e.to_string()))?,
     );
     Ok((created, Some(creation_errors.join("; "))))
