@@ -66,6 +66,11 @@ struct AppArgs {
     /// Checkpoint directory (the job key 'state.dir'): a path or s3://bucket/prefix.
     #[arg(long = "state-dir", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The most memory the state of all jobs may hold together (windows,
+    /// groups, joins, row windows), e.g. 2GB; a job whose state would pass
+    /// it fails its epoch saying so. Default: no limit.
+    #[arg(long = "memory-limit", value_name = "SIZE")]
+    memory_limit: Option<String>,
 }
 
 impl AppArgs {
@@ -94,8 +99,22 @@ impl AppArgs {
             };
             sets.push(("state.dir".into(), d));
         }
+        let engine = match &self.memory_limit {
+            None => velostream::engine(),
+            Some(m) => {
+                let bytes = velo_config::keys::parse_bytes(m)
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| {
+                        format!("--memory-limit '{m}' is not a size: write it as 512MB, 2GB or a number of bytes")
+                    })?;
+                velo_engine::Engine::with_memory_limit(
+                    velostream::registry(),
+                    usize::try_from(bytes).unwrap_or(usize::MAX),
+                )
+            }
+        };
         Ok(PlanOptions {
-            engine: velostream::engine(),
+            engine,
             config: self.config.clone(),
             profile: self.profile.clone(),
             sets,
@@ -176,6 +195,8 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(MaskedStderr)
         .with_target(false)
+        // colour codes only for a person at a terminal, not in log files
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

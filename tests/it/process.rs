@@ -648,11 +648,8 @@ fn explain_and_validate_connect_to_nothing() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let nowhere = "orders.bootstrap.servers=127.0.0.1:9";
     for cmd in ["explain", "validate"] {
-        let out = crate::common::run_in(
-            &examples,
-            &[cmd, "kafka_orders.sql", "--set", nowhere],
-            &[],
-        );
+        let out =
+            crate::common::run_in(&examples, &[cmd, "kafka_orders.sql", "--set", nowhere], &[]);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -500,3 +500,38 @@ fn lag_over_a_stream_sees_the_previous_row_of_its_key_across_epochs() {
         "{err}"
     );
 }
+
+/// The state of the streaming operators is accounted in the memory pool
+/// all jobs of the process share: under `--memory-limit` a window whose
+/// groups would pass it fails its epoch with an error saying what to do,
+/// and the run does not exit 0; with room, the same job runs to its end.
+#[test]
+fn window_state_is_held_to_the_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // 200,000 distinct keys in one window of an hour: megabytes of groups
+    let app = "CREATE STREAM w AS SELECT key, COUNT(*) AS n FROM gen
+        GROUP BY key, TUMBLE(ts, INTERVAL '1' HOUR) INTO out
+        WITH ('gen.type' = 'datagen', 'gen.rows' = '200000', 'gen.columns' = 'key:sequence(0), ts:timestamp(0)',
+              'gen.event.time.field' = 'ts', 'batch.size' = '50000',
+              'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let out = crate::common::run_in(dir, &["run", "app.sql", "--memory-limit", "1MB"], &[]);
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("WindowAggregateExec") && log.contains("raise --memory-limit"),
+        "{log}"
+    );
+    // the log is not a terminal: no colour codes in it
+    assert!(!log.contains('\u{1b}'), "{log}");
+    let out = crate::common::run_in(dir, &["run", "app.sql", "--memory-limit", "1GB"], &[]);
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    let rows = std::fs::read_to_string(dir.join("out/w.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 200_000);
+    // a size that is not one is refused before anything runs
+    let out = crate::common::run_in(dir, &["run", "app.sql", "--memory-limit", "lots"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
+}

@@ -40,6 +40,7 @@ use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
 use datafusion::physical_plan::joins::{
     HashJoinExec, NestedLoopJoinExec, PartitionMode, SymmetricHashJoinExec,
 };
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
@@ -523,6 +524,10 @@ pub struct IntervalJoinExec {
     lb_right: LowerBound,
     state: Arc<Mutex<JoinState>>,
     metrics: Arc<crate::window::WindowMetrics>,
+    /// `state_bytes`, shown by `ExecutionPlan::metrics`.
+    plan_metrics: ExecutionPlanMetricsSet,
+    /// The state's reservation of the memory pool.
+    memory: Arc<crate::memory::StateMemory>,
     props: Arc<PlanProperties>,
 }
 
@@ -600,6 +605,7 @@ impl IntervalJoinExec {
                 requires_infinite_memory: false,
             },
         ));
+        let plan_metrics = ExecutionPlanMetricsSet::new();
         Ok(Self {
             left: parts.left,
             right: parts.right,
@@ -617,6 +623,8 @@ impl IntervalJoinExec {
             lb_right,
             state: Arc::new(Mutex::new(JoinState::default())),
             metrics,
+            memory: crate::memory::StateMemory::new("IntervalJoinExec", 0, &plan_metrics),
+            plan_metrics,
             props,
         })
     }
@@ -640,6 +648,8 @@ impl IntervalJoinExec {
             lb_right: self.lb_right.clone(),
             state: self.state.clone(),
             metrics: self.metrics.clone(),
+            plan_metrics: self.plan_metrics.clone(),
+            memory: self.memory.clone(),
             props: self.props.clone(),
         }
     }
@@ -827,7 +837,8 @@ impl IntervalJoinExec {
         let pieces = [
             self.inner_join(&new_left, nlo, &all_right, 0, ctx.clone())
                 .await?,
-            self.inner_join(&old_left, 0, &new_right, nro, ctx).await?,
+            self.inner_join(&old_left, 0, &new_right, nro, ctx.clone())
+                .await?,
         ];
         for (l_ids, r_ids, rows) in pieces.into_iter().flatten() {
             for id in l_ids.values() {
@@ -940,6 +951,8 @@ impl IntervalJoinExec {
         st.published = (rows, bytes as u64);
         st.left = left;
         st.right = right;
+        drop(st);
+        self.memory.resize(&ctx, bytes)?;
         Ok(out)
     }
 }
@@ -990,6 +1003,9 @@ impl ExecutionPlan for IntervalJoinExec {
                 .chain(self.filter.iter().map(|f| f.expression().clone())),
             f,
         )
+    }
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.plan_metrics.clone_inner())
     }
     fn with_new_children(
         self: Arc<Self>,

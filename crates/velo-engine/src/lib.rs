@@ -31,6 +31,7 @@ pub mod feed;
 pub mod fuzzing;
 pub mod join;
 pub mod lookup;
+mod memory;
 pub mod plan;
 pub mod rowerrors;
 pub mod rowwindow;

@@ -26,6 +26,7 @@
 //! one, else wall-clock) loses its state. Functions that need a whole key
 //! (NTILE, PERCENT_RANK, CUME_DIST) are refused on a stream.
 
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -312,8 +313,10 @@ fn converter(types: &[DataType]) -> Result<RowConverter> {
 }
 
 impl State {
-    /// Puts the state's size into `metrics`.
-    fn publish(&mut self, metrics: &crate::window::WindowMetrics) {
+    /// Puts the state's size into `metrics`; returns its bytes: the rows
+    /// kept, and per key an estimate (its state without the accumulators'
+    /// own allocations, and its encoded key).
+    fn publish(&mut self, metrics: &crate::window::WindowMetrics) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
         let now = (
             self.keys.len() as u64,
@@ -326,6 +329,8 @@ impl State {
             .row_rows
             .fetch_add(now.1.wrapping_sub(self.published.1), Relaxed);
         self.published = now;
+        self.rows.as_ref().map_or(0, |r| r.get_array_memory_size())
+            + self.keys.len() * (std::mem::size_of::<(OwnedRow, KeyState)>() + 64)
     }
 
     fn new_key(&self, seen: i64) -> Result<KeyState> {
@@ -512,6 +517,10 @@ pub struct RowWindowExec {
     expire: Option<i64>,
     metrics: Arc<crate::window::WindowMetrics>,
     state: Shared,
+    /// `state_bytes`, shown by `ExecutionPlan::metrics`.
+    plan_metrics: ExecutionPlanMetricsSet,
+    /// The state's reservation of the memory pool.
+    memory: Arc<crate::memory::StateMemory>,
     props: Arc<PlanProperties>,
 }
 
@@ -586,6 +595,7 @@ impl RowWindowExec {
                 requires_infinite_memory: false,
             },
         ));
+        let plan_metrics = ExecutionPlanMetricsSet::new();
         Ok(Self {
             window,
             sort,
@@ -600,6 +610,8 @@ impl RowWindowExec {
             expire,
             metrics,
             state: Arc::new(Mutex::new(state)),
+            memory: crate::memory::StateMemory::new("RowWindowExec", 0, &plan_metrics),
+            plan_metrics,
             props,
         })
     }
@@ -619,6 +631,8 @@ impl RowWindowExec {
             expire: self.expire,
             metrics: self.metrics.clone(),
             state: self.state.clone(),
+            plan_metrics: self.plan_metrics.clone(),
+            memory: self.memory.clone(),
             props: self.props.clone(),
         }
     }
@@ -680,7 +694,9 @@ impl RowWindowExec {
                 .is_some_and(|r| history_of(r).false_count() > 0);
             if fresh.iter().all(|b| b.num_rows() == 0) && !waiting {
                 self.expire_keys(&mut st, clock)?;
-                st.publish(&self.metrics);
+                let bytes = st.publish(&self.metrics);
+                drop(st);
+                self.memory.resize(&ctx, bytes)?;
                 return Ok(None);
             }
             // only the history of keys with rows now runs again; the rest
@@ -737,7 +753,7 @@ impl RowWindowExec {
             vec![sorted],
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
         )?;
-        let done = datafusion::physical_plan::collect(run, ctx).await?;
+        let done = datafusion::physical_plan::collect(run, ctx.clone()).await?;
         let Some(first) = done.first() else {
             return Err(DataFusionError::Internal(
                 "the window operator gave no rows for the row window's input".into(),
@@ -910,8 +926,9 @@ impl RowWindowExec {
         }
         let kept = arrow::compute::concat_batches(&marked_schema, &parts)?;
         st.rows = (kept.num_rows() > 0).then_some(kept);
-        st.publish(&self.metrics);
+        let bytes = st.publish(&self.metrics);
         drop(st);
+        self.memory.resize(&ctx, bytes)?;
         // the final rows, with the counted functions' values
         let out = arrow::compute::filter_record_batch(&done, &BooleanArray::from(ready))?;
         if out.num_rows() == 0 {
@@ -1022,6 +1039,9 @@ impl ExecutionPlan for RowWindowExec {
             self.partition_by.iter().chain(&self.order_by).cloned(),
             f,
         )
+    }
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.plan_metrics.clone_inner())
     }
     fn with_new_children(
         self: Arc<Self>,

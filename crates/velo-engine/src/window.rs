@@ -40,6 +40,7 @@ use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -756,6 +757,9 @@ struct Inner {
     /// The watermark of the last emission: every window ending at or
     /// before it is out (a join over the window's output reads it).
     emitted_through: std::sync::atomic::AtomicI64,
+    /// This partition's reservation of the memory pool (set by the
+    /// operator when it makes the partitions).
+    memory: Option<Arc<crate::memory::StateMemory>>,
 }
 
 impl Inner {
@@ -781,6 +785,19 @@ impl Inner {
             changed: Mutex::new(Vec::new()),
             published: Default::default(),
             emitted_through: std::sync::atomic::AtomicI64::new(Watermark::NONE),
+            memory: None,
+        }
+    }
+
+    /// The state's reservation follows its size (the bytes of
+    /// [`Self::publish_metrics`]).
+    fn reserve(&self, ctx: &TaskContext) -> Result<()> {
+        match &self.memory {
+            Some(m) => m.resize(
+                ctx,
+                self.published[2].load(std::sync::atomic::Ordering::Relaxed) as usize,
+            ),
+            None => Ok(()),
         }
     }
 }
@@ -791,6 +808,8 @@ impl Inner {
 pub struct WindowAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     inners: Vec<Arc<Inner>>,
+    /// `state_bytes` per partition, shown by `ExecutionPlan::metrics`.
+    plan_metrics: ExecutionPlanMetricsSet,
     props: Arc<PlanProperties>,
 }
 
@@ -1009,13 +1028,24 @@ impl WindowAggregateExec {
             changed: Mutex::new(Vec::new()),
             published: Default::default(),
             emitted_through: std::sync::atomic::AtomicI64::new(Watermark::NONE),
+            memory: None,
         };
-        let inners = (1..partitions)
-            .map(|_| Arc::new(first.fresh()))
-            .collect::<Vec<_>>();
+        let plan_metrics = ExecutionPlanMetricsSet::new();
+        let inners = (0..partitions)
+            .map(|p| {
+                let mut inner = first.fresh();
+                inner.memory = Some(crate::memory::StateMemory::new(
+                    "WindowAggregateExec",
+                    p,
+                    &plan_metrics,
+                ));
+                Arc::new(inner)
+            })
+            .collect();
         Ok(Some(Self {
             input,
-            inners: std::iter::once(Arc::new(first)).chain(inners).collect(),
+            inners,
+            plan_metrics,
             props: Arc::new(props),
         }))
     }
@@ -1072,6 +1102,9 @@ impl ExecutionPlan for WindowAggregateExec {
             f,
         )
     }
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.plan_metrics.clone_inner())
+    }
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
@@ -1079,6 +1112,7 @@ impl ExecutionPlan for WindowAggregateExec {
         Ok(Arc::new(Self {
             input: children[0].clone(),
             inners: self.inners.clone(),
+            plan_metrics: self.plan_metrics.clone(),
             props: self.props.clone(),
         }))
     }
@@ -1088,14 +1122,14 @@ impl ExecutionPlan for WindowAggregateExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let target = context.session_config().batch_size();
-        let mut input = self.input.execute(partition, context)?;
+        let mut input = self.input.execute(partition, context.clone())?;
         let inner = self.inners[partition].clone();
         let out = futures::stream::once(async move {
             let mut r: Result<Vec<RecordBatch>> = Ok(vec![]);
             while let Some(b) = input.next().await {
                 match b {
                     Ok(b) => {
-                        if let Err(e) = inner.update(&b) {
+                        if let Err(e) = inner.update(&b).and_then(|_| inner.reserve(&context)) {
                             r = Err(e);
                             break;
                         }
@@ -1108,6 +1142,7 @@ impl ExecutionPlan for WindowAggregateExec {
             }
             let items: Vec<Result<RecordBatch>> = match r
                 .and_then(|_| inner.emit())
+                .and_then(|v| inner.reserve(&context).map(|_| v))
                 .and_then(|v| coalesce(v, target))
             {
                 Ok(v) => v.into_iter().map(Ok).collect(),

@@ -71,6 +71,8 @@ pub(crate) struct Live {
     started: Instant,
     counters: Arc<Counters>,
     metrics: Arc<crate::window::WindowMetrics>,
+    /// The job's plan: its operators' `state_bytes` metrics.
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     /// Every stream's feed, the driving one first, with its records read
     /// in committed or failed epochs.
     streams: Vec<(String, Arc<EpochFeed>, AtomicU64)>,
@@ -88,6 +90,7 @@ impl Live {
             started: Instant::now(),
             counters: p.counters.clone(),
             metrics: p.window_metrics.clone(),
+            plan: p.physical.clone(),
             streams: p
                 .streams()
                 .map(|(s, f)| (s.name().to_string(), f.clone(), AtomicU64::new(0)))
@@ -172,10 +175,20 @@ impl Live {
             state_rows: m.groups.load(Relaxed)
                 + m.join_rows.load(Relaxed)
                 + m.row_rows.load(Relaxed),
-            memory_bytes: m.bytes.load(Relaxed),
+            memory_bytes: state_bytes(&self.plan),
             last_error: self.last_error.lock().expect("status lock").clone(),
         }
     }
+}
+
+/// The bytes the streaming operators of `plan` hold (their reservations of
+/// the memory pool).
+fn state_bytes(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("state_bytes"))
+        .map_or(0, |v| v.as_usize() as u64);
+    own + plan.children().into_iter().map(state_bytes).sum::<u64>()
 }
 
 /// A started job.
