@@ -535,3 +535,45 @@ fn window_state_is_held_to_the_memory_limit() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
 }
+
+/// Without `batch.size`, a job that keeps state reads a bounded input in
+/// epochs of 100,000 records (windows close as the input goes by), not in
+/// one epoch that holds every window open to the end; `explain` says so.
+#[test]
+fn stateful_jobs_read_bounded_input_in_epochs_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let app = "CREATE STREAM w AS SELECT key, COUNT(*) AS n FROM gen
+        GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND) INTO out
+        WITH ('gen.type' = 'datagen', 'gen.rows' = '250000', 'gen.columns' = 'key:int(0,9), ts:timestamp(1)',
+              'gen.event.time.field' = 'ts', 'gen.watermark.max_out_of_orderness' = '0ms',
+              'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let out = crate::common::run_in(dir, &["run", "app.sql"], &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("250000 records read, 0 failed, 3 epochs"),
+        "{text}"
+    );
+    let counted: u64 = std::fs::read_to_string(dir.join("out/w.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 250_000);
+    let explain = crate::common::run_in(dir, &["explain", "app.sql"], &[]);
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains("batch.size 100000 (the default of a query that keeps state)"),
+        "{text}"
+    );
+}

@@ -32,7 +32,7 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "batch.size",
         KeyType::UInt,
         None,
-        "Records per epoch (fixed_size). Unset: no size limit",
+        "Records per epoch (fixed_size). Unset: 100000 for a query that keeps state (windows, stream joins, row windows, updating GROUP BY), else no size limit",
     ),
     KeySpec::new("max_batch_size", KeyType::UInt, None, "Alias of batch.size"),
     KeySpec::new("batch.max_size", KeyType::UInt, None, "Alias of batch.size"),

@@ -245,7 +245,14 @@ impl JobRun {
             l.refresh_if_due(&self.p.counters, self.shutdown.receiver())
                 .await;
         }
-        let budget = budget(&self.job, self.bounded, self.p.whole_input, &self.adaptive);
+        let stateful = !self.p.window_states.is_empty();
+        let budget = budget(
+            &self.job,
+            self.bounded,
+            self.p.whole_input,
+            stateful,
+            &self.adaptive,
+        );
         for (_, f) in self.p.streams() {
             f.begin_epoch(budget.clone()).await;
         }

@@ -6,7 +6,7 @@
 //! [`recover`], epoch sizes in [`budget`], the sinks in [`outputs`] and
 //! `velo explain`'s text in [`explain`].
 
-mod budget;
+pub mod budget;
 mod commit;
 pub mod explain;
 pub mod handle;
