@@ -325,3 +325,45 @@ fn a_later_statement_joins_with_a_create_table() {
         .unwrap();
     assert_eq!(first, 0, "the first records were joined too");
 }
+
+/// A GROUP BY over bounded input has one answer, the final table without
+/// `_op`, with or without ORDER BY; EMIT CHANGES asks for the changelog.
+#[test]
+fn bounded_group_by_is_the_final_table_unless_changes_are_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("in.csv"), "k,v\na,1\nb,2\na,3\n").unwrap();
+    let run = |tail: &str| {
+        let app = format!(
+            "CREATE STREAM g AS SELECT k, SUM(v) AS s FROM src GROUP BY k {tail} INTO out
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.csv', 'src.format' = 'csv',
+                   'out.type' = 'file_sink', 'out.path' = 'out/g.jsonl');"
+        );
+        let _ = std::fs::remove_dir_all(dir.join("out"));
+        std::fs::write(dir.join("app.sql"), app).unwrap();
+        let out = crate::common::run_in(dir, &["run", "app.sql"], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut rows: Vec<String> = std::fs::read_to_string(dir.join("out/g.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        rows.sort();
+        rows
+    };
+    let table = vec![
+        r#"{"k":"a","s":4}"#.to_string(),
+        r#"{"k":"b","s":2}"#.to_string(),
+    ];
+    assert_eq!(run(""), table);
+    assert_eq!(run("ORDER BY k"), table);
+    assert!(
+        run("EMIT CHANGES")
+            .iter()
+            .all(|r| r.contains(r#""_op":"insert""#))
+    );
+}

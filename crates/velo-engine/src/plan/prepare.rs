@@ -412,15 +412,18 @@ fn partitions(plan: &JobPlan) -> Result<usize> {
 
 /// Whether the query's aggregates emit an updating result. A GROUP BY
 /// without a window streams as an updating result on an unbounded input,
-/// and on any input with EMIT CHANGES; also on a resumable source read to
-/// its end (Kafka with stop.at.end): a run that resumes from committed
-/// offsets sees only the new records, so its groups must come from the
-/// checkpoint, not from one batch answer. A window's results are a stream
-/// too: a GROUP BY over them (Nexmark q4) is an updating result over the
-/// windows' final rows.
+/// and on any input with EMIT CHANGES; also on a bounded source that
+/// resumes where an earlier run stopped (Kafka with stop.at.end, files
+/// with a state directory): a run that resumes sees only the new records,
+/// so its groups must come from the checkpoint, not from one batch answer.
+/// A window's results are a stream too: a GROUP BY over them (Nexmark q4)
+/// is an updating result over the windows' final rows. Otherwise a GROUP BY
+/// over bounded input is one answer: the final table, without `_op`.
 fn is_updating(plan: &JobPlan, driver: &Arc<dyn Source>, windowed: bool) -> bool {
+    let resumes =
+        driver.resumable() && (driver.resumes_by_default() || plan.job.state_dir.is_some());
     plan.statement.emit.as_deref() == Some("CHANGES")
-        || ((!driver.is_bounded() || driver.resumable() || windowed)
+        || ((!driver.is_bounded() || resumes || windowed)
             && plan.statement.emit.as_deref() != Some("FINAL"))
 }
 
