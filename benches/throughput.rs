@@ -11,49 +11,12 @@
 //! with `taskset -c 0 cargo bench --bench throughput` for a strict one-core run.
 //! `BENCH_ROWS` changes the row count, `BENCH_RUNS` the repetitions (best kept).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod common;
 
-use common::{cpu_seconds, env_or, run_sql};
-
-fn generate(path: &Path, rows: u64) {
-    if std::fs::metadata(path)
-        .map(|m| m.len() > 0)
-        .unwrap_or(false)
-    {
-        return;
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_extension("tmp");
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
-    let statuses = ["NEW", "PAID", "SHIPPED", "CANCELLED"];
-    let regions = ["eu-west", "us-east", "ap-south"];
-    let mut x: u64 = 42;
-    for i in 0..rows {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let amount = (x >> 33) % 100_000;
-        writeln!(
-            w,
-            "{{\"order_id\":{},\"customer_id\":{},\"amount\":{}.{:02},\"status\":\"{}\",\"region\":\"{}\",\"ts\":{}}}",
-            1_000_000 + i,
-            (x >> 20) % 50_000,
-            amount / 100,
-            amount % 100,
-            statuses[((x >> 40) % 4) as usize],
-            regions[((x >> 45) % 3) as usize],
-            1_704_067_200_000u64 + i
-        )
-        .unwrap();
-    }
-    w.flush().unwrap();
-    drop(w);
-    std::fs::rename(tmp, path).unwrap();
-}
+use common::{cpu_seconds, env_or, orders_jsonl, run_sql};
 
 struct Outcome {
     wall: f64,
@@ -78,7 +41,7 @@ fn main() {
     let runs: usize = env_or("BENCH_RUNS", 3);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     let input = root.join(format!("orders_{rows}.jsonl"));
-    generate(&input, rows);
+    orders_jsonl(&input, rows);
     let bytes = std::fs::metadata(&input).unwrap().len() as f64;
     let out = tempfile::tempdir().unwrap();
     let src = format!(

@@ -1,0 +1,158 @@
+//! velo against DuckDB on the same work, side by side in one run (not a
+//! test): release mode, `cargo bench --bench duckdb`.
+//!
+//! Scenarios (inputs generated once under `target/bench-data/`):
+//! - `jsonl_to_parquet`: 5M rows of JSON Lines (~95 bytes a row) -> filter
+//!   and projection -> Parquet;
+//! - `1brc`: the One Billion Row Challenge at 10M lines (`station;temp`,
+//!   413 stations) -> MIN/AVG/MAX per station -> CSV.
+//!
+//! Each scenario runs `BENCH_RUNS` times (default 3), velo and DuckDB
+//! interleaved. The figure is rows per CPU-second of each process: velo's
+//! user + system time over its run (in this process), DuckDB's around its
+//! query in its own Python process (`SET threads = 1`, DuckDB from pip:
+//! `pip install duckdb`; `BENCH_PYTHON` names the interpreter). Medians are
+//! reported, and velo / DuckDB. Run it on an otherwise idle machine: under
+//! load a multi-threaded process's CPU time inflates. `BENCH_ROWS` and
+//! `BENCH_BRC_ROWS` change the sizes; an argument filters by scenario.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+
+use common::{cpu_seconds, env_or, orders_jsonl, run_sql};
+
+/// 1BRC lines: `station;temperature` with one decimal, 413 stations.
+fn measurements(path: &Path, rows: u64) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension("tmp");
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+    let mut x: u64 = 7;
+    for _ in 0..rows {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let station = (x >> 33) % 413;
+        let tenths = ((x >> 20) % 1999) as i64 - 999;
+        let sign = if tenths < 0 { "-" } else { "" };
+        let t = tenths.abs();
+        writeln!(w, "Station{station:03};{sign}{}.{}", t / 10, t % 10).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// velo's rows per CPU-second on `sql`.
+fn velo(sql: &str, dir: &Path, rows: u64) -> f64 {
+    let c0 = cpu_seconds();
+    let read = run_sql(sql, dir, velo_engine::Shutdown::default());
+    assert_eq!(read, rows, "velo read every row");
+    rows as f64 / (cpu_seconds() - c0)
+}
+
+/// DuckDB's rows per CPU-second on `query`, on one thread, timed inside
+/// its process around the query alone.
+fn duckdb(query: &str, rows: u64) -> f64 {
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = format!(
+        "import duckdb, resource\n\
+         c = duckdb.connect()\n\
+         c.execute('SET threads = 1')\n\
+         u = resource.getrusage(resource.RUSAGE_SELF)\n\
+         c.execute({query:?})\n\
+         v = resource.getrusage(resource.RUSAGE_SELF)\n\
+         print(v.ru_utime - u.ru_utime + v.ru_stime - u.ru_stime)\n"
+    );
+    let out = Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "DuckDB failed (pip install duckdb): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cpu: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    rows as f64 / cpu
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rows: u64 = env_or("BENCH_ROWS", 5_000_000);
+    let brc_rows: u64 = env_or("BENCH_BRC_ROWS", 10_000_000);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    let orders = root.join(format!("orders_{rows}.jsonl"));
+    let brc = root.join(format!("measurements_{brc_rows}.txt"));
+    let scenarios = [
+        (
+            "jsonl_to_parquet",
+            rows,
+            format!(
+                "SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM orders WHERE amount > 100 AND status <> 'CANCELLED'
+                 INTO pq WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'pq.type' = 'file_sink', 'pq.path' = '{o}/velo.parquet');",
+                orders.display()
+            ),
+            format!(
+                "COPY (SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM read_json('{}', format = 'newline_delimited',
+                   columns = {{order_id: 'BIGINT', customer_id: 'BIGINT', amount: 'DOUBLE', status: 'VARCHAR', region: 'VARCHAR', ts: 'BIGINT'}})
+                   WHERE amount > 100 AND status <> 'CANCELLED') TO '{o}/duckdb.parquet' (FORMAT parquet)",
+                orders.display()
+            ),
+        ),
+        (
+            "1brc",
+            brc_rows,
+            format!(
+                "SELECT station, MIN(t) AS mn, AVG(t) AS mean, MAX(t) AS mx FROM m GROUP BY station INTO out
+                 WITH ('m.type' = 'file_source', 'm.path' = '{}', 'm.format' = 'csv', 'm.has_headers' = 'false',
+                       'm.delimiter' = ';', 'm.schema' = 'station VARCHAR, t DOUBLE',
+                       'out.type' = 'file_sink', 'out.path' = '{o}/velo.csv');",
+                brc.display()
+            ),
+            format!(
+                "COPY (SELECT station, MIN(t) AS mn, AVG(t) AS mean, MAX(t) AS mx FROM read_csv('{}', delim = ';', header = false,
+                   columns = {{station: 'VARCHAR', t: 'DOUBLE'}}) GROUP BY station) TO '{o}/duckdb.csv' (HEADER)",
+                brc.display()
+            ),
+        ),
+    ];
+    println!(
+        "velo against DuckDB (one thread), {} cores, median of {runs} interleaved runs, rows per CPU-second",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<18} {:>12} {:>16} {:>16} {:>10}",
+        "scenario", "rows", "velo", "DuckDB", "velo/DuckDB"
+    );
+    for (name, n, velo_sql, duck_sql) in &scenarios {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        if *name == "1brc" {
+            measurements(&brc, brc_rows);
+        } else {
+            orders_jsonl(&orders, rows);
+        }
+        let (mut v, mut d) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            v.push(velo(velo_sql, out.path(), *n));
+            d.push(duckdb(duck_sql, *n));
+        }
+        let (v, d) = (median(v), median(d));
+        println!("{name:<18} {n:>12} {v:>16.0} {d:>16.0} {:>9.2}x", v / d);
+    }
+}
