@@ -2,7 +2,7 @@
 //! stream, or any query with `EMIT CHANGES`.
 //!
 //! Where it sits: between the query's output and the fan-out. The window
-//! operator ([`crate::window::Emit::Changes`]) emits the current row of every
+//! operator ([`crate::operators::window::Emit::Changes`]) emits the current row of every
 //! group that changed in an epoch; here each row gets an `_op` column,
 //! `insert` the first time its key is written and `update` after that, and a
 //! key that changed but is missing from the output (HAVING no longer holds)

@@ -8,9 +8,8 @@
 //! `SessionContext` as a streaming table with a feed of its own ([`feed`]),
 //! bounded JOIN sources loaded as in-memory lookup tables ([`lookup`]), and
 //! the SELECT planned by DataFusion, with streaming operators of our own
-//! where state lives across epochs: windows and updating aggregates
-//! ([`window`]), LAG ([`rowwindow`]), stream-stream interval joins
-//! ([`join`]). [`runtime`] then runs each job behind a
+//! where state lives across epochs ([`operators`]: windows and updating
+//! aggregates, row windows, stream-stream interval joins). [`runtime`] then runs each job behind a
 //! [`runtime::JobHandle`] (live status, stop, wait) in **epochs**
 //! (ARCHITECTURE.md decision 2): the batch strategy decides where an epoch
 //! ends; the physical plan is executed over what the sources delivered in
@@ -29,17 +28,14 @@ pub mod fanout;
 pub mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod join;
 pub mod lookup;
-mod memory;
+pub mod operators;
 pub mod plan;
 pub mod rowerrors;
-pub mod rowwindow;
 pub mod runtime;
 pub mod stats;
 pub mod tables;
 pub mod time;
-pub mod window;
 
 mod error;
 

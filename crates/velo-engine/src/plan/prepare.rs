@@ -56,11 +56,11 @@ pub struct PreparedJob {
     /// How the job tells time (event time, processing time, or no time).
     pub time: Option<TimeMode>,
     /// The query's window, if it has one.
-    pub window: Option<crate::window::WindowInfo>,
+    pub window: Option<crate::operators::window::WindowInfo>,
     /// Size of the window state.
-    pub window_metrics: Arc<crate::window::WindowMetrics>,
+    pub window_metrics: Arc<crate::operators::metrics::WindowMetrics>,
     /// The window operators' state (checkpoints).
-    pub window_states: Arc<crate::window::WindowStates>,
+    pub window_states: Arc<crate::operators::state::WindowStates>,
     /// `CREATE TABLE`: the table its published rows go to.
     pub table: Option<Arc<crate::tables::Table>>,
     /// Rows whose expressions failed on their own, for the dead-letter route.
@@ -169,7 +169,7 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         if feeds.all.len() < 2 {
             tracing::warn!(job = %plan.name, "WITHIN INTERVAL has no effect: the job joins no two streams with event times");
         }
-        crate::join::add_within(&mut query, within, &feeds.all)?;
+        crate::operators::join::add_within(&mut query, within, &feeds.all)?;
     }
     let planned = plan_query(
         plan,
@@ -267,10 +267,16 @@ fn window_and_time(
     plan: &JobPlan,
     streams: &Streams,
     query: &mut Query,
-) -> Result<(Option<crate::window::WindowInfo>, Option<TimeMode>)> {
+) -> Result<(
+    Option<crate::operators::window::WindowInfo>,
+    Option<TimeMode>,
+)> {
     let driver_cfg = &plan.sources[streams.driver];
     let declared = streams.event_times[streams.driver].clone();
-    let window = crate::window::rewrite_query(query, declared.as_ref().map(|t| t.field.as_str()))?;
+    let window = crate::operators::window::rewrite_query(
+        query,
+        declared.as_ref().map(|t| t.field.as_str()),
+    )?;
     let time = match (declared, &window) {
         (Some(t), _) => Some(TimeMode::Event(t)),
         (None, Some(w)) => match &w.time_column {
@@ -541,14 +547,14 @@ fn needs_whole_input(plan: &LogicalPlan, updating: bool) -> bool {
     // answer, faster)
     let mut windowed = false;
     let _ = plan.apply(|p| {
-        windowed |= crate::window::is_window_aggregate(p);
+        windowed |= crate::operators::window::is_window_aggregate(p);
         Ok(TreeNodeRecursion::Continue)
     });
     let mut found = false;
     let _ = plan.apply(|p| {
-        if crate::window::is_window_aggregate(p)
+        if crate::operators::window::is_window_aggregate(p)
             || (updating && matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))
-            || ((updating || windowed) && crate::rowwindow::is_streamable(p))
+            || ((updating || windowed) && crate::operators::rowwindow::is_streamable(p))
         {
             return Ok(TreeNodeRecursion::Continue);
         }

@@ -12,15 +12,15 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use velo_config::FailureStrategy;
 
 use crate::Result;
+use crate::operators::window::Emit;
 use crate::plan::JobPlan;
 use crate::plan::prepare::Feeds;
-use crate::window::Emit;
 
 /// What the job's streaming operators share with the runtime: their state
 /// (checkpoints), its size, and the rows whose expressions failed.
 pub(crate) struct Operators {
-    pub metrics: Arc<crate::window::WindowMetrics>,
-    pub states: Arc<crate::window::WindowStates>,
+    pub metrics: Arc<crate::operators::metrics::WindowMetrics>,
+    pub states: Arc<crate::operators::state::WindowStates>,
     pub dead_rows: Arc<crate::rowerrors::DeadRows>,
 }
 
@@ -48,7 +48,7 @@ pub(crate) fn build(
         _ => Emit::Final,
     };
     let mut rules = PhysicalOptimizer::new().rules;
-    let windows = crate::window::StreamingWindows::new(
+    let windows = crate::operators::window::StreamingWindows::new(
         feeds.watermark.clone(),
         ops.metrics.clone(),
         ops.states.clone(),
@@ -57,7 +57,7 @@ pub(crate) fn build(
         partitions,
         feeds.all.clone(),
     );
-    let row_windows = crate::rowwindow::StreamingRowWindows::new(
+    let row_windows = crate::operators::rowwindow::StreamingRowWindows::new(
         ops.states.clone(),
         ops.metrics.clone(),
         feeds.watermark.clone(),
@@ -65,7 +65,7 @@ pub(crate) fn build(
     );
     rules.insert(
         rules.len() - 1,
-        Arc::new(crate::join::StreamingJoins::new(
+        Arc::new(crate::operators::join::StreamingJoins::new(
             feeds.all.clone(),
             windows,
             row_windows,
@@ -98,7 +98,7 @@ pub(crate) fn build(
     if isolate_rows {
         ctx.add_optimizer_rule(Arc::new(crate::rowerrors::HoistAggregateArguments));
     }
-    for f in crate::window::udfs() {
+    for f in crate::operators::window::udfs() {
         ctx.register_udf(f);
     }
     if windowed || updating {

@@ -70,7 +70,7 @@ pub(crate) struct Live {
     name: String,
     started: Instant,
     counters: Arc<Counters>,
-    metrics: Arc<crate::window::WindowMetrics>,
+    metrics: Arc<crate::operators::metrics::WindowMetrics>,
     /// The job's plan: its operators' `state_bytes` metrics.
     plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     /// Every stream's feed, the driving one first, with its records read

@@ -57,20 +57,20 @@ const MATCHED: &str = "__velo_matched";
 
 /// The physical optimizer rule that puts [`IntervalJoinExec`] in place of a
 /// join of two streams, the window operators in place of windowed
-/// aggregates ([`crate::window::StreamingWindows`]) and row windows in place
-/// of OVER (...) ([`crate::rowwindow::StreamingRowWindows`]), in one
+/// aggregates ([`crate::operators::window::StreamingWindows`]) and row windows in place
+/// of OVER (...) ([`crate::operators::rowwindow::StreamingRowWindows`]), in one
 /// bottom-up pass.
 pub struct StreamingJoins {
     /// The job's streams.
     streams: Vec<Arc<crate::feed::EpochFeed>>,
     /// Windows and updating aggregates, replaced in the same pass.
-    windows: crate::window::StreamingWindows,
+    windows: crate::operators::window::StreamingWindows,
     /// Row-window functions (OVER), replaced in the same pass.
-    row_windows: crate::rowwindow::StreamingRowWindows,
+    row_windows: crate::operators::rowwindow::StreamingRowWindows,
     /// The job's watermark (held back by each join's interval).
     job_watermark: Arc<Watermark>,
-    states: Arc<crate::window::WindowStates>,
-    metrics: Arc<crate::window::WindowMetrics>,
+    states: Arc<crate::operators::state::WindowStates>,
+    metrics: Arc<crate::operators::metrics::WindowMetrics>,
 }
 
 impl fmt::Debug for StreamingJoins {
@@ -84,11 +84,11 @@ impl StreamingJoins {
     /// `states` and hold `job_watermark` back by their interval.
     pub fn new(
         streams: Vec<Arc<crate::feed::EpochFeed>>,
-        windows: crate::window::StreamingWindows,
-        row_windows: crate::rowwindow::StreamingRowWindows,
+        windows: crate::operators::window::StreamingWindows,
+        row_windows: crate::operators::rowwindow::StreamingRowWindows,
         job_watermark: Arc<Watermark>,
-        states: Arc<crate::window::WindowStates>,
-        metrics: Arc<crate::window::WindowMetrics>,
+        states: Arc<crate::operators::state::WindowStates>,
+        metrics: Arc<crate::operators::metrics::WindowMetrics>,
     ) -> Self {
         Self {
             streams,
@@ -135,10 +135,10 @@ impl StreamingJoins {
         if let Some(j) = plan.downcast_ref::<IntervalJoinExec>() {
             return j.lower_bound(col);
         }
-        if let Some(w) = plan.downcast_ref::<crate::window::WindowAggregateExec>() {
+        if let Some(w) = plan.downcast_ref::<crate::operators::window::WindowAggregateExec>() {
             return w.lower_bound(col);
         }
-        if let Some(r) = plan.downcast_ref::<crate::rowwindow::RowWindowExec>() {
+        if let Some(r) = plan.downcast_ref::<crate::operators::rowwindow::RowWindowExec>() {
             return r.lower_bound(col);
         }
         if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
@@ -455,7 +455,7 @@ struct SideState {
     schema: SchemaRef,
 }
 
-impl crate::window::OperatorState for SideState {
+impl crate::operators::state::OperatorState for SideState {
     fn snapshot(&self) -> Result<RecordBatch> {
         let st = self.state.lock().expect("join state");
         let k = if self.side == JoinSide::Left {
@@ -523,11 +523,11 @@ pub struct IntervalJoinExec {
     lb_left: LowerBound,
     lb_right: LowerBound,
     state: Arc<Mutex<JoinState>>,
-    metrics: Arc<crate::window::WindowMetrics>,
+    metrics: Arc<crate::operators::metrics::WindowMetrics>,
     /// `state_bytes`, shown by `ExecutionPlan::metrics`.
     plan_metrics: ExecutionPlanMetricsSet,
     /// The state's reservation of the memory pool.
-    memory: Arc<crate::memory::StateMemory>,
+    memory: Arc<crate::operators::memory::StateMemory>,
     props: Arc<PlanProperties>,
 }
 
@@ -567,7 +567,7 @@ impl IntervalJoinExec {
         hi: i64,
         lb_left: LowerBound,
         lb_right: LowerBound,
-        metrics: Arc<crate::window::WindowMetrics>,
+        metrics: Arc<crate::operators::metrics::WindowMetrics>,
     ) -> Result<Self> {
         let nullable_left = matches!(parts.join_type, JoinType::Right | JoinType::Full);
         let nullable_right = matches!(parts.join_type, JoinType::Left | JoinType::Full);
@@ -623,7 +623,11 @@ impl IntervalJoinExec {
             lb_right,
             state: Arc::new(Mutex::new(JoinState::default())),
             metrics,
-            memory: crate::memory::StateMemory::new("IntervalJoinExec", 0, &plan_metrics),
+            memory: crate::operators::memory::StateMemory::new(
+                "IntervalJoinExec",
+                0,
+                &plan_metrics,
+            ),
             plan_metrics,
             props,
         })
@@ -872,7 +876,7 @@ impl IntervalJoinExec {
         let (wl, wr) = ((self.lb_left)(), (self.lb_right)());
         let keep =
             |rows: &RecordBatch, time: usize, bound: i64, reach: i64| -> Result<BooleanArray> {
-                let t = crate::window::to_millis(rows.column(time))?;
+                let t = crate::operators::window::to_millis(rows.column(time))?;
                 Ok(t.iter()
                     .map(|v| {
                         Some(match (bound, v) {

@@ -6,7 +6,7 @@
 //!
 //! Where it sits: in place of DataFusion's window operator (and the sort
 //! under it) over a stream, put there by the one bottom-up pass of
-//! [`crate::join::StreamingJoins`]. Every epoch, the epoch's rows are put
+//! [`crate::operators::join::StreamingJoins`]. Every epoch, the epoch's rows are put
 //! after the rows each key still needs from earlier epochs (its last n
 //! rows: the history), DataFusion's own window operator runs on that,
 //! sorted as the OVER clause asks, and only rows that are final go on:
@@ -181,10 +181,10 @@ fn classify(e: &Arc<dyn WindowExpr>) -> Result<Need> {
 }
 
 /// Puts [`RowWindowExec`] in place of a window operator over a stream; part
-/// of the one bottom-up pass of [`crate::join::StreamingJoins`].
+/// of the one bottom-up pass of [`crate::operators::join::StreamingJoins`].
 pub struct StreamingRowWindows {
-    states: Arc<crate::window::WindowStates>,
-    metrics: Arc<crate::window::WindowMetrics>,
+    states: Arc<crate::operators::state::WindowStates>,
+    metrics: Arc<crate::operators::metrics::WindowMetrics>,
     watermark: Arc<Watermark>,
     expire: Option<std::time::Duration>,
 }
@@ -194,8 +194,8 @@ impl StreamingRowWindows {
     /// its size in `metrics`, see the end of input in `watermark`, and drop
     /// a key's state after `expire` without rows.
     pub fn new(
-        states: Arc<crate::window::WindowStates>,
-        metrics: Arc<crate::window::WindowMetrics>,
+        states: Arc<crate::operators::state::WindowStates>,
+        metrics: Arc<crate::operators::metrics::WindowMetrics>,
         watermark: Arc<Watermark>,
         expire: Option<std::time::Duration>,
     ) -> Self {
@@ -211,7 +211,7 @@ impl StreamingRowWindows {
     pub fn rewrite(
         &self,
         p: Arc<dyn ExecutionPlan>,
-        trace: crate::window::Trace<'_>,
+        trace: crate::operators::window::Trace<'_>,
     ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
         let exprs = if let Some(w) = p.downcast_ref::<BoundedWindowAggExec>() {
             w.window_expr().to_vec()
@@ -316,7 +316,7 @@ impl State {
     /// Puts the state's size into `metrics`; returns its bytes: the rows
     /// kept, and per key an estimate (its state without the accumulators'
     /// own allocations, and its encoded key).
-    fn publish(&mut self, metrics: &crate::window::WindowMetrics) -> usize {
+    fn publish(&mut self, metrics: &crate::operators::metrics::WindowMetrics) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
         let now = (
             self.keys.len() as u64,
@@ -384,7 +384,7 @@ fn mismatch() -> DataFusionError {
 /// The rows a row window keeps, in checkpoints.
 struct RowsState(Shared);
 
-impl crate::window::OperatorState for RowsState {
+impl crate::operators::state::OperatorState for RowsState {
     fn snapshot(&self) -> Result<RecordBatch> {
         let st = lock(&self.0);
         Ok(st
@@ -405,7 +405,7 @@ impl crate::window::OperatorState for RowsState {
 /// The per-key counters and accumulators of a row window, in checkpoints.
 struct KeysState(Shared);
 
-impl crate::window::OperatorState for KeysState {
+impl crate::operators::state::OperatorState for KeysState {
     fn snapshot(&self) -> Result<RecordBatch> {
         let mut st = lock(&self.0);
         let schema = st.keys_schema()?;
@@ -515,12 +515,12 @@ pub struct RowWindowExec {
     /// The job's watermark: the end of input.
     watermark: Arc<Watermark>,
     expire: Option<i64>,
-    metrics: Arc<crate::window::WindowMetrics>,
+    metrics: Arc<crate::operators::metrics::WindowMetrics>,
     state: Shared,
     /// `state_bytes`, shown by `ExecutionPlan::metrics`.
     plan_metrics: ExecutionPlanMetricsSet,
     /// The state's reservation of the memory pool.
-    memory: Arc<crate::memory::StateMemory>,
+    memory: Arc<crate::operators::memory::StateMemory>,
     props: Arc<PlanProperties>,
 }
 
@@ -546,7 +546,7 @@ impl RowWindowExec {
         gate: Option<(usize, LowerBound)>,
         watermark: Arc<Watermark>,
         expire: Option<i64>,
-        metrics: Arc<crate::window::WindowMetrics>,
+        metrics: Arc<crate::operators::metrics::WindowMetrics>,
     ) -> Result<Self> {
         let schema = input.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -610,7 +610,7 @@ impl RowWindowExec {
             expire,
             metrics,
             state: Arc::new(Mutex::new(state)),
-            memory: crate::memory::StateMemory::new("RowWindowExec", 0, &plan_metrics),
+            memory: crate::operators::memory::StateMemory::new("RowWindowExec", 0, &plan_metrics),
             plan_metrics,
             props,
         })
@@ -767,7 +767,7 @@ impl RowWindowExec {
         let keys = Self::rows_of(&self.partition_by, &st.key_conv, &done)?;
         let orders = Self::rows_of(&self.order_by, &st.order_conv, &done)?;
         let times: Option<Int64Array> = match (&self.gate, self.order_by.first()) {
-            (Some(_), Some(e)) => Some(crate::window::to_millis(
+            (Some(_), Some(e)) => Some(crate::operators::window::to_millis(
                 &e.evaluate(&done)?.into_array(n)?,
             )?),
             _ => None,
