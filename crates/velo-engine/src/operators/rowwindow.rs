@@ -371,6 +371,42 @@ impl State {
 
 type Shared = Arc<Mutex<State>>;
 
+/// The rows an epoch's window runs over.
+struct Gathered {
+    /// The input schema with the history marker.
+    marked_schema: SchemaRef,
+    /// The history of the keys with rows now, and the fresh rows.
+    data: RecordBatch,
+    /// The history of the other keys, set aside as it is.
+    aside: Option<RecordBatch>,
+}
+
+/// The window's output rows as the epoch reads them: history markers, keys
+/// and ORDER BY values as comparable rows, and the ORDER BY event time.
+struct Ranked {
+    hist: BooleanArray,
+    keys: Rows,
+    orders: Rows,
+    times: Option<Int64Array>,
+}
+
+impl Ranked {
+    fn of(exec: &RowWindowExec, st: &State, done: &RecordBatch, n_in: usize) -> Result<Self> {
+        let n = done.num_rows();
+        Ok(Self {
+            hist: history_of(&done.project(&(0..=n_in).collect::<Vec<_>>())?),
+            keys: RowWindowExec::rows_of(&exec.partition_by, &st.key_conv, done)?,
+            orders: RowWindowExec::rows_of(&exec.order_by, &st.order_conv, done)?,
+            times: match (&exec.gate, exec.order_by.first()) {
+                (Some(_), Some(e)) => Some(crate::operators::window::to_millis(
+                    &e.evaluate(done)?.into_array(n)?,
+                )?),
+                _ => None,
+            },
+        })
+    }
+}
+
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -685,60 +721,91 @@ impl RowWindowExec {
         let end = self.watermark.get() == Watermark::END;
         let gate_wm = self.gate.as_ref().map(|(_, f)| f());
         let clock = Self::clock(gate_wm);
-        let (marked_schema, data, aside) = {
-            let mut st = lock(&self.state);
-            let marked_schema = st.marked.clone();
-            let waiting = st
-                .rows
-                .as_ref()
-                .is_some_and(|r| history_of(r).false_count() > 0);
-            if fresh.iter().all(|b| b.num_rows() == 0) && !waiting {
-                self.expire_keys(&mut st, clock)?;
-                let bytes = st.publish(&self.metrics);
-                drop(st);
-                self.memory.resize(&ctx, bytes)?;
-                return Ok(None);
-            }
-            // only the history of keys with rows now runs again; the rest
-            // is set aside as it is
-            let mut all: Vec<RecordBatch> = Vec::new();
-            let mut aside = None;
-            if let Some(rows) = st.rows.take() {
-                // the keys of the epoch, compared as their row bytes
-                let fresh_keys = fresh
-                    .iter()
-                    .map(|b| Self::rows_of(&self.partition_by, &st.key_conv, b))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut now: HashSet<&[u8]> = fresh_keys
-                    .iter()
-                    .flat_map(|k| k.iter().map(|r| r.data()))
-                    .collect();
-                let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
-                let hist = history_of(&rows);
-                // a key whose rows still wait runs too: its waiting rows may
-                // become final now, and LAG needs their history with them
-                now.extend(
-                    (0..rows.num_rows())
-                        .filter(|&i| !hist.value(i))
-                        .map(|i| keys.row(i).data()),
-                );
-                let runs: BooleanArray = (0..rows.num_rows())
-                    .map(|i| Some(!hist.value(i) || now.contains(keys.row(i).data())))
-                    .collect();
-                all.push(arrow::compute::filter_record_batch(&rows, &runs)?);
-                let rest =
-                    arrow::compute::filter_record_batch(&rows, &arrow::compute::not(&runs)?)?;
-                aside = (rest.num_rows() > 0).then_some(rest);
-            }
-            for b in &fresh {
-                all.push(marked(b, &marked_schema, false)?);
-            }
-            let data = arrow::compute::concat_batches(&marked_schema, &all)?;
-            (marked_schema, data, aside)
+        let Some(input) = self.gather(&fresh, clock, &ctx)? else {
+            return Ok(None);
         };
+        let done = self.run_window(&input, ctx.clone()).await?;
+        let mut st = lock(&self.state);
+        let n_in = input.marked_schema.fields().len() - 1;
+        let rows = Ranked::of(self, &st, &done, n_in)?;
+        let (ready, groups) = self.final_rows(&rows, gate_wm, end);
+        let values = self.count(&mut st, &rows, &done, &groups, &ready, clock)?;
+        let expired = self.expire_keys(&mut st, clock)?;
+        self.keep(&mut st, &rows, &done, input, &groups, &ready, &expired)?;
+        let bytes = st.publish(&self.metrics);
+        drop(st);
+        self.memory.resize(&ctx, bytes)?;
+        self.output(&done, &ready, values, n_in)
+    }
+
+    /// Phase 1: the rows the window runs over — the history of the keys
+    /// with rows now (and of keys whose rows still wait), and `fresh` —
+    /// and the history set aside as it is; `None` when nothing runs (the
+    /// state's size is published and reserved then).
+    fn gather(
+        &self,
+        fresh: &[RecordBatch],
+        clock: i64,
+        ctx: &TaskContext,
+    ) -> Result<Option<Gathered>> {
+        let mut st = lock(&self.state);
+        let marked_schema = st.marked.clone();
+        let waiting = st
+            .rows
+            .as_ref()
+            .is_some_and(|r| history_of(r).false_count() > 0);
+        if fresh.iter().all(|b| b.num_rows() == 0) && !waiting {
+            self.expire_keys(&mut st, clock)?;
+            let bytes = st.publish(&self.metrics);
+            drop(st);
+            self.memory.resize(ctx, bytes)?;
+            return Ok(None);
+        }
+        let mut all: Vec<RecordBatch> = Vec::new();
+        let mut aside = None;
+        if let Some(rows) = st.rows.take() {
+            // the keys of the epoch, compared as their row bytes
+            let fresh_keys = fresh
+                .iter()
+                .map(|b| Self::rows_of(&self.partition_by, &st.key_conv, b))
+                .collect::<Result<Vec<_>>>()?;
+            let mut now: HashSet<&[u8]> = fresh_keys
+                .iter()
+                .flat_map(|k| k.iter().map(|r| r.data()))
+                .collect();
+            let keys = Self::rows_of(&self.partition_by, &st.key_conv, &rows)?;
+            let hist = history_of(&rows);
+            // a key whose rows still wait runs too: its waiting rows may
+            // become final now, and LAG needs their history with them
+            now.extend(
+                (0..rows.num_rows())
+                    .filter(|&i| !hist.value(i))
+                    .map(|i| keys.row(i).data()),
+            );
+            let runs: BooleanArray = (0..rows.num_rows())
+                .map(|i| Some(!hist.value(i) || now.contains(keys.row(i).data())))
+                .collect();
+            all.push(arrow::compute::filter_record_batch(&rows, &runs)?);
+            let rest = arrow::compute::filter_record_batch(&rows, &arrow::compute::not(&runs)?)?;
+            aside = (rest.num_rows() > 0).then_some(rest);
+        }
+        for b in fresh {
+            all.push(marked(b, &marked_schema, false)?);
+        }
+        let data = arrow::compute::concat_batches(&marked_schema, &all)?;
+        Ok(Some(Gathered {
+            marked_schema,
+            data,
+            aside,
+        }))
+    }
+
+    /// Phase 2: DataFusion's window operator over the gathered rows
+    /// (sorted by PARTITION BY and ORDER BY), as one batch.
+    async fn run_window(&self, input: &Gathered, ctx: Arc<TaskContext>) -> Result<RecordBatch> {
         let source = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-            &[vec![data]],
-            marked_schema.clone(),
+            &[vec![input.data.clone()]],
+            input.marked_schema.clone(),
             None,
         )?;
         let sorted: Arc<dyn ExecutionPlan> = match &self.sort {
@@ -753,27 +820,26 @@ impl RowWindowExec {
             vec![sorted],
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
         )?;
-        let done = datafusion::physical_plan::collect(run, ctx.clone()).await?;
+        let done = datafusion::physical_plan::collect(run, ctx).await?;
         let Some(first) = done.first() else {
             return Err(DataFusionError::Internal(
                 "the window operator gave no rows for the row window's input".into(),
             ));
         };
-        let done = arrow::compute::concat_batches(&first.schema(), &done)?;
-        let mut st = lock(&self.state);
-        let n = done.num_rows();
-        let n_in = marked_schema.fields().len() - 1;
-        let hist = history_of(&done.project(&(0..=n_in).collect::<Vec<_>>())?);
-        let keys = Self::rows_of(&self.partition_by, &st.key_conv, &done)?;
-        let orders = Self::rows_of(&self.order_by, &st.order_conv, &done)?;
-        let times: Option<Int64Array> = match (&self.gate, self.order_by.first()) {
-            (Some(_), Some(e)) => Some(crate::operators::window::to_millis(
-                &e.evaluate(&done)?.into_array(n)?,
-            )?),
-            _ => None,
-        };
-        // rows that are final: past the watermark, with the rows after them
-        // that LEAD / FOLLOWING need
+        Ok(arrow::compute::concat_batches(&first.schema(), &done)?)
+    }
+
+    /// Phase 3: which rows are final — past the watermark, with the rows
+    /// after them that LEAD / FOLLOWING need — and the runs of rows of one
+    /// key, as (start, end).
+    fn final_rows(
+        &self,
+        rows: &Ranked,
+        gate_wm: Option<i64>,
+        end: bool,
+    ) -> (Vec<bool>, Vec<(usize, usize)>) {
+        let (keys, hist, times) = (&rows.keys, &rows.hist, &rows.times);
+        let n = hist.len();
         let mut ready = vec![false; n];
         let mut groups = Vec::new();
         let mut s = 0;
@@ -786,7 +852,7 @@ impl RowWindowExec {
             while known < e
                 && (hist.value(known)
                     || end
-                    || match (&times, gate_wm) {
+                    || match (times, gate_wm) {
                         (Some(t), Some(wm)) => !t.is_null(known) && t.value(known) < wm,
                         _ => true,
                     })
@@ -804,7 +870,22 @@ impl RowWindowExec {
             groups.push((s, e));
             s = e;
         }
-        // the functions counted from a key's first row
+        (ready, groups)
+    }
+
+    /// Phase 4: the functions counted from a key's first row (ROW_NUMBER,
+    /// RANK, DENSE_RANK, running aggregates) for the final rows, each key's
+    /// state carried on.
+    fn count(
+        &self,
+        st: &mut State,
+        rows: &Ranked,
+        done: &RecordBatch,
+        groups: &[(usize, usize)],
+        ready: &[bool],
+        clock: i64,
+    ) -> Result<Vec<Vec<ScalarValue>>> {
+        let n = done.num_rows();
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.needs.len()];
         let args: Vec<Option<Vec<ArrayRef>>> = self
             .needs
@@ -813,17 +894,17 @@ impl RowWindowExec {
                 Need::Running { agg, .. } => agg
                     .expressions()
                     .iter()
-                    .map(|e| e.evaluate(&done)?.into_array(n))
+                    .map(|e| e.evaluate(done)?.into_array(n))
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        for &(s, e) in &groups {
+        for &(s, e) in groups {
             let Some(first) = (s..e).find(|&i| ready[i]) else {
                 continue;
             };
-            let key = keys.row(s).owned();
+            let key = rows.keys.row(s).owned();
             if !st.keys.contains_key(&key) {
                 let k = st.new_key(clock)?;
                 st.keys.insert(key.clone(), k);
@@ -834,60 +915,85 @@ impl RowWindowExec {
             while i < e && ready[i] {
                 // the run of peers (equal ORDER BY values) from i
                 let mut j = i + 1;
-                while j < e && ready[j] && orders.row(j) == orders.row(i) {
+                while j < e && ready[j] && rows.orders.row(j) == rows.orders.row(i) {
                     j += 1;
                 }
-                let tie = k.last.as_ref().is_some_and(|l| l.row() == orders.row(i));
-                let run = (j - i) as u64;
-                if !tie {
-                    k.rank = k.count + 1;
-                    k.dense += 1;
-                }
-                let mut running = 0;
-                for (f, nd) in self.needs.iter().enumerate() {
-                    match nd {
-                        Need::RowNumber => values[f]
-                            .extend((1..=run).map(|r| ScalarValue::UInt64(Some(k.count + r)))),
-                        Need::Rank => {
-                            values[f].extend((0..run).map(|_| ScalarValue::UInt64(Some(k.rank))))
-                        }
-                        Need::DenseRank => {
-                            values[f].extend((0..run).map(|_| ScalarValue::UInt64(Some(k.dense))))
-                        }
-                        Need::Running { peers, .. } => {
-                            let a = args[f].as_ref().expect("evaluated");
-                            let acc = &mut k.accs[running];
-                            running += 1;
-                            if *peers {
-                                acc.update_batch(
-                                    &a.iter().map(|c| c.slice(i, j - i)).collect::<Vec<_>>(),
-                                )?;
-                                let v = acc.evaluate()?;
-                                values[f].extend((0..run).map(|_| v.clone()));
-                            } else {
-                                for r in i..j {
-                                    acc.update_batch(
-                                        &a.iter().map(|c| c.slice(r, 1)).collect::<Vec<_>>(),
-                                    )?;
-                                    values[f].push(acc.evaluate()?);
-                                }
-                            }
-                        }
-                        Need::Rows { .. } => {}
-                    }
-                }
-                k.count += run;
-                k.last = Some(orders.row(i).owned());
+                self.count_peers(k, &args, &mut values, (i, j), &rows.orders)?;
                 i = j;
             }
         }
-        let expired = self.expire_keys(&mut st, clock)?;
-        // the rows kept: each key's last `before` rows that are out, and the
-        // rows still waiting
+        Ok(values)
+    }
+
+    /// The counted functions' values for the peers `i..j` of key `k`.
+    fn count_peers(
+        &self,
+        k: &mut KeyState,
+        args: &[Option<Vec<ArrayRef>>],
+        values: &mut [Vec<ScalarValue>],
+        (i, j): (usize, usize),
+        orders: &Rows,
+    ) -> Result<()> {
+        let tie = k.last.as_ref().is_some_and(|l| l.row() == orders.row(i));
+        let run = (j - i) as u64;
+        if !tie {
+            k.rank = k.count + 1;
+            k.dense += 1;
+        }
+        let mut running = 0;
+        for (f, nd) in self.needs.iter().enumerate() {
+            match nd {
+                Need::RowNumber => {
+                    values[f].extend((1..=run).map(|r| ScalarValue::UInt64(Some(k.count + r))))
+                }
+                Need::Rank => values[f].extend((0..run).map(|_| ScalarValue::UInt64(Some(k.rank)))),
+                Need::DenseRank => {
+                    values[f].extend((0..run).map(|_| ScalarValue::UInt64(Some(k.dense))))
+                }
+                Need::Running { peers, .. } => {
+                    let a = args[f].as_ref().expect("evaluated");
+                    let acc = &mut k.accs[running];
+                    running += 1;
+                    if *peers {
+                        acc.update_batch(&a.iter().map(|c| c.slice(i, j - i)).collect::<Vec<_>>())?;
+                        let v = acc.evaluate()?;
+                        values[f].extend((0..run).map(|_| v.clone()));
+                    } else {
+                        for r in i..j {
+                            acc.update_batch(&a.iter().map(|c| c.slice(r, 1)).collect::<Vec<_>>())?;
+                            values[f].push(acc.evaluate()?);
+                        }
+                    }
+                }
+                Need::Rows { .. } => {}
+            }
+        }
+        k.count += run;
+        k.last = Some(orders.row(i).owned());
+        Ok(())
+    }
+
+    /// Phase 5: the rows kept — each key's last `before` rows that are
+    /// out, the rows still waiting, and the history set aside, less the
+    /// keys that expired.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &self,
+        st: &mut State,
+        rows: &Ranked,
+        done: &RecordBatch,
+        input: Gathered,
+        groups: &[(usize, usize)],
+        ready: &[bool],
+        expired: &HashSet<OwnedRow>,
+    ) -> Result<()> {
+        let (keys, hist) = (&rows.keys, &rows.hist);
+        let marked_schema = input.marked_schema;
+        let n_in = marked_schema.fields().len() - 1;
         let mut keep: Vec<u32> = Vec::new();
         let mut keep_hist: Vec<bool> = Vec::new();
         st.waiting_from = Watermark::END;
-        for &(s, e) in &groups {
+        for &(s, e) in groups {
             let gone = expired.contains(&keys.row(s).owned());
             let out: Vec<usize> = (s..e).filter(|&i| hist.value(i) || ready[i]).collect();
             if !gone {
@@ -899,7 +1005,7 @@ impl RowWindowExec {
             for i in (s..e).filter(|&i| !hist.value(i) && !ready[i]) {
                 keep.push(i as u32);
                 keep_hist.push(false);
-                if let Some(t) = times.as_ref().filter(|t| !t.is_null(i)) {
+                if let Some(t) = rows.times.as_ref().filter(|t| !t.is_null(i)) {
                     st.waiting_from = st.waiting_from.min(t.value(i));
                 }
             }
@@ -910,9 +1016,8 @@ impl RowWindowExec {
         let mut cols = kept.columns().to_vec();
         cols.push(Arc::new(BooleanArray::from(keep_hist)));
         let kept = RecordBatch::try_new(marked_schema.clone(), cols)?;
-        // the history set aside, less the keys that expired
         let mut parts = vec![kept];
-        if let Some(rest) = aside {
+        if let Some(rest) = input.aside {
             let rest = if expired.is_empty() {
                 rest
             } else {
@@ -926,11 +1031,18 @@ impl RowWindowExec {
         }
         let kept = arrow::compute::concat_batches(&marked_schema, &parts)?;
         st.rows = (kept.num_rows() > 0).then_some(kept);
-        let bytes = st.publish(&self.metrics);
-        drop(st);
-        self.memory.resize(&ctx, bytes)?;
-        // the final rows, with the counted functions' values
-        let out = arrow::compute::filter_record_batch(&done, &BooleanArray::from(ready))?;
+        Ok(())
+    }
+
+    /// Phase 6: the final rows, with the counted functions' values.
+    fn output(
+        &self,
+        done: &RecordBatch,
+        ready: &[bool],
+        values: Vec<Vec<ScalarValue>>,
+        n_in: usize,
+    ) -> Result<Option<RecordBatch>> {
+        let out = arrow::compute::filter_record_batch(done, &BooleanArray::from(ready.to_vec()))?;
         if out.num_rows() == 0 {
             return Ok(None);
         }
