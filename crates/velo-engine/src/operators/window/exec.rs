@@ -132,47 +132,16 @@ impl WindowAggregateExec {
             return Ok(None);
         }
         let exprs = group.expr();
-        let start_pos = exprs
-            .iter()
-            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| START_FNS.contains(&n)));
-        let (kind, ts, end_pos, emit) = match start_pos {
-            // a GROUP BY over a bounded table (a lookup) stays DataFusion's
-            None if !updating || matches!(agg.input().boundedness(), Boundedness::Bounded) => {
-                return Ok(None);
-            }
-            None => (
-                WindowKind::Global,
-                Arc::new(Literal::new(ScalarValue::Int64(Some(0)))) as Arc<dyn PhysicalExpr>,
-                None,
-                Emit::Changes,
-            ),
-            Some(start_pos) => {
-                let (name, f) = window_fn(&exprs[start_pos].0).expect("found above");
-                let args = f.args();
-                let kind = match name {
-                    "tumble" => WindowKind::Tumble {
-                        size: literal_ms(&args[1])?,
-                    },
-                    "hop" => WindowKind::Hop {
-                        slide: literal_ms(&args[1])?,
-                        size: literal_ms(&args[2])?,
-                    },
-                    _ => WindowKind::Session {
-                        gap: literal_ms(&args[1])?,
-                    },
-                };
-                check_window(&kind)?;
-                if emit == Emit::Changes && matches!(kind, WindowKind::Session { .. }) {
-                    return Err(DataFusionError::Plan(
-                        "EMIT CHANGES is not available for SESSION windows (a session's rows are only grouped when it closes); use EMIT FINAL".into(),
-                    ));
-                }
-                let end_name = format!("{name}_end");
-                let end_pos = exprs
-                    .iter()
-                    .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| n == end_name));
-                (kind, args[0].clone(), end_pos, emit)
-            }
+        let bounded = matches!(agg.input().boundedness(), Boundedness::Bounded);
+        let Some(Grouping {
+            kind,
+            ts,
+            start_pos,
+            end_pos,
+            emit,
+        }) = Grouping::of(exprs, updating, bounded, emit)?
+        else {
+            return Ok(None);
         };
         let input = agg.input().clone();
         // a window over a window's or a join's output closes by the lowest
@@ -191,17 +160,7 @@ impl WindowAggregateExec {
             .filter(|(i, _)| Some(*i) != start_pos && Some(*i) != end_pos)
             .map(|(i, (e, _))| (i, e.clone()))
             .collect();
-        let mut key_fields = Vec::new();
-        for (i, e) in &keys {
-            key_fields.push(Field::new(
-                format!("k{i}"),
-                e.data_type(&input_schema)?,
-                true,
-            ));
-        }
-        if key_fields.is_empty() {
-            key_fields.push(Field::new("k", DataType::UInt8, false));
-        }
+        let key_schema = key_schema(&keys, &input_schema)?;
         let tz = match start_pos.map(|p| schema.field(p).data_type()) {
             Some(DataType::Timestamp(_, tz)) => tz.clone(),
             _ => None,
@@ -211,25 +170,7 @@ impl WindowAggregateExec {
         // partitions own the keys the hash routes to them; without a key
         // there is one group per window, and one partition
         let partitions = if keys.is_empty() { 1 } else { partitions };
-        let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
-            // the scan read by every partition at once, when nothing between
-            // keeps order or state: the routing runs on every core
-            let input = crate::feed::widen_scan(&input, feeds, partitions).unwrap_or(input);
-            Arc::new(
-                datafusion::physical_plan::repartition::RepartitionExec::try_new(
-                    input,
-                    Partitioning::Hash(keys.iter().map(|(_, e)| e.clone()).collect(), partitions),
-                )?,
-            )
-        } else if input.output_partitioning().partition_count() > 1 {
-            // one partition over a partitioned input (a window over a
-            // window): all of it
-            Arc::new(
-                datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(input),
-            )
-        } else {
-            input
-        };
+        let input = routed(input, &keys, partitions, feeds)?;
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(partitions),
@@ -250,7 +191,7 @@ impl WindowAggregateExec {
             end_pos,
             emit,
             keys,
-            key_schema: Arc::new(Schema::new(key_fields)),
+            key_schema,
             aggr,
             args: agg_args,
             filters: agg.filter_expr().to_vec(),
@@ -282,6 +223,114 @@ impl WindowAggregateExec {
             props: Arc::new(props),
         }))
     }
+}
+
+/// How an aggregate groups: by which window (or none: an updating GROUP
+/// BY), on which time, where the window's start and end are among its
+/// group expressions, and how it emits.
+struct Grouping {
+    kind: WindowKind,
+    ts: Arc<dyn PhysicalExpr>,
+    start_pos: Option<usize>,
+    end_pos: Option<usize>,
+    emit: Emit,
+}
+
+impl Grouping {
+    /// The grouping of `exprs`; `None` for an aggregate that stays
+    /// DataFusion's (no window, and not updating or over a bounded table).
+    fn of(
+        exprs: &[(Arc<dyn PhysicalExpr>, String)],
+        updating: bool,
+        bounded: bool,
+        emit: Emit,
+    ) -> Result<Option<Self>> {
+        let start_pos = exprs
+            .iter()
+            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| START_FNS.contains(&n)));
+        let Some(start_pos) = start_pos else {
+            // a GROUP BY over a bounded table (a lookup) stays DataFusion's
+            if !updating || bounded {
+                return Ok(None);
+            }
+            return Ok(Some(Self {
+                kind: WindowKind::Global,
+                ts: Arc::new(Literal::new(ScalarValue::Int64(Some(0)))),
+                start_pos: None,
+                end_pos: None,
+                emit: Emit::Changes,
+            }));
+        };
+        let (name, f) = window_fn(&exprs[start_pos].0).expect("found above");
+        let args = f.args();
+        let kind = match name {
+            "tumble" => WindowKind::Tumble {
+                size: literal_ms(&args[1])?,
+            },
+            "hop" => WindowKind::Hop {
+                slide: literal_ms(&args[1])?,
+                size: literal_ms(&args[2])?,
+            },
+            _ => WindowKind::Session {
+                gap: literal_ms(&args[1])?,
+            },
+        };
+        check_window(&kind)?;
+        if emit == Emit::Changes && matches!(kind, WindowKind::Session { .. }) {
+            return Err(DataFusionError::Plan(
+                "EMIT CHANGES is not available for SESSION windows (a session's rows are only grouped when it closes); use EMIT FINAL".into(),
+            ));
+        }
+        let end_name = format!("{name}_end");
+        let end_pos = exprs
+            .iter()
+            .position(|(e, _)| window_fn(e).is_some_and(|(n, _)| n == end_name));
+        Ok(Some(Self {
+            kind,
+            ts: args[0].clone(),
+            start_pos: Some(start_pos),
+            end_pos,
+            emit,
+        }))
+    }
+}
+
+/// The schema of the group keys in the operator's state (one constant
+/// column when there is no key).
+fn key_schema(keys: &[(usize, Arc<dyn PhysicalExpr>)], input: &Schema) -> Result<SchemaRef> {
+    let mut fields = Vec::new();
+    for (i, e) in keys {
+        fields.push(Field::new(format!("k{i}"), e.data_type(input)?, true));
+    }
+    if fields.is_empty() {
+        fields.push(Field::new("k", DataType::UInt8, false));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The operator's input in `partitions` partitions, hash-routed by `keys`.
+/// The scan is read by every partition at once when nothing between keeps
+/// order or state, so the routing runs on every core; one partition over a
+/// partitioned input (a window over a window) takes all of it.
+fn routed(
+    input: Arc<dyn ExecutionPlan>,
+    keys: &[(usize, Arc<dyn PhysicalExpr>)],
+    partitions: usize,
+    feeds: &[Arc<crate::feed::EpochFeed>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(if partitions > 1 {
+        let input = crate::feed::widen_scan(&input, feeds, partitions).unwrap_or(input);
+        Arc::new(
+            datafusion::physical_plan::repartition::RepartitionExec::try_new(
+                input,
+                Partitioning::Hash(keys.iter().map(|(_, e)| e.clone()).collect(), partitions),
+            )?,
+        )
+    } else if input.output_partitioning().partition_count() > 1 {
+        Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(input))
+    } else {
+        input
+    })
 }
 
 impl DisplayAs for WindowAggregateExec {
