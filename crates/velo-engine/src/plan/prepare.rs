@@ -426,11 +426,17 @@ fn partitions(plan: &JobPlan) -> Result<usize> {
 /// is an updating result over the windows' final rows. Otherwise a GROUP BY
 /// over bounded input is one answer: the final table, without `_op`.
 fn is_updating(plan: &JobPlan, driver: &Arc<dyn Source>, windowed: bool) -> bool {
-    let resumes =
-        driver.resumable() && (driver.resumes_by_default() || plan.job.state_dir.is_some());
+    let resumes = resumes_across_runs(driver.as_ref(), &plan.job);
     plan.statement.emit.as_deref() == Some("CHANGES")
         || ((!driver.is_bounded() || resumes || windowed)
             && plan.statement.emit.as_deref() != Some("FINAL"))
+}
+
+/// Whether `source` goes on where an earlier run of the job stopped: it
+/// reports positions and resumes by default (Kafka), or the job names a
+/// state directory (files, which are otherwise read again in full).
+pub(crate) fn resumes_across_runs(source: &dyn Source, job: &velo_config::JobConfig) -> bool {
+    source.resumable() && (source.resumes_by_default() || job.state_dir.is_some())
 }
 
 /// The job's lookup tables: its bounded JOIN sources and the tables of

@@ -51,6 +51,14 @@ impl Adaptive {
     }
 }
 
+/// Records per epoch (not for a query that needs its whole input):
+/// `batch.size`, else [`DEFAULT_STATEFUL_EPOCH`] for a `stateful` job, else
+/// no limit.
+pub(crate) fn epoch_records(job: &JobConfig, stateful: bool) -> Option<usize> {
+    job.batch_size
+        .or(stateful.then_some(DEFAULT_STATEFUL_EPOCH))
+}
+
 /// The budget of the next epoch. A query that needs its whole input reads
 /// it in one epoch; an unbounded source ends an epoch after
 /// [`DEFAULT_UNBOUNDED_TIMEOUT`] unless the job says otherwise; a job with
@@ -66,9 +74,7 @@ pub(crate) fn budget(
     if whole {
         return Budget::default();
     }
-    let records = job
-        .batch_size
-        .or(stateful.then_some(DEFAULT_STATEFUL_EPOCH));
+    let records = epoch_records(job, stateful);
     let timeout = job.batch_timeout.or(if bounded {
         None
     } else {

@@ -112,13 +112,11 @@ pub fn explain_text(p: &PreparedJob) -> String {
     s.push_str(&format!(
         "  Job: strategy {:?}, batch.size {}, batch.timeout {}, use_transactions {}, failure_strategy {:?}, max_retries {}, retry_backoff {:?}\n",
         j.strategy,
-        j.batch_size.map(|b| b.to_string()).unwrap_or_else(|| if p.whole_input {
-            "unlimited".into()
-        } else if !p.window_states.is_empty() {
-            format!("{} (the default of a query that keeps state)", super::budget::DEFAULT_STATEFUL_EPOCH)
-        } else {
-            "unlimited".into()
-        }),
+        match (j.batch_size, super::budget::epoch_records(j, !p.window_states.is_empty())) {
+            (Some(b), _) => b.to_string(),
+            (None, Some(d)) if !p.whole_input => format!("{d} (the default of a query that keeps state)"),
+            _ => "unlimited".into(),
+        },
         j.batch_timeout.map(|d| format!("{d:?}")).unwrap_or_else(|| if p.driver.is_bounded() { "none".into() } else { format!("{DEFAULT_UNBOUNDED_TIMEOUT:?}") }),
         j.use_transactions,
         j.failure_strategy,

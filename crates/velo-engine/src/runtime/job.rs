@@ -496,7 +496,7 @@ fn state_dir(plan: &JobPlan) -> Result<StateStore> {
 /// unless told to resume).
 fn resumes(p: &PreparedJob) -> bool {
     p.streams()
-        .all(|(s, _)| s.resumable() && (s.resumes_by_default() || p.plan.job.state_dir.is_some()))
+        .all(|(s, _)| crate::plan::prepare::resumes_across_runs(s.as_ref(), &p.plan.job))
 }
 
 /// Whether every stream of the job can be read again from a position (an
