@@ -4,6 +4,7 @@
 //! `golden` runs every case under `tests/sql/`; the others cover what a
 //! golden file cannot (crashes, signals, watch mode, memory).
 
+mod chains;
 mod common;
 mod docs;
 mod failures;
@@ -15,5 +16,6 @@ mod kafka;
 mod nexmark;
 mod process;
 mod rowwindows;
+mod topn;
 mod updating;
 mod windows;

@@ -694,165 +694,226 @@ impl EpochFeed {
         }
     }
 
+    /// One batch of the epoch for reader `part`, as named phases: the
+    /// reader opened at its first read; then until a batch is taken: the
+    /// epoch's budget checked, the next batch (a rest cut off earlier, or
+    /// the source's next event), cut to the room left, and admitted
+    /// (counted, its event times read). `None` ends the reader's epoch.
     async fn read_batch(&self, part: usize) -> Option<Result<RecordBatch, DataFusionError>> {
-        let mut shutdown = self.shutdown.clone();
         let (reader, parts) = {
             let readers = self.readers.lock().expect("readers lock");
             (readers.get(part)?.clone(), readers.len())
         };
         let mut r = reader.lock().await;
-        if r.reader.is_none() && !r.exhausted {
-            match self.open(part, parts) {
-                Ok(reader) => {
-                    if let Some(c) = reader.committer() {
-                        self.state.lock().await.committer = Some(c);
-                    }
-                    r.reader = Some(reader)
-                }
-                Err(e) => {
-                    let msg = format!("Failed to create source '{}': {e}", self.name);
-                    let mut s = self.state.lock().await;
-                    s.fatal = Some((e.kind(), msg.clone()));
-                    self.reader_ended(&mut s, &mut r);
-                    return Some(Err(DataFusionError::External(msg.into())));
-                }
-            }
+        if let Err(e) = self.ensure_open(&mut r, part, parts).await {
+            return Some(Err(e));
         }
         loop {
-            let (budget, records) = {
-                let s = self.state.lock().await;
-                let b = &s.budget;
-                if (*shutdown.borrow() && s.records > 0)
-                    || b.max_records.is_some_and(|m| s.room(m, part) == 0)
-                    || b.max_bytes.is_some_and(|m| s.bytes >= m)
-                    || b.max_batches.is_some_and(|m| s.batches >= m)
-                {
-                    return None;
-                }
-                (b.clone(), s.records)
-            };
-            let mut whole = false;
-            let (batch, mut parts) = if let Some(p) = r.pending.take() {
-                p
-            } else if r.exhausted || self.ahead() {
-                return None;
-            } else {
-                let reader = r.reader.as_mut().expect("opened above");
-                let event = if budget.eager && records > 0 {
-                    match reader.try_next() {
-                        Ok(ev) => Some(ev),
-                        Err(true) => None,
-                        Err(false) => return None, // nothing ready: close the eager epoch
-                    }
-                } else {
-                    let deadline = budget.deadline;
-                    let sleep = async move {
-                        match deadline {
-                            Some(d) => tokio::time::sleep_until(d.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        ev = reader.next() => ev,
-                        _ = sleep => return None,
-                        _ = shutdown.wait_for(|v| *v) => return None,
-                    }
-                };
-                let mut s = self.state.lock().await;
-                match event {
-                    None => {
-                        self.reader_ended(&mut s, &mut r);
-                        return None;
-                    }
-                    // a part of a split source is one part of the watermark
-                    Some(SourceEvent::Batch(b)) => {
-                        let runs = r.part.clone().map(|p| vec![(p, b.num_rows())]);
-                        (b, runs)
-                    }
-                    Some(SourceEvent::Positioned(b, pos)) => {
-                        // never split: the epoch's position is its last batch's
-                        s.position = Some(pos);
-                        whole = true;
-                        (b, None)
-                    }
-                    Some(SourceEvent::Parts {
-                        batch,
-                        position,
-                        parts,
-                    }) => {
-                        if let Some(pos) = position {
-                            s.position = Some(pos);
-                            whole = true;
-                        }
-                        (batch, Some(parts))
-                    }
-                    Some(SourceEvent::PartsAssigned(parts)) => {
-                        if let Some(tr) = s.tracker.as_mut() {
-                            tr.assign(&parts, Instant::now());
-                        }
-                        continue;
-                    }
-                    Some(SourceEvent::Bad(rec)) => {
-                        Counters::add(&self.counters.records_failed, 1);
-                        match self.policy {
-                            BadRecordPolicy::Collect => {
-                                s.bad.push(rec);
-                                continue;
-                            }
-                            BadRecordPolicy::Fail => {
-                                let msg = rec.to_string();
-                                s.bad.push(rec);
-                                return Some(Err(DataFusionError::External(Box::new(
-                                    BadRecordError(msg),
-                                ))));
-                            }
-                        }
-                    }
-                    Some(SourceEvent::Error(e)) => {
-                        s.fatal = Some((e.kind(), e.to_string()));
-                        self.reader_ended(&mut s, &mut r);
-                        return Some(Err(DataFusionError::External(
-                            format!("source '{}': {e}", self.name).into(),
-                        )));
-                    }
-                }
+            let (budget, records) = self.room_left(part).await?;
+            let (batch, runs, whole) = match r.pending.take() {
+                Some((b, runs)) => (b, runs, false),
+                None if r.exhausted || self.ahead() => return None,
+                None => match self.next_event(&mut r, &budget, records).await {
+                    Next::Batch(b, runs, whole) => (b, runs, whole),
+                    Next::Again => continue,
+                    Next::End(out) => return out,
+                },
             };
             let mut s = self.state.lock().await;
-            let mut batch = batch;
-            if let Some(max) = s.budget.max_records.filter(|_| !whole) {
-                // the other readers may have filled the epoch meanwhile
-                let room = s.room(max, part);
-                if batch.num_rows() > room {
-                    let (head, tail) = match parts.take() {
-                        Some(runs) => {
-                            let (h, t) = split_runs(runs, room);
-                            (Some(h), Some(t))
-                        }
-                        None => (None, None),
-                    };
-                    r.pending = Some((batch.slice(room, batch.num_rows() - room), tail));
-                    batch = batch.slice(0, room);
-                    parts = head;
-                }
-            }
+            let (batch, runs) = fit(&mut s, &mut r, part, batch, runs, whole);
             if batch.num_rows() == 0 {
                 continue;
             }
-            s.records += batch.num_rows();
-            s.part_records[part] += batch.num_rows();
-            s.batches += 1;
-            s.bytes += batch.get_array_memory_size() as u64;
-            Counters::add(&self.counters.records_in, batch.num_rows() as u64);
-            let batch = match self.apply_time(&mut s, batch, parts) {
-                Ok(b) => b,
+            match self.admit(&mut s, part, batch, runs) {
+                Ok(b) if b.num_rows() == 0 => continue,
+                Ok(b) => return Some(Ok(b)),
                 Err(e) => return Some(Err(e)),
-            };
-            if batch.num_rows() == 0 {
-                continue;
             }
-            return Some(Ok(batch));
         }
     }
+
+    /// Opens reader `part` (of `parts`) at its first read.
+    async fn ensure_open(
+        &self,
+        r: &mut Reader,
+        part: usize,
+        parts: usize,
+    ) -> Result<(), DataFusionError> {
+        if r.reader.is_some() || r.exhausted {
+            return Ok(());
+        }
+        match self.open(part, parts) {
+            Ok(reader) => {
+                if let Some(c) = reader.committer() {
+                    self.state.lock().await.committer = Some(c);
+                }
+                r.reader = Some(reader);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("Failed to create source '{}': {e}", self.name);
+                let mut s = self.state.lock().await;
+                s.fatal = Some((e.kind(), msg.clone()));
+                self.reader_ended(&mut s, r);
+                Err(DataFusionError::External(msg.into()))
+            }
+        }
+    }
+
+    /// The epoch's budget and the records read so far, or `None` when the
+    /// epoch is full (or stopping, with records read).
+    async fn room_left(&self, part: usize) -> Option<(Budget, usize)> {
+        let s = self.state.lock().await;
+        let b = &s.budget;
+        if (*self.shutdown.borrow() && s.records > 0)
+            || b.max_records.is_some_and(|m| s.room(m, part) == 0)
+            || b.max_bytes.is_some_and(|m| s.bytes >= m)
+            || b.max_batches.is_some_and(|m| s.batches >= m)
+        {
+            return None;
+        }
+        Some((b.clone(), s.records))
+    }
+
+    /// The source's next event, waited for until the epoch's deadline (an
+    /// eager epoch with records takes only what is ready), and what it
+    /// means for the epoch.
+    async fn next_event(&self, r: &mut Reader, budget: &Budget, records: usize) -> Next {
+        let mut shutdown = self.shutdown.clone();
+        let reader = r.reader.as_mut().expect("opened first");
+        let event = if budget.eager && records > 0 {
+            match reader.try_next() {
+                Ok(ev) => Some(ev),
+                Err(true) => None,
+                Err(false) => return Next::End(None), // nothing ready: close the eager epoch
+            }
+        } else {
+            let deadline = budget.deadline;
+            let sleep = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = reader.next() => ev,
+                _ = sleep => return Next::End(None),
+                _ = shutdown.wait_for(|v| *v) => return Next::End(None),
+            }
+        };
+        let mut s = self.state.lock().await;
+        match event {
+            None => {
+                self.reader_ended(&mut s, r);
+                Next::End(None)
+            }
+            // a part of a split source is one part of the watermark
+            Some(SourceEvent::Batch(b)) => {
+                let runs = r.part.clone().map(|p| vec![(p, b.num_rows())]);
+                Next::Batch(b, runs, false)
+            }
+            Some(SourceEvent::Positioned(b, pos)) => {
+                // never split: the epoch's position is its last batch's
+                s.position = Some(pos);
+                Next::Batch(b, None, true)
+            }
+            Some(SourceEvent::Parts {
+                batch,
+                position,
+                parts,
+            }) => {
+                let whole = position.is_some();
+                if let Some(pos) = position {
+                    s.position = Some(pos);
+                }
+                Next::Batch(batch, Some(parts), whole)
+            }
+            Some(SourceEvent::PartsAssigned(parts)) => {
+                if let Some(tr) = s.tracker.as_mut() {
+                    tr.assign(&parts, Instant::now());
+                }
+                Next::Again
+            }
+            Some(SourceEvent::Bad(rec)) => {
+                Counters::add(&self.counters.records_failed, 1);
+                match self.policy {
+                    BadRecordPolicy::Collect => {
+                        s.bad.push(rec);
+                        Next::Again
+                    }
+                    BadRecordPolicy::Fail => {
+                        let msg = rec.to_string();
+                        s.bad.push(rec);
+                        Next::End(Some(Err(DataFusionError::External(Box::new(
+                            BadRecordError(msg),
+                        )))))
+                    }
+                }
+            }
+            Some(SourceEvent::Error(e)) => {
+                s.fatal = Some((e.kind(), e.to_string()));
+                self.reader_ended(&mut s, r);
+                Next::End(Some(Err(DataFusionError::External(
+                    format!("source '{}': {e}", self.name).into(),
+                ))))
+            }
+        }
+    }
+
+    /// Counts a batch into the epoch and reads its event times.
+    fn admit(
+        &self,
+        s: &mut State,
+        part: usize,
+        batch: RecordBatch,
+        runs: Option<PartRuns>,
+    ) -> Result<RecordBatch, DataFusionError> {
+        s.records += batch.num_rows();
+        s.part_records[part] += batch.num_rows();
+        s.batches += 1;
+        s.bytes += batch.get_array_memory_size() as u64;
+        Counters::add(&self.counters.records_in, batch.num_rows() as u64);
+        self.apply_time(s, batch, runs)
+    }
+}
+
+/// What the source's next event means for the epoch being read.
+enum Next {
+    /// A batch, with its parts, and whether it carries the epoch's position
+    /// (then it is never cut).
+    Batch(RecordBatch, Option<PartRuns>, bool),
+    /// Nothing to take: read again.
+    Again,
+    /// The reader's epoch ends here, or fails.
+    End(Option<Result<RecordBatch, DataFusionError>>),
+}
+
+/// `batch` cut to the room the epoch has left (the other readers may have
+/// filled it meanwhile); the rest waits in the reader for the next epoch.
+fn fit(
+    s: &mut State,
+    r: &mut Reader,
+    part: usize,
+    batch: RecordBatch,
+    mut runs: Option<PartRuns>,
+    whole: bool,
+) -> (RecordBatch, Option<PartRuns>) {
+    let Some(max) = s.budget.max_records.filter(|_| !whole) else {
+        return (batch, runs);
+    };
+    let room = s.room(max, part);
+    if batch.num_rows() <= room {
+        return (batch, runs);
+    }
+    let (head, tail) = match runs.take() {
+        Some(runs) => {
+            let (h, t) = split_runs(runs, room);
+            (Some(h), Some(t))
+        }
+        None => (None, None),
+    };
+    r.pending = Some((batch.slice(room, batch.num_rows() - room), tail));
+    (batch.slice(0, room), head)
 }
 
 /// Where a feed's time stood at a commit: its watermark and the highest

@@ -459,3 +459,109 @@ pub fn infer_json(samples: &[Vec<u8>]) -> Result<SchemaRef> {
     )?;
     Ok(Arc::new(schema))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+
+    fn kv() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    #[test]
+    fn json_values_bad_ones_by_index_and_a_tombstone_as_nulls() {
+        let mut d = ValueDecoder::json(kv(), 2);
+        let msgs: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"k":"a","v":1}"#),
+            Some(b"not json"),
+            None,
+            Some(br#"{"k":"b","v":"two"}"#),
+            Some(br#"{"k":"c","v":3,"extra":true}"#),
+        ];
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.good, vec![0, 2, 4]);
+        assert_eq!(out.bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![1, 3]);
+        let v = out.batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!((v.value(0), v.is_null(1), v.value(2)), (1, true, 3));
+        // the decoder is usable after bad messages
+        let again = d.decode(&[Some(br#"{"k":"d","v":4}"#.as_slice())]).unwrap();
+        assert_eq!(again.good, vec![0]);
+    }
+
+    /// Avro binary of the record {k: string, v: long}: zig-zag varints.
+    fn avro_kv(k: &str, v: i64) -> Vec<u8> {
+        fn varint(mut n: u64, out: &mut Vec<u8>) {
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+        }
+        let zz = |x: i64| ((x << 1) ^ (x >> 63)) as u64;
+        let mut out = Vec::new();
+        varint(zz(k.len() as i64), &mut out);
+        out.extend_from_slice(k.as_bytes());
+        varint(zz(v), &mut out);
+        out
+    }
+
+    #[test]
+    fn plain_avro_values_with_an_inline_schema_and_a_truncated_one_refused() {
+        let schema = r#"{"type":"record","name":"kv","fields":[{"name":"k","type":"string"},{"name":"v","type":"long"}]}"#;
+        let mut d = ValueDecoder::Avro(Box::new(AvroState::inline(schema.into(), 16).unwrap()));
+        let a = avro_kv("a", -3);
+        let b = avro_kv("bb", 300);
+        let cut = &b[..2];
+        let msgs: Vec<Option<&[u8]>> = vec![Some(&a), Some(cut), None, Some(&b)];
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(out.good, vec![0, 3]);
+        assert_eq!(out.bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(out.bad[1].1.contains("tombstone"), "{:?}", out.bad);
+        let k = out.batch.column(0).as_string::<i32>();
+        let v = out.batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(
+            (k.value(0), v.value(0), k.value(1), v.value(1)),
+            ("a", -3, "bb", 300)
+        );
+    }
+
+    #[test]
+    fn an_invalid_avro_schema_is_refused_with_a_message() {
+        let e = AvroState::inline(r#"{"type":"record","name":"x"}"#.into(), 16)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("invalid Avro schema"), "{e}");
+    }
+
+    #[test]
+    fn text_values_refuse_invalid_utf8_and_bytes_take_anything() {
+        let msgs: Vec<Option<&[u8]>> = vec![Some(b"ok"), Some(&[0xff, 0xfe]), None];
+        let out = ValueDecoder::String.decode(&msgs).unwrap();
+        assert_eq!(out.good, vec![0, 2]);
+        assert!(out.bad[0].1.contains("UTF-8"));
+        let out = ValueDecoder::Bytes.decode(&msgs).unwrap();
+        assert_eq!(out.good, vec![0, 1, 2]);
+        assert_eq!(
+            out.batch.column(0).as_binary::<i32>().value(1),
+            &[0xff, 0xfe]
+        );
+    }
+
+    #[test]
+    fn a_json_schema_is_inferred_from_the_objects_among_the_samples() {
+        let s = infer_json(&[
+            b"[1]".to_vec(),
+            br#"{"a":1,"b":"x"}"#.to_vec(),
+            b"junk".to_vec(),
+        ])
+        .unwrap();
+        let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert!(infer_json(&[b"junk".to_vec()]).is_err());
+    }
+}

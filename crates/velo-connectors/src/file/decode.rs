@@ -513,3 +513,117 @@ impl<R: Read> Read for JsonArrayToLines<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    fn format(fmt: LineFormat) -> UnitFormat {
+        UnitFormat {
+            fmt,
+            schema: schema(),
+            projection: None,
+            batch_size: 1024,
+            want_lines: true,
+        }
+    }
+
+    const CSV: LineFormat = LineFormat::Csv {
+        delimiter: b',',
+        quote: b'"',
+    };
+
+    #[test]
+    fn units_end_between_records_even_inside_quoted_newlines() {
+        let text = "a,1\n\"b\nc\",2\nd,3\n";
+        let mut s = UnitSplitter::new(text.as_bytes(), CSV);
+        let first = s.next(2).unwrap().unwrap();
+        assert_eq!(first.bytes, b"a,1\n\"b\nc\",2\n");
+        assert_eq!((first.first_line, first.next_line), (1, 4));
+        let second = s.next(2).unwrap().unwrap();
+        assert_eq!(second.bytes, b"d,3\n");
+        assert_eq!(second.first_line, 4);
+        assert!(s.next(2).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_bad_record_is_set_aside_with_its_line_and_the_others_decoded() {
+        let text = "{\"k\":\"a\",\"v\":1}\n\n{\"k\":\"b\",\"v\":\"x\"}\n{\"k\":\"c\",\"v\":3}\n";
+        let mut s = UnitSplitter::new(text.as_bytes(), LineFormat::Json);
+        let unit = s.next(100).unwrap().unwrap();
+        let (batches, lines, bad) =
+            decode_unit(&format(LineFormat::Json), &unit, &mut None).unwrap();
+        let v: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(v, vec![1, 3]);
+        assert_eq!(lines, vec![1, 4], "the blank line 2 counts as a line");
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 3);
+        assert!(bad[0].raw.contains("\"x\""), "{}", bad[0].raw);
+        assert!(
+            !bad[0].error.contains("line"),
+            "our line, not the probe's: {}",
+            bad[0].error
+        );
+    }
+
+    #[test]
+    fn a_too_deep_json_record_is_refused_without_recursing() {
+        let deep = format!(
+            "{{\"k\":\"a\",\"v\":1,\"x\":{}{}}}\n{{\"k\":\"b\",\"v\":2}}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let mut s = UnitSplitter::new(deep.as_bytes(), LineFormat::Json);
+        let unit = s.next(100).unwrap().unwrap();
+        let (batches, _, bad) = decode_unit(&format(LineFormat::Json), &unit, &mut None).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 1);
+    }
+
+    #[test]
+    fn a_csv_unit_decodes_with_quotes_and_projection() {
+        let mut f = format(CSV);
+        f.projection = Some(vec![0]);
+        let unit = UnitSplitter::new("\"a,b\",1\nc,2\n".as_bytes(), CSV)
+            .next(10)
+            .unwrap()
+            .unwrap();
+        let (batches, _, bad) = decode_unit(&f, &unit, &mut None).unwrap();
+        assert!(bad.is_empty());
+        let b = &batches[0];
+        assert_eq!(b.num_columns(), 1);
+        let k = b.column(0).as_string::<i32>();
+        assert_eq!((k.value(0), k.value(1), k.len()), ("a,b", "c", 2));
+    }
+
+    #[test]
+    fn a_json_array_document_becomes_one_object_per_line() {
+        let doc = "[\n  {\"k\": \"a, ]\", \"v\": [1, 2]},\n  {\"k\": \"b\"}\n]\n";
+        let mut out = String::new();
+        JsonArrayToLines::new(doc.as_bytes())
+            .read_to_string(&mut out)
+            .unwrap();
+        let lines: Vec<&str> = out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![r#"{"k": "a, ]", "v": [1, 2]}"#, r#"{"k": "b"}"#]
+        );
+    }
+}

@@ -122,7 +122,11 @@ impl StreamingJoins {
         }
         if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
             let e = &p.expr().get(col)?.expr;
-            let c = e.downcast_ref::<Column>()?;
+            let c = match e.downcast_ref::<CastExpr>() {
+                Some(cast) if keeps_millis(cast, &p.input().schema()) => cast.expr(),
+                _ => e,
+            };
+            let c = c.downcast_ref::<Column>()?;
             return self.lower_bound(p.input(), c.index());
         }
         if let Some(f) = plan.downcast_ref::<FilterExec>() {
@@ -236,6 +240,24 @@ fn join_parts(p: &Arc<dyn ExecutionPlan>) -> Option<JoinParts> {
         });
     }
     None
+}
+
+/// Whether `cast` keeps a time's value in milliseconds, so that a lower
+/// bound of its input bounds it too: a timestamp to another timestamp, or a
+/// millisecond timestamp to BIGINT (`CAST(window_start AS BIGINT)`).
+fn keeps_millis(cast: &CastExpr, input: &Schema) -> bool {
+    use arrow::datatypes::TimeUnit;
+    let Ok(from) = cast.expr().data_type(input) else {
+        return false;
+    };
+    matches!(
+        (from, cast.cast_type()),
+        (DataType::Timestamp(_, _), DataType::Timestamp(_, _))
+            | (
+                DataType::Timestamp(TimeUnit::Millisecond, _),
+                DataType::Int64
+            )
+    )
 }
 
 /// `column ± offset` in milliseconds: the side and index of the column.
@@ -804,60 +826,109 @@ impl IntervalJoinExec {
     }
 
     /// One epoch: the new rows of both sides in, the matches (and the
-    /// outer rows the watermark has settled) out.
+    /// outer rows the watermark has settled) out. Phases: the rows kept
+    /// from earlier epochs put before the new ones, the pairs matched,
+    /// semi joins' first matches, the rows that can still match told from
+    /// those that cannot, the settled outer and anti rows, and what can
+    /// still match kept for the next epoch.
     async fn epoch(
         &self,
         new_left: RecordBatch,
         new_right: RecordBatch,
         ctx: Arc<TaskContext>,
     ) -> Result<Vec<RecordBatch>> {
+        let mut sides = self.with_kept(&new_left, &new_right)?;
+        // semi joins emit a row when it first matches
+        let before = (sides.ml.clone(), sides.mr.clone());
+        let mut out = self
+            .match_pairs(&mut sides, &new_left, &new_right, ctx.clone())
+            .await?;
+        out.extend(self.first_matches(&sides, &before)?);
+        let keep_l = still_matchable(&sides.left, self.left_time, (self.lb_right)(), self.hi)?;
+        let keep_r = still_matchable(&sides.right, self.right_time, (self.lb_left)(), -self.lo)?;
+        out.extend(self.settled(&sides, &keep_l, &keep_r)?);
+        self.keep(&sides, &keep_l, &keep_r, &ctx)?;
+        Ok(out)
+    }
+
+    /// Both sides' rows: those kept from earlier epochs, then the new ones,
+    /// with whether each has matched.
+    fn with_kept(&self, new_left: &RecordBatch, new_right: &RecordBatch) -> Result<Sides> {
         let (old_left, old_right, mut ml, mut mr) = {
             let mut st = self.state.lock().expect("join state");
             let l = std::mem::take(&mut st.left);
             let r = std::mem::take(&mut st.right);
-            let ls = self.left.schema();
-            let rs = self.right.schema();
             (
-                l.rows.unwrap_or_else(|| RecordBatch::new_empty(ls)),
-                r.rows.unwrap_or_else(|| RecordBatch::new_empty(rs)),
+                l.rows
+                    .unwrap_or_else(|| RecordBatch::new_empty(self.left.schema())),
+                r.rows
+                    .unwrap_or_else(|| RecordBatch::new_empty(self.right.schema())),
                 l.matched,
                 r.matched,
             )
         };
-        let (nlo, nro) = (old_left.num_rows() as u64, old_right.num_rows() as u64);
-        let all_left = arrow::compute::concat_batches(&self.left.schema(), [&old_left, &new_left])?;
-        let all_right =
-            arrow::compute::concat_batches(&self.right.schema(), [&old_right, &new_right])?;
-        ml.resize(all_left.num_rows(), false);
-        mr.resize(all_right.num_rows(), false);
-        // semi joins emit a row when it first matches
-        let (ml_before, mr_before) = (ml.clone(), mr.clone());
+        let left = arrow::compute::concat_batches(&self.left.schema(), [&old_left, new_left])?;
+        let right = arrow::compute::concat_batches(&self.right.schema(), [&old_right, new_right])?;
+        ml.resize(left.num_rows(), false);
+        mr.resize(right.num_rows(), false);
+        Ok(Sides {
+            old_left,
+            old_right,
+            left,
+            right,
+            ml,
+            mr,
+        })
+    }
+
+    /// New left x all right, old left x new right: every pair once, the
+    /// rows that matched marked. The pairs, for the joins that give pairs.
+    async fn match_pairs(
+        &self,
+        sides: &mut Sides,
+        new_left: &RecordBatch,
+        new_right: &RecordBatch,
+        ctx: Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
+        let (nlo, nro) = (
+            sides.old_left.num_rows() as u64,
+            sides.old_right.num_rows() as u64,
+        );
         let pairs = matches!(
             self.join_type,
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
         );
-        let mut out = Vec::new();
-        // new left x all right, old left x new right: every pair once
         let pieces = [
-            self.inner_join(&new_left, nlo, &all_right, 0, ctx.clone())
+            self.inner_join(new_left, nlo, &sides.right, 0, ctx.clone())
                 .await?,
-            self.inner_join(&old_left, 0, &new_right, nro, ctx.clone())
+            self.inner_join(&sides.old_left, 0, new_right, nro, ctx)
                 .await?,
         ];
+        let mut out = Vec::new();
         for (l_ids, r_ids, rows) in pieces.into_iter().flatten() {
             for id in l_ids.values() {
-                ml[*id as usize] = true;
+                sides.ml[*id as usize] = true;
             }
             for id in r_ids.values() {
-                mr[*id as usize] = true;
+                sides.mr[*id as usize] = true;
             }
             if pairs {
                 out.push(self.project(rows)?);
             }
         }
+        Ok(out)
+    }
+
+    /// A semi join's rows that matched for the first time this epoch.
+    fn first_matches(
+        &self,
+        sides: &Sides,
+        (ml_before, mr_before): &(Vec<bool>, Vec<bool>),
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
         for (rows, now, before, semi) in [
-            (&all_left, &ml, &ml_before, JoinType::LeftSemi),
-            (&all_right, &mr, &mr_before, JoinType::RightSemi),
+            (&sides.left, &sides.ml, ml_before, JoinType::LeftSemi),
+            (&sides.right, &sides.mr, mr_before, JoinType::RightSemi),
         ] {
             if self.join_type != semi {
                 continue;
@@ -871,43 +942,33 @@ impl IntervalJoinExec {
                 out.push(self.project(r)?);
             }
         }
-        // what can still match: a left row while a right row to come may be
-        // within `hi` of it, a right row while a left row may be within -lo
-        let (wl, wr) = ((self.lb_left)(), (self.lb_right)());
-        let keep =
-            |rows: &RecordBatch, time: usize, bound: i64, reach: i64| -> Result<BooleanArray> {
-                let t = crate::operators::window::to_millis(rows.column(time))?;
-                Ok(t.iter()
-                    .map(|v| {
-                        Some(match (bound, v) {
-                            (Watermark::NONE, _) => true,
-                            (Watermark::END, _) => false,
-                            // a null time can never match
-                            (_, None) => false,
-                            (b, Some(v)) => v.saturating_add(reach) >= b,
-                        })
-                    })
-                    .collect())
-            };
-        let keep_l = keep(&all_left, self.left_time, wr, self.hi)?;
-        let keep_r = keep(&all_right, self.right_time, wl, -self.lo)?;
-        // rows that never matched, once no match can come: outer joins pad
-        // them with nulls, anti joins give them as they are
+        Ok(out)
+    }
+
+    /// Rows that never matched, once no match can come: outer joins pad
+    /// them with nulls, anti joins give them as they are.
+    fn settled(
+        &self,
+        sides: &Sides,
+        keep_l: &BooleanArray,
+        keep_r: &BooleanArray,
+    ) -> Result<Vec<RecordBatch>> {
         let outer_left = matches!(self.join_type, JoinType::Left | JoinType::Full);
         let outer_right = matches!(self.join_type, JoinType::Right | JoinType::Full);
+        let mut out = Vec::new();
         for (rows, keepm, matched, side, outer, anti) in [
             (
-                &all_left,
-                &keep_l,
-                &ml,
+                &sides.left,
+                keep_l,
+                &sides.ml,
                 JoinSide::Left,
                 outer_left,
                 JoinType::LeftAnti,
             ),
             (
-                &all_right,
-                &keep_r,
-                &mr,
+                &sides.right,
+                keep_r,
+                &sides.mr,
                 JoinSide::Right,
                 outer_right,
                 JoinType::RightAnti,
@@ -926,6 +987,18 @@ impl IntervalJoinExec {
                 out.push(self.project(if anti { r } else { self.padded(&r, side)? })?);
             }
         }
+        Ok(out)
+    }
+
+    /// Keeps the rows that can still match for the next epoch; their
+    /// count and bytes go to the metrics and the memory reservation.
+    fn keep(
+        &self,
+        sides: &Sides,
+        keep_l: &BooleanArray,
+        keep_r: &BooleanArray,
+        ctx: &Arc<TaskContext>,
+    ) -> Result<()> {
         let kept = |rows: &RecordBatch, keepm: &BooleanArray, matched: &[bool]| -> Result<Kept> {
             let r = arrow::compute::filter_record_batch(rows, keepm)?;
             let m = matched
@@ -939,8 +1012,8 @@ impl IntervalJoinExec {
                 matched: m,
             })
         };
-        let left = kept(&all_left, &keep_l, &ml)?;
-        let right = kept(&all_right, &keep_r, &mr)?;
+        let left = kept(&sides.left, keep_l, &sides.ml)?;
+        let right = kept(&sides.right, keep_r, &sides.mr)?;
         let bytes = left.rows.as_ref().map_or(0, |r| r.get_array_memory_size())
             + right.rows.as_ref().map_or(0, |r| r.get_array_memory_size());
         let mut st = self.state.lock().expect("join state");
@@ -956,9 +1029,42 @@ impl IntervalJoinExec {
         st.left = left;
         st.right = right;
         drop(st);
-        self.memory.resize(&ctx, bytes)?;
-        Ok(out)
+        self.memory.resize(ctx, bytes)?;
+        Ok(())
     }
+}
+
+/// Both sides of an interval join in one epoch: the rows kept from earlier
+/// epochs, all rows (kept, then new) and whether each has matched.
+struct Sides {
+    old_left: RecordBatch,
+    old_right: RecordBatch,
+    left: RecordBatch,
+    right: RecordBatch,
+    ml: Vec<bool>,
+    mr: Vec<bool>,
+}
+
+/// Which of `rows` can still match: a left row while a right row to come
+/// (the other side's lower bound `bound`) may be within `reach` of it.
+fn still_matchable(
+    rows: &RecordBatch,
+    time: usize,
+    bound: i64,
+    reach: i64,
+) -> Result<BooleanArray> {
+    let t = crate::operators::window::to_millis(rows.column(time))?;
+    Ok(t.iter()
+        .map(|v| {
+            Some(match (bound, v) {
+                (Watermark::NONE, _) => true,
+                (Watermark::END, _) => false,
+                // a null time can never match
+                (_, None) => false,
+                (b, Some(v)) => v.saturating_add(reach) >= b,
+            })
+        })
+        .collect())
 }
 
 impl DisplayAs for IntervalJoinExec {
@@ -1137,6 +1243,124 @@ pub fn add_within(
                 right: Box::new(extra),
             };
         }
+        // the joins of subqueries in FROM (a chained stream's query) too
+        for f in
+            std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation))
+        {
+            if let TableFactor::Derived { subquery, .. } = f {
+                add_within(subquery, within, streams)?;
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::TimestampMillisecondArray;
+    use arrow::datatypes::TimeUnit;
+    use datafusion::common::ScalarValue;
+
+    fn filter(expr: Arc<dyn PhysicalExpr>) -> JoinFilter {
+        // the filter's columns: left.lt (column 2 of the left), right.rt
+        let schema = Schema::new(vec![
+            Field::new("lt", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("rt", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]);
+        JoinFilter::new(
+            expr,
+            vec![
+                ColumnIndex {
+                    index: 2,
+                    side: JoinSide::Left,
+                },
+                ColumnIndex {
+                    index: 0,
+                    side: JoinSide::Right,
+                },
+            ],
+            Arc::new(schema),
+        )
+    }
+
+    fn col(name: &str, i: usize) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new(name, i))
+    }
+
+    fn secs(s: i64) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Literal::new(ScalarValue::DurationSecond(Some(s))))
+    }
+
+    fn bin(
+        l: Arc<dyn PhysicalExpr>,
+        op: Operator,
+        r: Arc<dyn PhysicalExpr>,
+    ) -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(l, op, r))
+    }
+
+    #[test]
+    fn the_time_bound_of_a_between_condition_is_read_from_either_side() {
+        // right.rt BETWEEN left.lt - 5s AND left.lt + 10s, written both ways
+        let ge = bin(
+            col("rt", 1),
+            Operator::GtEq,
+            bin(col("lt", 0), Operator::Minus, secs(5)),
+        );
+        let le = bin(
+            col("lt", 0),
+            Operator::GtEq,
+            bin(col("rt", 1), Operator::Minus, secs(10)),
+        );
+        let f = filter(bin(ge, Operator::And, le));
+        assert_eq!(time_bound(&f), Some((2, 0, -5_000, 10_000)));
+        // an equality bounds both ways; one side alone is no bound
+        let eq = bin(
+            col("rt", 1),
+            Operator::Eq,
+            bin(col("lt", 0), Operator::Plus, secs(1)),
+        );
+        assert_eq!(time_bound(&filter(eq)), Some((2, 0, 1_000, 1_000)));
+        let only_lo = bin(col("rt", 1), Operator::Gt, col("lt", 0));
+        assert_eq!(time_bound(&filter(only_lo)), None);
+        // two bounds on one side's column and the other's: the tightest
+        let a = bin(
+            col("rt", 1),
+            Operator::LtEq,
+            bin(col("lt", 0), Operator::Plus, secs(10)),
+        );
+        let b = bin(
+            col("rt", 1),
+            Operator::LtEq,
+            bin(col("lt", 0), Operator::Plus, secs(3)),
+        );
+        let c = bin(col("rt", 1), Operator::GtEq, col("lt", 0));
+        let f = filter(bin(bin(a, Operator::And, b), Operator::And, c));
+        assert_eq!(time_bound(&f), Some((2, 0, 0, 3_000)));
+    }
+
+    #[test]
+    fn a_row_can_match_while_the_other_side_may_still_bring_a_time_within_reach() {
+        let t = TimestampMillisecondArray::from(vec![Some(1_000), Some(5_000), None]);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "t",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        )]));
+        let rows = RecordBatch::try_new(schema, vec![Arc::new(t)]).unwrap();
+        let keep = |bound, reach| -> Vec<bool> {
+            still_matchable(&rows, 0, bound, reach)
+                .unwrap()
+                .iter()
+                .map(|v| v.unwrap())
+                .collect()
+        };
+        // the other side's rows to come are at 4s or later; reach 2s
+        assert_eq!(keep(4_000, 2_000), vec![false, true, false]);
+        assert_eq!(keep(3_000, 2_000), vec![true, true, false]);
+        // no watermark yet: everything may match; end of input: nothing
+        assert_eq!(keep(Watermark::NONE, 0), vec![true, true, true]);
+        assert_eq!(keep(Watermark::END, i64::MAX), vec![false, false, false]);
+    }
 }

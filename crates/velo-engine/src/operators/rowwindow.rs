@@ -248,6 +248,17 @@ impl StreamingRowWindows {
             }
             Some((c.index(), trace(&input, c.index())?))
         });
+        // PARTITION BY columns bounded from below (a window's start or end,
+        // an event time): a key below its bound gets no rows again
+        let closing: Vec<(usize, LowerBound)> = partition_by
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let c = e.downcast_ref::<Column>()?;
+                Some((i, trace(&input, c.index())?))
+            })
+            .collect();
+        refuse_descending_time(&order_by, &closing, &input, trace)?;
         let exec = RowWindowExec::try_new(
             p.clone(),
             sort,
@@ -255,9 +266,12 @@ impl StreamingRowWindows {
             partition_by,
             order_by.iter().map(|o| o.expr.clone()).collect(),
             needs,
-            gate,
+            Bounds {
+                gate,
+                closing,
+                expire: self.expire.map(|d| d.as_millis() as i64),
+            },
             self.watermark.clone(),
-            self.expire.map(|d| d.as_millis() as i64),
             self.metrics.clone(),
         )?;
         self.states
@@ -548,6 +562,9 @@ pub struct RowWindowExec {
     /// The ORDER BY column when it is a stream's event time, and its
     /// lower bound.
     gate: Option<(usize, LowerBound)>,
+    /// PARTITION BY columns (their positions there) with a lower bound: a
+    /// key below it is closed, its state dropped.
+    closing: Vec<(usize, LowerBound)>,
     /// The job's watermark: the end of input.
     watermark: Arc<Watermark>,
     expire: Option<i64>,
@@ -579,11 +596,15 @@ impl RowWindowExec {
         partition_by: Vec<Arc<dyn PhysicalExpr>>,
         order_by: Vec<Arc<dyn PhysicalExpr>>,
         needs: Vec<Need>,
-        gate: Option<(usize, LowerBound)>,
+        bounds: Bounds,
         watermark: Arc<Watermark>,
-        expire: Option<i64>,
         metrics: Arc<crate::operators::metrics::WindowMetrics>,
     ) -> Result<Self> {
+        let Bounds {
+            gate,
+            closing,
+            expire,
+        } = bounds;
         let schema = input.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(HISTORY, DataType::Boolean, false));
@@ -642,6 +663,7 @@ impl RowWindowExec {
             before: before.min(100_000),
             after: after.min(100_000),
             gate,
+            closing,
             watermark,
             expire,
             metrics,
@@ -663,6 +685,7 @@ impl RowWindowExec {
             before: self.before,
             after: self.after,
             gate: self.gate.clone(),
+            closing: self.closing.clone(),
             watermark: self.watermark.clone(),
             expire: self.expire,
             metrics: self.metrics.clone(),
@@ -1066,16 +1089,18 @@ impl RowWindowExec {
 
     /// Drops the keys without rows for `EXPIRE AFTER` at `clock`, with
     /// their history; returns them.
+    /// Also drops the keys that are closed ([`Self::closed_keys`]).
     fn expire_keys(&self, st: &mut State, clock: i64) -> Result<HashSet<OwnedRow>> {
-        let Some(ttl) = self.expire else {
-            return Ok(HashSet::new());
+        let mut gone: HashSet<OwnedRow> = match self.expire {
+            Some(ttl) => st
+                .keys
+                .iter()
+                .filter(|(_, k)| clock.saturating_sub(k.seen) > ttl)
+                .map(|(key, _)| key.clone())
+                .collect(),
+            None => HashSet::new(),
         };
-        let gone: HashSet<OwnedRow> = st
-            .keys
-            .iter()
-            .filter(|(_, k)| clock.saturating_sub(k.seen) > ttl)
-            .map(|(key, _)| key.clone())
-            .collect();
+        gone.extend(self.closed_keys(st)?);
         if gone.is_empty() {
             return Ok(gone);
         }
@@ -1092,6 +1117,79 @@ impl RowWindowExec {
         }
         Ok(gone)
     }
+}
+
+impl RowWindowExec {
+    /// Keys whose bounded PARTITION BY column lies below its lower bound
+    /// (`PARTITION BY window_start` over a window's results: the window has
+    /// closed, no row of it comes again) and that have no rows waiting.
+    fn closed_keys(&self, st: &State) -> Result<HashSet<OwnedRow>> {
+        let bounds: Vec<(usize, i64)> = self
+            .closing
+            .iter()
+            .map(|(i, f)| (*i, f()))
+            .filter(|(_, b)| *b != Watermark::NONE)
+            .collect();
+        if bounds.is_empty() || st.keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<&OwnedRow> = st.keys.keys().collect();
+        let cols = st.key_conv.convert_rows(keys.iter().map(|k| k.row()))?;
+        let mut closed = HashSet::new();
+        for (i, bound) in bounds {
+            let t = crate::operators::window::to_millis(&cols[i])?;
+            for (k, v) in keys.iter().zip(t.iter()) {
+                if v.is_some_and(|v| v < bound) {
+                    closed.insert((*k).clone());
+                }
+            }
+        }
+        if let Some(rows) = &st.rows {
+            // a key with rows still waiting keeps its state until they go
+            let waiting = Self::rows_of(&self.partition_by, &st.key_conv, rows)?;
+            let hist = history_of(rows);
+            for i in (0..rows.num_rows()).filter(|&i| !hist.value(i)) {
+                closed.remove(&waiting.row(i).owned());
+            }
+        }
+        Ok(closed)
+    }
+}
+
+/// An OVER clause ordered by a stream's event time descending, over keys
+/// that never close: its first row (`ROW_NUMBER() ... = 1`, the latest row
+/// of a key) is known only at the end of input, and counting from the rows
+/// seen so far would give a wrong answer. Refused, saying what to write.
+fn refuse_descending_time(
+    order_by: &[PhysicalSortExpr],
+    closing: &[(usize, LowerBound)],
+    input: &Arc<dyn ExecutionPlan>,
+    trace: crate::operators::window::Trace<'_>,
+) -> Result<()> {
+    let Some(o) = order_by.first() else {
+        return Ok(());
+    };
+    let Some(c) = o.expr.downcast_ref::<Column>() else {
+        return Ok(());
+    };
+    if !o.options.descending || !closing.is_empty() || trace(input, c.index()).is_none() {
+        return Ok(());
+    }
+    Err(DataFusionError::Plan(format!(
+        "an OVER clause ordered by the event time '{}' descending on a stream: the latest row of a key is known only at the end of the input. For the latest row per key write GROUP BY <key> with last_value(<column> ORDER BY {}) (an updating result: each new latest row replaces the last), or per window GROUP BY <key>, TUMBLE(...); for the first row per key order ascending (ROW_NUMBER() OVER (PARTITION BY <key> ORDER BY {}) = 1)",
+        c.name(),
+        c.name(),
+        c.name()
+    )))
+}
+
+/// What bounds a row window's wait and state: its ORDER BY event time (rows
+/// wait for the watermark), its PARTITION BY columns with a lower bound
+/// (closed keys), and `EXPIRE AFTER`.
+struct Bounds {
+    gate: Option<(usize, LowerBound)>,
+    closing: Vec<(usize, LowerBound)>,
+    expire: Option<i64>,
 }
 
 impl DisplayAs for RowWindowExec {

@@ -7,6 +7,7 @@
 //! physical optimizer rules) and plans its query. The runtime
 //! (`crate::runtime`) then runs the [`PreparedJob`].
 
+mod chain;
 pub mod prepare;
 pub mod resolve;
 pub mod session;

@@ -239,13 +239,23 @@ pub fn resolve_inputs(inputs: &AppInputs) -> Result<(AppPlan, Vec<EngineError>)>
     r.warn_about_declaration_keys();
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
+    let mut chains = super::chain::Chains::default();
+    let definitions = super::chain::definitions(&app, &r.with_all);
     for st in app
         .statements
         .iter()
         .filter(|s| s.kind != StatementKind::SourceDecl)
     {
-        match r.job(st) {
-            Ok(j) => jobs.push(j),
+        match chains.inline(st, &r.with_all) {
+            Ok(st) => {
+                chains.add(&st);
+                if !definitions.contains(&st.name) {
+                    match r.job(&st) {
+                        Ok(j) => jobs.push(j),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
             Err(e) => errors.push(e),
         }
         if st.kind == StatementKind::CreateTable {
