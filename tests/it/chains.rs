@@ -115,3 +115,38 @@ fn a_chain_over_a_grouped_stream_filters_its_table_and_a_changelog_is_refused() 
         "{log}"
     );
 }
+
+/// A window over a chained window's results: per-second counts, then
+/// five-second sums of them (the batch answer: five-second counts, and the
+/// seconds with records in each).
+#[test]
+fn a_window_over_a_chained_window_equals_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let ev = events(13, 4_000, 1_500);
+    write_jsonl(&dir.join("data/events.jsonl"), &ev);
+    let app = "CREATE STREAM per_second AS
+           SELECT k, window_start AS ws, COUNT(*) AS n FROM events GROUP BY k, TUMBLE(ts, INTERVAL '1' SECOND);
+         CREATE STREAM per_five AS
+           SELECT k, CAST(window_start AS BIGINT) AS w5, SUM(n) AS n5, COUNT(*) AS secs
+           FROM per_second GROUP BY k, TUMBLE(ws, INTERVAL '5' SECOND)
+           INTO out WITH ('events.type' = 'file_source', 'events.path' = 'data/events.jsonl',
+             'events.schema' = 'k VARCHAR, v BIGINT, ts BIGINT',
+             'events.event.time.field' = 'ts', 'events.event.time.format' = 'epoch_millis',
+             'events.watermark.max_out_of_orderness' = '2s', 'batch.size' = '300', 'partitions' = '2',
+             'out.type' = 'file_sink', 'out.path' = 'out/per_five.jsonl');";
+    let (ok, log) = crate::common::run_app(dir, app);
+    assert!(ok, "{log}");
+    let want = oracle(
+        &ev,
+        "SELECT k, CAST(date_bin(INTERVAL '5 seconds', ts, TIMESTAMP '1970-01-01T00:00:00') AS BIGINT) AS w5,
+                COUNT(*) AS n5, COUNT(DISTINCT ts_ms / 1000) AS secs
+         FROM events GROUP BY 1, 2",
+    );
+    assert!(want.len() > 100);
+    assert_eq!(
+        rows_of_published(&dir.join("out"), "per_five", &["k", "w5", "n5", "secs"]),
+        want
+    );
+}
