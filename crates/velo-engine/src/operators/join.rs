@@ -284,13 +284,16 @@ fn linear(e: &Arc<dyn PhysicalExpr>, cols: &[ColumnIndex]) -> Option<(JoinSide, 
     ))
 }
 
-/// The time bound of a join filter: the left and right time columns and
-/// `lo <= right - left <= hi` in milliseconds.
-fn time_bound(filter: &JoinFilter) -> Option<(usize, usize, i64, i64)> {
+/// The time bounds of a join filter: for each pair of a left and a right
+/// column that the filter bounds both ways, `lo <= right - left <= hi` in
+/// milliseconds (the tightest of its conjuncts). Several pairs may be
+/// bounded (`B.ts BETWEEN A.ts AND A.expires` bounds (ts, ts) from below and
+/// (expires, ts) from above); which one is the streams' event times is the
+/// caller's to tell.
+fn time_bounds(filter: &JoinFilter) -> Vec<(usize, usize, i64, i64)> {
     let cols = filter.column_indices();
     let mut conjuncts = vec![filter.expression().clone()];
-    let (mut lo, mut hi) = (None::<i64>, None::<i64>);
-    let mut pair: Option<(usize, usize)> = None;
+    let mut pairs: Vec<((usize, usize), Option<i64>, Option<i64>)> = Vec::new();
     while let Some(e) = conjuncts.pop() {
         let Some(b) = e.downcast_ref::<BinaryExpr>() else {
             continue;
@@ -305,26 +308,36 @@ fn time_bound(filter: &JoinFilter) -> Option<(usize, usize, i64, i64)> {
         };
         // a.col + a.off OP c.col + c.off, as right - left OP v
         let (l, r, v, op) = match (a.0, c.0) {
-            (JoinSide::Left, JoinSide::Right) => (a.1, c.1, a.2 - c.2, b.op().swap()?),
-            (JoinSide::Right, JoinSide::Left) => (c.1, a.1, c.2 - a.2, *b.op()),
+            (JoinSide::Left, JoinSide::Right) => (a.1, c.1, a.2 - c.2, b.op().swap()),
+            (JoinSide::Right, JoinSide::Left) => (c.1, a.1, c.2 - a.2, Some(*b.op())),
             _ => continue,
         };
-        if pair.is_some_and(|p| p != (l, r)) {
-            continue;
-        }
-        match op {
-            Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(v, |x| x.max(v))),
-            Operator::Lt | Operator::LtEq => hi = Some(hi.map_or(v, |x| x.min(v))),
-            Operator::Eq => {
-                lo = Some(lo.map_or(v, |x| x.max(v)));
-                hi = Some(hi.map_or(v, |x| x.min(v)));
+        let Some(op) = op else { continue };
+        let at = match pairs.iter().position(|(p, _, _)| *p == (l, r)) {
+            Some(i) => i,
+            None => {
+                pairs.push(((l, r), None, None));
+                pairs.len() - 1
             }
+        };
+        let (_, lo, hi) = &mut pairs[at];
+        let (raise_lo, lower_hi) = match op {
+            Operator::Gt | Operator::GtEq => (true, false),
+            Operator::Lt | Operator::LtEq => (false, true),
+            Operator::Eq => (true, true),
             _ => continue,
+        };
+        if raise_lo {
+            *lo = Some(lo.map_or(v, |x| x.max(v)));
         }
-        pair = Some((l, r));
+        if lower_hi {
+            *hi = Some(hi.map_or(v, |x| x.min(v)));
+        }
     }
-    let (l, r) = pair?;
-    Some((l, r, lo?, hi?))
+    pairs
+        .into_iter()
+        .filter_map(|((l, r), lo, hi)| Some((l, r, lo?, hi?)))
+        .collect()
 }
 
 impl PhysicalOptimizerRule for StreamingJoins {
@@ -389,12 +402,8 @@ impl StreamingJoins {
             );
             // the bound: from the filter, or an equality of time columns
             // among the keys (a join of windows on their start)
-            let mut candidates: Vec<(usize, usize, i64, i64)> = parts
-                .filter
-                .as_ref()
-                .and_then(time_bound)
-                .into_iter()
-                .collect();
+            let mut candidates: Vec<(usize, usize, i64, i64)> =
+                parts.filter.as_ref().map(time_bounds).unwrap_or_default();
             for (l, r) in &parts.on {
                 if let (Some(l), Some(r)) = (l.downcast_ref::<Column>(), r.downcast_ref::<Column>())
                 {
@@ -1314,16 +1323,16 @@ mod tests {
             bin(col("rt", 1), Operator::Minus, secs(10)),
         );
         let f = filter(bin(ge, Operator::And, le));
-        assert_eq!(time_bound(&f), Some((2, 0, -5_000, 10_000)));
+        assert_eq!(time_bounds(&f), vec![(2, 0, -5_000, 10_000)]);
         // an equality bounds both ways; one side alone is no bound
         let eq = bin(
             col("rt", 1),
             Operator::Eq,
             bin(col("lt", 0), Operator::Plus, secs(1)),
         );
-        assert_eq!(time_bound(&filter(eq)), Some((2, 0, 1_000, 1_000)));
+        assert_eq!(time_bounds(&filter(eq)), vec![(2, 0, 1_000, 1_000)]);
         let only_lo = bin(col("rt", 1), Operator::Gt, col("lt", 0));
-        assert_eq!(time_bound(&filter(only_lo)), None);
+        assert_eq!(time_bounds(&filter(only_lo)), vec![]);
         // two bounds on one side's column and the other's: the tightest
         let a = bin(
             col("rt", 1),
@@ -1337,7 +1346,47 @@ mod tests {
         );
         let c = bin(col("rt", 1), Operator::GtEq, col("lt", 0));
         let f = filter(bin(bin(a, Operator::And, b), Operator::And, c));
-        assert_eq!(time_bound(&f), Some((2, 0, 0, 3_000)));
+        assert_eq!(time_bounds(&f), vec![(2, 0, 0, 3_000)]);
+    }
+
+    #[test]
+    fn a_bound_on_another_column_does_not_hide_the_time_bound() {
+        // rt <= le (an auction's expiry), then rt BETWEEN lt AND lt + 1 day:
+        // the (lt, rt) pair is bounded both ways whatever the order
+        let ts = || DataType::Timestamp(TimeUnit::Millisecond, None);
+        let schema = Schema::new(vec![
+            Field::new("lt", ts(), true),
+            Field::new("rt", ts(), true),
+            Field::new("le", ts(), true),
+        ]);
+        let side = |index, side| ColumnIndex { index, side };
+        let day = || Arc::new(Literal::new(ScalarValue::DurationSecond(Some(86_400)))) as _;
+        let to_expiry = bin(col("rt", 1), Operator::LtEq, col("le", 2));
+        let from = bin(col("rt", 1), Operator::GtEq, col("lt", 0));
+        let within = bin(
+            col("rt", 1),
+            Operator::LtEq,
+            bin(col("lt", 0), Operator::Plus, day()),
+        );
+        for expr in [
+            bin(
+                bin(to_expiry.clone(), Operator::And, from.clone()),
+                Operator::And,
+                within.clone(),
+            ),
+            bin(within, Operator::And, bin(from, Operator::And, to_expiry)),
+        ] {
+            let f = JoinFilter::new(
+                expr,
+                vec![
+                    side(2, JoinSide::Left),
+                    side(0, JoinSide::Right),
+                    side(3, JoinSide::Left),
+                ],
+                Arc::new(schema.clone()),
+            );
+            assert_eq!(time_bounds(&f), vec![(2, 0, 0, 86_400_000)]);
+        }
     }
 
     #[test]

@@ -258,7 +258,7 @@ impl StreamingRowWindows {
                 Some((i, trace(&input, c.index())?))
             })
             .collect();
-        refuse_descending_time(&order_by, &closing, &input, trace)?;
+        refuse_arrival_order(&needs, &order_by, &closing, &input, trace)?;
         let exec = RowWindowExec::try_new(
             p.clone(),
             sort,
@@ -1156,11 +1156,20 @@ impl RowWindowExec {
     }
 }
 
-/// An OVER clause ordered by a stream's event time descending, over keys
-/// that never close: its first row (`ROW_NUMBER() ... = 1`, the latest row
-/// of a key) is known only at the end of input, and counting from the rows
-/// seen so far would give a wrong answer. Refused, saying what to write.
-fn refuse_descending_time(
+/// Refuses an OVER clause whose answer on a stream would depend on when
+/// rows arrived, over keys that never close (a closing PARTITION BY column,
+/// such as a window's start, gives every key all of its rows at once):
+///
+/// - ordered by a stream's event time descending: the first row (the latest
+///   of a key, `ROW_NUMBER() ... = 1`) is known only at the end of input;
+/// - ROW_NUMBER / RANK / DENSE_RANK ordered by anything but an event time
+///   (`ORDER BY price DESC`): a row's number is given when it arrives, and a
+///   later row may rank before it.
+///
+/// Ordered by an event time ascending, rows wait for the watermark and come
+/// in order; the message says what to write instead.
+fn refuse_arrival_order(
+    needs: &[Need],
     order_by: &[PhysicalSortExpr],
     closing: &[(usize, LowerBound)],
     input: &Arc<dyn ExecutionPlan>,
@@ -1169,18 +1178,33 @@ fn refuse_descending_time(
     let Some(o) = order_by.first() else {
         return Ok(());
     };
-    let Some(c) = o.expr.downcast_ref::<Column>() else {
-        return Ok(());
-    };
-    if !o.options.descending || !closing.is_empty() || trace(input, c.index()).is_none() {
+    if !closing.is_empty() {
         return Ok(());
     }
-    Err(DataFusionError::Plan(format!(
-        "an OVER clause ordered by the event time '{}' descending on a stream: the latest row of a key is known only at the end of the input. For the latest row per key write GROUP BY <key> with last_value(<column> ORDER BY {}) (an updating result: each new latest row replaces the last), or per window GROUP BY <key>, TUMBLE(...); for the first row per key order ascending (ROW_NUMBER() OVER (PARTITION BY <key> ORDER BY {}) = 1)",
-        c.name(),
-        c.name(),
-        c.name()
-    )))
+    let time = o
+        .expr
+        .downcast_ref::<Column>()
+        .filter(|c| trace(input, c.index()).is_some());
+    match time {
+        Some(c) if o.options.descending => Err(DataFusionError::Plan(format!(
+            "an OVER clause ordered by the event time '{0}' descending on a stream: the latest row of a key is known only at the end of the input. For the latest row per key write GROUP BY <key> with last_value(<column> ORDER BY {0}) (an updating result: each new latest row replaces the last), or per window GROUP BY <key>, TUMBLE(...); for the first row per key order ascending (ROW_NUMBER() OVER (PARTITION BY <key> ORDER BY {0}) = 1)",
+            c.name()
+        ))),
+        Some(_) => Ok(()),
+        None if needs
+            .iter()
+            .any(|n| matches!(n, Need::RowNumber | Need::Rank | Need::DenseRank)) =>
+        {
+            Err(DataFusionError::Plan(format!(
+                "ROW_NUMBER / RANK / DENSE_RANK ordered by '{}'{} on a stream: a row's number would be given when it arrives, and a later row may rank before it. Rank within windows (PARTITION BY window_start over a windowed GROUP BY: top-N per window), order by the stream's event time (rows then wait for the watermark), or keep the best row per key as an updating result (GROUP BY <key> with MAX / last_value)",
+                o.expr
+                    .downcast_ref::<Column>()
+                    .map_or_else(|| o.expr.to_string(), |c| c.name().to_string()),
+                if o.options.descending { " DESC" } else { "" }
+            )))
+        }
+        None => Ok(()),
+    }
 }
 
 /// What bounds a row window's wait and state: its ORDER BY event time (rows
