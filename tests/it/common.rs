@@ -326,10 +326,12 @@ pub fn signal(child: &std::process::Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
-/// The files below `dir` whose names start with `prefix`.
+/// The files below `dir` whose names start with `prefix` (published: a
+/// sink's temporary files start with a dot), as full paths, sorted.
 pub fn published(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     files_below(dir)
         .into_iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .map(|p| dir.join(p))
         .collect()
 }

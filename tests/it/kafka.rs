@@ -19,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::{free_port, velo, wait_for, wait_until};
+use crate::common::{free_port, published, velo, wait_for, wait_until};
 
 /// A tansu broker on a free port, with its data in `dir`; killed on drop.
 pub struct Tansu {
@@ -299,24 +299,6 @@ fn lines_of(paths: &[PathBuf]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Visible (published) files in `dir` starting with `prefix`.
-fn published(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .map(|n| n.to_string_lossy().starts_with(prefix))
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn run(dir: &Path, app: &str, args: &[&str]) -> std::process::Output {
     std::fs::write(dir.join("app.sql"), app).unwrap();
     velo()
@@ -326,19 +308,6 @@ fn run(dir: &Path, app: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("velo runs")
-}
-
-fn spawn(dir: &Path, app: &str, args: &[&str]) -> Child {
-    std::fs::write(dir.join("app.sql"), app).unwrap();
-    velo()
-        .current_dir(dir)
-        .arg("run")
-        .arg("app.sql")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("velo starts")
 }
 
 const CRASH_ENV: &str = "VELO_CRASH_AFTER_CHECKPOINT";
@@ -893,7 +862,8 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
       'failure_strategy' = 'RetryWithBackoff', 'max_retries' = '20', 'retry_backoff' = '200ms',
       'batch.size' = '1000');"#
     );
-    let mut child = spawn(tmp.path(), &app, &[]);
+    std::fs::write(tmp.path().join("app.sql"), &app).unwrap();
+    let mut child = crate::common::spawn(tmp.path(), &["run", "app.sql"]);
     let out = tmp.path().join("out.jsonl");
     let count = |p: &Path| {
         std::fs::read_to_string(p)
@@ -913,9 +883,7 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
         "records produced after the outage",
         || count(&out) >= 8_000,
     );
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    crate::common::signal(&child, "-INT");
     let status = child.wait().unwrap();
     let mut err = String::new();
     if let Some(e) = child.stderr.take() {
