@@ -12,6 +12,13 @@
 //! * `files_glob` — lines `<glob> <count>`: how many files must match.
 //!
 //! Each case runs in a copy of its directory, so outputs never touch the tree.
+//!
+//! Restart mode: every case that keeps state (GROUP BY, windows, OVER,
+//! joins) and expects output files runs again with a state directory and
+//! transactional sinks, crashing right after its first checkpoint, then to
+//! the end; what its sinks published must be the expected rows (as
+//! multisets: a transactional file sink publishes a file per epoch). A case
+//! opts out with a `no_restart` file saying why.
 
 use std::path::Path;
 
@@ -117,6 +124,143 @@ fn check_case(case: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a case keeps state across epochs, so a crash in the middle can
+/// change what it writes if restore is wrong.
+fn is_stateful(case: &Path) -> bool {
+    let sql = std::fs::read_to_string(case.join("app.sql"))
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    case.join("expected").is_dir()
+        && !case.join("cmd").exists()
+        && !case.join("exit").exists()
+        && !case.join("no_restart").exists()
+        && ["GROUP BY", "OVER (", " JOIN ", "WINDOW "]
+            .iter()
+            .any(|k| sql.contains(k))
+}
+
+/// The lines of every published file next to `want` whose name starts with
+/// its stem (`out/x.jsonl` -> `out/x*.jsonl`), sorted; Parquet as JSON Lines.
+fn published_lines(dir: &Path, rel: &str) -> Vec<String> {
+    let (file, parquet) = match rel.strip_suffix(".parquet.jsonl") {
+        Some(pq) => (format!("{pq}.parquet"), true),
+        None => (rel.to_string(), false),
+    };
+    let path = dir.join(&file);
+    let parent = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let (stem, ext) = name.split_once('.').unwrap_or((name.as_str(), ""));
+    let mut out = Vec::new();
+    for f in crate::common::published(parent, stem) {
+        if f.parent() != Some(parent) || !f.to_string_lossy().ends_with(ext) {
+            continue;
+        }
+        let text = if parquet {
+            parquet_to_jsonl(&f)
+        } else {
+            read_text(&f)
+        };
+        out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    out.sort();
+    out
+}
+
+/// Restart mode (see the module docs): `Ok(false)` when the case has too
+/// few epochs for the crash to fire.
+fn check_restart(case: &Path) -> Result<bool, String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("case");
+    copy_dir(case, &dir);
+    let args = [
+        "run",
+        "app.sql",
+        "--set",
+        "state.dir=state",
+        "--set",
+        "use_transactions=true",
+    ];
+    let env: Vec<(String, String)> = lines(&case.join("env"))
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.into(), v.into())))
+        .collect();
+    let mut crashing = env.clone();
+    crashing.push(("VELO_CRASH_AFTER_CHECKPOINT".into(), "1".into()));
+    let first = run_in(&dir, &args, &crashing);
+    let log = String::from_utf8_lossy(&first.stderr).into_owned();
+    if first.status.success() {
+        return Ok(false);
+    }
+    if !log.contains("aborting after the checkpoint") {
+        return Err(format!("the crash run failed otherwise:\n{log}"));
+    }
+    let second = run_in(&dir, &args, &env);
+    let log = String::from_utf8_lossy(&second.stderr).into_owned();
+    if !second.status.success() || !log.contains("resuming after checkpoint") {
+        return Err(format!("the resumed run:\n{log}"));
+    }
+    let expected = case.join("expected");
+    for rel in crate::common::files_below(&expected) {
+        let rel = rel.to_string_lossy().into_owned();
+        let mut want: Vec<String> = read_text(&expected.join(&rel))
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        want.sort();
+        // a CSV file per epoch repeats the header
+        let mut got = published_lines(&dir, &rel);
+        if rel.ends_with(".csv") && !want.is_empty() {
+            let header = read_text(&expected.join(&rel))
+                .lines()
+                .next()
+                .unwrap()
+                .to_string();
+            got.dedup_by(|a, b| a == b && *a == header);
+        }
+        if got != want {
+            return Err(format!(
+                "after a crash and a restart, {rel} differs\n--- want ---\n{}\n--- got ---\n{}\n--- log ---\n{log}",
+                want.join("\n"),
+                got.join("\n")
+            ));
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn golden_stateful_cases_give_the_same_output_across_a_crash() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && is_stateful(p))
+        .collect();
+    cases.sort();
+    let mut failures = Vec::new();
+    let mut crashed = 0;
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        match check_restart(case) {
+            Ok(c) => {
+                crashed += usize::from(c);
+                eprintln!(
+                    "golden restart {name} ... ok{}",
+                    if c { "" } else { " (one epoch: no crash)" }
+                );
+            }
+            Err(e) => failures.push(format!("=== {name}: {e}")),
+        }
+    }
+    assert!(
+        crashed >= 3,
+        "{crashed} of {} stateful cases crashed and resumed",
+        cases.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]

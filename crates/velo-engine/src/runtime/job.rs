@@ -151,6 +151,15 @@ impl JobRun {
         } else {
             None
         };
+        if out.transactional && job.state_dir.is_some() && !resumes(&p) {
+            for (src, _) in p.streams().filter(|(s, _)| !s.resumable()) {
+                tracing::warn!(
+                    job = %name,
+                    "source '{}' cannot resume from a position: a run restarted after a crash reads it again from the start and publishes its records again (exactly-once across a restart needs sources that resume: files with state.dir, Kafka)",
+                    src.name()
+                );
+            }
+        }
         let retry_epochs = job.failure_strategy == FailureStrategy::RetryWithBackoff;
         if state_dir.is_some() || (retry_epochs && rewindable(&p)) {
             for (src, f) in p.streams() {
