@@ -577,3 +577,47 @@ fn stateful_jobs_read_bounded_input_in_epochs_by_default() {
         "{text}"
     );
 }
+
+/// Operator state is checkpointed under a stable id that describes the
+/// operator: a query whose window changed between a crash and the restart
+/// is refused, naming the operator, instead of restoring one window's state
+/// into another (the state has the same shape).
+#[test]
+fn a_changed_window_does_not_resume_from_the_state_of_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write_jsonl(&dir.join("data/events.jsonl"), &events(3, 3_000, 0));
+    let app = |size: u32| {
+        format!(
+            "CREATE STREAM w AS SELECT k, COUNT(*) AS n FROM events GROUP BY k, TUMBLE(ts, INTERVAL '{size}' SECOND)
+               INTO out WITH ('events.type' = 'file_source', 'events.path' = 'data/events.jsonl',
+                 'events.schema' = 'k VARCHAR, v BIGINT, ts BIGINT',
+                 'events.event.time.field' = 'ts', 'events.event.time.format' = 'epoch_millis',
+                 'batch.size' = '500', 'state.dir' = 'state', 'use_transactions' = 'true',
+                 'out.type' = 'file_sink', 'out.path' = 'out/w.jsonl');"
+        )
+    };
+    std::fs::write(dir.join("app.sql"), app(1)).unwrap();
+    let crash = vec![("VELO_CRASH_AFTER_CHECKPOINT".to_string(), "2".to_string())];
+    let o = crate::common::run_in(dir, &["run", "app.sql"], &crash);
+    assert!(!o.status.success());
+    std::fs::write(dir.join("app.sql"), app(2)).unwrap();
+    let o = crate::common::run_in(dir, &["run", "app.sql"], &[]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{log}");
+    assert!(
+        log.contains(
+            "the checkpoint holds no state for the operator 'WindowAggregateExec: tumble 2s"
+        ),
+        "{log}"
+    );
+    // the query it was written by resumes
+    std::fs::write(dir.join("app.sql"), app(1)).unwrap();
+    let o = crate::common::run_in(dir, &["run", "app.sql"], &[]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && log.contains("resuming after checkpoint"),
+        "{log}"
+    );
+}

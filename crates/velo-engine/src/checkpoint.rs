@@ -39,6 +39,10 @@ pub struct Checkpoint {
     /// window operator after the epoch.
     #[serde(default)]
     pub operators: Vec<String>,
+    /// The id of the operator each of `operators` belongs to (empty in
+    /// checkpoints of earlier versions: then in plan order).
+    #[serde(default)]
+    pub operator_ids: Vec<String>,
     /// The watermark after the epoch (epoch milliseconds).
     #[serde(default)]
     pub watermark: Option<i64>,

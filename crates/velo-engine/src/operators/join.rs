@@ -446,12 +446,18 @@ impl StreamingJoins {
                 lb_right,
                 self.metrics.clone(),
             )?;
+            let desc = datafusion::physical_plan::displayable(&exec as &dyn ExecutionPlan)
+                .one_line()
+                .to_string();
             for side in [JoinSide::Left, JoinSide::Right] {
-                self.states.register(Arc::new(SideState {
-                    state: exec.state.clone(),
-                    side,
-                    schema: exec.marked_schema(side),
-                }));
+                self.states.register(
+                    format!("{} [{side:?} side]", desc.trim()),
+                    Arc::new(SideState {
+                        state: exec.state.clone(),
+                        side,
+                        schema: exec.marked_schema(side),
+                    }),
+                );
             }
             Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
         }

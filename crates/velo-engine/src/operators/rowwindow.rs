@@ -274,10 +274,18 @@ impl StreamingRowWindows {
             self.watermark.clone(),
             self.metrics.clone(),
         )?;
-        self.states
-            .register(Arc::new(RowsState(exec.state.clone())));
-        self.states
-            .register(Arc::new(KeysState(exec.state.clone())));
+        let desc = datafusion::physical_plan::displayable(&exec as &dyn ExecutionPlan)
+            .one_line()
+            .to_string();
+        let desc = desc.trim();
+        self.states.register(
+            format!("{desc} [rows]"),
+            Arc::new(RowsState(exec.state.clone())),
+        );
+        self.states.register(
+            format!("{desc} [keys]"),
+            Arc::new(KeysState(exec.state.clone())),
+        );
         Ok(Transformed::yes(Arc::new(exec)))
     }
 }

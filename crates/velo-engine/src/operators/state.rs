@@ -11,8 +11,13 @@ use datafusion::common::{DataFusionError, Result};
 /// The window operators of a job: their state is written with every
 /// checkpoint and read back on restart, so no window result is lost or
 /// emitted twice across a crash.
+///
+/// Each state is registered under a stable id that describes its operator
+/// (what it computes, over which columns, which partition or side), so a
+/// checkpoint is restored into the operator that wrote it, and a query that
+/// changed is told apart from one that did not.
 #[derive(Default)]
-pub struct WindowStates(Mutex<Vec<Arc<dyn OperatorState>>>);
+pub struct WindowStates(Mutex<Vec<(String, Arc<dyn OperatorState>)>>);
 
 /// The state of a stateful streaming operator, for checkpoints.
 pub trait OperatorState: Send + Sync {
@@ -41,9 +46,52 @@ impl fmt::Debug for WindowStates {
 }
 
 impl WindowStates {
-    /// Adds an operator's state (in plan order).
-    pub fn register(&self, inner: Arc<dyn OperatorState>) {
-        self.0.lock().expect("window states").push(inner);
+    /// Adds an operator's state under `id` (a second operator with the same
+    /// description gets `#2`, in plan order).
+    pub fn register(&self, id: String, inner: Arc<dyn OperatorState>) {
+        let mut ops = self.0.lock().expect("window states");
+        let same = ops
+            .iter()
+            .filter(|(i, _)| i == &id || i.starts_with(&format!("{id} #")))
+            .count();
+        let id = if same == 0 {
+            id
+        } else {
+            format!("{id} #{}", same + 1)
+        };
+        ops.push((id, inner));
+    }
+
+    /// The operators' ids, in plan order (the order of [`Self::snapshot`]).
+    pub fn ids(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("window states")
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Puts back the states of a checkpoint by operator id: every operator
+    /// of the query must find its own, and every state its operator.
+    pub fn restore_by_id(&self, mut states: Vec<(String, RecordBatch)>) -> Result<()> {
+        let ops = self.0.lock().expect("window states");
+        for (id, op) in ops.iter() {
+            let Some(at) = states.iter().position(|(s, _)| s == id) else {
+                return Err(DataFusionError::Plan(format!(
+                    "the checkpoint holds no state for the operator '{id}': the query or its 'partitions' changed; run the query it was written by, or move the state directory away to start from scratch"
+                )));
+            };
+            op.restore(states.remove(at).1)?;
+        }
+        if !states.is_empty() {
+            let ids: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
+            return Err(DataFusionError::Plan(format!(
+                "the checkpoint holds state of operators the query no longer has ({}): the query or its 'partitions' changed; run the query it was written by, or move the state directory away to start from scratch",
+                ids.join("; ")
+            )));
+        }
+        Ok(())
     }
 
     /// Whether the job has window operators.
@@ -57,7 +105,7 @@ impl WindowStates {
             .lock()
             .expect("window states")
             .iter()
-            .any(|i| i.emits_changes())
+            .any(|(_, i)| i.emits_changes())
     }
 
     /// `EMIT CHANGES`: the keys of the groups that changed at the last
@@ -69,7 +117,7 @@ impl WindowStates {
             .lock()
             .expect("window states")
             .iter()
-            .flat_map(|i| i.take_changed())
+            .flat_map(|(_, i)| i.take_changed())
             .collect()
     }
 
@@ -79,7 +127,7 @@ impl WindowStates {
             .lock()
             .expect("window states")
             .iter()
-            .map(|i| i.snapshot())
+            .map(|(_, i)| i.snapshot())
             .collect()
     }
 
@@ -93,7 +141,7 @@ impl WindowStates {
                 ops.len()
             )));
         }
-        for (op, b) in ops.iter().zip(batches) {
+        for ((_, op), b) in ops.iter().zip(batches) {
             op.restore(b)?;
         }
         Ok(())

@@ -202,12 +202,15 @@ impl JobRun {
         };
         let p = &self.p;
         let mut snapshot = states.expect("taken for a state directory").clone();
+        let mut operator_ids = p.window_states.ids();
         if let Some(c) = &self.changelog {
             snapshot.push(c.snapshot()?);
+            operator_ids.push(CHANGELOG_ID.into());
         }
         if let Some(t) = &p.table {
             // the table is applied after the commit
             snapshot.push(t.merged(table_rows)?);
+            operator_ids.push(TABLE_ID.into());
         }
         let operators = dir.store_operator_state(self.epoch, &snapshot).await?;
         let cp = crate::checkpoint::Checkpoint {
@@ -218,6 +221,7 @@ impl JobRun {
             sinks: tokens,
             watermark: shown_watermark(p.feed.watermark().get()),
             operators,
+            operator_ids,
             streams: p
                 .others
                 .iter()
@@ -327,3 +331,8 @@ impl JobRun {
 fn shown_watermark(w: i64) -> Option<i64> {
     Some(w).filter(|w| *w != crate::time::Watermark::NONE && *w != crate::time::Watermark::END)
 }
+
+/// The checkpoint's id of the changelog's written keys.
+pub(crate) const CHANGELOG_ID: &str = "changelog keys";
+/// The checkpoint's id of a `CREATE TABLE`'s rows.
+pub(crate) const TABLE_ID: &str = "table rows";

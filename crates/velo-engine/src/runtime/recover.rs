@@ -8,6 +8,7 @@ use arrow::array::RecordBatch;
 use velo_config::{FailureStrategy, JobConfig};
 use velo_connectors::BadRecord;
 
+use super::commit::{CHANGELOG_ID, TABLE_ID};
 use super::job::{JobRun, rewindable};
 use crate::changelog::Changelog;
 use crate::plan::PreparedJob;
@@ -46,18 +47,36 @@ impl JobRun {
                     dir.display()
                 ))
             };
-            // stored after the operators' state: the changelog's keys, then
-            // the table's rows
-            if let Some(t) = &p.table {
-                let rows = states.pop().ok_or_else(|| missing("table rows"))?;
-                t.restore(rows)?;
-                t.mark_ready();
+            if cp.operator_ids.len() == states.len() && !states.is_empty() {
+                // by operator id
+                let mut by_id: Vec<(String, RecordBatch)> =
+                    cp.operator_ids.iter().cloned().zip(states).collect();
+                let mut take = |id: &str| {
+                    let at = by_id.iter().position(|(i, _)| i == id)?;
+                    Some(by_id.remove(at).1)
+                };
+                if let Some(t) = &p.table {
+                    t.restore(take(TABLE_ID).ok_or_else(|| missing("table rows"))?)?;
+                    t.mark_ready();
+                }
+                if let Some(c) = self.changelog.as_mut() {
+                    c.restore(&take(CHANGELOG_ID).ok_or_else(|| missing("changelog keys"))?)?;
+                }
+                p.window_states.restore_by_id(by_id)?;
+            } else {
+                // a checkpoint of an earlier version: in plan order, the
+                // changelog's keys, then the table's rows after the operators
+                if let Some(t) = &p.table {
+                    let rows = states.pop().ok_or_else(|| missing("table rows"))?;
+                    t.restore(rows)?;
+                    t.mark_ready();
+                }
+                if let Some(c) = self.changelog.as_mut() {
+                    let keys = states.pop().ok_or_else(|| missing("changelog keys"))?;
+                    c.restore(&keys)?;
+                }
+                p.window_states.restore(states)?;
             }
-            if let Some(c) = self.changelog.as_mut() {
-                let keys = states.pop().ok_or_else(|| missing("changelog keys"))?;
-                c.restore(&keys)?;
-            }
-            p.window_states.restore(states)?;
         }
         // every stream back to its position and watermark
         if let Some(wm) = cp.watermark {

@@ -227,8 +227,14 @@ impl StreamingWindows {
             &self.feeds,
         )? {
             Some(w) => {
-                for i in &w.inners {
-                    self.states.register(i.clone() as Arc<dyn OperatorState>);
+                let desc = datafusion::physical_plan::displayable(&w as &dyn ExecutionPlan)
+                    .one_line()
+                    .to_string();
+                for (n, i) in w.inners.iter().enumerate() {
+                    self.states.register(
+                        format!("{} [partition {n}]", desc.trim()),
+                        i.clone() as Arc<dyn OperatorState>,
+                    );
                 }
                 Ok(Transformed::yes(Arc::new(w)))
             }
