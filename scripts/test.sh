@@ -22,6 +22,16 @@ if [ "${CI:-}" = "true" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="${HOME}/.cache/velostream/target"
 fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# a fast linker when one is installed (mold, else lld): linking the test
+# binaries dominates an edit-and-test cycle. None is installed on the CI
+# machine today, so CI links with the default linker.
+if [ -z "${RUSTFLAGS:-}" ]; then
+  if command -v mold >/dev/null 2>&1; then
+    export RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+  elif command -v ld.lld >/dev/null 2>&1; then
+    export RUSTFLAGS="-C link-arg=-fuse-ld=lld"
+  fi
+fi
 
 CACHE="${VELO_CACHE:-$HOME/.cache/velostream}"
 export VELO_TANSU="${VELO_TANSU:-$CACHE/tansu-install/bin/tansu}"
