@@ -9,34 +9,12 @@ use rdkafka::ClientConfig;
 use velo_config::keys::{KeySpec, KeyType, did_you_mean};
 use velo_config::{ConfigError, ConnectorConfig, Warning};
 
-/// Value/key encodings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One JSON object per message.
-    Json,
-    /// Avro: Confluent wire format with a schema registry, or plain Avro
-    /// binary with an inline schema file.
-    Avro,
-    /// Protobuf, described by a descriptor set file.
-    Protobuf,
-    /// The payload as UTF-8 text (one `value` column).
-    String,
-    /// The payload as bytes (one `value` column).
-    Bytes,
-}
+pub use velo_formats::Format;
 
-const FORMATS: &[&str] = &[
-    "json", "avro", "protobuf", "proto", "string", "bytes", "text", "raw", "binary",
-];
+const FORMATS: &[&str] = velo_formats::value::FORMAT_NAMES;
 
 fn format_of(v: &str) -> Format {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "avro" => Format::Avro,
-        "protobuf" | "proto" => Format::Protobuf,
-        "string" | "text" => Format::String,
-        "bytes" | "raw" | "binary" => Format::Bytes,
-        _ => Format::Json,
-    }
+    Format::parse(v)
 }
 
 const BOOTSTRAP: KeySpec = KeySpec::new(

@@ -1,6 +1,7 @@
 //! The errors of the Kafka connector, each with its kind: what the user
 //! must fix (configuration, schemas, topics, values that cannot be encoded)
-//! is told apart from what failed outside (brokers, the schema registry),
+//! is told apart from what failed outside (brokers; the schema registry's
+//! errors are velo-formats'),
 //! where retrying may help. They reach the engine as
 //! [`ConnectorError`]s through `From`.
 
@@ -12,9 +13,6 @@ pub enum KafkaError {
     /// A call to the brokers failed: unreachable, timed out, refused.
     #[error("{0}")]
     Broker(String),
-    /// The schema registry failed or could not be reached.
-    #[error("schema registry: {0}")]
-    Registry(String),
     /// The job's configuration, a schema, a descriptor or a topic that the
     /// user must fix.
     #[error("{0}")]
@@ -29,7 +27,7 @@ impl KafkaError {
     /// Who must act on it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Broker(_) | Self::Registry(_) => ErrorKind::External,
+            Self::Broker(_) => ErrorKind::External,
             Self::Setup(_) | Self::Format(_) => ErrorKind::User,
         }
     }
@@ -57,9 +55,4 @@ pub(crate) fn setup(e: impl std::fmt::Display) -> ConnectorError {
 /// A format failure, as a connector error.
 pub(crate) fn format_error(e: impl std::fmt::Display) -> ConnectorError {
     KafkaError::Format(e.to_string()).into()
-}
-
-/// A schema registry failure, as a connector error.
-pub(crate) fn registry(e: impl std::fmt::Display) -> ConnectorError {
-    KafkaError::Registry(e.to_string()).into()
 }

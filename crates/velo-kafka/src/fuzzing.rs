@@ -8,8 +8,8 @@ use std::sync::{Arc, LazyLock};
 use arrow::datatypes::{DataType, Field, Schema};
 use prost::Message;
 
-use crate::format::{AvroState, ValueDecoder};
-use crate::protobuf::ProtoDecoder;
+use velo_formats::protobuf::ProtoDecoder;
+use velo_formats::value::{AvroState, ValueDecoder};
 
 /// The Avro schema of the decoder under test: scalars, a nullable union,
 /// an array, a map, an enum and a nested record.
@@ -98,7 +98,7 @@ pub fn values(data: &[u8]) {
             ]));
             let ps: Vec<Option<&[u8]>> = payloads(rest).into_iter().map(Some).collect();
             let _ = ValueDecoder::json(schema, 64).decode(&ps);
-            let _ = crate::format::infer_json(
+            let _ = velo_formats::value::infer_json(
                 &ps.iter().flatten().map(|p| p.to_vec()).collect::<Vec<_>>(),
             );
         }

@@ -3,8 +3,9 @@
 //! A source and a sink at the two ends of the data path, on librdkafka
 //! (rdkafka, default build). The **source** ([`source::KafkaSource`]) is a
 //! consumer-group member that decodes message values straight into Arrow
-//! batches ([`format`]: arrow-json, arrow-avro with the Confluent wire format
-//! and a [`schema_registry`], [`protobuf`] with a descriptor set, raw string/bytes), adds the `_key`,
+//! batches (velo-formats: arrow-json, arrow-avro with the Confluent wire
+//! format and a schema registry, Protobuf with a descriptor set, raw
+//! string/bytes), adds the `_key`,
 //! `_partition`, `_offset`, `_timestamp`, `_headers` columns on request, and
 //! reports its position (next offset per partition) with every batch; the
 //! engine commits that position to the group only after every sink has
@@ -18,11 +19,8 @@
 
 pub mod config;
 pub mod error;
-pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod protobuf;
-pub mod schema_registry;
 pub mod sink;
 pub mod source;
 

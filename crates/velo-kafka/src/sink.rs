@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use velo_connectors::{ConnectorError, Position, Result, Sink, SinkCapabilities};
 
 use crate::config::{Format, KafkaSinkConfig};
-use crate::schema_registry::SchemaRegistry;
+use velo_formats::schema_registry::SchemaRegistry;
 
 /// Delivery reports: counts failures and keeps the first error.
 pub struct DeliveryContext {

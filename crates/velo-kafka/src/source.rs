@@ -33,8 +33,8 @@ use velo_connectors::{
 };
 
 use crate::config::{Assignment, Format, KafkaSourceConfig};
-use crate::format::{AvroState, ValueDecoder};
-use crate::schema_registry::SchemaRegistry;
+use velo_formats::schema_registry::SchemaRegistry;
+use velo_formats::value::{AvroState, ValueDecoder};
 
 /// The metadata columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,7 +546,7 @@ impl KafkaSource {
                 Some(s) => s,
                 None => {
                     let samples = sample(&cfg, name)?;
-                    crate::format::infer_json(&samples).map_err(|e| {
+                    velo_formats::value::infer_json(&samples).map_err(|e| {
                         crate::error::setup(format!(
                             "cannot infer the schema of source '{name}' from topic '{}': {e}; declare its columns (CREATE STREAM {name} (col TYPE, ...)) or set '{name}.schema'",
                             cfg.topics[0]
@@ -629,7 +629,10 @@ impl KafkaSource {
     }
 }
 
-fn proto_decoder(name: &str, cfg: &KafkaSourceConfig) -> Result<crate::protobuf::ProtoDecoder> {
+fn proto_decoder(
+    name: &str,
+    cfg: &KafkaSourceConfig,
+) -> Result<velo_formats::protobuf::ProtoDecoder> {
     let (file, message) = cfg.protobuf.as_ref().ok_or_else(|| {
         crate::error::setup(format!(
             "source '{name}' reads protobuf: set '{name}.protobuf.descriptor.file' and '{name}.protobuf.message'"
@@ -637,7 +640,7 @@ fn proto_decoder(name: &str, cfg: &KafkaSourceConfig) -> Result<crate::protobuf:
     })?;
     let bytes = std::fs::read(file)
         .map_err(|e| ConnectorError::io("cannot read the protobuf descriptor set", file, e))?;
-    crate::protobuf::ProtoDecoder::new(&bytes, message, name)
+    velo_formats::protobuf::ProtoDecoder::new(&bytes, message, name)
 }
 
 /// Reads up to `cfg.samples` messages from the start of the topics.

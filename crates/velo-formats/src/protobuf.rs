@@ -448,7 +448,7 @@ impl ProtoDecoder {
     pub fn decode(
         &self,
         payloads: &[&[u8]],
-    ) -> std::result::Result<crate::format::Decoded, arrow::error::ArrowError> {
+    ) -> std::result::Result<crate::value::Decoded, arrow::error::ArrowError> {
         if let Some((md, fds)) = &self.nested {
             let mut good = Vec::with_capacity(payloads.len());
             let mut bad = Vec::new();
@@ -468,7 +468,7 @@ impl ProtoDecoder {
                 .zip(self.schema.fields())
                 .map(|(fd, f)| message_column(&refs, fd, f.data_type()))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            return Ok(crate::format::Decoded {
+            return Ok(crate::value::Decoded {
                 batch: RecordBatch::try_new_with_options(
                     self.schema.clone(),
                     arrays,
@@ -499,7 +499,7 @@ impl ProtoDecoder {
             good.push(i);
         }
         let arrays: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
-        Ok(crate::format::Decoded {
+        Ok(crate::value::Decoded {
             batch: RecordBatch::try_new(self.schema.clone(), arrays)?,
             good,
             bad,

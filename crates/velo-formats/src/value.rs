@@ -14,8 +14,42 @@ use arrow_avro::reader::{Decoder as AvroDecoder, ReaderBuilder as AvroReaderBuil
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use velo_connectors::{ConnectorError, Result};
 
-use crate::config::Format;
 use crate::schema_registry::SchemaRegistry;
+
+/// Value/key encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per message.
+    Json,
+    /// Avro: Confluent wire format with a schema registry, or plain Avro
+    /// binary with an inline schema file.
+    Avro,
+    /// Protobuf, described by a descriptor set file.
+    Protobuf,
+    /// The payload as UTF-8 text (one `value` column).
+    String,
+    /// The payload as bytes (one `value` column).
+    Bytes,
+}
+
+/// The names a configuration may give a format ([`Format::parse`]).
+pub const FORMAT_NAMES: &[&str] = &[
+    "json", "avro", "protobuf", "proto", "string", "bytes", "text", "raw", "binary",
+];
+
+impl Format {
+    /// The format a configuration names (`json` for anything unknown: the
+    /// key's type check refuses unknown names first).
+    pub fn parse(v: &str) -> Self {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "avro" => Format::Avro,
+            "protobuf" | "proto" => Format::Protobuf,
+            "string" | "text" => Format::String,
+            "bytes" | "raw" | "binary" => Format::Bytes,
+            _ => Format::Json,
+        }
+    }
+}
 
 /// The decoded values of a set of messages.
 pub struct Decoded {
