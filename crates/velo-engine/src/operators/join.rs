@@ -293,7 +293,9 @@ fn linear(e: &Arc<dyn PhysicalExpr>, cols: &[ColumnIndex]) -> Option<(JoinSide, 
 fn time_bounds(filter: &JoinFilter) -> Vec<(usize, usize, i64, i64)> {
     let cols = filter.column_indices();
     let mut conjuncts = vec![filter.expression().clone()];
-    let mut pairs: Vec<((usize, usize), Option<i64>, Option<i64>)> = Vec::new();
+    // (left column, right column), lowest and highest `right - left`
+    type Bound = ((usize, usize), Option<i64>, Option<i64>);
+    let mut pairs: Vec<Bound> = Vec::new();
     while let Some(e) = conjuncts.pop() {
         let Some(b) = e.downcast_ref::<BinaryExpr>() else {
             continue;
