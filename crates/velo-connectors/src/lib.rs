@@ -12,9 +12,13 @@
 //! sink on its own thread.
 //!
 //! One connector, one folder (`file/`, `datagen/`, `nexmark/`, `stdout/`),
-//! each with its typed configuration; [`registry`] builds them by type name.
+//! each with its typed configuration; [`registry`] builds them by type name
+//! and says what each produces or accepts ([`ChangeMode`]). Shared by all
+//! connectors: [`changelog`] (changes to keyed rows, one typed form) and
+//! [`storage`] (local directories and object stores, one code path).
 
 pub mod blackhole;
+pub mod changelog;
 pub mod context;
 pub mod datagen;
 pub mod file;
@@ -27,11 +31,14 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod stdout;
+pub mod storage;
 pub mod template;
 
 mod error;
 
+pub use changelog::{ChangeBatch, ChangeMode, ChangeOp};
 pub use context::{BoxFuture, ConnectorContext};
 pub use error::{ConnectorError, ErrorKind, Result, io_kind};
 pub use sink::{BatchEncoder, Sink, SinkCapabilities};
 pub use source::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};
+pub use storage::Storage;

@@ -11,7 +11,7 @@ use velo_config::{ConfigError, ConnectorConfig, Role, Warning};
 use crate::datagen::{DatagenConfig, DatagenSource};
 use crate::file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 use crate::stdout::StdoutSink;
-use crate::{BoxFuture, ConnectorContext, ConnectorError, Result, Sink, Source};
+use crate::{BoxFuture, ChangeMode, ConnectorContext, ConnectorError, Result, Sink, Source};
 
 /// How an offline refusal starts.
 pub const OFFLINE_MARK: &str = "not checked offline:";
@@ -31,6 +31,17 @@ pub type ExtraValidator = fn(&ConnectorConfig) -> Result<Vec<Warning>>;
 /// Builds a connector's typed configuration without touching anything
 /// (no file, no network): every value is checked as `run` would read it.
 pub type ConfigCheck = fn(&ConnectorConfig) -> Result<()>;
+/// What stream a configured connector produces (a source) or accepts (a
+/// sink), known at planning without creating it.
+pub type ChangesOf = fn(&ConnectorConfig) -> ChangeMode;
+
+/// A source of new rows only, or a sink that stores each change as a row.
+pub fn append_source_or_change_rows_sink(cfg: &ConnectorConfig) -> ChangeMode {
+    match cfg.role {
+        Role::Source => ChangeMode::AppendOnly,
+        Role::Sink => ChangeMode::ChangeRows,
+    }
+}
 
 /// One connector kind in one role.
 #[derive(Clone, Copy)]
@@ -46,6 +57,10 @@ pub struct Kind<C> {
     /// Reads the typed configuration (`validate` runs it for every
     /// connector, so a bad value fails validation, not the run).
     pub check: ConfigCheck,
+    /// What the configured connector produces or accepts; the planner
+    /// refuses an updating result into an append-only sink and a changelog
+    /// source under an aggregate, a window or a join.
+    pub changes: ChangesOf,
 }
 
 /// The connector kinds of a build. The engine assembles it from this crate's
@@ -162,6 +177,7 @@ impl Registry {
             create,
             extra: None,
             check,
+            changes: append_source_or_change_rows_sink,
         };
         let sink = |name, keys, create: SinkCtor, check: ConfigCheck| Kind {
             name,
@@ -169,6 +185,7 @@ impl Registry {
             create,
             extra: None,
             check,
+            changes: append_source_or_change_rows_sink,
         };
         let file_src: ConfigCheck = |c| {
             FileSourceConfig::from_config(c)
@@ -226,6 +243,16 @@ impl Registry {
         self.sinks.push(kind);
     }
 
+    /// The source kind `name`, to register a variant of it.
+    pub fn source_kind(&self, name: &str) -> Option<Kind<SourceCtor>> {
+        self.sources.iter().find(|k| k.name == name).copied()
+    }
+
+    /// The sink kind `name`, to register a variant of it.
+    pub fn sink_kind(&self, name: &str) -> Option<Kind<SinkCtor>> {
+        self.sinks.iter().find(|k| k.name == name).copied()
+    }
+
     /// Source kinds and their keys.
     pub fn sources(&self) -> impl Iterator<Item = (&'static str, &'static [KeySpec])> + '_ {
         self.sources.iter().map(|k| (k.name, k.keys))
@@ -264,6 +291,24 @@ impl Registry {
             role: cfg.role.as_str(),
             known: known.join(", "),
         })
+    }
+
+    /// What the connector of `cfg` produces (a source) or accepts (a sink).
+    pub fn change_mode(&self, cfg: &ConnectorConfig) -> Result<ChangeMode> {
+        let changes = match cfg.role {
+            Role::Source => self
+                .sources
+                .iter()
+                .find(|k| k.name == cfg.kind)
+                .map(|k| k.changes),
+            Role::Sink => self
+                .sinks
+                .iter()
+                .find(|k| k.name == cfg.kind)
+                .map(|k| k.changes),
+        }
+        .ok_or_else(|| self.unknown(cfg))?;
+        Ok(changes(cfg))
     }
 
     /// Checks the keys of `cfg` against its connector's table: warnings for

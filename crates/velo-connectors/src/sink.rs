@@ -12,32 +12,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::Result;
 
-/// The operation column of an updating result (a changelog): every row is
-/// an [`OP_INSERT`], [`OP_UPDATE`] or [`OP_DELETE`] of its key. Sinks with
-/// keys apply them as upserts (Kafka: a delete is a tombstone).
-pub const OP_COLUMN: &str = "_op";
-/// A key written for the first time.
-pub const OP_INSERT: &str = "insert";
-/// A key written again.
-pub const OP_UPDATE: &str = "update";
-/// A key removed: its key columns are set, the others null.
-pub const OP_DELETE: &str = "delete";
-
-/// Whether row `i` of `batch` deletes its key (an updating result's
-/// `_op` = `delete`).
-pub fn deletes(batch: &RecordBatch) -> Option<arrow::array::BooleanArray> {
-    use arrow::array::Array;
-    let ops = batch
-        .column_by_name(OP_COLUMN)?
-        .as_any()
-        .downcast_ref::<arrow::array::StringArray>()?
-        .clone();
-    Some(
-        (0..ops.len())
-            .map(|i| Some(ops.is_valid(i) && ops.value(i) == OP_DELETE))
-            .collect(),
-    )
-}
+pub use crate::changelog::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE, deletes};
 
 /// What a sink can do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +42,11 @@ pub trait Sink: Send + std::fmt::Debug {
     /// The result's key columns (the GROUP BY columns of an aggregate), for
     /// sinks that key their records (Kafka) when no key is configured.
     fn set_key_columns(&mut self, _columns: &[String]) {}
+    /// Called once before the first epoch when the result is updating: its
+    /// batches are [`crate::changelog::ChangeBatch`]es in their wire form
+    /// (the rows and `_op`), which a sink of [`crate::changelog::ChangeMode::Upsert`]
+    /// reads with [`crate::changelog::ChangeBatch::from_batch`].
+    fn set_changelog(&mut self) {}
     /// Starts epoch `epoch`.
     fn begin_epoch(&mut self, epoch: u64) -> Result<()>;
     /// Writes one result batch.

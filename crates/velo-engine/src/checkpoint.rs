@@ -11,14 +11,9 @@
 //! how a Kafka source and file sinks get exactly-once together.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
-
-use velo_connectors::Position;
+use velo_connectors::{ConnectorContext, Position, Storage};
 
 use crate::{EngineError, Result};
 
@@ -65,169 +60,49 @@ const FILE: &str = "checkpoint.json";
 /// The checkpoint format written by this build.
 pub const VERSION: u32 = 1;
 
-/// Where a job's checkpoints live: a local directory, or a prefix in an
-/// object store (`s3://bucket/prefix`, credentials and endpoint from the
-/// standard `AWS_*` environment variables).
-#[derive(Clone)]
-pub enum StateStore {
-    /// A local directory: files written under a temporary name, synced and
-    /// renamed.
-    Local(PathBuf),
-    /// An object store: a PUT makes an object appear whole.
-    Object {
-        /// The store.
-        store: Arc<dyn ObjectStore>,
-        /// The job's prefix in it.
-        prefix: ObjectPath,
-        /// The URL, for messages.
-        url: String,
-    },
-}
-
-impl std::fmt::Debug for StateStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.display())
-    }
-}
+/// Where a job's checkpoints live: a folder of the storage layer (a local
+/// directory, or a prefix in an object store such as `s3://bucket/prefix`,
+/// credentials and endpoint from the standard `AWS_*` environment
+/// variables), one per job.
+#[derive(Clone, Debug)]
+pub struct StateStore(Storage);
 
 impl StateStore {
     /// The checkpoint store of `job` under `root`: a URL (`s3://...`,
-    /// `file://...`) or a local directory (relative to `base`).
-    pub fn open(root: &str, base: &Path, job: &str) -> Result<Self> {
-        let bad = |m: String| EngineError::Invalid(format!("state directory '{root}': {m}"));
-        let Some((scheme, _)) = root.split_once("://") else {
-            let dir = Path::new(root);
-            let dir = if dir.is_absolute() {
-                dir.to_path_buf()
-            } else {
-                base.join(dir)
-            };
-            return Ok(Self::Local(dir.join(job)));
-        };
-        let url = url::Url::parse(root).map_err(|e| bad(e.to_string()))?;
-        match scheme {
-            "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|_| bad("not a local path".into()))?;
-                Ok(Self::Local(dir.join(job)))
-            }
-            "s3" | "s3a" => {
-                let store = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(root)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
-                let prefix = ObjectPath::from(url.path().trim_matches('/')).join(job);
-                Ok(Self::Object {
-                    store: Arc::new(store),
-                    prefix,
-                    url: format!("{}/{job}", root.trim_end_matches('/')),
-                })
-            }
-            other => Err(bad(format!(
-                "'{other}://' is not supported for state; use a local path or s3://bucket/prefix (any S3-compatible store, endpoint in AWS_ENDPOINT_URL)"
-            ))),
-        }
+    /// `file://...`) or a local directory (relative to `base`); stores come
+    /// from `ctx`'s object-store registry.
+    pub fn open(root: &str, base: &Path, job: &str, ctx: &ConnectorContext) -> Result<Self> {
+        let storage = Storage::open(root, base, ctx).map_err(|e| {
+            EngineError::Invalid(
+                e.to_string()
+                    .replacen("storage location ", "state directory ", 1),
+            )
+        })?;
+        Ok(Self(storage.child(job)))
     }
 
     /// The store for messages (a path or a URL).
     pub fn display(&self) -> String {
-        match self {
-            Self::Local(d) => d.display().to_string(),
-            Self::Object { url, .. } => url.clone(),
-        }
+        self.0.display().to_string()
     }
 
-    fn io(&self, what: &str, e: impl std::fmt::Display) -> EngineError {
+    fn io(e: velo_connectors::ConnectorError) -> EngineError {
+        EngineError::Invalid(format!("checkpoint state: {e}"))
+    }
+
+    fn encode_error(&self, e: impl std::fmt::Display) -> EngineError {
         EngineError::Invalid(format!(
-            "cannot {what} the checkpoint state in '{}': {e}",
+            "cannot encode the checkpoint state for '{}': {e}",
             self.display()
         ))
     }
 
-    /// The bytes of `name`, if it exists.
-    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        match self {
-            Self::Local(d) => match tokio::fs::read(d.join(name)).await {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(self.io("read", e)),
-            },
-            Self::Object { store, prefix, .. } => match store.get(&prefix.clone().join(name)).await
-            {
-                Ok(r) => Ok(Some(
-                    r.bytes().await.map_err(|e| self.io("read", e))?.to_vec(),
-                )),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.io("read", e)),
-            },
-        }
+    async fn get(&self, name: &str) -> Result<Option<bytes::Bytes>> {
+        self.0.get(name).await.map_err(Self::io)
     }
 
-    /// Writes `name` whole: after this returns it is durable, and a reader
-    /// sees the old contents or the new, never a part.
     async fn put(&self, name: &str, body: Vec<u8>) -> Result<()> {
-        match self {
-            Self::Local(d) => {
-                let (d, name) = (d.clone(), name.to_string());
-                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    std::fs::create_dir_all(&d)?;
-                    let tmp = d.join(format!(".{name}.tmp"));
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&body)?;
-                    f.sync_all()?;
-                    drop(f);
-                    std::fs::rename(&tmp, d.join(&name))?;
-                    if let Ok(dir) = std::fs::File::open(&d) {
-                        let _ = dir.sync_all();
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|e| self.io("write", e))?
-                .map_err(|e| self.io("write", e))
-            }
-            Self::Object { store, prefix, .. } => store
-                .put(&prefix.clone().join(name), bytes::Bytes::from(body).into())
-                .await
-                .map(|_| ())
-                .map_err(|e| self.io("write", e)),
-        }
-    }
-
-    /// The names stored.
-    async fn list(&self) -> Vec<String> {
-        match self {
-            Self::Local(d) => std::fs::read_dir(d)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Self::Object { store, prefix, .. } => {
-                use futures::TryStreamExt;
-                store
-                    .list(Some(prefix))
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|m| m.location.filename().map(str::to_string))
-                    .collect()
-            }
-        }
-    }
-
-    async fn delete(&self, name: &str) {
-        match self {
-            Self::Local(d) => {
-                let _ = tokio::fs::remove_file(d.join(name)).await;
-            }
-            Self::Object { store, prefix, .. } => {
-                let _ = store.delete(&prefix.clone().join(name)).await;
-            }
-        }
+        self.0.put(name, body.into()).await.map_err(Self::io)
     }
 
     /// Reads the last checkpoint, if any. A damaged or foreign one is an
@@ -255,7 +130,7 @@ impl StateStore {
     pub async fn store(&self, cp: &Checkpoint) -> Result<()> {
         let mut cp = cp.clone();
         cp.version = VERSION;
-        let body = serde_json::to_vec_pretty(&cp).map_err(|e| self.io("encode", e))?;
+        let body = serde_json::to_vec_pretty(&cp).map_err(|e| self.encode_error(e))?;
         self.put(FILE, body).await
     }
 
@@ -272,9 +147,9 @@ impl StateStore {
             let mut body = Vec::new();
             {
                 let mut w = arrow::ipc::writer::FileWriter::try_new(&mut body, &b.schema())
-                    .map_err(|e| self.io("write", e))?;
-                w.write(b).map_err(|e| self.io("write", e))?;
-                w.finish().map_err(|e| self.io("write", e))?;
+                    .map_err(|e| self.encode_error(e))?;
+                w.write(b).map_err(|e| self.encode_error(e))?;
+                w.finish().map_err(|e| self.encode_error(e))?;
             }
             self.put(&name, body).await?;
             names.push(name);
@@ -309,7 +184,7 @@ impl StateStore {
             // no unwinding catches)
             ipc_blocks_inside(&body).map_err(bad)?;
             let read = std::panic::catch_unwind(|| {
-                let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(body), None)?;
+                let r = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(&body), None)?;
                 let schema = r.schema();
                 let batches = r.collect::<std::result::Result<Vec<_>, _>>()?;
                 arrow::compute::concat_batches(&schema, &batches)
@@ -325,9 +200,11 @@ impl StateStore {
 
     /// Removes operator state files the current checkpoint no longer names.
     pub async fn remove_stale_operator_state(&self, keep: &[String]) {
-        for name in self.list().await {
+        // a listing or a removal that fails leaves files for the next
+        // checkpoint to remove: nothing refers to them
+        for name in self.0.list().await.unwrap_or_default() {
             if name.starts_with("window-") && name.ends_with(".arrow") && !keep.contains(&name) {
-                self.delete(&name).await;
+                let _ = self.0.delete(&name).await;
             }
         }
     }
@@ -404,8 +281,13 @@ mod tests {
     #[tokio::test]
     async fn operator_state_round_trips_and_damage_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            StateStore::open(&dir.path().display().to_string(), Path::new("."), "j").unwrap();
+        let store = StateStore::open(
+            &dir.path().display().to_string(),
+            Path::new("."),
+            "j",
+            &ConnectorContext::default(),
+        )
+        .unwrap();
         let at = dir.path().join("j");
         let b = arrow::array::RecordBatch::try_from_iter(vec![(
             "_start",
@@ -464,17 +346,14 @@ mod tests {
 
     #[test]
     fn state_urls_say_what_is_supported() {
-        let e = StateStore::open("gs://b/p", Path::new("."), "j")
+        let ctx = ConnectorContext::default();
+        let e = StateStore::open("gs://b/p", Path::new("."), "j", &ctx)
             .unwrap_err()
             .to_string();
         assert!(e.contains("s3://bucket/prefix"), "{e}");
-        match StateStore::open("file:///tmp/st", Path::new("."), "j").unwrap() {
-            StateStore::Local(d) => assert_eq!(d, Path::new("/tmp/st/j")),
-            other => panic!("{other:?}"),
-        }
-        match StateStore::open("state", Path::new("/app"), "j").unwrap() {
-            StateStore::Local(d) => assert_eq!(d, Path::new("/app/state/j")),
-            other => panic!("{other:?}"),
-        }
+        let s = StateStore::open("file:///tmp/st", Path::new("."), "j", &ctx).unwrap();
+        assert_eq!(s.display(), "/tmp/st/j");
+        let s = StateStore::open("state", Path::new("/app"), "j", &ctx).unwrap();
+        assert_eq!(s.display(), "/app/state/j");
     }
 }

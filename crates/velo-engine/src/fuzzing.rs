@@ -79,7 +79,12 @@ pub fn checkpoint(data: &[u8]) {
     {
         return;
     }
-    let Ok(store) = crate::checkpoint::StateStore::open("state", dir.path(), "job") else {
+    let Ok(store) = crate::checkpoint::StateStore::open(
+        "state",
+        dir.path(),
+        "job",
+        &velo_connectors::ConnectorContext::default(),
+    ) else {
         return;
     };
     RUNTIME.block_on(async {

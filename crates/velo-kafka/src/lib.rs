@@ -129,6 +129,7 @@ pub fn register(registry: &mut Registry) {
                 .map(drop)
                 .map_err(Into::into)
         },
+        changes: |_| velo_connectors::ChangeMode::AppendOnly,
     });
     registry.add_sink(Kind {
         name: "kafka",
@@ -140,5 +141,7 @@ pub fn register(registry: &mut Registry) {
                 .map(drop)
                 .map_err(Into::into)
         },
+        // the message key is the result's key; a delete is a tombstone
+        changes: |_| velo_connectors::ChangeMode::Upsert,
     });
 }

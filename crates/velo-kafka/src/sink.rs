@@ -114,6 +114,8 @@ pub struct KafkaSink {
     avro: Option<arrow_avro::writer::Encoder>,
     registry: Option<Arc<SchemaRegistry>>,
     pending_offsets: Option<(Position, Option<Arc<dyn std::any::Any + Send + Sync>>)>,
+    /// The result is updating: its deletes are tombstones.
+    changelog: bool,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -178,6 +180,7 @@ impl KafkaSink {
             avro: None,
             registry,
             pending_offsets: None,
+            changelog: false,
         })
     }
 
@@ -380,6 +383,10 @@ impl Sink for KafkaSink {
         }
     }
 
+    fn set_changelog(&mut self) {
+        self.changelog = true;
+    }
+
     fn begin_epoch(&mut self, _epoch: u64) -> Result<()> {
         let timeout = self.cfg.flush_timeout;
         let transactional = self.transactional;
@@ -407,8 +414,12 @@ impl Sink for KafkaSink {
         let values = self.encode_values(batch)?;
         let keys = self.key_columns(batch)?;
         let mut headers = self.headers(batch)?;
-        // an updating stream's deletes are tombstones: the key, no value
-        let deletes = velo_connectors::sink::deletes(batch);
+        // an updating result's deletes are tombstones: the key, no value
+        let deletes = if self.changelog {
+            Some(velo_connectors::ChangeBatch::from_batch(batch)?.deletes())
+        } else {
+            None
+        };
         let p = self.producer.as_ref().expect("created above");
         let topic = self.cfg.topic.as_str();
         let mut compound = String::new();

@@ -8,6 +8,7 @@
 //! (`crate::runtime`) then runs the [`PreparedJob`].
 
 mod chain;
+mod changes;
 pub mod prepare;
 pub mod resolve;
 pub mod session;

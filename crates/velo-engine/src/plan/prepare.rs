@@ -89,6 +89,20 @@ impl PreparedJob {
         self.window_states.emits_changes()
     }
 
+    /// The sinks receive changes ([`velo_connectors::ChangeBatch`]es in
+    /// their wire form): the result is updating, or a changelog source's
+    /// changes pass through (planning checked that `_op` is kept).
+    pub fn writes_changes(&self) -> bool {
+        self.is_changelog()
+            || self.plan.sources.iter().any(|c| {
+                self.plan
+                    .engine
+                    .registry()
+                    .change_mode(c)
+                    .is_ok_and(|m| m.has_changes())
+            })
+    }
+
     /// The key of the records sinks write (Kafka's message key when the sink
     /// names none): the SELECT items marked PRIMARY KEY, else
     /// [`Self::result_keys`].
@@ -200,6 +214,7 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         dead_rows: ops.dead_rows,
     };
     check_primary_key(&prepared)?;
+    super::changes::check_change_modes(&prepared)?;
     declare_table(&mut prepared);
     Ok(prepared)
 }

@@ -496,7 +496,12 @@ fn state_dir(plan: &JobPlan) -> Result<StateStore> {
         .map(|c| c.base_dir.clone())
         .unwrap_or_else(|| std::path::PathBuf::from("."));
     let root = plan.job.state_dir.as_deref().unwrap_or(".velo-state");
-    StateStore::open(root, &base, &plan.name)
+    StateStore::open(
+        root,
+        &base,
+        &plan.name,
+        &plan.engine.connector_context(false),
+    )
 }
 
 /// Whether the job's source positions are followed: a resumable source

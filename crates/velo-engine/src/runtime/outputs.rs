@@ -50,11 +50,15 @@ impl Outputs {
             backoff: job.retry_backoff,
         });
         let key_columns = p.message_keys();
+        let changes = p.writes_changes();
         let fan = FanOut {
             sinks: created
                 .into_iter()
                 .map(|mut s| {
                     s.set_key_columns(&key_columns);
+                    if changes {
+                        s.set_changelog();
+                    }
                     SinkHandle::spawn(s, schema.clone(), transactional, retry)
                 })
                 .collect(),
