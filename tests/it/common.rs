@@ -335,3 +335,71 @@ pub fn published(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .map(|p| dir.join(p))
         .collect()
 }
+
+/// DataFusion's batch answer to a query: the one oracle the streaming tests
+/// compare with. Tables are registered (batches, JSON Lines or CSV files),
+/// views created, then queries answered.
+pub struct BatchOracle {
+    rt: tokio::runtime::Runtime,
+    ctx: datafusion::prelude::SessionContext,
+}
+
+impl BatchOracle {
+    /// An oracle with no tables.
+    pub fn new() -> Self {
+        Self {
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            ctx: datafusion::prelude::SessionContext::new(),
+        }
+    }
+
+    /// Adds the table `name` holding `batch`.
+    pub fn table(self, name: &str, batch: arrow::array::RecordBatch) -> Self {
+        self.ctx.register_batch(name, batch).unwrap();
+        self
+    }
+
+    /// Adds the table `name` read from the JSON Lines file `path`.
+    pub fn jsonl(self, name: &str, path: &Path) -> Self {
+        let ext = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        let opts = datafusion::prelude::JsonReadOptions::default().file_extension(&ext);
+        self.rt
+            .block_on(self.ctx.register_json(name, path.to_str().unwrap(), opts))
+            .unwrap();
+        self
+    }
+
+    /// Adds the table `name` read from the CSV file `path` (with a header).
+    pub fn csv(self, name: &str, path: &Path) -> Self {
+        self.rt
+            .block_on(
+                self.ctx
+                    .register_csv(name, path.to_str().unwrap(), Default::default()),
+            )
+            .unwrap();
+        self
+    }
+
+    /// Runs a statement (`CREATE VIEW ...`).
+    pub fn run(self, statement: &str) -> Self {
+        self.rt
+            .block_on(async { self.ctx.sql(statement).await?.collect().await })
+            .unwrap();
+        self
+    }
+
+    /// The answer to `sql`.
+    pub fn query(&self, sql: &str) -> Vec<arrow::array::RecordBatch> {
+        self.rt
+            .block_on(async { self.ctx.sql(sql).await?.collect().await })
+            .unwrap_or_else(|e| panic!("the batch answer to {sql}: {e}"))
+    }
+
+    /// The answer to `sql` as JSON Lines.
+    pub fn jsonl_answer(&self, sql: &str) -> String {
+        jsonl_of(&self.query(sql))
+    }
+}

@@ -96,27 +96,15 @@ pub(crate) fn sources(batch: usize) -> String {
 /// DataFusion's batch answer to `sql` over the files under `dir/data`, with
 /// `ts` read as a timestamp.
 pub(crate) fn batch_answer(dir: &Path, sql: &str, cols: &[&str]) -> Vec<String> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = datafusion::prelude::SessionContext::new();
-        for name in ["orders", "payments", "shipments"] {
-            let path = dir.join(format!("data/{name}.jsonl"));
-            ctx.register_json(
-                format!("{name}_raw"),
-                path.to_str().unwrap(),
-                datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl"),
-            )
-            .await
-            .unwrap();
-            ctx.sql(&format!(
+    let mut oracle = crate::common::BatchOracle::new();
+    for name in ["orders", "payments", "shipments"] {
+        oracle = oracle
+            .jsonl(&format!("{name}_raw"), &dir.join(format!("data/{name}.jsonl")))
+            .run(&format!(
                 "CREATE VIEW {name} AS SELECT * EXCLUDE (ts), to_timestamp_millis(ts) AS ts FROM {name}_raw"
-            ))
-            .await
-            .unwrap();
-        }
-        let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        rows(&crate::common::jsonl_of(&out), cols)
-    })
+            ));
+    }
+    rows(&oracle.jsonl_answer(sql), cols)
 }
 
 /// The peak join state of a run's summary (`join state: at most N rows`).

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use arrow::array::RecordBatch;
-use datafusion::prelude::SessionContext;
 use velo_connectors::nexmark::{NexmarkConfig, NexmarkSource, Table, schema_of};
 
 const EVENTS: u64 = 250_000;
@@ -35,21 +34,14 @@ fn sorted_lines(text: &str) -> Vec<String> {
 /// DataFusion's answer to `sql` over the generated tables and the CSV
 /// files of `examples` (each a table named after the file), as JSON Lines.
 fn batch_answer(tables: &[(&str, RecordBatch)], examples: &Path, sql: &str) -> String {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        for (name, batch) in tables {
-            ctx.register_batch(*name, batch.clone()).unwrap();
-        }
-        for csv in csv_files(examples) {
-            let name = csv.file_stem().unwrap().to_string_lossy().to_string();
-            ctx.register_csv(&name, csv.to_str().unwrap(), Default::default())
-                .await
-                .unwrap();
-        }
-        let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        crate::common::jsonl_of(&out)
-    })
+    let mut oracle = crate::common::BatchOracle::new();
+    for (name, batch) in tables {
+        oracle = oracle.table(name, batch.clone());
+    }
+    for csv in csv_files(examples) {
+        oracle = oracle.csv(&csv.file_stem().unwrap().to_string_lossy(), &csv);
+    }
+    oracle.jsonl_answer(sql)
 }
 
 /// The side tables of the examples (`side_input.csv` of q13).

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::SessionContext;
 use rand::{Rng, SeedableRng};
 
 use crate::common::run_in;
@@ -93,16 +92,11 @@ pub(crate) fn oracle(ev: &[(String, i64, i64)], sql: &str) -> Vec<String> {
         ],
     )
     .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        ctx.register_batch("raw", batch).unwrap();
-        ctx.sql(
-            "CREATE VIEW events AS SELECT k, v, ts_ms, to_timestamp_millis(ts_ms) AS ts FROM raw",
-        )
-        .await
-        .unwrap();
-        let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let oracle = crate::common::BatchOracle::new()
+        .table("raw", batch)
+        .run("CREATE VIEW events AS SELECT k, v, ts_ms, to_timestamp_millis(ts_ms) AS ts FROM raw");
+    {
+        let out = oracle.query(sql);
         let text = crate::common::jsonl_of(&out);
         let schema = out[0].schema();
         let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -124,7 +118,7 @@ pub(crate) fn oracle(ev: &[(String, i64, i64)], sql: &str) -> Vec<String> {
             .collect();
         rows.sort();
         rows
-    })
+    }
 }
 
 const COLS: &[&str] = &["k", "ws", "we", "n", "total", "lo", "hi", "odd"];

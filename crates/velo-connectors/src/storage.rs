@@ -89,9 +89,12 @@ impl Storage {
     }
 
     /// A local directory as a folder of the local file system's store.
+    /// A relative `dir` is relative to the process's working directory, as
+    /// for any file the process opens.
     fn local(dir: &Path) -> std::result::Result<Self, String> {
-        let url = url::Url::from_directory_path(dir)
-            .map_err(|_| "not an absolute local path".to_string())?;
+        let absolute = std::path::absolute(dir).map_err(|e| e.to_string())?;
+        let url =
+            url::Url::from_directory_path(&absolute).map_err(|_| "not a local path".to_string())?;
         let prefix = ObjectPath::from_url_path(url.path()).map_err(|e| e.to_string())?;
         Ok(Self {
             store: Arc::new(object_store::local::LocalFileSystem::new()),
@@ -228,6 +231,15 @@ mod tests {
         s.delete("a").await.unwrap();
         assert_eq!(s.list().await.unwrap(), ["b"]);
         assert!(s.display().ends_with("state/job"), "{}", s.display());
+    }
+
+    #[tokio::test]
+    async fn relative_folders_are_under_the_working_directory() {
+        let s = Storage::open("state", Path::new("."), &ctx()).unwrap();
+        assert_eq!(s.display(), "./state");
+        let (_, prefix) = s.store();
+        let cwd = std::env::current_dir().unwrap().join("state");
+        assert_eq!(format!("/{prefix}"), cwd.display().to_string());
     }
 
     #[tokio::test]
