@@ -41,7 +41,10 @@ fn main() {
     queries.sort();
     let dir = tempfile::tempdir().unwrap();
     // the side tables the apps read beside them (q13's side_input.csv)
-    for f in std::fs::read_dir(&examples).unwrap().map(|e| e.unwrap().path()) {
+    for f in std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+    {
         if f.extension().is_some_and(|e| e == "csv") {
             std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
         }
