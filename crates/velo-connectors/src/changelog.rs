@@ -159,19 +159,10 @@ impl ChangeBatch {
     }
 }
 
-/// Whether row `i` of `batch` deletes its key (an updating result's
-/// `_op` = `delete`); `None` when `batch` has no operation column.
+/// Whether each row of `batch` deletes its key (an updating result's
+/// `_op` = `delete`); `None` when `batch` is not a change batch's wire form.
 pub fn deletes(batch: &RecordBatch) -> Option<BooleanArray> {
-    let ops = batch
-        .column_by_name(OP_COLUMN)?
-        .as_any()
-        .downcast_ref::<StringArray>()?
-        .clone();
-    Some(
-        (0..ops.len())
-            .map(|i| Some(ops.is_valid(i) && ops.value(i) == OP_DELETE))
-            .collect(),
-    )
+    ChangeBatch::from_batch(batch).ok().map(|c| c.deletes())
 }
 
 /// What stream a connector produces (a source) or accepts (a sink).

@@ -52,7 +52,8 @@ impl Storage {
     /// `file:///dir`, `memory:///dir`) or a local path, relative to `base`
     /// unless absolute. Nothing is contacted or created yet.
     pub fn open(location: &str, base: &Path, ctx: &ConnectorContext) -> Result<Self> {
-        let bad = |m: String| ConnectorError::Other(format!("storage location '{location}': {m}"));
+        let shown = masked(location);
+        let bad = |m: String| ConnectorError::Other(format!("storage location '{shown}': {m}"));
         let Some((scheme, _)) = location.split_once("://") else {
             let dir = Path::new(location);
             return Self::local(&if dir.is_absolute() {
@@ -79,7 +80,7 @@ impl Storage {
                     store,
                     prefix,
                     local: None,
-                    shown: location.trim_end_matches('/').to_string(),
+                    shown: shown.trim_end_matches('/').to_string(),
                 })
             }
             other => Err(bad(format!(
@@ -183,6 +184,18 @@ impl Storage {
     }
 }
 
+/// `location` for messages: a password in a URL (`s3://key:secret@...`)
+/// replaced by `***`.
+fn masked(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => location.to_string(),
+    }
+}
+
 /// Writes `dir/name` through a synced temporary file renamed over it, then
 /// syncs the directory: the new contents survive a power cut once this
 /// returns, and a crash before leaves the old ones.
@@ -263,5 +276,9 @@ mod tests {
             .to_string();
         assert!(e.contains("s3://bucket/prefix"), "{e}");
         assert!(e.contains("ftp://"), "{e}");
+        let e = Storage::open("ftp://me:hunter2@host/x", Path::new("/"), &ctx())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2") && e.contains("me:***@host"), "{e}");
     }
 }

@@ -72,6 +72,11 @@ impl StateStore {
     /// `file://...`) or a local directory (relative to `base`); stores come
     /// from `ctx`'s object-store registry.
     pub fn open(root: &str, base: &Path, job: &str, ctx: &ConnectorContext) -> Result<Self> {
+        if root.starts_with("memory:") {
+            return Err(EngineError::Invalid(format!(
+                "state directory '{root}': memory is gone when the process ends, so a restart could not resume; use a local path or s3://bucket/prefix"
+            )));
+        }
         let storage = Storage::open(root, base, ctx).map_err(|e| {
             EngineError::Invalid(
                 e.to_string()
@@ -351,6 +356,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("s3://bucket/prefix"), "{e}");
+        let e = StateStore::open("memory:///st", Path::new("."), "j", &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("could not resume"), "{e}");
         let s = StateStore::open("file:///tmp/st", Path::new("."), "j", &ctx).unwrap();
         assert_eq!(s.display(), "/tmp/st/j");
         let s = StateStore::open("state", Path::new("/app"), "j", &ctx).unwrap();

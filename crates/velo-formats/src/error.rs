@@ -37,8 +37,9 @@ impl From<FormatError> for ConnectorError {
     }
 }
 
-/// A format failure, as a connector error.
-pub(crate) fn format_error(e: impl std::fmt::Display) -> ConnectorError {
+/// A format failure, as a connector error (every connector's values that
+/// cannot be decoded or encoded as a whole).
+pub fn format_error(e: impl std::fmt::Display) -> ConnectorError {
     FormatError::Format(e.to_string()).into()
 }
 

@@ -17,10 +17,6 @@ pub enum KafkaError {
     /// user must fix.
     #[error("{0}")]
     Setup(String),
-    /// Values that cannot be decoded or encoded as a whole (not one bad
-    /// record, which is routed as one).
-    #[error("{0}")]
-    Format(String),
 }
 
 impl KafkaError {
@@ -28,7 +24,7 @@ impl KafkaError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Broker(_) => ErrorKind::External,
-            Self::Setup(_) | Self::Format(_) => ErrorKind::User,
+            Self::Setup(_) => ErrorKind::User,
         }
     }
 }
@@ -52,7 +48,6 @@ pub(crate) fn setup(e: impl std::fmt::Display) -> ConnectorError {
     KafkaError::Setup(e.to_string()).into()
 }
 
-/// A format failure, as a connector error.
-pub(crate) fn format_error(e: impl std::fmt::Display) -> ConnectorError {
-    KafkaError::Format(e.to_string()).into()
-}
+/// Values that cannot be decoded or encoded as a whole (not one bad
+/// record, which is routed as one): velo-formats' error.
+pub(crate) use velo_formats::error::format_error;

@@ -25,13 +25,7 @@ pub(super) fn check_change_modes(p: &PreparedJob) -> Result<()> {
     let registry = p.plan.engine.registry();
     let refuse = |m: String| EngineError::Invalid(format!("job '{}': {m}", p.plan.name));
     let mut passes_changes = None;
-    for cfg in &p.plan.sources {
-        let mode = registry
-            .change_mode(cfg)
-            .map_err(|e| refuse(e.to_string()))?;
-        if !mode.has_changes() {
-            continue;
-        }
+    for cfg in changelog_sources(p) {
         if let Some(op) = stateful_operator(&p.logical) {
             return Err(refuse(format!(
                 "source '{}' ({}_source) produces a changelog (updates and deletes), and the query feeds it into {op}, which would need to take back what each update or delete replaces (retraction, not supported yet); read it with a query that only filters and projects (keeping {OP_COLUMN}), or read the table's snapshot instead of its changes",
@@ -72,6 +66,20 @@ pub(super) fn check_change_modes(p: &PreparedJob) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sources of `p` that produce a changelog (their kind's
+/// [`ChangeMode`] has changes).
+pub(super) fn changelog_sources(
+    p: &PreparedJob,
+) -> impl Iterator<Item = &velo_config::ConnectorConfig> {
+    p.plan.sources.iter().filter(|c| {
+        p.plan
+            .engine
+            .registry()
+            .change_mode(c)
+            .is_ok_and(|m| m.has_changes())
+    })
 }
 
 /// The first operator of `plan` that keeps state over its input rows.

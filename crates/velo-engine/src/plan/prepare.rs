@@ -93,14 +93,7 @@ impl PreparedJob {
     /// their wire form): the result is updating, or a changelog source's
     /// changes pass through (planning checked that `_op` is kept).
     pub fn writes_changes(&self) -> bool {
-        self.is_changelog()
-            || self.plan.sources.iter().any(|c| {
-                self.plan
-                    .engine
-                    .registry()
-                    .change_mode(c)
-                    .is_ok_and(|m| m.has_changes())
-            })
+        self.is_changelog() || super::changes::changelog_sources(self).next().is_some()
     }
 
     /// The key of the records sinks write (Kafka's message key when the sink
