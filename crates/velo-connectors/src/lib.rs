@@ -40,5 +40,7 @@ pub use changelog::{ChangeBatch, ChangeMode, ChangeOp};
 pub use context::{BoxFuture, ConnectorContext};
 pub use error::{ConnectorError, ErrorKind, Result, io_kind};
 pub use sink::{BatchEncoder, Sink, SinkCapabilities};
-pub use source::{BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader};
+pub use source::{
+    BadRecord, Position, PositionCommitter, Source, SourceEvent, SourceReader, TransactionContext,
+};
 pub use storage::Storage;

@@ -86,7 +86,7 @@ pub trait Sink: Send + std::fmt::Debug {
     fn set_epoch_position(
         &mut self,
         _position: &crate::Position,
-        _context: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+        _context: Option<crate::TransactionContext>,
     ) -> Result<()> {
         Ok(())
     }

@@ -47,11 +47,33 @@ pub trait PositionCommitter: Send + Sync {
     /// Commits `pos`; `sync` waits for the broker's answer.
     fn commit(&self, pos: &Position, sync: bool) -> Result<()>;
     /// What a transactional sink of the same system needs to send these
-    /// positions inside its own transaction (a Kafka consumer's group
-    /// metadata); `None` for others.
-    fn transaction_context(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+    /// positions inside its own transaction (the Kafka consumer whose group
+    /// they belong to); `None` for others.
+    fn transaction_context(&self) -> Option<TransactionContext> {
         None
     }
+}
+
+/// What a source hands to a transactional sink of the same system so that
+/// the sink commits the epoch's source position inside its own transaction
+/// (read-process-write exactly once without the engine's checkpoint). Plain
+/// data: a sink that does not know a variant ignores it, and the engine's
+/// checkpoint still carries the position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransactionContext {
+    /// A Kafka consumer of `group`: a Kafka sink sends the epoch's offsets to
+    /// its transaction as this member of the group (so a fenced, older
+    /// member cannot commit), finding the consumer by `consumer`, its id
+    /// among the consumers the Kafka connector keeps in the
+    /// [`crate::ConnectorContext`] (librdkafka's group metadata cannot
+    /// leave the client as data).
+    KafkaGroup {
+        /// The consumer group.
+        group: String,
+        /// The consumer's id in the connector context.
+        consumer: u64,
+    },
 }
 
 /// What a running source produces.

@@ -17,10 +17,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::{mpsc, oneshot};
-use velo_connectors::{Position, Sink};
-
-/// A source's transaction context, handed to transactional sinks.
-pub type TxnContext = Arc<dyn std::any::Any + Send + Sync>;
+use velo_connectors::{Position, Sink, TransactionContext};
 
 /// What `prepare` reports: rows in the epoch, and what a restart needs to
 /// finish publishing it.
@@ -97,7 +94,7 @@ enum Cmd {
     Recover(serde_json::Value, oneshot::Sender<Result<(), SinkFailure>>),
     Position(
         Position,
-        Option<TxnContext>,
+        Option<TransactionContext>,
         oneshot::Sender<Result<(), SinkFailure>>,
     ),
     Commit(u64, oneshot::Sender<Result<(), SinkFailure>>),
@@ -365,7 +362,7 @@ impl SinkHandle {
     pub async fn set_position(
         &self,
         pos: Position,
-        ctx: Option<TxnContext>,
+        ctx: Option<TransactionContext>,
     ) -> Result<(), SinkFailure> {
         self.call(|a| Cmd::Position(pos, ctx, a)).await
     }

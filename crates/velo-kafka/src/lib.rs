@@ -92,10 +92,11 @@ fn create_source<'a>(
             cfg.name.clone(),
             config::KafkaSourceConfig::from_config(cfg)?,
         );
-        let offline = ctx.is_offline();
+        let (offline, consumers) = (ctx.is_offline(), ctx.shared::<source::Consumers>());
         let s = ctx
             .blocking(move || source::KafkaSource::new(&name, c, schema, offline))
-            .await?;
+            .await?
+            .with_consumers(consumers);
         Ok(Arc::new(s) as Arc<dyn Source>)
     })
 }
@@ -108,7 +109,10 @@ fn create_sink<'a>(
 ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
     Box::pin(async move {
         let (name, c) = (cfg.name.clone(), config::KafkaSinkConfig::from_config(cfg)?);
-        let s = ctx.blocking(move || sink::KafkaSink::new(&name, c)).await?;
+        let s = ctx
+            .blocking(move || sink::KafkaSink::new(&name, c))
+            .await?
+            .with_consumers(ctx.shared::<source::Consumers>());
         Ok(Box::new(s) as Box<dyn Sink>)
     })
 }
@@ -144,4 +148,96 @@ pub fn register(registry: &mut Registry) {
         // the message key is the result's key; a delete is a tombstone
         changes: |_| velo_connectors::ChangeMode::Upsert,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use rdkafka::mocking::MockCluster;
+    use velo_config::{Origin, Role};
+    use velo_connectors::{Position, TransactionContext};
+
+    use super::*;
+
+    fn config(role: Role, bs: &str, keys: &[(&str, &str)]) -> ConnectorConfig {
+        let mut props: std::collections::BTreeMap<String, String> = keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        props.insert("bootstrap.servers".into(), bs.into());
+        ConnectorConfig {
+            name: format!("{role:?}").to_lowercase(),
+            role,
+            kind: "kafka".into(),
+            props,
+            origin: Origin::Named,
+            base_dir: std::env::temp_dir(),
+            job: "copy".into(),
+        }
+    }
+
+    /// The transaction context a Kafka source hands to a transactional Kafka
+    /// sink is data (the group and the consumer's id), resolved through the
+    /// connector context both were created with: a sink of that context
+    /// finds the consumer while its source runs; a sink of another context
+    /// (another engine in the process), or after the source stopped, gets
+    /// an error that aborts the epoch rather than committing the
+    /// transaction without the offsets.
+    #[test]
+    fn a_transactional_sink_finds_the_consumer_of_its_source() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("in", 1, 1).unwrap();
+        let bs = cluster.bootstrap_servers();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let ctx = ConnectorContext::default();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let src_cfg = config(Role::Source, &bs, &[("topic", "in"), ("group.id", "g")]);
+        let sink_cfg = config(Role::Sink, &bs, &[("topic", "out")]);
+
+        // phase 1: the running source's context names its consumer
+        let source = rt
+            .block_on(create_source(&src_cfg, Some(schema), &ctx))
+            .unwrap();
+        let reader = source.open(100, None).unwrap();
+        let context = reader
+            .committer()
+            .and_then(|c| c.transaction_context())
+            .expect("a Kafka source's committer has a transaction context");
+        let TransactionContext::KafkaGroup { group, .. } = &context else {
+            panic!("{context:?}")
+        };
+        assert_eq!(group, "g");
+        assert_eq!(ctx.shared::<source::Consumers>().len(), 1);
+
+        // phase 2: a sink of the same context finds it; one of another not
+        let mut sink = rt.block_on(create_sink(&sink_cfg, &ctx)).unwrap();
+        let pos = Position::default();
+        sink.set_epoch_position(&pos, Some(context.clone()))
+            .expect("the consumer of the same context is found");
+        let mut stranger = rt
+            .block_on(create_sink(&sink_cfg, &ConnectorContext::default()))
+            .unwrap();
+        let e = stranger
+            .set_epoch_position(&pos, Some(context.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("consumer of group 'g'") && e.contains("aborted"),
+            "{e}"
+        );
+
+        // phase 3: an aborted epoch lets go of the consumer, and once the
+        // source stopped, it is gone
+        sink.abort(0).unwrap();
+        drop(reader);
+        drop(source);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ctx.shared::<source::Consumers>().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ctx.shared::<source::Consumers>().is_empty());
+        assert!(sink.set_epoch_position(&pos, Some(context)).is_err());
+    }
 }

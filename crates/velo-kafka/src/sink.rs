@@ -14,12 +14,16 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use velo_connectors::{ConnectorError, Position, Result, Sink, SinkCapabilities};
+use velo_connectors::{
+    ConnectorError, Position, Result, Sink, SinkCapabilities, TransactionContext,
+};
 
 use crate::config::{Format, KafkaSinkConfig};
+use crate::source::{Consumer_, Consumers};
 use velo_formats::schema_registry::SchemaRegistry;
 
 /// Delivery reports: counts failures and keeps the first error.
@@ -113,7 +117,11 @@ pub struct KafkaSink {
     schema: Option<SchemaRef>,
     avro: Option<arrow_avro::writer::Encoder>,
     registry: Option<Arc<SchemaRegistry>>,
-    pending_offsets: Option<(Position, Option<Arc<dyn std::any::Any + Send + Sync>>)>,
+    /// Where the consumers of the job's Kafka sources are registered.
+    consumers: Arc<Consumers>,
+    /// This epoch's source offsets and the group member that sends them in
+    /// the transaction.
+    pending_offsets: Option<(Position, Arc<Consumer_>)>,
     /// The result is updating: its deletes are tombstones.
     changelog: bool,
 }
@@ -179,9 +187,17 @@ impl KafkaSink {
             schema: None,
             avro: None,
             registry,
+            consumers: Arc::default(),
             pending_offsets: None,
             changelog: false,
         })
+    }
+
+    /// Finds the consumers of the job's Kafka sources in `consumers` (the
+    /// connector context's), to send their offsets in its transactions.
+    pub fn with_consumers(mut self, consumers: Arc<Consumers>) -> Self {
+        self.consumers = consumers;
+        self
     }
 
     fn producer(&mut self) -> Result<&BaseProducer<DeliveryContext>> {
@@ -457,9 +473,21 @@ impl Sink for KafkaSink {
     fn set_epoch_position(
         &mut self,
         position: &Position,
-        context: Option<Arc<dyn std::any::Any + Send + Sync>>,
+        context: Option<TransactionContext>,
     ) -> Result<()> {
-        self.pending_offsets = Some((position.clone(), context));
+        self.pending_offsets = match context {
+            Some(TransactionContext::KafkaGroup { group, consumer }) => {
+                let member = self.consumers.get(consumer).ok_or_else(|| {
+                    err(format!(
+                        "sink '{}': the consumer of group '{group}' that read this epoch has stopped, so its offsets cannot join the transaction; the epoch is aborted and read again",
+                        self.name
+                    ))
+                })?;
+                Some((position.clone(), member))
+            }
+            // another system's position: the engine's checkpoint carries it
+            _ => None,
+        };
         Ok(())
     }
 
@@ -478,19 +506,18 @@ impl Sink for KafkaSink {
             return Err(err(e));
         }
         if self.in_txn {
-            if let Some((pos, Some(ctx))) = self.pending_offsets.take() {
-                if let Some(src) = ctx.downcast_ref::<crate::source::KafkaTxnContext>() {
-                    if let Some(gm) = src.group_metadata() {
-                        let tpl = crate::source::position_list(&pos);
-                        let p = self.producer.as_ref().expect("checked above");
-                        p.send_offsets_to_transaction(&tpl, &gm, timeout)
-                            .map_err(|e| {
-                                err(format!(
-                                    "cannot add the consumed offsets to the transaction: {e}"
-                                ))
-                            })?;
-                    }
-                }
+            if let Some((pos, member)) = self.pending_offsets.take() {
+                let gm = member.group_metadata().ok_or_else(|| {
+                    err("the source's consumer has no group metadata, so its offsets cannot join the transaction")
+                })?;
+                let tpl = crate::source::position_list(&pos);
+                let p = self.producer.as_ref().expect("checked above");
+                p.send_offsets_to_transaction(&tpl, &gm, timeout)
+                    .map_err(|e| {
+                        err(format!(
+                            "cannot add the consumed offsets to the transaction: {e}"
+                        ))
+                    })?;
             }
         }
         Ok(())
@@ -508,6 +535,9 @@ impl Sink for KafkaSink {
 
     fn abort(&mut self, _epoch: u64) -> Result<()> {
         let _ = self.delivery_error();
+        // the aborted epoch's offsets are read again, and its source's
+        // consumer is not held past it
+        self.pending_offsets = None;
         if self.in_txn {
             self.in_txn = false;
             if let Some(p) = self.producer.as_ref() {

@@ -29,7 +29,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use velo_connectors::{
     BadRecord, ConnectorError, Position, PositionCommitter, Result, Source, SourceEvent,
-    SourceReader,
+    SourceReader, TransactionContext,
 };
 
 use crate::config::{Assignment, Format, KafkaSourceConfig};
@@ -318,11 +318,15 @@ fn warn_about_members(consumer: &Consumer_, name: &str, group: &str, timeout: Du
     }
 }
 
-type Consumer_ = BaseConsumer<VeloContext>;
+pub(crate) type Consumer_ = BaseConsumer<VeloContext>;
 
 /// Commits positions to the consumer group.
 pub struct KafkaCommitter {
     consumer: Arc<Consumer_>,
+    /// The consumer's id among the context's [`Consumers`].
+    id: u64,
+    /// Its group.
+    group: String,
     /// Not a member of the group (`partition.assignment = manual`).
     manual: bool,
     /// A refused commit was reported already.
@@ -341,13 +345,55 @@ fn refused_by_members(e: &KafkaError) -> bool {
     )
 }
 
-/// What a transactional Kafka sink needs from the source: its consumer.
-pub struct KafkaTxnContext(pub Arc<Consumer_>);
+/// The live consumers of the Kafka sources created with one connector
+/// context, by id. A transactional Kafka sink finds here the consumer of
+/// the source that drives it ([`TransactionContext::KafkaGroup`]) and sends
+/// the epoch's offsets as that member of the group: librdkafka's group
+/// metadata cannot leave the client as data.
+#[derive(Default)]
+pub struct Consumers {
+    next: std::sync::atomic::AtomicU64,
+    live: std::sync::Mutex<HashMap<u64, std::sync::Weak<Consumer_>>>,
+}
 
-impl KafkaTxnContext {
-    /// The consumer's group metadata.
-    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.0.group_metadata()
+impl std::fmt::Debug for Consumers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumers")
+            .field("live", &self.len())
+            .finish()
+    }
+}
+
+impl Consumers {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, std::sync::Weak<Consumer_>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `consumer` (forgetting those dropped since); its id.
+    fn register(&self, consumer: &Arc<Consumer_>) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut live = self.live();
+        live.retain(|_, c| c.strong_count() > 0);
+        live.insert(id, Arc::downgrade(consumer));
+        id
+    }
+
+    /// The consumer registered as `id`, while its source runs.
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<Consumer_>> {
+        self.live().get(&id).and_then(std::sync::Weak::upgrade)
+    }
+
+    /// How many registered consumers are still alive.
+    pub fn len(&self) -> usize {
+        self.live()
+            .values()
+            .filter(|c| c.strong_count() > 0)
+            .count()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -392,8 +438,11 @@ impl PositionCommitter for KafkaCommitter {
         }
     }
 
-    fn transaction_context(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        Some(Arc::new(KafkaTxnContext(self.consumer.clone())))
+    fn transaction_context(&self) -> Option<TransactionContext> {
+        Some(TransactionContext::KafkaGroup {
+            group: self.group.clone(),
+            consumer: self.id,
+        })
     }
 }
 
@@ -407,6 +456,8 @@ pub struct KafkaSource {
     cols: Vec<Col>,
     avro: Option<(Arc<SchemaRegistry>, u32, String)>,
     avro_inline: Option<String>,
+    /// Where its running consumers are registered for a transactional sink.
+    consumers: Arc<Consumers>,
 }
 
 fn connect_error(name: &str, servers: &str, e: &str, ctx: Option<String>) -> ConnectorError {
@@ -602,7 +653,16 @@ impl KafkaSource {
             avro,
             avro_inline,
             cfg,
+            consumers: Arc::default(),
         })
+    }
+
+    /// Registers its running consumers in `consumers` (the connector
+    /// context's), where a transactional Kafka sink of the same job finds
+    /// them.
+    pub fn with_consumers(mut self, consumers: Arc<Consumers>) -> Self {
+        self.consumers = consumers;
+        self
     }
 
     fn value_decoder(&self, batch: usize) -> Result<ValueDecoder> {
@@ -826,6 +886,8 @@ impl Source for KafkaSource {
         )?;
         Ok(
             SourceReader::new(rx).with_committer(Arc::new(KafkaCommitter {
+                id: self.consumers.register(&consumer),
+                group: self.cfg.group_id.clone(),
                 consumer,
                 manual,
                 refused_told: std::sync::atomic::AtomicBool::new(false),
