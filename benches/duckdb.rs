@@ -12,7 +12,12 @@
 //! user + system time over its run (in this process), DuckDB's around its
 //! query in its own Python process (`SET threads = 1`, DuckDB from pip:
 //! `pip install duckdb`; `BENCH_PYTHON` names the interpreter). Medians are
-//! reported, and velo / DuckDB. Run it on an otherwise idle machine: under
+//! reported, and velo / DuckDB. Beside them, the decoder alone (arrow-json
+//! or arrow-csv reading the same file into batches on this thread, nothing
+//! else): its rate bounds what velo can reach while it keeps those
+//! decoders, and `overhead` is the share of velo's CPU time spent beyond
+//! decoding (the engine, the sink, the hand-offs between threads). Run it
+//! on an otherwise idle machine: under
 //! load a multi-threaded process's CPU time inflates. `BENCH_ROWS` and
 //! `BENCH_BRC_ROWS` change the sizes; an argument filters by scenario.
 
@@ -82,6 +87,58 @@ fn duckdb(query: &str, rows: u64) -> f64 {
     rows as f64 / cpu
 }
 
+/// Which decoder a scenario's input needs.
+#[derive(Clone, Copy)]
+enum Decoder {
+    /// The orders' JSON Lines.
+    Json,
+    /// 1BRC's `station;temperature` lines.
+    Csv,
+}
+
+/// The decoder alone on `path`: rows per CPU-second of arrow-json or
+/// arrow-csv building batches of the columns the query reads, on this
+/// thread.
+fn decoder_only(decoder: Decoder, path: &Path, rows: u64) -> f64 {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+    let c0 = cpu_seconds();
+    let read: usize = match decoder {
+        Decoder::Json => {
+            // the four fields the query reads, as velo's source decodes
+            // them (the others are skipped)
+            let schema = Schema::new(vec![
+                Field::new("order_id", DataType::Int64, true),
+                Field::new("customer_id", DataType::Int64, true),
+                Field::new("amount", DataType::Float64, true),
+                Field::new("status", DataType::Utf8, true),
+            ]);
+            arrow::json::ReaderBuilder::new(std::sync::Arc::new(schema))
+                .with_batch_size(8192)
+                .build(file)
+                .unwrap()
+                .map(|b| b.unwrap().num_rows())
+                .sum()
+        }
+        Decoder::Csv => {
+            let schema = Schema::new(vec![
+                Field::new("station", DataType::Utf8, true),
+                Field::new("t", DataType::Float64, true),
+            ]);
+            arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
+                .with_header(false)
+                .with_delimiter(b';')
+                .with_batch_size(8192)
+                .build(file)
+                .unwrap()
+                .map(|b| b.unwrap().num_rows())
+                .sum()
+        }
+    };
+    assert_eq!(read as u64, rows, "the decoder read every row");
+    rows as f64 / (cpu_seconds() - c0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -101,6 +158,8 @@ fn main() {
         (
             "jsonl_to_parquet",
             rows,
+            Decoder::Json,
+            &orders,
             format!(
                 "SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM orders WHERE amount > 100 AND status <> 'CANCELLED'
                  INTO pq WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'pq.type' = 'file_sink', 'pq.path' = '{o}/velo.parquet');",
@@ -116,6 +175,8 @@ fn main() {
         (
             "1brc",
             brc_rows,
+            Decoder::Csv,
+            &brc,
             format!(
                 "SELECT station, MIN(t) AS mn, AVG(t) AS mean, MAX(t) AS mx FROM m GROUP BY station INTO out
                  WITH ('m.type' = 'file_source', 'm.path' = '{}', 'm.format' = 'csv', 'm.has_headers' = 'false',
@@ -135,10 +196,17 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<18} {:>12} {:>16} {:>16} {:>10}",
-        "scenario", "rows", "velo", "DuckDB", "velo/DuckDB"
+        "{:<18} {:>12} {:>14} {:>14} {:>12} {:>14} {:>14} {:>9}",
+        "scenario",
+        "rows",
+        "velo",
+        "DuckDB",
+        "velo/DuckDB",
+        "decoder alone",
+        "decoder/DuckDB",
+        "overhead"
     );
-    for (name, n, velo_sql, duck_sql) in &scenarios {
+    for (name, n, decoder, input, velo_sql, duck_sql) in &scenarios {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
@@ -147,12 +215,20 @@ fn main() {
         } else {
             orders_jsonl(&orders, rows);
         }
-        let (mut v, mut d) = (Vec::new(), Vec::new());
+        let (mut v, mut d, mut a) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             v.push(velo(velo_sql, out.path(), *n));
             d.push(duckdb(duck_sql, *n));
+            a.push(decoder_only(*decoder, input, *n));
         }
-        let (v, d) = (median(v), median(d));
-        println!("{name:<18} {n:>12} {v:>16.0} {d:>16.0} {:>9.2}x", v / d);
+        let (v, d, a) = (median(v), median(d), median(a));
+        // CPU per row beyond decoding, as a share of velo's CPU per row
+        let overhead = 1.0 - v / a;
+        println!(
+            "{name:<18} {n:>12} {v:>14.0} {d:>14.0} {:>11.2}x {a:>14.0} {:>13.2}x {:>8.0}%",
+            v / d,
+            a / d,
+            overhead * 100.0
+        );
     }
 }
