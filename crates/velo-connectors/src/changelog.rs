@@ -160,9 +160,13 @@ impl ChangeBatch {
 }
 
 /// Whether each row of `batch` deletes its key (an updating result's
-/// `_op` = `delete`); `None` when `batch` is not a change batch's wire form.
-pub fn deletes(batch: &RecordBatch) -> Option<BooleanArray> {
-    ChangeBatch::from_batch(batch).ok().map(|c| c.deletes())
+/// `_op` = `delete`); `None` when `batch` has no `_op` column, an error
+/// when an operation is null or unknown (never read as an insert).
+pub fn deletes(batch: &RecordBatch) -> Result<Option<BooleanArray>> {
+    if batch.column_by_name(OP_COLUMN).is_none() {
+        return Ok(None);
+    }
+    ChangeBatch::from_batch(batch).map(|c| Some(c.deletes()))
 }
 
 /// What stream a connector produces (a source) or accepts (a sink).
@@ -220,8 +224,8 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.ops(), ops);
         assert_eq!(back.deletes(), BooleanArray::from(vec![false, false, true]));
-        assert_eq!(deletes(&wire), Some(back.deletes()));
-        assert_eq!(deletes(&rows()), None);
+        assert_eq!(deletes(&wire).unwrap(), Some(back.deletes()));
+        assert_eq!(deletes(&rows()).unwrap(), None);
     }
 
     #[test]
@@ -239,6 +243,8 @@ mod tests {
         .unwrap();
         let e = ChangeBatch::from_batch(&wire).unwrap_err().to_string();
         assert!(e.contains("row 1") && e.contains("'upsert'"), "{e}");
+        // nor does `deletes` read an unknown operation as an insert
+        assert!(deletes(&wire).is_err());
         let e = ChangeBatch::from_batch(&rows()).unwrap_err().to_string();
         assert!(e.contains("no '_op' column"), "{e}");
         let e = ChangeBatch::new(rows(), vec![ChangeOp::Insert])

@@ -52,7 +52,7 @@ impl Storage {
     /// `file:///dir`, `memory:///dir`) or a local path, relative to `base`
     /// unless absolute. Nothing is contacted or created yet.
     pub fn open(location: &str, base: &Path, ctx: &ConnectorContext) -> Result<Self> {
-        let shown = masked(location);
+        let shown = velo_config::mask(location).into_owned();
         let bad = |m: String| ConnectorError::Other(format!("storage location '{shown}': {m}"));
         let Some((scheme, _)) = location.split_once("://") else {
             let dir = Path::new(location);
@@ -184,18 +184,6 @@ impl Storage {
     }
 }
 
-/// `location` for messages: a password in a URL (`s3://key:secret@...`)
-/// replaced by `***`.
-fn masked(location: &str) -> String {
-    match url::Url::parse(location) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => location.to_string(),
-    }
-}
-
 /// Writes `dir/name` through a synced temporary file renamed over it, then
 /// syncs the directory: the new contents survive a power cut once this
 /// returns, and a crash before leaves the old ones.
@@ -279,6 +267,10 @@ mod tests {
         let e = Storage::open("ftp://me:hunter2@host/x", Path::new("/"), &ctx())
             .unwrap_err()
             .to_string();
-        assert!(!e.contains("hunter2") && e.contains("me:***@host"), "{e}");
+        assert!(
+            !e.contains("hunter2")
+                && e.contains(&format!("me:{}@host", velo_config::secrets::MASK)),
+            "{e}"
+        );
     }
 }

@@ -137,7 +137,9 @@ impl Table {
         let mut deleted: Vec<bool> = vec![false; all.iter().map(|b| b.num_rows()).sum()];
         for b in published {
             all.push(project(b)?);
-            match velo_connectors::sink::deletes(b) {
+            match velo_connectors::sink::deletes(b)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+            {
                 Some(d) => deleted.extend(d.values().iter()),
                 None => deleted.extend(std::iter::repeat_n(false, b.num_rows())),
             }
