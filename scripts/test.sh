@@ -9,7 +9,12 @@
 #     Kafka clients;
 #   - librdkafka's mock cluster, inside the tests, for Kafka transactions;
 #   - moto's S3 server (pip, moto[server]), started by the object-store state
-#     test on 127.0.0.1.
+#     test on 127.0.0.1;
+#   - Debian's chromium and chromium-driver (apt-get, about a minute), the
+#     real browser of the dashboard test, driven over WebDriver;
+#   - prometheus-client (its parser reads the job server's /metrics) and
+#     schemathesis (fuzzes the job server's REST API against its OpenAPI
+#     document) for Python (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,10 +55,21 @@ if [ ! -x "$VELO_TANSU" ]; then
   # a failed check ends the script: do not leave the install running
   trap 'if [ -n "$TANSU_PID" ]; then kill "$TANSU_PID" 2>/dev/null || true; fi' EXIT
 fi
+# the dashboard test's browser, installed in the background too
+APT_PID=""
+APT_LOG="$CACHE/chromium-install.log"
+if ! command -v chromedriver >/dev/null 2>&1; then
+  mkdir -p "$CACHE"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "installing Debian's chromium and chromium-driver in the background (the dashboard test's browser; log: $APT_LOG)..." >&2
+  ( $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver ) >"$APT_LOG" 2>&1 &
+  APT_PID=$!
+fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors' 2>/dev/null; then
-  echo "installing confluent-kafka, fastavro, protobuf and moto for Python (the tests' independent Kafka clients and S3 store)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]"
+if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis' 2>/dev/null; then
+  echo "installing confluent-kafka, fastavro, protobuf, moto, prometheus-client and schemathesis for Python (the tests' independent clients, S3 store and API fuzzer)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" prometheus-client schemathesis
 fi
 
 cargo fmt --all -- --check
@@ -74,5 +90,12 @@ if [ -n "$TANSU_PID" ]; then
     exit 1
   fi
   TANSU_PID=""
+fi
+if [ -n "$APT_PID" ]; then
+  if ! wait "$APT_PID"; then
+    tail -n 20 "$APT_LOG" >&2
+    echo "installing chromium and chromium-driver failed (the end of its log is above)" >&2
+    exit 1
+  fi
 fi
 cargo test --workspace --locked --lib --bins --tests

@@ -7,6 +7,10 @@
 //! * `velo validate app.sql` — parse and resolve everything, connect to nothing
 //! * `velo explain app.sql` — sources, sinks, resolved config (secrets
 //!   masked) and the DataFusion plans
+//! * `velo server` — many applications behind a REST API and Prometheus
+//!   metrics (`velo-server`)
+//! * `velo deploy app.sql`, `velo jobs`, `velo status|stop|start|drop NAME`
+//!   — the same against a running server
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -41,13 +45,110 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a SQL application until its input ends (or Ctrl-C).
-    Run(AppArgs),
+    Run(RunArgs),
     /// Parse and resolve an application; report every error; connect to nothing.
     Validate(AppArgs),
     /// Show sources, sinks, resolved configuration and the query plans.
     Explain(AppArgs),
     /// Print the configuration reference (docs/configuration.md).
     ConfigDocs,
+    /// Host many applications behind a REST API and Prometheus metrics.
+    Server(ServerArgs),
+    /// Deploy an application to a running server.
+    Deploy(DeployArgs),
+    /// List the jobs of a server.
+    Jobs(ClientArgs),
+    /// Show a job's status and figures.
+    Status(JobArgs),
+    /// Stop a job after it commits its current epoch.
+    Stop(JobArgs),
+    /// Start a stopped, finished or failed job again, from its checkpoint.
+    Start(JobArgs),
+    /// Stop and remove a job.
+    Drop(DropArgs),
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The server (else VELO_SERVER, else http://127.0.0.1:8080).
+    #[arg(long)]
+    server: Option<String>,
+    /// A bearer token for the server (else VELO_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl ClientArgs {
+    fn client(&self) -> velo_server::client::Client {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        velo_server::client::Client {
+            server: self
+                .server
+                .clone()
+                .or_else(|| env("VELO_SERVER"))
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            token: self.token.clone().or_else(|| env("VELO_TOKEN")),
+        }
+    }
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The SQL application file.
+    file: PathBuf,
+    /// The application's name (default: its first job's).
+    #[arg(long)]
+    name: Option<String>,
+    /// Profile of the server's global config.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Override a property: --set name.key=value (repeatable).
+    #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
+    sets: Vec<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct JobArgs {
+    /// The job's name.
+    name: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct DropArgs {
+    /// The job's name.
+    name: String,
+    /// Also remove the job's checkpoints.
+    #[arg(long = "purge-state")]
+    purge_state: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Global config file: profiles, and the `server:` section (limits).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address of the REST API, the metrics and the dashboard.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Where deployed applications and the jobs' checkpoints are kept.
+    #[arg(long = "state-dir", value_name = "DIR", default_value = ".velo-server")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Serve the jobs' Prometheus metrics on this address while they run
+    /// (GET /metrics), e.g. 127.0.0.1:9464.
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -220,6 +321,13 @@ fn main() -> ExitCode {
             Cmd::Run(a) => run(a).await,
             Cmd::Validate(a) => validate(a).await,
             Cmd::Explain(a) => explain(a).await,
+            Cmd::Server(a) => server(a).await,
+            Cmd::Deploy(a) => deploy(a).await,
+            Cmd::Jobs(a) => print(a.client().jobs().await),
+            Cmd::Status(a) => print(a.client.client().status(&a.name).await),
+            Cmd::Stop(a) => print(a.client.client().stop(&a.name).await),
+            Cmd::Start(a) => print(a.client.client().start(&a.name).await),
+            Cmd::Drop(a) => print(a.client.client().drop_job(&a.name, a.purge_state).await),
             Cmd::ConfigDocs => {
                 print!(
                     "{}",
@@ -274,6 +382,70 @@ fn stop_on_signals(shutdown: Shutdown) {
     });
 }
 
+async fn server(a: ServerArgs) -> Result<(), Failure> {
+    let opts = velo_server::ServerOptions {
+        config: a.config,
+        listen: a.listen,
+        state_dir: a.state_dir,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let Ok(mut signals) = Signals::new() else {
+            return;
+        };
+        let (name, _) = signals.next().await;
+        eprintln!(
+            "\n{name} received: the jobs commit their current epoch, then the server stops (a second signal aborts at once)"
+        );
+        let _ = tx.send(());
+        let (_, code) = signals.next().await;
+        std::process::exit(code);
+    });
+    let stop = async move {
+        let _ = rx.await;
+    };
+    velo_server::serve(velostream::registry(), opts, stop)
+        .await
+        .map_err(|m| Failure {
+            code: velo_config::ErrorKind::External.exit_code(),
+            message: m,
+        })
+}
+
+/// Prints what a server command answered.
+fn print(r: Result<String, velo_server::client::ClientError>) -> Result<(), Failure> {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(Failure {
+            code: e.code,
+            message: e.message,
+        }),
+    }
+}
+
+async fn deploy(a: DeployArgs) -> Result<(), Failure> {
+    let sql = velo_config::text::read_text(&a.file, "SQL", velo_config::text::MAX_TEXT_BYTES)
+        .map_err(|e| Failure::from(EngineError::from(e)))?;
+    let sets = a
+        .sets
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| Failure::user(format!("--set '{s}' needs the form name.key=value")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    print(
+        a.client
+            .client()
+            .deploy(&a.file, sql, a.name, a.profile, sets)
+            .await,
+    )
+}
+
 /// The stop signals velo handles.
 struct Signals {
     int: tokio::signal::unix::Signal,
@@ -302,8 +474,58 @@ impl Signals {
     }
 }
 
-async fn run(a: AppArgs) -> Result<(), Failure> {
+/// Phase of `run`: with `--metrics-addr`, the metrics endpoint is bound
+/// (a clear error before any job starts if it cannot be) and told the
+/// jobs once they run.
+async fn metrics_endpoint(
+    addr: Option<std::net::SocketAddr>,
+    app: &velo_engine::AppPlan,
+) -> Result<Option<velo_engine::runtime::Started>, Failure> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let names: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> = app
+        .jobs
+        .iter()
+        .map(|j| {
+            let names =
+                |c: &[velo_config::ConnectorConfig]| c.iter().map(|c| c.name.clone()).collect();
+            (j.name.clone(), (names(&j.sources), names(&j.sinks)))
+        })
+        .collect();
+    let monitors: Arc<std::sync::OnceLock<Vec<velo_engine::runtime::JobMonitor>>> = Arc::default();
+    let engine = app.jobs.first().map(|j| j.engine.clone());
+    let seen = monitors.clone();
+    let snapshots: velo_server::metrics::Snapshots = Arc::new(move || {
+        let views = seen
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let (sources, sinks) = names.get(m.name()).cloned().unwrap_or_default();
+                velo_server::jobs::JobView::of_monitor(m, sources, sinks)
+            })
+            .collect();
+        velo_server::metrics::Snapshot {
+            views,
+            pool_reserved: engine.as_ref().map_or(0, |e| e.memory_reserved()),
+            pool_limit_mb: None,
+        }
+    });
+    let serve = velo_server::metrics::metrics_server(addr, snapshots)
+        .await
+        .map_err(Failure::user)?;
+    tokio::spawn(serve);
+    eprintln!("metrics on http://{addr}/metrics");
+    Ok(Some(Box::new(move |m| {
+        let _ = monitors.set(m);
+    })))
+}
+
+async fn run(r: RunArgs) -> Result<(), Failure> {
+    let a = r.app;
     let app = plan(&a)?;
+    let on_start = metrics_endpoint(r.metrics_addr, &app).await?;
     let shutdown = Shutdown::default();
     stop_on_signals(shutdown.clone());
     let tty = std::io::stderr().is_terminal();
@@ -327,7 +549,8 @@ async fn run(a: AppArgs) -> Result<(), Failure> {
             tracing::info!("[{job}] progress: {i} in, {o} out, {f} failed, {rate:.0} rows/s");
         }
     });
-    let stats = velo_engine::run_app(&app, shutdown, Some(progress)).await;
+    let stats =
+        velo_engine::runtime::run_app_watched(&app, shutdown, Some(progress), on_start).await;
     if tty {
         eprintln!();
     }

@@ -16,6 +16,7 @@ mod kafka;
 mod nexmark;
 mod process;
 mod rowwindows;
+mod server;
 mod topn;
 mod updating;
 mod windows;

@@ -25,6 +25,15 @@ const FAILURES: &[&str] = &[
     "retry_with_backoff",
 ];
 
+const RESTARTS: &[&str] = &[
+    "none",
+    "fixed_delay",
+    "exponential_backoff",
+    "None",
+    "FixedDelay",
+    "ExponentialBackoff",
+];
+
 /// Every job key. Aliases from the seeds (`max_batch_size`, `batch_timeout`,
 /// `batch.max_size`, `batch.memory_limit_mb`) are accepted.
 pub const JOB_KEYS: &[KeySpec] = &[
@@ -152,6 +161,30 @@ pub const JOB_KEYS: &[KeySpec] = &[
     ),
     KeySpec::new("log_progress", KeyType::Bool, Some("true"), "Show progress"),
     KeySpec::new(
+        "restart.strategy",
+        KeyType::Enum(RESTARTS),
+        Some("none"),
+        "`velo server`: restart a job that failed on an external error (a broker, store or sink that failed or could not be reached) from its last checkpoint: none, fixed_delay (every restart.delay) or exponential_backoff (restart.delay doubled each attempt, at most restart.max_delay); errors in the application or its data are not retried",
+    ),
+    KeySpec::new(
+        "restart.max_attempts",
+        KeyType::UInt,
+        Some("3"),
+        "`velo server`: restarts in a row before the job is left failed (a committed epoch resets the count)",
+    ),
+    KeySpec::new(
+        "restart.delay",
+        KeyType::Duration,
+        Some("1s"),
+        "`velo server`: wait before the first restart",
+    ),
+    KeySpec::new(
+        "restart.max_delay",
+        KeyType::Duration,
+        Some("60s"),
+        "`velo server`: longest wait between restarts (exponential_backoff)",
+    ),
+    KeySpec::new(
         "job.name",
         KeyType::String,
         None,
@@ -200,6 +233,58 @@ pub enum FailureStrategy {
     RetryWithBackoff,
 }
 
+/// Whether and how a hosted job that failed on an external error is
+/// restarted (`restart.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// `restart.strategy`: `None` = never.
+    pub backoff: Option<RestartBackoff>,
+    /// `restart.max_attempts`.
+    pub max_attempts: u32,
+    /// `restart.delay`.
+    pub delay: Duration,
+    /// `restart.max_delay`.
+    pub max_delay: Duration,
+}
+
+/// How the wait between restarts grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartBackoff {
+    /// The same wait each time.
+    FixedDelay,
+    /// Doubled each attempt, up to the maximum.
+    Exponential,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            backoff: None,
+            max_attempts: 3,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The wait before restart number `attempt` (1-based), or `None` when
+    /// no restart is due.
+    pub fn wait(&self, attempt: u32) -> Option<Duration> {
+        let backoff = self.backoff?;
+        if attempt == 0 || attempt > self.max_attempts {
+            return None;
+        }
+        Some(match backoff {
+            RestartBackoff::FixedDelay => self.delay,
+            RestartBackoff::Exponential => self
+                .delay
+                .saturating_mul(1u32 << (attempt - 1).min(20))
+                .min(self.max_delay.max(self.delay)),
+        })
+    }
+}
+
 /// Typed job settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobConfig {
@@ -227,6 +312,8 @@ pub struct JobConfig {
     pub state_dir: Option<String>,
     /// `partitions`: `None` = the number of cores.
     pub partitions: Option<usize>,
+    /// `restart.*`: restarts of a hosted job after an external error.
+    pub restart: RestartPolicy,
 }
 
 impl Default for JobConfig {
@@ -244,6 +331,7 @@ impl Default for JobConfig {
             log_progress: true,
             state_dir: None,
             partitions: None,
+            restart: RestartPolicy::default(),
         }
     }
 }
@@ -300,6 +388,17 @@ impl JobConfig {
         if let Some(n) = uint("progress_interval")? {
             c.progress_interval = n as u64;
         }
+        c.restart = RestartPolicy {
+            backoff: match get("restart.strategy").map(norm).as_deref() {
+                None | Some("none") => None,
+                Some("fixeddelay") => Some(RestartBackoff::FixedDelay),
+                Some("exponentialbackoff") => Some(RestartBackoff::Exponential),
+                Some(_) => unreachable!("validated against the enum"),
+            },
+            max_attempts: uint("restart.max_attempts")?.map_or(3, |n| n.min(1000) as u32),
+            delay: dur("restart.delay")?.unwrap_or(Duration::from_secs(1)),
+            max_delay: dur("restart.max_delay")?.unwrap_or(Duration::from_secs(60)),
+        };
         c.failure_strategy = match get("failure_strategy").map(norm).as_deref() {
             None | Some("logandcontinue") => FailureStrategy::LogAndContinue,
             Some("failbatch") => FailureStrategy::FailBatch,
@@ -377,6 +476,31 @@ mod tests {
         assert_eq!(c.batch_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.failure_strategy, FailureStrategy::FailBatch);
         assert!(c.use_transactions);
+    }
+
+    #[test]
+    fn restart_policy_waits_grow_to_the_maximum_and_stop_after_the_attempts() {
+        assert_eq!(JobConfig::default().restart.wait(1), None);
+        let c = JobConfig::from_props(&props(&[
+            ("restart.strategy", "exponential_backoff"),
+            ("restart.max_attempts", "4"),
+            ("restart.delay", "1s"),
+            ("restart.max_delay", "3s"),
+        ]))
+        .unwrap();
+        let waits: Vec<_> = (1..=5).map(|a| c.restart.wait(a)).collect();
+        let s = Duration::from_secs;
+        assert_eq!(
+            waits,
+            [Some(s(1)), Some(s(2)), Some(s(3)), Some(s(3)), None]
+        );
+        let c = JobConfig::from_props(&props(&[
+            ("restart.strategy", "FixedDelay"),
+            ("restart.delay", "250ms"),
+        ]))
+        .unwrap();
+        assert_eq!(c.restart.wait(3), Some(Duration::from_millis(250)));
+        assert!(JobConfig::from_props(&props(&[("restart.strategy", "always")])).is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub mod yaml;
 mod error;
 
 pub use error::{ConfigError, ErrorKind, Result};
-pub use job::{BatchStrategy, FailureStrategy, JobConfig};
+pub use job::{BatchStrategy, FailureStrategy, JobConfig, RestartBackoff, RestartPolicy};
 pub use keys::{KeySpec, KeyType, Warning};
 pub use props::{ConnectorConfig, Origin, Role};
 pub use vars::VarContext;

@@ -20,6 +20,9 @@ pub enum EngineError {
         name: String,
         /// Cause.
         message: String,
+        /// Who must act on it: the user (a wrong setting), or an external
+        /// system (brokers that cannot be reached).
+        kind: ErrorKind,
     },
     /// A source failed while running.
     #[error("source '{name}' failed: {message}")]
@@ -71,6 +74,19 @@ pub enum EngineError {
         /// What went wrong.
         source: Box<EngineError>,
     },
+    /// An error of a job's statement, shown as its cause alone (the
+    /// messages users rely on stay as they are) while its job and line
+    /// travel with it for whoever reports them apart (the job server's
+    /// JSON errors).
+    #[error("{source}")]
+    Located {
+        /// The job.
+        job: String,
+        /// The line of its statement.
+        line: usize,
+        /// What went wrong.
+        source: Box<EngineError>,
+    },
     /// Something the user must change in the application.
     #[error("{0}")]
     Invalid(String),
@@ -93,7 +109,7 @@ impl EngineError {
             Self::Sql(_) | Self::Config(_) | Self::Invalid(_) | Self::BadRecord { .. } => {
                 ErrorKind::User
             }
-            Self::SourceCreation { .. } => ErrorKind::User,
+            Self::SourceCreation { kind, .. } => *kind,
             Self::Source { kind, .. } => *kind,
             Self::Sink { kind, .. } => *kind,
             Self::External(_) => ErrorKind::External,
@@ -104,7 +120,7 @@ impl EngineError {
                 .map(|e| e.kind())
                 .max()
                 .unwrap_or(ErrorKind::User),
-            Self::InJob { source, .. } => source.kind(),
+            Self::InJob { source, .. } | Self::Located { source, .. } => source.kind(),
         }
     }
 

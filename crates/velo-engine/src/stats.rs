@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Live counters shared by the runtime, the fan-out and the progress line.
@@ -18,6 +18,15 @@ pub struct Counters {
     pub epochs: AtomicU64,
     /// Records older than the watermark (dropped or dead-lettered).
     pub records_late: AtomicU64,
+    /// Epochs that failed (read again, discarded or fatal).
+    pub epochs_failed: AtomicU64,
+    /// Bad records written to the dead-letter sink.
+    pub records_dead_lettered: AtomicU64,
+    /// When the last epoch committed (ms since the Unix epoch; 0: none yet).
+    pub committed_at_ms: AtomicI64,
+    /// How long committed epochs took, from the start of reading to the
+    /// commit: the longest a record of the epoch waited to be published.
+    pub epoch_seconds: Histogram,
 }
 
 impl Counters {
@@ -32,6 +41,61 @@ impl Counters {
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (seconds) of [`Histogram`]'s buckets: 1 ms to 5 min.
+pub const HISTOGRAM_BOUNDS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// A histogram of durations in fixed buckets ([`HISTOGRAM_BOUNDS`]),
+/// observed without locks by the job and read by a metrics exporter.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; HISTOGRAM_BOUNDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// A histogram read at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+    /// How many observations.
+    pub count: u64,
+    /// The count of each bucket by its upper bound (seconds), not
+    /// cumulative; what is above the last bound is `count` less their sum.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = HISTOGRAM_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The observations so far.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets = HISTOGRAM_BOUNDS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
+            .collect();
+        HistogramSnapshot {
+            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count: self.count.load(Ordering::Relaxed),
+            buckets,
+        }
     }
 }
 

@@ -226,6 +226,7 @@ async fn build_sources(plan: &JobPlan, purpose: Purpose) -> Result<Vec<Arc<dyn S
             .map_err(|e| EngineError::SourceCreation {
                 name: cfg.name.clone(),
                 message: e.to_string(),
+                kind: e.kind(),
             })?;
         sources.push(source);
     }

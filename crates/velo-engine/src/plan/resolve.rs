@@ -252,7 +252,12 @@ pub fn resolve_inputs(inputs: &AppInputs) -> Result<(AppPlan, Vec<EngineError>)>
                 if !definitions.contains(&st.name) {
                     match r.job(&st) {
                         Ok(j) => jobs.push(j),
-                        Err(e) => errors.push(e),
+                        // with its job and line: the server reports them apart
+                        Err(e) => errors.push(EngineError::Located {
+                            job: st.name.clone(),
+                            line: st.line,
+                            source: Box::new(e),
+                        }),
                     }
                 }
             }

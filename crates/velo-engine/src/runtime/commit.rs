@@ -154,6 +154,7 @@ impl JobRun {
         let epoch = self.epoch;
         self.out.abort_all(epoch).await;
         self.stats.batches_failed += 1;
+        Counters::add(&self.p.counters.epochs_failed, 1);
         let (sink, message) = failed.remove(0);
         let cause = format!("sink '{sink}' failed: {message}");
         let error = self.sink_error(&sink, message);
@@ -322,6 +323,11 @@ impl JobRun {
         if records > 0 || !self.p.is_finished().await {
             self.stats.batches_processed += 1;
             Counters::add(&self.p.counters.epochs, 1);
+            let now = chrono::Utc::now().timestamp_millis();
+            self.p
+                .counters
+                .committed_at_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }

@@ -44,6 +44,10 @@ pub struct JobStatus {
     pub elapsed: Duration,
     /// Epochs committed.
     pub epochs: u64,
+    /// Epochs that failed (read again, discarded, or the job's last).
+    pub epochs_failed: u64,
+    /// When the last epoch committed (ms since the Unix epoch).
+    pub committed_at_ms: Option<i64>,
     /// Records read per source (lookup tables: rows loaded).
     pub records_in: BTreeMap<String, u64>,
     /// Records written per sink (published or in the epoch under way).
@@ -52,6 +56,8 @@ pub struct JobStatus {
     pub records_failed: u64,
     /// Records behind the watermark.
     pub records_late: u64,
+    /// Bad records written to the dead-letter sink.
+    pub records_dead_lettered: u64,
     /// The watermark of the driving stream (ms since the epoch), once there
     /// is one.
     pub watermark: Option<i64>,
@@ -165,10 +171,13 @@ impl Live {
             state: *self.state.lock().expect("status lock"),
             elapsed: self.started.elapsed(),
             epochs: Counters::get(&self.counters.epochs),
+            epochs_failed: Counters::get(&self.counters.epochs_failed),
+            committed_at_ms: Some(self.counters.committed_at_ms.load(Relaxed)).filter(|t| *t > 0),
             records_in,
             records_out,
             records_failed: Counters::get(&self.counters.records_failed),
             records_late: Counters::get(&self.counters.records_late),
+            records_dead_lettered: Counters::get(&self.counters.records_dead_lettered),
             watermark: Some(wm).filter(|w| {
                 *w != crate::time::Watermark::NONE && *w != crate::time::Watermark::END
             }),
@@ -189,6 +198,41 @@ fn state_bytes(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 
         .and_then(|m| m.sum_by_name("state_bytes"))
         .map_or(0, |v| v.as_usize() as u64);
     own + plan.children().into_iter().map(state_bytes).sum::<u64>()
+}
+
+/// The status and stop of a started job, cheap to clone, apart from the
+/// [`JobHandle`] that waits for it.
+#[derive(Clone)]
+pub struct JobMonitor {
+    live: Arc<Live>,
+    shutdown: Shutdown,
+}
+
+impl JobMonitor {
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.live.name
+    }
+
+    /// The job's status now.
+    pub fn status(&self) -> JobStatus {
+        let mut s = self.live.status();
+        if s.state == JobState::Running && self.shutdown.is_triggered() {
+            s.state = JobState::Stopping;
+        }
+        s
+    }
+
+    /// How long the job's committed epochs took ([`Counters::epoch_seconds`]).
+    pub fn epoch_seconds(&self) -> crate::stats::HistogramSnapshot {
+        self.live.counters.epoch_seconds.snapshot()
+    }
+
+    /// Asks the job to commit the epoch it is in and stop.
+    pub fn stop(&self) {
+        self.live.set_state(JobState::Stopping);
+        self.shutdown.trigger();
+    }
 }
 
 /// A started job.
@@ -225,13 +269,11 @@ impl JobHandle {
 
     /// The job's status now.
     pub fn status(&self) -> JobStatus {
-        let mut s = self.live.status();
+        let mut s = self.monitor().status();
         let ended = matches!(s.state, JobState::Finished | JobState::Failed);
         if !ended && self.task.is_finished() {
             // the job's task ended without saying how: it panicked
             s.state = JobState::Failed;
-        } else if s.state == JobState::Running && self.shutdown.is_triggered() {
-            s.state = JobState::Stopping;
         }
         s
     }
@@ -239,8 +281,16 @@ impl JobHandle {
     /// Asks the job to commit the epoch it is in and stop. Jobs prepared
     /// with the same [`Shutdown`] stop together.
     pub fn stop(&self) {
-        self.live.set_state(JobState::Stopping);
-        self.shutdown.trigger();
+        self.monitor().stop();
+    }
+
+    /// A watcher of the job that a host keeps while a task of its own
+    /// [`wait`](Self::wait)s for the job.
+    pub fn monitor(&self) -> JobMonitor {
+        JobMonitor {
+            live: self.live.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Waits for the job to end: its stats, or the error it stopped with.

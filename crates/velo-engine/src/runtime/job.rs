@@ -227,6 +227,7 @@ impl JobRun {
         match executed.error {
             Some(e) => self.execution_failed(e, &read).await?,
             None => {
+                let committed = Counters::get(&self.p.counters.epochs);
                 self.commit(
                     begin_failed,
                     read.records,
@@ -234,7 +235,10 @@ impl JobRun {
                     &mut phases,
                     t0,
                 )
-                .await?
+                .await?;
+                if Counters::get(&self.p.counters.epochs) > committed {
+                    self.p.counters.epoch_seconds.observe(t0.elapsed());
+                }
             }
         }
         self.log_epoch(read.records, t0, &phases);
@@ -384,6 +388,7 @@ impl JobRun {
                 if executed || self.job.failure_strategy != FailureStrategy::FailBatch {
                     let _ = d.write(dlq_batch(&bad)).await;
                     self.dead_lettered += bad.len() as u64;
+                    Counters::add(&self.p.counters.records_dead_lettered, bad.len() as u64);
                 }
             }
         }
@@ -399,6 +404,7 @@ impl JobRun {
     ) -> Result<()> {
         self.out.abort_all(self.epoch).await;
         self.stats.batches_failed += 1;
+        Counters::add(&self.p.counters.epochs_failed, 1);
         let error = epoch_error(&self.p, &self.job, &self.name, self.epoch, e, &read.bad).await;
         self.live.failed_epoch(&error);
         let failed = Failed {

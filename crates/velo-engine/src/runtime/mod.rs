@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use crate::plan::{PreparedJob, Purpose, prepare_job};
 pub use explain::explain_text;
-pub use handle::{JobHandle, JobState, JobStatus};
+pub use handle::{JobHandle, JobMonitor, JobState, JobStatus};
 
 use crate::stats::{Counters, JobExecutionStats};
 use crate::{AppPlan, Result};
@@ -65,6 +65,20 @@ pub async fn run_app(
     shutdown: Shutdown,
     progress: Option<Progress>,
 ) -> Result<Vec<JobExecutionStats>> {
+    run_app_watched(app, shutdown, progress, None).await
+}
+
+/// Told the monitors of an application's jobs once they have started
+/// (`velo run --metrics-addr` serves their metrics).
+pub type Started = Box<dyn FnOnce(Vec<JobMonitor>) + Send>;
+
+/// [`run_app`], telling `started` the jobs' monitors once they run.
+pub async fn run_app_watched(
+    app: &AppPlan,
+    shutdown: Shutdown,
+    progress: Option<Progress>,
+    started: Option<Started>,
+) -> Result<Vec<JobExecutionStats>> {
     let mut prepared = Vec::new();
     for j in &app.jobs {
         prepared.push(prepare_job(j, &shutdown, Purpose::Run).await?);
@@ -73,6 +87,9 @@ pub async fn run_app(
         .into_iter()
         .map(|p| JobHandle::start(p, shutdown.clone()))
         .collect();
+    if let Some(f) = started {
+        f(handles.iter().map(JobHandle::monitor).collect());
+    }
     let ticker = progress.map(|f| {
         let live: Vec<_> = handles
             .iter()

@@ -1,0 +1,97 @@
+//! # velo-server: the job server (`velo server`)
+//!
+//! Hosts many SQL applications in one process, on one engine (one
+//! connector registry, one memory pool): each job runs through the
+//! engine's job handle ([`velo_engine::runtime::JobHandle`]) under a
+//! supervisor of its own ([`jobs`]). Above the engine, beside the `velo`
+//! command line:
+//!
+//! - [`api`]: the REST API (deploy, list, status, metrics, explain, stop,
+//!   start, drop, health, readiness) and its OpenAPI document;
+//! - [`metrics`]: Prometheus metrics of every job and of the process;
+//! - [`store`]: the deployed applications and the jobs' checkpoints under
+//!   the state directory, so that a restarted server (also after
+//!   `kill -9`) resumes every job that was running from its checkpoint;
+//! - [`config`]: the listen address, state directory and the limits;
+//! - [`client`]: `velo deploy`, `velo jobs`, ... against a running server.
+//!
+//! The binary hands [`serve`] its connector registry; this crate names no
+//! connector.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod jobs;
+pub mod metrics;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use velo_config::VarContext;
+use velo_config::global::Discovery;
+use velo_connectors::registry::Registry;
+use velo_engine::Engine;
+
+pub use config::{Limits, ServerOptions};
+pub use jobs::Jobs;
+
+/// How long the jobs get to commit their epoch when the server stops.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs the server until `stop` resolves: jobs restored from the state
+/// directory, the REST API and metrics on `opts.listen`; then every job
+/// commits its epoch and stops (and starts again with the next server).
+pub async fn serve(
+    registry: Registry,
+    opts: ServerOptions,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let jobs = open(registry, &opts)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e}; pass another address with --listen",
+                opts.listen
+            )
+        })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // the line scripts and tests wait for
+    eprintln!(
+        "velo server listening on http://{addr} (state: {})",
+        opts.state_dir.display()
+    );
+    axum::serve(listener, api::router(jobs.clone()))
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| format!("the server failed: {e}"))?;
+    eprintln!("stopping: every job commits its current epoch");
+    jobs.shutdown(SHUTDOWN_WAIT).await;
+    Ok(())
+}
+
+/// Phase: the server's settings, engine and state, and the jobs it hosted
+/// before, started again.
+fn open(registry: Registry, opts: &ServerOptions) -> Result<Jobs, String> {
+    let global = Discovery::from_process(opts.config.clone(), None)
+        .load()
+        .map_err(|e| e.to_string())?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let limits = Limits::resolve(&env, &global)?;
+    let engine = match limits.max_memory_mb {
+        Some(mb) => Engine::with_memory_limit(
+            registry,
+            usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+        ),
+        None => Engine::new(registry),
+    };
+    let store = store::Store::open(&opts.state_dir)?;
+    Ok(Jobs::open(
+        engine,
+        limits,
+        store,
+        opts.config.clone(),
+        VarContext::from_env(),
+    ))
+}

@@ -1,0 +1,854 @@
+//! `velo server`: jobs deployed, watched, stopped, started and dropped
+//! through the REST API; limits; restarts with backoff after external
+//! errors; a `kill -9` of the server and a restart; the Prometheus
+//! metrics read with the official Python parser; the OpenAPI document
+//! fuzzed with schemathesis.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{free_port, signal, velo, wait_for, wait_until};
+
+/// A `velo server` on a free port of 127.0.0.1, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `velo server` in `dir` (state in `dir/state`) and waits until
+    /// it answers.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("server-{port}.log"));
+        let mut c = velo();
+        c.current_dir(dir)
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--state-dir",
+                "state",
+            ])
+            .env("HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("velo server starts");
+        let s = Self { child, port, log };
+        wait_for(Duration::from_secs(30), "the server to answer", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One request; the status and the body (JSON when it is).
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (code, text) = request(self.port, method, path, body);
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (code, v)
+    }
+
+    fn deploy(&self, sql: &str, name: &str, dir: &Path) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/api/jobs",
+            Some(&json!({"sql": sql, "name": name, "base_dir": dir})),
+        )
+    }
+
+    fn status(&self, job: &str) -> Value {
+        let (code, v) = self.call("GET", &format!("/api/jobs/{job}/status"), None);
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    fn wait_status(&self, job: &str, want: &str) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(Duration::from_secs(60), || {
+            last = self.status(job);
+            last["status"] == want
+        });
+        assert!(
+            ok,
+            "job '{job}' never became {want}: {last}\n{}",
+            self.log()
+        );
+        last
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 request with an optional JSON body; the status and the
+/// body (read by its Content-Length: WebDriver keeps connections open).
+fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    use std::io::{BufRead, Read};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut length = None;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap() == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match length {
+        Some(n) => {
+            out.resize(n, 0);
+            r.read_exact(&mut out).unwrap();
+        }
+        None => {
+            r.read_to_end(&mut out).unwrap();
+        }
+    }
+    (code, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A job that watches `in_dir/*.jsonl` and writes each record, doubled,
+/// to `out_dir/out.jsonl`, exactly once through its checkpoint (so that it
+/// resumes after a stop or a crash).
+fn watch_app(job: &str, in_dir: &str, out_dir: &str) -> String {
+    watch_app_named(job, "incoming", "out", in_dir, out_dir)
+}
+
+/// [`watch_app`] with its source and sink named (the connectors of one
+/// application share their names).
+fn watch_app_named(job: &str, src: &str, sink: &str, in_dir: &str, out_dir: &str) -> String {
+    format!(
+        "CREATE STREAM {job} AS SELECT id, id * 2 AS twice FROM {src} INTO {sink}
+         WITH ('{src}.type' = 'file_source', '{src}.path' = '{in_dir}/*.jsonl',
+               '{src}.watch' = 'true', '{src}.watch_interval' = '50ms', '{src}.schema' = 'id BIGINT',
+               '{sink}.type' = 'file_sink', '{sink}.path' = '{out_dir}/out.jsonl', 'batch.timeout' = '100ms',
+               'use_transactions' = 'true');"
+    )
+}
+
+/// Writes records `ids` as `dir/name`, moved in whole.
+fn drop_file(dir: &Path, name: &str, ids: std::ops::Range<u64>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.part"));
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    for i in ids {
+        writeln!(f, "{{\"id\": {i}}}").unwrap();
+    }
+    drop(f);
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// The ids a job wrote below `dir` (every published file).
+fn ids_written(dir: &Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for p in crate::common::files_below(dir) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        for line in std::fs::read_to_string(dir.join(&p))
+            .unwrap_or_default()
+            .lines()
+        {
+            let v: Value = serde_json::from_str(line).unwrap();
+            ids.push(v["id"].as_u64().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+fn python() -> String {
+    std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Every sample of the server's `/metrics`, parsed by prometheus_client.
+fn scrape(port: u16) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/metrics_check.py");
+    let o = Command::new(python())
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the Prometheus parser refused /metrics: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The value of sample `name` with `labels` (a subset).
+fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+}
+
+#[test]
+fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[("VELO_MAX_JOBS", "2")]);
+
+    // every error of a bad application, with its place and kind
+    let bad = "CREATE STREAM x AS SELECT id FROM src INTO out\nWITH ('src.type' = 'datagen', 'src.columns' = 'id:sequence(1)', 'out.type' = 'no_such_sink');";
+    let (code, v) = s.deploy(bad, "bad", dir);
+    assert_eq!(code, 400, "{v}");
+    let errors = v["errors"].as_array().unwrap();
+    let sink = errors
+        .iter()
+        .find(|e| e["message"].as_str().unwrap().contains("no_such"))
+        .unwrap_or_else(|| panic!("the unknown sink type is named: {v}"));
+    assert_eq!(sink["kind"], "user", "{v}");
+    assert!(sink["line"].as_u64().is_some(), "the error says where: {v}");
+    let (code, v) = s.deploy("CREATE STREAM AS SELEC", "bad", dir);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["errors"][0]["column"].as_u64().is_some(), "{v}");
+    let (code, v) = s.call("POST", "/api/jobs", Some(&json!({"sq": 1})));
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("\"sql\""), "{v}");
+
+    // a job deployed runs
+    let (code, v) = s.deploy(&watch_app("doubled", "in", "out"), "first", dir);
+    assert_eq!(code, 201, "{v}\n{}", s.log());
+    assert_eq!(v["jobs"][0]["name"], "doubled", "{v}");
+    s.wait_status("doubled", "Running");
+    drop_file(&dir.join("in"), "a.jsonl", 1..4);
+    wait_for(Duration::from_secs(30), "3 records written", || {
+        ids_written(&dir.join("out")).len() == 3
+    });
+
+    // the seeds' list and status documents
+    let (code, list) = s.call("GET", "/api/jobs", None);
+    assert_eq!(code, 200);
+    let job = &list.as_array().unwrap()[0];
+    assert_eq!(job["name"], "doubled");
+    assert_eq!(job["status"], "Running");
+    assert_eq!(job["sources"]["incoming"], "Connected", "{job}");
+    assert_eq!(job["sinks"]["out"], "Connected", "{job}");
+    let mut st = Value::Null;
+    wait_for(
+        Duration::from_secs(10),
+        "the status to count the records",
+        || {
+            st = s.status("doubled");
+            st["metrics"]["records_written"] == 3
+        },
+    );
+    assert_eq!(st["metrics"]["records_processed"], 3, "{st}");
+    assert_eq!(st["metrics"]["sources"]["incoming"], 3, "{st}");
+    assert!(
+        st["metrics"]["batches_processed"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert!(st["metrics"]["last_record_time"].is_string(), "{st}");
+    let (code, m) = s.call("GET", "/api/jobs/doubled/metrics", None);
+    assert_eq!(code, 200);
+    assert_eq!(m["records_written"], 3, "{m}");
+
+    // Prometheus, read by the official parser, counts what moved
+    let samples = scrape(s.port);
+    let job_l = [("job", "doubled")];
+    assert_eq!(
+        sample(&samples, "velo_job_sources_total", &job_l),
+        Some(1.0)
+    );
+    assert_eq!(sample(&samples, "velo_job_sinks_total", &job_l), Some(1.0));
+    assert_eq!(
+        sample(
+            &samples,
+            "velo_job_source_records_total",
+            &[("job", "doubled"), ("source", "incoming")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "velo_job_sink_records_total",
+            &[("job", "doubled"), ("sink", "out")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "velo_job_status",
+            &[("job", "doubled"), ("status", "Running")]
+        ),
+        Some(1.0)
+    );
+    assert!(sample(&samples, "velo_job_epoch_duration_seconds_count", &job_l).unwrap() >= 1.0);
+    assert!(sample(&samples, "velo_process_resident_memory_bytes", &[]).unwrap() > 0.0);
+
+    // limits and names
+    let two = format!(
+        "{}\n{}",
+        watch_app_named("second", "in2", "out2", "in2", "out2"),
+        watch_app_named("third", "in3", "out3", "in3", "out3")
+    );
+    let (code, v) = s.deploy(&two, "two", dir);
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("VELO_MAX_JOBS=2"),
+        "{v}"
+    );
+    let (code, v) = s.deploy(&watch_app("doubled", "in", "out"), "again", dir);
+    assert_eq!(code, 409, "{v}");
+
+    // stop commits and stops; input arriving meanwhile waits
+    let (code, v) = s.call("POST", "/api/jobs/doubled/stop", None);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "Stopped", "{v}");
+    assert_eq!(v["sources"]["incoming"], "Disconnected", "{v}");
+    drop_file(&dir.join("in"), "b.jsonl", 4..6);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        ids_written(&dir.join("out")).len(),
+        3,
+        "a stopped job reads nothing"
+    );
+    let (code, v) = s.call("GET", "/ready", None);
+    assert_eq!(code, 200, "a stopped job is not waited for: {v}");
+
+    // start resumes from the checkpoint: the new records once, the old not again
+    let (code, v) = s.call("POST", "/api/jobs/doubled/start", None);
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = s.call("POST", "/api/jobs/doubled/start", None);
+    assert!(code == 409 || code == 200, "start of a started job: {code}");
+    wait_for(Duration::from_secs(30), "5 records written", || {
+        ids_written(&dir.join("out")).len() >= 5
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ids_written(&dir.join("out")), vec![1, 2, 3, 4, 5]);
+    // 3 read before the stop and 2 after: the first file was not read again
+    let v = s.status("doubled");
+    assert_eq!(v["metrics"]["records_processed"], 5, "{v}");
+
+    let (code, v) = s.call("GET", "/api/jobs/doubled/explain", None);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["explain"].as_str().unwrap().contains("incoming"), "{v}");
+
+    // drop, with its state
+    assert!(dir.join("state/checkpoints/doubled").exists());
+    let (code, v) = s.call("DELETE", "/api/jobs/doubled?purge_state=maybe", None);
+    assert_eq!(code, 400, "{v}");
+    let (code, _) = s.call("DELETE", "/api/jobs/doubled?purge_state=true", None);
+    assert_eq!(code, 204);
+    assert!(!dir.join("state/checkpoints/doubled").exists());
+    let (code, v) = s.call("GET", "/api/jobs/doubled/status", None);
+    assert_eq!(code, 404, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("GET /api/jobs"),
+        "{v}"
+    );
+    let (code, v) = s.call("GET", "/api/jobs", None);
+    assert_eq!((code, v), (200, json!([])));
+    let (code, v) = s.call("GET", "/nowhere", None);
+    assert_eq!(code, 404, "{v}");
+    assert!(v["error"].is_string(), "errors are JSON: {v}");
+}
+
+#[test]
+fn a_killed_server_resumes_running_jobs_and_keeps_stopped_ones_stopped() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[]);
+    for (job, n) in [("kept", "1"), ("paused", "2")] {
+        let (code, v) = s.deploy(
+            &watch_app(job, &format!("in{n}"), &format!("out{n}")),
+            job,
+            dir,
+        );
+        assert_eq!(code, 201, "{v}\n{}", s.log());
+    }
+    drop_file(&dir.join("in1"), "a.jsonl", 0..100);
+    drop_file(&dir.join("in2"), "a.jsonl", 0..100);
+    wait_for(Duration::from_secs(30), "both jobs to write", || {
+        ids_written(&dir.join("out1")).len() == 100 && ids_written(&dir.join("out2")).len() == 100
+    });
+    let (code, _) = s.call("POST", "/api/jobs/paused/stop", None);
+    assert_eq!(code, 200);
+
+    // kill -9, with more input on its way
+    signal(&s.child, "-KILL");
+    drop_file(&dir.join("in1"), "b.jsonl", 100..250);
+    drop_file(&dir.join("in2"), "b.jsonl", 100..250);
+    drop(s);
+
+    let s = Server::start(dir, &[]);
+    s.wait_status("kept", "Running");
+    wait_for(
+        Duration::from_secs(30),
+        "the resumed job to catch up",
+        || ids_written(&dir.join("out1")).len() >= 250,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        ids_written(&dir.join("out1")),
+        (0..250).collect::<Vec<_>>(),
+        "every record once"
+    );
+    // the resumed run read only what came after its checkpoint
+    let v = s.status("kept");
+    assert_eq!(v["metrics"]["records_processed"], 150, "{v}");
+    let v = s.status("paused");
+    assert_eq!(v["status"], "Stopped", "{v}");
+    assert_eq!(ids_written(&dir.join("out2")).len(), 100);
+    let (code, v) = s.call("GET", "/ready", None);
+    assert_eq!(code, 200, "{v}");
+}
+
+#[test]
+fn a_job_failing_on_an_external_error_restarts_with_backoff_and_disturbs_no_other() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[]);
+    let (code, v) = s.deploy(&watch_app("healthy", "in", "out"), "healthy", dir);
+    assert_eq!(code, 201, "{v}");
+    // brokers that are not there: an external error each start
+    let closed = free_port();
+    let flaky = format!(
+        "CREATE STREAM flaky AS SELECT id FROM events INTO sink
+         WITH ('events.type' = 'kafka_source', 'events.bootstrap.servers' = '127.0.0.1:{closed}',
+               'events.topic' = 't', 'events.schema' = 'id BIGINT', 'events.connect.timeout' = '300ms',
+               'sink.type' = 'blackhole',
+               'restart.strategy' = 'exponential_backoff', 'restart.delay' = '200ms',
+               'restart.max_attempts' = '2');"
+    );
+    let (code, v) = s.deploy(&flaky, "flaky", dir);
+    assert_eq!(code, 201, "{v}\n{}", s.log());
+    let mut seen_restarting = false;
+    let ok = wait_until(Duration::from_secs(60), || {
+        let v = s.status("flaky");
+        seen_restarting |= v["status"] == "Restarting";
+        v["status"] == "Failed"
+    });
+    assert!(ok, "{}", s.log());
+    let v = s.status("flaky");
+    assert_eq!(v["restarts"], 2, "{v}");
+    assert!(seen_restarting, "the job went through Restarting");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("cannot reach the Kafka brokers"), "{v}");
+    assert_eq!(v["sources"]["events"], "Failed", "{v}");
+    assert!(v["since"].is_string(), "{v}");
+
+    // the other job never noticed
+    drop_file(&dir.join("in"), "a.jsonl", 0..10);
+    wait_for(Duration::from_secs(30), "the healthy job to write", || {
+        ids_written(&dir.join("out")).len() == 10
+    });
+    assert_eq!(s.status("healthy")["status"], "Running");
+    let (code, v) = s.call("GET", "/ready", None);
+    assert_eq!(code, 503, "a failed job is not ready: {v}");
+    assert_eq!(v["waiting"], json!(["flaky"]), "{v}");
+    let samples = scrape(s.port);
+    assert_eq!(
+        sample(&samples, "velo_job_restarts_total", &[("job", "flaky")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "velo_job_status",
+            &[("job", "flaky"), ("status", "Failed")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn the_openapi_document_holds_under_schemathesis() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[]);
+    let (code, v) = s.deploy(&watch_app("watched", "in", "out"), "watched", dir);
+    assert_eq!(code, 201, "{v}");
+    let (code, doc) = s.call("GET", "/api/openapi.json", None);
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/api/jobs",
+        "/api/status",
+        "/api/jobs/{name}/status",
+        "/metrics",
+        "/ready",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    // the deployed job's name for the operations on one job (else every
+    // call on {name} meets a 404 before it reaches the job logic)
+    let config = dir.join("schemathesis.toml");
+    std::fs::write(&config, "[parameters]\n\"path.name\" = \"watched\"\n").unwrap();
+    let o = Command::new(python())
+        .args([
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            config.to_str().unwrap(),
+            "run",
+            &format!("http://127.0.0.1:{}/api/openapi.json", s.port),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{out}\n{}", s.log());
+    assert!(
+        out.contains("Tested: 12"),
+        "every operation was tried: {out}"
+    );
+    assert!(
+        out.contains(" passed") && !out.contains(" 0 generated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_command_line_manages_jobs_on_a_server() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[]);
+    std::fs::write(dir.join("app.sql"), watch_app("cli_job", "in", "out")).unwrap();
+    let server = format!("http://127.0.0.1:{}", s.port);
+    let velo_cli = |args: &[&str]| {
+        let o = velo()
+            .current_dir(dir)
+            .args(args)
+            .args(["--server", &server])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = velo_cli(&["deploy", "app.sql"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("deployed job 'cli_job'"), "{out}");
+    s.wait_status("cli_job", "Running");
+    // relative paths start at the SQL file's folder, not the server's
+    drop_file(&dir.join("in"), "a.jsonl", 0..4);
+    wait_for(Duration::from_secs(30), "the job to write", || {
+        ids_written(&dir.join("out")).len() == 4
+    });
+    let (code, out) = velo_cli(&["jobs"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(
+        out.contains("cli_job") && out.contains("Running") && out.contains("incoming"),
+        "{out}"
+    );
+    let (code, out) = velo_cli(&["status", "cli_job"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("records read: 4"), "{out}");
+    let (code, out) = velo_cli(&["stop", "cli_job"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Stopped"), "{out}");
+    let (code, out) = velo_cli(&["start", "cli_job"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = velo_cli(&["deploy", "app.sql"]);
+    assert_eq!(code, Some(1), "a second deployment is refused: {out}");
+    assert!(out.contains("deployed already"), "{out}");
+    let (code, out) = velo_cli(&["drop", "cli_job", "--purge-state"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = velo_cli(&["status", "cli_job"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no job named 'cli_job'"), "{out}");
+    // a server that is not there
+    let o = velo()
+        .args([
+            "jobs",
+            "--server",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the velo server"));
+}
+
+#[test]
+fn velo_run_serves_the_same_metrics_for_its_foreground_job() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("app.sql"), watch_app("fg", "in", "out")).unwrap();
+    let port = free_port();
+    let mut child = crate::common::spawn(
+        dir,
+        &[
+            "run",
+            "app.sql",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    drop_file(&dir.join("in"), "a.jsonl", 0..7);
+    wait_for(Duration::from_secs(30), "the job to write", || {
+        ids_written(&dir.join("out")).len() == 7
+    });
+    let mut samples = Vec::new();
+    wait_for(
+        Duration::from_secs(10),
+        "the metrics to count the records",
+        || {
+            samples = scrape(port);
+            sample(
+                &samples,
+                "velo_job_sink_records_total",
+                &[("job", "fg"), ("sink", "out")],
+            ) == Some(7.0)
+        },
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "velo_job_source_records_total",
+            &[("job", "fg"), ("source", "incoming")]
+        ),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(&samples, "velo_job_sources_total", &[("job", "fg")]),
+        Some(1.0)
+    );
+    signal(&child, "-INT");
+    assert!(child.wait().unwrap().success());
+    // an address in use is refused before the job starts
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let o = velo()
+        .current_dir(dir)
+        .args(["run", "app.sql", "--metrics-addr", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot serve metrics"));
+}
+
+/// A WebDriver session on headless Chromium (Debian's `chromium` and
+/// `chromium-driver`, installed by scripts/test.sh), ended on drop.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new(std::env::var("VELO_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (apt-get install chromium chromium-driver; scripts/test.sh does)");
+        wait_for(Duration::from_secs(30), "chromedriver", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": std::env::var("VELO_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--no-first-run", "--window-size=1400,700",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let (code, body) = request(port, "POST", "/session", Some(&caps));
+        assert_eq!(code, 200, "a browser session: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let session = v["value"]["sessionId"].as_str().unwrap().to_string();
+        Self {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (code, text) = request(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        );
+        assert_eq!(code, 200, "{method} {path}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.call("POST", "/url", Some(&json!({"url": url})));
+    }
+
+    /// The text of the first element matching `css`, if there is one.
+    fn text(&self, css: &str) -> Option<String> {
+        let (code, found) = request(
+            self.port,
+            "POST",
+            &format!("/session/{}/element", self.session),
+            Some(&json!({"using": "css selector", "value": css})),
+        );
+        if code != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&found).ok()?;
+        let id = v["value"]
+            .as_object()?
+            .values()
+            .next()?
+            .as_str()?
+            .to_string();
+        self.call("GET", &format!("/element/{id}/text"), None)
+            .as_str()
+            .map(str::to_string)
+    }
+
+    fn screenshot(&self, to: &Path) {
+        let b64 = self.call("GET", "/screenshot", None);
+        let mut child = Command::new("base64")
+            .arg("-d")
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(to).unwrap())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b64.as_str().unwrap().as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = request(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn the_dashboard_lists_the_jobs_and_its_numbers_move_in_a_real_browser() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[]);
+    let generated = "CREATE STREAM generated AS SELECT id, key FROM gen INTO nowhere
+        WITH ('gen.type' = 'datagen', 'gen.rate' = '400', 'gen.columns' = 'id:sequence(1), key:int(0,9)',
+              'nowhere.type' = 'blackhole', 'batch.timeout' = '200ms');";
+    let (code, v) = s.deploy(generated, "generated", dir);
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = s.deploy(&watch_app("idle", "in", "out"), "idle", dir);
+    assert_eq!(code, 201, "{v}");
+    s.wait_status("generated", "Running");
+    let (code, _) = s.call("POST", "/api/jobs/idle/stop", None);
+    assert_eq!(code, 200);
+
+    let b = Browser::start();
+    b.open(&format!("http://127.0.0.1:{}/", s.port));
+    let count = |css: &str| -> Option<u64> { b.text(css)?.replace(',', "").trim().parse().ok() };
+    let mut first = None;
+    wait_for(
+        Duration::from_secs(30),
+        "the dashboard to list the jobs",
+        || {
+            first = count("tr[data-job='generated'] td.in").filter(|n| *n > 0);
+            first.is_some() && b.text("tr[data-job='idle'] td.status").is_some()
+        },
+    );
+    assert_eq!(
+        b.text("tr[data-job='generated'] td.status").as_deref(),
+        Some("Running")
+    );
+    assert_eq!(
+        b.text("tr[data-job='idle'] td.status").as_deref(),
+        Some("Stopped")
+    );
+    assert!(
+        b.text("tr[data-job='generated'] td.sinks")
+            .unwrap()
+            .contains("nowhere Connected")
+    );
+    let first = first.unwrap();
+    wait_for(Duration::from_secs(30), "the numbers to move", || {
+        count("tr[data-job='generated'] td.in").is_some_and(|n| n > first)
+            && count("tr[data-job='generated'] td.rate").is_some_and(|r| r > 0)
+    });
+    assert!(b.text("#summary").unwrap().contains("2 job(s), 1 running"));
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    b.screenshot(&shot);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a screenshot in {}",
+        shot.display()
+    );
+}
