@@ -245,6 +245,22 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
     let (code, v) = s.deploy("CREATE STREAM AS SELEC", "bad", dir);
     assert_eq!(code, 400, "{v}");
     assert!(v["errors"][0]["column"].as_u64().is_some(), "{v}");
+    let huge = json!({"sql": "x".repeat(17 << 20)});
+    let (code, v) = s.call("POST", "/api/jobs", Some(&huge));
+    assert_eq!(code, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("16 MiB"), "{v}");
+    // a secret in the application never comes back, not even in an error
+    // that quotes it (the secret is also the bad value of another key)
+    let secret = "CREATE STREAM leaky AS SELECT id FROM src INTO out
+        WITH ('src.type' = 'datagen', 'src.columns' = 'id:sequence(1)', 'src.password' = 'hunter2-secret',
+              'src.rows' = 'hunter2-secret', 'out.type' = 'blackhole');";
+    let (code, v) = s.deploy(secret, "leaky", dir);
+    assert_eq!(code, 400, "{v}");
+    assert!(!v.to_string().contains("hunter2-secret"), "{v}");
+    assert!(
+        v.to_string().contains("rows"),
+        "the error names the key: {v}"
+    );
     let (code, v) = s.call("POST", "/api/jobs", Some(&json!({"sq": 1})));
     assert_eq!(code, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("\"sql\""), "{v}");
@@ -369,6 +385,12 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
     let (code, v) = s.call("GET", "/api/jobs/doubled/explain", None);
     assert_eq!(code, 200, "{v}");
     assert!(v["explain"].as_str().unwrap().contains("incoming"), "{v}");
+    assert!(
+        !s.log().contains("hunter2-secret"),
+        "no secret in the server's log"
+    );
+    let stored = std::fs::read_dir(dir.join("state/apps")).unwrap().count();
+    assert_eq!(stored, 1, "a refused deployment leaves nothing behind");
 
     // drop, with its state
     assert!(dir.join("state/checkpoints/doubled").exists());
@@ -850,5 +872,35 @@ fn the_dashboard_lists_the_jobs_and_its_numbers_move_in_a_real_browser() {
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "a screenshot in {}",
         shot.display()
+    );
+}
+
+#[test]
+fn the_servers_memory_limit_holds_every_jobs_state() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let s = Server::start(dir, &[("VELO_MAX_MEMORY_MB", "1")]);
+    // 200,000 distinct keys in one window of an hour: megabytes of groups
+    let big = "CREATE STREAM big AS SELECT key, COUNT(*) AS n FROM gen
+        GROUP BY key, TUMBLE(ts, INTERVAL '1' HOUR) INTO out
+        WITH ('gen.type' = 'datagen', 'gen.rows' = '200000', 'gen.columns' = 'key:sequence(0), ts:timestamp(0)',
+              'gen.event.time.field' = 'ts', 'batch.size' = '50000',
+              'out.type' = 'blackhole');";
+    let (code, v) = s.deploy(big, "big", dir);
+    assert_eq!(code, 201, "{v}");
+    let v = s.wait_status("big", "Failed");
+    assert!(
+        v["error"].as_str().unwrap().contains("WindowAggregateExec"),
+        "{v}"
+    );
+    let samples = scrape(s.port);
+    assert_eq!(
+        sample(&samples, "velo_memory_pool_limit_bytes", &[]),
+        Some(1024.0 * 1024.0)
+    );
+    // what the failed job held went back to the pool
+    assert_eq!(
+        sample(&samples, "velo_memory_pool_reserved_bytes", &[]),
+        Some(0.0)
     );
 }

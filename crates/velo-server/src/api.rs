@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -374,10 +374,22 @@ fn status_doc(v: &JobView) -> JobStatusDoc {
         (status = 201, description = "The jobs were created and are starting", body = DeployResponse),
         (status = 400, description = "The request or the application has errors: every one", body = ErrorDoc),
         (status = 409, description = "A job or application of that name is deployed", body = ErrorDoc),
+        (status = 413, description = "The request is larger than 16 MiB", body = ErrorDoc),
         (status = 422, description = "A limit of the server would be passed", body = ErrorDoc),
         (status = 500, description = "The server could not save the application", body = ErrorDoc),
     ))]
-async fn deploy(State(jobs): State<Jobs>, body: Bytes) -> Result<Response, ApiError> {
+async fn deploy(State(jobs): State<Jobs>, body: Body) -> Result<Response, ApiError> {
+    let limit = usize::try_from(velo_config::text::MAX_TEXT_BYTES).unwrap_or(usize::MAX);
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the deployment is larger than {} MiB, the most velo reads of an application: split the application",
+                limit >> 20
+            ),
+            "user",
+        )
+    })?;
     let req: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the request is not a deployment ({e}): send JSON like {{\"sql\": \"CREATE STREAM ...\", \"name\": \"my-app\"}}"

@@ -111,7 +111,16 @@ impl Store {
         let path = self.app_path(&app.app);
         let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            // the SQL may hold credentials: readable by the server's user only
+            let mut f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+            };
             f.write_all(&serde_json::to_vec_pretty(app).map_err(std::io::Error::other)?)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
@@ -178,6 +187,12 @@ mod tests {
         let (apps, errors) = Store::open(d.path()).unwrap().load();
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(apps.len(), 2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.path().join("apps/orders.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "only the server's user reads the SQL");
         assert!(apps.contains(&app("../../etc/x")));
         assert!(d.path().join("apps/%2E.%2F..%2Fetc%2Fx.json").exists());
         s.remove("orders").unwrap();
