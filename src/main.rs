@@ -603,18 +603,7 @@ async fn validate(a: AppArgs) -> Result<(), Failure> {
         velo_engine::plan::resolve_all(&sql, &a.file, &a.options().map_err(Failure::user)?)?;
     // connect to nothing: a source whose schema lives in a remote system is
     // reported, and its query left unchecked
-    let sd = Shutdown::default();
-    for j in &app.jobs {
-        if let Err(e) = prepare_job(j, &sd, Purpose::Check).await {
-            let msg = e.to_string();
-            match msg.find(velo_connectors::registry::OFFLINE_MARK) {
-                Some(i) => app
-                    .warnings
-                    .push(format!("job '{}': query {}", j.name, &msg[i..])),
-                None => errors.push(e),
-            }
-        }
-    }
+    velo_engine::plan::check_offline(&mut app, &mut errors).await;
     if !errors.is_empty() {
         return Err(EngineError::Many(errors).into());
     }

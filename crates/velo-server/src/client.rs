@@ -132,37 +132,28 @@ impl Client {
 
     /// One job's status, as `velo run` summarises a job.
     pub async fn status(&self, job: &str) -> Result<String, ClientError> {
-        let (_, v) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/jobs/{}/status", segment(job)),
-                None,
-            )
-            .await?;
-        Ok(status_text(&v))
+        self.on_job(reqwest::Method::GET, job, "status").await
     }
 
     /// Stops a job (after it commits its epoch).
     pub async fn stop(&self, job: &str) -> Result<String, ClientError> {
-        let (_, v) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/jobs/{}/stop", segment(job)),
-                None,
-            )
-            .await?;
-        Ok(status_text(&v))
+        self.on_job(reqwest::Method::POST, job, "stop").await
     }
 
     /// Starts a job again.
     pub async fn start(&self, job: &str) -> Result<String, ClientError> {
-        let (_, v) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/jobs/{}/start", segment(job)),
-                None,
-            )
-            .await?;
+        self.on_job(reqwest::Method::POST, job, "start").await
+    }
+
+    /// `method /api/jobs/{job}/{action}`: the job's status document as text.
+    async fn on_job(
+        &self,
+        method: reqwest::Method,
+        job: &str,
+        action: &str,
+    ) -> Result<String, ClientError> {
+        let path = format!("/api/jobs/{}/{action}", segment(job));
+        let (_, v) = self.call(method, &path, None).await?;
         Ok(status_text(&v))
     }
 

@@ -508,21 +508,8 @@ impl Jobs {
 
     /// The `velo explain` text of job `name` (secrets masked).
     pub async fn explain(&self, name: &str) -> Result<String, Refused> {
-        let app = self.app_of(name)?;
-        let (plan, mut errors) = self
-            .inner
-            .plan(&app)
-            .map_err(|e| Refused::Invalid(vec![e]))?;
-        let Some(job) = plan.jobs.iter().find(|j| j.name == name) else {
-            return Err(Refused::Invalid(if errors.is_empty() {
-                vec![EngineError::Invalid(format!(
-                    "job '{name}' is no longer in its application"
-                ))]
-            } else {
-                std::mem::take(&mut errors)
-            }));
-        };
-        let p = prepare_job(job, &Shutdown::default(), Purpose::Check)
+        let job = self.app_of(name).and_then(|a| self.job_plan(&a, name))?;
+        let p = prepare_job(&job, &Shutdown::default(), Purpose::Check)
             .await
             .map_err(|e| Refused::Invalid(vec![e]))?;
         Ok(velo_config::mask(&velo_engine::runtime::explain_text(&p)).into_owned())
@@ -588,18 +575,7 @@ impl Jobs {
             .inner
             .plan(app)
             .map_err(|e| Refused::Invalid(vec![e]))?;
-        let sd = Shutdown::default();
-        for j in &plan.jobs {
-            if let Err(e) = prepare_job(j, &sd, Purpose::Check).await {
-                let msg = e.to_string();
-                match msg.find(velo_connectors::registry::OFFLINE_MARK) {
-                    Some(i) => plan
-                        .warnings
-                        .push(format!("job '{}': query {}", j.name, &msg[i..])),
-                    None => errors.push(e),
-                }
-            }
-        }
+        velo_engine::plan::check_offline(&mut plan, &mut errors).await;
         if !errors.is_empty() {
             return Err(Refused::Invalid(errors));
         }

@@ -13,7 +13,7 @@ pub mod prepare;
 pub mod resolve;
 pub mod session;
 
-pub use prepare::{PreparedJob, Purpose, prepare_job};
+pub use prepare::{PreparedJob, Purpose, check_offline, prepare_job};
 pub use resolve::{
     AppInputs, AppPlan, JobPlan, PlanOptions, resolve, resolve_all, resolve_inputs, stdout_sink,
 };

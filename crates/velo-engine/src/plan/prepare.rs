@@ -212,6 +212,25 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
     Ok(prepared)
 }
 
+/// Plans every job of `app` connecting to nothing (`velo validate`, a
+/// server's check of a deployment): their errors join `errors`; a job
+/// whose query cannot be checked offline (its schema lives in a remote
+/// system) becomes a warning of `app` instead.
+pub async fn check_offline(app: &mut super::AppPlan, errors: &mut Vec<EngineError>) {
+    let shutdown = crate::Shutdown::default();
+    for j in &app.jobs {
+        if let Err(e) = prepare_job(j, &shutdown, Purpose::Check).await {
+            let msg = e.to_string();
+            match msg.find(velo_connectors::registry::OFFLINE_MARK) {
+                Some(i) => app
+                    .warnings
+                    .push(format!("job '{}': query {}", j.name, &msg[i..])),
+                None => errors.push(e),
+            }
+        }
+    }
+}
+
 /// Phase 1: a source for every FROM/JOIN item.
 async fn build_sources(plan: &JobPlan, purpose: Purpose) -> Result<Vec<Arc<dyn Source>>> {
     let ctx = plan.engine.connector_context(purpose == Purpose::Check);
