@@ -355,6 +355,9 @@ struct Table {
 }
 
 struct Inner {
+    /// The runtime the jobs and their supervisors run on (the REST API
+    /// answers on a thread of its own).
+    runtime: tokio::runtime::Handle,
     engine: Engine,
     limits: Limits,
     store: Store,
@@ -386,7 +389,8 @@ impl Jobs {
     /// The jobs of a server keeping its state in `store`, planning with
     /// `engine` and the global config `config`: the applications deployed
     /// before are hosted again, and the jobs that were running start again
-    /// from their checkpoints (on the current tokio runtime).
+    /// from their checkpoints. Jobs run on the current tokio runtime,
+    /// whichever runtime later calls come from.
     pub fn open(
         engine: Engine,
         limits: Limits,
@@ -396,6 +400,7 @@ impl Jobs {
     ) -> Self {
         let jobs = Self {
             inner: Arc::new(Inner {
+                runtime: tokio::runtime::Handle::current(),
                 engine,
                 limits,
                 store,
@@ -455,7 +460,7 @@ impl Jobs {
     /// Every second, each job's throughput sample.
     fn sample_rates(&self) {
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        self.inner.runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -801,7 +806,9 @@ impl Jobs {
             h.set_phase(Phase::Starting);
             h.generation
         };
-        tokio::spawn(supervise(self.clone(), name.to_string(), generation));
+        self.inner
+            .runtime
+            .spawn(supervise(self.clone(), name.to_string(), generation));
     }
 
     /// Changes job `name` if `generation` is still its own; whether it was.

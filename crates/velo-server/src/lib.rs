@@ -48,27 +48,57 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let jobs = open(registry, &opts)?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}: {e}; pass another address with --listen",
-                opts.listen
-            )
-        })?;
+    let listener = std::net::TcpListener::bind(opts.listen).map_err(|e| {
+        format!(
+            "cannot listen on {}: {e}; pass another address with --listen",
+            opts.listen
+        )
+    })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // the line scripts and tests wait for
     eprintln!(
         "velo server listening on http://{addr} (state: {})",
         opts.state_dir.display()
     );
-    axum::serve(listener, api::router(jobs.clone()))
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| format!("the server failed: {e}"))?;
+    answer(listener, api::router(jobs.clone()), stop).await?;
     eprintln!("stopping: every job commits its current epoch");
     jobs.shutdown(SHUTDOWN_WAIT).await;
     Ok(())
+}
+
+/// Serves `router` on `listener` until `stop`, on a thread and runtime of
+/// its own: jobs that keep every core of the job runtime busy do not slow
+/// the API, the metrics or the dashboard down.
+async fn answer(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("velo-api".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the API's runtime: {e}"))
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+                        let listener = tokio::net::TcpListener::from_std(listener)
+                            .map_err(|e| e.to_string())?;
+                        axum::serve(listener, router)
+                            .with_graceful_shutdown(stop)
+                            .await
+                            .map_err(|e| format!("the server failed: {e}"))
+                    })
+                });
+            let _ = done.send(served);
+        })
+        .map_err(|e| format!("cannot start the API's thread: {e}"))?;
+    finished
+        .await
+        .map_err(|_| "the API's thread ended without a word".to_string())?
 }
 
 /// Phase: the server's settings, engine and state, and the jobs it hosted
