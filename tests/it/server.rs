@@ -876,10 +876,31 @@ fn the_dashboard_lists_the_jobs_and_its_numbers_move_in_a_real_browser() {
 }
 
 #[test]
-fn the_servers_memory_limit_holds_every_jobs_state() {
+fn the_servers_memory_limit_and_batch_timeout_apply_to_every_job() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let s = Server::start(dir, &[("VELO_MAX_MEMORY_MB", "1")]);
+    let s = Server::start(
+        dir,
+        &[
+            ("VELO_MAX_MEMORY_MB", "1"),
+            ("VELO_BATCH_TIMEOUT_MS", "250"),
+        ],
+    );
+    // the server's batch timeout for a job that sets none
+    let plain = "CREATE STREAM plain AS SELECT id FROM src INTO out
+        WITH ('src.type' = 'datagen', 'src.columns' = 'id:sequence(1)', 'src.rate' = '10',
+              'out.type' = 'blackhole');";
+    let (code, v) = s.deploy(plain, "plain", dir);
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = s.call("GET", "/api/jobs/plain/explain", None);
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["explain"]
+            .as_str()
+            .unwrap()
+            .contains("batch.timeout 250ms"),
+        "{v}"
+    );
     // 200,000 distinct keys in one window of an hour: megabytes of groups
     let big = "CREATE STREAM big AS SELECT key, COUNT(*) AS n FROM gen
         GROUP BY key, TUMBLE(ts, INTERVAL '1' HOUR) INTO out
