@@ -261,6 +261,16 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
         v.to_string().contains("rows"),
         "the error names the key: {v}"
     );
+    // a job name is a folder of the state directory: none reaches outside
+    let escape = "CREATE STREAM x AS SELECT id FROM src INTO out
+        WITH ('src.type' = 'datagen', 'src.columns' = 'id:sequence(1)', 'out.type' = 'blackhole',
+              'job.name' = '../../escape');";
+    let (code, v) = s.deploy(escape, "escape", dir);
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot be hosted"),
+        "{v}"
+    );
     let (code, v) = s.call("POST", "/api/jobs", Some(&json!({"sq": 1})));
     assert_eq!(code, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("\"sql\""), "{v}");

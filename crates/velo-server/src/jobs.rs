@@ -603,6 +603,19 @@ impl Jobs {
     fn admit(&self, app: &AppRecord, plan: &AppPlan) -> Result<(), Refused> {
         let l = &self.inner.limits;
         for j in &plan.jobs {
+            // the name is a folder of the state directory and a URL segment
+            let safe = !j.name.is_empty()
+                && j.name.len() <= 200
+                && !j.name.starts_with('.')
+                && j.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !safe {
+                return Err(Refused::Invalid(vec![EngineError::Invalid(format!(
+                    "the job name '{}' cannot be hosted: a server's job names are letters, digits, '-', '_' and '.' (not first), at most 200; rename the stream or set 'job.name'",
+                    j.name
+                ))]));
+            }
             if j.sources.len() > l.max_sources_per_job {
                 return Err(Refused::Limit(format!(
                     "job '{}' reads {} sources; this server allows {} per job ({}={}): split the job or raise the limit",
