@@ -935,3 +935,30 @@ fn the_servers_memory_limit_and_batch_timeout_apply_to_every_job() {
         Some(0.0)
     );
 }
+
+#[test]
+fn a_terminated_server_commits_its_jobs_and_starts_them_again() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut s = Server::start(dir, &[]);
+    let (code, v) = s.deploy(&watch_app("steady", "in", "out"), "steady", dir);
+    assert_eq!(code, 201, "{v}");
+    drop_file(&dir.join("in"), "a.jsonl", 0..20);
+    wait_for(Duration::from_secs(30), "the job to write", || {
+        ids_written(&dir.join("out")).len() == 20
+    });
+    signal(&s.child, "-TERM");
+    let status = s.child.wait().unwrap();
+    let log = s.log();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("every job commits its current epoch"), "{log}");
+    drop(s);
+    drop_file(&dir.join("in"), "b.jsonl", 20..30);
+    let s = Server::start(dir, &[]);
+    s.wait_status("steady", "Running");
+    wait_for(Duration::from_secs(30), "the job to go on", || {
+        ids_written(&dir.join("out")).len() >= 30
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ids_written(&dir.join("out")), (0..30).collect::<Vec<_>>());
+}
