@@ -346,6 +346,11 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
         Some(1.0)
     );
     assert!(sample(&samples, "velo_job_epoch_duration_seconds_count", &job_l).unwrap() >= 1.0);
+    // the epoch that carried the 3 records: read, then committed a moment later
+    let latency = sample(&samples, "velo_job_latency_seconds_count", &job_l).unwrap();
+    assert!(latency >= 1.0, "{latency}");
+    let sum = sample(&samples, "velo_job_latency_seconds_sum", &job_l).unwrap();
+    assert!(sum > 0.0 && sum < 30.0, "{sum}");
     assert!(sample(&samples, "velo_process_resident_memory_bytes", &[]).unwrap() > 0.0);
 
     // limits and names

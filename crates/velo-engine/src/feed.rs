@@ -153,6 +153,8 @@ struct State {
     committer: Option<Arc<dyn PositionCommitter>>,
     /// Event-time watermark of the parts (event time only).
     tracker: Option<WatermarkTracker>,
+    /// When the epoch's first record was read.
+    first_read: Option<std::time::Instant>,
 }
 
 impl State {
@@ -277,6 +279,7 @@ impl EpochFeed {
                 position: None,
                 committer: None,
                 tracker,
+                first_read: None,
             }),
             policy,
             counters,
@@ -560,6 +563,12 @@ impl EpochFeed {
         s.part_records.iter_mut().for_each(|r| *r = 0);
         s.bytes = 0;
         s.batches = 0;
+        s.first_read = None;
+    }
+
+    /// When the current epoch's first record was read, if one was.
+    pub async fn first_read(&self) -> Option<std::time::Instant> {
+        self.state.lock().await.first_read
     }
 
     /// Records delivered in the current epoch.
@@ -868,6 +877,9 @@ impl EpochFeed {
         batch: RecordBatch,
         runs: Option<PartRuns>,
     ) -> Result<RecordBatch, DataFusionError> {
+        if s.first_read.is_none() && batch.num_rows() > 0 {
+            s.first_read = Some(std::time::Instant::now());
+        }
         s.records += batch.num_rows();
         s.part_records[part] += batch.num_rows();
         s.batches += 1;

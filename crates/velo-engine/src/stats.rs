@@ -27,6 +27,10 @@ pub struct Counters {
     /// How long committed epochs took, from the start of reading to the
     /// commit: the longest a record of the epoch waited to be published.
     pub epoch_seconds: Histogram,
+    /// How long the first record of each committed epoch waited, from
+    /// being read to the commit on every sink: the end-to-end latency of
+    /// the epoch's oldest record (ingest to publication).
+    pub latency_seconds: Histogram,
 }
 
 impl Counters {

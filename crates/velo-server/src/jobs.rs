@@ -151,6 +151,9 @@ pub struct JobView {
     pub written_per_second: f64,
     /// How long committed epochs took (current run).
     pub epoch_seconds: Option<velo_engine::stats::HistogramSnapshot>,
+    /// How long each committed epoch's first record waited from being read
+    /// to the commit (current run).
+    pub latency_seconds: Option<velo_engine::stats::HistogramSnapshot>,
 }
 
 impl JobView {
@@ -181,6 +184,7 @@ impl JobView {
             records_per_second: 0.0,
             written_per_second: 0.0,
             epoch_seconds: Some(m.epoch_seconds()),
+            latency_seconds: Some(m.latency_seconds()),
         }
     }
 }
@@ -344,6 +348,7 @@ impl Hosted {
             records_per_second,
             written_per_second,
             epoch_seconds: self.monitor.as_ref().map(JobMonitor::epoch_seconds),
+            latency_seconds: self.monitor.as_ref().map(JobMonitor::latency_seconds),
         }
     }
 }

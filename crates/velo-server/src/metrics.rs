@@ -248,25 +248,37 @@ impl Collector for JobsCollector {
                 j.status.as_ref().map_or(0, |s| s.memory_bytes as i64)
             }),
         )?;
-        self.epoch_durations(&mut enc, v)?;
+        self.histograms(
+            &mut enc,
+            "velo_job_epoch_duration_seconds",
+            "Committed epochs, from the start of reading to the commit on every sink (current run)",
+            v,
+            |j| j.epoch_seconds.as_ref(),
+        )?;
+        self.histograms(
+            &mut enc,
+            "velo_job_latency_seconds",
+            "End-to-end latency of each committed epoch's first (oldest) record: from being read to the commit on every sink (current run)",
+            v,
+            |j| j.latency_seconds.as_ref(),
+        )?;
         self.process(&mut enc)
     }
 }
 
 impl JobsCollector {
-    fn epoch_durations(
+    /// One histogram family: `of` each job's snapshot (current run).
+    fn histograms(
         &self,
         enc: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
         views: &[JobView],
+        of: impl Fn(&JobView) -> Option<&velo_engine::stats::HistogramSnapshot>,
     ) -> Result<(), std::fmt::Error> {
-        let mut family = enc.encode_descriptor(
-            "velo_job_epoch_duration_seconds",
-            "Committed epochs, from the start of reading to the commit on every sink: the longest a record of the epoch waited to be published (current run)",
-            None,
-            MetricType::Histogram,
-        )?;
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
         for j in views {
-            let Some(h) = &j.epoch_seconds else { continue };
+            let Some(h) = of(j) else { continue };
             let in_buckets: u64 = h.buckets.iter().map(|(_, n)| n).sum();
             let count = h.count.max(in_buckets);
             let mut buckets = h.buckets.clone();

@@ -228,6 +228,12 @@ impl JobMonitor {
         self.live.counters.epoch_seconds.snapshot()
     }
 
+    /// How long the first record of each committed epoch waited from
+    /// being read to its commit ([`Counters::latency_seconds`]).
+    pub fn latency_seconds(&self) -> crate::stats::HistogramSnapshot {
+        self.live.counters.latency_seconds.snapshot()
+    }
+
     /// Asks the job to commit the epoch it is in and stop.
     pub fn stop(&self) {
         self.live.set_state(JobState::Stopping);

@@ -238,6 +238,15 @@ impl JobRun {
                 .await?;
                 if Counters::get(&self.p.counters.epochs) > committed {
                     self.p.counters.epoch_seconds.observe(t0.elapsed());
+                    let mut first: Option<Instant> = None;
+                    for (_, f) in self.p.streams() {
+                        if let Some(t) = f.first_read().await {
+                            first = Some(first.map_or(t, |e| e.min(t)));
+                        }
+                    }
+                    if let Some(t) = first {
+                        self.p.counters.latency_seconds.observe(t.elapsed());
+                    }
                 }
             }
         }
