@@ -925,9 +925,11 @@ fn the_servers_memory_limit_and_batch_timeout_apply_to_every_job() {
     let (code, v) = s.deploy(big, "big", dir);
     assert_eq!(code, 201, "{v}");
     let v = s.wait_status("big", "Failed");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("WindowAggregateExec"), "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("WindowAggregateExec"),
-        "{v}"
+        error.contains("VELO_MAX_MEMORY_MB"),
+        "names the server's limit: {v}"
     );
     let samples = scrape(s.port);
     assert_eq!(

@@ -48,7 +48,7 @@ impl StateMemory {
                 other => other.to_string(),
             };
             DataFusionError::ResourcesExhausted(format!(
-                "the state of {} needs {bytes} bytes, more than the memory limit leaves ({why}); raise --memory-limit, use smaller windows or fewer keys, or set a shorter EXPIRE AFTER",
+                "the state of {} needs {bytes} bytes, more than the memory limit leaves ({why}); raise --memory-limit (velo run) or VELO_MAX_MEMORY_MB (velo server), use smaller windows or fewer keys, or set a shorter EXPIRE AFTER",
                 self.name
             ))
         })
