@@ -406,9 +406,9 @@ async fn server(a: ServerArgs) -> Result<(), Failure> {
     };
     velo_server::serve(velostream::registry(), opts, stop)
         .await
-        .map_err(|m| Failure {
-            code: velo_config::ErrorKind::External.exit_code(),
-            message: m,
+        .map_err(|e| Failure {
+            code: e.kind().exit_code(),
+            message: e.to_string(),
         })
 }
 
@@ -514,7 +514,7 @@ async fn metrics_endpoint(
     });
     let serve = velo_server::metrics::metrics_server(addr, snapshots)
         .await
-        .map_err(Failure::user)?;
+        .map_err(|e| Failure::user(e.to_string()))?;
     tokio::spawn(serve);
     eprintln!("metrics on http://{addr}/metrics");
     Ok(Some(Box::new(move |m| {

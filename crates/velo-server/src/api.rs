@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use velo_engine::EngineError;
 
-use crate::jobs::{Deploy, JobView, Jobs, Phase, Refused};
+use crate::error::ServerError;
+use crate::jobs::{Deploy, JobView, Jobs, Phase};
 
 /// How long `stop` and `DELETE` wait for a job to commit its epoch.
 const STOP_WAIT: Duration = Duration::from_secs(60);
@@ -225,10 +226,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Refused> for ApiError {
-    fn from(r: Refused) -> Self {
+impl From<ServerError> for ApiError {
+    fn from(r: ServerError) -> Self {
         match r {
-            Refused::Invalid(errors) => {
+            ServerError::Invalid(errors) => {
                 let mut items = Vec::new();
                 for e in &errors {
                     flatten(e, None, None, &mut items);
@@ -246,10 +247,12 @@ impl From<Refused> for ApiError {
                     },
                 )
             }
-            Refused::Limit(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m, "user"),
-            Refused::Conflict(m) => Self::new(StatusCode::CONFLICT, m, "user"),
-            Refused::NotFound(m) => Self::new(StatusCode::NOT_FOUND, m, "user"),
-            Refused::Failed(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m, "external"),
+            ServerError::Limit(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m, "user"),
+            ServerError::Conflict(m) => Self::new(StatusCode::CONFLICT, m, "user"),
+            ServerError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, m, "user"),
+            ServerError::Io(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m, "external"),
+            // the server's own settings: not the caller's to fix
+            ServerError::Config(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m, "user"),
         }
     }
 }

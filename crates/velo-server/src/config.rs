@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use velo_config::global::GlobalConfig;
 
+use crate::error::{Result, ServerError};
+
 /// How `velo server` was started.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -81,8 +83,8 @@ impl Limits {
     /// The limits from `env` (the process environment) over `global`'s
     /// `server:` section over the defaults; a value that is not a positive
     /// whole number is an error naming where it came from.
-    pub fn resolve(env: &BTreeMap<String, String>, global: &GlobalConfig) -> Result<Self, String> {
-        let get = |l: &Limit| -> Result<Option<u64>, String> {
+    pub fn resolve(env: &BTreeMap<String, String>, global: &GlobalConfig) -> Result<Self> {
+        let get = |l: &Limit| -> Result<Option<u64>> {
             let (origin, value) = match env.get(l.env).filter(|v| !v.trim().is_empty()) {
                 Some(v) => (format!("the environment variable {}", l.env), v),
                 None => match global.variables.get(l.key) {
@@ -92,9 +94,9 @@ impl Limits {
             };
             match value.trim().parse::<u64>() {
                 Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(format!(
+                _ => Err(ServerError::Config(format!(
                     "{origin} is '{value}': write a whole number greater than 0"
-                )),
+                ))),
             }
         };
         let d = Self::default();
@@ -152,7 +154,8 @@ mod tests {
     #[test]
     fn a_bad_limit_names_where_it_came_from() {
         let e = Limits::resolve(&map(&[("VELO_MAX_MEMORY_MB", "lots")]), &Default::default())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("VELO_MAX_MEMORY_MB") && e.contains("lots"),
             "{e}"
@@ -161,7 +164,7 @@ mod tests {
             variables: map(&[("server.max_jobs", "0")]),
             ..Default::default()
         };
-        let e = Limits::resolve(&map(&[]), &global).unwrap_err();
+        let e = Limits::resolve(&map(&[]), &global).unwrap_err().to_string();
         assert!(e.contains("server.max_jobs"), "{e}");
     }
 }

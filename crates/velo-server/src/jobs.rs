@@ -24,6 +24,7 @@ use velo_engine::runtime::{JobHandle, JobMonitor, JobState, JobStatus, Purpose, 
 use velo_engine::{Engine, EngineError, Shutdown};
 
 use crate::config::Limits;
+use crate::error::ServerError;
 use crate::store::{AppRecord, Store, Wanted};
 
 /// Where a hosted job is in its life, as the REST API and the metrics
@@ -202,35 +203,6 @@ pub struct Deploy {
     pub sets: Vec<(String, String)>,
     /// Where relative paths start (default: the server's working folder).
     pub base_dir: Option<PathBuf>,
-}
-
-/// Why a request about jobs was refused.
-#[derive(Debug)]
-pub enum Refused {
-    /// The application has errors: every one of them.
-    Invalid(Vec<EngineError>),
-    /// A limit of the server would be passed.
-    Limit(String),
-    /// A name is taken, or the job is not in a state that allows it.
-    Conflict(String),
-    /// No such job.
-    NotFound(String),
-    /// The server could not do it (its state directory failed).
-    Failed(String),
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Invalid(e) => {
-                let all: Vec<String> = e.iter().map(ToString::to_string).collect();
-                write!(f, "{}", all.join("\n"))
-            }
-            Self::Limit(m) | Self::Conflict(m) | Self::NotFound(m) | Self::Failed(m) => {
-                f.write_str(m)
-            }
-        }
-    }
 }
 
 /// Throughput samples of a job, one a second, for its rate.
@@ -489,7 +461,7 @@ impl Jobs {
     }
 
     /// Job `name`.
-    pub fn get(&self, name: &str) -> Result<JobView, Refused> {
+    pub fn get(&self, name: &str) -> Result<JobView, ServerError> {
         self.table()
             .jobs
             .get(name)
@@ -517,26 +489,26 @@ impl Jobs {
     }
 
     /// The `velo explain` text of job `name` (secrets masked).
-    pub async fn explain(&self, name: &str) -> Result<String, Refused> {
+    pub async fn explain(&self, name: &str) -> Result<String, ServerError> {
         let job = self.app_of(name).and_then(|a| self.job_plan(&a, name))?;
         let p = prepare_job(&job, &Shutdown::default(), Purpose::Check)
             .await
-            .map_err(|e| Refused::Invalid(vec![e]))?;
+            .map_err(|e| ServerError::Invalid(vec![e]))?;
         Ok(velo_config::mask(&velo_engine::runtime::explain_text(&p)).into_owned())
     }
 
-    fn app_of(&self, job: &str) -> Result<AppRecord, Refused> {
+    fn app_of(&self, job: &str) -> Result<AppRecord, ServerError> {
         let t = self.table();
         let h = t.jobs.get(job).ok_or_else(|| not_found(job))?;
         t.apps
             .get(&h.app)
             .cloned()
-            .ok_or_else(|| Refused::Failed(format!("the application of job '{job}' is missing")))
+            .ok_or_else(|| ServerError::Io(format!("the application of job '{job}' is missing")))
     }
 
     /// Deploys an application: checked (every error), admitted against
     /// the limits and the names in use, saved, and its jobs started.
-    pub async fn deploy(&self, d: Deploy) -> Result<(Vec<JobView>, Vec<String>), Refused> {
+    pub async fn deploy(&self, d: Deploy) -> Result<(Vec<JobView>, Vec<String>), ServerError> {
         let record = AppRecord {
             app: String::new(),
             sql: d.sql,
@@ -563,7 +535,7 @@ impl Jobs {
         self.admit(&record, &plan)?;
         if let Err(e) = self.inner.store.save(&record) {
             self.forget(&record);
-            return Err(Refused::Failed(e));
+            return Err(e);
         }
         let names: Vec<String> = record.jobs.keys().cloned().collect();
         for n in &names {
@@ -575,22 +547,22 @@ impl Jobs {
 
     /// Phase: the application resolved and its jobs planned offline, as
     /// `velo validate` does; every error, or the plan and its warnings.
-    async fn check(&self, app: &AppRecord) -> Result<(AppPlan, Vec<String>), Refused> {
+    async fn check(&self, app: &AppRecord) -> Result<(AppPlan, Vec<String>), ServerError> {
         if app.sql.trim().is_empty() {
-            return Err(Refused::Invalid(vec![EngineError::Invalid(
+            return Err(ServerError::Invalid(vec![EngineError::Invalid(
                 "the application is empty: send the SQL text of CREATE STREAM / CREATE TABLE statements in 'sql'".into(),
             )]));
         }
         let (mut plan, mut errors) = self
             .inner
             .plan(app)
-            .map_err(|e| Refused::Invalid(vec![e]))?;
+            .map_err(|e| ServerError::Invalid(vec![e]))?;
         velo_engine::plan::check_offline(&mut plan, &mut errors).await;
         if !errors.is_empty() {
-            return Err(Refused::Invalid(errors));
+            return Err(ServerError::Invalid(errors));
         }
         if plan.jobs.is_empty() {
-            return Err(Refused::Invalid(vec![EngineError::Invalid(
+            return Err(ServerError::Invalid(vec![EngineError::Invalid(
                 "the application has no job: it needs a CREATE STREAM or CREATE TABLE ... AS SELECT statement".into(),
             )]));
         }
@@ -605,7 +577,7 @@ impl Jobs {
     /// Phase: the names are free and the limits hold; the jobs are entered
     /// (stopped) in the same lock, so that two deployments cannot both
     /// take the last place.
-    fn admit(&self, app: &AppRecord, plan: &AppPlan) -> Result<(), Refused> {
+    fn admit(&self, app: &AppRecord, plan: &AppPlan) -> Result<(), ServerError> {
         let l = &self.inner.limits;
         for j in &plan.jobs {
             // the name is a folder of the state directory and a URL segment
@@ -616,13 +588,13 @@ impl Jobs {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !safe {
-                return Err(Refused::Invalid(vec![EngineError::Invalid(format!(
+                return Err(ServerError::Invalid(vec![EngineError::Invalid(format!(
                     "the job name '{}' cannot be hosted: a server's job names are letters, digits, '-', '_' and '.' (not first), at most 200; rename the stream or set 'job.name'",
                     j.name
                 ))]));
             }
             if j.sources.len() > l.max_sources_per_job {
-                return Err(Refused::Limit(format!(
+                return Err(ServerError::Limit(format!(
                     "job '{}' reads {} sources; this server allows {} per job ({}={}): split the job or raise the limit",
                     j.name,
                     j.sources.len(),
@@ -632,7 +604,7 @@ impl Jobs {
                 )));
             }
             if j.sinks.len() > l.max_sinks_per_job {
-                return Err(Refused::Limit(format!(
+                return Err(ServerError::Limit(format!(
                     "job '{}' writes {} sinks; this server allows {} per job ({}={}): split the job or raise the limit",
                     j.name,
                     j.sinks.len(),
@@ -644,21 +616,21 @@ impl Jobs {
         }
         let mut t = self.table();
         if t.apps.contains_key(&app.app) {
-            return Err(Refused::Conflict(format!(
+            return Err(ServerError::Conflict(format!(
                 "an application named '{}' is deployed already: drop its jobs first, or deploy under another name",
                 app.app
             )));
         }
         for j in &plan.jobs {
             if t.jobs.contains_key(&j.name) {
-                return Err(Refused::Conflict(format!(
+                return Err(ServerError::Conflict(format!(
                     "a job named '{0}' is deployed already: DELETE /api/jobs/{0} first, or name the stream differently",
                     j.name
                 )));
             }
         }
         if t.jobs.len() + plan.jobs.len() > l.max_jobs {
-            return Err(Refused::Limit(format!(
+            return Err(ServerError::Limit(format!(
                 "the server hosts {} job(s) and this application has {}; it allows {} ({}={}): drop a job or raise the limit",
                 t.jobs.len(),
                 plan.jobs.len(),
@@ -684,7 +656,7 @@ impl Jobs {
     }
 
     /// Records job `name`'s wanted state in its saved application.
-    fn want(&self, name: &str, wanted: Wanted) -> Result<(), Refused> {
+    fn want(&self, name: &str, wanted: Wanted) -> Result<(), ServerError> {
         let record = {
             let mut t = self.table();
             let app = t
@@ -693,21 +665,21 @@ impl Jobs {
                 .map(|h| h.app.clone())
                 .ok_or_else(|| not_found(name))?;
             let Some(a) = t.apps.get_mut(&app) else {
-                return Err(Refused::Failed(format!(
+                return Err(ServerError::Io(format!(
                     "the application of job '{name}' is missing"
                 )));
             };
             a.jobs.insert(name.to_string(), wanted);
             a.clone()
         };
-        self.inner.store.save(&record).map_err(Refused::Failed)
+        self.inner.store.save(&record)
     }
 
     /// Starts a stopped, finished or failed job again (from its checkpoint).
-    pub fn start(&self, name: &str) -> Result<JobView, Refused> {
+    pub fn start(&self, name: &str) -> Result<JobView, ServerError> {
         let phase = self.get(name)?.phase;
         if phase.is_active() {
-            return Err(Refused::Conflict(format!(
+            return Err(ServerError::Conflict(format!(
                 "job '{name}' is {} already; stop it first to start it again",
                 phase.as_str()
             )));
@@ -719,7 +691,7 @@ impl Jobs {
 
     /// Stops job `name` after it commits the epoch it is in; waits (up to
     /// `wait`) until it has.
-    pub async fn stop(&self, name: &str, wait: Duration) -> Result<JobView, Refused> {
+    pub async fn stop(&self, name: &str, wait: Duration) -> Result<JobView, ServerError> {
         self.want(name, Wanted::Stopped)?;
         {
             let mut t = self.table();
@@ -746,7 +718,7 @@ impl Jobs {
     }
 
     /// Waits until job `name` is at rest (or `wait` passed).
-    async fn settle(&self, name: &str, wait: Duration) -> Result<JobView, Refused> {
+    async fn settle(&self, name: &str, wait: Duration) -> Result<JobView, ServerError> {
         let until = Instant::now() + wait;
         loop {
             let v = self.get(name)?;
@@ -759,10 +731,15 @@ impl Jobs {
 
     /// Drops job `name`: stopped first (committing), then forgotten; with
     /// `purge`, its checkpoints are removed too.
-    pub async fn drop_job(&self, name: &str, purge: bool, wait: Duration) -> Result<(), Refused> {
+    pub async fn drop_job(
+        &self,
+        name: &str,
+        purge: bool,
+        wait: Duration,
+    ) -> Result<(), ServerError> {
         let v = self.stop(name, wait).await?;
         if v.phase.is_active() {
-            return Err(Refused::Conflict(format!(
+            return Err(ServerError::Conflict(format!(
                 "job '{name}' is still committing its epoch after {}s; try again",
                 wait.as_secs()
             )));
@@ -785,10 +762,9 @@ impl Jobs {
             Some(a) if a.jobs.is_empty() => self.inner.store.remove(&a.app),
             Some(a) => self.inner.store.save(&a),
             None => Ok(()),
-        }
-        .map_err(Refused::Failed)?;
+        }?;
         if purge {
-            self.inner.store.purge(name).map_err(Refused::Failed)?;
+            self.inner.store.purge(name)?;
         }
         Ok(())
     }
@@ -896,13 +872,13 @@ impl Jobs {
     }
 
     /// The plan of job `name` of `app`, with the server's defaults.
-    fn job_plan(&self, app: &AppRecord, name: &str) -> Result<JobPlan, Refused> {
+    fn job_plan(&self, app: &AppRecord, name: &str) -> Result<JobPlan, ServerError> {
         let (plan, errors) = self
             .inner
             .plan(app)
-            .map_err(|e| Refused::Invalid(vec![e]))?;
+            .map_err(|e| ServerError::Invalid(vec![e]))?;
         let Some(mut job) = plan.jobs.into_iter().find(|j| j.name == name) else {
-            return Err(Refused::Invalid(if errors.is_empty() {
+            return Err(ServerError::Invalid(if errors.is_empty() {
                 vec![EngineError::Invalid(format!(
                     "job '{name}' is no longer in its application"
                 ))]
@@ -940,8 +916,8 @@ impl Inner {
     }
 }
 
-fn not_found(name: &str) -> Refused {
-    Refused::NotFound(format!(
+fn not_found(name: &str) -> ServerError {
+    ServerError::NotFound(format!(
         "no job named '{name}' is deployed: GET /api/jobs lists the jobs"
     ))
 }

@@ -13,7 +13,8 @@
 //!   the state directory, so that a restarted server (also after
 //!   `kill -9`) resumes every job that was running from its checkpoint;
 //! - [`config`]: the listen address, state directory and the limits;
-//! - [`client`]: `velo deploy`, `velo jobs`, ... against a running server.
+//! - [`client`]: `velo deploy`, `velo jobs`, ... against a running server;
+//! - [`error`]: the crate's one error enum, each error with its kind.
 //!
 //! The binary hands [`serve`] its connector registry; this crate names no
 //! connector.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod store;
@@ -34,6 +36,7 @@ use velo_connectors::registry::Registry;
 use velo_engine::Engine;
 
 pub use config::{Limits, ServerOptions};
+pub use error::{Result, ServerError};
 pub use jobs::Jobs;
 
 /// How long the jobs get to commit their epoch when the server stops.
@@ -46,15 +49,17 @@ pub async fn serve(
     registry: Registry,
     opts: ServerOptions,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<()> {
     let jobs = open(registry, &opts)?;
     let listener = std::net::TcpListener::bind(opts.listen).map_err(|e| {
-        format!(
+        ServerError::Io(format!(
             "cannot listen on {}: {e}; pass another address with --listen",
             opts.listen
-        )
+        ))
     })?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
     // the line scripts and tests wait for
     eprintln!(
         "velo server listening on http://{addr} (state: {})",
@@ -73,8 +78,8 @@ async fn answer(
     listener: std::net::TcpListener,
     router: axum::Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let (done, finished) = tokio::sync::oneshot::channel();
+) -> Result<()> {
+    let (done, finished) = tokio::sync::oneshot::channel::<std::result::Result<(), String>>();
     std::thread::Builder::new()
         .name("velo-api".into())
         .spawn(move || {
@@ -95,18 +100,19 @@ async fn answer(
                 });
             let _ = done.send(served);
         })
-        .map_err(|e| format!("cannot start the API's thread: {e}"))?;
+        .map_err(|e| ServerError::Io(format!("cannot start the API's thread: {e}")))?;
     finished
         .await
-        .map_err(|_| "the API's thread ended without a word".to_string())?
+        .map_err(|_| ServerError::Io("the API's thread ended without a word".into()))?
+        .map_err(ServerError::Io)
 }
 
 /// Phase: the server's settings, engine and state, and the jobs it hosted
 /// before, started again.
-fn open(registry: Registry, opts: &ServerOptions) -> Result<Jobs, String> {
+fn open(registry: Registry, opts: &ServerOptions) -> Result<Jobs> {
     let global = Discovery::from_process(opts.config.clone(), None)
         .load()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ServerError::Config(e.to_string()))?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let limits = Limits::resolve(&env, &global)?;
     let engine = match limits.max_memory_mb {

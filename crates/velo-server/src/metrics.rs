@@ -56,9 +56,11 @@ pub type Snapshots = std::sync::Arc<dyn Fn() -> Snapshot + Send + Sync>;
 pub async fn metrics_server(
     addr: std::net::SocketAddr,
     snapshots: Snapshots,
-) -> Result<impl std::future::Future<Output = ()> + Send, String> {
+) -> crate::Result<impl std::future::Future<Output = ()> + Send> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        format!("cannot serve metrics on {addr}: {e}; pass another address with --metrics-addr")
+        crate::ServerError::Io(format!(
+            "cannot serve metrics on {addr}: {e}; pass another address with --metrics-addr"
+        ))
     })?;
     let app = axum::Router::new()
         .route(

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Result, ServerError};
+
 /// Whether a job should run when the server starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,13 +55,13 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating) the state directory `root`.
-    pub fn open(root: &Path) -> Result<Self, String> {
+    pub fn open(root: &Path) -> Result<Self> {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         std::fs::create_dir_all(root.join("apps")).map_err(|e| {
-            format!(
+            ServerError::Io(format!(
                 "cannot create the server's state directory {}: {e}; pass --state-dir with a writable folder",
                 root.display()
-            )
+            ))
         })?;
         Ok(Self { root })
     }
@@ -107,7 +109,7 @@ impl Store {
     }
 
     /// Writes `app` atomically.
-    pub fn save(&self, app: &AppRecord) -> Result<(), String> {
+    pub fn save(&self, app: &AppRecord) -> Result<()> {
         let path = self.app_path(&app.app);
         let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
@@ -126,24 +128,33 @@ impl Store {
             std::fs::rename(&tmp, &path)?;
             std::fs::File::open(self.root.join("apps"))?.sync_all()
         };
-        write().map_err(|e| format!("cannot save the application to {}: {e}", path.display()))
+        write().map_err(|e| {
+            ServerError::Io(format!(
+                "cannot save the application to {}: {e}",
+                path.display()
+            ))
+        })
     }
 
     /// Removes application `app`.
-    pub fn remove(&self, app: &str) -> Result<(), String> {
+    pub fn remove(&self, app: &str) -> Result<()> {
         match std::fs::remove_file(self.app_path(app)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove application '{app}': {e}")),
+            Err(e) => Err(ServerError::Io(format!(
+                "cannot remove application '{app}': {e}"
+            ))),
         }
     }
 
     /// Removes the checkpoints of job `job`.
-    pub fn purge(&self, job: &str) -> Result<(), String> {
+    pub fn purge(&self, job: &str) -> Result<()> {
         match std::fs::remove_dir_all(self.job_checkpoints(job)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove the state of job '{job}': {e}")),
+            Err(e) => Err(ServerError::Io(format!(
+                "cannot remove the state of job '{job}': {e}"
+            ))),
         }
     }
 }
