@@ -18,7 +18,8 @@ pub struct Client {
 
 /// A failed command: its exit code (1: refused, 2: the server cannot be
 /// reached) and what to tell the user.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct ClientError {
     /// Exit code.
     pub code: u8,
