@@ -74,6 +74,21 @@ impl Server {
         v
     }
 
+    /// Waits until job `job` has committed two more epochs (an idle
+    /// watching job commits empty ones): whatever it still had to write,
+    /// a duplicate say, is written by then.
+    fn two_more_epochs(&self, job: &str) {
+        let epochs = |s: &Self| {
+            s.status(job)["metrics"]["batches_processed"]
+                .as_u64()
+                .unwrap()
+        };
+        let from = epochs(self);
+        wait_for(Duration::from_secs(30), "two more epochs", || {
+            epochs(self) >= from + 2
+        });
+    }
+
     fn wait_status(&self, job: &str, want: &str) -> Value {
         let mut last = Value::Null;
         let ok = wait_until(Duration::from_secs(60), || {
@@ -374,6 +389,7 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
     assert_eq!(v["status"], "Stopped", "{v}");
     assert_eq!(v["sources"]["incoming"], "Disconnected", "{v}");
     drop_file(&dir.join("in"), "b.jsonl", 4..6);
+    // an absence: give a job that wrongly still runs time to read it
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         ids_written(&dir.join("out")).len(),
@@ -391,7 +407,7 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
     wait_for(Duration::from_secs(30), "5 records written", || {
         ids_written(&dir.join("out")).len() >= 5
     });
-    std::thread::sleep(Duration::from_millis(300));
+    s.two_more_epochs("doubled");
     assert_eq!(ids_written(&dir.join("out")), vec![1, 2, 3, 4, 5]);
     // 3 read before the stop and 2 after: the first file was not read again
     let v = s.status("doubled");
@@ -461,7 +477,7 @@ fn a_killed_server_resumes_running_jobs_and_keeps_stopped_ones_stopped() {
         "the resumed job to catch up",
         || ids_written(&dir.join("out1")).len() >= 250,
     );
-    std::thread::sleep(Duration::from_millis(500));
+    s.two_more_epochs("kept");
     assert_eq!(
         ids_written(&dir.join("out1")),
         (0..250).collect::<Vec<_>>(),
@@ -968,6 +984,6 @@ fn a_terminated_server_commits_its_jobs_and_starts_them_again() {
     wait_for(Duration::from_secs(30), "the job to go on", || {
         ids_written(&dir.join("out")).len() >= 30
     });
-    std::thread::sleep(Duration::from_millis(300));
+    s.two_more_epochs("steady");
     assert_eq!(ids_written(&dir.join("out")), (0..30).collect::<Vec<_>>());
 }

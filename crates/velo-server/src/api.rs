@@ -538,15 +538,10 @@ async fn drop_job(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let mut purge = false;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+    let query = query.unwrap_or_default();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if k == "purge_state" {
-            purge = match v {
+            purge = match v.as_ref() {
                 "true" | "1" => true,
                 "false" | "0" => false,
                 _ => {

@@ -60,13 +60,12 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Io(e.to_string()))?;
-    // the line scripts and tests wait for
-    eprintln!(
+    tracing::info!(
         "velo server listening on http://{addr} (state: {})",
         opts.state_dir.display()
     );
     answer(listener, api::router(jobs.clone()), stop).await?;
-    eprintln!("stopping: every job commits its current epoch");
+    tracing::info!("stopping: every job commits its current epoch");
     jobs.shutdown(SHUTDOWN_WAIT).await;
     Ok(())
 }

@@ -159,18 +159,21 @@ impl Store {
     }
 }
 
-/// A name as a file name: letters, digits, `-`, `_` and `.` kept, the rest
-/// written as `%XX`, so that no name reaches outside the folder.
+/// Bytes a name keeps in its file name: letters, digits, `-`, `_` and `.`
+/// (a leading `.` is encoded by [`file_name`]).
+const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
+/// A name as a file name: the rest percent-encoded, a leading dot too, so
+/// that no name reaches outside the folder or hides.
 fn file_name(name: &str) -> String {
-    let mut out = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && !out.is_empty()) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    let encoded = percent_encoding::utf8_percent_encode(name, KEPT).to_string();
+    match encoded.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None => encoded,
     }
-    out
 }
 
 #[cfg(test)]
