@@ -382,6 +382,16 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
     );
     let (code, v) = s.deploy(&watch_app("doubled", "in", "out"), "again", dir);
     assert_eq!(code, 409, "{v}");
+    // another application writing the same file is refused too
+    let (code, v) = s.deploy(&watch_app("copycat", "elsewhere", "out"), "copycat", dir);
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("which job 'doubled' writes already"),
+        "{v}"
+    );
 
     // stop commits and stops; input arriving meanwhile waits
     let (code, v) = s.call("POST", "/api/jobs/doubled/stop", None);

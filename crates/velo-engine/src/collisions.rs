@@ -100,6 +100,16 @@ fn outputs(jobs: &[JobPlan]) -> Vec<Output<'_>> {
     out
 }
 
+/// The files and path templates `job` writes (file sinks and its
+/// dead-letter file), absolute and normalized: a job server compares them
+/// with those of the jobs it hosts already.
+pub fn file_outputs(job: &JobPlan) -> Vec<PathBuf> {
+    outputs(std::slice::from_ref(job))
+        .into_iter()
+        .map(|o| o.path)
+        .collect()
+}
+
 /// One error per file (or template) written by more than one sink.
 fn shared_outputs(jobs: &[JobPlan]) -> Vec<EngineError> {
     let mut by_path: BTreeMap<PathBuf, Vec<Output<'_>>> = BTreeMap::new();

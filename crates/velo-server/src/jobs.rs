@@ -239,6 +239,8 @@ impl Rate {
 /// A hosted job.
 struct Hosted {
     app: String,
+    /// The files it writes, to refuse another job writing them too.
+    outputs: Vec<PathBuf>,
     sources: Vec<String>,
     sinks: Vec<String>,
     phase: Phase,
@@ -260,6 +262,7 @@ impl Hosted {
     fn new(app: &str, plan: Option<&JobPlan>) -> Self {
         Self {
             app: app.to_string(),
+            outputs: plan.map_or_else(Vec::new, velo_engine::collisions::file_outputs),
             sources: plan.map_or_else(Vec::new, |p| {
                 p.sources.iter().map(|c| c.name.clone()).collect()
             }),
@@ -627,6 +630,17 @@ impl Jobs {
                     "a job named '{0}' is deployed already: DELETE /api/jobs/{0} first, or name the stream differently",
                     j.name
                 )));
+            }
+        }
+        for j in &plan.jobs {
+            for path in velo_engine::collisions::file_outputs(j) {
+                if let Some((other, _)) = t.jobs.iter().find(|(_, h)| h.outputs.contains(&path)) {
+                    return Err(ServerError::Conflict(format!(
+                        "job '{}' would write '{}', which job '{other}' writes already: their epochs would overwrite each other's output; give it its own path",
+                        j.name,
+                        path.display()
+                    )));
+                }
             }
         }
         if t.jobs.len() + plan.jobs.len() > l.max_jobs {
