@@ -52,6 +52,8 @@ fn start(dir: &Path) -> Server {
             "server",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--flight",
+            "off",
             "--state-dir",
             "state",
         ])

@@ -136,6 +136,10 @@ struct ServerArgs {
     /// Address of the REST API, the metrics and the dashboard.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
+    /// Address of the Arrow Flight SQL endpoint (ADBC, pyarrow.flight,
+    /// JDBC), or `off`.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:50051", value_parser = flight_addr)]
+    flight: FlightAddr,
     /// Where deployed applications and the jobs' checkpoints are kept.
     #[arg(long = "state-dir", value_name = "DIR", default_value = ".velo-server")]
     state_dir: PathBuf,
@@ -382,10 +386,24 @@ fn stop_on_signals(shutdown: Shutdown) {
     });
 }
 
+/// `--flight`: an address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct FlightAddr(Option<std::net::SocketAddr>);
+
+fn flight_addr(s: &str) -> Result<FlightAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(FlightAddr(None));
+    }
+    s.parse()
+        .map(|a| FlightAddr(Some(a)))
+        .map_err(|e| format!("{e}: write an address like 127.0.0.1:50051, or off"))
+}
+
 async fn server(a: ServerArgs) -> Result<(), Failure> {
     let opts = velo_server::ServerOptions {
         config: a.config,
         listen: a.listen,
+        flight: a.flight.0,
         state_dir: a.state_dir,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

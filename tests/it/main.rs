@@ -8,6 +8,7 @@ mod chains;
 mod common;
 mod docs;
 mod failures;
+mod flight;
 mod fuzz_corpus;
 mod golden;
 mod hostile;

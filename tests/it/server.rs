@@ -14,17 +14,25 @@ use serde_json::{Value, json};
 use crate::common::{free_port, signal, velo, wait_for, wait_until};
 
 /// A `velo server` on a free port of 127.0.0.1, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
+pub(crate) struct Server {
+    pub child: Child,
+    pub port: u16,
+    /// The Flight SQL endpoint's port.
+    pub flight: u16,
     log: PathBuf,
 }
 
 impl Server {
     /// Starts `velo server` in `dir` (state in `dir/state`) and waits until
     /// it answers.
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, env, &[])
+    }
+
+    /// [`Self::start`] with more arguments (`--config F`, say).
+    pub fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let port = free_port();
+        let flight = free_port();
         let log = dir.join(format!("server-{port}.log"));
         let mut c = velo();
         c.current_dir(dir)
@@ -32,9 +40,12 @@ impl Server {
                 "server",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--flight",
+                &format!("127.0.0.1:{flight}"),
                 "--state-dir",
                 "state",
             ])
+            .args(args)
             .env("HOME", dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -42,25 +53,30 @@ impl Server {
             c.env(k, v);
         }
         let child = c.spawn().expect("velo server starts");
-        let s = Self { child, port, log };
+        let s = Self {
+            child,
+            port,
+            flight,
+            log,
+        };
         wait_for(Duration::from_secs(30), "the server to answer", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         s
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// One request; the status and the body (JSON when it is).
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let (code, text) = request(self.port, method, path, body);
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (code, v)
     }
 
-    fn deploy(&self, sql: &str, name: &str, dir: &Path) -> (u16, Value) {
+    pub fn deploy(&self, sql: &str, name: &str, dir: &Path) -> (u16, Value) {
         self.call(
             "POST",
             "/api/jobs",
@@ -68,7 +84,7 @@ impl Server {
         )
     }
 
-    fn status(&self, job: &str) -> Value {
+    pub fn status(&self, job: &str) -> Value {
         let (code, v) = self.call("GET", &format!("/api/jobs/{job}/status"), None);
         assert_eq!(code, 200, "{v}");
         v
@@ -89,7 +105,7 @@ impl Server {
         });
     }
 
-    fn wait_status(&self, job: &str, want: &str) -> Value {
+    pub fn wait_status(&self, job: &str, want: &str) -> Value {
         let mut last = Value::Null;
         let ok = wait_until(Duration::from_secs(60), || {
             last = self.status(job);
@@ -208,12 +224,12 @@ fn ids_written(dir: &Path) -> Vec<u64> {
     ids
 }
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// Every sample of the server's `/metrics`, parsed by prometheus_client.
-fn scrape(port: u16) -> Vec<Value> {
+pub(crate) fn scrape(port: u16) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/metrics_check.py");
     let o = Command::new(python())
         .arg(script)
@@ -233,7 +249,7 @@ fn scrape(port: u16) -> Vec<Value> {
 }
 
 /// The value of sample `name` with `labels` (a subset).
-fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))

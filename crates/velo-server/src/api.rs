@@ -3,6 +3,7 @@
 //! (`{"error": ..., "errors": [...]}`) with a message that says what to do.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use velo_engine::EngineError;
 
+use crate::auth::Auth;
 use crate::error::ServerError;
 use crate::jobs::{Deploy, JobView, Jobs, Phase};
 
@@ -143,6 +145,8 @@ pub struct JobStatusDoc {
     pub watermark: Option<String>,
     /// How far the watermark is behind the wall clock, in ms.
     pub lag_ms: Option<i64>,
+    /// Flight SQL clients subscribed to its committed epochs.
+    pub subscribers: usize,
 }
 
 /// A job's plan, as `velo explain` prints it (secrets masked).
@@ -352,7 +356,8 @@ fn metrics(v: &JobView) -> JobMetrics {
     }
 }
 
-fn status_doc(v: &JobView) -> JobStatusDoc {
+/// The seeds' status document of a job.
+pub(crate) fn status_doc(v: &JobView) -> JobStatusDoc {
     let s = summary(v);
     let watermark = v.status.as_ref().and_then(|s| s.watermark);
     JobStatusDoc {
@@ -367,6 +372,7 @@ fn status_doc(v: &JobView) -> JobStatusDoc {
         metrics: metrics(v),
         watermark: watermark.and_then(rfc3339_ms),
         lag_ms: watermark.map(|w| chrono::Utc::now().timestamp_millis() - w),
+        subscribers: v.subscribers,
     }
 }
 
@@ -658,8 +664,41 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The REST API's routes over `jobs`.
-pub fn router(jobs: Jobs) -> Router {
+/// Refuses a request without valid credentials when `auth` is set (401,
+/// asking a browser for a basic user when there are users).
+async fn authenticate(
+    State(auth): State<Option<Arc<Auth>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(a) = auth else {
+        return next.run(request).await;
+    };
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match a.check(header) {
+        Ok(_) => next.run(request).await,
+        Err(e) => {
+            let mut r =
+                ApiError::new(StatusCode::UNAUTHORIZED, e.to_string(), "user").into_response();
+            let challenge = if a.has_users() {
+                "Basic realm=\"velo\", charset=\"UTF-8\""
+            } else {
+                "Bearer realm=\"velo\""
+            };
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+            r
+        }
+    }
+}
+
+/// The REST API's routes over `jobs`, each call checked against `auth`.
+pub fn router(jobs: Jobs, auth: Option<Arc<Auth>>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/api/jobs", post(deploy).get(list))
@@ -676,4 +715,5 @@ pub fn router(jobs: Jobs) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(jobs)
+        .layer(axum::middleware::from_fn_with_state(auth, authenticate))
 }

@@ -19,8 +19,47 @@ pub struct ServerOptions {
     pub config: Option<PathBuf>,
     /// `--listen`: the REST API, metrics and dashboard.
     pub listen: SocketAddr,
+    /// `--flight`: the Arrow Flight SQL endpoint, if any.
+    pub flight: Option<SocketAddr>,
     /// `--state-dir`: deployed applications and every job's checkpoints.
     pub state_dir: PathBuf,
+}
+
+/// TLS for the REST API and the Flight SQL endpoint, from
+/// `server.tls.cert` and `server.tls.key` (PEM files).
+#[derive(Clone)]
+pub struct Tls {
+    /// The certificate chain (PEM).
+    pub cert: Vec<u8>,
+    /// The private key (PEM).
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
+}
+
+impl Tls {
+    /// The files `global` names, read; `None` when neither is set.
+    pub fn from_config(global: &GlobalConfig) -> Result<Option<Self>> {
+        let get = |k: &str| global.variables.get(k).filter(|v| !v.trim().is_empty());
+        let read = |k: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| ServerError::Config(format!("{k}: cannot read '{path}': {e}")))
+        };
+        match (get("server.tls.cert"), get("server.tls.key")) {
+            (None, None) => Ok(None),
+            (Some(c), Some(k)) => Ok(Some(Self {
+                cert: read("server.tls.cert", c)?,
+                key: read("server.tls.key", k)?,
+            })),
+            _ => Err(ServerError::Config(
+                "TLS needs both server.tls.cert and server.tls.key (PEM files)".into(),
+            )),
+        }
+    }
 }
 
 /// The limits a deployment is checked against.

@@ -15,17 +15,41 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use velo_config::global::Discovery;
 use velo_config::{ErrorKind, RestartPolicy, VarContext};
 use velo_engine::plan::{AppInputs, AppPlan, JobPlan, resolve_inputs};
-use velo_engine::runtime::{JobHandle, JobMonitor, JobState, JobStatus, Purpose, prepare_job};
+use velo_engine::runtime::{
+    JobHandle, JobMonitor, JobState, JobStatus, Published, Purpose, Tap, prepare_job,
+};
 use velo_engine::{Engine, EngineError, Shutdown};
 
 use crate::config::Limits;
 use crate::error::ServerError;
 use crate::store::{AppRecord, Store, Wanted};
+
+/// Committed epochs a subscriber may fall behind before it is told it
+/// lagged (each holds that epoch's rows).
+const TAP_EPOCHS: usize = 64;
+
+/// What a subscriber of a job receives: its output's schema, and each
+/// committed epoch from now on.
+pub struct Subscription {
+    /// The rows of each epoch (with `_op` for an updating result).
+    pub schema: SchemaRef,
+    /// The committed epochs.
+    pub epochs: tokio::sync::broadcast::Receiver<Arc<Published>>,
+}
+
+/// A job's kind as a query sees it.
+pub enum Queryable {
+    /// A `CREATE TABLE` job: its rows as of its last committed epoch.
+    Table(SchemaRef, Vec<arrow::array::RecordBatch>),
+    /// A `CREATE STREAM` job: nothing kept, only subscribed to.
+    Stream(SchemaRef),
+}
 
 /// Where a hosted job is in its life, as the REST API and the metrics
 /// name it.
@@ -155,6 +179,8 @@ pub struct JobView {
     /// How long each committed epoch's first record waited from being read
     /// to the commit (current run).
     pub latency_seconds: Option<velo_engine::stats::HistogramSnapshot>,
+    /// Clients subscribed to its committed epochs (`EMIT CHANGES`).
+    pub subscribers: usize,
 }
 
 impl JobView {
@@ -186,6 +212,7 @@ impl JobView {
             written_per_second: 0.0,
             epoch_seconds: Some(m.epoch_seconds()),
             latency_seconds: Some(m.latency_seconds()),
+            subscribers: 0,
         }
     }
 }
@@ -256,6 +283,13 @@ struct Hosted {
     last: Option<JobStatus>,
     wake: Arc<Notify>,
     rate: Rate,
+    /// Where every run of the job sends its committed epochs, for
+    /// subscribers (`EMIT CHANGES` over Flight SQL).
+    tap: Tap,
+    /// The rows it writes, once a run was prepared.
+    output: Option<SchemaRef>,
+    /// A `CREATE TABLE` job's table, from its current or last run.
+    table: Option<Arc<velo_engine::tables::Table>>,
 }
 
 impl Hosted {
@@ -280,6 +314,9 @@ impl Hosted {
             last: None,
             wake: Arc::new(Notify::new()),
             rate: Rate::default(),
+            tap: tokio::sync::broadcast::channel(TAP_EPOCHS).0,
+            output: None,
+            table: None,
         }
     }
 
@@ -324,6 +361,7 @@ impl Hosted {
             written_per_second,
             epoch_seconds: self.monitor.as_ref().map(JobMonitor::epoch_seconds),
             latency_seconds: self.monitor.as_ref().map(JobMonitor::latency_seconds),
+            subscribers: self.tap.receiver_count(),
         }
     }
 }
@@ -498,6 +536,63 @@ impl Jobs {
             .await
             .map_err(|e| ServerError::Invalid(vec![e]))?;
         Ok(velo_config::mask(&velo_engine::runtime::explain_text(&p)).into_owned())
+    }
+
+    /// Subscribes to job `name`'s committed epochs from now on.
+    pub async fn subscribe(&self, name: &str) -> Result<Subscription, ServerError> {
+        let epochs = {
+            let t = self.table();
+            t.jobs
+                .get(name)
+                .ok_or_else(|| not_found(name))?
+                .tap
+                .subscribe()
+        };
+        Ok(Subscription {
+            schema: self.output_schema(name).await?,
+            epochs,
+        })
+    }
+
+    /// The rows job `name` writes: known once a run was prepared, else
+    /// planned now.
+    pub async fn output_schema(&self, name: &str) -> Result<SchemaRef, ServerError> {
+        if let Some(s) = self
+            .table()
+            .jobs
+            .get(name)
+            .ok_or_else(|| not_found(name))?
+            .output
+            .clone()
+        {
+            return Ok(s);
+        }
+        let job = self.app_of(name).and_then(|a| self.job_plan(&a, name))?;
+        let p = prepare_job(&job, &Shutdown::default(), Purpose::Check)
+            .await
+            .map_err(|e| ServerError::Invalid(vec![e]))?;
+        Ok(p.output_schema())
+    }
+
+    /// Every job that has run, as a query sees it: tables with their rows
+    /// as of their last committed epoch, streams with their schema.
+    pub fn queryable(&self) -> BTreeMap<String, Queryable> {
+        let t = self.table();
+        t.jobs
+            .iter()
+            .filter_map(|(n, h)| {
+                let q = match (&h.table, &h.output) {
+                    (Some(table), _) => {
+                        let rows = table.rows();
+                        let rows = rows.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        Queryable::Table(table.schema(), rows)
+                    }
+                    (None, Some(schema)) => Queryable::Stream(schema.clone()),
+                    (None, None) => return None,
+                };
+                Some((n.clone(), q))
+            })
+            .collect()
     }
 
     fn app_of(&self, job: &str) -> Result<AppRecord, ServerError> {
@@ -856,10 +951,13 @@ impl Jobs {
             Ok(p) => p,
             Err(e) => return error(e, false),
         };
-        let handle = JobHandle::start(prepared, shutdown);
+        let tap = self.table().jobs.get(name).map(|h| h.tap.clone());
+        let handle = JobHandle::start_tapped(prepared, shutdown, tap);
         let monitor = handle.monitor();
         let current = self.update(name, generation, |h| {
             h.monitor = Some(monitor.clone());
+            h.output = Some(monitor.output_schema());
+            h.table = monitor.table();
             if h.stop_asked {
                 monitor.stop();
             } else {

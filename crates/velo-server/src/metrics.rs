@@ -232,6 +232,14 @@ impl Collector for JobsCollector {
             .collect();
         gauges(
             &mut enc,
+            "velo_job_subscribers",
+            "Flight SQL clients subscribed to the job's committed epochs (EMIT CHANGES)",
+            v.iter()
+                .map(|j| (vec![("job", j.name.as_str())], j.subscribers as i64))
+                .collect(),
+        )?;
+        gauges(
+            &mut enc,
             "velo_job_watermark_lag_seconds",
             "How far the job's event-time watermark is behind the wall clock",
             lag,

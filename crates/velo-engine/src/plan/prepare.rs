@@ -113,6 +113,18 @@ impl PreparedJob {
     pub fn result_keys(&self) -> Vec<(String, String)> {
         key_columns_of(&self.logical, self.is_changelog() && self.window.is_some())
     }
+
+    /// The rows every sink receives: the query's, with `_op` added to an
+    /// updating result's.
+    pub fn output_schema(&self) -> arrow::datatypes::SchemaRef {
+        let query = self.physical.schema();
+        if !self.is_changelog() {
+            return query;
+        }
+        crate::changelog::Changelog::new(&query, &self.result_keys())
+            .map(|c| c.schema())
+            .unwrap_or(query)
+    }
 }
 
 /// What a job is prepared for.

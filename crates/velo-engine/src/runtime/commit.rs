@@ -303,6 +303,7 @@ impl JobRun {
             }
             t.mark_ready();
         }
+        self.live.published(epoch, table_rows);
         for ((pos, c), last) in positions.into_iter().zip(self.committed.iter_mut()) {
             if let Some(pos) = pos.filter(|_| failed.is_empty()) {
                 if let Some(c) = &c

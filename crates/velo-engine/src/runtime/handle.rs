@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use tokio::task::JoinHandle;
 
 use super::Shutdown;
@@ -71,6 +73,24 @@ pub struct JobStatus {
     pub last_error: Option<String>,
 }
 
+/// One committed epoch's output, as every sink published it (an updating
+/// result's rows with their `_op`).
+#[derive(Debug)]
+pub struct Published {
+    /// The job.
+    pub job: String,
+    /// The epoch.
+    pub epoch: u64,
+    /// Its rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Where a job sends each committed epoch's output, for a host's
+/// subscribers (a server's `EMIT CHANGES` queries). The job keeps an
+/// epoch's rows only while someone subscribes; a subscriber that falls
+/// more than the channel's capacity behind is told it lagged.
+pub type Tap = tokio::sync::broadcast::Sender<Arc<Published>>;
+
 /// What the running job shares with its handle.
 pub(crate) struct Live {
     name: String,
@@ -87,11 +107,20 @@ pub(crate) struct Live {
     sinks: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     state: Mutex<JobState>,
     last_error: Mutex<Option<String>>,
+    /// The rows every sink receives: the query's, with `_op` for an
+    /// updating result.
+    output: SchemaRef,
+    /// A `CREATE TABLE` job's table (latest row per key).
+    table: Option<Arc<crate::tables::Table>>,
+    tap: Option<Tap>,
 }
 
 impl Live {
-    fn new(p: &PreparedJob) -> Arc<Self> {
+    fn new(p: &PreparedJob, tap: Option<Tap>) -> Arc<Self> {
         Arc::new(Self {
+            output: p.output_schema(),
+            table: p.table.clone(),
+            tap,
             name: p.plan.name.clone(),
             started: Instant::now(),
             counters: p.counters.clone(),
@@ -113,6 +142,24 @@ impl Live {
         *self.sinks.lock().expect("status lock") =
             sinks.map(|s| (s.name.clone(), s.written.clone())).collect();
         self.set_state(JobState::Running);
+    }
+
+    /// Whether someone subscribes to the job's committed epochs (the job
+    /// then keeps each epoch's rows until its commit).
+    pub fn tapped(&self) -> bool {
+        self.tap.as_ref().is_some_and(|t| t.receiver_count() > 0)
+    }
+
+    /// Epoch `epoch` was published with `rows`: to the subscribers.
+    pub fn published(&self, epoch: u64, rows: &[RecordBatch]) {
+        if let Some(t) = self.tap.as_ref().filter(|t| t.receiver_count() > 0) {
+            // no subscriber left between the two calls is no error
+            let _ = t.send(Arc::new(Published {
+                job: self.name.clone(),
+                epoch,
+                batches: rows.to_vec(),
+            }));
+        }
     }
 
     /// Stream `i` (as `PreparedJob::streams`) read `n` more records.
@@ -234,6 +281,18 @@ impl JobMonitor {
         self.live.counters.latency_seconds.snapshot()
     }
 
+    /// The rows the job writes: the query's, with `_op` for an updating
+    /// result.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.live.output.clone()
+    }
+
+    /// A `CREATE TABLE` job's table: the latest row per key as of its last
+    /// committed epoch.
+    pub fn table(&self) -> Option<Arc<crate::tables::Table>> {
+        self.live.table.clone()
+    }
+
     /// Asks the job to commit the epoch it is in and stop.
     pub fn stop(&self) {
         self.live.set_state(JobState::Stopping);
@@ -254,7 +313,13 @@ impl JobHandle {
     /// loop without waking one more thread). `shutdown` is the one `p` was
     /// prepared with.
     pub fn start(p: PreparedJob, shutdown: Shutdown) -> Self {
-        let live = Live::new(&p);
+        Self::start_tapped(p, shutdown, None)
+    }
+
+    /// [`Self::start`], sending each committed epoch's output to `tap`
+    /// while it has receivers.
+    pub fn start_tapped(p: PreparedJob, shutdown: Shutdown, tap: Option<Tap>) -> Self {
+        let live = Live::new(&p, tap);
         let task = tokio::spawn(run_job(p, shutdown.clone(), live.clone()));
         Self {
             live,

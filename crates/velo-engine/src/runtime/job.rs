@@ -111,7 +111,9 @@ pub(crate) struct JobRun {
 struct Executed {
     /// The query's error, if it failed.
     error: Option<datafusion::error::DataFusionError>,
-    /// `CREATE TABLE`: the epoch's rows, applied to the table once published.
+    /// The epoch's rows, kept when the job is a `CREATE TABLE` (applied to
+    /// the table once published) or has subscribers (sent to them once
+    /// published).
     table_rows: Vec<RecordBatch>,
 }
 
@@ -133,6 +135,7 @@ impl JobRun {
         } else {
             None
         };
+        // as `PreparedJob::output_schema`, which the job's handle shows
         let schema = changelog
             .as_ref()
             .map(|c| c.schema())
@@ -304,6 +307,7 @@ impl JobRun {
     async fn execute(&mut self) -> Executed {
         let mut seen = std::collections::HashSet::new();
         let mut table_rows = Vec::new();
+        let keep = self.p.table.is_some() || self.live.tapped();
         let mut error = None;
         let plan = match datafusion::physical_plan::execution_plan::reset_plan_states(
             self.p.physical.clone(),
@@ -328,7 +332,7 @@ impl JobRun {
                     }) {
                         Ok(b) => {
                             self.stats.arrow_batches += 1;
-                            self.emit(b, &mut table_rows).await;
+                            self.emit(b, keep.then_some(&mut table_rows)).await;
                         }
                         Err(e) => {
                             error = Some(e);
@@ -342,7 +346,7 @@ impl JobRun {
         if let (None, Some(c)) = (&error, self.changelog.as_mut()) {
             // keys whose groups the epoch removed
             match c.deletes(&self.p.window_states.take_changed(), &seen) {
-                Ok(Some(b)) => self.emit(b, &mut table_rows).await,
+                Ok(Some(b)) => self.emit(b, keep.then_some(&mut table_rows)).await,
                 Ok(None) => {}
                 Err(e) => error = Some(e),
             }
@@ -350,12 +354,12 @@ impl JobRun {
         Executed { error, table_rows }
     }
 
-    /// A result batch to every sink (and to the epoch's table rows).
-    async fn emit(&self, b: RecordBatch, table_rows: &mut Vec<RecordBatch>) {
+    /// A result batch to every sink (and to the epoch's kept rows).
+    async fn emit(&self, b: RecordBatch, kept: Option<&mut Vec<RecordBatch>>) {
         Counters::add(&self.p.counters.records_out, b.num_rows() as u64);
         self.out.fan.write(&b).await;
-        if self.p.table.is_some() {
-            table_rows.push(b);
+        if let Some(kept) = kept {
+            kept.push(b);
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use crate::plan::{PreparedJob, Purpose, prepare_job};
 pub use explain::explain_text;
-pub use handle::{JobHandle, JobMonitor, JobState, JobStatus};
+pub use handle::{JobHandle, JobMonitor, JobState, JobStatus, Published, Tap};
 
 use crate::stats::{Counters, JobExecutionStats};
 use crate::{AppPlan, Result};
