@@ -11,6 +11,7 @@ mod failures;
 mod flight;
 mod fuzz_corpus;
 mod golden;
+mod health;
 mod hostile;
 mod joins;
 mod kafka;

@@ -93,7 +93,7 @@ impl Server {
     /// Waits until job `job` has committed two more epochs (an idle
     /// watching job commits empty ones): whatever it still had to write,
     /// a duplicate say, is written by then.
-    fn two_more_epochs(&self, job: &str) {
+    pub fn two_more_epochs(&self, job: &str) {
         let epochs = |s: &Self| {
             s.status(job)["metrics"]["batches_processed"]
                 .as_u64()
@@ -193,7 +193,7 @@ fn watch_app_named(job: &str, src: &str, sink: &str, in_dir: &str, out_dir: &str
 }
 
 /// Writes records `ids` as `dir/name`, moved in whole.
-fn drop_file(dir: &Path, name: &str, ids: std::ops::Range<u64>) {
+pub(crate) fn drop_file(dir: &Path, name: &str, ids: std::ops::Range<u64>) {
     std::fs::create_dir_all(dir).unwrap();
     let tmp = dir.join(format!(".{name}.part"));
     let mut f = std::fs::File::create(&tmp).unwrap();
@@ -205,7 +205,7 @@ fn drop_file(dir: &Path, name: &str, ids: std::ops::Range<u64>) {
 }
 
 /// The ids a job wrote below `dir` (every published file).
-fn ids_written(dir: &Path) -> Vec<u64> {
+pub(crate) fn ids_written(dir: &Path) -> Vec<u64> {
     let mut ids = Vec::new();
     for p in crate::common::files_below(dir) {
         let name = p.file_name().unwrap().to_string_lossy().to_string();

@@ -122,6 +122,65 @@ pub fn engine_source_keys() -> [&'static [KeySpec]; 2] {
     [crate::time::EVENT_TIME_KEYS, TABLE_KEYS]
 }
 
+/// Keys every sink accepts, read by the engine: its circuit breaker.
+pub const SINK_KEYS: &[KeySpec] = &[
+    KeySpec::new(
+        "circuit_breaker.failure_threshold",
+        KeyType::UInt,
+        None,
+        "After this many failed epochs in a row the sink's circuit opens: for `reset_timeout` the sink is not called at all; RetryWithBackoff holds the job's epoch until then (nothing lost, nothing skipped, and these failures do not count against `max_retries`), LogAndContinue counts the sink's records as failed while the other sinks go on. Then one epoch probes it (half-open): a success closes the circuit, a failure opens it again (default: no circuit breaker)",
+    ),
+    KeySpec::new(
+        "circuit_breaker.reset_timeout",
+        KeyType::Duration,
+        Some("30s"),
+        "How long an open circuit stays open before its probe",
+    ),
+];
+
+/// The keys the engine reads on every sink, whatever its connector.
+pub fn engine_sink_keys() -> [&'static [KeySpec]; 1] {
+    [SINK_KEYS]
+}
+
+/// A sink's circuit breaker (`<sink>.circuit_breaker.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Failed epochs in a row that open the circuit.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe.
+    pub reset_timeout: Duration,
+}
+
+impl CircuitBreaker {
+    /// The circuit breaker `cfg` configures, if any.
+    pub fn of(cfg: &crate::ConnectorConfig) -> crate::Result<Option<Self>> {
+        let threshold = cfg.uint("circuit_breaker.failure_threshold")?;
+        let reset = cfg.duration("circuit_breaker.reset_timeout")?;
+        let Some(n) = threshold else {
+            if reset.is_some() {
+                return Err(cfg.invalid(
+                    "circuit_breaker.reset_timeout",
+                    cfg.get("circuit_breaker.reset_timeout").unwrap_or_default(),
+                    "a circuit breaker: set circuit_breaker.failure_threshold too",
+                ));
+            }
+            return Ok(None);
+        };
+        if n == 0 {
+            return Err(cfg.invalid(
+                "circuit_breaker.failure_threshold",
+                "0",
+                "a number of failed epochs of 1 or more",
+            ));
+        }
+        Ok(Some(Self {
+            failure_threshold: u32::try_from(n).unwrap_or(u32::MAX),
+            reset_timeout: reset.unwrap_or(Duration::from_secs(30)),
+        }))
+    }
+}
+
 /// Keys that every connector accepts (handled by the registry/runtime).
 pub const COMMON_CONNECTOR_KEYS: &[KeySpec] = &[
     KeySpec::new(

@@ -346,7 +346,7 @@ impl Registry {
         ];
         let [time, table]: [&[KeySpec]; 2] = match cfg.role {
             Role::Source => velo_config::keys::engine_source_keys(),
-            Role::Sink => [&[], &[]],
+            Role::Sink => [velo_config::keys::SINK_KEYS, &[]],
         };
         let tables = [keys, COMMON_CONNECTOR_KEYS, common, time, table];
         match extra {

@@ -56,6 +56,8 @@ pub fn config_reference(registry: &velo_connectors::registry::Registry) -> Strin
 ",
     );
     table(&mut s, "<name>.", velo_config::keys::TABLE_KEYS);
+    s.push_str("## Every sink: circuit breaker\n\n");
+    table(&mut s, "<name>.", velo_config::keys::SINK_KEYS);
     s.push_str("## Dead-letter sink\n\nKeys `dlq.*` configure a sink named `dlq` (default `file_sink`, JSON Lines) that receives every bad record with `source`, `location` (file), `line`, `error` and the raw `record`.\n\n");
     for (kind, keys) in registry.sources() {
         if kind == "generator" {

@@ -117,6 +117,8 @@ pub struct SinkHandle {
     pub written: Arc<AtomicU64>,
     /// Records this sink failed to write.
     pub failed: Arc<AtomicU64>,
+    /// Its health, and its circuit breaker if it has one.
+    pub circuit: Arc<crate::circuit::Circuit>,
 }
 
 fn with_retry<T>(
@@ -213,7 +215,10 @@ impl SinkHandle {
         schema: SchemaRef,
         transactional: bool,
         retry: Option<Retry>,
+        breaker: Option<velo_config::keys::CircuitBreaker>,
     ) -> Self {
+        let circuit = Arc::new(crate::circuit::Circuit::new(breaker));
+        let c = circuit.clone();
         let name = sink.name().to_string();
         sink.set_transactional(transactional);
         sink.set_schema(schema);
@@ -230,16 +235,30 @@ impl SinkHandle {
                 let mut epoch_error: Option<SinkFailure> = None;
                 let mut epoch_rows = 0u64;
                 let mut epoch = 0u64;
+                // whether this epoch called the sink (its circuit let it)
+                let mut attempted = false;
                 while let Some(cmd) = rx.blocking_recv() {
                     match cmd {
                         Cmd::Begin(e, ack) => {
                             epoch_error = None;
                             epoch_rows = 0;
                             epoch = e;
-                            let r = with_retry(retry, &tname, || {
-                                Faults::hit(&tname, "begin", e)?;
-                                sink.begin_epoch(e)
-                            });
+                            let r = match c.admit() {
+                                Err(message) => {
+                                    attempted = false;
+                                    Err(SinkFailure {
+                                        kind: velo_connectors::ErrorKind::External,
+                                        message,
+                                    })
+                                }
+                                Ok(()) => {
+                                    attempted = true;
+                                    with_retry(retry, &tname, || {
+                                        Faults::hit(&tname, "begin", e)?;
+                                        sink.begin_epoch(e)
+                                    })
+                                }
+                            };
                             if let Err(m) = &r {
                                 epoch_error = Some(m.clone());
                             }
@@ -282,6 +301,10 @@ impl SinkHandle {
                                     token: sink.commit_token(),
                                 }),
                             };
+                            if let (Err(m), true) = (&r, attempted) {
+                                c.failure(&m.message);
+                                attempted = false;
+                            }
                             let _ = ack.send(r);
                         }
                         Cmd::Recover(token, ack) => {
@@ -298,11 +321,19 @@ impl SinkHandle {
                                 Faults::hit(&tname, "commit", e)?;
                                 sink.commit(e)
                             });
-                            if r.is_ok() {
-                                w.fetch_add(epoch_rows, Ordering::Relaxed);
-                            } else {
-                                fl.fetch_add(epoch_rows, Ordering::Relaxed);
+                            match &r {
+                                Ok(()) => {
+                                    w.fetch_add(epoch_rows, Ordering::Relaxed);
+                                    c.success();
+                                }
+                                Err(m) => {
+                                    fl.fetch_add(epoch_rows, Ordering::Relaxed);
+                                    if attempted {
+                                        c.failure(&m.message);
+                                    }
+                                }
                             }
+                            attempted = false;
                             epoch_rows = 0;
                             let _ = ack.send(r);
                         }
@@ -331,6 +362,7 @@ impl SinkHandle {
             encoder,
             written,
             failed,
+            circuit,
         }
     }
 

@@ -21,6 +21,7 @@
 
 pub mod changelog;
 pub mod checkpoint;
+pub mod circuit;
 pub mod collisions;
 pub mod docs;
 mod engine;

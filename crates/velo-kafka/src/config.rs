@@ -280,10 +280,11 @@ pub fn passthrough(cfg: &ConnectorConfig) -> Vec<(String, String)> {
         .iter()
         .filter(|(k, _)| !is_common(k) && !own.iter().any(|s| s.matches(k)))
         .filter(|(k, _)| {
-            cfg.role != velo_config::Role::Source
-                || !velo_config::keys::engine_source_keys()
-                    .iter()
-                    .any(|t| t.iter().any(|s| s.matches(k)))
+            let engine: &[&[velo_config::KeySpec]] = match cfg.role {
+                velo_config::Role::Source => &velo_config::keys::engine_source_keys(),
+                velo_config::Role::Sink => &velo_config::keys::engine_sink_keys(),
+            };
+            !engine.iter().any(|t| t.iter().any(|s| s.matches(k)))
         })
         .filter(|(k, _)| !JAVA_ONLY.contains(&k.as_str()))
         .map(|(k, v)| {

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use velo_engine::EngineError;
+use velo_engine::circuit::CircuitState;
 
 use crate::auth::Auth;
 use crate::error::ServerError;
@@ -60,12 +61,30 @@ pub struct DeployResponse {
 pub enum Health {
     /// In use by a running job.
     Connected,
-    /// Its job is restarting after an external error.
+    /// Its job is restarting after an external error, or (a sink) its
+    /// last epochs failed or its circuit is open.
     Reconnecting,
     /// Its job failed.
     Failed,
     /// Its job is stopped or finished.
     Disconnected,
+}
+
+/// A sink's circuit breaker and failures (current run).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitDoc {
+    /// `closed`, `open` or `half_open` (always `closed` without a breaker).
+    pub state: String,
+    /// Epochs that failed on the sink in a row.
+    pub failures_in_row: u32,
+    /// Epochs that failed on the sink.
+    pub errors: u64,
+    /// Times its circuit opened.
+    pub opened: u64,
+    /// Records it failed to write.
+    pub records_failed: u64,
+    /// Its last failure (secrets masked).
+    pub last_error: Option<String>,
 }
 
 /// A job in the list.
@@ -147,6 +166,8 @@ pub struct JobStatusDoc {
     pub lag_ms: Option<i64>,
     /// Flight SQL clients subscribed to its committed epochs.
     pub subscribers: usize,
+    /// Each sink's circuit and failures.
+    pub circuits: BTreeMap<String, CircuitDoc>,
 }
 
 /// A job's plan, as `velo explain` prints it (secrets masked).
@@ -324,13 +345,24 @@ fn rfc3339_ms(ms: i64) -> Option<String> {
 
 fn summary(v: &JobView) -> JobSummary {
     let h = health(v.phase);
+    let sink = |name: &str| {
+        let troubled = v
+            .status
+            .as_ref()
+            .and_then(|s| s.sink_health.get(name))
+            .is_some_and(|s| s.state != CircuitState::Closed || s.failures_in_row > 0);
+        match h {
+            Health::Connected if troubled => Health::Reconnecting,
+            h => h,
+        }
+    };
     JobSummary {
         name: v.name.clone(),
         app: v.app.clone(),
         status: v.phase,
         since: v.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         sources: v.sources.iter().map(|s| (s.clone(), h)).collect(),
-        sinks: v.sinks.iter().map(|s| (s.clone(), h)).collect(),
+        sinks: v.sinks.iter().map(|s| (s.clone(), sink(s))).collect(),
     }
 }
 
@@ -373,6 +405,27 @@ pub(crate) fn status_doc(v: &JobView) -> JobStatusDoc {
         watermark: watermark.and_then(rfc3339_ms),
         lag_ms: watermark.map(|w| chrono::Utc::now().timestamp_millis() - w),
         subscribers: v.subscribers,
+        circuits: v
+            .status
+            .iter()
+            .flat_map(|s| s.sink_health.iter())
+            .map(|(n, h)| {
+                (
+                    n.clone(),
+                    CircuitDoc {
+                        state: h.state.as_str().into(),
+                        failures_in_row: h.failures_in_row,
+                        errors: h.errors,
+                        opened: h.opened,
+                        records_failed: h.records_failed,
+                        last_error: h
+                            .last_error
+                            .as_deref()
+                            .map(|e| velo_config::mask(e).into_owned()),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -646,6 +699,7 @@ pub(crate) fn metrics_response(text: Result<String, String>) -> Response {
         ReadyDoc,
         ErrorDoc,
         ErrorItem,
+        CircuitDoc,
         Health,
         Phase
     ))

@@ -230,6 +230,51 @@ impl Collector for JobsCollector {
                 Some((vec![("job", j.name.as_str())], (now - w) as f64 / 1000.0))
             })
             .collect();
+        let mut circuit = Vec::new();
+        let mut opened = Vec::new();
+        let mut errors = Vec::new();
+        let mut failed = Vec::new();
+        for j in v {
+            let Some(s) = &j.status else { continue };
+            for (sink, h) in &s.sink_health {
+                let l = vec![("job", j.name.as_str()), ("sink", sink.as_str())];
+                circuit.push((
+                    l.clone(),
+                    match h.state {
+                        velo_engine::circuit::CircuitState::Closed => 0,
+                        velo_engine::circuit::CircuitState::Open => 1,
+                        velo_engine::circuit::CircuitState::HalfOpen => 2,
+                    },
+                ));
+                opened.push((l.clone(), h.opened));
+                errors.push((l.clone(), h.errors));
+                failed.push((l, h.records_failed));
+            }
+        }
+        gauges(
+            &mut enc,
+            "velo_job_sink_circuit_state",
+            "A sink's circuit breaker: 0 closed, 1 open, 2 half-open (current run)",
+            circuit,
+        )?;
+        counters(
+            &mut enc,
+            "velo_job_sink_circuit_opened",
+            "Times a sink's circuit opened (current run)",
+            opened,
+        )?;
+        counters(
+            &mut enc,
+            "velo_job_sink_errors",
+            "Epochs that failed on a sink (current run)",
+            errors,
+        )?;
+        counters(
+            &mut enc,
+            "velo_job_sink_records_failed",
+            "Records a sink failed to write (current run)",
+            failed,
+        )?;
         gauges(
             &mut enc,
             "velo_job_subscribers",

@@ -155,6 +155,7 @@ impl JobRun {
         self.out.abort_all(epoch).await;
         self.stats.batches_failed += 1;
         Counters::add(&self.p.counters.epochs_failed, 1);
+        let hold = self.circuit_hold(&failed);
         let (sink, message) = failed.remove(0);
         let cause = format!("sink '{sink}' failed: {message}");
         let error = self.sink_error(&sink, message);
@@ -163,6 +164,7 @@ impl JobRun {
             epoch,
             records,
             discard: self.out.transactional,
+            hold,
             error: &error,
         };
         match after_failure(self, &lost).await {
@@ -176,6 +178,18 @@ impl JobRun {
                 Err(next.err().unwrap_or(error))
             }
         }
+    }
+
+    /// When every sink that failed has a circuit breaker: how long the
+    /// epoch waits before it is read again (until the probe of an open
+    /// circuit). The breakers then decide, not `max_retries`.
+    fn circuit_hold(&self, failed: &SinkFailures) -> Option<std::time::Duration> {
+        let mut hold = std::time::Duration::ZERO;
+        for (name, _) in failed {
+            let sink = self.out.fan.sinks.iter().find(|s| &s.name == name)?;
+            hold = hold.max(sink.circuit.hold(self.job.retry_backoff)?);
+        }
+        (!failed.is_empty()).then_some(hold)
     }
 
     /// The job stops on `e` before the commit point: the epoch is aborted

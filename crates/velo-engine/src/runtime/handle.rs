@@ -54,6 +54,8 @@ pub struct JobStatus {
     pub records_in: BTreeMap<String, u64>,
     /// Records written per sink (published or in the epoch under way).
     pub records_out: BTreeMap<String, u64>,
+    /// Each sink's health and circuit.
+    pub sink_health: BTreeMap<String, crate::circuit::SinkHealth>,
     /// Bad records and records of failed epochs.
     pub records_failed: u64,
     /// Records behind the watermark.
@@ -91,6 +93,14 @@ pub struct Published {
 /// more than the channel's capacity behind is told it lagged.
 pub type Tap = tokio::sync::broadcast::Sender<Arc<Published>>;
 
+/// What the status reads of a sink.
+struct LiveSink {
+    name: String,
+    written: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    circuit: Arc<crate::circuit::Circuit>,
+}
+
 /// What the running job shares with its handle.
 pub(crate) struct Live {
     name: String,
@@ -103,8 +113,9 @@ pub(crate) struct Live {
     /// in committed or failed epochs.
     streams: Vec<(String, Arc<EpochFeed>, AtomicU64)>,
     lookups: BTreeMap<String, u64>,
-    /// Each sink's records written, once the sinks exist.
-    sinks: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    /// Each sink's records written and failed and its health, once the
+    /// sinks exist.
+    sinks: Mutex<Vec<LiveSink>>,
     state: Mutex<JobState>,
     last_error: Mutex<Option<String>>,
     /// The rows every sink receives: the query's, with `_op` for an
@@ -139,8 +150,14 @@ impl Live {
 
     /// The sinks were created: their counts join the status.
     pub fn sinks_created<'a>(&self, sinks: impl Iterator<Item = &'a crate::fanout::SinkHandle>) {
-        *self.sinks.lock().expect("status lock") =
-            sinks.map(|s| (s.name.clone(), s.written.clone())).collect();
+        *self.sinks.lock().expect("status lock") = sinks
+            .map(|s| LiveSink {
+                name: s.name.clone(),
+                written: s.written.clone(),
+                failed: s.failed.clone(),
+                circuit: s.circuit.clone(),
+            })
+            .collect();
         self.set_state(JobState::Running);
     }
 
@@ -204,13 +221,22 @@ impl Live {
                 records_in.insert(name.clone(), n.load(Relaxed));
             }
         }
-        let records_out = self
-            .sinks
-            .lock()
-            .expect("status lock")
-            .iter()
-            .map(|(n, w)| (n.clone(), w.load(Relaxed)))
-            .collect();
+        let (records_out, sink_health) = {
+            let sinks = self.sinks.lock().expect("status lock");
+            let out = sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.written.load(Relaxed)))
+                .collect();
+            let health = sinks
+                .iter()
+                .map(|s| {
+                    let mut h = s.circuit.health();
+                    h.records_failed = s.failed.load(Relaxed);
+                    (s.name.clone(), h)
+                })
+                .collect();
+            (out, health)
+        };
         let m = &self.metrics;
         let wm = self.streams[0].1.watermark().get();
         JobStatus {
@@ -222,6 +248,7 @@ impl Live {
             committed_at_ms: Some(self.counters.committed_at_ms.load(Relaxed)).filter(|t| *t > 0),
             records_in,
             records_out,
+            sink_health,
             records_failed: Counters::get(&self.counters.records_failed),
             records_late: Counters::get(&self.counters.records_late),
             records_dead_lettered: Counters::get(&self.counters.records_dead_lettered),

@@ -424,6 +424,7 @@ impl JobRun {
             epoch: self.epoch,
             records: read.records,
             discard: false,
+            hold: None,
             error: &error,
         };
         let next = after_failure(self, &failed).await;

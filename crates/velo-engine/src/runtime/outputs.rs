@@ -51,21 +51,35 @@ impl Outputs {
         });
         let key_columns = p.message_keys();
         let changes = p.writes_changes();
-        let fan = FanOut {
-            sinks: created
-                .into_iter()
-                .map(|mut s| {
-                    s.set_key_columns(&key_columns);
-                    if changes {
-                        s.set_changelog();
-                    }
-                    SinkHandle::spawn(s, schema.clone(), transactional, retry)
-                })
-                .collect(),
-        };
+        let mut sinks = Vec::with_capacity(created.len());
+        for mut s in created {
+            s.set_key_columns(&key_columns);
+            if changes {
+                s.set_changelog();
+            }
+            let breaker = match p.plan.sinks.iter().find(|c| c.name == s.name()) {
+                Some(cfg) => velo_config::keys::CircuitBreaker::of(cfg)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+                None => None,
+            };
+            sinks.push(SinkHandle::spawn(
+                s,
+                schema.clone(),
+                transactional,
+                retry,
+                breaker,
+            ));
+        }
+        let fan = FanOut { sinks };
         let dlq = match &p.plan.dlq {
             Some(cfg) => match p.plan.engine.registry().create_sink(cfg, &ctx).await {
-                Ok(s) => Some(SinkHandle::spawn(s, dlq_schema(), transactional, retry)),
+                Ok(s) => Some(SinkHandle::spawn(
+                    s,
+                    dlq_schema(),
+                    transactional,
+                    retry,
+                    None,
+                )),
                 Err(e) => {
                     return Err(EngineError::Invalid(format!(
                         "cannot create the dead-letter sink 'dlq': {e}"

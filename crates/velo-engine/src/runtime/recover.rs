@@ -159,6 +159,10 @@ pub(crate) struct Failed<'a> {
     /// Whether LogAndContinue may drop it (a transaction aborted on every
     /// sink); otherwise LogAndContinue stops as FailBatch does.
     pub discard: bool,
+    /// Set when the sinks that failed have circuit breakers: how long
+    /// RetryWithBackoff holds the epoch before reading it again, without
+    /// counting the failure against `max_retries`.
+    pub hold: Option<std::time::Duration>,
     pub error: &'a EngineError,
 }
 
@@ -200,6 +204,20 @@ pub(crate) async fn after_failure(run: &mut JobRun, failed: &Failed<'_>) -> Resu
         run.records_unwritten += failed.records;
         Counters::add(&p.counters.records_failed, failed.records);
         return Ok(Next::Discarded);
+    }
+    if let Some(wait) = failed.hold {
+        tracing::warn!(job = %name, epoch, "epoch failed: {}; the sink's circuit breaker holds it for {wait:?}, then reads it again from the last committed position", failed.error);
+        let mut stop = run.shutdown.receiver();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(Next::Stop),
+        }
+        let p = &run.p;
+        last.restore(p, run.changelog.as_mut()).await?;
+        for ((_, f), c) in p.streams().zip(&run.committed) {
+            f.rewind(c.clone().unwrap_or_default()).await;
+        }
+        return Ok(Next::ReadAgain);
     }
     run.failed_in_row += 1;
     let tries = run.failed_in_row;
