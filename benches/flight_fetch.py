@@ -140,6 +140,9 @@ while len(lat) < epochs:
         at = b.column(1)[0].value  # ns since the Unix epoch
         lat.append((got - at) / 1e6)
 sub.adbc_cancel()
+sub.close()
+cur.close()
+conn.close()
 lat.sort()
 print(f"push latency, commit -> client  p50 {lat[len(lat) // 2]:.2f} ms  p90 {lat[int(len(lat) * 0.9)]:.2f} ms  "
       f"p99 {lat[int(len(lat) * 0.99)]:.2f} ms  max {lat[-1]:.2f} ms  ({len(lat)} epochs)", flush=True)
