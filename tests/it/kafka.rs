@@ -69,7 +69,7 @@ fn listens(pid: u32, port: u16) -> bool {
 
 /// A temporary directory with a broker of its own in it, and its address.
 /// (Bound in this order, the broker stops before its directory goes.)
-fn with_broker() -> (tempfile::TempDir, Tansu, String) {
+pub(crate) fn with_broker() -> (tempfile::TempDir, Tansu, String) {
     let tmp = tempfile::tempdir().unwrap();
     let broker = Tansu::start(tmp.path());
     let bs = broker.bootstrap();
@@ -268,7 +268,7 @@ fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 
         .sum()
 }
 
-fn orders(range: std::ops::Range<u64>) -> Vec<(Option<String>, Vec<u8>)> {
+pub(crate) fn orders(range: std::ops::Range<u64>) -> Vec<(Option<String>, Vec<u8>)> {
     range
         .map(|i| {
             (

@@ -1013,3 +1013,125 @@ fn a_terminated_server_commits_its_jobs_and_starts_them_again() {
     s.two_more_epochs("steady");
     assert_eq!(ids_written(&dir.join("out")), (0..30).collect::<Vec<_>>());
 }
+
+/// Five jobs at once — two reading Kafka (one exactly-once into files,
+/// one at-least-once into another topic) and three watching folders — and a `kill -9` of the
+/// server while more input arrives: after the restart every job runs
+/// again from its checkpoint; nothing is lost, and the transactional
+/// outputs hold every record exactly once.
+#[test]
+fn a_killed_server_with_five_kafka_and_file_jobs_resumes_them_all() {
+    let _machine = crate::common::exclusive();
+    let (tmp, _broker, bs) = crate::kafka::with_broker();
+    let dir = tmp.path();
+    crate::kafka::create_topic(&bs, "orders", 1);
+    crate::kafka::create_topic(&bs, "copied", 1);
+    crate::kafka::produce(&bs, "orders", &crate::kafka::orders(0..2000));
+    let kafka_app = |job: &str, out: &str, tx: bool| {
+        format!(
+            "CREATE STREAM {job} AS SELECT id, amount FROM src_{job} INTO out_{job}
+             WITH ('src_{job}.type' = 'kafka_source', 'src_{job}.bootstrap.servers' = '{bs}',
+                   'src_{job}.topic' = 'orders', 'src_{job}.group.id' = 'g-{job}-{bs}',
+                   'src_{job}.session.timeout.ms' = '6000', 'src_{job}.heartbeat.interval.ms' = '500',
+                   'out_{job}.type' = 'file_sink', 'out_{job}.path' = '{out}/part.jsonl',
+                   'batch.size' = '200', 'batch.timeout' = '200ms', 'use_transactions' = '{tx}');"
+        )
+    };
+    let s = Server::start(dir, &[]);
+    let deployments = [
+        ("exactly", kafka_app("exactly", "kx", true)),
+        (
+            "atleast",
+            format!(
+                "CREATE STREAM atleast AS SELECT id, amount FROM src_atleast INTO copied
+                 WITH ('src_atleast.type' = 'kafka_source', 'src_atleast.bootstrap.servers' = '{bs}',
+                       'src_atleast.topic' = 'orders', 'src_atleast.group.id' = 'g-atleast-{bs}',
+                       'src_atleast.session.timeout.ms' = '6000', 'src_atleast.heartbeat.interval.ms' = '500',
+                       'copied.type' = 'kafka_sink', 'copied.bootstrap.servers' = '{bs}', 'copied.topic' = 'copied',
+                       'batch.size' = '200', 'batch.timeout' = '200ms');"
+            ),
+        ),
+        ("f1", watch_app_named("f1", "in_f1", "out_f1", "in1", "out1")),
+        ("f2", watch_app_named("f2", "in_f2", "out_f2", "in2", "out2")),
+        ("f3", watch_app_named("f3", "in_f3", "out_f3", "in3", "out3")),
+    ];
+    for (job, sql) in &deployments {
+        let (code, v) = s.deploy(sql, job, dir);
+        assert_eq!(code, 201, "{v}\n{}", s.log());
+    }
+    for n in 1..=3 {
+        drop_file(&dir.join(format!("in{n}")), "a.jsonl", 0..100);
+    }
+    wait_for(Duration::from_secs(90), "every job to write", || {
+        ids_written(&dir.join("kx")).len() >= 400
+            && s.status("atleast")["metrics"]["records_written"].as_u64() > Some(0)
+            && (1..=3).all(|n| ids_written(&dir.join(format!("out{n}"))).len() == 100)
+    });
+
+    signal(&s.child, "-KILL");
+    crate::kafka::produce(&bs, "orders", &crate::kafka::orders(2000..3000));
+    for n in 1..=3 {
+        drop_file(&dir.join(format!("in{n}")), "b.jsonl", 100..200);
+    }
+    drop(s);
+
+    let s = Server::start(dir, &[]);
+    for (job, _) in &deployments {
+        s.wait_status(job, "Running");
+    }
+    // the distinct ids of topic 'copied' (reading until `n` messages came)
+    let copied = |n: usize| {
+        let mut ids: Vec<u64> = crate::kafka::consume_all(&bs, "copied", n)
+            .iter()
+            .map(|(_, v)| {
+                serde_json::from_str::<Value>(v).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let counts = || {
+        let a = copied(3000);
+        (
+            ids_written(&dir.join("kx")).len(),
+            a.len(),
+            (1..=3)
+                .map(|n| ids_written(&dir.join(format!("out{n}"))).len())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let caught_up = wait_until(Duration::from_secs(120), || {
+        let (kx, ka, files) = counts();
+        kx >= 3000 && ka == 3000 && files.iter().all(|n| *n >= 200)
+    });
+    assert!(
+        caught_up,
+        "every job catches up: {:?}\n{}\n{}",
+        counts(),
+        s.call("GET", "/api/status", None).1,
+        s.log()
+    );
+    for (job, _) in &deployments {
+        s.two_more_epochs(job);
+    }
+    assert_eq!(
+        ids_written(&dir.join("kx")),
+        (0..3000).collect::<Vec<_>>(),
+        "the transactional Kafka job: every record exactly once"
+    );
+    for n in 1..=3 {
+        assert_eq!(
+            ids_written(&dir.join(format!("out{n}"))),
+            (0..200).collect::<Vec<_>>(),
+            "file job f{n}: every record exactly once"
+        );
+    }
+    assert_eq!(
+        copied(usize::MAX),
+        (0..3000).collect::<Vec<_>>(),
+        "at least once: nothing lost"
+    );
+}
