@@ -377,6 +377,17 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
         Some(1.0)
     );
     assert!(sample(&samples, "velo_job_epoch_duration_seconds_count", &job_l).unwrap() >= 1.0);
+    // the transactional job checkpoints each epoch
+    assert!(
+        sample(
+            &samples,
+            "velo_job_checkpoint_duration_seconds_count",
+            &job_l
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(sample(&samples, "velo_job_checkpoint_bytes", &job_l).unwrap() > 100.0);
     // the epoch that carried the 3 records: read, then committed a moment later
     let latency = sample(&samples, "velo_job_latency_seconds_count", &job_l).unwrap();
     assert!(latency >= 1.0, "{latency}");

@@ -132,21 +132,25 @@ impl StateStore {
     }
 
     /// Writes `cp` atomically: after this returns, the epoch is committed.
-    pub async fn store(&self, cp: &Checkpoint) -> Result<()> {
+    pub async fn store(&self, cp: &Checkpoint) -> Result<u64> {
         let mut cp = cp.clone();
         cp.version = VERSION;
         let body = serde_json::to_vec_pretty(&cp).map_err(|e| self.encode_error(e))?;
-        self.put(FILE, body).await
+        let bytes = body.len() as u64;
+        self.put(FILE, body).await?;
+        Ok(bytes)
     }
 
     /// Writes one Arrow IPC file per operator state for `epoch` (durable
-    /// before the checkpoint that names them); returns their names.
+    /// before the checkpoint that names them); returns their names and
+    /// their bytes.
     pub async fn store_operator_state(
         &self,
         epoch: u64,
         states: &[arrow::array::RecordBatch],
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, u64)> {
         let mut names = Vec::new();
+        let mut bytes = 0u64;
         for (i, b) in states.iter().enumerate() {
             let name = format!("window-{i}-epoch-{epoch}.arrow");
             let mut body = Vec::new();
@@ -156,10 +160,11 @@ impl StateStore {
                 w.write(b).map_err(|e| self.encode_error(e))?;
                 w.finish().map_err(|e| self.encode_error(e))?;
             }
+            bytes += body.len() as u64;
             self.put(&name, body).await?;
             names.push(name);
         }
-        Ok(names)
+        Ok((names, bytes))
     }
 
     /// Reads the operator states a checkpoint names.
@@ -299,10 +304,11 @@ mod tests {
             std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as _,
         )])
         .unwrap();
-        let names = store
+        let (names, bytes) = store
             .store_operator_state(7, std::slice::from_ref(&b))
             .await
             .unwrap();
+        assert!(bytes > 0);
         assert_eq!(store.load_operator_state(&names).await.unwrap(), vec![b]);
         std::fs::write(at.join(&names[0]), b"not arrow").unwrap();
         let e = store

@@ -31,6 +31,11 @@ pub struct Counters {
     /// being read to the commit on every sink: the end-to-end latency of
     /// the epoch's oldest record (ingest to publication).
     pub latency_seconds: Histogram,
+    /// How long writing each checkpoint took (operator state and the
+    /// checkpoint file, durable).
+    pub checkpoint_seconds: Histogram,
+    /// Bytes of the last checkpoint (operator state and checkpoint file).
+    pub checkpoint_bytes: AtomicU64,
 }
 
 impl Counters {

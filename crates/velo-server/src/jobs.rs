@@ -179,6 +179,10 @@ pub struct JobView {
     /// How long each committed epoch's first record waited from being read
     /// to the commit (current run).
     pub latency_seconds: Option<velo_engine::stats::HistogramSnapshot>,
+    /// How long its checkpoints took (current run).
+    pub checkpoint_seconds: Option<velo_engine::stats::HistogramSnapshot>,
+    /// Bytes of its last checkpoint (current run; 0 before the first).
+    pub checkpoint_bytes: u64,
     /// Clients subscribed to its committed epochs (`EMIT CHANGES`).
     pub subscribers: usize,
 }
@@ -212,6 +216,8 @@ impl JobView {
             written_per_second: 0.0,
             epoch_seconds: Some(m.epoch_seconds()),
             latency_seconds: Some(m.latency_seconds()),
+            checkpoint_seconds: Some(m.checkpoints().0),
+            checkpoint_bytes: m.checkpoints().1,
             subscribers: 0,
         }
     }
@@ -361,6 +367,8 @@ impl Hosted {
             written_per_second,
             epoch_seconds: self.monitor.as_ref().map(JobMonitor::epoch_seconds),
             latency_seconds: self.monitor.as_ref().map(JobMonitor::latency_seconds),
+            checkpoint_seconds: self.monitor.as_ref().map(|m| m.checkpoints().0),
+            checkpoint_bytes: self.monitor.as_ref().map_or(0, |m| m.checkpoints().1),
             subscribers: self.tap.receiver_count(),
         }
     }

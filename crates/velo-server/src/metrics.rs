@@ -317,6 +317,19 @@ impl Collector for JobsCollector {
             v,
             |j| j.latency_seconds.as_ref(),
         )?;
+        self.histograms(
+            &mut enc,
+            "velo_job_checkpoint_duration_seconds",
+            "Writing each checkpoint durably: operator state and the checkpoint file (current run)",
+            v,
+            |j| j.checkpoint_seconds.as_ref(),
+        )?;
+        gauges(
+            &mut enc,
+            "velo_job_checkpoint_bytes",
+            "Bytes of the job's last checkpoint: operator state and the checkpoint file",
+            per_job(v, |j| j.checkpoint_bytes as i64),
+        )?;
         self.process(&mut enc)
     }
 }

@@ -227,7 +227,8 @@ impl JobRun {
             snapshot.push(t.merged(table_rows)?);
             operator_ids.push(TABLE_ID.into());
         }
-        let operators = dir.store_operator_state(self.epoch, &snapshot).await?;
+        let started = std::time::Instant::now();
+        let (operators, state_bytes) = dir.store_operator_state(self.epoch, &snapshot).await?;
         let cp = crate::checkpoint::Checkpoint {
             version: crate::checkpoint::VERSION,
             job: self.name.clone(),
@@ -252,7 +253,11 @@ impl JobRun {
                 })
                 .collect(),
         };
-        dir.store(&cp).await?;
+        let cp_bytes = dir.store(&cp).await?;
+        let c = &self.p.counters;
+        c.checkpoint_seconds.observe(started.elapsed());
+        c.checkpoint_bytes
+            .store(state_bytes + cp_bytes, std::sync::atomic::Ordering::Relaxed);
         dir.remove_stale_operator_state(&cp.operators).await;
         if records > 0 {
             self.checkpoints_written += 1;

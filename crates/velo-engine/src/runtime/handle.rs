@@ -320,6 +320,16 @@ impl JobMonitor {
         self.live.table.clone()
     }
 
+    /// How long its checkpoints took, and the bytes of the last one
+    /// ([`Counters::checkpoint_seconds`]).
+    pub fn checkpoints(&self) -> (crate::stats::HistogramSnapshot, u64) {
+        let c = &self.live.counters;
+        (
+            c.checkpoint_seconds.snapshot(),
+            c.checkpoint_bytes.load(Relaxed),
+        )
+    }
+
     /// Asks the job to commit the epoch it is in and stop.
     pub fn stop(&self) {
         self.live.set_state(JobState::Stopping);
