@@ -1025,13 +1025,14 @@ fn a_terminated_server_commits_its_jobs_and_starts_them_again() {
     assert_eq!(ids_written(&dir.join("out")), (0..30).collect::<Vec<_>>());
 }
 
-/// Five jobs at once — two reading Kafka (one exactly-once into files,
-/// one at-least-once into another topic) and three watching folders — and a `kill -9` of the
+/// Six jobs at once — three reading Kafka (exactly-once into files,
+/// at-least-once into another topic, at-least-once into a file, which the
+/// resumed run appends to rather than replacing it) and three watching folders — and a `kill -9` of the
 /// server while more input arrives: after the restart every job runs
 /// again from its checkpoint; nothing is lost, and the transactional
 /// outputs hold every record exactly once.
 #[test]
-fn a_killed_server_with_five_kafka_and_file_jobs_resumes_them_all() {
+fn a_killed_server_with_six_kafka_and_file_jobs_resumes_them_all() {
     let _machine = crate::common::exclusive();
     let (tmp, _broker, bs) = crate::kafka::with_broker();
     let dir = tmp.path();
@@ -1062,6 +1063,7 @@ fn a_killed_server_with_five_kafka_and_file_jobs_resumes_them_all() {
                        'batch.size' = '200', 'batch.timeout' = '200ms');"
             ),
         ),
+        ("alofile", kafka_app("alofile", "ka", false)),
         ("f1", watch_app_named("f1", "in_f1", "out_f1", "in1", "out1")),
         ("f2", watch_app_named("f2", "in_f2", "out_f2", "in2", "out2")),
         ("f3", watch_app_named("f3", "in_f3", "out_f3", "in3", "out3")),
@@ -1075,6 +1077,7 @@ fn a_killed_server_with_five_kafka_and_file_jobs_resumes_them_all() {
     }
     wait_for(Duration::from_secs(90), "every job to write", || {
         ids_written(&dir.join("kx")).len() >= 400
+            && !ids_written(&dir.join("ka")).is_empty()
             && s.status("atleast")["metrics"]["records_written"].as_u64() > Some(0)
             && (1..=3).all(|n| ids_written(&dir.join(format!("out{n}"))).len() == 100)
     });
@@ -1104,19 +1107,26 @@ fn a_killed_server_with_five_kafka_and_file_jobs_resumes_them_all() {
         ids.dedup();
         ids
     };
+    let file_ids = || {
+        let mut ids = ids_written(&dir.join("ka"));
+        ids.dedup();
+        ids
+    };
     let counts = || {
-        let a = copied(3000);
+        // at least once: duplicates may come first, so read past 3000
+        let a = copied(6000);
         (
             ids_written(&dir.join("kx")).len(),
             a.len(),
+            file_ids().len(),
             (1..=3)
                 .map(|n| ids_written(&dir.join(format!("out{n}"))).len())
                 .collect::<Vec<_>>(),
         )
     };
     let caught_up = wait_until(Duration::from_secs(120), || {
-        let (kx, ka, files) = counts();
-        kx >= 3000 && ka == 3000 && files.iter().all(|n| *n >= 200)
+        let (kx, ka, kf, files) = counts();
+        kx >= 3000 && ka == 3000 && kf == 3000 && files.iter().all(|n| *n >= 200)
     });
     assert!(
         caught_up,
@@ -1144,5 +1154,10 @@ fn a_killed_server_with_five_kafka_and_file_jobs_resumes_them_all() {
         copied(usize::MAX),
         (0..3000).collect::<Vec<_>>(),
         "at least once: nothing lost"
+    );
+    assert_eq!(
+        file_ids(),
+        (0..3000).collect::<Vec<_>>(),
+        "at least once into a file: the resumed run kept the first run's output"
     );
 }

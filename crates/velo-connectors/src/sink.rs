@@ -47,6 +47,11 @@ pub trait Sink: Send + std::fmt::Debug {
     /// (the rows and `_op`), which a sink of [`crate::changelog::ChangeMode::Upsert`]
     /// reads with [`crate::changelog::ChangeBatch::from_batch`].
     fn set_changelog(&mut self) {}
+    /// Called once before the first epoch when this run continues an
+    /// earlier run of the job (a hosted job started again after a stop, a
+    /// failure or a server restart): what the earlier run published is
+    /// kept, never replaced (a file sink appends to its file).
+    fn set_continuing(&mut self) {}
     /// Starts epoch `epoch`.
     fn begin_epoch(&mut self, epoch: u64) -> Result<()>;
     /// Writes one result batch.

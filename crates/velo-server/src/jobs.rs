@@ -937,7 +937,12 @@ impl Jobs {
     /// Phase: one run of job `name`, from planning to its end.
     async fn run_once(&self, name: &str, generation: u64) -> Ended {
         let plan = match self.app_of(name).and_then(|a| self.job_plan(&a, name)) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                // every run after the job's first continues its output
+                p.continues = self.inner.store.has_run(name);
+                self.inner.store.mark_run(name);
+                p
+            }
             Err(e) => {
                 return Ended::Error {
                     message: e.to_string(),

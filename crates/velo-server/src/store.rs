@@ -147,8 +147,33 @@ impl Store {
         }
     }
 
-    /// Removes the checkpoints of job `job`.
+    fn run_marker(&self, job: &str) -> PathBuf {
+        self.root.join("runs").join(file_name(job))
+    }
+
+    /// Whether job `job` has run before (on this state directory).
+    pub fn has_run(&self, job: &str) -> bool {
+        self.run_marker(job).exists()
+    }
+
+    /// Notes that job `job` runs: its later runs continue its output. A
+    /// marker that cannot be written is logged: the next run would then
+    /// replace what a file sink wrote.
+    pub fn mark_run(&self, job: &str) {
+        let path = self.run_marker(job);
+        let written = std::fs::create_dir_all(self.root.join("runs"))
+            .and_then(|_| std::fs::write(&path, b""));
+        if let Err(e) = written {
+            tracing::error!(
+                "cannot note that job '{job}' ran ({}: {e}): its next run would replace its file output",
+                path.display()
+            );
+        }
+    }
+
+    /// Removes the checkpoints of job `job` (and that it ran).
     pub fn purge(&self, job: &str) -> Result<()> {
+        let _ = std::fs::remove_file(self.run_marker(job));
         match std::fs::remove_dir_all(self.job_checkpoints(job)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

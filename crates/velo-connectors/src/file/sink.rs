@@ -673,6 +673,16 @@ impl Sink for FileSink {
         self.transactional = on;
     }
 
+    fn set_continuing(&mut self) {
+        // line formats append; transactional files are new files per epoch
+        // anyway, and a Parquet file is renamed into place whole
+        let lines = matches!(self.cfg.format, FileFormat::JsonLines | FileFormat::Csv);
+        if lines && !self.cfg.append {
+            tracing::info!(sink = %self.name, "continuing an earlier run of the job: appending to its output instead of replacing it");
+            self.cfg.append = true;
+        }
+    }
+
     fn set_schema(&mut self, schema: SchemaRef) {
         self.schema = Some(schema);
     }

@@ -58,6 +58,10 @@ pub struct JobPlan {
     pub tables: Arc<crate::tables::Tables>,
     /// The connectors and runtime it is planned and run with.
     pub engine: crate::Engine,
+    /// This run continues an earlier run of the same job (a hosted job
+    /// started again): sinks keep what the earlier run wrote instead of
+    /// replacing it ([`velo_connectors::Sink::set_continuing`]).
+    pub continues: bool,
 }
 
 /// A resolved application.
@@ -418,6 +422,7 @@ impl Resolver<'_> {
             table_refs: c.table_refs,
             tables: self.tables.clone(),
             engine: self.inputs.engine.clone(),
+            continues: false,
         })
     }
 

@@ -57,6 +57,9 @@ impl Outputs {
             if changes {
                 s.set_changelog();
             }
+            if p.plan.continues {
+                s.set_continuing();
+            }
             let breaker = match p.plan.sinks.iter().find(|c| c.name == s.name()) {
                 Some(cfg) => velo_config::keys::CircuitBreaker::of(cfg)
                     .map_err(|e| EngineError::Invalid(e.to_string()))?,
