@@ -77,24 +77,18 @@ pub fn classify(sql: &str) -> Result<Statement, String> {
         }
     };
     let kw = |i: usize| word(i).unwrap_or_default();
+    // `<verb> <noun> <job>` and nothing after it
+    let on_job = |f: fn(String) -> Statement| -> Result<Statement, String> {
+        let job = name(2)?;
+        end(3)?;
+        Ok(f(job))
+    };
     match (kw(0).as_str(), kw(1).as_str()) {
         ("CREATE", "STREAM" | "TABLE") => Ok(Statement::Deploy(sql.to_string())),
         ("SHOW", "JOBS") => end(2).map(|_| Statement::ShowJobs),
-        ("SHOW", "STATUS") => {
-            let job = name(2)?;
-            end(3)?;
-            Ok(Statement::ShowStatus(job))
-        }
-        ("STOP", "JOB") => {
-            let job = name(2)?;
-            end(3)?;
-            Ok(Statement::Stop(job))
-        }
-        ("START", "JOB") => {
-            let job = name(2)?;
-            end(3)?;
-            Ok(Statement::Start(job))
-        }
+        ("SHOW", "STATUS") => on_job(Statement::ShowStatus),
+        ("STOP", "JOB") => on_job(Statement::Stop),
+        ("START", "JOB") => on_job(Statement::Start),
         ("DROP", "JOB") => {
             let job = name(2)?;
             let purge = kw(3) == "PURGE";
