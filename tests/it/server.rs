@@ -1160,4 +1160,17 @@ fn a_killed_server_with_six_kafka_and_file_jobs_resumes_them_all() {
         (0..3000).collect::<Vec<_>>(),
         "at least once into a file: the resumed run kept the first run's output"
     );
+    // the Kafka consumer lag of a caught-up job: 0, per partition
+    let l = [
+        ("job", "exactly"),
+        ("source", "src_exactly"),
+        ("partition", "orders/0"),
+    ];
+    wait_for(Duration::from_secs(20), "the lag to be known", || {
+        sample(&scrape(s.port), "velo_job_source_lag_records", &l) == Some(0.0)
+    });
+    assert_eq!(
+        s.status("exactly")["source_lag"]["src_exactly"]["orders/0"],
+        0
+    );
 }

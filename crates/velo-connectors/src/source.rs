@@ -52,6 +52,12 @@ pub trait PositionCommitter: Send + Sync {
     fn transaction_context(&self) -> Option<TransactionContext> {
         None
     }
+    /// How far behind each part (a Kafka partition, as `topic/partition`)
+    /// the committed position is, in records, as last known; empty when
+    /// the source cannot tell.
+    fn lag(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
 }
 
 /// What a source hands to a transactional sink of the same system so that

@@ -98,6 +98,10 @@ pub struct VeloContext {
     assignment_changed: std::sync::atomic::AtomicBool,
     /// The consumer holds partitions.
     assigned: std::sync::atomic::AtomicBool,
+    /// Each assigned partition's lag (`topic/partition` -> messages between
+    /// the group's committed offset and the partition's end), from
+    /// librdkafka's statistics.
+    lag: Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 /// A position as `(topic, partition) -> next offset`.
@@ -120,6 +124,7 @@ impl VeloContext {
             resume: Mutex::new(resume),
             assignment_changed: std::sync::atomic::AtomicBool::new(false),
             assigned: std::sync::atomic::AtomicBool::new(false),
+            lag: Mutex::default(),
         }
     }
 
@@ -137,6 +142,22 @@ impl ClientContext for VeloContext {
             }
         }
         crate::log_librdkafka(&self.name, level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // librdkafka's -1: not known (yet); partition -1: the topic's own entry
+        let lag = statistics
+            .topics
+            .iter()
+            .flat_map(|(t, topic)| {
+                topic
+                    .partitions
+                    .iter()
+                    .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
+                    .map(move |(p, part)| (format!("{t}/{p}"), part.consumer_lag))
+            })
+            .collect();
+        *self.lag.lock().expect("lag lock") = lag;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -411,6 +432,17 @@ pub fn position_list(pos: &Position) -> TopicPartitionList {
 }
 
 impl PositionCommitter for KafkaCommitter {
+    fn lag(&self) -> Vec<(String, i64)> {
+        self.consumer
+            .context()
+            .lag
+            .lock()
+            .expect("lag lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     fn commit(&self, pos: &Position, sync: bool) -> Result<()> {
         if pos.parts.is_empty() {
             return Ok(());
@@ -468,7 +500,12 @@ fn connect_error(name: &str, servers: &str, e: &str, ctx: Option<String>) -> Con
 }
 
 fn consumer(cfg: &KafkaSourceConfig, name: &str, resume: Option<&Position>) -> Result<Consumer_> {
-    cfg.client
+    let mut client = cfg.client.clone();
+    if client.get("statistics.interval.ms").is_none() {
+        // each partition's lag, for the job's status and metrics
+        client.set("statistics.interval.ms", "1000");
+    }
+    client
         .create_with_context(VeloContext::new(name, resume))
         .map_err(|e| crate::error::setup(format!("cannot create a Kafka consumer: {e}")))
 }

@@ -168,6 +168,8 @@ pub struct JobStatusDoc {
     pub subscribers: usize,
     /// Each sink's circuit and failures.
     pub circuits: BTreeMap<String, CircuitDoc>,
+    /// Per source, each partition's lag in records (Kafka consumer lag).
+    pub source_lag: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// A job's plan, as `velo explain` prints it (secrets masked).
@@ -405,6 +407,11 @@ pub(crate) fn status_doc(v: &JobView) -> JobStatusDoc {
         watermark: watermark.and_then(rfc3339_ms),
         lag_ms: watermark.map(|w| chrono::Utc::now().timestamp_millis() - w),
         subscribers: v.subscribers,
+        source_lag: v
+            .status
+            .as_ref()
+            .map(|s| s.source_lag.clone())
+            .unwrap_or_default(),
         circuits: v
             .status
             .iter()

@@ -251,6 +251,28 @@ impl Collector for JobsCollector {
                 failed.push((l, h.records_failed));
             }
         }
+        let mut source_lag = Vec::new();
+        for j in v {
+            let Some(s) = &j.status else { continue };
+            for (source, parts) in &s.source_lag {
+                for (part, n) in parts {
+                    source_lag.push((
+                        vec![
+                            ("job", j.name.as_str()),
+                            ("source", source.as_str()),
+                            ("partition", part.as_str()),
+                        ],
+                        *n,
+                    ));
+                }
+            }
+        }
+        gauges(
+            &mut enc,
+            "velo_job_source_lag_records",
+            "Records between a source partition's committed position and its end (Kafka consumer lag, from librdkafka's statistics)",
+            source_lag,
+        )?;
         gauges(
             &mut enc,
             "velo_job_sink_circuit_state",

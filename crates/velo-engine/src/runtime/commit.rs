@@ -38,6 +38,8 @@ impl JobRun {
         t0: Instant,
     ) -> Result<()> {
         let positions = self.positions().await;
+        self.live
+            .committers(positions.iter().map(|(_, c)| c.clone()));
         if self.out.transactional {
             self.send_positions(&positions, &mut failed).await;
         }

@@ -56,6 +56,9 @@ pub struct JobStatus {
     pub records_out: BTreeMap<String, u64>,
     /// Each sink's health and circuit.
     pub sink_health: BTreeMap<String, crate::circuit::SinkHealth>,
+    /// Per source, the lag of each part (Kafka: `topic/partition` ->
+    /// records between the committed offset and the partition's end).
+    pub source_lag: BTreeMap<String, BTreeMap<String, i64>>,
     /// Bad records and records of failed epochs.
     pub records_failed: u64,
     /// Records behind the watermark.
@@ -121,6 +124,8 @@ pub(crate) struct Live {
     /// The rows every sink receives: the query's, with `_op` for an
     /// updating result.
     output: SchemaRef,
+    /// Each stream's position committer, once it has one (its lag).
+    committers: Mutex<Vec<(String, Arc<dyn velo_connectors::PositionCommitter>)>>,
     /// A `CREATE TABLE` job's table (latest row per key).
     table: Option<Arc<crate::tables::Table>>,
     tap: Option<Tap>,
@@ -130,6 +135,7 @@ impl Live {
     fn new(p: &PreparedJob, tap: Option<Tap>) -> Arc<Self> {
         Arc::new(Self {
             output: p.output_schema(),
+            committers: Mutex::default(),
             table: p.table.clone(),
             tap,
             name: p.plan.name.clone(),
@@ -177,6 +183,17 @@ impl Live {
                 batches: rows.to_vec(),
             }));
         }
+    }
+
+    /// The streams' position committers as of the last commit, by stream
+    /// (as `PreparedJob::streams`).
+    pub fn committers(
+        &self,
+        c: impl Iterator<Item = Option<Arc<dyn velo_connectors::PositionCommitter>>>,
+    ) {
+        let names = self.streams.iter().map(|(n, _, _)| n.clone());
+        *self.committers.lock().expect("status lock") =
+            names.zip(c).filter_map(|(n, c)| Some((n, c?))).collect();
     }
 
     /// Stream `i` (as `PreparedJob::streams`) read `n` more records.
@@ -249,6 +266,14 @@ impl Live {
             records_in,
             records_out,
             sink_health,
+            source_lag: self
+                .committers
+                .lock()
+                .expect("status lock")
+                .iter()
+                .map(|(n, c)| (n.clone(), c.lag().into_iter().collect()))
+                .filter(|(_, l): &(String, BTreeMap<String, i64>)| !l.is_empty())
+                .collect(),
             records_failed: Counters::get(&self.counters.records_failed),
             records_late: Counters::get(&self.counters.records_late),
             records_dead_lettered: Counters::get(&self.counters.records_dead_lettered),
