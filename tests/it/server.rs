@@ -388,6 +388,10 @@ fn jobs_are_deployed_watched_stopped_started_and_dropped_through_the_rest_api() 
             >= 1.0
     );
     assert!(sample(&samples, "velo_job_checkpoint_bytes", &job_l).unwrap() > 100.0);
+    // the sink's write and commit latencies
+    let sink_l = [("job", "doubled"), ("sink", "out")];
+    assert!(sample(&samples, "velo_job_sink_write_seconds_count", &sink_l).unwrap() >= 1.0);
+    assert!(sample(&samples, "velo_job_sink_commit_seconds_count", &sink_l).unwrap() >= 1.0);
     // the epoch that carried the 3 records: read, then committed a moment later
     let latency = sample(&samples, "velo_job_latency_seconds_count", &job_l).unwrap();
     assert!(latency >= 1.0, "{latency}");

@@ -40,7 +40,7 @@ impl CircuitState {
 }
 
 /// A sink's health at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkHealth {
     /// Its circuit (always closed without a breaker).
     pub state: CircuitState,
@@ -56,6 +56,10 @@ pub struct SinkHealth {
     /// Records it failed to write (its epochs that failed under
     /// LogAndContinue while the other sinks published).
     pub records_failed: u64,
+    /// How long each call handing it a batch took (retries included).
+    pub write_seconds: Option<crate::stats::HistogramSnapshot>,
+    /// How long preparing and publishing each epoch took on it.
+    pub commit_seconds: Option<crate::stats::HistogramSnapshot>,
 }
 
 #[derive(Debug)]
@@ -179,6 +183,8 @@ impl Circuit {
             opened: i.opened,
             last_error: i.last_error.clone(),
             records_failed: 0,
+            write_seconds: None,
+            commit_seconds: None,
         }
     }
 }

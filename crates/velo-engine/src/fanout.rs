@@ -119,6 +119,10 @@ pub struct SinkHandle {
     pub failed: Arc<AtomicU64>,
     /// Its health, and its circuit breaker if it has one.
     pub circuit: Arc<crate::circuit::Circuit>,
+    /// How long each write call took.
+    pub write_seconds: Arc<crate::stats::Histogram>,
+    /// How long each epoch's prepare and commit calls took together.
+    pub commit_seconds: Arc<crate::stats::Histogram>,
 }
 
 fn with_retry<T>(
@@ -219,6 +223,9 @@ impl SinkHandle {
     ) -> Self {
         let circuit = Arc::new(crate::circuit::Circuit::new(breaker));
         let c = circuit.clone();
+        let write_seconds = Arc::new(crate::stats::Histogram::default());
+        let commit_seconds = Arc::new(crate::stats::Histogram::default());
+        let (ws, cs) = (write_seconds.clone(), commit_seconds.clone());
         let name = sink.name().to_string();
         sink.set_transactional(transactional);
         sink.set_schema(schema);
@@ -237,6 +244,8 @@ impl SinkHandle {
                 let mut epoch = 0u64;
                 // whether this epoch called the sink (its circuit let it)
                 let mut attempted = false;
+                // how long this epoch's prepare took
+                let mut committing = Duration::ZERO;
                 while let Some(cmd) = rx.blocking_recv() {
                     match cmd {
                         Cmd::Begin(e, ack) => {
@@ -269,6 +278,7 @@ impl SinkHandle {
                             if epoch_error.is_some() {
                                 continue;
                             }
+                            let t = std::time::Instant::now();
                             let r = match bytes.map(|rx| rx.blocking_recv()) {
                                 None => with_retry(retry, &tname, || {
                                     Faults::hit(&tname, "write", epoch)?;
@@ -284,12 +294,14 @@ impl SinkHandle {
                                     message: "the encoding task stopped".into(),
                                 }),
                             };
+                            ws.observe(t.elapsed());
                             if let Err(m) = r {
                                 tracing::error!(sink = %tname, "write failed: {m}");
                                 epoch_error = Some(m);
                             }
                         }
                         Cmd::Prepare(e, ack) => {
+                            let t = std::time::Instant::now();
                             let r = match epoch_error.take() {
                                 Some(m) => Err(m),
                                 None => with_retry(retry, &tname, || {
@@ -305,6 +317,7 @@ impl SinkHandle {
                                 c.failure(&m.message);
                                 attempted = false;
                             }
+                            committing = t.elapsed();
                             let _ = ack.send(r);
                         }
                         Cmd::Recover(token, ack) => {
@@ -317,10 +330,12 @@ impl SinkHandle {
                             );
                         }
                         Cmd::Commit(e, ack) => {
+                            let t = std::time::Instant::now();
                             let r = with_retry(retry, &tname, || {
                                 Faults::hit(&tname, "commit", e)?;
                                 sink.commit(e)
                             });
+                            cs.observe(committing + t.elapsed());
                             match &r {
                                 Ok(()) => {
                                     w.fetch_add(epoch_rows, Ordering::Relaxed);
@@ -363,6 +378,8 @@ impl SinkHandle {
             written,
             failed,
             circuit,
+            write_seconds,
+            commit_seconds,
         }
     }
 

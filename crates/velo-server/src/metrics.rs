@@ -352,8 +352,48 @@ impl Collector for JobsCollector {
             "Bytes of the job's last checkpoint: operator state and the checkpoint file",
             per_job(v, |j| j.checkpoint_bytes as i64),
         )?;
+        for (name, help, of) in [
+            (
+                "velo_job_sink_write_seconds",
+                "Each call handing a sink a batch, retries included (current run)",
+                (|h: &velo_engine::circuit::SinkHealth| h.write_seconds.as_ref())
+                    as fn(
+                        &velo_engine::circuit::SinkHealth,
+                    ) -> Option<&velo_engine::stats::HistogramSnapshot>,
+            ),
+            (
+                "velo_job_sink_commit_seconds",
+                "Each epoch's prepare and publish on a sink (current run)",
+                |h| h.commit_seconds.as_ref(),
+            ),
+        ] {
+            let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for j in v {
+                let Some(s) = &j.status else { continue };
+                for (sink, h) in &s.sink_health {
+                    let Some(h) = of(h) else { continue };
+                    let labels = [("job", j.name.as_str()), ("sink", sink.as_str())];
+                    encode_histogram(&mut family, &labels, h)?;
+                }
+            }
+        }
         self.process(&mut enc)
     }
+}
+
+/// One series of a histogram family.
+fn encode_histogram(
+    family: &mut prometheus_client::encoding::MetricEncoder,
+    labels: &[(&str, &str)],
+    h: &velo_engine::stats::HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let in_buckets: u64 = h.buckets.iter().map(|(_, n)| n).sum();
+    let count = h.count.max(in_buckets);
+    let mut buckets = h.buckets.clone();
+    buckets.push((f64::INFINITY, count - in_buckets));
+    family
+        .encode_family(&labels)?
+        .encode_histogram::<NoLabelSet>(h.sum, count, &buckets, None)
 }
 
 impl JobsCollector {
@@ -369,14 +409,7 @@ impl JobsCollector {
         let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
         for j in views {
             let Some(h) = of(j) else { continue };
-            let in_buckets: u64 = h.buckets.iter().map(|(_, n)| n).sum();
-            let count = h.count.max(in_buckets);
-            let mut buckets = h.buckets.clone();
-            buckets.push((f64::INFINITY, count - in_buckets));
-            let labels = [("job", j.name.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(h.sum, count, &buckets, None)?;
+            encode_histogram(&mut family, &[("job", j.name.as_str())], h)?;
         }
         Ok(())
     }

@@ -102,6 +102,8 @@ struct LiveSink {
     written: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     circuit: Arc<crate::circuit::Circuit>,
+    write_seconds: Arc<crate::stats::Histogram>,
+    commit_seconds: Arc<crate::stats::Histogram>,
 }
 
 /// What the running job shares with its handle.
@@ -162,6 +164,8 @@ impl Live {
                 written: s.written.clone(),
                 failed: s.failed.clone(),
                 circuit: s.circuit.clone(),
+                write_seconds: s.write_seconds.clone(),
+                commit_seconds: s.commit_seconds.clone(),
             })
             .collect();
         self.set_state(JobState::Running);
@@ -249,6 +253,8 @@ impl Live {
                 .map(|s| {
                     let mut h = s.circuit.health();
                     h.records_failed = s.failed.load(Relaxed);
+                    h.write_seconds = Some(s.write_seconds.snapshot());
+                    h.commit_seconds = Some(s.commit_seconds.snapshot());
                     (s.name.clone(), h)
                 })
                 .collect();
