@@ -12,9 +12,11 @@
 #     test on 127.0.0.1;
 #   - Debian's chromium and chromium-driver (apt-get, about a minute), the
 #     real browser of the dashboard test, driven over WebDriver;
-#   - prometheus-client (its parser reads the job server's /metrics) and
+#   - prometheus-client (its parser reads the job server's /metrics),
 #     schemathesis (fuzzes the job server's REST API against its OpenAPI
-#     document) for Python (pip).
+#     document), and adbc-driver-flightsql with pyarrow (the Flight SQL
+#     clients) for Python (pip); openssl (a test certificate) and curl
+#     (HTTPS calls) from the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,9 +69,9 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   APT_PID=$!
 fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis' 2>/dev/null; then
-  echo "installing confluent-kafka, fastavro, protobuf, moto, prometheus-client and schemathesis for Python (the tests' independent clients, S3 store and API fuzzer)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" prometheus-client schemathesis
+if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight' 2>/dev/null; then
+  echo "installing confluent-kafka, fastavro, protobuf, moto, prometheus-client, schemathesis, adbc-driver-flightsql and pyarrow for Python (the tests' independent clients, S3 store and API fuzzer)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" prometheus-client schemathesis adbc-driver-flightsql pyarrow
 fi
 
 cargo fmt --all -- --check
