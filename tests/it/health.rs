@@ -190,3 +190,35 @@ fn under_log_and_continue_an_open_circuit_skips_the_sink_and_counts_its_records_
     assert!(flaky["opened"].as_u64().unwrap() >= 1, "{st}");
     assert_eq!(st["metrics"]["sinks"]["keep"], 300, "{st}");
 }
+
+#[test]
+fn a_bad_circuit_breaker_is_refused_by_validate() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    for (keys, says) in [
+        (
+            "'out.circuit_breaker.failure_threshold' = '0'",
+            "circuit_breaker.failure_threshold",
+        ),
+        (
+            "'out.circuit_breaker.reset_timeout' = '5s'",
+            "set circuit_breaker.failure_threshold too",
+        ),
+        (
+            "'out.circuit_breaker.failure_threshold' = 'three'",
+            "circuit_breaker.failure_threshold",
+        ),
+    ] {
+        let app = format!(
+            "CREATE STREAM s AS SELECT id FROM gen INTO out
+             WITH ('gen.type' = 'datagen', 'gen.columns' = 'id:sequence(1)', 'gen.rows' = '5',
+                   'out.type' = 'file_sink', 'out.path' = 'out.jsonl', {keys});"
+        );
+        std::fs::write(dir.join("app.sql"), app).unwrap();
+        let o = crate::common::run_in(dir, &["validate", "app.sql"], &[]);
+        let err =
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{keys}: {err}");
+        assert!(err.contains(says), "{keys}: {err}");
+    }
+}

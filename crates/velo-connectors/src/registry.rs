@@ -329,6 +329,9 @@ impl Registry {
         }
         .ok_or_else(|| self.unknown(cfg))?;
         let warnings = self.validate_keys(cfg, keys, extra)?;
+        if cfg.role == Role::Sink {
+            velo_config::keys::CircuitBreaker::of(cfg)?;
+        }
         check(cfg)?;
         Ok(warnings)
     }
