@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use subtle::ConstantTimeEq;
 use velo_config::global::GlobalConfig;
 
 use crate::error::{Result, ServerError};
@@ -191,13 +192,9 @@ fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
     word.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-/// Constant-time equality (the time depends on the lengths only).
+/// Constant-time equality (subtle's; the time depends on the lengths only).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
-    }
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

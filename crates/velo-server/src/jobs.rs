@@ -296,6 +296,8 @@ struct Hosted {
     output: Option<SchemaRef>,
     /// A `CREATE TABLE` job's table, from its current or last run.
     table: Option<Arc<velo_engine::tables::Table>>,
+    /// Whether its statement is a `CREATE TABLE`.
+    is_table: bool,
 }
 
 impl Hosted {
@@ -323,6 +325,8 @@ impl Hosted {
             tap: tokio::sync::broadcast::channel(TAP_EPOCHS).0,
             output: None,
             table: None,
+            is_table: plan
+                .is_some_and(|p| p.statement.kind == velo_sql::StatementKind::CreateTable),
         }
     }
 
@@ -580,6 +584,11 @@ impl Jobs {
             .await
             .map_err(|e| ServerError::Invalid(vec![e]))?;
         Ok(p.output_schema())
+    }
+
+    /// Whether job `name` is a `CREATE TABLE`.
+    pub fn is_table(&self, name: &str) -> bool {
+        self.table().jobs.get(name).is_some_and(|h| h.is_table)
     }
 
     /// Every job that has run, as a query sees it: tables with their rows

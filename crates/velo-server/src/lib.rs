@@ -97,14 +97,10 @@ pub async fn serve(
                 flight::describe(addr, security.tls.is_some())
             );
             let service = flight::FlightSql::new(jobs.clone(), security.auth.clone());
-            let tls = security.tls.clone().map(|t| flight::Tls {
-                cert: t.cert,
-                key: t.key,
-            });
             Some(tokio::spawn(flight::serve(
                 service,
                 l,
-                tls,
+                security.tls.clone(),
                 until_stopped(),
             )))
         }

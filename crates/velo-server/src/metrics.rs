@@ -352,31 +352,20 @@ impl Collector for JobsCollector {
             "Bytes of the job's last checkpoint: operator state and the checkpoint file",
             per_job(v, |j| j.checkpoint_bytes as i64),
         )?;
-        for (name, help, of) in [
-            (
-                "velo_job_sink_write_seconds",
-                "Each call handing a sink a batch, retries included (current run)",
-                (|h: &velo_engine::circuit::SinkHealth| h.write_seconds.as_ref())
-                    as fn(
-                        &velo_engine::circuit::SinkHealth,
-                    ) -> Option<&velo_engine::stats::HistogramSnapshot>,
-            ),
-            (
-                "velo_job_sink_commit_seconds",
-                "Each epoch's prepare and publish on a sink (current run)",
-                |h| h.commit_seconds.as_ref(),
-            ),
-        ] {
-            let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for j in v {
-                let Some(s) = &j.status else { continue };
-                for (sink, h) in &s.sink_health {
-                    let Some(h) = of(h) else { continue };
-                    let labels = [("job", j.name.as_str()), ("sink", sink.as_str())];
-                    encode_histogram(&mut family, &labels, h)?;
-                }
-            }
-        }
+        self.sink_histograms(
+            &mut enc,
+            "velo_job_sink_write_seconds",
+            "Each call handing a sink a batch, retries included (current run)",
+            v,
+            |h| h.write_seconds.as_ref(),
+        )?;
+        self.sink_histograms(
+            &mut enc,
+            "velo_job_sink_commit_seconds",
+            "Each epoch's prepare and publish on a sink (current run)",
+            v,
+            |h| h.commit_seconds.as_ref(),
+        )?;
         self.process(&mut enc)
     }
 }
@@ -410,6 +399,28 @@ impl JobsCollector {
         for j in views {
             let Some(h) = of(j) else { continue };
             encode_histogram(&mut family, &[("job", j.name.as_str())], h)?;
+        }
+        Ok(())
+    }
+
+    /// One histogram family per sink: `of` each sink's health (current run).
+    fn sink_histograms(
+        &self,
+        enc: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        views: &[JobView],
+        of: impl Fn(&velo_engine::circuit::SinkHealth) -> Option<&velo_engine::stats::HistogramSnapshot>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for j in views {
+            let Some(s) = &j.status else { continue };
+            for (sink, h) in &s.sink_health {
+                if let Some(h) = of(h) {
+                    let labels = [("job", j.name.as_str()), ("sink", sink.as_str())];
+                    encode_histogram(&mut family, &labels, h)?;
+                }
+            }
         }
         Ok(())
     }

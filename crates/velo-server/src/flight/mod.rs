@@ -263,9 +263,7 @@ impl FlightSql {
                 .boxed(),
         };
         let (batches, abort) = futures::stream::abortable(batches);
-        self.handles()
-            .running
-            .insert(handle.to_string(), abort.clone());
+        self.handles().running.insert(handle.to_string(), abort);
         let done = Done {
             handles: self.handles.clone(),
             handle: handle.to_string(),
@@ -306,18 +304,27 @@ impl FlightSql {
 
     /// The jobs as tables and streams of the one catalog and schema.
     async fn tables(&self) -> Vec<(String, &'static str, Schema)> {
+        use crate::jobs::Queryable;
+        let known = self.jobs.queryable();
         let mut out = Vec::new();
         for v in self.jobs.list() {
-            let kind = match self.jobs.queryable().get(&v.name) {
-                Some(crate::jobs::Queryable::Table(..)) => metadata::TABLE,
-                _ => metadata::STREAM,
+            let (kind, schema) = match known.get(&v.name) {
+                Some(Queryable::Table(s, _)) => (metadata::TABLE, s.as_ref().clone()),
+                Some(Queryable::Stream(s)) => (metadata::STREAM, s.as_ref().clone()),
+                // not run yet: its kind from its statement, its rows planned
+                None => (
+                    if self.jobs.is_table(&v.name) {
+                        metadata::TABLE
+                    } else {
+                        metadata::STREAM
+                    },
+                    self.jobs
+                        .output_schema(&v.name)
+                        .await
+                        .map(|s| s.as_ref().clone())
+                        .unwrap_or_else(|_| Schema::empty()),
+                ),
             };
-            let schema = self
-                .jobs
-                .output_schema(&v.name)
-                .await
-                .map(|s| s.as_ref().clone())
-                .unwrap_or_else(|_| Schema::empty());
             out.push((v.name, kind, schema));
         }
         out
@@ -860,19 +867,11 @@ impl tonic::service::Interceptor for Authenticate {
     }
 }
 
-/// TLS for the Flight endpoint: the certificate chain and key (PEM).
-pub struct Tls {
-    /// The certificate chain.
-    pub cert: Vec<u8>,
-    /// The private key.
-    pub key: Vec<u8>,
-}
-
 /// Serves Flight SQL on `listener` until `stop`.
 pub async fn serve(
     service: FlightSql,
     listener: tokio::net::TcpListener,
-    tls: Option<Tls>,
+    tls: Option<crate::Tls>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let auth = Authenticate(service.auth.clone());
