@@ -266,6 +266,12 @@ impl Moto {
         me
     }
 
+    /// Creates another bucket.
+    pub fn bucket(&self, name: &str) {
+        let (code, body) = http(self.port, "PUT", &format!("/{name}"));
+        assert_eq!(code, 200, "create bucket {name}: {body}");
+    }
+
     /// The environment that points an S3 client at it.
     pub fn env(&self) -> Vec<(String, String)> {
         [
@@ -402,4 +408,33 @@ impl BatchOracle {
     pub fn jsonl_answer(&self, sql: &str) -> String {
         jsonl_of(&self.query(sql))
     }
+}
+
+/// Writes a Parquet file of `id` and `ts` columns (both the values of
+/// `ids`) in row groups of 700 rows, so that a resume crosses them.
+pub fn write_id_ts_parquet(path: &Path, ids: std::ops::Range<i64>) {
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("ts", arrow::datatypes::DataType::Int64, false),
+    ]));
+    let ids: Vec<i64> = ids.collect();
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(arrow::array::Int64Array::from(ids.clone())),
+            std::sync::Arc::new(arrow::array::Int64Array::from(ids)),
+        ],
+    )
+    .unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(700))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        schema,
+        Some(props),
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
 }

@@ -75,15 +75,32 @@ fn every_sql_example_of_the_readme_validates_and_the_local_ones_run() {
         if sql.contains("kafka_") {
             continue;
         }
-        let o = crate::common::run_in(dir, &["run", "app.sql"], &[]);
+        // an object store example runs against moto's S3 server, with the
+        // objects it reads
+        let moto = sql.contains("s3://").then(|| {
+            let m = crate::common::Moto::start("lake");
+            crate::lake::seed_readme(&m);
+            m
+        });
+        let env: Vec<(String, String)> = match &moto {
+            Some(m) => {
+                let mut e = m.env();
+                e.push(("S3_ENDPOINT".into(), format!("http://127.0.0.1:{}", m.port)));
+                e
+            }
+            None => Vec::new(),
+        };
+        let o = crate::common::run_in(dir, &["run", "app.sql"], &env);
         assert!(
             o.status.success(),
             "README line {line}: velo run: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        let objects = moto.as_ref().map_or(0, crate::lake::objects_written);
         assert!(
             crate::common::files_below(&dir.join("out")).len()
                 + usize::from(sql.contains("stdout"))
+                + objects
                 > 0,
             "README line {line}: wrote nothing"
         );

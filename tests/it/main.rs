@@ -15,6 +15,7 @@ mod health;
 mod hostile;
 mod joins;
 mod kafka;
+mod lake;
 mod nexmark;
 mod process;
 mod rowwindows;

@@ -503,31 +503,7 @@ fn resume_exactly_once(format: &str, state: &str, env: &[(String, String)]) -> t
     for (f, range) in [("a", 0..3_000i64), ("b", 3_000..6_000)] {
         let path = dir.join(format!("data/{f}.{format}"));
         if format == "parquet" {
-            let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
-                arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
-                arrow::datatypes::Field::new("ts", arrow::datatypes::DataType::Int64, false),
-            ]));
-            let ids: Vec<i64> = range.collect();
-            let batch = arrow::array::RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    std::sync::Arc::new(arrow::array::Int64Array::from(ids.clone())),
-                    std::sync::Arc::new(arrow::array::Int64Array::from(ids)),
-                ],
-            )
-            .unwrap();
-            // several row groups: the resume offset crosses them
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_max_row_group_row_count(Some(700))
-                .build();
-            let mut w = parquet::arrow::ArrowWriter::try_new(
-                std::fs::File::create(&path).unwrap(),
-                schema,
-                Some(props),
-            )
-            .unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
+            crate::common::write_id_ts_parquet(&path, range);
         } else {
             let mut s = String::new();
             for i in range {

@@ -142,6 +142,12 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "LogAndContinue, FailBatch or RetryWithBackoff",
     ),
     KeySpec::new(
+        "rate_limit",
+        KeyType::UInt,
+        None,
+        "Records per second each source of the job is read at, at most (a replay of stored data into a live system); batches are cut to a tenth of a second's worth so the output is smooth",
+    ),
+    KeySpec::new(
         "max_retries",
         KeyType::UInt,
         Some("3"),
@@ -314,6 +320,8 @@ pub struct JobConfig {
     pub partitions: Option<usize>,
     /// `restart.*`: restarts of a hosted job after an external error.
     pub restart: RestartPolicy,
+    /// `rate_limit`: records per second per source, at most.
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for JobConfig {
@@ -332,6 +340,7 @@ impl Default for JobConfig {
             state_dir: None,
             partitions: None,
             restart: RestartPolicy::default(),
+            rate_limit: None,
         }
     }
 }
@@ -379,6 +388,10 @@ impl JobConfig {
         c.log_progress = boolean("log_progress")?.unwrap_or(true);
         c.state_dir = get("state.dir").map(str::to_string);
         c.partitions = uint("partitions")?.map(|n| n.max(1));
+        c.rate_limit = match uint("rate_limit")? {
+            Some(0) => return Err(bad("rate_limit", "0", "records per second, more than 0")),
+            n => n.map(|n| n as u64),
+        };
         if let Some(n) = uint("max_retries")? {
             c.max_retries = n as u32;
         }

@@ -18,6 +18,9 @@ pub enum UriLocation {
     /// Kept whole as `uri` and `location` for the connector to read:
     /// `kafka://broker:9092/topic`.
     Raw,
+    /// The whole URI up to its query is the connector's `path`: an object
+    /// store URL, `s3://bucket/prefix/*.parquet`.
+    Url,
 }
 
 /// A URI scheme, registered by the connector it names.
@@ -63,7 +66,7 @@ pub fn from_uri(
         .iter()
         .find(|s| s.scheme == scheme)
         .map(|s| (s.kind.to_string(), s.location))
-        .unwrap_or((scheme, UriLocation::Raw));
+        .unwrap_or((scheme.clone(), UriLocation::Raw));
     match form {
         UriLocation::Path => {
             // file:///abs/path and file://relative/path
@@ -76,6 +79,14 @@ pub fn from_uri(
             props.insert("path".to_string(), decoded.into_owned());
         }
         UriLocation::Ignored => {}
+        UriLocation::Url => {
+            if location.is_empty() {
+                return Err(bad(
+                    "missing bucket and path, e.g. s3://bucket/prefix/*.parquet",
+                ));
+            }
+            props.insert("path".to_string(), format!("{scheme}://{location}"));
+        }
         UriLocation::Raw => {
             props.insert("uri".to_string(), uri.to_string());
             props.insert("location".to_string(), location.to_string());

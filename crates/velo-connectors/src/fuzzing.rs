@@ -71,7 +71,10 @@ pub fn lines(data: &[u8]) {
     let Ok(fc) = FileSourceConfig::from_config(&cfg) else {
         return;
     };
-    let Ok(src) = FileSource::new("fuzz", fc, declared) else {
+    let files = crate::file::listing::Files::Local {
+        path: fc.path.clone(),
+    };
+    let Ok(src) = FileSource::new("fuzz", fc, declared, files) else {
         return;
     };
     let Ok(mut reader) = src.open(5, None) else {

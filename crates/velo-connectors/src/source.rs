@@ -52,6 +52,11 @@ pub trait PositionCommitter: Send + Sync {
     fn transaction_context(&self) -> Option<TransactionContext> {
         None
     }
+    /// The engine did not commit `pos`, because a sink missed the epoch
+    /// that reached it (LogAndContinue goes on without that sink): what
+    /// that epoch read is not safely written everywhere. A source that acts
+    /// on what it has read (deletes read files) must not act on it.
+    fn skipped(&self, _pos: &Position) {}
     /// How far behind each part (a Kafka partition, as `topic/partition`)
     /// the committed position is, in records, as last known; empty when
     /// the source cannot tell.

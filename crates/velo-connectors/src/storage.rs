@@ -27,7 +27,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::{ConnectorContext, ConnectorError, Result};
 
 /// URL schemes a [`Storage`] opens in this build.
-pub const SCHEMES: &[&str] = &["file", "s3", "s3a", "memory"];
+pub const SCHEMES: &[&str] = &[
+    "file", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "memory",
+];
 
 /// A folder in a local directory or an object store.
 #[derive(Clone)]
@@ -84,7 +86,7 @@ impl Storage {
                 })
             }
             other => Err(bad(format!(
-                "'{other}://' is not available in this build; use a local path or s3://bucket/prefix (any S3-compatible store, endpoint in AWS_ENDPOINT_URL)"
+                "'{other}://' cannot hold state; use a local path, s3://bucket/prefix (any S3-compatible store, endpoint in AWS_ENDPOINT_URL), gs://bucket/prefix or az://container/prefix"
             ))),
         }
     }

@@ -1,5 +1,6 @@
 //! Path templates: `{date}` `{year}` `{month}` `{day}` `{hour}` `{timestamp}`
-//! `{batch_id}` (and the `${year}`/`{YYYY-MM-DD}` spellings of the seeds).
+//! `{batch_id}` (and the `${year}`, `{YYYY-MM-DD}`, `{YYYY}/{MM}/{DD}/{HH}`
+//! spellings of the seeds).
 
 use chrono::{DateTime, Datelike, Local, Timelike};
 
@@ -12,6 +13,10 @@ pub fn render(template: &str, now: DateTime<Local>, batch_id: u64) -> String {
         .replace("{month}", &format!("{:02}", now.month()))
         .replace("{day}", &format!("{:02}", now.day()))
         .replace("{hour}", &format!("{:02}", now.hour()))
+        .replace("{YYYY}", &format!("{:04}", now.year()))
+        .replace("{MM}", &format!("{:02}", now.month()))
+        .replace("{DD}", &format!("{:02}", now.day()))
+        .replace("{HH}", &format!("{:02}", now.hour()))
         .replace("{timestamp}", &now.format("%Y%m%dT%H%M%S").to_string())
         .replace("{batch_id}", &format!("{batch_id:06}"))
 }
@@ -52,6 +57,10 @@ mod tests {
         );
         assert_eq!(render("x_{timestamp}", now, 0), "x_20240102T030405");
         assert_eq!(render("y=${year}/", now, 0), "y=2024/");
+        assert_eq!(
+            render("a/{YYYY}/{MM}/{DD}/{HH}/", now, 0),
+            "a/2024/01/02/03/"
+        );
         assert_eq!(
             with_suffix("out/a.jsonl.gz", "000001"),
             "out/a-000001.jsonl.gz"

@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn state_urls_say_what_is_supported() {
         let ctx = ConnectorContext::default();
-        let e = StateStore::open("gs://b/p", Path::new("."), "j", &ctx)
+        let e = StateStore::open("ftp://b/p", Path::new("."), "j", &ctx)
             .unwrap_err()
             .to_string();
         assert!(e.contains("s3://bucket/prefix"), "{e}");

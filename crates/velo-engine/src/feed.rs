@@ -131,6 +131,9 @@ struct Reader {
     exhausted: bool,
     /// The part's name for the watermark (parts of a split source).
     part: Option<Arc<str>>,
+    /// `rate_limit`: when this reader's first paced record went out, and
+    /// how many have since.
+    paced: Option<(Instant, u64)>,
 }
 
 /// What the readers of a feed share.
@@ -200,6 +203,8 @@ pub struct EpochFeed {
     /// it is ahead of the slowest of them (a join keeps what one stream
     /// read ahead of the other).
     others: std::sync::OnceLock<Vec<Arc<Watermark>>>,
+    /// `rate_limit`: records per second, at most.
+    rate: std::sync::OnceLock<u64>,
 }
 
 /// Batches read for one scan and waiting for the others.
@@ -291,7 +296,36 @@ impl EpochFeed {
             scans: std::sync::atomic::AtomicUsize::new(0),
             tee: Mutex::new(Tee::default()),
             others: std::sync::OnceLock::new(),
+            rate: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Reads at most `per_second` records a second (`rate_limit`), in
+    /// batches of a tenth of a second's worth.
+    pub fn limit_rate(&self, per_second: u64) {
+        let _ = self.rate.set(per_second.max(1));
+    }
+
+    /// The rows of a batch a rate-limited feed hands on at once.
+    fn rate_chunk(&self) -> Option<usize> {
+        self.rate
+            .get()
+            .map(|r| (*r as usize / 10).clamp(1, self.batch_rows.max(1)))
+    }
+
+    /// Waits until `rows` more records keep the reader within its rate; a
+    /// stop signal ends the wait.
+    async fn pace(&self, r: &mut Reader, rows: usize) {
+        let Some(rate) = self.rate.get() else { return };
+        let (start, sent) = *r.paced.get_or_insert((Instant::now(), 0));
+        let sent = sent + rows as u64;
+        r.paced = Some((start, sent));
+        let due = start + std::time::Duration::from_secs_f64(sent as f64 / *rate as f64);
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = shutdown.wait_for(|v| *v) => {}
+        }
     }
 
     /// The source's name.
@@ -728,14 +762,26 @@ impl EpochFeed {
                     Next::End(out) => return out,
                 },
             };
+            // a rate-limited feed hands on a tenth of a second's worth at a time
+            let (batch, runs) = match self.rate_chunk() {
+                Some(chunk) if !whole && batch.num_rows() > chunk => {
+                    keep_tail(&mut r, batch, runs, chunk)
+                }
+                _ => (batch, runs),
+            };
             let mut s = self.state.lock().await;
             let (batch, runs) = fit(&mut s, &mut r, part, batch, runs, whole);
             if batch.num_rows() == 0 {
                 continue;
             }
+            let rows = batch.num_rows();
             match self.admit(&mut s, part, batch, runs) {
                 Ok(b) if b.num_rows() == 0 => continue,
-                Ok(b) => return Some(Ok(b)),
+                Ok(b) => {
+                    drop(s);
+                    self.pace(&mut r, rows).await;
+                    return Some(Ok(b));
+                }
                 Err(e) => return Some(Err(e)),
             }
         }
@@ -907,7 +953,7 @@ fn fit(
     r: &mut Reader,
     part: usize,
     batch: RecordBatch,
-    mut runs: Option<PartRuns>,
+    runs: Option<PartRuns>,
     whole: bool,
 ) -> (RecordBatch, Option<PartRuns>) {
     let Some(max) = s.budget.max_records.filter(|_| !whole) else {
@@ -917,15 +963,26 @@ fn fit(
     if batch.num_rows() <= room {
         return (batch, runs);
     }
-    let (head, tail) = match runs.take() {
+    keep_tail(r, batch, runs, room)
+}
+
+/// The first `at` rows of `batch` (with their parts); the rest waits in
+/// the reader for the next read.
+fn keep_tail(
+    r: &mut Reader,
+    batch: RecordBatch,
+    runs: Option<PartRuns>,
+    at: usize,
+) -> (RecordBatch, Option<PartRuns>) {
+    let (head, tail) = match runs {
         Some(runs) => {
-            let (h, t) = split_runs(runs, room);
+            let (h, t) = split_runs(runs, at);
             (Some(h), Some(t))
         }
         None => (None, None),
     };
-    r.pending = Some((batch.slice(room, batch.num_rows() - room), tail));
-    (batch.slice(0, room), head)
+    r.pending = Some((batch.slice(at, batch.num_rows() - at), tail));
+    (batch.slice(0, at), head)
 }
 
 /// Where a feed's time stood at a commit: its watermark and the highest

@@ -26,8 +26,28 @@ const COMPRESSIONS: &[&str] = &[
     "uncompressed",
 ];
 
+/// A key table with the object-store keys after `$k`: the file connector
+/// reads and writes object stores with the same keys under every type name
+/// (`file`, `s3`).
+macro_rules! with_store_keys {
+    ($($k:expr),* $(,)?) => {
+        &[
+            $($k,)*
+            KeySpec::new("bucket", KeyType::String, None, "Object store: the bucket, when `path` is not a URL (s3 type: `s3://bucket/prefix`)"),
+            KeySpec::new("prefix", KeyType::String, None, "Object store: the key prefix (or path template) inside `bucket`"),
+            KeySpec::new("region", KeyType::String, Some("AWS_REGION"), "S3: the bucket's region"),
+            KeySpec::new("endpoint", KeyType::String, Some("AWS_ENDPOINT_URL"), "S3: an S3-compatible endpoint (MinIO, SeaweedFS, moto), e.g. http://127.0.0.1:9000"),
+            KeySpec::new("access_key_id", KeyType::String, Some("AWS_ACCESS_KEY_ID or instance credentials"), "S3: access key id"),
+            KeySpec::new("secret_access_key", KeyType::String, Some("AWS_SECRET_ACCESS_KEY"), "S3: secret access key (masked in every output)"),
+            KeySpec::new("session_token", KeyType::String, Some("AWS_SESSION_TOKEN"), "S3: session token of temporary credentials (masked)"),
+            KeySpec::new("allow_http", KeyType::Bool, Some("false"), "Object store: allow an http:// endpoint"),
+            KeySpec::new("virtual_hosted_style", KeyType::Bool, Some("false"), "S3: bucket.endpoint addressing instead of endpoint/bucket"),
+        ]
+    };
+}
+
 /// Keys of `file_source`.
-pub const SOURCE_KEYS: &[KeySpec] = &[
+pub const SOURCE_KEYS: &[KeySpec] = with_store_keys![
     KeySpec::new(
         "path",
         KeyType::String,
@@ -114,6 +134,18 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
         "Threads decoding one large CSV/JSON file (record order is kept)",
     ),
     KeySpec::new(
+        "delete_after_read",
+        KeyType::Bool,
+        Some("false"),
+        "Delete each file (or object) once the epoch that read it to its end committed",
+    ),
+    KeySpec::new(
+        "move_after_read",
+        KeyType::String,
+        None,
+        "Move each file (or object) into this folder (same store) once the epoch that read it to its end committed",
+    ),
+    KeySpec::new(
         "encoding",
         KeyType::Enum(&["UTF-8", "utf8"]),
         Some("UTF-8"),
@@ -122,7 +154,7 @@ pub const SOURCE_KEYS: &[KeySpec] = &[
 ];
 
 /// Keys of `file_sink`.
-pub const SINK_KEYS: &[KeySpec] = &[
+pub const SINK_KEYS: &[KeySpec] = with_store_keys![
     KeySpec::new(
         "path",
         KeyType::String,
@@ -192,6 +224,18 @@ pub const SINK_KEYS: &[KeySpec] = &[
         KeyType::String,
         None,
         "Not supported: rejected with an error",
+    ),
+    KeySpec::new(
+        "partition_by",
+        KeyType::String,
+        None,
+        "Columns (comma-separated) whose values become Hive directories `col=value/` under the path's folder; the columns leave the files; every epoch writes files of its own",
+    ),
+    KeySpec::new(
+        "partition_columns",
+        KeyType::String,
+        None,
+        "Alias of partition_by",
     ),
 ];
 
@@ -294,6 +338,19 @@ pub struct FileSourceConfig {
     pub batch_size: usize,
     /// Threads decoding one large line-format file.
     pub decode_threads: usize,
+    /// What happens to a file once the epoch that read it committed.
+    pub after_read: Option<AfterRead>,
+}
+
+/// What a source does with a file it has read, once the epoch that read it
+/// to its end committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterRead {
+    /// Delete it.
+    Delete,
+    /// Move it into this folder (a local directory or a URL on the same
+    /// store), keeping its name.
+    MoveTo(String),
 }
 
 fn one_byte(cfg: &ConnectorConfig, key: &str, default: u8) -> Result<u8, ConfigError> {
@@ -308,11 +365,11 @@ fn one_byte(cfg: &ConnectorConfig, key: &str, default: u8) -> Result<u8, ConfigE
 impl FileSourceConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> Result<Self, ConfigError> {
-        let raw = cfg.require(
-            "path",
-            "the file, directory or glob to read, e.g. 'data/orders.csv'",
+        let (raw, path) = location(
+            cfg,
+            "the file, directory, glob or object store URL to read, e.g. 'data/orders.csv' or 's3://bucket/orders/*.parquet'",
         )?;
-        let path = cfg.path(raw).to_string_lossy().into_owned();
+        let raw = raw.as_str();
         let format = FileFormat::resolve(cfg, &path, false)?;
         let compression = match cfg.get("compression").map(|c| c.to_ascii_lowercase()) {
             None => Compression::Auto,
@@ -325,6 +382,7 @@ impl FileSourceConfig {
             },
         };
         Ok(Self {
+            after_read: after_read(cfg, &path)?,
             path,
             format,
             has_headers: cfg.bool(
@@ -360,6 +418,43 @@ impl FileSourceConfig {
             },
         })
     }
+}
+
+/// `delete_after_read` / `move_after_read`: one at most, and a move stays
+/// in the store the files are in.
+fn after_read(cfg: &ConnectorConfig, path: &str) -> Result<Option<AfterRead>, ConfigError> {
+    let delete = cfg.bool("delete_after_read", false)?;
+    let Some(to) = cfg.get("move_after_read") else {
+        return Ok(delete.then_some(AfterRead::Delete));
+    };
+    if delete {
+        return Err(cfg.invalid(
+            "move_after_read",
+            to,
+            "no value while delete_after_read is true: choose one of them",
+        ));
+    }
+    let root = |p: &str| {
+        p.split_once("://")
+            .map(|(s, r)| format!("{s}://{}", r.split('/').next().unwrap_or_default()))
+    };
+    let dest = if super::store::is_url(to) {
+        to.to_string()
+    } else {
+        cfg.path(to.strip_prefix("file://").unwrap_or(to))
+            .to_string_lossy()
+            .into_owned()
+    };
+    if root(&dest) != root(path) {
+        return Err(cfg.invalid(
+            "move_after_read",
+            &velo_config::mask(to),
+            "a folder in the same place as the files read (a local directory for local files, the same bucket for objects)",
+        ));
+    }
+    Ok(Some(AfterRead::MoveTo(
+        dest.trim_end_matches('/').to_string(),
+    )))
 }
 
 /// Rotation policy.
@@ -409,14 +504,36 @@ pub struct FileSinkConfig {
     pub buffer_size: usize,
     /// Parquet dictionary encoding (None: string columns only).
     pub dictionary: Option<bool>,
+    /// Hive partition columns.
+    pub partition_by: Vec<String>,
 }
 
 impl FileSinkConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> Result<Self, ConfigError> {
-        let raw = cfg.require("path", "where to write, e.g. 'out/orders-{date}.jsonl'")?;
-        let path = cfg.path(raw).to_string_lossy().into_owned();
+        let (_, path) = location(
+            cfg,
+            "where to write, e.g. 'out/orders-{date}.jsonl' or 's3://bucket/orders/{date}/'",
+        )?;
+        let path = sink_file_name(cfg, path)?;
         let mut format = FileFormat::resolve(cfg, &path, true)?;
+        if let Some(scheme) = path.split_once("://").map(|(s, _)| s) {
+            if matches!(scheme, "http" | "https") {
+                return Err(cfg.invalid(
+                    "path",
+                    &velo_config::mask(&path),
+                    "a writable place: http(s):// is read-only here; write to a local path or an object store (s3://, gs://, az://)",
+                ));
+            }
+        }
+        let remote = super::store::is_url(&path);
+        if remote && cfg.bool("append", false)? {
+            return Err(cfg.invalid(
+                "append",
+                "true",
+                "false: an object cannot be appended to; on an object store every epoch writes new objects",
+            ));
+        }
         let append = cfg.bool("append", false)?;
         if format == FileFormat::JsonArray && append {
             tracing::warn!(
@@ -498,8 +615,111 @@ impl FileSinkConfig {
                 Some(_) => Some(cfg.bool("dictionary", true)?),
                 None => None,
             },
+            partition_by: partition_by(cfg)?,
         })
     }
+}
+
+/// `partition_by` (or `partition_columns`): column names, comma-separated
+/// (a YAML list `[a, b]` reads the same).
+fn partition_by(cfg: &ConnectorConfig) -> Result<Vec<String>, ConfigError> {
+    let Some((key, v)) = ["partition_by", "partition_columns"]
+        .iter()
+        .find_map(|k| cfg.get(k).map(|v| (*k, v)))
+    else {
+        return Ok(Vec::new());
+    };
+    let cols: Vec<String> = v
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|c| c.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if cols.is_empty() {
+        return Err(cfg.invalid(
+            key,
+            v,
+            "column names separated by commas, e.g. 'date, region'",
+        ));
+    }
+    if cfg.bool("append", false)? {
+        return Err(cfg.invalid(
+            "append",
+            "true",
+            "false with partition_by: a partitioned output writes new files every epoch",
+        ));
+    }
+    Ok(cols)
+}
+
+/// The connector's location: `path` (a local path, relative to the SQL
+/// file, a `file://` URL, or an object store URL kept whole), or else
+/// `bucket` and `prefix` (an S3 bucket). Returns the value as given and the
+/// resolved location.
+fn location(cfg: &ConnectorConfig, hint: &str) -> Result<(String, String), ConfigError> {
+    if cfg.get("path").is_none() {
+        if let Some(bucket) = cfg.get("bucket") {
+            let prefix = cfg.get("prefix").unwrap_or("").trim_start_matches('/');
+            let url = format!("s3://{}/{prefix}", bucket.trim_matches('/'));
+            return Ok((url.clone(), url));
+        }
+    }
+    let raw = cfg.require("path", hint)?.to_string();
+    if super::store::is_url(&raw) {
+        let scheme = raw
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        if !super::store::SCHEMES.contains(&scheme.as_str()) {
+            return Err(cfg.invalid(
+                "path",
+                &velo_config::mask(&raw),
+                "a local path or a URL of s3://, gs://, az://, abfss:// or http(s)://",
+            ));
+        }
+        return Ok((raw.clone(), raw));
+    }
+    let local = raw.strip_prefix("file://").unwrap_or(&raw);
+    let path = cfg.path(local).to_string_lossy().into_owned();
+    Ok((raw, path))
+}
+
+/// A sink path that names a folder (`s3://b/orders/`, `out/`) or a file
+/// `*` (`s3://b/x/*.parquet`, seed 004) gets the file name `part`, with the
+/// format's extension when the folder alone is given: every epoch's file is
+/// `part-000001.parquet` and so on.
+fn sink_file_name(cfg: &ConnectorConfig, path: String) -> Result<String, ConfigError> {
+    let (dir, file) = match path.rfind('/') {
+        Some(i) => (&path[..=i], &path[i + 1..]),
+        None => ("", path.as_str()),
+    };
+    if let Some(rest) = file.strip_prefix('*') {
+        return Ok(format!("{dir}part{rest}"));
+    }
+    if !file.is_empty() {
+        return Ok(path);
+    }
+    let ext = match cfg
+        .get_any(&["format", "sink.format"])
+        .map(|f| f.trim().to_ascii_lowercase())
+    {
+        Some(f) if f == "csv" => "csv",
+        Some(f) if f == "parquet" => "parquet",
+        Some(f) if f == "json" || f == "json_array" => "json",
+        Some(_) => "jsonl",
+        None => {
+            return Err(ConfigError::MissingKey {
+                key: cfg.full_key("format"),
+                hint: format!(
+                    "'{}' names a folder: set the format of its files (parquet, csv, jsonl or json)",
+                    velo_config::mask(&path)
+                ),
+            });
+        }
+    };
+    Ok(format!("{dir}part.{ext}"))
 }
 
 /// Files matching a path, glob or directory, sorted.

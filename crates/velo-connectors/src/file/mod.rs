@@ -4,9 +4,13 @@
 
 pub mod config;
 mod decode;
+pub mod listing;
+pub mod partitioned;
 pub mod sink;
 pub mod source;
+pub mod store;
 
 pub use config::{FileFormat, FileSinkConfig, FileSourceConfig, SINK_KEYS, SOURCE_KEYS};
+pub use partitioned::PartitionedSink;
 pub use sink::FileSink;
 pub use source::FileSource;

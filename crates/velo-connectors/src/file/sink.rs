@@ -10,6 +10,17 @@
 //! is renamed into place at commit, so a crash never leaves a partial file
 //! visible. Parquet files are written under a hidden in-progress name and
 //! renamed when complete.
+//!
+//! On an object store (`s3://...`) the same steps run on objects, with what
+//! objects allow: an object cannot be appended to or cut back, so every
+//! epoch writes objects of its own (numbered by epoch like transactional
+//! files), uploaded as they are written and completed before the epoch
+//! commits (at-least-once: nothing acknowledged is only in a buffer). In
+//! transactional mode an epoch's objects are uploaded under a hidden
+//! temporary name and moved to their final name at commit (a server-side
+//! copy, then a delete), so a reader of the prefix sees only whole objects
+//! of committed epochs; a restart completes the moves of the epoch its
+//! checkpoint committed and never writes a committed epoch twice.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -26,14 +37,47 @@ use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::config::{FileFormat, FileSinkConfig, OutCompression, Rotation};
+use super::store::{ObjectWriter, Remote};
 use crate::sink::{Sink, SinkCapabilities};
 use crate::template;
 use crate::{ConnectorError, Result};
 
+/// Where a file's bytes go: a local file, or an object being uploaded.
+enum Target {
+    Local(File),
+    Remote(Box<ObjectWriter>),
+}
+
+impl Write for Target {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Target::Local(f) => f.write(buf),
+            Target::Remote(o) => o.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Local(f) => f.flush(),
+            Target::Remote(o) => o.flush(),
+        }
+    }
+}
+
+impl Target {
+    /// Makes the written bytes durable: a local file synced, an object
+    /// completed (it appears whole).
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Target::Local(f) => f.sync_all(),
+            Target::Remote(mut o) => o.finish(),
+        }
+    }
+}
+
 /// Counts bytes reaching the file; after an abort it swallows what the
 /// dropped writer stack still flushes.
 struct Counting {
-    file: File,
+    file: Target,
     count: Arc<AtomicU64>,
     discard: Arc<AtomicBool>,
 }
@@ -79,7 +123,7 @@ impl Write for Enc {
 }
 
 impl Enc {
-    fn finish(self) -> std::io::Result<File> {
+    fn finish(self) -> std::io::Result<Target> {
         let bw = match self {
             Enc::Plain(w) => w,
             Enc::Gzip(w) => w.finish()?,
@@ -197,6 +241,11 @@ pub struct FileSink {
     /// Temporaries of a killed run are removed at the first epoch, after
     /// `recover` had the chance to publish the ones a checkpoint committed.
     stale_probe: Option<PathBuf>,
+    /// The object store, when the path is a URL.
+    remote: Option<Remote>,
+    /// Every epoch writes files of its own (object stores, partitioned
+    /// output), closed when the epoch is prepared.
+    per_epoch: bool,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -273,21 +322,63 @@ fn remove_stale_temporaries(probe: &Path) {
     };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(&format!(".{stem}"))
-            && n.contains(&ext)
-            && (n.ends_with(".tmp") && n.contains(".epoch-") || n.ends_with(".inprogress"))
-        {
+        if is_stale_temporary(&n, &stem, &ext) {
             tracing::info!(file = %e.path().display(), "removing an uncommitted temporary file of an earlier run");
             let _ = std::fs::remove_file(e.path());
         }
     }
 }
 
+/// Whether `name` is a sink's hidden temporary file of the stem and
+/// extension of a probe path (see [`remove_stale_temporaries`]).
+fn is_stale_temporary(name: &str, stem: &str, ext: &str) -> bool {
+    name.starts_with(&format!(".{stem}"))
+        && name.contains(ext)
+        && (name.ends_with(".tmp") && name.contains(".epoch-") || name.ends_with(".inprogress"))
+}
+
+/// [`remove_stale_temporaries`] in an object store's folder.
+fn remove_stale_objects(remote: &Remote, probe: &Path) {
+    let (Some(dir), Some(file)) = (probe.parent(), probe.file_name()) else {
+        return;
+    };
+    let file = file.to_string_lossy();
+    let stem = file.split('.').next().unwrap_or_default().to_string();
+    let ext = probe
+        .extension()
+        .map(|e| format!(".{}.", e.to_string_lossy()))
+        .unwrap_or_default();
+    let Ok(dir) = remote.path_of(&dir.to_string_lossy()) else {
+        return;
+    };
+    for name in remote.names_in(&dir).unwrap_or_default() {
+        if is_stale_temporary(&name, &stem, &ext) {
+            let path = dir.clone().join(name.as_str());
+            tracing::info!(object = %remote.url_of(&path), "removing an uncommitted temporary object of an earlier run");
+            let _ = remote.delete(&path);
+        }
+    }
+}
+
 impl FileSink {
-    /// Creates the sink; checks that the output directory can be created.
-    pub fn new(name: &str, cfg: FileSinkConfig) -> Result<Self> {
+    /// Creates the sink; checks that the output directory can be created,
+    /// or that the object store's folder can be listed.
+    /// `check` is false for an offline check: an object store is not
+    /// contacted then.
+    pub fn new(
+        name: &str,
+        cfg: FileSinkConfig,
+        remote: Option<Remote>,
+        check: bool,
+    ) -> Result<Self> {
         let probe = template::render(&cfg.path, chrono::Local::now(), 0);
-        if let Some(dir) = Path::new(&probe).parent() {
+        if let Some(r) = remote.as_ref().filter(|_| check) {
+            let dir = Path::new(&probe)
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            r.names_in(&r.path_of(&dir)?)?;
+        } else if let Some(dir) = Path::new(&probe).parent().filter(|_| remote.is_none()) {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
@@ -314,7 +405,70 @@ impl FileSink {
             published: VecDeque::new(),
             epoch: 0,
             stale_probe: Some(PathBuf::from(probe)),
+            per_epoch: remote.is_some(),
+            remote,
         })
+    }
+
+    /// Every epoch writes files of its own, numbered by epoch (the sinks of
+    /// a partitioned output: one per partition and epoch).
+    pub(crate) fn with_files_per_epoch(mut self) -> Self {
+        self.per_epoch = true;
+        self
+    }
+
+    /// Leaves an earlier run's temporary files alone (another sink of the
+    /// same folder removed them already).
+    pub(crate) fn without_cleanup(mut self) -> Self {
+        self.stale_probe = None;
+        self
+    }
+
+    /// The object path of `p`, on an object store.
+    fn object(&self, p: &Path) -> Result<Option<(&Remote, object_store::path::Path)>> {
+        match &self.remote {
+            None => Ok(None),
+            Some(r) => Ok(Some((r, r.path_of(&p.to_string_lossy())?))),
+        }
+    }
+
+    /// Whether a file (or object) is at `p`.
+    fn exists(&self, p: &Path) -> Result<bool> {
+        match self.object(p)? {
+            None => Ok(p.is_file()),
+            Some((r, o)) => Ok(r.size(&o)?.is_some()),
+        }
+    }
+
+    /// Moves `from` to `to` (publishing a file).
+    fn publish(&self, from: &Path, to: &Path) -> Result<()> {
+        match self.object(from)? {
+            None => {
+                std::fs::rename(from, to)
+                    .map_err(|e| ConnectorError::io("cannot publish", to, e))?;
+                sync_dir(to);
+                Ok(())
+            }
+            Some((r, o)) => {
+                let (_, to_o) = self.object(to)?.expect("the same store");
+                r.rename(&o, &to_o)
+            }
+        }
+    }
+
+    /// Removes the file (or object) at `p`, if any.
+    fn remove(&self, p: &Path) {
+        match self.object(p) {
+            Ok(None) => {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(Some((r, o))) => {
+                if let Err(e) = r.delete(&o) {
+                    tracing::warn!(sink = %self.name, "{e}");
+                }
+            }
+            Err(_) => {}
+        }
     }
 
     /// Whether a checkpoint's (temporary, final) pair is one this sink
@@ -351,7 +505,14 @@ impl FileSink {
             return refuse("which is not an epoch's temporary file next to its final name");
         }
         let root = template_root(&self.cfg.path);
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let remote = self.remote.is_some();
+        let abs = |p: &Path| {
+            if remote {
+                p.to_path_buf()
+            } else {
+                std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+            }
+        };
         if !abs(fin).starts_with(abs(&root)) {
             return refuse(&format!(
                 "outside the sink's directory '{}'",
@@ -364,25 +525,26 @@ impl FileSink {
     fn render(&self, epoch: u64) -> String {
         let now = chrono::Local::now();
         // a transactional file's number: the epoch, after an earlier run's files
-        let epoch = if self.transactional {
-            epoch + self.skip
-        } else {
-            epoch
-        };
+        let per_epoch = self.transactional || self.per_epoch;
+        let epoch = if per_epoch { epoch + self.skip } else { epoch };
         let mut p = template::render(&self.cfg.path, now, epoch);
         match self.cfg.rotation {
             Some(Rotation::Daily)
-                if !template::has(&self.cfg.path, "date")
-                    && !template::has(&self.cfg.path, "day") =>
+                if !["date", "day", "YYYY-MM-DD", "DD"]
+                    .iter()
+                    .any(|d| template::has(&self.cfg.path, d)) =>
             {
                 p = template::with_suffix(&p, &now.format("%Y-%m-%d").to_string())
             }
-            Some(Rotation::Hourly) if !template::has(&self.cfg.path, "hour") => {
+            Some(Rotation::Hourly)
+                if !template::has(&self.cfg.path, "hour")
+                    && !template::has(&self.cfg.path, "HH") =>
+            {
                 p = template::with_suffix(&p, &now.format("%Y-%m-%d-%H").to_string())
             }
             _ => {}
         }
-        if self.transactional && !template::has(&self.cfg.path, "batch_id") {
+        if per_epoch && !template::has(&self.cfg.path, "batch_id") {
             p = template::with_suffix(&p, &format!("{epoch:06}"));
         }
         p
@@ -400,7 +562,7 @@ impl FileSink {
         // an epoch's file is published once: one already there is an
         // earlier run's (a run without the first one's checkpoint starts
         // counting epochs again), so this run's numbers continue after it
-        while self.transactional && final_path.is_file() {
+        while (self.transactional || self.per_epoch) && self.exists(&final_path)? {
             self.skip += 1;
             rendered = self.render(self.epoch);
             final_path = final_of(self, &rendered);
@@ -411,27 +573,35 @@ impl FileSink {
         if matches!(self.cfg.rotation, Some(Rotation::Size(_))) {
             self.seq += 1;
         }
-        if let Some(dir) = final_path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ConnectorError::io("cannot create output directory", dir, e))?;
-        }
         let parquet = self.cfg.format == FileFormat::Parquet;
         let write_path = if self.transactional {
             hidden(&final_path, &format!("epoch-{}.tmp", self.epoch))
-        } else if parquet {
+        } else if parquet && self.remote.is_none() {
+            // (an object being uploaded is invisible until it is complete)
             hidden(&final_path, "inprogress")
         } else {
             final_path.clone()
         };
-        let append = !self.transactional && !parquet && self.cfg.append;
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(&write_path)
-            .map_err(|e| ConnectorError::io("cannot open output file", &write_path, e))?;
-        let existing = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let (file, existing) = match self.object(&write_path)? {
+            Some((r, o)) => (Target::Remote(Box::new(r.create(o))), 0),
+            None => {
+                if let Some(dir) = final_path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        ConnectorError::io("cannot create output directory", dir, e)
+                    })?;
+                }
+                let append = !self.transactional && !parquet && self.cfg.append;
+                let file = OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(append)
+                    .truncate(!append)
+                    .open(&write_path)
+                    .map_err(|e| ConnectorError::io("cannot open output file", &write_path, e))?;
+                let existing = file.metadata().map(|m| m.len()).unwrap_or(0);
+                (Target::Local(file), existing)
+            }
+        };
         let count = Arc::new(AtomicU64::new(existing));
         let discard = Arc::new(AtomicBool::new(false));
         let writer = self.make_writer(file, &count, &discard, existing)?;
@@ -452,7 +622,7 @@ impl FileSink {
 
     fn make_writer(
         &self,
-        file: File,
+        file: Target,
         count: &Arc<AtomicU64>,
         discard: &Arc<AtomicBool>,
         existing: u64,
@@ -544,15 +714,14 @@ impl FileSink {
             Some(FileWriter::Parquet(w)) => w.into_inner()?.file,
             None => return Ok(()),
         };
-        file.sync_all()
-            .map_err(|e| ConnectorError::io("cannot sync", &f.write_path, e))?;
-        drop(file);
+        file.finish()
+            .map_err(|e| ConnectorError::io("cannot finish", &f.write_path, e))?;
         if self.transactional {
             if f.rows_total == 0 {
-                let _ = std::fs::remove_file(&f.write_path);
+                self.remove(&f.write_path);
             } else {
                 // prepare promises that commit can publish: the destination must take a file
-                if f.final_path.is_dir() {
+                if self.remote.is_none() && f.final_path.is_dir() {
                     let _ = std::fs::remove_file(&f.write_path);
                     return Err(ConnectorError::io(
                         "cannot publish to",
@@ -563,9 +732,7 @@ impl FileSink {
                 self.staged.push((f.write_path, f.final_path));
             }
         } else if f.write_path != f.final_path {
-            std::fs::rename(&f.write_path, &f.final_path)
-                .map_err(|e| ConnectorError::io("cannot publish", &f.final_path, e))?;
-            sync_dir(&f.final_path);
+            self.publish(&f.write_path, &f.final_path)?;
             self.retain(f.final_path);
         } else {
             self.retain(f.final_path);
@@ -580,8 +747,8 @@ impl FileSink {
         if let Some(max) = self.cfg.max_files {
             while self.published.len() > max {
                 if let Some(old) = self.published.pop_front() {
-                    tracing::info!(sink = %self.name, file = %old.display(), "max_files reached: removing oldest file");
-                    let _ = std::fs::remove_file(old);
+                    tracing::info!(sink = %self.name, file = %velo_config::mask(&old.to_string_lossy()), "max_files reached: removing oldest file");
+                    self.remove(&old);
                 }
             }
         }
@@ -702,7 +869,10 @@ impl Sink for FileSink {
 
     fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
         if let Some(probe) = self.stale_probe.take() {
-            remove_stale_temporaries(&probe);
+            match &self.remote {
+                Some(r) => remove_stale_objects(r, &probe),
+                None => remove_stale_temporaries(&probe),
+            }
         }
         self.epoch = epoch;
         let rendered = self.render(epoch);
@@ -713,7 +883,7 @@ impl Sink for FileSink {
         {
             self.close_current()?;
         }
-        if self.current.is_none() && !self.transactional {
+        if self.current.is_none() && !self.transactional && !self.per_epoch {
             self.open(rendered)?;
         }
         Ok(())
@@ -737,7 +907,8 @@ impl Sink for FileSink {
     }
 
     fn prepare_commit(&mut self, _epoch: u64) -> Result<()> {
-        if self.transactional {
+        if self.transactional || self.per_epoch {
+            // (an object is complete, or it is nowhere)
             return self.close_current();
         }
         if let Some(f) = self.current.as_mut() {
@@ -766,9 +937,7 @@ impl Sink for FileSink {
             }
         }
         for (tmp, fin) in std::mem::take(&mut self.staged) {
-            std::fs::rename(&tmp, &fin)
-                .map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
-            sync_dir(&fin);
+            self.publish(&tmp, &fin)?;
             self.retain(fin);
         }
         Ok(())
@@ -797,12 +966,10 @@ impl Sink for FileSink {
             self.check_own(tmp, fin)?;
         }
         for (tmp, fin) in pairs {
-            if tmp.exists() {
-                tracing::info!(sink = %self.name, file = %fin.display(), "publishing a file the last checkpoint committed");
-                std::fs::rename(&tmp, &fin)
-                    .map_err(|e| ConnectorError::io("cannot publish", &fin, e))?;
-                sync_dir(&fin);
-            } else if !fin.exists() {
+            if self.exists(&tmp)? {
+                tracing::info!(sink = %self.name, file = %velo_config::mask(&fin.to_string_lossy()), "publishing a file the last checkpoint committed");
+                self.publish(&tmp, &fin)?;
+            } else if !self.exists(&fin)? {
                 return Err(ConnectorError::Other(format!(
                     "sink '{}': the checkpoint says '{}' was committed, but neither it nor its temporary file '{}' exists",
                     self.name,
@@ -816,15 +983,19 @@ impl Sink for FileSink {
 
     fn abort(&mut self, _epoch: u64) -> Result<()> {
         for (tmp, _) in std::mem::take(&mut self.staged) {
-            let _ = std::fs::remove_file(tmp);
+            self.remove(&tmp);
         }
         let Some(mut f) = self.current.take() else {
             return Ok(());
         };
-        if self.transactional {
+        if self.transactional || self.per_epoch {
+            // the epoch's own file goes (an object's upload is given up
+            // when its writer is dropped)
             f.discard.store(true, Ordering::Relaxed);
             drop(f.writer.take());
-            let _ = std::fs::remove_file(&f.write_path);
+            if self.transactional || self.remote.is_none() {
+                self.remove(&f.write_path);
+            }
             return Ok(());
         }
         match f.writer.take() {
@@ -844,7 +1015,7 @@ impl Sink for FileSink {
                     .map_err(|e| ConnectorError::io("cannot reopen", &f.write_path, e))?;
                 let count = Arc::new(AtomicU64::new(f.committed_len));
                 let discard = Arc::new(AtomicBool::new(false));
-                let w = self.make_writer(file, &count, &discard, f.committed_len)?;
+                let w = self.make_writer(Target::Local(file), &count, &discard, f.committed_len)?;
                 f.writer = Some(w);
                 f.count = count;
                 f.discard = discard;

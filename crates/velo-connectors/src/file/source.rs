@@ -1,19 +1,19 @@
 //! `file_source`: reads files on a thread of its own into a bounded channel.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tokio::sync::mpsc::Sender;
 
-use super::config::{Compression, FileFormat, FileSourceConfig, list_files};
+use super::config::{AfterRead, Compression, FileFormat, FileSourceConfig};
 use super::decode::{
     Dec, Decoded, JsonArrayToLines, LineFormat, Unit, UnitFormat, UnitSplitter, decode_unit,
 };
+use super::listing::{Entry, Files, Listed};
 use crate::source::{
     BadRecord, Position, SOURCE_CHANNEL_CAPACITY, Source, SourceEvent, SourceReader, relaxed,
 };
@@ -22,6 +22,15 @@ use crate::{ConnectorError, Result};
 /// Files at least this large are decoded on several threads.
 const PARALLEL_DECODE_MIN_BYTES: u64 = 8 << 20;
 
+/// The position of a file read to its end: a resumed source does not open
+/// it again (an object is not downloaded again to be skipped).
+pub const FILE_DONE: i64 = i64::MAX;
+
+/// A watched object store is listed incrementally (only names after the
+/// last one seen); every this many polls it is listed whole, to find an
+/// object whose name sorts before ones already read.
+const FULL_LISTING_EVERY: u32 = 60;
+
 /// A file source.
 #[derive(Debug)]
 pub struct FileSource {
@@ -29,14 +38,22 @@ pub struct FileSource {
     cfg: FileSourceConfig,
     /// Decoded schema (without metadata columns).
     data_schema: SchemaRef,
-    /// Output schema (with metadata columns if asked).
+    /// Output schema (with partition and metadata columns).
     schema: SchemaRef,
+    /// Where the files are.
+    files: Files,
+    /// Columns from `key=value` directories, after the data columns.
+    partitions: Vec<String>,
 }
 
-fn open_reader(path: &Path, compression: Compression) -> Result<Box<dyn Read + Send>> {
-    let f = File::open(path).map_err(|e| ConnectorError::io("cannot open", path, e))?;
-    let f = BufReader::with_capacity(256 * 1024, f);
-    let name = path.to_string_lossy().to_ascii_lowercase();
+fn open_reader(
+    files: &Files,
+    entry: &Entry,
+    compression: Compression,
+) -> Result<Box<dyn Read + Send>> {
+    let path = Path::new(&entry.name);
+    let f = BufReader::with_capacity(256 * 1024, files.open(entry)?);
+    let name = entry.name.to_ascii_lowercase();
     let comp = match compression {
         Compression::Auto if name.ends_with(".gz") => Compression::Gzip,
         Compression::Auto if name.ends_with(".zst") || name.ends_with(".zstd") => Compression::Zstd,
@@ -122,11 +139,12 @@ impl<R: Read> Read for CrToLf<R> {
 }
 
 /// Detects JSON lines vs array from the first non-blank byte.
-fn json_kind(path: &Path, cfg: &FileSourceConfig) -> Result<FileFormat> {
+fn json_kind(files: &Files, entry: &Entry, cfg: &FileSourceConfig) -> Result<FileFormat> {
     if cfg.format != FileFormat::JsonAuto {
         return Ok(cfg.format);
     }
-    let mut r = open_reader(path, cfg.compression)?;
+    let path = Path::new(&entry.name);
+    let mut r = open_reader(files, entry, cfg.compression)?;
     let mut buf = [0u8; 512];
     loop {
         let n = r
@@ -145,8 +163,12 @@ fn json_kind(path: &Path, cfg: &FileSourceConfig) -> Result<FileFormat> {
     }
 }
 
-fn line_reader(path: &Path, cfg: &FileSourceConfig) -> Result<(Box<dyn Read + Send>, LineFormat)> {
-    let r = open_reader(path, cfg.compression)?;
+fn line_reader(
+    files: &Files,
+    entry: &Entry,
+    cfg: &FileSourceConfig,
+) -> Result<(Box<dyn Read + Send>, LineFormat)> {
+    let r = open_reader(files, entry, cfg.compression)?;
     Ok(match cfg.format {
         FileFormat::Csv => (
             r,
@@ -156,17 +178,18 @@ fn line_reader(path: &Path, cfg: &FileSourceConfig) -> Result<(Box<dyn Read + Se
             },
         ),
         FileFormat::JsonArray => (Box::new(JsonArrayToLines::new(r)), LineFormat::Json),
-        FileFormat::JsonAuto if json_kind(path, cfg)? == FileFormat::JsonArray => {
+        FileFormat::JsonAuto if json_kind(files, entry, cfg)? == FileFormat::JsonArray => {
             (Box::new(JsonArrayToLines::new(r)), LineFormat::Json)
         }
         _ => (r, LineFormat::Json),
     })
 }
 
-fn infer(path: &Path, cfg: &FileSourceConfig) -> Result<SchemaRef> {
+fn infer(files: &Files, entry: &Entry, cfg: &FileSourceConfig) -> Result<SchemaRef> {
+    let path = Path::new(&entry.name);
     let schema = match cfg.format {
         FileFormat::Parquet => {
-            let f = File::open(path).map_err(|e| ConnectorError::io("cannot open", path, e))?;
+            let f = files.chunks(entry)?;
             let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
                 .map_err(|e| {
                     ConnectorError::Other(format!(
@@ -178,7 +201,7 @@ fn infer(path: &Path, cfg: &FileSourceConfig) -> Result<SchemaRef> {
             Schema::new(s.fields().clone())
         }
         FileFormat::Csv => {
-            let r = open_reader(path, cfg.compression)?;
+            let r = open_reader(files, entry, cfg.compression)?;
             let fmt = arrow::csv::reader::Format::default()
                 .with_header(cfg.has_headers)
                 .with_delimiter(cfg.delimiter)
@@ -193,7 +216,7 @@ fn infer(path: &Path, cfg: &FileSourceConfig) -> Result<SchemaRef> {
                 .0
         }
         _ => {
-            let (r, _) = line_reader(path, cfg)?;
+            let (r, _) = line_reader(files, entry, cfg)?;
             let r = std::io::BufReader::new(LenientLines::new(r));
             arrow::json::reader::infer_json_schema(r, Some(cfg.infer_rows))
                 .map_err(|e| {
@@ -261,11 +284,37 @@ impl FileSource {
         name: &str,
         cfg: FileSourceConfig,
         explicit_schema: Option<SchemaRef>,
+        files: Files,
     ) -> Result<Self> {
-        let files = match list_files(&cfg.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.watch => vec![],
-            Err(e) => return Err(ConnectorError::io("cannot read", &cfg.path, e)),
+        let none_match = |cfg: &FileSourceConfig| {
+            ConnectorError::Other(if cfg.watch {
+                format!(
+                    "no files match '{}' yet; give '{name}.schema' so the source can start before the first file arrives",
+                    velo_config::mask(&cfg.path)
+                )
+            } else if files.is_remote() {
+                format!(
+                    "no objects match '{}'; check the bucket and the prefix (names starting with '.' or '_' are skipped)",
+                    velo_config::mask(&cfg.path)
+                )
+            } else {
+                format!(
+                    "no files match '{}'; check the path (relative paths are resolved against the SQL file)",
+                    cfg.path
+                )
+            })
+        };
+        let listed = match files.list(None)? {
+            Listed::Found(f) => f,
+            Listed::Missing if cfg.watch => vec![],
+            Listed::Missing if files.is_remote() => return Err(none_match(&cfg)),
+            Listed::Missing => {
+                return Err(ConnectorError::io(
+                    "cannot read",
+                    Path::new(&cfg.path),
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ));
+            }
         };
         let explicit = match (&cfg.schema, explicit_schema) {
             (_, Some(s)) => Some(s),
@@ -275,33 +324,56 @@ impl FileSource {
         let data_schema = match explicit {
             Some(s) => s,
             None => {
-                let first = files.first().ok_or_else(|| {
-                    ConnectorError::Other(if cfg.watch {
-                        format!("no files match '{}' yet; give '{name}.schema' so the source can start before the first file arrives", cfg.path)
-                    } else {
-                        format!("no files match '{}'; check the path (relative paths are resolved against the SQL file)", cfg.path)
-                    })
-                })?;
-                infer(first, &cfg)?
+                let first = listed.first().ok_or_else(|| none_match(&cfg))?;
+                infer(&files, first, &cfg)?
             }
         };
-        if files.is_empty() && !cfg.watch {
-            return Err(ConnectorError::Other(format!(
-                "no files match '{}'; check the path (relative paths are resolved against the SQL file)",
-                cfg.path
-            )));
+        if listed.is_empty() && !cfg.watch {
+            return Err(none_match(&cfg));
         }
+        // the first file's `key=value` directories, unless a data column has the name
+        let partitions: Vec<String> = listed
+            .first()
+            .map(|f| {
+                f.partitions
+                    .iter()
+                    .map(|(k, _)| k.clone())
+                    .filter(|k| data_schema.field_with_name(k).is_err())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self::build(name, cfg, data_schema, files, partitions))
+    }
+
+    /// The source of a declared schema, listing nothing: what an offline
+    /// check (`velo validate`, `velo explain`) knows of an object store.
+    pub fn declared(name: &str, cfg: FileSourceConfig, schema: SchemaRef, files: Files) -> Self {
+        Self::build(name, cfg, schema, files, Vec::new())
+    }
+
+    fn build(
+        name: &str,
+        cfg: FileSourceConfig,
+        data_schema: SchemaRef,
+        files: Files,
+        partitions: Vec<String>,
+    ) -> Self {
         let mut fields: Vec<Arc<Field>> = data_schema.fields().iter().cloned().collect();
+        for p in &partitions {
+            fields.push(Arc::new(Field::new(p, DataType::Utf8, true)));
+        }
         if cfg.metadata_columns {
             fields.push(Arc::new(Field::new("_file_name", DataType::Utf8, false)));
             fields.push(Arc::new(Field::new("_row_number", DataType::UInt64, false)));
         }
-        Ok(Self {
+        Self {
             name: name.to_string(),
             cfg,
             data_schema,
             schema: relaxed(&Schema::new(fields)),
-        })
+            files,
+            partitions,
+        }
     }
 }
 
@@ -322,7 +394,7 @@ impl Source for FileSource {
         format!(
             "file {:?} '{}'{}",
             self.cfg.format,
-            self.cfg.path,
+            velo_config::mask(&self.cfg.path),
             if self.cfg.watch { " (watch)" } else { "" }
         )
     }
@@ -351,21 +423,30 @@ impl Source for FileSource {
         resume: Option<&Position>,
     ) -> Result<SourceReader> {
         let (tx, rx) = tokio::sync::mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+        // acting on read files needs to know when an epoch read one to its end
+        let after_read = self
+            .cfg
+            .after_read
+            .clone()
+            .map(|a| AfterReading::start(&self.name, self.files.clone(), a, resume));
         let mut cfg = self.cfg.clone();
         cfg.batch_size = cfg.batch_size.min(batch_size.max(1));
         let n_data = self.data_schema.fields().len();
         let wanted = |i: usize| projection.is_none_or(|p| p.contains(&i));
         let data_projection: Option<Vec<usize>> =
             projection.map(|p| p.iter().copied().filter(|i| *i < n_data).collect());
+        let n_front = n_data + self.partitions.len();
         let w = Worker {
             name: self.name.clone(),
-            file_name_col: cfg.metadata_columns && wanted(n_data),
-            row_number_col: cfg.metadata_columns && wanted(n_data + 1),
+            file_name_col: cfg.metadata_columns && wanted(n_front),
+            row_number_col: cfg.metadata_columns && wanted(n_front + 1),
+            files: self.files.clone(),
+            partitions: self.partitions.clone(),
             cfg,
             data_schema: self.data_schema.clone(),
             data_projection,
             schema: self.schema.clone(),
-            positioned: resume.is_some(),
+            positioned: resume.is_some() || after_read.is_some(),
             resume: resume.cloned().unwrap_or_default(),
             position: std::cell::RefCell::new(resume.cloned().unwrap_or_default()),
             tx: tx.clone(),
@@ -376,13 +457,112 @@ impl Source for FileSource {
             &tx,
             move || w.run(),
         )?;
-        Ok(SourceReader::new(rx))
+        Ok(match after_read {
+            Some(a) => SourceReader::new(rx).with_committer(Arc::new(a)),
+            None => SourceReader::new(rx),
+        })
+    }
+}
+
+/// Files to delete or move, and whom to tell when it is done.
+type AfterWork = (Vec<String>, Option<std::sync::mpsc::Sender<()>>);
+
+/// `delete_after_read` / `move_after_read`: the files an epoch read to
+/// their end are deleted or moved once it committed (the engine commits a
+/// source's position after every sink acknowledged the epoch), on a thread
+/// of its own so the engine never waits on a store.
+struct AfterReading {
+    /// Names to act on, and whom to tell when done (a final commit waits).
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<AfterWork>>,
+    /// Names already handed over.
+    acted: std::sync::Mutex<HashSet<String>>,
+}
+
+impl AfterReading {
+    fn start(source: &str, files: Files, action: AfterRead, resume: Option<&Position>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<AfterWork>();
+        let name = source.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("velo-after-read-{source}"))
+            .spawn(move || {
+                for (names, ack) in rx {
+                    for n in names {
+                        let r = match &action {
+                            AfterRead::Delete => files.remove(&n),
+                            AfterRead::MoveTo(dir) => files.move_into(&n, dir),
+                        };
+                        match r {
+                            Ok(()) => tracing::debug!(source = %name, file = %velo_config::mask(&n), "acted on a file read and committed"),
+                            // the file was read and committed: it is not lost, only left in place
+                            Err(e) => tracing::warn!(source = %name, "{e}; the file stays where it is"),
+                        }
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(source = %source, "cannot start the thread that deletes or moves read files: {e}");
+        }
+        let me = Self {
+            tx: std::sync::Mutex::new(tx),
+            acted: Default::default(),
+        };
+        // what an earlier run committed but had no time to act on
+        if let Some(pos) = resume {
+            let _ = crate::source::PositionCommitter::commit(&me, pos, false);
+        }
+        me
+    }
+}
+
+impl crate::source::PositionCommitter for AfterReading {
+    /// Files an epoch read to its end while a sink missed that epoch are
+    /// left where they are for good (in this run): their records are not in
+    /// every sink, and the file is what they can be read again from.
+    fn skipped(&self, pos: &Position) {
+        let mut acted = self.acted.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, at) in &pos.parts {
+            if *at == FILE_DONE && acted.insert(n.clone()) {
+                tracing::warn!(file = %velo_config::mask(n), "a sink missed the records of this file: it is not deleted or moved");
+            }
+        }
+    }
+
+    fn commit(&self, pos: &Position, sync: bool) -> Result<()> {
+        let fresh: Vec<String> = {
+            let mut acted = self.acted.lock().unwrap_or_else(|p| p.into_inner());
+            pos.parts
+                .iter()
+                .filter(|(n, at)| **at == FILE_DONE && acted.insert((*n).clone()))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        if fresh.is_empty() && !sync {
+            return Ok(());
+        }
+        let (ack, done) = std::sync::mpsc::channel();
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((fresh, sync.then_some(ack)));
+        if sent.is_ok() && sync {
+            // the last commit of a run: the files are dealt with before it ends
+            let _ = done.recv();
+        }
+        Ok(())
     }
 }
 
 struct Worker {
     name: String,
     cfg: FileSourceConfig,
+    /// Where the files are.
+    files: Files,
+    /// Partition columns, after the data columns.
+    partitions: Vec<String>,
     /// The decoded columns of the file.
     data_schema: SchemaRef,
     /// The data columns the query reads (None: all).
@@ -406,8 +586,9 @@ struct Worker {
 struct Closed;
 
 impl Worker {
-    /// Widens decoded (projected) data to the output schema and fills the metadata columns.
-    fn output(&self, data: RecordBatch, file: &str, rows: &[u64]) -> Result<RecordBatch> {
+    /// Widens decoded (projected) data to the output schema and fills the
+    /// partition and metadata columns.
+    fn output(&self, data: RecordBatch, file: &Entry, rows: &[u64]) -> Result<RecordBatch> {
         let n = data.num_rows();
         let n_data = self.data_schema.fields().len();
         let mut cols = Vec::with_capacity(self.schema.fields().len());
@@ -423,10 +604,16 @@ impl Worker {
                 ));
             }
         }
+        for p in &self.partitions {
+            let value = file.partitions.iter().find(|(k, _)| k == p).map(|(_, v)| v);
+            cols.push(Arc::new(arrow::array::StringArray::from_iter(
+                std::iter::repeat_n(value, n),
+            )));
+        }
         if self.cfg.metadata_columns {
             cols.push(if self.file_name_col {
                 Arc::new(arrow::array::StringArray::from_iter_values(
-                    std::iter::repeat_n(file, n),
+                    std::iter::repeat_n(file.name.as_str(), n),
                 ))
             } else {
                 arrow::array::new_null_array(&DataType::Utf8, n)
@@ -451,38 +638,70 @@ impl Worker {
     }
 
     fn run(self) {
-        let mut seen: HashSet<PathBuf> = HashSet::new();
-        let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut sizes: HashMap<String, u64> = HashMap::new();
         let mut first = true;
+        // the last object name seen, for an incremental listing
+        let mut after: Option<String> = None;
+        let mut polls = 0u32;
         loop {
-            let files = match list_files(&self.cfg.path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.cfg.watch => vec![],
-                Err(e) => {
+            polls += 1;
+            let incremental = self.files.is_remote() && !polls.is_multiple_of(FULL_LISTING_EVERY);
+            let listed = self
+                .files
+                .list(if incremental { after.as_deref() } else { None });
+            let files = match listed {
+                Ok(Listed::Found(f)) => f,
+                Ok(Listed::Missing) if self.cfg.watch => vec![],
+                Ok(Listed::Missing) => {
                     let _ = self.send(SourceEvent::Error(ConnectorError::io(
                         "cannot read",
-                        &self.cfg.path,
-                        e,
+                        Path::new(&self.cfg.path),
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
                     )));
+                    return;
+                }
+                Err(e) => {
+                    let _ = self.send(SourceEvent::Error(e));
                     return;
                 }
             };
             for f in files {
-                if seen.contains(&f) {
+                if after.as_ref().is_none_or(|a| *a < f.name) {
+                    after = Some(f.name.clone());
+                }
+                if seen.contains(&f.name) {
                     continue;
                 }
-                if !first {
-                    // only pick up a new file once its size is stable across two polls
-                    let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                    if sizes.insert(f.clone(), size) != Some(size) {
+                if !first && !self.files.is_remote() {
+                    // only pick up a new local file once its size is stable
+                    // across two polls (an object appears whole)
+                    let size = std::fs::metadata(&f.name).map(|m| m.len()).unwrap_or(0);
+                    if sizes.insert(f.name.clone(), size) != Some(size) {
                         continue;
                     }
                 }
-                seen.insert(f.clone());
-                tracing::debug!(source = %self.name, file = %f.display(), "reading file");
+                seen.insert(f.name.clone());
+                sizes.remove(&f.name);
+                if self.resume.parts.get(&f.name) == Some(&FILE_DONE) {
+                    continue;
+                }
+                tracing::debug!(source = %self.name, file = %velo_config::mask(&f.name), "reading file");
                 match self.read_file(&f) {
                     Ok(()) => {}
                     Err(Ok(Closed)) | Err(Err(Closed)) => return,
+                }
+                // the file is read to its end: a resumed run skips it unopened
+                if self.positioned
+                    && self
+                        .send_at(
+                            RecordBatch::new_empty(self.schema.clone()),
+                            &f.name,
+                            FILE_DONE,
+                        )
+                        .is_err()
+                {
+                    return;
                 }
             }
             first = false;
@@ -501,7 +720,7 @@ impl Worker {
     #[allow(clippy::result_large_err)]
     fn read_file(
         &self,
-        path: &Path,
+        entry: &Entry,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         let fail = |msg: String| -> std::result::Result<(), std::result::Result<Closed, Closed>> {
             match self.send(SourceEvent::Error(ConnectorError::Other(msg))) {
@@ -509,11 +728,11 @@ impl Worker {
                 Err(c) => Err(Err(c)),
             }
         };
-        let file_name = path.to_string_lossy().into_owned();
+        let file_name = entry.name.clone();
         if self.cfg.format == FileFormat::Parquet {
-            return self.read_parquet(path, &file_name);
+            return self.read_parquet(entry);
         }
-        let (r, fmt) = match line_reader(path, &self.cfg) {
+        let (r, fmt) = match line_reader(&self.files, entry, &self.cfg) {
             Ok(x) => x,
             Err(e) => return fail(e.to_string()),
         };
@@ -540,25 +759,21 @@ impl Worker {
             batch_size: self.cfg.batch_size,
             want_lines: self.row_number_col,
         };
-        let big = std::fs::metadata(path)
-            .map(|m| m.len() >= PARALLEL_DECODE_MIN_BYTES)
-            .unwrap_or(false);
+        let big = entry.size >= PARALLEL_DECODE_MIN_BYTES;
         let threads = if big { self.cfg.decode_threads } else { 1 };
         if threads <= 1 {
             let mut dec: Option<Dec> = None;
             loop {
                 match splitter.next(uf.batch_size) {
-                    Ok(Some(unit)) => self.emit(
-                        &file_name,
-                        unit.next_line,
-                        decode_unit(&uf, &unit, &mut dec),
-                    )?,
+                    Ok(Some(unit)) => {
+                        self.emit(entry, unit.next_line, decode_unit(&uf, &unit, &mut dec))?
+                    }
                     Ok(None) => return Ok(()),
                     Err(e) => return fail(format!("cannot read '{file_name}': {e}")),
                 }
             }
         }
-        self.decode_parallel(&mut splitter, &uf, threads, &file_name)
+        self.decode_parallel(&mut splitter, &uf, threads, entry)
     }
 
     /// Decodes units on `threads` threads and hands the results on in file
@@ -569,9 +784,10 @@ impl Worker {
         splitter: &mut UnitSplitter<R>,
         uf: &UnitFormat,
         threads: usize,
-        file_name: &str,
+        entry: &Entry,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         use std::sync::mpsc;
+        let file_name = entry.name.as_str();
         std::thread::scope(|scope| {
             let (unit_tx, unit_rx) = mpsc::sync_channel::<(u64, Unit)>(threads * 2);
             let unit_rx = Arc::new(std::sync::Mutex::new(unit_rx));
@@ -606,7 +822,7 @@ impl Worker {
                  -> std::result::Result<(), std::result::Result<Closed, Closed>> {
                     while let Some((line, r)) = ready.remove(next) {
                         *next += 1;
-                        self.emit(file_name, line, r)?;
+                        self.emit(entry, line, r)?;
                     }
                     Ok(())
                 };
@@ -657,7 +873,7 @@ impl Worker {
     #[allow(clippy::result_large_err)]
     fn emit(
         &self,
-        file_name: &str,
+        entry: &Entry,
         next_line: u64,
         decoded: std::result::Result<Decoded, arrow::error::ArrowError>,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
@@ -665,6 +881,7 @@ impl Worker {
             Ok(()) => Err(Ok(Closed)),
             Err(c) => Err(Err(c)),
         };
+        let file_name = entry.name.as_str();
         let (batches, lines, bad) = match decoded {
             Ok(d) => d,
             Err(e) => return fail(format!("cannot decode '{file_name}': {e}")),
@@ -683,8 +900,7 @@ impl Worker {
             let mut offset = 0;
             for batch in batches {
                 let n = batch.num_rows();
-                let batch = match self.output(batch, file_name, lines.get(offset..).unwrap_or(&[]))
-                {
+                let batch = match self.output(batch, entry, lines.get(offset..).unwrap_or(&[])) {
                     Ok(b) => b,
                     Err(e) => return fail(e.to_string()),
                 };
@@ -696,10 +912,10 @@ impl Worker {
         // one batch per unit: the position after it is exact
         let batch = match batches.len() {
             0 => Ok(RecordBatch::new_empty(self.schema.clone())),
-            1 => self.output(batches.into_iter().next().expect("one"), file_name, &lines),
+            1 => self.output(batches.into_iter().next().expect("one"), entry, &lines),
             _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
                 .map_err(ConnectorError::from)
-                .and_then(|b| self.output(b, file_name, &lines)),
+                .and_then(|b| self.output(b, entry, &lines)),
         };
         let batch = match batch {
             Ok(b) => b,
@@ -730,16 +946,16 @@ impl Worker {
     #[allow(clippy::result_large_err)]
     fn read_parquet(
         &self,
-        path: &Path,
-        file_name: &str,
+        entry: &Entry,
     ) -> std::result::Result<(), std::result::Result<Closed, Closed>> {
         let fail = |msg: String| match self.send(SourceEvent::Error(ConnectorError::Other(msg))) {
             Ok(()) => Err(Ok(Closed)),
             Err(c) => Err(Err(c)),
         };
-        let f = match File::open(path) {
+        let file_name = entry.name.as_str();
+        let f = match self.files.chunks(entry) {
             Ok(f) => f,
-            Err(e) => return fail(format!("cannot open '{file_name}': {e}")),
+            Err(e) => return fail(e.to_string()),
         };
         // an earlier run delivered this many rows
         let skip = self
@@ -793,7 +1009,7 @@ impl Worker {
             } else {
                 vec![]
             };
-            let batch = match self.output(batch, file_name, &rows) {
+            let batch = match self.output(batch, entry, &rows) {
                 Ok(b) => b,
                 Err(e) => return fail(e.to_string()),
             };

@@ -360,17 +360,25 @@ impl Feeds {
         } else {
             BadRecordPolicy::Collect
         };
-        let batch_rows = plan.job.batch_size.unwrap_or(8192).min(8192);
+        let mut batch_rows = plan.job.batch_size.unwrap_or(8192).min(8192);
+        if let Some(rate) = plan.job.rate_limit {
+            // sources read a tenth of a second's worth at a time
+            batch_rows = batch_rows.min((rate as usize / 10).max(1));
+        }
         let driver = &sources[streams.driver];
         let feed = |src: &Arc<dyn Source>, time: Option<TimeMode>| {
-            EpochFeed::new(
+            let f = EpochFeed::new(
                 src.clone(),
                 batch_rows,
                 policy,
                 counters.clone(),
                 shutdown.receiver(),
                 time,
-            )
+            )?;
+            if let Some(rate) = plan.job.rate_limit {
+                f.limit_rate(rate);
+            }
+            Ok::<_, datafusion::error::DataFusionError>(f)
         };
         let mut all = vec![feed(driver, time.clone())?];
         let mut others = Vec::new();

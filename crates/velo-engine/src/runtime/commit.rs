@@ -67,7 +67,8 @@ impl JobRun {
             return self.stop_unpublished(e).await;
         }
         phases.push(("prepared and checkpointed", t0.elapsed()));
-        self.publish(&failed).await?;
+        let unpublished = self.publish(&failed).await?;
+        failed.extend(unpublished);
         phases.push(("published", t0.elapsed()));
         self.after_publish(positions, &failed, states, &table_rows, records)
             .await
@@ -270,7 +271,9 @@ impl JobRun {
 
     /// Every sink that prepared publishes the epoch (LogAndContinue: the
     /// failed ones drop it and the others go on).
-    async fn publish(&self, failed: &SinkFailures) -> Result<()> {
+    /// Returns the sinks that failed to publish (LogAndContinue goes on
+    /// without them).
+    async fn publish(&self, failed: &SinkFailures) -> Result<SinkFailures> {
         let epoch = self.epoch;
         for (sink, message) in failed {
             tracing::error!(job = %self.name, epoch, "sink '{sink}' failed this epoch (other sinks continue): {message}");
@@ -289,6 +292,7 @@ impl JobRun {
                 }
             })
             .await;
+        let mut unpublished = SinkFailures::new();
         for (n, r) in commits {
             if let Err(e) = r {
                 tracing::error!(job = %self.name, epoch, "sink '{n}' failed to publish: {e}");
@@ -296,6 +300,7 @@ impl JobRun {
                     self.out.close_all().await;
                     return Err(self.sink_error(n, e));
                 }
+                unpublished.push((n.to_string(), e));
             }
         }
         if let Some(d) = &self.out.dlq {
@@ -303,7 +308,7 @@ impl JobRun {
                 .await
                 .map_err(|e| self.sink_error("dlq", e))?;
         }
-        Ok(())
+        Ok(unpublished)
     }
 
     /// After every sink acknowledged: the table updated, the sources told
@@ -326,14 +331,21 @@ impl JobRun {
         }
         self.live.published(epoch, table_rows);
         for ((pos, c), last) in positions.into_iter().zip(self.committed.iter_mut()) {
-            if let Some(pos) = pos.filter(|_| failed.is_empty()) {
-                if let Some(c) = &c
-                    && let Err(e) = c.commit(&pos, false)
-                {
-                    tracing::warn!(job = %self.name, epoch, "{e}");
+            let Some(pos) = pos else { continue };
+            if !failed.is_empty() {
+                // a sink missed this epoch: its position is not committed,
+                // and the source learns what that epoch read
+                if let Some(c) = &c {
+                    c.skipped(&pos);
                 }
-                *last = Some(pos);
+                continue;
             }
+            if let Some(c) = &c
+                && let Err(e) = c.commit(&pos, false)
+            {
+                tracing::warn!(job = %self.name, epoch, "{e}");
+            }
+            *last = Some(pos);
         }
         self.failed_in_row = 0;
         if self.keep_committed {

@@ -1,0 +1,490 @@
+//! The file connector on an object store: moto's S3 server on 127.0.0.1,
+//! the inputs written and the outputs read back by boto3 and pyarrow
+//! (`tests/lake/s3.py`), never by velo's own code.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{Moto, crash_and_resume_with, run_in};
+
+/// Runs `tests/lake/s3.py` against `moto`.
+fn s3py(moto: &Moto, args: &[&str]) -> String {
+    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/s3.py");
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .arg(&endpoint)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        o.status.success(),
+        "s3.py {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The objects the README's object-store example reads.
+pub fn seed_readme(moto: &Moto) {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("o.csv");
+    std::fs::write(&csv, "id,amount,region\n1,5.0,eu\n2,7.5,us\n").unwrap();
+    s3py(
+        moto,
+        &[
+            "put",
+            "lake",
+            "orders/region=eu/o.csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    let gz = d.path().join("e.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, b"{\"id\":1,\"kind\":\"click\"}\n").unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    s3py(
+        moto,
+        &["put", "lake", "events/e.jsonl.gz", gz.to_str().unwrap()],
+    );
+}
+
+/// How many objects a run wrote into the bucket `lake` (under `out/` or
+/// `archive/`).
+pub fn objects_written(moto: &Moto) -> usize {
+    dump(moto, "lake", "out/").0.len() + dump(moto, "lake", "archive/").0.len()
+}
+
+/// Every object key under `prefix` and the rows of the published ones.
+fn dump(moto: &Moto, bucket: &str, prefix: &str) -> (Vec<String>, Vec<Value>) {
+    let v: Value = serde_json::from_str(&s3py(moto, &["dump", bucket, prefix])).unwrap();
+    let keys = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    (keys, v["rows"].as_array().unwrap().clone())
+}
+
+fn ids(rows: &[Value]) -> Vec<i64> {
+    let mut v: Vec<i64> = rows
+        .iter()
+        .map(|r| match &r["id"] {
+            Value::String(s) => s.parse().unwrap(),
+            other => other.as_i64().unwrap(),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Globs over prefixes, Hive directories as columns, hidden and `_`
+/// objects skipped, gzip JSON Lines streamed, Parquet read by ranges with
+/// its projection; written back as JSON Lines and transactional Parquet
+/// objects, named both ways (URI and `s3` type with `bucket`/`prefix`).
+#[test]
+fn s3_files_are_read_and_written_like_local_ones() {
+    let moto = Moto::start("lake");
+    s3py(&moto, &["seed", "lake"]);
+    let d = tempfile::tempdir().unwrap();
+    let app = "
+CREATE STREAM by_region AS SELECT CAST(id AS BIGINT) AS id, amount, region, _file_name AS f
+  FROM csvin INTO 's3://lake/out/csv/?format=jsonl' WITH (
+    'csvin.type' = 's3_source', 'csvin.path' = 's3://lake/in/csv/**/*.csv',
+    'csvin.metadata_columns' = 'true');
+CREATE STREAM names AS SELECT id, name FROM 's3://lake/in/json/*.jsonl.gz' INTO jout
+  WITH ('jout.type' = 's3_sink', 'jout.bucket' = 'lake', 'jout.prefix' = 'out/json/', 'jout.format' = 'jsonl');
+CREATE STREAM even AS SELECT id FROM 's3://lake/in/pq/t.parquet' WHERE v = 3
+  INTO 's3://lake/out/pq/*.parquet' WITH ('use_transactions' = 'true');
+CREATE STREAM parts AS SELECT CAST(id AS BIGINT) AS id, region FROM 's3://lake/in/csv/**/*.csv'
+  INTO 's3://lake/out/parts/?format=parquet&partition_by=region';
+";
+    std::fs::write(d.path().join("app.sql"), app).unwrap();
+    let o = run_in(d.path(), &["run", "app.sql"], &moto.env());
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+
+    // CSV: 120 rows, each with its region from the directory and its object
+    let (keys, rows) = dump(&moto, "lake", "out/csv/");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.ends_with(".jsonl")),
+        "{keys:?}"
+    );
+    assert_eq!(ids(&rows), (0..120).collect::<Vec<_>>());
+    for r in &rows {
+        let id = r["id"].as_i64().unwrap();
+        let region = if id < 50 { "eu" } else { "us" };
+        assert_eq!(r["region"], region, "{r}");
+        assert_eq!(
+            r["f"],
+            format!("s3://lake/in/csv/region={region}/part-0.csv"),
+            "{r}"
+        );
+        assert_eq!(r["amount"].as_f64().unwrap(), id as f64 * 1.5);
+    }
+    // gzip JSON Lines
+    let (_, rows) = dump(&moto, "lake", "out/json/");
+    assert_eq!(ids(&rows), (0..300).collect::<Vec<_>>());
+    assert!(rows.iter().all(|r| r["name"] == format!("n{}", r["id"])));
+    // Parquet through a transaction: only published objects, nothing hidden left
+    let (keys, rows) = dump(&moto, "lake", "out/pq/");
+    assert!(
+        !keys.is_empty()
+            && keys
+                .iter()
+                .all(|k| k.starts_with("out/pq/part-") && k.ends_with(".parquet")),
+        "{keys:?}"
+    );
+    let want: Vec<i64> = (0..10_000).filter(|i| i % 7 == 3).collect();
+    assert_eq!(ids(&rows), want);
+    // partition_by: Hive directories, the column out of the files
+    let (keys, rows) = dump(&moto, "lake", "out/parts/");
+    for k in &keys {
+        let ok = ["eu", "us"].iter().any(|r| {
+            k.starts_with(&format!("out/parts/region={r}/part-")) && k.ends_with(".parquet")
+        });
+        assert!(ok, "{keys:?}");
+    }
+    assert_eq!(ids(&rows), (0..120).collect::<Vec<_>>());
+    for r in &rows {
+        assert!(
+            r.get("region").is_none(),
+            "the column is in the directory: {r}"
+        );
+        let dir = if r["id"].as_i64().unwrap() < 50 {
+            "region=eu"
+        } else {
+            "region=us"
+        };
+        assert!(r["_object"].as_str().unwrap().contains(dir), "{r}");
+    }
+}
+
+/// A local partitioned output, read back by DuckDB with Hive partitioning:
+/// the same counts and sums per (day, region) as the input.
+#[test]
+fn partitioned_output_reads_back_in_duckdb() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut csv = String::from("id,day,region\n");
+    let mut want: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
+    for i in 0..500i64 {
+        let day = format!("2024-01-{:02}", 1 + i % 3);
+        let region = ["eu", "us", "a/b"][(i % 5 % 3) as usize].to_string();
+        csv.push_str(&format!("{i},{day},{region}\n"));
+        let e = want.entry((day, region)).or_default();
+        e.0 += 1;
+        e.1 += i;
+    }
+    std::fs::write(dir.join("in.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM p AS SELECT id, day, region FROM 'file://in.csv' INTO out
+           WITH ('out.type' = 'file_sink', 'out.path' = 'out/', 'out.format' = 'parquet',
+                 'out.partition_by' = 'day, region', 'batch.size' = '100');",
+    )
+    .unwrap();
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import duckdb, json, sys
+rows = duckdb.sql(\"SELECT day, region, count(*), sum(id) FROM read_parquet('out/**/*.parquet', hive_partitioning=true) GROUP BY ALL ORDER BY ALL\").fetchall()
+print(json.dumps([[str(r[0]), r[1], r[2], int(r[3])] for r in rows]))";
+    let o = std::process::Command::new(python)
+        .current_dir(dir)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<(String, String, i64, i64)> = serde_json::from_slice(&o.stdout).unwrap();
+    let want: Vec<(String, String, i64, i64)> = want
+        .into_iter()
+        .map(|((d, r), (n, s))| (d, r, n, s))
+        .collect();
+    assert_eq!(got, want);
+    // the escaped value is a directory of its own
+    assert!(dir.join("out/day=2024-01-01/region=a%2Fb").is_dir());
+}
+
+/// A windowed job reading Parquet objects and writing transactional JSON
+/// Lines objects, crashed right after two of its checkpoints and resumed:
+/// every window published once, no temporary object left behind.
+#[test]
+fn s3_transactional_sink_survives_crashes_exactly_once() {
+    let moto = Moto::start("lake");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // the inputs: two Parquet objects, 100 records per 100 ms window, 60 windows
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for (f, range) in [("a", 0..3_000i64), ("b", 3_000..6_000)] {
+        let path = dir.join(format!("data/{f}.parquet"));
+        crate::common::write_id_ts_parquet(&path, range);
+        s3py(
+            &moto,
+            &[
+                "put",
+                "lake",
+                &format!("data/{f}.parquet"),
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+    std::fs::remove_dir_all(dir.join("data")).unwrap();
+    let app = "CREATE STREAM w AS SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids
+      FROM events GROUP BY TUMBLE(ts, INTERVAL '100' MILLISECOND) INTO out
+      WITH ('events.type' = 's3_source', 'events.path' = 's3://lake/data/*.parquet',
+            'events.watermark.max_out_of_orderness' = '0ms',
+            'use_transactions' = 'true', 'state.dir' = 's3://lake/state', 'batch.size' = '250',
+            'out.type' = 's3_sink', 'out.path' = 's3://lake/out/part.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    crash_and_resume_with(dir, &["3", "7"], &moto.env());
+    let (keys, rows) = dump(&moto, "lake", "out/");
+    assert!(
+        keys.iter().all(|k| !k.contains("/.")),
+        "no temporary object is left: {keys:?}"
+    );
+    let mut windows: std::collections::BTreeMap<i64, (i64, i64, u32)> = Default::default();
+    for r in &rows {
+        let e = windows.entry(r["ws"].as_i64().unwrap()).or_default();
+        e.0 += r["n"].as_i64().unwrap();
+        e.1 += r["ids"].as_i64().unwrap();
+        e.2 += 1;
+    }
+    assert_eq!(windows.len(), 60, "{windows:?}");
+    for (ws, (n, ids, times)) in &windows {
+        let want: i64 = (*ws..ws + 100).sum();
+        assert_eq!(
+            (*n, *ids, *times),
+            (100, want, 1),
+            "window {ws}: every record once, the window published once"
+        );
+    }
+    // the source read every object to its end once: a fourth run reads nothing again
+    let o = run_in(dir, &["run", "app.sql"], &moto.env());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, again) = dump(&moto, "lake", "out/");
+    assert_eq!(
+        again.len(),
+        rows.len(),
+        "a finished run resumed reads nothing twice"
+    );
+}
+
+/// What a hostile or careless user gets: a clear error naming the place,
+/// a failed exit, and never the secret key.
+#[test]
+fn s3_mistakes_are_clear_errors_that_keep_secrets() {
+    let moto = Moto::start("lake");
+    s3py(&moto, &["seed", "lake"]);
+    let d = tempfile::tempdir().unwrap();
+    let run = |app: &str, env: &[(String, String)]| {
+        std::fs::write(d.path().join("app.sql"), app).unwrap();
+        let o = run_in(d.path(), &["run", "app.sql"], env);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    // a bucket that is not there, with credentials as keys: the place is
+    // named, the secret is not
+    let secret = "wr0ngSecretKeyThatMustNotLeak";
+    let (ok, text) = run(
+        &format!(
+            "CREATE STREAM s AS SELECT * FROM src INTO 'stdout://' WITH (
+               'src.type' = 's3_source', 'src.path' = 's3://no-such-bucket/x/*.parquet',
+               'src.endpoint' = '{endpoint}', 'src.allow_http' = 'true', 'src.region' = 'us-east-1',
+               'src.access_key_id' = 'nobody', 'src.secret_access_key' = '{secret}');"
+        ),
+        &[],
+    );
+    assert!(!ok && text.contains("s3://no-such-bucket"), "{text}");
+    assert!(!text.contains(secret), "the secret is masked: {text}");
+    // no objects match: says so, exits non-zero
+    let (ok, text) = run(
+        "CREATE STREAM s AS SELECT * FROM 's3://lake/in/nothing/*.csv' INTO 'stdout://';",
+        &moto.env(),
+    );
+    assert!(!ok && text.contains("no objects match"), "{text}");
+    // an endpoint nobody listens on: an error, not a hang
+    let (ok, text) = run(
+        "CREATE STREAM s AS SELECT * FROM src INTO 'stdout://' WITH (
+           'src.type' = 's3_source', 'src.path' = 's3://lake/in/pq/t.parquet',
+           'src.endpoint' = 'http://127.0.0.1:1', 'src.allow_http' = 'true');",
+        &moto.env(),
+    );
+    assert!(!ok && text.contains("endpoint"), "{text}");
+    // an http(s) URL cannot be written, an object cannot be appended to
+    let (ok, text) = run(
+        "CREATE STREAM s AS SELECT * FROM 's3://lake/in/pq/t.parquet' INTO 'https://example.invalid/x.jsonl';",
+        &moto.env(),
+    );
+    assert!(!ok && text.contains("read-only"), "{text}");
+    let (ok, text) = run(
+        "CREATE STREAM s AS SELECT * FROM 's3://lake/in/pq/t.parquet' INTO o
+           WITH ('o.type' = 's3_sink', 'o.path' = 's3://lake/o/x.jsonl', 'o.append' = 'true');",
+        &moto.env(),
+    );
+    assert!(!ok && text.contains("cannot be appended"), "{text}");
+    // validate connects to nothing: a declared schema is enough, else it says what to add
+    std::fs::write(
+        d.path().join("app.sql"),
+        "CREATE STREAM s AS SELECT id FROM src INTO 'stdout://' WITH (
+           'src.type' = 's3_source', 'src.path' = 's3://unreachable-bucket/x/*.parquet',
+           'src.schema' = 'id BIGINT', 'src.endpoint' = 'http://127.0.0.1:1', 'src.allow_http' = 'true');",
+    )
+    .unwrap();
+    let o = run_in(d.path(), &["validate", "app.sql"], &[]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `delete_after_read` acts only once the epoch that read a file committed:
+/// a run whose sink cannot commit leaves every input in place; the run that
+/// commits removes them, with every row written.
+#[test]
+fn delete_after_read_waits_for_the_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    for (f, ids) in [("a", 0..40), ("b", 40..100)] {
+        let body: String = std::iter::once("id,v\n".to_string())
+            .chain(ids.map(|i| format!("{i},{}\n", i * 2)))
+            .collect();
+        std::fs::write(dir.join(format!("in/{f}.csv")), body).unwrap();
+    }
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM s AS SELECT id, v FROM src INTO out WITH (
+           'src.type' = 'file_source', 'src.path' = 'in/*.csv', 'src.delete_after_read' = 'true',
+           'out.type' = 'file_sink', 'out.path' = 'out/rows.jsonl', 'batch.size' = '30');",
+    )
+    .unwrap();
+    let fail = [(
+        "VELO_FAIL_SINK".to_string(),
+        "out:commit:1:1000".to_string(),
+    )];
+    let o = run_in(dir, &["run", "app.sql"], &fail);
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        dir.join("in/a.csv").exists() && dir.join("in/b.csv").exists(),
+        "nothing committed, nothing deleted"
+    );
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !dir.join("in/a.csv").exists() && !dir.join("in/b.csv").exists(),
+        "both files were read and committed"
+    );
+    let text = std::fs::read_to_string(dir.join("out/rows.jsonl")).unwrap();
+    let mut got: Vec<i64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+}
+
+/// `move_after_read` on an object store: the objects read are moved into
+/// the folder after the commit, under their own names.
+#[test]
+fn move_after_read_moves_objects_after_the_commit() {
+    let moto = Moto::start("lake");
+    let d = tempfile::tempdir().unwrap();
+    for (f, ids) in [("x", 0..10), ("y", 10..25)] {
+        let body: String = ids.map(|i| format!("{{\"id\":{i}}}\n")).collect();
+        let local = d.path().join(format!("{f}.jsonl"));
+        std::fs::write(&local, body).unwrap();
+        s3py(
+            &moto,
+            &[
+                "put",
+                "lake",
+                &format!("inbox/{f}.jsonl"),
+                local.to_str().unwrap(),
+            ],
+        );
+    }
+    std::fs::write(
+        d.path().join("app.sql"),
+        "CREATE STREAM s AS SELECT id FROM src INTO 's3://lake/out/?format=jsonl' WITH (
+           'src.type' = 's3_source', 'src.path' = 's3://lake/inbox/', 'src.format' = 'jsonl',
+           'src.move_after_read' = 's3://lake/done/');",
+    )
+    .unwrap();
+    let o = run_in(d.path(), &["run", "app.sql"], &moto.env());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (keys, _) = dump(&moto, "lake", "inbox/");
+    assert!(keys.is_empty(), "{keys:?}");
+    let (keys, _) = dump(&moto, "lake", "done/");
+    assert_eq!(keys, ["done/x.jsonl", "done/y.jsonl"]);
+    let (_, rows) = dump(&moto, "lake", "out/");
+    assert_eq!(ids(&rows), (0..25).collect::<Vec<_>>());
+    // a move out of the store the files are in is refused before anything runs
+    std::fs::write(
+        d.path().join("app.sql"),
+        "CREATE STREAM s AS SELECT id FROM src INTO 'stdout://' WITH (
+           'src.type' = 's3_source', 'src.path' = 's3://lake/done/', 'src.format' = 'jsonl',
+           'src.move_after_read' = 'archive/');",
+    )
+    .unwrap();
+    let o = run_in(d.path(), &["validate", "app.sql"], &moto.env());
+    let text = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && text.contains("move_after_read"),
+        "{text}"
+    );
+}
+
+/// `rate_limit` (seed 004's replay): 300 stored records at 100 a second
+/// take at least 2.5 seconds to go through, and all of them arrive; every
+/// batch the sink gets is a tenth of a second's worth.
+#[test]
+fn rate_limit_paces_a_replay() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let body: String = (0..300).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    std::fs::write(dir.join("in.jsonl"), body).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM r AS SELECT id FROM 'file://in.jsonl' INTO 'file://out/r.jsonl'
+           WITH ('rate_limit' = '100', 'batch.size' = '1000');",
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    let took = t0.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(dir.join("out/r.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 300);
+    assert!(
+        took >= std::time::Duration::from_millis(2500),
+        "300 records at 100/s went through in {took:?}"
+    );
+    // a rate of 0 is refused
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM r AS SELECT id FROM 'file://in.jsonl' INTO 'file://out/r.jsonl' WITH ('rate_limit' = '0');",
+    )
+    .unwrap();
+    let o = run_in(dir, &["validate", "app.sql"], &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rate_limit"));
+}
