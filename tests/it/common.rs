@@ -266,12 +266,6 @@ impl Moto {
         me
     }
 
-    /// Creates another bucket.
-    pub fn bucket(&self, name: &str) {
-        let (code, body) = http(self.port, "PUT", &format!("/{name}"));
-        assert_eq!(code, 200, "create bucket {name}: {body}");
-    }
-
     /// The environment that points an S3 client at it.
     pub fn env(&self) -> Vec<(String, String)> {
         [

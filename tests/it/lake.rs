@@ -488,3 +488,239 @@ fn rate_limit_paces_a_replay() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("rate_limit"));
 }
+
+/// An example application of `examples/lake/`, copied into a fresh folder.
+fn example(name: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/lake")
+        .join(name);
+    std::fs::copy(src, d.path().join("app.sql")).unwrap();
+    d
+}
+
+/// Waits (up to 60 s) until `done` holds, then stops `child` with SIGINT
+/// and checks it exits 0 (it commits its epoch first).
+fn stop_when(mut child: std::process::Child, mut done: impl FnMut() -> bool) {
+    let ok = crate::common::wait_until(std::time::Duration::from_secs(60), &mut done);
+    crate::common::signal(&child, "-INT");
+    let out = child.wait_with_output_timeout();
+    assert!(ok, "the job did not finish its work in 60 s: {out}");
+}
+
+trait WaitOutput {
+    fn wait_with_output_timeout(&mut self) -> String;
+}
+
+impl WaitOutput for std::process::Child {
+    /// The exit status and stderr, after a clean exit within 30 s.
+    fn wait_with_output_timeout(&mut self) -> String {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > until {
+                let _ = self.kill();
+                panic!("the job did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        assert!(status.success(), "exit {status}: {err}");
+        err
+    }
+}
+
+/// Seed 004 example 1 (`examples/lake/kafka_to_s3.sql`): transactions from
+/// Kafka into Parquet on S3 partitioned by day, read back with boto3 and
+/// pyarrow: every transaction over 100 once, under its day's directory.
+#[test]
+fn seed_example_1_kafka_to_s3_parquet_partitioned_by_date() {
+    let (_tmp, _broker, bs) = crate::kafka::with_broker();
+    let moto = Moto::start("data-lake");
+    crate::kafka::create_topic(&bs, "transactions", 2);
+    let day = 86_400_000i64;
+    let t0 = 1_704_153_600_000i64; // 2024-01-02T00:00:00Z
+    let msgs: Vec<(Option<String>, Vec<u8>)> = (0..300i64)
+        .map(|i| {
+            let v = format!(
+                r#"{{"customer_id":{},"transaction_id":{i},"amount":{},"timestamp":{}}}"#,
+                i % 7,
+                i as f64 * 1.1,
+                t0 + (i % 3) * day + i
+            );
+            (None, v.into_bytes())
+        })
+        .collect();
+    crate::kafka::produce(&bs, "transactions", &msgs);
+    let d = example("kafka_to_s3.sql");
+    let mut env = moto.env();
+    env.push(("KAFKA_BROKERS".into(), bs.clone()));
+    env.push(("BATCH_TIMEOUT".into(), "1s".into()));
+    let mut cmd = crate::common::velo();
+    cmd.current_dir(d.path())
+        .args(["run", "app.sql"])
+        .env("HOME", d.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let want: Vec<i64> = (0..300).filter(|i| *i as f64 * 1.1 > 100.0).collect();
+    stop_when(child, || {
+        dump(&moto, "data-lake", "high-value-transactions/").1.len() >= want.len()
+    });
+    let (keys, rows) = dump(&moto, "data-lake", "high-value-transactions/");
+    assert_eq!(ids_of(&rows, "transaction_id"), want, "each once");
+    for r in &rows {
+        let id = r["transaction_id"].as_i64().unwrap();
+        let day = format!("date=2024-01-0{}", 2 + id % 3);
+        assert!(r["_object"].as_str().unwrap().contains(&day), "{r}");
+        assert!(r.get("date").is_none(), "{r}");
+    }
+    assert!(keys.iter().all(|k| !k.contains("/.")), "{keys:?}");
+}
+
+fn ids_of(rows: &[Value], col: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = rows.iter().map(|r| r[col].as_i64().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// Seed 004 example 2 (`examples/lake/s3_replay_to_kafka.sql`): stored
+/// events replayed from S3 Parquet into a topic at a set rate, read by an
+/// independent consumer: the purchases and signups, each once.
+#[test]
+fn seed_example_2_s3_replay_into_kafka_at_a_rate() {
+    let (_tmp, _broker, bs) = crate::kafka::with_broker();
+    let moto = Moto::start("warehouse");
+    crate::kafka::create_topic(&bs, "replayed-events", 1);
+    let d = example("s3_replay_to_kafka.sql");
+    // 200 events in two objects; 3 of every 5 are purchases or signups
+    let kinds = ["purchase", "view", "signup", "click", "purchase"];
+    for (f, range) in [("a", 0..120i64), ("b", 120..200)] {
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("user_id", arrow::datatypes::DataType::Int64, false),
+            arrow::datatypes::Field::new("event_type", arrow::datatypes::DataType::Utf8, false),
+            arrow::datatypes::Field::new("properties", arrow::datatypes::DataType::Utf8, false),
+        ]));
+        let ids: Vec<i64> = range.collect();
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                std::sync::Arc::new(arrow::array::Int64Array::from(ids.clone())),
+                std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                    ids.iter().map(|i| kinds[(*i % 5) as usize]),
+                )),
+                std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("{{\"n\":{i}}}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let path = d.path().join(format!("{f}.parquet"));
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        s3py(
+            &moto,
+            &[
+                "put",
+                "warehouse",
+                &format!("user-events/2024-01/{f}.parquet"),
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+    let mut env = moto.env();
+    env.push(("KAFKA_BROKERS".into(), bs.clone()));
+    env.push(("RATE_LIMIT".into(), "100".into()));
+    let t0 = std::time::Instant::now();
+    let o = run_in(d.path(), &["run", "app.sql"], &env);
+    let took = t0.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: Vec<i64> = (0..200).filter(|i| [0, 2, 4].contains(&(i % 5))).collect();
+    // 120 records at 100 a second
+    assert!(took >= std::time::Duration::from_millis(1000), "{took:?}");
+    let got = crate::kafka::consume_all(&bs, "replayed-events", want.len());
+    let rows: Vec<Value> = got
+        .iter()
+        .map(|(_, v)| serde_json::from_str(v).unwrap())
+        .collect();
+    assert_eq!(ids_of(&rows, "user_id"), want);
+    assert!(rows.iter().all(|r| r["replay_timestamp"].is_string()));
+}
+
+/// Seed 004 example 4 (`examples/lake/watch_to_kafka_and_s3.sql`): CSV
+/// files dropped into a watched folder reach Kafka and the S3 archive (JSON
+/// under the day's folder), and each file is deleted after its commit.
+#[test]
+fn seed_example_4_file_watch_into_kafka_and_s3() {
+    let (_tmp, _broker, bs) = crate::kafka::with_broker();
+    let moto = Moto::start("archive");
+    crate::kafka::create_topic(&bs, "csv-ingestion", 1);
+    let d = example("watch_to_kafka_and_s3.sql");
+    std::fs::create_dir_all(d.path().join("incoming")).unwrap();
+    let mut env = moto.env();
+    env.push(("KAFKA_BROKERS".into(), bs.clone()));
+    env.push(("BATCH_TIMEOUT".into(), "500ms".into()));
+    let mut cmd = crate::common::velo();
+    cmd.current_dir(d.path())
+        .args(["run", "app.sql"])
+        .env("HOME", d.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    // two files, the second after the job started
+    let file = |name: &str, ids: std::ops::Range<i64>| {
+        let body: String = std::iter::once("customer_id,amount\n".to_string())
+            .chain(ids.map(|i| format!("{i},{}.25\n", i)))
+            .collect();
+        let tmp = d.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(tmp, d.path().join("incoming").join(name)).unwrap();
+    };
+    file("a.csv", 0..30);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    file("b.csv", 30..75);
+    let incoming = d.path().join("incoming");
+    stop_when(child, || {
+        dump(&moto, "archive", "csv-backup/").1.len() >= 75
+            && std::fs::read_dir(&incoming).unwrap().count() == 0
+    });
+    let (keys, rows) = dump(&moto, "archive", "csv-backup/");
+    let today = std::process::Command::new("date")
+        .arg("+%Y/%m/%d")
+        .output()
+        .unwrap();
+    let today = String::from_utf8_lossy(&today.stdout).trim().to_string();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(&format!("csv-backup/{today}/part-")) && k.ends_with(".json")),
+        "{keys:?}"
+    );
+    assert_eq!(ids_of(&rows, "customer_id"), (0..75).collect::<Vec<_>>());
+    assert!(
+        rows.iter()
+            .all(|r| r["filename"].as_str().unwrap().ends_with(".csv"))
+    );
+    let got = crate::kafka::consume_all(&bs, "csv-ingestion", 75);
+    let kafka: Vec<Value> = got
+        .iter()
+        .map(|(_, v)| serde_json::from_str(v).unwrap())
+        .collect();
+    assert_eq!(ids_of(&kafka, "customer_id"), (0..75).collect::<Vec<_>>());
+}
