@@ -181,10 +181,32 @@ impl SourceReader {
 /// in flight, so reading stays bounded in memory.
 pub const SOURCE_CHANNEL_CAPACITY: usize = 4;
 
+/// What a query's filters say about the data a source may skip. The engine
+/// evaluates them (with DataFusion); a source that can skip whole files
+/// (Hive partitions) or Parquet row groups (by their statistics) asks. The
+/// query still applies its filters to what is read: skipping is only ever
+/// an optimization, and a source that cannot tell keeps the data.
+pub trait Pruning: Send + Sync + std::fmt::Debug {
+    /// For each row of `values` (one per file: the source's partition
+    /// columns, as strings), whether the file may hold rows the query keeps.
+    fn partitions(&self, values: &RecordBatch) -> Vec<bool>;
+    /// For each row group of a Parquet file whose Arrow schema is `schema`,
+    /// whether it may hold rows the query keeps; `None` when the filters
+    /// say nothing about the file's columns.
+    fn row_groups(
+        &self,
+        schema: &SchemaRef,
+        metadata: &parquet::file::metadata::ParquetMetaData,
+    ) -> Option<Vec<bool>>;
+}
+
 /// A configured input.
 pub trait Source: Send + Sync + std::fmt::Debug {
     /// The name used in SQL.
     fn name(&self) -> &str;
+    /// The query's filters, before the source is opened, for a source that
+    /// can skip data ([`Pruning`]); others ignore them.
+    fn set_pruning(&self, _pruning: std::sync::Arc<dyn Pruning>) {}
     /// The Arrow schema of its batches.
     fn schema(&self) -> SchemaRef;
     /// Whether the input ends (files) or not (watch, generator at a rate).

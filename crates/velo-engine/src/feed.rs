@@ -205,6 +205,22 @@ pub struct EpochFeed {
     others: std::sync::OnceLock<Vec<Arc<Watermark>>>,
     /// `rate_limit`: records per second, at most.
     rate: std::sync::OnceLock<u64>,
+    /// The filters the scans of the table were given, for the source to
+    /// skip partitions and row groups with.
+    filters: std::sync::Mutex<Filters>,
+}
+
+/// The filters of a table's scans: pruning is only safe with one set that
+/// every scan shares.
+#[derive(Debug, Default)]
+enum Filters {
+    /// No scan yet.
+    #[default]
+    Unset,
+    /// Every scan so far had these.
+    Same(Vec<datafusion::logical_expr::Expr>),
+    /// Scans differ (a source read twice with different filters).
+    Mixed,
 }
 
 /// Batches read for one scan and waiting for the others.
@@ -297,7 +313,19 @@ impl EpochFeed {
             tee: Mutex::new(Tee::default()),
             others: std::sync::OnceLock::new(),
             rate: std::sync::OnceLock::new(),
+            filters: std::sync::Mutex::default(),
         }))
+    }
+
+    /// A scan of the table with `filters` (pushed down by DataFusion as
+    /// inexact: the query applies them again).
+    pub fn note_filters(&self, filters: &[datafusion::logical_expr::Expr]) {
+        let mut f = self.filters.lock().expect("filters lock");
+        *f = match &*f {
+            Filters::Unset => Filters::Same(filters.to_vec()),
+            Filters::Same(v) if v.as_slice() == filters => Filters::Same(v.clone()),
+            _ => Filters::Mixed,
+        };
     }
 
     /// Reads at most `per_second` records a second (`rate_limit`), in
@@ -534,6 +562,12 @@ impl EpochFeed {
             ),
             _ => None,
         };
+        if let Filters::Same(f) = &*self.filters.lock().expect("filters lock") {
+            if !f.is_empty() {
+                self.source
+                    .set_pruning(Arc::new(crate::prune::FilterPruning::new(f)));
+            }
+        }
         let resume = self.resume.lock().expect("resume lock").clone();
         if parts > 1 {
             self.source
@@ -1122,14 +1156,27 @@ impl datafusion::catalog::TableProvider for SourceTable {
         datafusion::logical_expr::TableType::Base
     }
 
+    /// Every filter goes to the source as a hint (inexact: the query still
+    /// applies it), so a file source can skip what it rules out.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        Ok(vec![
+            datafusion::logical_expr::TableProviderFilterPushDown::Inexact;
+            filters.len()
+        ])
+    }
+
     async fn scan(
         &self,
         _state: &dyn datafusion::catalog::Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[datafusion::logical_expr::Expr],
+        filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         self.feed.note_projection(projection);
+        self.feed.note_filters(filters);
         let exec = datafusion::physical_plan::streaming::StreamingTableExec::try_new(
             self.feed.schema.clone(),
             vec![Arc::new(FeedPartition(

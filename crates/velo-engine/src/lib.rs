@@ -32,6 +32,7 @@ pub mod fuzzing;
 pub mod lookup;
 pub mod operators;
 pub mod plan;
+pub mod prune;
 pub mod rowerrors;
 pub mod runtime;
 pub mod stats;

@@ -841,12 +841,16 @@ impl Sink for FileSink {
     }
 
     fn set_continuing(&mut self) {
-        // line formats append; transactional files are new files per epoch
-        // anyway, and a Parquet file is renamed into place whole
+        // line formats append; transactional and object-store files are new
+        // files per epoch anyway; a Parquet file or a JSON array cannot be
+        // appended to, so this run writes files of its own next to it
         let lines = matches!(self.cfg.format, FileFormat::JsonLines | FileFormat::Csv);
         if lines && !self.cfg.append {
             tracing::info!(sink = %self.name, "continuing an earlier run of the job: appending to its output instead of replacing it");
             self.cfg.append = true;
+        } else if !lines && !self.per_epoch && !self.transactional {
+            tracing::info!(sink = %self.name, "continuing an earlier run of the job: its {:?} output is kept, this run writes new numbered files next to it", self.cfg.format);
+            self.per_epoch = true;
         }
     }
 
@@ -1036,5 +1040,64 @@ impl Sink for FileSink {
     fn close(&mut self) -> Result<()> {
         self.close_current()?;
         self.commit(self.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Field, Schema};
+
+    fn run_once(cfg: &FileSinkConfig, continuing: bool, ids: std::ops::Range<i64>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let mut sink = FileSink::new("out", cfg.clone(), None, true).unwrap();
+        sink.set_schema(schema.clone());
+        if continuing {
+            sink.set_continuing();
+        }
+        sink.begin_epoch(1).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(ids))])
+            .unwrap();
+        sink.write(&batch).unwrap();
+        sink.prepare_commit(1).unwrap();
+        sink.commit(1).unwrap();
+        sink.close().unwrap();
+    }
+
+    /// A job run again after a stop keeps what its Parquet and JSON-array
+    /// outputs hold: the new run's rows go to new files next to them.
+    #[test]
+    fn a_continuing_run_keeps_whole_file_outputs() {
+        for (ext, format) in [
+            ("parquet", FileFormat::Parquet),
+            ("json", FileFormat::JsonArray),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join(format!("o.{ext}"));
+            let mut cfg = FileSinkConfig::from_config(&velo_config::ConnectorConfig {
+                name: "out".into(),
+                role: velo_config::Role::Sink,
+                kind: "file".into(),
+                props: [("path".to_string(), path.to_string_lossy().into_owned())].into(),
+                origin: velo_config::Origin::Named,
+                base_dir: d.path().to_path_buf(),
+                job: "j".into(),
+            })
+            .unwrap();
+            cfg.format = format;
+            run_once(&cfg, false, 0..10);
+            run_once(&cfg, true, 10..25);
+            let mut files: Vec<String> = std::fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            assert_eq!(
+                files,
+                [format!("o-000001.{ext}"), format!("o.{ext}")],
+                "{ext}"
+            );
+        }
     }
 }

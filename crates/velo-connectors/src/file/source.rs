@@ -44,6 +44,8 @@ pub struct FileSource {
     files: Files,
     /// Columns from `key=value` directories, after the data columns.
     partitions: Vec<String>,
+    /// The query's filters, to skip partitions and row groups.
+    pruning: std::sync::Mutex<Option<Arc<dyn crate::source::Pruning>>>,
 }
 
 fn open_reader(
@@ -373,6 +375,7 @@ impl FileSource {
             schema: relaxed(&Schema::new(fields)),
             files,
             partitions,
+            pruning: std::sync::Mutex::new(None),
         }
     }
 }
@@ -380,6 +383,10 @@ impl FileSource {
 impl Source for FileSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn set_pruning(&self, pruning: Arc<dyn crate::source::Pruning>) {
+        *self.pruning.lock().unwrap_or_else(|p| p.into_inner()) = Some(pruning);
     }
 
     fn schema(&self) -> SchemaRef {
@@ -442,6 +449,11 @@ impl Source for FileSource {
             row_number_col: cfg.metadata_columns && wanted(n_front + 1),
             files: self.files.clone(),
             partitions: self.partitions.clone(),
+            pruning: self
+                .pruning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             cfg,
             data_schema: self.data_schema.clone(),
             data_projection,
@@ -563,6 +575,8 @@ struct Worker {
     files: Files,
     /// Partition columns, after the data columns.
     partitions: Vec<String>,
+    /// The query's filters, to skip partitions and row groups.
+    pruning: Option<Arc<dyn crate::source::Pruning>>,
     /// The decoded columns of the file.
     data_schema: SchemaRef,
     /// The data columns the query reads (None: all).
@@ -633,6 +647,45 @@ impl Worker {
         )?)
     }
 
+    /// Whether each file's partition may hold rows the query keeps (all
+    /// when there are no partitions or no filters).
+    fn partitions_kept(&self, files: &[Entry]) -> Vec<bool> {
+        let all = vec![true; files.len()];
+        let Some(p) = self
+            .pruning
+            .as_ref()
+            .filter(|_| !self.partitions.is_empty())
+        else {
+            return all;
+        };
+        let fields: Vec<Field> = self
+            .partitions
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, true))
+            .collect();
+        let cols: Vec<arrow::array::ArrayRef> = self
+            .partitions
+            .iter()
+            .map(|c| {
+                Arc::new(arrow::array::StringArray::from_iter(files.iter().map(
+                    |f| {
+                        f.partitions
+                            .iter()
+                            .find(|(k, _)| k == c)
+                            .map(|(_, v)| v.as_str())
+                    },
+                ))) as arrow::array::ArrayRef
+            })
+            .collect();
+        match RecordBatch::try_new(Arc::new(Schema::new(fields)), cols) {
+            Ok(values) => {
+                let keep = p.partitions(&values);
+                if keep.len() == files.len() { keep } else { all }
+            }
+            Err(_) => all,
+        }
+    }
+
     fn send(&self, ev: SourceEvent) -> std::result::Result<(), Closed> {
         self.tx.blocking_send(ev).map_err(|_| Closed)
     }
@@ -641,7 +694,8 @@ impl Worker {
         let mut seen: HashSet<String> = HashSet::new();
         let mut sizes: HashMap<String, u64> = HashMap::new();
         let mut first = true;
-        // the last object name seen, for an incremental listing
+        // the last object name seen, for an incremental listing (the first
+        // listing of a run is whole: a restart finds every unread object)
         let mut after: Option<String> = None;
         let mut polls = 0u32;
         loop {
@@ -666,11 +720,18 @@ impl Worker {
                     return;
                 }
             };
-            for f in files {
+            let keep = self.partitions_kept(&files);
+            for (f, keep) in files.into_iter().zip(keep) {
                 if after.as_ref().is_none_or(|a| *a < f.name) {
                     after = Some(f.name.clone());
                 }
                 if seen.contains(&f.name) {
+                    continue;
+                }
+                if !keep {
+                    // its partition values fail the query's filters
+                    tracing::debug!(source = %self.name, file = %velo_config::mask(&f.name), "skipped: its partition is filtered out");
+                    seen.insert(f.name.clone());
                     continue;
                 }
                 if !first && !self.files.is_remote() {
@@ -985,6 +1046,22 @@ impl Worker {
                     .map(|(i, _)| i)
                     .collect();
                 let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+                // row groups the query's filters rule out by their statistics
+                // are not fetched (not when `_row_number` counts every row)
+                let keep = match (&self.pruning, self.row_number_col) {
+                    (Some(p), false) => p.row_groups(b.schema(), b.metadata()),
+                    _ => None,
+                };
+                let b = match keep {
+                    Some(keep) if keep.len() == b.metadata().num_row_groups() => {
+                        let groups: Vec<usize> = (0..keep.len()).filter(|i| keep[*i]).collect();
+                        if groups.len() < keep.len() {
+                            tracing::debug!(source = %self.name, file = %velo_config::mask(file_name), "reading {} of {} row groups", groups.len(), keep.len());
+                        }
+                        b.with_row_groups(groups)
+                    }
+                    _ => b,
+                };
                 b.with_batch_size(self.cfg.batch_size)
                     .with_projection(mask)
                     .with_offset(skip as usize)
