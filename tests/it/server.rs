@@ -1178,3 +1178,141 @@ fn a_killed_server_with_six_kafka_and_file_jobs_resumes_them_all() {
         0
     );
 }
+
+/// Failed, late and dead-lettered records are counted per source, and each
+/// source and sink has a health series: a foreground job's `/metrics` read
+/// with the Prometheus parser against the records the test sent.
+#[test]
+fn bad_and_late_records_are_counted_per_source() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM w AS SELECT window_start, COUNT(*) AS n FROM events
+           GROUP BY TUMBLE(ts, INTERVAL '1' SECOND) INTO out
+         WITH ('events.type' = 'file_source', 'events.path' = 'in/*.jsonl',
+               'events.watch' = 'true', 'events.watch_interval' = '50ms',
+               'events.schema' = 'id BIGINT, ts BIGINT', 'events.event.time.field' = 'ts',
+               'events.watermark.max_out_of_orderness' = '0ms',
+               'events.late.data.strategy' = 'dead_letter',
+               'out.type' = 'file_sink', 'out.path' = 'out/o.jsonl',
+               'dlq.path' = 'dead.jsonl', 'batch.timeout' = '100ms');",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = crate::common::spawn(
+        dir,
+        &[
+            "run",
+            "app.sql",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    let put = |name: &str, body: &str| {
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        let tmp = dir.join(format!(".{name}"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(tmp, dir.join("in").join(name)).unwrap();
+    };
+    // ten records at 10 s move the watermark there
+    put(
+        "a.jsonl",
+        &(0..10)
+            .map(|i| format!("{{\"id\":{i},\"ts\":{}}}\n", 10_000 + i))
+            .collect::<String>(),
+    );
+    let mut samples = Vec::new();
+    wait_for(Duration::from_secs(30), "the first file's records", || {
+        samples = scrape(port);
+        sample(
+            &samples,
+            "velo_job_source_records_total",
+            &[("job", "w"), ("source", "events")],
+        ) == Some(10.0)
+    });
+    // then three records from second 1 (late) and two lines that are not JSON
+    put(
+        "b.jsonl",
+        "{\"id\":20,\"ts\":1000}\nnot json\n{\"id\":21,\"ts\":1001}\n{broken\n{\"id\":22,\"ts\":1002}\n",
+    );
+    let events = [("job", "w"), ("source", "events")];
+    wait_for(Duration::from_secs(30), "the second file's counts", || {
+        samples = scrape(port);
+        sample(
+            &samples,
+            "velo_job_source_records_dead_lettered_total",
+            &events,
+        ) == Some(5.0)
+    });
+    assert_eq!(
+        sample(&samples, "velo_job_source_records_failed_total", &events),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&samples, "velo_job_source_records_late_total", &events),
+        Some(3.0)
+    );
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 5, "{dead}");
+    for (kind, name) in [("source", "events"), ("sink", "out")] {
+        let h = |state| {
+            sample(
+                &samples,
+                "velo_job_connector_health",
+                &[
+                    ("job", "w"),
+                    ("kind", kind),
+                    ("name", name),
+                    ("state", state),
+                ],
+            )
+        };
+        assert_eq!(h("connected"), Some(1.0), "{kind} {name}");
+        assert_eq!(h("failed"), Some(0.0), "{kind} {name}");
+    }
+    signal(&child, "-INT");
+    assert!(child.wait().unwrap().success());
+}
+
+/// The source whose error ended its job is Failed in the status document;
+/// the job's other source is only Disconnected; each source's records are
+/// in `source_records`.
+#[test]
+fn the_failing_source_is_the_one_marked_failed() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("users.csv"), "uid,name\n1,ann\n2,bob\n").unwrap();
+    let s = Server::start(dir, &[]);
+    let app = format!(
+        "CREATE STREAM j AS SELECT e.id, u.name FROM events e JOIN users u ON e.uid = u.uid INTO out
+         WITH ('events.type' = 'file_source', 'events.path' = '{in_dir}/*.jsonl',
+               'events.watch' = 'true', 'events.watch_interval' = '50ms', 'events.schema' = 'id BIGINT, uid BIGINT',
+               'users.type' = 'file_source', 'users.path' = '{users}',
+               'out.type' = 'file_sink', 'out.path' = '{out}/o.jsonl', 'batch.timeout' = '100ms');",
+        in_dir = dir.join("in").display(),
+        users = dir.join("users.csv").display(),
+        out = dir.join("out").display()
+    );
+    let (code, v) = s.deploy(&app, "j", dir);
+    assert_eq!(code, 201, "{v}");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::write(dir.join("in/a.jsonl"), "{\"id\":1,\"uid\":1}\n").unwrap();
+    wait_for(Duration::from_secs(30), "the first record", || {
+        s.status("j")["source_records"]["events"]["read"] == 1
+    });
+    // UTF-16 text: the file source refuses it, and the job fails
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in "{\"id\":2,\"uid\":2}\n".encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    std::fs::write(dir.join("in/b.jsonl"), utf16).unwrap();
+    wait_for(Duration::from_secs(30), "the job to fail", || {
+        s.status("j")["status"] == "Failed"
+    });
+    let v = s.status("j");
+    assert_eq!(v["sources"]["events"], "Failed", "{v}");
+    assert_eq!(v["sources"]["users"], "Disconnected", "{v}");
+    assert_eq!(v["source_records"]["users"]["read"], 2, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("UTF-16"), "{v}");
+}

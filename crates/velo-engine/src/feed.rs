@@ -208,6 +208,8 @@ pub struct EpochFeed {
     /// The filters the scans of the table were given, for the source to
     /// skip partitions and row groups with.
     filters: std::sync::Mutex<Filters>,
+    /// This source's bad and late records.
+    mine: Arc<crate::stats::SourceCounts>,
 }
 
 /// The filters of a table's scans: pruning is only safe with one set that
@@ -281,6 +283,7 @@ impl EpochFeed {
             time_index = Some(idx);
             tracker = Some(WatermarkTracker::new(t));
         }
+        let mine = counters.source(source.name());
         Ok(Arc::new(Self {
             name: source.name().to_string(),
             schema,
@@ -314,7 +317,17 @@ impl EpochFeed {
             others: std::sync::OnceLock::new(),
             rate: std::sync::OnceLock::new(),
             filters: std::sync::Mutex::default(),
+            mine,
         }))
+    }
+
+    /// The error the source failed with, if it did (read without waiting:
+    /// `None` while the state is busy).
+    pub fn failure(&self) -> Option<String> {
+        self.state
+            .try_lock()
+            .ok()
+            .and_then(|s| s.fatal.as_ref().map(|(_, m)| m.clone()))
     }
 
     /// A scan of the table with `filters` (pushed down by DataFusion as
@@ -487,6 +500,7 @@ impl EpochFeed {
                     let e = bad.next().expect("an error for every unreadable time");
                     debug_assert_eq!(e.row, i);
                     Counters::add(&self.counters.records_failed, 1);
+                    Counters::add(&self.mine.failed, 1);
                     let r = BadRecord {
                         source: self.name.clone(),
                         location: "event time".into(),
@@ -523,6 +537,7 @@ impl EpochFeed {
             }
         }
         Counters::add(&self.counters.records_late, late);
+        Counters::add(&self.mine.late, late);
         let keep = keep.finish();
         Ok((arrow::compute::filter_record_batch(batch, &keep)?, keep))
     }
@@ -925,6 +940,7 @@ impl EpochFeed {
             }
             Some(SourceEvent::Bad(rec)) => {
                 Counters::add(&self.counters.records_failed, 1);
+                Counters::add(&self.mine.failed, 1);
                 match self.policy {
                     BadRecordPolicy::Collect => {
                         s.bad.push(rec);

@@ -135,6 +135,7 @@ impl LookupTable {
         for b in feed.take_bad().await {
             tracing::warn!("{b} (lookup table; record skipped)");
             Counters::add(&counters.records_failed, 1);
+            Counters::add(&counters.source(&self.name).failed, 1);
         }
         let n = batches.iter().map(|b| b.num_rows() as u64).sum();
         *self.rows.write().expect("lookup rows") = batches;

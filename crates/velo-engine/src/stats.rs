@@ -36,6 +36,40 @@ pub struct Counters {
     pub checkpoint_seconds: Histogram,
     /// Bytes of the last checkpoint (operator state and checkpoint file).
     pub checkpoint_bytes: AtomicU64,
+    /// Each source's share of the bad, late and dead-lettered records.
+    sources: std::sync::Mutex<BTreeMap<String, Arc<SourceCounts>>>,
+}
+
+/// What went wrong with one source's records.
+#[derive(Debug, Default)]
+pub struct SourceCounts {
+    /// Records that could not be decoded (or whose event time could not
+    /// be read), or that failed in an expression.
+    pub failed: AtomicU64,
+    /// Records behind the watermark.
+    pub late: AtomicU64,
+    /// Of these, records written to the dead-letter sink.
+    pub dead_lettered: AtomicU64,
+}
+
+/// [`SourceCounts`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceTotals {
+    /// Bad records.
+    pub failed: u64,
+    /// Late records.
+    pub late: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+}
+
+impl SourceTotals {
+    /// Adds another run's counts.
+    pub fn add(&mut self, o: &SourceTotals) {
+        self.failed += o.failed;
+        self.late += o.late;
+        self.dead_lettered += o.dead_lettered;
+    }
 }
 
 impl Counters {
@@ -50,6 +84,27 @@ impl Counters {
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+    /// The counts of source `name` (created at its first use).
+    pub fn source(&self, name: &str) -> Arc<SourceCounts> {
+        let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string()).or_default().clone()
+    }
+    /// Every source's counts, read now.
+    pub fn sources(&self) -> BTreeMap<String, SourceTotals> {
+        let m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .map(|(n, c)| {
+                (
+                    n.clone(),
+                    SourceTotals {
+                        failed: Self::get(&c.failed),
+                        late: Self::get(&c.late),
+                        dead_lettered: Self::get(&c.dead_lettered),
+                    },
+                )
+            })
+            .collect()
     }
 }
 

@@ -170,6 +170,21 @@ pub struct JobStatusDoc {
     pub circuits: BTreeMap<String, CircuitDoc>,
     /// Per source, each partition's lag in records (Kafka consumer lag).
     pub source_lag: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Per source: records read, and its bad, late and dead-lettered ones.
+    pub source_records: BTreeMap<String, SourceRecordsDoc>,
+}
+
+/// One source's records.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceRecordsDoc {
+    /// Records read.
+    pub read: u64,
+    /// Records that could not be decoded (or their event time read).
+    pub failed: u64,
+    /// Records behind the watermark (dropped or dead-lettered).
+    pub late: u64,
+    /// Bad or late records written to the dead-letter sink.
+    pub dead_lettered: u64,
 }
 
 /// A job's plan, as `velo explain` prints it (secrets masked).
@@ -345,8 +360,23 @@ fn rfc3339_ms(ms: i64) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-fn summary(v: &JobView) -> JobSummary {
+/// A job's summary; its sources' and sinks' health.
+pub(crate) fn summary(v: &JobView) -> JobSummary {
     let h = health(v.phase);
+    // a source that ended its job with an error failed (or reconnects
+    // while the job restarts); the job's other sources are only stopped
+    let errors = v.status.as_ref().map(|s| &s.source_errors);
+    let source = |name: &str| match errors {
+        Some(e) if e.contains_key(name) => match v.phase {
+            Phase::Restarting => Health::Reconnecting,
+            Phase::Failed => Health::Failed,
+            _ => h,
+        },
+        Some(e) if !e.is_empty() && matches!(v.phase, Phase::Failed | Phase::Restarting) => {
+            Health::Disconnected
+        }
+        _ => h,
+    };
     let sink = |name: &str| {
         let troubled = v
             .status
@@ -363,7 +393,7 @@ fn summary(v: &JobView) -> JobSummary {
         app: v.app.clone(),
         status: v.phase,
         since: v.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        sources: v.sources.iter().map(|s| (s.clone(), h)).collect(),
+        sources: v.sources.iter().map(|s| (s.clone(), source(s))).collect(),
         sinks: v.sinks.iter().map(|s| (s.clone(), sink(s))).collect(),
     }
 }
@@ -412,6 +442,20 @@ pub(crate) fn status_doc(v: &JobView) -> JobStatusDoc {
             .as_ref()
             .map(|s| s.source_lag.clone())
             .unwrap_or_default(),
+        source_records: v
+            .sources
+            .iter()
+            .map(|n| {
+                let t = v.totals.source_records.get(n).copied().unwrap_or_default();
+                let doc = SourceRecordsDoc {
+                    read: v.totals.records_in.get(n).copied().unwrap_or(0),
+                    failed: t.failed,
+                    late: t.late,
+                    dead_lettered: t.dead_lettered,
+                };
+                (n.clone(), doc)
+            })
+            .collect(),
         circuits: v
             .status
             .iter()
@@ -707,6 +751,7 @@ pub(crate) fn metrics_response(text: Result<String, String>) -> Response {
         ErrorDoc,
         ErrorItem,
         CircuitDoc,
+        SourceRecordsDoc,
         Health,
         Phase
     ))

@@ -124,6 +124,8 @@ pub struct Totals {
     pub records_late: u64,
     /// Bad records sent to the dead-letter sink.
     pub records_dead_lettered: u64,
+    /// Per source: its bad, late and dead-lettered records.
+    pub source_records: BTreeMap<String, velo_engine::stats::SourceTotals>,
 }
 
 impl Totals {
@@ -139,6 +141,9 @@ impl Totals {
         self.records_failed += s.records_failed;
         self.records_late += s.records_late;
         self.records_dead_lettered += s.records_dead_lettered;
+        for (k, v) in &s.source_records {
+            self.source_records.entry(k.clone()).or_default().add(v);
+        }
     }
 
     /// Records read from every source.

@@ -251,6 +251,70 @@ impl Collector for JobsCollector {
                 failed.push((l, h.records_failed));
             }
         }
+        let mut source_failed = Vec::new();
+        let mut source_late = Vec::new();
+        let mut source_dead = Vec::new();
+        let mut health = Vec::new();
+        for j in v {
+            for (source, t) in &j.totals.source_records {
+                if !j.sources.contains(source) {
+                    continue;
+                }
+                let l = vec![("job", j.name.as_str()), ("source", source.as_str())];
+                source_failed.push((l.clone(), t.failed));
+                source_late.push((l.clone(), t.late));
+                source_dead.push((l, t.dead_lettered));
+            }
+        }
+        let summaries: Vec<_> = v.iter().map(crate::api::summary).collect();
+        let states = [
+            ("connected", crate::api::Health::Connected),
+            ("reconnecting", crate::api::Health::Reconnecting),
+            ("failed", crate::api::Health::Failed),
+            ("disconnected", crate::api::Health::Disconnected),
+        ];
+        for (j, s) in v.iter().zip(&summaries) {
+            for (kind, map) in [("source", &s.sources), ("sink", &s.sinks)] {
+                for (name, h) in map {
+                    for (state, is) in &states {
+                        let on = std::mem::discriminant(h) == std::mem::discriminant(is);
+                        health.push((
+                            vec![
+                                ("job", j.name.as_str()),
+                                ("kind", kind),
+                                ("name", name.as_str()),
+                                ("state", *state),
+                            ],
+                            i64::from(on),
+                        ));
+                    }
+                }
+            }
+        }
+        counters(
+            &mut enc,
+            "velo_job_source_records_failed",
+            "Records of a source that could not be decoded (or their event time read)",
+            source_failed,
+        )?;
+        counters(
+            &mut enc,
+            "velo_job_source_records_late",
+            "Records of a source behind the watermark (dropped or dead-lettered)",
+            source_late,
+        )?;
+        counters(
+            &mut enc,
+            "velo_job_source_records_dead_lettered",
+            "Bad or late records of a source written to the dead-letter sink",
+            source_dead,
+        )?;
+        gauges(
+            &mut enc,
+            "velo_job_connector_health",
+            "A source's or sink's health: 1 for its state (connected, reconnecting, failed, disconnected), 0 for the others",
+            health,
+        )?;
         let mut source_lag = Vec::new();
         for j in v {
             let Some(s) = &j.status else { continue };

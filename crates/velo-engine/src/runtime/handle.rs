@@ -65,6 +65,11 @@ pub struct JobStatus {
     pub records_late: u64,
     /// Bad records written to the dead-letter sink.
     pub records_dead_lettered: u64,
+    /// Per source (of the job's sources and lookup tables): its bad, late
+    /// and dead-lettered records.
+    pub source_records: BTreeMap<String, crate::stats::SourceTotals>,
+    /// The error each source that failed ended with.
+    pub source_errors: BTreeMap<String, String>,
     /// The watermark of the driving stream (ms since the epoch), once there
     /// is one.
     pub watermark: Option<i64>,
@@ -283,6 +288,21 @@ impl Live {
             records_failed: Counters::get(&self.counters.records_failed),
             records_late: Counters::get(&self.counters.records_late),
             records_dead_lettered: Counters::get(&self.counters.records_dead_lettered),
+            source_records: {
+                let known = |n: &String| {
+                    self.lookups.contains_key(n) || self.streams.iter().any(|(s, _, _)| s == n)
+                };
+                self.counters
+                    .sources()
+                    .into_iter()
+                    .filter(|(n, _)| known(n))
+                    .collect()
+            },
+            source_errors: self
+                .streams
+                .iter()
+                .filter_map(|(n, f, _)| f.failure().map(|e| (n.clone(), e)))
+                .collect(),
             watermark: Some(wm).filter(|w| {
                 *w != crate::time::Watermark::NONE && *w != crate::time::Watermark::END
             }),

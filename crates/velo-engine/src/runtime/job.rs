@@ -402,6 +402,12 @@ impl JobRun {
                     let _ = d.write(dlq_batch(&bad)).await;
                     self.dead_lettered += bad.len() as u64;
                     Counters::add(&self.p.counters.records_dead_lettered, bad.len() as u64);
+                    // (a row an expression failed on is the query's, not a
+                    // source's: it is counted under the job's name, which
+                    // the status leaves out of the sources)
+                    for b in &bad {
+                        Counters::add(&self.p.counters.source(&b.source).dead_lettered, 1);
+                    }
                 }
             }
         }
