@@ -8,8 +8,10 @@
 #   - confluent-kafka, fastavro and protobuf for Python (pip), the independent
 #     Kafka clients;
 #   - librdkafka's mock cluster, inside the tests, for Kafka transactions;
-#   - moto's S3 server (pip, moto[server]), started by the object-store state
-#     test on 127.0.0.1;
+#   - moto's S3 server (pip, moto[server]), started on 127.0.0.1 by the
+#     object-store tests (tests/it/lake.rs, the state test), with boto3 as
+#     their independent S3 client and DuckDB (pip) reading partitioned
+#     Parquet back;
 #   - Debian's chromium and chromium-driver (apt-get, about a minute), the
 #     real browser of the dashboard test, driven over WebDriver;
 #   - prometheus-client (its parser reads the job server's /metrics),
@@ -69,9 +71,9 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   APT_PID=$!
 fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight' 2>/dev/null; then
-  echo "installing confluent-kafka, fastavro, protobuf, moto, prometheus-client, schemathesis, adbc-driver-flightsql and pyarrow for Python (the tests' independent clients, S3 store and API fuzzer)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" prometheus-client schemathesis adbc-driver-flightsql pyarrow
+if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight, boto3, duckdb' 2>/dev/null; then
+  echo "installing confluent-kafka, fastavro, protobuf, moto, boto3, prometheus-client, schemathesis, adbc-driver-flightsql, pyarrow and duckdb for Python (the tests' independent clients, S3 store and API fuzzer)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" boto3 prometheus-client schemathesis adbc-driver-flightsql pyarrow duckdb
 fi
 
 cargo fmt --all -- --check
