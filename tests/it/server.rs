@@ -1255,6 +1255,14 @@ fn bad_and_late_records_are_counted_per_source() {
     );
     let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
     assert_eq!(dead.lines().count(), 5, "{dead}");
+    // the source's own watermark (10 s after 1970) is that far behind now
+    let behind = sample(&samples, "velo_job_source_watermark_lag_seconds", &events).unwrap();
+    let expected = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 10.009;
+    assert!((behind - expected).abs() < 120.0, "{behind} vs {expected}");
     for (kind, name) in [("source", "events"), ("sink", "out")] {
         let h = |state| {
             sample(

@@ -172,6 +172,9 @@ pub struct JobStatusDoc {
     pub source_lag: BTreeMap<String, BTreeMap<String, i64>>,
     /// Per source: records read, and its bad, late and dead-lettered ones.
     pub source_records: BTreeMap<String, SourceRecordsDoc>,
+    /// Per source with event time: how far its own watermark is behind the
+    /// wall clock, in ms (the job's `lag_ms` is the slowest source's).
+    pub source_watermark_lag_ms: BTreeMap<String, i64>,
 }
 
 /// One source's records.
@@ -442,6 +445,12 @@ pub(crate) fn status_doc(v: &JobView) -> JobStatusDoc {
             .as_ref()
             .map(|s| s.source_lag.clone())
             .unwrap_or_default(),
+        source_watermark_lag_ms: v
+            .status
+            .iter()
+            .flat_map(|s| s.source_watermarks.iter())
+            .map(|(n, w)| (n.clone(), chrono::Utc::now().timestamp_millis() - w))
+            .collect(),
         source_records: v
             .sources
             .iter()

@@ -230,6 +230,18 @@ impl Collector for JobsCollector {
                 Some((vec![("job", j.name.as_str())], (now - w) as f64 / 1000.0))
             })
             .collect();
+        let source_lag_seconds: Series<'_, f64> = v
+            .iter()
+            .filter_map(|j| Some((j, j.status.as_ref()?)))
+            .flat_map(|(j, s)| {
+                s.source_watermarks.iter().map(move |(source, w)| {
+                    (
+                        vec![("job", j.name.as_str()), ("source", source.as_str())],
+                        (now - w) as f64 / 1000.0,
+                    )
+                })
+            })
+            .collect();
         let mut circuit = Vec::new();
         let mut opened = Vec::new();
         let mut errors = Vec::new();
@@ -374,6 +386,12 @@ impl Collector for JobsCollector {
             "velo_job_watermark_lag_seconds",
             "How far the job's event-time watermark is behind the wall clock",
             lag,
+        )?;
+        gauges(
+            &mut enc,
+            "velo_job_source_watermark_lag_seconds",
+            "How far each source's own event-time watermark is behind the wall clock",
+            source_lag_seconds,
         )?;
         gauges(
             &mut enc,

@@ -70,6 +70,9 @@ pub struct JobStatus {
     pub source_records: BTreeMap<String, crate::stats::SourceTotals>,
     /// The error each source that failed ended with.
     pub source_errors: BTreeMap<String, String>,
+    /// Each stream's own event-time watermark (ms since the epoch), once
+    /// it has one (the job's is the slowest of them).
+    pub source_watermarks: BTreeMap<String, i64>,
     /// The watermark of the driving stream (ms since the epoch), once there
     /// is one.
     pub watermark: Option<i64>,
@@ -298,6 +301,16 @@ impl Live {
                     .filter(|(n, _)| known(n))
                     .collect()
             },
+            source_watermarks: self
+                .streams
+                .iter()
+                .filter_map(|(n, f, _)| {
+                    let w = f.watermark().get();
+                    let known =
+                        w != crate::time::Watermark::NONE && w != crate::time::Watermark::END;
+                    known.then(|| (n.clone(), w))
+                })
+                .collect(),
             source_errors: self
                 .streams
                 .iter()
