@@ -499,6 +499,20 @@ fn example(name: &str) -> tempfile::TempDir {
     d
 }
 
+/// Starts `velo run app.sql` in `dir` with `env`, its stderr kept.
+fn start_example(dir: &Path, env: &[(String, String)]) -> std::process::Child {
+    let mut cmd = crate::common::velo();
+    cmd.current_dir(dir)
+        .args(["run", "app.sql"])
+        .env("HOME", dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
 /// Waits (up to 60 s) until `done` holds, then stops `child` with SIGINT
 /// and checks it exits 0 (it commits its epoch first).
 fn stop_when(mut child: std::process::Child, mut done: impl FnMut() -> bool) {
@@ -561,16 +575,7 @@ fn seed_example_1_kafka_to_s3_parquet_partitioned_by_date() {
     let mut env = moto.env();
     env.push(("KAFKA_BROKERS".into(), bs.clone()));
     env.push(("BATCH_TIMEOUT".into(), "1s".into()));
-    let mut cmd = crate::common::velo();
-    cmd.current_dir(d.path())
-        .args(["run", "app.sql"])
-        .env("HOME", d.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
+    let child = start_example(d.path(), &env);
     let want: Vec<i64> = (0..300).filter(|i| *i as f64 * 1.1 > 100.0).collect();
     stop_when(child, || {
         dump(&moto, "data-lake", "high-value-transactions/").1.len() >= want.len()
@@ -674,16 +679,7 @@ fn seed_example_4_file_watch_into_kafka_and_s3() {
     let mut env = moto.env();
     env.push(("KAFKA_BROKERS".into(), bs.clone()));
     env.push(("BATCH_TIMEOUT".into(), "500ms".into()));
-    let mut cmd = crate::common::velo();
-    cmd.current_dir(d.path())
-        .args(["run", "app.sql"])
-        .env("HOME", d.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
+    let child = start_example(d.path(), &env);
     // two files, the second after the job started
     let file = |name: &str, ids: std::ops::Range<i64>| {
         let body: String = std::iter::once("customer_id,amount\n".to_string())
