@@ -514,39 +514,21 @@ fn start_example(dir: &Path, env: &[(String, String)]) -> std::process::Child {
 }
 
 /// Waits (up to 60 s) until `done` holds, then stops `child` with SIGINT
-/// and checks it exits 0 (it commits its epoch first).
+/// and checks it exits 0 within 30 s (it commits its epoch first).
 fn stop_when(mut child: std::process::Child, mut done: impl FnMut() -> bool) {
     let ok = crate::common::wait_until(std::time::Duration::from_secs(60), &mut done);
     crate::common::signal(&child, "-INT");
-    let out = child.wait_with_output_timeout();
-    assert!(ok, "the job did not finish its work in 60 s: {out}");
-}
-
-trait WaitOutput {
-    fn wait_with_output_timeout(&mut self) -> String;
-}
-
-impl WaitOutput for std::process::Child {
-    /// The exit status and stderr, after a clean exit within 30 s.
-    fn wait_with_output_timeout(&mut self) -> String {
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = self.try_wait().unwrap() {
-                break s;
-            }
-            if std::time::Instant::now() > until {
-                let _ = self.kill();
-                panic!("the job did not stop within 30 s of SIGINT");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
-        let mut err = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        assert!(status.success(), "exit {status}: {err}");
-        err
+    let exited = crate::common::wait_until(std::time::Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
     }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(exited, "the job did not stop within 30 s of SIGINT: {err}");
+    assert!(out.status.success(), "exit {}: {err}", out.status);
+    assert!(ok, "the job did not finish its work in 60 s: {err}");
 }
 
 /// Seed 004 example 1 (`examples/lake/kafka_to_s3.sql`): transactions from
@@ -690,7 +672,13 @@ fn seed_example_4_file_watch_into_kafka_and_s3() {
         std::fs::rename(tmp, d.path().join("incoming").join(name)).unwrap();
     };
     file("a.csv", 0..30);
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // the second file once the first was read and committed (it is deleted then)
+    let first = d.path().join("incoming/a.csv");
+    crate::common::wait_for(
+        std::time::Duration::from_secs(30),
+        "a.csv committed",
+        || !first.exists(),
+    );
     file("b.csv", 30..75);
     let incoming = d.path().join("incoming");
     stop_when(child, || {

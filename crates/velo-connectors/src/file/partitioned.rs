@@ -161,12 +161,13 @@ fn keys_of(batch: &RecordBatch, columns: &[usize]) -> Result<Vec<String>> {
             if n > 0 {
                 key.push('/');
             }
-            let value = if text.is_null(row) {
-                NULL_PARTITION.to_string()
+            key.push_str(&name);
+            key.push('=');
+            if text.is_null(row) {
+                key.push_str(NULL_PARTITION);
             } else {
-                utf8_percent_encode(text.value(row), HIVE_ESCAPED).to_string()
-            };
-            key.push_str(&format!("{name}={value}"));
+                key.extend(utf8_percent_encode(text.value(row), HIVE_ESCAPED));
+            }
         }
     }
     Ok(keys)

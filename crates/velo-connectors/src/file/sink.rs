@@ -297,62 +297,61 @@ fn sync_dir(path: &Path) {
 /// Removes the hidden temporary files of epochs that a killed run never
 /// committed (they were never visible; this only reclaims the space).
 fn remove_stale_temporaries(probe: &Path) {
-    let Some(dir) = probe.parent() else { return };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Some(stem) = probe.file_name().map(|n| {
-        n.to_string_lossy()
-            .split('.')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    }) else {
+    let Some(stale) = StaleNames::of(probe) else {
         return;
     };
-    // only this sink's files: another sink may share the stem with another extension
-    let ext = probe
-        .extension()
-        .map(|e| format!(".{}.", e.to_string_lossy()))
-        .unwrap_or_default();
+    let dir = match probe.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if is_stale_temporary(&n, &stem, &ext) {
+        if stale.matches(&e.file_name().to_string_lossy()) {
             tracing::info!(file = %e.path().display(), "removing an uncommitted temporary file of an earlier run");
             let _ = std::fs::remove_file(e.path());
         }
     }
 }
 
-/// Whether `name` is a sink's hidden temporary file of the stem and
-/// extension of a probe path (see [`remove_stale_temporaries`]).
-fn is_stale_temporary(name: &str, stem: &str, ext: &str) -> bool {
-    name.starts_with(&format!(".{stem}"))
-        && name.contains(ext)
-        && (name.ends_with(".tmp") && name.contains(".epoch-") || name.ends_with(".inprogress"))
+/// The names of a sink's hidden temporary files, from a rendered path of
+/// its: the same stem and extension (another sink may share the stem with
+/// another extension), an epoch's `.tmp` or an `.inprogress` Parquet file.
+struct StaleNames {
+    stem: String,
+    ext: String,
+}
+
+impl StaleNames {
+    fn of(probe: &Path) -> Option<Self> {
+        let file = probe.file_name()?.to_string_lossy();
+        Some(Self {
+            stem: file.split('.').next().unwrap_or_default().to_string(),
+            ext: probe
+                .extension()
+                .map(|e| format!(".{}.", e.to_string_lossy()))
+                .unwrap_or_default(),
+        })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        name.starts_with(&format!(".{}", self.stem))
+            && name.contains(&self.ext)
+            && (name.ends_with(".tmp") && name.contains(".epoch-") || name.ends_with(".inprogress"))
+    }
 }
 
 /// [`remove_stale_temporaries`] in an object store's folder.
 fn remove_stale_objects(remote: &Remote, probe: &Path) {
-    let (Some(dir), Some(file)) = (probe.parent(), probe.file_name()) else {
+    let (Some(dir), Some(stale)) = (probe.parent(), StaleNames::of(probe)) else {
         return;
     };
-    let file = file.to_string_lossy();
-    let stem = file.split('.').next().unwrap_or_default().to_string();
-    let ext = probe
-        .extension()
-        .map(|e| format!(".{}.", e.to_string_lossy()))
-        .unwrap_or_default();
     let Ok(dir) = remote.path_of(&dir.to_string_lossy()) else {
         return;
     };
     for name in remote.names_in(&dir).unwrap_or_default() {
-        if is_stale_temporary(&name, &stem, &ext) {
+        if stale.matches(&name) {
             let path = dir.clone().join(name.as_str());
             tracing::info!(object = %remote.url_of(&path), "removing an uncommitted temporary object of an earlier run");
             let _ = remote.delete(&path);

@@ -310,7 +310,6 @@ impl Clients {
         url: &url::Url,
         opts: &BTreeMap<String, String>,
     ) -> object_store::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
-        let (store, path) = build_store(url, opts)?;
         let key = format!(
             "{}://{}\n{}",
             url.scheme(),
@@ -318,8 +317,13 @@ impl Clients {
             serde_json::to_string(opts).unwrap_or_default()
         );
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let shared = map.entry(key).or_insert(store).clone();
-        Ok((shared, path))
+        if let Some(store) = map.get(&key) {
+            let (_, path) = object_store::ObjectStoreScheme::parse(url)?;
+            return Ok((store.clone(), ObjectPath::parse(path)?));
+        }
+        let (store, path) = build_store(url, opts)?;
+        map.insert(key, store.clone());
+        Ok((store, path))
     }
 }
 
