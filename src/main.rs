@@ -66,6 +66,45 @@ enum Cmd {
     Start(JobArgs),
     /// Stop and remove a job.
     Drop(DropArgs),
+    /// Maintain a Delta table: compact its small files, or delete the
+    /// files no recent version references.
+    #[command(subcommand)]
+    Delta(DeltaCmd),
+}
+
+#[derive(Subcommand)]
+enum DeltaCmd {
+    /// Rewrite each partition's small files into files of the target size,
+    /// in one commit readers that follow the table skip (no data change).
+    Optimize {
+        /// The table: a directory or an object-store URL (s3://bucket/t).
+        path: String,
+        /// The size of the files written.
+        #[arg(long, default_value = "128MB")]
+        target_file_size: String,
+        /// A connector key for the store: --set endpoint=http://... (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Delete the data files that no version of the retention period
+    /// references (replaced by compaction, or left by aborted epochs).
+    Vacuum {
+        /// The table: a directory or an object-store URL (s3://bucket/t).
+        path: String,
+        /// Keep what versions of this period reference (e.g. 168h, 30m).
+        #[arg(long, default_value = "168h")]
+        retain: String,
+        /// List the files without deleting them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a period shorter than the table's own minimum
+        /// (delta.deletedFileRetentionDuration): readers of older versions fail.
+        #[arg(long)]
+        force: bool,
+        /// A connector key for the store: --set endpoint=http://... (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -290,12 +329,29 @@ impl Drop for MaskedLine {
     }
 }
 
+/// Libraries whose info lines are about their own workings (delta-rs logs
+/// every snapshot it builds): warnings only, unless the filter names them.
+const QUIET: &[&str] = &[
+    "datafusion",
+    "sqlparser",
+    "deltalake_core",
+    "delta_kernel",
+    "buoyant_kernel",
+    "buoyant_kernel_engine",
+];
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VELO_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,datafusion=warn,sqlparser=warn")
-        });
+    let given = std::env::var("VELO_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let mut directives = given.clone();
+    for lib in QUIET {
+        if !given.contains(lib) {
+            directives.push_str(&format!(",{lib}=warn"));
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(MaskedStderr)
@@ -332,6 +388,7 @@ fn main() -> ExitCode {
             Cmd::Stop(a) => print(a.client.client().stop(&a.name).await),
             Cmd::Start(a) => print(a.client.client().start(&a.name).await),
             Cmd::Drop(a) => print(a.client.client().drop_job(&a.name, a.purge_state).await),
+            Cmd::Delta(c) => delta(c).await,
             Cmd::ConfigDocs => {
                 print!(
                     "{}",
@@ -346,6 +403,79 @@ fn main() -> ExitCode {
         Err(f) => {
             eprintln!("Error: {}", velo_config::mask(&f.message));
             ExitCode::from(f.code)
+        }
+    }
+}
+
+/// `velo delta optimize|vacuum`.
+async fn delta(c: DeltaCmd) -> Result<(), Failure> {
+    let keys = |sets: &[String]| -> Result<std::collections::BTreeMap<String, String>, Failure> {
+        sets.iter()
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .ok_or_else(|| Failure::user(format!("--set {s}: write it as key=value")))
+            })
+            .collect()
+    };
+    let failed = |e: velo_connectors::ConnectorError| Failure::user(e.to_string());
+    match c {
+        DeltaCmd::Optimize {
+            path,
+            target_file_size,
+            sets,
+        } => {
+            let target = velo_config::keys::parse_bytes(&target_file_size)
+                .filter(|b| *b >= 1024)
+                .ok_or_else(|| {
+                    Failure::user(format!(
+                        "--target-file-size {target_file_size}: write a size such as 128MB"
+                    ))
+                })?;
+            let mut table = velo_delta::maintenance::open_at(&path, &keys(&sets)?)
+                .await
+                .map_err(failed)?;
+            let done = velo_delta::maintenance::optimize(&mut table, target)
+                .await
+                .map_err(failed)?;
+            match done.version {
+                Some(v) => println!(
+                    "compacted {} files into {} (version {v})",
+                    done.removed, done.added
+                ),
+                None => {
+                    println!("nothing to compact: no partition has two files under the target size")
+                }
+            }
+            Ok(())
+        }
+        DeltaCmd::Vacuum {
+            path,
+            retain,
+            dry_run,
+            force,
+            sets,
+        } => {
+            let period = velo_config::keys::parse_duration(&retain)
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .ok_or_else(|| {
+                    Failure::user(format!("--retain {retain}: write a duration such as 168h"))
+                })?;
+            let table = velo_delta::maintenance::open_at(&path, &keys(&sets)?)
+                .await
+                .map_err(failed)?;
+            let files = velo_delta::maintenance::vacuum(table, period, dry_run, force)
+                .await
+                .map_err(failed)?;
+            for f in &files {
+                println!("{f}");
+            }
+            eprintln!(
+                "{} {} files",
+                if dry_run { "would delete" } else { "deleted" },
+                files.len()
+            );
+            Ok(())
         }
     }
 }

@@ -500,7 +500,7 @@ fn example(name: &str) -> tempfile::TempDir {
 }
 
 /// Starts `velo run app.sql` in `dir` with `env`, its stderr kept.
-fn start_example(dir: &Path, env: &[(String, String)]) -> std::process::Child {
+pub(crate) fn start_example(dir: &Path, env: &[(String, String)]) -> std::process::Child {
     let mut cmd = crate::common::velo();
     cmd.current_dir(dir)
         .args(["run", "app.sql"])
@@ -515,7 +515,7 @@ fn start_example(dir: &Path, env: &[(String, String)]) -> std::process::Child {
 
 /// Waits (up to 60 s) until `done` holds, then stops `child` with SIGINT
 /// and checks it exits 0 within 30 s (it commits its epoch first).
-fn stop_when(mut child: std::process::Child, mut done: impl FnMut() -> bool) {
+pub(crate) fn stop_when(mut child: std::process::Child, mut done: impl FnMut() -> bool) {
     let ok = crate::common::wait_until(std::time::Duration::from_secs(60), &mut done);
     crate::common::signal(&child, "-INT");
     let exited = crate::common::wait_until(std::time::Duration::from_secs(30), || {

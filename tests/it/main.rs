@@ -6,6 +6,7 @@
 
 mod chains;
 mod common;
+mod delta;
 mod docs;
 mod failures;
 mod flight;

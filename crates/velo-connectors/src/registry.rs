@@ -198,7 +198,6 @@ const PLANNED: &[&str] = &[
     "postgres",
     "postgresql",
     "iceberg",
-    "delta",
     "clickhouse",
     "http",
     "elasticsearch",

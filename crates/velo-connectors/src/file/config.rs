@@ -28,7 +28,9 @@ const COMPRESSIONS: &[&str] = &[
 
 /// A key table with the object-store keys after `$k`: the file connector
 /// reads and writes object stores with the same keys under every type name
-/// (`file`, `s3`).
+/// (`file`, `s3`), and the table-format connectors (Delta) take the same
+/// (with `KeySpec` and `KeyType` in scope).
+#[macro_export]
 macro_rules! with_store_keys {
     ($($k:expr),* $(,)?) => {
         &[
@@ -622,7 +624,7 @@ impl FileSinkConfig {
 
 /// `partition_by` (or `partition_columns`): column names, comma-separated
 /// (a YAML list `[a, b]` reads the same).
-fn partition_by(cfg: &ConnectorConfig) -> Result<Vec<String>, ConfigError> {
+pub fn partition_by(cfg: &ConnectorConfig) -> Result<Vec<String>, ConfigError> {
     let Some((key, v)) = ["partition_by", "partition_columns"]
         .iter()
         .find_map(|k| cfg.get(k).map(|v| (*k, v)))
@@ -658,7 +660,7 @@ fn partition_by(cfg: &ConnectorConfig) -> Result<Vec<String>, ConfigError> {
 /// file, a `file://` URL, or an object store URL kept whole), or else
 /// `bucket` and `prefix` (an S3 bucket). Returns the value as given and the
 /// resolved location.
-fn location(cfg: &ConnectorConfig, hint: &str) -> Result<(String, String), ConfigError> {
+pub fn location(cfg: &ConnectorConfig, hint: &str) -> Result<(String, String), ConfigError> {
     if cfg.get("path").is_none() {
         if let Some(bucket) = cfg.get("bucket") {
             let prefix = cfg.get("prefix").unwrap_or("").trim_start_matches('/');

@@ -140,6 +140,12 @@ impl Remote {
         ))
     }
 
+    /// The store's client, rooted at the bucket (for libraries that speak
+    /// `object_store` themselves: the Delta connector).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     /// The URL of `path` in this store.
     pub fn url_of(&self, path: &ObjectPath) -> String {
         format!("{}/{}", self.root, path)

@@ -1,0 +1,586 @@
+//! The Delta connector end to end: tables written by velo read back by
+//! delta-rs for Python and DuckDB's delta extension (`tests/lake/delta.py`),
+//! tables written by Python read by velo; local directories and moto's S3
+//! on 127.0.0.1; crashes at the checkpoint and kill -9 at random moments.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{Moto, crash_and_resume_with, run_in};
+
+/// Runs `tests/lake/delta.py` with `env` (the S3 settings of a table on
+/// moto; `DELTA_APPS` for txn versions).
+fn py(args: &[&str], env: &[(String, String)]) -> String {
+    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/delta.py");
+    let mut c = std::process::Command::new(python);
+    c.arg(script).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("python runs");
+    assert!(
+        o.status.success(),
+        "delta.py {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The table as delta-rs for Python reads it.
+fn read(table: &Path, apps: &str) -> Value {
+    let env = [("DELTA_APPS".to_string(), apps.to_string())];
+    serde_json::from_str(&py(&["read", table.to_str().unwrap()], &env)).unwrap()
+}
+
+/// The rows as DuckDB's delta_scan reads them.
+fn duck(table: &Path) -> Vec<Value> {
+    serde_json::from_str(&py(&["duck", table.to_str().unwrap()], &[])).unwrap()
+}
+
+fn ids(rows: &[Value], col: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = rows.iter().map(|r| r[col].as_i64().unwrap()).collect();
+    v.sort();
+    v
+}
+
+fn run(dir: &Path, env: &[(String, String)]) -> (bool, String) {
+    let o = run_in(dir, &["run", "app.sql"], env);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Orders in a CSV file, appended to a partitioned table over several
+/// epochs: delta-rs and DuckDB read every row once, the partition column
+/// as a column, and the log holds one commit per epoch.
+#[test]
+fn a_partitioned_table_is_created_and_appended_to() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut csv = String::from("id,region,amount\n");
+    for i in 0..100 {
+        csv += &format!("{i},{},{}.5\n", ["eu", "us", "apac"][i % 3], i);
+    }
+    std::fs::write(dir.join("orders.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM copy AS SELECT id, region, amount FROM orders INTO lake
+         WITH ('orders.type' = 'file_source', 'orders.path' = 'orders.csv', 'batch.size' = '25',
+               'lake.type' = 'delta_sink', 'lake.path' = 'lake/orders', 'lake.partition_by' = 'region');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let t = read(&dir.join("lake/orders"), "");
+    let rows = t["rows"].as_array().unwrap();
+    assert_eq!(ids(rows, "id"), (0..100).collect::<Vec<_>>());
+    assert_eq!(t["partitions"], serde_json::json!(["region"]));
+    assert!(rows.iter().all(|r| r["region"].as_str().unwrap()
+        == ["eu", "us", "apac"][r["id"].as_u64().unwrap() as usize % 3]));
+    let ops: Vec<&str> = t["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert_eq!(ops[0], "CREATE TABLE");
+    assert!(
+        ops.len() >= 5 && ops[1..].iter().all(|o| *o == "WRITE"),
+        "{ops:?}"
+    );
+    assert!(dir.join("lake/orders/region=eu").is_dir());
+    // DuckDB agrees
+    let rows = duck(&dir.join("lake/orders"));
+    assert_eq!(ids(&rows, "id"), (0..100).collect::<Vec<_>>());
+    // the delta:// URI names the same kind of sink
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM again AS SELECT id, region, amount FROM orders INTO 'delta://lake/orders'
+         WITH ('orders.type' = 'file_source', 'orders.path' = 'orders.csv');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let t = read(&dir.join("lake/orders"), "");
+    assert_eq!(t["rows"].as_array().unwrap().len(), 200);
+}
+
+/// The windowed job of the object-store crash test, into a Delta table
+/// with `use_transactions`.
+fn windowed_app(dir: &Path, extra: &str) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for (f, range) in [("a", 0..3_000i64), ("b", 3_000..6_000)] {
+        crate::common::write_id_ts_parquet(&dir.join(format!("data/{f}.parquet")), range);
+    }
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM w AS SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids
+             FROM events GROUP BY TUMBLE(ts, INTERVAL '100' MILLISECOND) INTO lake
+             WITH ('events.type' = 'file_source', 'events.path' = 'data/*.parquet',
+                   'events.watermark.max_out_of_orderness' = '0ms',
+                   'use_transactions' = 'true', 'state.dir' = 'state', 'batch.size' = '250'{extra},
+                   'lake.type' = 'delta_sink', 'lake.path' = 'lake/windows');"
+        ),
+    )
+    .unwrap();
+}
+
+/// Every one of the 60 windows in the table once, with its 100 records;
+/// the table's txn for the job is the run's last epoch.
+fn assert_windows_once(table: &Path) -> Value {
+    let t = read(table, "w");
+    let mut windows: BTreeMap<i64, (i64, i64, u32)> = BTreeMap::new();
+    for r in t["rows"].as_array().unwrap() {
+        let e = windows.entry(r["ws"].as_i64().unwrap()).or_default();
+        e.0 += r["n"].as_i64().unwrap();
+        e.1 += r["ids"].as_i64().unwrap();
+        e.2 += 1;
+    }
+    assert_eq!(windows.len(), 60, "{windows:?}");
+    for (ws, (n, ids, times)) in &windows {
+        let want: i64 = (*ws..ws + 100).sum();
+        assert_eq!(
+            (*n, *ids, *times),
+            (100, want, 1),
+            "window {ws}: every record once, the window written once"
+        );
+    }
+    assert!(t["txn"]["w"].as_i64().unwrap() > 0, "{}", t["txn"]);
+    t
+}
+
+/// Crashed right after two of its checkpoints (before the Delta commit),
+/// the job commits the checkpointed epoch on restart, once: every window
+/// is in the table exactly once, and a finished run started again adds
+/// nothing.
+#[test]
+fn a_crash_between_checkpoint_and_commit_loses_and_duplicates_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    windowed_app(dir, "");
+    let log = crash_and_resume_with(dir, &["3", "7"], &[]);
+    assert!(
+        log.contains("committing the checkpoint's epoch to the Delta table"),
+        "the restart finished the crashed run's commit: {log}"
+    );
+    let t = assert_windows_once(&dir.join("lake/windows"));
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let again = read(&dir.join("lake/windows"), "w");
+    assert_eq!(again["version"], t["version"], "nothing new: {log}");
+    // the checkpoint gone, the table refuses to take the epochs again
+    std::fs::remove_dir_all(dir.join("state")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "a run without its checkpoint must not write again");
+    assert!(log.contains("already holds epoch"), "{log}");
+    assert_eq!(
+        read(&dir.join("lake/windows"), "w")["version"],
+        t["version"]
+    );
+}
+
+/// kill -9 at random moments of a paced run (reading, writing data files,
+/// committing), four times, then a run to the end: every window once.
+#[test]
+fn kill_9_at_random_moments_keeps_every_window_once() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    windowed_app(dir, ", 'rate_limit' = '1500'");
+    for _ in 0..4 {
+        let mut child = crate::common::velo()
+            .current_dir(dir)
+            .args(["run", "app.sql"])
+            .env("HOME", dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ms = rng.random_range(300..2_500);
+        std::thread::sleep(Duration::from_millis(ms));
+        // SIGKILL: no epoch finishes, no file is closed
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "seed {seed}: {log}");
+    assert_windows_once(&dir.join("lake/windows"));
+}
+
+/// A table on S3 (moto): written by velo, read back by delta-rs for
+/// Python, and read by velo's Delta source into a file.
+#[test]
+fn a_table_on_s3_is_written_and_read() {
+    let moto = Moto::start("lake");
+    let env = moto.env();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut jsonl = String::new();
+    for i in 0..50 {
+        jsonl += &format!("{{\"id\":{i},\"kind\":\"k{}\"}}\n", i % 4);
+    }
+    std::fs::write(dir.join("in.jsonl"), jsonl).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM up AS SELECT id, kind FROM src INTO lake
+         WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '20',
+               'lake.type' = 'delta_sink', 'lake.path' = 's3://lake/tables/events', 'lake.partition_by' = 'kind');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    let out = py(&["read", "s3://lake/tables/events"], &env);
+    let t: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        ids(t["rows"].as_array().unwrap(), "id"),
+        (0..50).collect::<Vec<_>>()
+    );
+    // and back: the Delta source on S3
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM down AS SELECT id, kind FROM 'delta://s3://lake/tables/events' INTO out
+         WITH ('out.type' = 'file_sink', 'out.path' = 'back.jsonl');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    let back: Vec<Value> = std::fs::read_to_string(dir.join("back.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids(&back, "id"), (0..50).collect::<Vec<_>>());
+    assert!(
+        back.iter()
+            .all(|r| r["kind"].as_str().unwrap() == format!("k{}", r["id"].as_i64().unwrap() % 4))
+    );
+}
+
+/// A query with a column the table lacks: refused by default with what to
+/// do; `schema.mode = 'merge'` adds it (older rows read it as null).
+#[test]
+fn new_columns_are_refused_or_merged_by_schema_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let table = dir.join("lake/people");
+    py(
+        &[
+            "write",
+            table.to_str().unwrap(),
+            "append",
+            r#"[{"id": 1, "name": "ann"}]"#,
+        ],
+        &[],
+    );
+    std::fs::write(
+        dir.join("in.jsonl"),
+        "{\"id\":2,\"name\":\"bob\",\"city\":\"oslo\"}\n",
+    )
+    .unwrap();
+    let app = |mode: &str| {
+        format!(
+            "CREATE STREAM p AS SELECT id, name, city FROM src INTO lake
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl',
+                   'lake.type' = 'delta_sink', 'lake.path' = 'lake/people'{mode});"
+        )
+    };
+    std::fs::write(dir.join("app.sql"), app("")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "strict refuses a new column");
+    assert!(
+        log.contains("no column(s) city") && log.contains("schema.mode = 'merge'"),
+        "{log}"
+    );
+    assert_eq!(read(&table, "")["version"], 0, "nothing was committed");
+    std::fs::write(dir.join("app.sql"), app(", 'lake.schema.mode' = 'merge'")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let t = read(&table, "");
+    assert_eq!(t["columns"], serde_json::json!(["id", "name", "city"]));
+    let mut rows = t["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    assert_eq!(
+        Value::Array(rows),
+        serde_json::json!([
+            {"id": 1, "name": "ann", "city": null},
+            {"id": 2, "name": "bob", "city": "oslo"}
+        ])
+    );
+    assert_eq!(duck(&table).len(), 2);
+}
+
+/// A table Python wrote in three commits: read as of version 1 (time
+/// travel); followed from its snapshot while Python appends, stopped and
+/// resumed from the checkpoint (nothing read twice or missed); a DELETE
+/// stops a follower with an error that says why.
+#[test]
+fn the_source_reads_versions_and_follows_commits() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let table = dir.join("lake/src");
+    let t = table.to_str().unwrap();
+    let append = |from: i64| {
+        let rows: Vec<Value> = (from..from + 3)
+            .map(|i| serde_json::json!({"id": i, "v": format!("r{i}")}))
+            .collect();
+        py(
+            &["write", t, "append", &Value::Array(rows).to_string()],
+            &[],
+        );
+    };
+    append(1);
+    append(4);
+    append(7);
+    // time travel: version 1 holds the first two commits
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM tt AS SELECT id, v FROM src INTO out
+         WITH ('src.type' = 'delta_source', 'src.path' = 'lake/src', 'src.version' = '1',
+               'out.type' = 'file_sink', 'out.path' = 'v1.jsonl');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let v1: Vec<Value> = std::fs::read_to_string(dir.join("v1.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids(&v1, "id"), (1..7).collect::<Vec<_>>());
+    // a time before the table: a clear error
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM tt AS SELECT id FROM src INTO out
+         WITH ('src.type' = 'delta_source', 'src.path' = 'lake/src', 'src.timestamp' = '2000-01-01',
+               'out.type' = 'file_sink', 'out.path' = 'old.jsonl');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(
+        !ok && log.contains("has no version as of 2000-01-01"),
+        "{log}"
+    );
+
+    // snapshot, then follow: into a Delta table read by Python
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM live AS SELECT id, v FROM src INTO out
+         WITH ('src.type' = 'delta_source', 'src.path' = 'lake/src', 'src.mode' = 'snapshot_and_follow',
+               'src.poll_interval' = '100ms', 'use_transactions' = 'true', 'batch.timeout' = '200ms',
+               'out.type' = 'delta_sink', 'out.path' = 'lake/copy');",
+    )
+    .unwrap();
+    let copy = dir.join("lake/copy");
+    let count = |c: &Path| -> usize {
+        if !c.join("_delta_log").is_dir() {
+            return 0;
+        }
+        read(c, "")["rows"].as_array().unwrap().len()
+    };
+    let child = crate::lake::start_example(dir, &[]);
+    let mut appended = false;
+    crate::lake::stop_when(child, || {
+        let n = count(&copy);
+        if n == 9 && !appended {
+            append(10);
+            appended = true;
+        }
+        n == 12
+    });
+    // stopped: two more commits, then a resumed run reads just those
+    append(13);
+    append(16);
+    let child = crate::lake::start_example(dir, &[]);
+    crate::lake::stop_when(child, || count(&copy) >= 18);
+    let rows = read(&copy, "")["rows"].as_array().unwrap().clone();
+    assert_eq!(
+        ids(&rows, "id"),
+        (1..19).collect::<Vec<_>>(),
+        "every row once across the stop"
+    );
+    // a DELETE in the followed table stops the job with the reason
+    py(&["delete", t, "id = 2"], &[]);
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "a followed table's delete fails the job");
+    assert!(
+        log.contains("removes rows") && log.contains("DELETE"),
+        "{log}"
+    );
+}
+
+/// What a careless or hostile user gets: a clear error naming the table,
+/// a failed exit, and never the secret.
+#[test]
+fn delta_mistakes_are_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("in.jsonl"), "{\"id\":1}\n").unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO out WITH ('src.type' = 'delta_source', 'src.path' = 'nowhere', 'out.type' = 'stdout');",
+            "there is no Delta table at",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 'https://example.com/t');",
+            "http(s) cannot hold a Delta table",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 't', 'lake.schema.mode' = 'loose');",
+            "expected one of strict, merge",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 't', 'lake.partition_by' = 'region');",
+            "partition_by names 'region'",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 't', 'lake.mode' = 'upsert');",
+            "lake.mode",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO out WITH ('src.type' = 'delta_source', 'src.path' = 't2', 'src.mode' = 'follow', 'src.version' = '3', 'out.type' = 'stdout');",
+            "starting_version",
+        ),
+        (
+            "CREATE STREAM a AS SELECT CAST(id AS VARCHAR) AS id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 'ints');",
+            "CAST it in the SELECT",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 's3://no-such-bucket/t', 'lake.endpoint' = 'http://127.0.0.1:1', 'lake.allow_http' = 'true', 'lake.access_key_id' = 'AKIA1', 'lake.secret_access_key' = 'SuperSecret123');",
+            "no-such-bucket",
+        ),
+    ];
+    // a table of integers for the type mismatch
+    py(
+        &[
+            "write",
+            dir.join("ints").to_str().unwrap(),
+            "append",
+            r#"[{"id": 1}]"#,
+        ],
+        &[],
+    );
+    for (sql, want) in cases {
+        std::fs::write(dir.join("app.sql"), sql).unwrap();
+        let (ok, log) = run(dir, &[]);
+        assert!(!ok, "{sql} must fail");
+        assert!(log.contains(want), "{sql}: wants {want:?} in: {log}");
+        assert!(!log.contains("SuperSecret123"), "the secret leaked: {log}");
+    }
+}
+
+/// Small files: a checkpoint every N versions and compaction every N
+/// commits as job keys; `velo delta optimize` compacts by hand and `velo
+/// delta vacuum` deletes the replaced files; readers see the same rows
+/// throughout.
+#[test]
+fn checkpoints_compaction_and_vacuum_keep_a_table_small() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut jsonl = String::new();
+    for i in 0..240 {
+        jsonl += &format!("{{\"id\":{i}}}\n");
+    }
+    std::fs::write(dir.join("in.jsonl"), jsonl).unwrap();
+    let app = |table: &str, keys: &str| {
+        format!(
+            "CREATE STREAM s AS SELECT id FROM src INTO lake
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '20',
+                   'lake.type' = 'delta_sink', 'lake.path' = '{table}'{keys});"
+        )
+    };
+    // checkpoints every 5 versions, no compaction: 12 small files
+    std::fs::write(
+        dir.join("app.sql"),
+        app("small", ", 'lake.checkpoint_interval' = '5'"),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let small = dir.join("small");
+    let t = read(&small, "");
+    assert_eq!(t["files"], 12, "{t}");
+    let cps: Vec<String> =
+        serde_json::from_str(&py(&["checkpoints", small.to_str().unwrap()], &[])).unwrap();
+    assert_eq!(
+        cps,
+        [
+            "00000000000000000005.checkpoint.parquet",
+            "00000000000000000010.checkpoint.parquet"
+        ]
+    );
+    // by hand: one file, the same rows, an OPTIMIZE in the history
+    let o = run_in(
+        dir,
+        &["delta", "optimize", "small", "--target-file-size", "1MB"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("compacted 12 files into 1"));
+    let t = read(&small, "");
+    assert_eq!(t["files"], 1);
+    assert_eq!(
+        ids(t["rows"].as_array().unwrap(), "id"),
+        (0..240).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        t["operations"].as_array().unwrap().last().unwrap(),
+        "OPTIMIZE"
+    );
+    let parquet_files = |p: &Path| {
+        std::fs::read_dir(p)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".parquet")
+            })
+            .count()
+    };
+    assert_eq!(parquet_files(&small), 13);
+    // vacuum: the table's minimum retention holds unless forced
+    let o = run_in(dir, &["delta", "vacuum", "small", "--retain", "0h"], &[]);
+    assert!(
+        !o.status.success(),
+        "a retention under the table's minimum is refused"
+    );
+    let o = run_in(
+        dir,
+        &["delta", "vacuum", "small", "--retain", "0h", "--force"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(parquet_files(&small), 1);
+    assert_eq!(duck(&small).len(), 240);
+
+    // compaction as a job key: every 4 commits
+    std::fs::write(
+        dir.join("app.sql"),
+        app("auto", ", 'lake.optimize_interval' = '4'"),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let t = read(&dir.join("auto"), "");
+    let optimizes = t["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| *o == "OPTIMIZE")
+        .count();
+    assert_eq!(optimizes, 3, "{t}");
+    assert!(t["files"].as_u64().unwrap() <= 3, "{t}");
+    assert_eq!(
+        ids(t["rows"].as_array().unwrap(), "id"),
+        (0..240).collect::<Vec<_>>()
+    );
+}
