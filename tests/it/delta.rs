@@ -442,7 +442,7 @@ fn delta_mistakes_are_clear_errors() {
         ),
         (
             "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'delta_sink', 'lake.path' = 't', 'lake.mode' = 'upsert');",
-            "lake.mode",
+            "merges by key, but the result has no key: set merge_on",
         ),
         (
             "CREATE STREAM a AS SELECT id FROM src INTO out WITH ('src.type' = 'delta_source', 'src.path' = 't2', 'src.mode' = 'follow', 'src.version' = '3', 'out.type' = 'stdout');",
@@ -583,4 +583,122 @@ fn checkpoints_compaction_and_vacuum_keep_a_table_small() {
         ids(t["rows"].as_array().unwrap(), "id"),
         (0..240).collect::<Vec<_>>()
     );
+}
+
+/// Orders of 7 customers whose totals pass 100 at different times.
+fn orders(dir: &Path) -> BTreeMap<String, (i64, i64)> {
+    let mut jsonl = String::new();
+    let mut totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..300i64 {
+        let (c, amount) = (format!("c{}", i % 7), (i % 5) + i % 7);
+        jsonl += &format!("{{\"customer\":\"{c}\",\"amount\":{amount}}}\n");
+        let e = totals.entry(c).or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    std::fs::write(dir.join("orders.jsonl"), jsonl).unwrap();
+    totals
+}
+
+/// The table's rows as customer -> (n, total).
+fn totals_in(table: &Path) -> BTreeMap<String, (i64, i64)> {
+    let t = read(table, "");
+    let mut out = BTreeMap::new();
+    for r in t["rows"].as_array().unwrap() {
+        let c = r["customer"].as_str().unwrap().to_string();
+        let prev = out.insert(
+            c.clone(),
+            (r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()),
+        );
+        assert!(prev.is_none(), "customer {c} twice: {t}");
+    }
+    out
+}
+
+/// An updating result (GROUP BY ... EMIT CHANGES, with HAVING deleting
+/// the groups that pass 200) is applied as a MERGE by the group key every
+/// epoch: the table is the batch answer, each key once, and DuckDB agrees;
+/// crashed between checkpoint and commit, the MERGE is finished once.
+#[test]
+fn an_updating_result_is_merged_by_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let totals = orders(dir);
+    let want: BTreeMap<String, (i64, i64)> =
+        totals.into_iter().filter(|(_, (_, t))| *t < 200).collect();
+    assert!(
+        want.len() > 1 && want.len() < 7,
+        "some groups are deleted: {want:?}"
+    );
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE TABLE totals AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total
+         FROM orders GROUP BY customer HAVING SUM(amount) < 200 EMIT CHANGES INTO lake
+         WITH ('orders.type' = 'file_source', 'orders.path' = 'orders.jsonl', 'batch.size' = '30',
+               'use_transactions' = 'true', 'state.dir' = 'state',
+               'lake.type' = 'delta_sink', 'lake.path' = 'lake/totals');",
+    )
+    .unwrap();
+    let log = crash_and_resume_with(dir, &["4"], &[]);
+    assert!(
+        log.contains("committing the checkpoint's epoch to the Delta table"),
+        "{log}"
+    );
+    let table = dir.join("lake/totals");
+    assert_eq!(totals_in(&table), want);
+    let t = read(&table, "");
+    let ops = t["operations"].as_array().unwrap();
+    assert!(
+        ops.iter().filter(|o| *o == "MERGE").count() >= 5,
+        "one MERGE per epoch: {ops:?}"
+    );
+    assert_eq!(duck(&table).len(), want.len());
+}
+
+/// `merge_on` over plain rows: each row replaces the row of its key in a
+/// table Python wrote; the other rows stay as they were.
+#[test]
+fn merge_on_replaces_rows_by_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let table = dir.join("lake/items");
+    let initial: Vec<Value> = (0..20)
+        .map(|i| serde_json::json!({"id": i, "v": format!("old{i}")}))
+        .collect();
+    py(
+        &[
+            "write",
+            table.to_str().unwrap(),
+            "append",
+            &Value::Array(initial).to_string(),
+        ],
+        &[],
+    );
+    let mut jsonl = String::new();
+    for i in (15..25).chain(16..18) {
+        jsonl += &format!("{{\"id\":{i},\"v\":\"new{i}\"}}\n");
+    }
+    std::fs::write(dir.join("in.jsonl"), jsonl).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM up AS SELECT id, v FROM src INTO lake
+         WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '4',
+               'lake.type' = 'delta_sink', 'lake.path' = 'lake/items', 'lake.merge_on' = 'id');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let mut rows = read(&table, "")["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    let want: Vec<Value> = (0..25)
+        .map(|i| {
+            let v = if i < 15 {
+                format!("old{i}")
+            } else {
+                format!("new{i}")
+            };
+            serde_json::json!({"id": i, "v": v})
+        })
+        .collect();
+    assert_eq!(rows, want);
 }

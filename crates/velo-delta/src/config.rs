@@ -26,9 +26,15 @@ pub const SINK_KEYS: &[KeySpec] = velo_connectors::with_store_keys![
     ),
     KeySpec::new(
         "mode",
-        KeyType::Enum(&["append"]),
-        Some("append"),
-        "append: every epoch appends its rows in one commit",
+        KeyType::Enum(&["append", "merge", "upsert"]),
+        Some("append; merge for an updating result or with merge_on"),
+        "append: every epoch appends its rows in one commit; merge (or upsert): each row replaces the table's row of its key (merge_on), a delete of an updating result removes it",
+    ),
+    KeySpec::new(
+        "merge_on",
+        KeyType::String,
+        Some("the result's key (GROUP BY columns or PRIMARY KEY)"),
+        "The key columns, comma-separated, of a MERGE: a row replaces the table's row with the same key",
     ),
     KeySpec::new(
         "schema.mode",
@@ -77,6 +83,10 @@ pub struct DeltaSinkConfig {
     pub optimize_interval: u64,
     /// A new table's name.
     pub table_name: Option<String>,
+    /// `merge_on`: the key of a MERGE (rows replace rows of their key).
+    pub merge_on: Vec<String>,
+    /// `mode = 'merge'` or `merge_on` given: every row is an upsert.
+    pub merge: bool,
     /// The transaction application id: the job's name.
     pub app_id: String,
 }
@@ -94,15 +104,37 @@ impl DeltaSinkConfig {
             Some(m) if m == "merge" => true,
             Some(m) => return Err(cfg.invalid("schema.mode", &m, "strict or merge")),
         };
-        if let Some(m) = cfg.get("mode") {
-            if !m.trim().eq_ignore_ascii_case("append") {
-                return Err(cfg.invalid(
-                    "mode",
-                    m,
-                    "append (an updating result is written as a MERGE by key with merge_on, not yet available)",
-                ));
-            }
+        let merge_on: Vec<String> = cfg
+            .get("merge_on")
+            .map(|v| {
+                v.split(',')
+                    .map(|c| c.trim().trim_matches(['"', '\'']).to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if cfg.get("merge_on").is_some() && merge_on.is_empty() {
+            return Err(cfg.invalid(
+                "merge_on",
+                cfg.get("merge_on").unwrap_or_default(),
+                "key column names separated by commas, e.g. 'id'",
+            ));
         }
+        let merge = match cfg.get("mode").map(|m| m.trim().to_ascii_lowercase()) {
+            None => !merge_on.is_empty(),
+            Some(m) if m == "append" => {
+                if !merge_on.is_empty() {
+                    return Err(cfg.invalid(
+                        "mode",
+                        "append",
+                        "merge (or no mode) with merge_on: merge_on makes every row replace the row of its key",
+                    ));
+                }
+                false
+            }
+            Some(m) if m == "merge" || m == "upsert" => true,
+            Some(m) => return Err(cfg.invalid("mode", &m, "append, merge or upsert")),
+        };
         let target_file_size = match cfg.get("target_file_size") {
             None => 128 << 20,
             Some(v) => velo_config::keys::parse_bytes(v)
@@ -122,6 +154,8 @@ impl DeltaSinkConfig {
             checkpoint_interval: cfg.uint("checkpoint_interval")?.unwrap_or(10),
             optimize_interval: cfg.uint("optimize_interval")?.unwrap_or(0),
             table_name: cfg.get("table_name").map(str::to_string),
+            merge_on,
+            merge,
             app_id: if cfg.job.is_empty() {
                 cfg.name.clone()
             } else {

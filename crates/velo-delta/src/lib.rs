@@ -11,7 +11,8 @@
 //!   is in the table exactly once across crashes. The table is created from
 //!   the query's columns when missing; `partition_by`, `schema.mode =
 //!   'merge'`, `target_file_size`, checkpoints and compaction every N
-//!   commits.
+//!   commits. An updating result (or `merge_on`) is applied as a MERGE by
+//!   key ([`merge`]: copy-on-write, one commit per epoch).
 //! - [`source::DeltaSource`] (`delta_source`, `FROM 'delta://path'`): a
 //!   snapshot (time travel by version or timestamp), the commits that
 //!   follow it, or both, with the position (version, file, row) in the
@@ -24,6 +25,7 @@
 
 pub mod config;
 pub mod maintenance;
+pub mod merge;
 pub mod read;
 pub mod sink;
 pub mod source;
@@ -93,7 +95,7 @@ pub fn register(registry: &mut Registry) {
                 .map(drop)
                 .map_err(Into::into)
         },
-        // appends; MERGE by key (an updating result) is not built yet
-        changes: |_| ChangeMode::AppendOnly,
+        // an updating result is applied as a MERGE by its key
+        changes: |_| ChangeMode::Upsert,
     });
 }

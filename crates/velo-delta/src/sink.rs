@@ -33,7 +33,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
-use velo_connectors::{ConnectorError, Result, Sink, SinkCapabilities};
+use velo_connectors::{ChangeBatch, ChangeOp, ConnectorError, Result, Sink, SinkCapabilities};
 
 use crate::config::DeltaSinkConfig;
 use crate::table::Location;
@@ -43,6 +43,9 @@ use crate::table::Location;
 struct Staged {
     epoch: u64,
     actions: Vec<Action>,
+    /// A MERGE (removes and adds) rather than an append.
+    #[serde(default)]
+    merge: bool,
 }
 
 /// The Delta sink.
@@ -63,6 +66,12 @@ pub struct DeltaSink {
     committed_epoch: Option<i64>,
     /// Commits made by this run, for `optimize_interval`.
     commits: u64,
+    /// The result is updating: its batches are changes (`set_changelog`).
+    changelog: bool,
+    /// The key of a MERGE: `merge_on`, else the result's key.
+    key_columns: Vec<String>,
+    /// A MERGE epoch's changes, applied at `prepare_commit`.
+    changes: Vec<ChangeBatch>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -90,7 +99,15 @@ impl DeltaSink {
             staged: None,
             committed_epoch: None,
             commits: 0,
+            changelog: false,
+            key_columns: Vec::new(),
+            changes: Vec::new(),
         })
+    }
+
+    /// Whether epochs are MERGEs by key rather than appends.
+    fn merges(&self) -> bool {
+        self.changelog || self.cfg.merge
     }
 
     /// Phase 1 of the first epoch: the table as it is, or a new one with the
@@ -102,6 +119,31 @@ impl DeltaSink {
         let schema = self.schema.clone().ok_or_else(|| {
             ConnectorError::Internal("the Delta sink got no schema before its first epoch".into())
         })?;
+        // an updating result's operation column is not the table's
+        let schema: SchemaRef = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != velo_connectors::sink::OP_COLUMN)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        if self.merges() {
+            if self.key_columns.is_empty() {
+                return Err(ConnectorError::Other(format!(
+                    "the Delta sink '{}' merges by key, but the result has no key: set merge_on to the key columns",
+                    self.name
+                )));
+            }
+            for k in &self.key_columns {
+                if schema.field_with_name(k).is_err() {
+                    return Err(ConnectorError::Other(format!(
+                        "merge_on names '{k}', which the query does not produce; its columns are: {}",
+                        names(&schema)
+                    )));
+                }
+            }
+        }
         let loc = self.location.clone();
         let cfg = self.cfg.clone();
         let table = self.handle.block_on(async {
@@ -139,6 +181,8 @@ impl DeltaSink {
             return Ok(());
         }
         let loc = self.location.clone();
+        let merge = staged.merge;
+        let keys = self.key_columns.join(", ");
         let mut props = CommitProperties::default().with_create_checkpoint(false);
         if self.transactional {
             props = props.with_application_transaction(Transaction::new_with_last_update(
@@ -156,10 +200,24 @@ impl DeltaSink {
                 .snapshot()
                 .map_err(|e| loc.error("read the state of", &e))?;
             let partition_by = snapshot.metadata().partition_columns().to_vec();
-            let operation = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: (!partition_by.is_empty()).then_some(partition_by),
-                predicate: None,
+            let operation = if merge {
+                let on = |t: &str| deltalake::protocol::MergePredicate {
+                    action_type: t.to_string(),
+                    predicate: None,
+                };
+                DeltaOperation::Merge {
+                    predicate: None,
+                    merge_predicate: Some(format!("key ({keys})")),
+                    matched_predicates: vec![on("update"), on("delete")],
+                    not_matched_predicates: vec![on("insert")],
+                    not_matched_by_source_predicates: Vec::new(),
+                }
+            } else {
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: (!partition_by.is_empty()).then_some(partition_by),
+                    predicate: None,
+                }
             };
             let done = CommitBuilder::from(props)
                 .with_actions(staged.actions)
@@ -210,6 +268,51 @@ impl DeltaSink {
                 tracing::warn!(sink = %self.name, "checkpoint of {} at version {version} failed (readers replay the log instead): {}", loc.shown, velo_config::mask(&e.to_string()));
             }
         }
+        Ok(())
+    }
+}
+
+impl DeltaSink {
+    /// A MERGE epoch's `prepare_commit`: the changes applied by key into
+    /// new files ([`crate::merge`]), staged as removes and adds.
+    fn prepare_merge(&mut self, epoch: u64) -> Result<()> {
+        let changes = std::mem::take(&mut self.changes);
+        if changes.is_empty() {
+            self.staged = Some(Staged {
+                epoch,
+                actions: Vec::new(),
+                merge: true,
+            });
+            return Ok(());
+        }
+        let loc = self.location.clone();
+        let table = self
+            .table
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Internal("the Delta table is not open".into()))?;
+        let mut writer = RecordBatchWriter::for_table(table)
+            .map_err(|e| loc.error("write to", &e))?
+            .with_target_file_size(self.cfg.target_file_size);
+        let keys = self.key_columns.clone();
+        let (removes, adds, done) = self.handle.block_on(async {
+            let (removes, done) = crate::merge::apply(table, &mut writer, &keys, &changes).await?;
+            let adds = writer
+                .flush()
+                .await
+                .map_err(|e| loc.error("finish the data files of", &e))?;
+            Ok::<_, ConnectorError>((removes, adds, done))
+        })?;
+        tracing::debug!(sink = %self.name, epoch, ?done, "merge prepared");
+        let actions = removes
+            .into_iter()
+            .map(Action::Remove)
+            .chain(adds.into_iter().map(Action::Add))
+            .collect();
+        self.staged = Some(Staged {
+            epoch,
+            actions,
+            merge: true,
+        });
         Ok(())
     }
 }
@@ -395,6 +498,18 @@ impl Sink for DeltaSink {
         self.schema = Some(schema);
     }
 
+    fn set_key_columns(&mut self, columns: &[String]) {
+        self.key_columns = if self.cfg.merge_on.is_empty() {
+            columns.to_vec()
+        } else {
+            self.cfg.merge_on.clone()
+        };
+    }
+
+    fn set_changelog(&mut self) {
+        self.changelog = true;
+    }
+
     fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
         self.open()?;
         if self.transactional {
@@ -405,7 +520,9 @@ impl Sink for DeltaSink {
                 )));
             }
         }
-        if self.writer.is_none() {
+        if self.merges() {
+            self.changes.clear();
+        } else if self.writer.is_none() {
             let w = RecordBatchWriter::for_table(self.table()?)
                 .map_err(|e| self.location.error("write to", &e))?
                 .with_target_file_size(self.cfg.target_file_size);
@@ -416,6 +533,16 @@ impl Sink for DeltaSink {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.changelog {
+            self.changes.push(ChangeBatch::from_batch(batch)?);
+            return Ok(());
+        }
+        if self.cfg.merge {
+            // every row replaces the row of its key
+            let ops = vec![ChangeOp::Update; batch.num_rows()];
+            self.changes.push(ChangeBatch::new(batch.clone(), ops)?);
             return Ok(());
         }
         let mode = if self.cfg.merge_schema {
@@ -434,11 +561,15 @@ impl Sink for DeltaSink {
     }
 
     fn prepare_commit(&mut self, epoch: u64) -> Result<()> {
+        if self.merges() {
+            return self.prepare_merge(epoch);
+        }
         let loc = self.location.clone();
         let Some(mut writer) = self.writer.take() else {
             self.staged = Some(Staged {
                 epoch,
                 actions: Vec::new(),
+                merge: false,
             });
             return Ok(());
         };
@@ -473,7 +604,11 @@ impl Sink for DeltaSink {
                 actions.push(Action::Metadata(meta));
             }
         }
-        self.staged = Some(Staged { epoch, actions });
+        self.staged = Some(Staged {
+            epoch,
+            actions,
+            merge: false,
+        });
         Ok(())
     }
 
@@ -529,6 +664,7 @@ impl Sink for DeltaSink {
         if let Some(mut w) = self.writer.take() {
             w.reset();
         }
+        self.changes.clear();
         if self.staged.take().is_some() {
             tracing::debug!(sink = %self.name, epoch, "the epoch's Delta files stay unreferenced (velo delta vacuum removes them)");
         }
@@ -544,8 +680,13 @@ impl Sink for DeltaSink {
 
     fn describe(&self) -> String {
         format!(
-            "Delta table {} (append{}{})",
+            "Delta table {} ({}{}{})",
             self.location.shown,
+            if self.merges() {
+                format!("merge on {}", self.key_columns.join(", "))
+            } else {
+                "append".into()
+            },
             if self.cfg.partition_by.is_empty() {
                 String::new()
             } else {
@@ -575,6 +716,8 @@ mod tests {
             checkpoint_interval: 0,
             optimize_interval: 0,
             table_name: None,
+            merge_on: Vec::new(),
+            merge: false,
             app_id: "job".into(),
         }
     }

@@ -116,6 +116,16 @@ impl Table {
     /// [`Self::apply`] would (for the job's checkpoint, written before the
     /// epoch is applied).
     pub fn merged(&self, published: &[RecordBatch]) -> Result<RecordBatch> {
+        // a delete's columns other than the key are null, whatever the
+        // statement's schema says of them: the rows are merged under a
+        // schema of nullable columns, and the deletes never reach the table
+        let loose: SchemaRef = Arc::new(arrow::datatypes::Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         let project = |b: &RecordBatch| -> Result<RecordBatch> {
             let cols = self
                 .schema
@@ -131,7 +141,13 @@ impl Table {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+            Ok(RecordBatch::try_new(loose.clone(), cols)?)
+        };
+        let strict = |b: RecordBatch| -> Result<RecordBatch> {
+            Ok(RecordBatch::try_new(
+                self.schema.clone(),
+                b.columns().to_vec(),
+            )?)
         };
         let mut all: Vec<RecordBatch> = self.rows.read().expect("table rows").clone();
         let mut deleted: Vec<bool> = vec![false; all.iter().map(|b| b.num_rows()).sum()];
@@ -144,10 +160,10 @@ impl Table {
                 None => deleted.extend(std::iter::repeat_n(false, b.num_rows())),
             }
         }
-        let merged = arrow::compute::concat_batches(&self.schema, &all)?;
+        let merged = arrow::compute::concat_batches(&loose, &all)?;
         if self.keys.is_empty() {
             let keep: arrow::array::BooleanArray = deleted.iter().map(|d| Some(!d)).collect();
-            return Ok(arrow::compute::filter_record_batch(&merged, &keep)?);
+            return strict(arrow::compute::filter_record_batch(&merged, &keep)?);
         }
         // the last row of each key wins; a delete removes the key
         let key_cols =
@@ -174,7 +190,7 @@ impl Table {
             }
         }
         keep.reverse();
-        Ok(arrow::compute::take_record_batch(
+        strict(arrow::compute::take_record_batch(
             &merged,
             &UInt32Array::from(keep),
         )?)
@@ -268,5 +284,35 @@ mod tests {
             .unwrap();
         assert_eq!(contents(&t), vec![(1, 12), (3, 31)]);
         assert!(tables.get("t").is_some_and(|x| x.len() == 2));
+    }
+
+    /// A statement's column that is never null (`COUNT(*)`) is null in a
+    /// delete (HAVING no longer holds): the delete still removes its key.
+    #[test]
+    fn a_delete_removes_a_key_whose_columns_are_not_null() {
+        let tables = Tables::default();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let t = tables.declare("t", schema, vec!["k".into()]);
+        t.apply(&[batch(&[(1, 10, "insert"), (2, 20, "insert")])])
+            .unwrap();
+        let wire = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+        ]));
+        let delete = RecordBatch::try_new(
+            wire,
+            vec![
+                Arc::new(Int64Array::from(vec![2])),
+                Arc::new(Int64Array::from(vec![None])),
+                Arc::new(StringArray::from(vec!["delete"])),
+            ],
+        )
+        .unwrap();
+        t.apply(&[delete]).unwrap();
+        assert_eq!(contents(&t), vec![(1, 10)]);
     }
 }
