@@ -702,3 +702,109 @@ fn merge_on_replaces_rows_by_key() {
         .collect();
     assert_eq!(rows, want);
 }
+
+/// Seed 004 example 5 (`examples/lake/join_to_delta.sql`): orders from
+/// Kafka joined with customer history in Parquet on S3, the large ones
+/// appended to a Delta table on S3, read back by delta-rs for Python:
+/// each large order once, with its customer's segment (or none).
+#[test]
+fn seed_example_5_kafka_joined_with_s3_into_delta() {
+    let (_tmp, _broker, bs) = crate::kafka::with_broker();
+    let moto = Moto::start("warehouse");
+    crate::lake::s3py(&moto, &["mkbucket", "lakehouse"]);
+    crate::kafka::create_topic(&bs, "orders", 2);
+    // customers 0..8 have a history; 8 and 9 do not
+    let d = crate::lake::example("join_to_delta.sql");
+    let dir = d.path();
+    let customers = dir.join("customers.parquet");
+    {
+        use std::sync::Arc;
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("customer_id", arrow::datatypes::DataType::Int64, false),
+            arrow::datatypes::Field::new(
+                "customer_segment",
+                arrow::datatypes::DataType::Utf8,
+                false,
+            ),
+            arrow::datatypes::Field::new(
+                "lifetime_value",
+                arrow::datatypes::DataType::Float64,
+                false,
+            ),
+        ]));
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow::array::Int64Array::from_iter_values(0..8)),
+                Arc::new(arrow::array::StringArray::from_iter_values(
+                    (0..8).map(|i| if i % 2 == 0 { "gold" } else { "silver" }),
+                )),
+                Arc::new(arrow::array::Float64Array::from_iter_values(
+                    (0..8).map(|i| i as f64 * 100.0),
+                )),
+            ],
+        )
+        .unwrap();
+        let f = std::fs::File::create(&customers).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    crate::lake::s3py(
+        &moto,
+        &[
+            "put",
+            "warehouse",
+            "customers/part-0.parquet",
+            customers.to_str().unwrap(),
+        ],
+    );
+    let msgs: Vec<(Option<String>, Vec<u8>)> = (0..200i64)
+        .map(|i| {
+            let v = format!(
+                r#"{{"order_id":{i},"customer_id":{},"product_id":{},"amount":{}}}"#,
+                i % 10,
+                i % 3,
+                i as f64 * 7.5
+            );
+            (None, v.into_bytes())
+        })
+        .collect();
+    crate::kafka::produce(&bs, "orders", &msgs);
+    let mut env = moto.env();
+    env.push(("KAFKA_BROKERS".into(), bs.clone()));
+    env.push(("BATCH_TIMEOUT".into(), "1s".into()));
+    let want: Vec<i64> = (0..200).filter(|i| *i as f64 * 7.5 > 500.0).collect();
+    let table = "s3://lakehouse/enriched_orders";
+    let rows = || -> Vec<Value> {
+        let args = ["read", table];
+        let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/delta.py");
+        let o = std::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            return Vec::new(); // no table yet
+        }
+        let t: Value = serde_json::from_slice(&o.stdout).unwrap();
+        t["rows"].as_array().unwrap().clone()
+    };
+    let child = crate::lake::start_example(dir, &env);
+    crate::lake::stop_when(child, || rows().len() >= want.len());
+    let rows = rows();
+    assert_eq!(ids(&rows, "order_id"), want, "each large order once");
+    for r in &rows {
+        let c = r["customer_id"].as_i64().unwrap();
+        let seg = &r["customer_segment"];
+        match c {
+            0..8 => {
+                assert_eq!(seg, if c % 2 == 0 { "gold" } else { "silver" }, "{r}");
+                assert_eq!(r["lifetime_value"].as_f64(), Some(c as f64 * 100.0), "{r}");
+            }
+            _ => assert!(seg.is_null(), "no history, no segment: {r}"),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::common::{Moto, crash_and_resume_with, run_in};
 
 /// Runs `tests/lake/s3.py` against `moto`.
-fn s3py(moto: &Moto, args: &[&str]) -> String {
+pub(crate) fn s3py(moto: &Moto, args: &[&str]) -> String {
     let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/s3.py");
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
@@ -490,7 +490,7 @@ fn rate_limit_paces_a_replay() {
 }
 
 /// An example application of `examples/lake/`, copied into a fresh folder.
-fn example(name: &str) -> tempfile::TempDir {
+pub(crate) fn example(name: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/lake")

@@ -3,6 +3,7 @@ Parquet) against the S3 server the test started.
 
     s3.py ENDPOINT seed BUCKET     writes the inputs of tests/it/lake.rs
     s3.py ENDPOINT put BUCKET KEY FILE
+    s3.py ENDPOINT mkbucket BUCKET
     s3.py ENDPOINT head BUCKET KEY   prints the object's size and ETag
     s3.py ENDPOINT dump BUCKET PREFIX
         prints one JSON document: every object's key under PREFIX and the
@@ -86,6 +87,8 @@ def main():
     elif cmd == "put":
         with open(sys.argv[5], "rb") as f:
             s3.put_object(Bucket=sys.argv[3], Key=sys.argv[4], Body=f.read())
+    elif cmd == "mkbucket":
+        s3.create_bucket(Bucket=sys.argv[3])
     elif cmd == "head":
         h = s3.head_object(Bucket=sys.argv[3], Key=sys.argv[4])
         print(json.dumps({"size": h["ContentLength"], "etag": h["ETag"]}))

@@ -61,6 +61,12 @@ pub const SINK_KEYS: &[KeySpec] = velo_connectors::with_store_keys![
         "Compact small files into files of target_file_size every N commits of the job (0: never; `velo delta optimize` does it by hand)",
     ),
     KeySpec::new(
+        "optimize_write",
+        KeyType::Bool,
+        Some("false"),
+        "Seed 004's key: every epoch already writes one file per partition (up to target_file_size); true also compacts every 10 commits unless optimize_interval says otherwise",
+    ),
+    KeySpec::new(
         "table_name",
         KeyType::String,
         None,
@@ -152,7 +158,11 @@ impl DeltaSinkConfig {
             merge_schema,
             target_file_size,
             checkpoint_interval: cfg.uint("checkpoint_interval")?.unwrap_or(10),
-            optimize_interval: cfg.uint("optimize_interval")?.unwrap_or(0),
+            optimize_interval: match cfg.uint("optimize_interval")? {
+                Some(n) => n,
+                None if cfg.bool("optimize_write", false)? => 10,
+                None => 0,
+            },
             table_name: cfg.get("table_name").map(str::to_string),
             merge_on,
             merge,
