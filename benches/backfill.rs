@@ -1,0 +1,264 @@
+//! Data-lake backfills: velo against DuckDB on the same Parquet lake, side
+//! by side in one run (not a test): release mode, `cargo bench --bench
+//! backfill`.
+//!
+//! The input (generated once under `target/bench-data/`): `BENCH_ROWS`
+//! orders (default 10M) in Hive partitions `day=2024-01-01/` ..
+//! `day=2024-01-08/`, one Parquet file each (row groups of 128K rows;
+//! order_id, customer_id, amount, status, region, ts).
+//!
+//! Scenarios:
+//! - `parquet_aggregate`: revenue per day and region of the orders not
+//!   cancelled -> Parquet (a backfill of a daily report);
+//! - `parquet_to_delta`: the orders not cancelled, re-partitioned by region
+//!   into a new Delta table (velo's `delta_sink`) against DuckDB writing
+//!   the same rows as Hive-partitioned Parquet (`COPY ... PARTITION_BY`;
+//!   DuckDB writes no Delta table, so its figure lacks the log commit);
+//! - `delta_scan`: the Delta table of the previous scenario read back
+//!   filtered to one region -> Parquet, against DuckDB's `delta_scan`
+//!   (its delta extension, loaded from the `duckdb-extension-delta` wheel).
+//!
+//! Each scenario runs `BENCH_RUNS` times (default 3), velo and DuckDB
+//! interleaved; the figure is rows of input per CPU-second of each process
+//! (velo in this process on every core; DuckDB in its own Python process
+//! with `SET threads = 1`), medians reported, and velo / DuckDB. Rows per
+//! CPU-second compare the work each engine spends per row, whatever the
+//! cores; a wall-clock figure on this shared 2-core machine would say
+//! more about its neighbours. An argument filters by scenario.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+mod common;
+
+use common::{cpu_seconds, env_or, run_sql};
+
+/// The orders lake at `dir`: `rows` orders in 8 day partitions.
+fn lake(dir: &Path, rows: u64) {
+    use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    if dir.join("_done").exists() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("ts", DataType::Int64, false),
+    ]));
+    let statuses = ["NEW", "PAID", "SHIPPED", "CANCELLED"];
+    let regions = ["eu-west", "us-east", "ap-south"];
+    let per_day = rows / 8;
+    let mut x: u64 = 42;
+    for day in 0..8u64 {
+        let part = dir.join(format!("day=2024-01-0{}", day + 1));
+        std::fs::create_dir_all(&part).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(128 * 1024))
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let f = std::fs::File::create(part.join("part-0.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props)).unwrap();
+        let n = if day == 7 {
+            rows - per_day * 7
+        } else {
+            per_day
+        };
+        let mut done = 0u64;
+        while done < n {
+            let len = (n - done).min(65_536) as usize;
+            let (mut ids, mut cust, mut amt, mut st, mut rg, mut ts) = (
+                Vec::with_capacity(len),
+                Vec::with_capacity(len),
+                Vec::with_capacity(len),
+                Vec::with_capacity(len),
+                Vec::with_capacity(len),
+                Vec::with_capacity(len),
+            );
+            for i in 0..len as u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let id = day * per_day + done + i;
+                ids.push(id as i64);
+                cust.push(((x >> 20) % 50_000) as i64);
+                amt.push(((x >> 33) % 100_000) as f64 / 100.0);
+                st.push(statuses[((x >> 40) % 4) as usize]);
+                rg.push(regions[((x >> 44) % 3) as usize]);
+                ts.push(1_704_067_200_000 + (day * 86_400_000 + (id % 86_400_000)) as i64);
+            }
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Int64Array::from(cust)),
+                    Arc::new(Float64Array::from(amt)),
+                    Arc::new(StringArray::from(st)),
+                    Arc::new(StringArray::from(rg)),
+                    Arc::new(Int64Array::from(ts)),
+                ],
+            )
+            .unwrap();
+            w.write(&batch).unwrap();
+            done += len as u64;
+        }
+        w.close().unwrap();
+    }
+    std::fs::write(dir.join("_done"), "").unwrap();
+}
+
+/// velo's rows per CPU-second on `sql`.
+fn velo(sql: &str, dir: &Path, rows: u64) -> f64 {
+    let c0 = cpu_seconds();
+    let read = run_sql(sql, dir, velo_engine::Shutdown::default());
+    assert_eq!(read, rows, "velo read every row");
+    rows as f64 / (cpu_seconds() - c0)
+}
+
+/// DuckDB's rows per CPU-second on `query`, on one thread, timed inside
+/// its process around the query alone (the delta extension loaded by path
+/// when the query scans a Delta table).
+fn duckdb(query: &str, rows: u64) -> f64 {
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let load = if query.contains("delta_scan") {
+        "import glob, os, duckdb_extension_delta as d\n\
+         ext = glob.glob(os.path.join(os.path.dirname(d.__file__), 'extensions', '*', 'delta.duckdb_extension'))[0]\n\
+         c.execute(f\"LOAD '{ext}'\")\n"
+    } else {
+        ""
+    };
+    let script = format!(
+        "import duckdb, resource\n\
+         c = duckdb.connect(config={{'allow_unsigned_extensions': 'true', 'autoinstall_known_extensions': 'false'}})\n\
+         {load}\
+         c.execute('SET threads = 1')\n\
+         u = resource.getrusage(resource.RUSAGE_SELF)\n\
+         c.execute({query:?})\n\
+         v = resource.getrusage(resource.RUSAGE_SELF)\n\
+         print(v.ru_utime - u.ru_utime + v.ru_stime - u.ru_stime)\n"
+    );
+    let out = Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "DuckDB failed (pip install duckdb==1.5.5 duckdb-extension-delta): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cpu: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    rows as f64 / cpu
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rows: u64 = env_or("BENCH_ROWS", 10_000_000);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let input = root.join(format!("orders_lake_{rows}"));
+    lake(&input, rows);
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    let i = input.display();
+    // the Delta table the last scenario reads: written by the one before
+    // (or here, when that one is filtered out)
+    let table = out.path().join("delta_in");
+    let kept = {
+        // the rows not cancelled, counted by DuckDB
+        let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+        let q = format!(
+            "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('{i}/**/*.parquet') WHERE status <> 'CANCELLED'\").fetchone()[0])"
+        );
+        let o = Command::new(python).args(["-c", &q]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let to_delta = |dest: &str| {
+        format!(
+            "SELECT order_id, customer_id, amount, status, region, ts, day FROM orders WHERE status <> 'CANCELLED'
+             INTO lake WITH ('orders.type' = 'file_source', 'orders.path' = '{i}/**/*.parquet',
+                   'lake.type' = 'delta_sink', 'lake.path' = '{dest}', 'lake.partition_by' = 'region');"
+        )
+    };
+    let scenarios: Vec<(&str, u64, String, String)> = vec![
+        (
+            "parquet_aggregate",
+            rows,
+            format!(
+                "SELECT day, region, COUNT(*) AS orders, SUM(amount) AS revenue FROM orders WHERE status <> 'CANCELLED' GROUP BY day, region
+                 INTO pq WITH ('orders.type' = 'file_source', 'orders.path' = '{i}/**/*.parquet',
+                       'pq.type' = 'file_sink', 'pq.path' = '{o}/velo_agg.parquet');"
+            ),
+            format!(
+                "COPY (SELECT day, region, COUNT(*) AS orders, SUM(amount) AS revenue FROM read_parquet('{i}/**/*.parquet', hive_partitioning = true)
+                   WHERE status <> 'CANCELLED' GROUP BY day, region) TO '{o}/duck_agg.parquet' (FORMAT parquet)"
+            ),
+        ),
+        (
+            "parquet_to_delta",
+            rows,
+            to_delta(&format!("{o}/delta_RUN")),
+            format!(
+                "COPY (SELECT order_id, customer_id, amount, status, region, ts, day FROM read_parquet('{i}/**/*.parquet', hive_partitioning = true)
+                   WHERE status <> 'CANCELLED') TO '{o}/duck_RUN' (FORMAT parquet, PARTITION_BY (region))"
+            ),
+        ),
+        (
+            "delta_scan",
+            kept,
+            format!(
+                "SELECT order_id, amount, day FROM orders WHERE region = 'eu-west'
+                 INTO pq WITH ('orders.type' = 'delta_source', 'orders.path' = '{}',
+                       'pq.type' = 'file_sink', 'pq.path' = '{o}/velo_scan_RUN.parquet');",
+                table.display()
+            ),
+            format!(
+                "COPY (SELECT order_id, amount, day FROM delta_scan('{}') WHERE region = 'eu-west') TO '{o}/duck_scan_RUN.parquet' (FORMAT parquet)",
+                table.display()
+            ),
+        ),
+    ];
+    println!(
+        "velo against DuckDB (one thread) on a Parquet lake, {} cores, median of {runs} interleaved runs, input rows per CPU-second",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<18} {:>12} {:>14} {:>14} {:>12}",
+        "scenario", "rows", "velo", "DuckDB", "velo/DuckDB"
+    );
+    for (name, n, velo_sql, duck_sql) in &scenarios {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        if *name == "delta_scan" && !table.join("_delta_log").exists() {
+            run_sql(
+                &to_delta(&table.display().to_string()),
+                out.path(),
+                Default::default(),
+            );
+        }
+        let (mut v, mut d) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            // every run writes a new table or file
+            let r = run.to_string();
+            v.push(velo(&velo_sql.replace("RUN", &r), out.path(), *n));
+            d.push(duckdb(&duck_sql.replace("RUN", &r), *n));
+            if *name == "parquet_to_delta" && run == 0 && !table.exists() {
+                std::fs::rename(out.path().join("delta_0"), &table).unwrap();
+            }
+        }
+        let (v, d) = (median(v), median(d));
+        println!("{name:<18} {n:>12} {v:>14.0} {d:>14.0} {:>11.2}x", v / d);
+    }
+}
