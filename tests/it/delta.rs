@@ -808,3 +808,55 @@ fn seed_example_5_kafka_joined_with_s3_into_delta() {
         }
     }
 }
+
+/// The query's WHERE skips data files of a Delta table: a damaged file in
+/// a partition the filter rules out is never opened; without the filter
+/// the same damage fails the run (the control).
+#[test]
+fn filters_skip_partitions_of_a_delta_table() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let table = dir.join("lake/regions");
+    let rows: Vec<Value> = (0..30)
+        .map(|i| {
+            let region = ["eu", "us", "ap"][i % 3];
+            serde_json::json!({"id": i, "region": region})
+        })
+        .collect();
+    py(
+        &[
+            "write",
+            table.to_str().unwrap(),
+            "append",
+            &Value::Array(rows).to_string(),
+            "region",
+        ],
+        &[],
+    );
+    // the 'us' partition's data file damaged
+    for e in std::fs::read_dir(table.join("region=us")).unwrap() {
+        std::fs::write(e.unwrap().path(), b"not parquet").unwrap();
+    }
+    let app = |filter: &str| {
+        format!(
+            "CREATE STREAM f AS SELECT id, region FROM src {filter} INTO out
+             WITH ('src.type' = 'delta_source', 'src.path' = 'lake/regions',
+                   'out.type' = 'file_sink', 'out.path' = 'out.jsonl');"
+        )
+    };
+    std::fs::write(dir.join("app.sql"), app("WHERE region = 'eu'")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let got: Vec<Value> = std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids(&got, "id"), (0..30).step_by(3).collect::<Vec<i64>>());
+    std::fs::write(dir.join("app.sql"), app("")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(
+        !ok && log.contains("cannot read the data file"),
+        "the control reads the damage: {log}"
+    );
+}

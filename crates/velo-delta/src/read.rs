@@ -35,6 +35,16 @@ pub struct DataFile {
     pub size: u64,
 }
 
+/// What of a file to read: the columns (by name; `None`: all) and the
+/// query's filters, to skip row groups by their statistics.
+#[derive(Default, Clone)]
+pub struct Scan {
+    /// Columns the query reads; the others come back null.
+    pub columns: Option<Vec<String>>,
+    /// The query's filters.
+    pub pruning: Option<Arc<dyn velo_connectors::source::Pruning>>,
+}
+
 /// The rows of `file` as batches of `schema` (the table's), from row `skip`
 /// on, `batch_size` rows at a time.
 pub async fn stream(
@@ -43,6 +53,19 @@ pub async fn stream(
     schema: SchemaRef,
     batch_size: usize,
     skip: usize,
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    scan(store, file, schema, batch_size, skip, &Scan::default()).await
+}
+
+/// [`stream`], reading only what `scan` asks for: the projected column
+/// chunks of the row groups the filters may keep.
+pub async fn scan(
+    store: Arc<dyn ObjectStore>,
+    file: &DataFile,
+    schema: SchemaRef,
+    batch_size: usize,
+    skip: usize,
+    scan: &Scan,
 ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
     let path = Path::parse(&file.path).unwrap_or_else(|_| Path::from(file.path.as_str()));
     let shown = file.path.clone();
@@ -58,6 +81,27 @@ pub async fn stream(
         .await
         .map_err(&failed)?
         .with_batch_size(batch_size.max(1));
+    if let Some(cols) = &scan.columns {
+        let roots: Vec<usize> = b
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| cols.iter().any(|c| c == f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+        b = b.with_projection(mask);
+    }
+    if let Some(keep) = scan
+        .pruning
+        .as_ref()
+        .and_then(|p| p.row_groups(b.schema(), b.metadata()))
+        .filter(|k| k.len() == b.metadata().num_row_groups())
+    {
+        let groups: Vec<usize> = (0..keep.len()).filter(|i| keep[*i]).collect();
+        b = b.with_row_groups(groups);
+    }
     if skip > 0 {
         b = b.with_offset(skip);
     }

@@ -209,6 +209,10 @@ impl At {
 /// The Delta source.
 pub struct DeltaSource {
     name: String,
+    /// The query's filters ([`Source::set_pruning`]).
+    pruning: std::sync::Mutex<Option<std::sync::Arc<dyn velo_connectors::source::Pruning>>>,
+    /// The table's partition columns.
+    partitions: Vec<String>,
     cfg: DeltaSourceConfig,
     location: Location,
     schema: SchemaRef,
@@ -243,6 +247,8 @@ impl DeltaSource {
             })?;
             return Ok(Self {
                 name: name.to_string(),
+                pruning: Default::default(),
+                partitions: Vec::new(),
                 start: At {
                     version: 0,
                     snapshot: cfg.mode != Mode::Follow,
@@ -283,6 +289,7 @@ impl DeltaSource {
         supported(&table, &location)?;
         let snapshot = table.snapshot().map_err(|e| location.error("read", &e))?;
         let schema = snapshot.snapshot().arrow_schema();
+        let partitions = snapshot.metadata().partition_columns().to_vec();
         let start = match cfg.mode {
             Mode::Snapshot | Mode::SnapshotAndFollow => At {
                 version,
@@ -299,6 +306,8 @@ impl DeltaSource {
         };
         Ok(Self {
             name: name.to_string(),
+            pruning: Default::default(),
+            partitions,
             cfg,
             location,
             schema,
@@ -362,6 +371,10 @@ impl Source for DeltaSource {
         &self.name
     }
 
+    fn set_pruning(&self, pruning: std::sync::Arc<dyn velo_connectors::source::Pruning>) {
+        *self.pruning.lock().unwrap_or_else(|p| p.into_inner()) = Some(pruning);
+    }
+
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -377,7 +390,7 @@ impl Source for DeltaSource {
     fn open_at(
         &self,
         batch_size: usize,
-        _projection: Option<&[usize]>,
+        projection: Option<&[usize]>,
         resume: Option<&Position>,
     ) -> Result<SourceReader> {
         let at = match resume {
@@ -402,6 +415,19 @@ impl Source for DeltaSource {
             poll: self.cfg.poll_interval,
             batch_size: batch_size.max(1),
             tx: tx.clone(),
+            partitions: self.partitions.clone(),
+            scan: read::Scan {
+                columns: projection.map(|p| {
+                    p.iter()
+                        .map(|i| self.schema.field(*i).name().clone())
+                        .collect()
+                }),
+                pruning: self
+                    .pruning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            },
         };
         source::spawn_reader(format!("delta-{}", self.name), &self.name, &tx, move || {
             if let Err(e) = handle.block_on(reader.run(at)) {
@@ -441,6 +467,10 @@ struct Reader {
     poll: Duration,
     batch_size: usize,
     tx: Sender<SourceEvent>,
+    /// The table's partition columns.
+    partitions: Vec<String>,
+    /// The columns and filters of the query.
+    scan: read::Scan,
 }
 
 /// The reader was dropped: stop quietly.
@@ -566,14 +596,22 @@ impl Reader {
         at: &mut At,
     ) -> std::result::Result<(), Closed> {
         let store = table.object_store();
+        let wanted = self.wanted(files);
         while at.file < files.len() {
             let file = &files[at.file];
-            let rows = read::stream(
+            if !wanted[at.file] {
+                // its partition values fail the query's filters
+                at.file += 1;
+                at.row = 0;
+                continue;
+            }
+            let rows = read::scan(
                 store.clone(),
                 file,
                 self.schema.clone(),
                 self.batch_size,
                 at.row,
+                &self.scan,
             )
             .await;
             let mut rows = match rows {
@@ -592,6 +630,47 @@ impl Reader {
             at.row = 0;
         }
         Ok(())
+    }
+
+    /// Which of `files` may hold rows the query keeps, by their partition
+    /// values (all, without filters or partitions). The list keeps every
+    /// file, so positions (file indices) do not depend on the filters.
+    fn wanted(&self, files: &[DataFile]) -> Vec<bool> {
+        let all = vec![true; files.len()];
+        let Some(p) = &self.scan.pruning else {
+            return all;
+        };
+        if self.partitions.is_empty() || files.is_empty() {
+            return all;
+        }
+        // the values as the table's types, so `day = 3` compares numbers
+        let (mut fields, mut cols) = (Vec::new(), Vec::new());
+        for c in &self.partitions {
+            let text: arrow::array::ArrayRef =
+                std::sync::Arc::new(arrow::array::StringArray::from_iter(
+                    files.iter().map(|f| f.partitions.get(c).cloned().flatten()),
+                ));
+            let ty = self
+                .schema
+                .field_with_name(c)
+                .map(|f| f.data_type().clone())
+                .unwrap_or(arrow::datatypes::DataType::Utf8);
+            let Ok(typed) = arrow::compute::cast(&text, &ty) else {
+                return all;
+            };
+            fields.push(arrow::datatypes::Field::new(c, ty, true));
+            cols.push(typed);
+        }
+        match RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+        ) {
+            Ok(values) => {
+                let keep = p.partitions(&values);
+                if keep.len() == files.len() { keep } else { all }
+            }
+            Err(_) => all,
+        }
     }
 
     async fn send(&self, batch: RecordBatch, at: At) -> std::result::Result<(), Closed> {
