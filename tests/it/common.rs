@@ -432,3 +432,25 @@ pub fn write_id_ts_parquet(path: &Path, ids: std::ops::Range<i64>) {
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
+
+/// The output rows (`ws`, `n`, `ids`) of the 100 ms windows over ids
+/// 0..6000 (`write_id_ts_parquet`): each of the 60 windows once, with its
+/// 100 records.
+pub fn assert_each_window_once(rows: &[serde_json::Value]) {
+    let mut windows: std::collections::BTreeMap<i64, (i64, i64, u32)> = Default::default();
+    for r in rows {
+        let e = windows.entry(r["ws"].as_i64().unwrap()).or_default();
+        e.0 += r["n"].as_i64().unwrap();
+        e.1 += r["ids"].as_i64().unwrap();
+        e.2 += 1;
+    }
+    assert_eq!(windows.len(), 60, "{windows:?}");
+    for (ws, (n, ids, times)) in &windows {
+        let want: i64 = (*ws..ws + 100).sum();
+        assert_eq!(
+            (*n, *ids, *times),
+            (100, want, 1),
+            "window {ws}: every record once, the window written once"
+        );
+    }
+}

@@ -135,22 +135,7 @@ fn windowed_app(dir: &Path, extra: &str) {
 /// the table's txn for the job is the run's last epoch.
 fn assert_windows_once(table: &Path) -> Value {
     let t = read(table, "w");
-    let mut windows: BTreeMap<i64, (i64, i64, u32)> = BTreeMap::new();
-    for r in t["rows"].as_array().unwrap() {
-        let e = windows.entry(r["ws"].as_i64().unwrap()).or_default();
-        e.0 += r["n"].as_i64().unwrap();
-        e.1 += r["ids"].as_i64().unwrap();
-        e.2 += 1;
-    }
-    assert_eq!(windows.len(), 60, "{windows:?}");
-    for (ws, (n, ids, times)) in &windows {
-        let want: i64 = (*ws..ws + 100).sum();
-        assert_eq!(
-            (*n, *ids, *times),
-            (100, want, 1),
-            "window {ws}: every record once, the window written once"
-        );
-    }
+    crate::common::assert_each_window_once(t["rows"].as_array().unwrap());
     assert!(t["txn"]["w"].as_i64().unwrap() > 0, "{}", t["txn"]);
     t
 }

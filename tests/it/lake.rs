@@ -246,22 +246,7 @@ fn s3_transactional_sink_survives_crashes_exactly_once() {
         keys.iter().all(|k| !k.contains("/.")),
         "no temporary object is left: {keys:?}"
     );
-    let mut windows: std::collections::BTreeMap<i64, (i64, i64, u32)> = Default::default();
-    for r in &rows {
-        let e = windows.entry(r["ws"].as_i64().unwrap()).or_default();
-        e.0 += r["n"].as_i64().unwrap();
-        e.1 += r["ids"].as_i64().unwrap();
-        e.2 += 1;
-    }
-    assert_eq!(windows.len(), 60, "{windows:?}");
-    for (ws, (n, ids, times)) in &windows {
-        let want: i64 = (*ws..ws + 100).sum();
-        assert_eq!(
-            (*n, *ids, *times),
-            (100, want, 1),
-            "window {ws}: every record once, the window published once"
-        );
-    }
+    crate::common::assert_each_window_once(&rows);
     // the source read every object to its end once: a fourth run reads nothing again
     let o = run_in(dir, &["run", "app.sql"], &moto.env());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
