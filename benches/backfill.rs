@@ -115,7 +115,9 @@ fn lake(dir: &Path, rows: u64) {
 fn velo(sql: &str, dir: &Path, rows: u64) -> f64 {
     let c0 = cpu_seconds();
     let read = run_sql(sql, dir, velo_engine::Shutdown::default());
-    assert_eq!(read, rows, "velo read every row");
+    // a scan whose WHERE rules out partitions reads fewer rows than the
+    // input holds: the figure stays input rows per CPU-second
+    assert!(read <= rows && read > 0, "velo read {read} of {rows} rows");
     rows as f64 / (cpu_seconds() - c0)
 }
 
@@ -136,6 +138,7 @@ fn duckdb(query: &str, rows: u64) -> f64 {
          c = duckdb.connect(config={{'allow_unsigned_extensions': 'true', 'autoinstall_known_extensions': 'false'}})\n\
          {load}\
          c.execute('SET threads = 1')\n\
+         c.execute('SET enable_progress_bar = false')\n\
          u = resource.getrusage(resource.RUSAGE_SELF)\n\
          c.execute({query:?})\n\
          v = resource.getrusage(resource.RUSAGE_SELF)\n\
@@ -150,7 +153,13 @@ fn duckdb(query: &str, rows: u64) -> f64 {
         "DuckDB failed (pip install duckdb==1.5.5 duckdb-extension-delta): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cpu: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // the last line: DuckDB may print a progress bar before it
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cpu: f64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("DuckDB's CPU time, not {text:?}"));
     rows as f64 / cpu
 }
 
