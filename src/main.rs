@@ -70,6 +70,37 @@ enum Cmd {
     /// files no recent version references.
     #[command(subcommand)]
     Delta(DeltaCmd),
+    /// Maintain an Iceberg table: expire its old snapshots.
+    #[command(subcommand)]
+    Iceberg(IcebergCmd),
+}
+
+#[derive(Subcommand)]
+enum IcebergCmd {
+    /// Remove the snapshots older than a period from the table's metadata,
+    /// beyond the latest few (time travel reaches back that far; every
+    /// commit reads the metadata, so a table that is never expired commits
+    /// slower and slower).
+    Expire {
+        /// The table, namespace.table.
+        table: String,
+        /// The catalog: a REST catalog's URL or sqlite:PATH.
+        #[arg(long)]
+        catalog_uri: String,
+        /// A SQL catalog's warehouse (or a REST catalog's warehouse name).
+        #[arg(long)]
+        warehouse: Option<String>,
+        /// Expire the snapshots older than this (e.g. 5d, 12h).
+        #[arg(long, default_value = "5d")]
+        older_than: String,
+        /// Keep at least this many of the latest snapshots.
+        #[arg(long, default_value_t = 10)]
+        retain: usize,
+        /// A connector key (credential, catalog_name, endpoint, ...):
+        /// --set key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -338,6 +369,10 @@ const QUIET: &[&str] = &[
     "delta_kernel",
     "buoyant_kernel",
     "buoyant_kernel_engine",
+    "iceberg",
+    "iceberg_catalog_rest",
+    "iceberg_catalog_sql",
+    "sqlx",
 ];
 
 fn init_logging() {
@@ -389,6 +424,7 @@ fn main() -> ExitCode {
             Cmd::Start(a) => print(a.client.client().start(&a.name).await),
             Cmd::Drop(a) => print(a.client.client().drop_job(&a.name, a.purge_state).await),
             Cmd::Delta(c) => delta(c).await,
+            Cmd::Iceberg(c) => iceberg(c).await,
             Cmd::ConfigDocs => {
                 print!(
                     "{}",
@@ -407,17 +443,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--set key=value` options as connector keys.
+fn keys(sets: &[String]) -> Result<std::collections::BTreeMap<String, String>, Failure> {
+    sets.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| Failure::user(format!("--set {s}: write it as key=value")))
+        })
+        .collect()
+}
+
+/// `velo iceberg expire`.
+async fn iceberg(c: IcebergCmd) -> Result<(), Failure> {
+    let failed = |e: velo_connectors::ConnectorError| Failure::user(e.to_string());
+    match c {
+        IcebergCmd::Expire {
+            table,
+            catalog_uri,
+            warehouse,
+            older_than,
+            retain,
+            sets,
+        } => {
+            let age = velo_config::keys::parse_duration(&older_than).ok_or_else(|| {
+                Failure::user(format!(
+                    "--older-than {older_than}: write a duration such as 5d"
+                ))
+            })?;
+            let mut keys = keys(&sets)?;
+            keys.insert("catalog_uri".into(), catalog_uri);
+            if let Some(w) = warehouse {
+                keys.insert("warehouse".into(), w);
+            }
+            let (catalog, t) = velo_iceberg::maintenance::open_at(&table, &keys)
+                .await
+                .map_err(failed)?;
+            let (_, expired) = velo_iceberg::maintenance::expire(catalog.as_ref(), &t, age, retain)
+                .await
+                .map_err(failed)?;
+            println!("expired {expired} snapshots of {table}");
+            Ok(())
+        }
+    }
+}
+
 /// `velo delta optimize|vacuum`.
 async fn delta(c: DeltaCmd) -> Result<(), Failure> {
-    let keys = |sets: &[String]| -> Result<std::collections::BTreeMap<String, String>, Failure> {
-        sets.iter()
-            .map(|s| {
-                s.split_once('=')
-                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                    .ok_or_else(|| Failure::user(format!("--set {s}: write it as key=value")))
-            })
-            .collect()
-    };
     let failed = |e: velo_connectors::ConnectorError| Failure::user(e.to_string());
     match c {
         DeltaCmd::Optimize {

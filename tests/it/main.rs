@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod golden;
 mod health;
 mod hostile;
+mod iceberg;
 mod joins;
 mod kafka;
 mod lake;

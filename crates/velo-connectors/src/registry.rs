@@ -197,7 +197,6 @@ const PLANNED: &[&str] = &[
     "database",
     "postgres",
     "postgresql",
-    "iceberg",
     "clickhouse",
     "http",
     "elasticsearch",

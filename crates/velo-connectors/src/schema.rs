@@ -6,6 +6,38 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::{ConnectorError, Result};
 
+/// Whether a query column of type `q` can be written to a table column of
+/// type `t` without losing values: the same type, or a wider one of the
+/// same kind.
+pub fn widens(q: &DataType, t: &DataType) -> bool {
+    use DataType::*;
+    let int = |d: &DataType| match d {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(4),
+        Int64 => Some(8),
+        _ => None,
+    };
+    match (q, t) {
+        _ if q == t => true,
+        (Null, _) => true,
+        (a, b) if int(a).is_some() && int(b).is_some() => int(a) <= int(b),
+        (Float32, Float64) => true,
+        (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
+        (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView) => true,
+        (Timestamp(_, a), Timestamp(_, b)) => a.is_some() == b.is_some(),
+        (Date32 | Date64, Date32) => true,
+        (Decimal128(p, s), Decimal128(p2, s2)) => s == s2 && p <= p2,
+        (Struct(a), Struct(b)) => a.iter().all(|f| {
+            b.iter()
+                .find(|g| g.name() == f.name())
+                .is_some_and(|g| widens(f.data_type(), g.data_type()))
+        }),
+        (List(a) | LargeList(a), List(b) | LargeList(b)) => widens(a.data_type(), b.data_type()),
+        _ => false,
+    }
+}
+
 /// Maps a SQL type name to Arrow.
 pub fn sql_type(t: &str) -> Option<DataType> {
     let t = t.trim().to_ascii_uppercase();
@@ -95,5 +127,22 @@ mod tests {
                 .to_string()
                 .contains("unknown type 'WHATEVER'")
         );
+    }
+
+    #[test]
+    fn types_widen_only_without_loss() {
+        assert!(widens(&DataType::Int32, &DataType::Int64));
+        assert!(!widens(&DataType::Int64, &DataType::Int32));
+        assert!(widens(&DataType::Utf8View, &DataType::Utf8));
+        assert!(!widens(&DataType::Utf8, &DataType::Int64));
+        assert!(!widens(&DataType::Float64, &DataType::Float32));
+        assert!(widens(
+            &DataType::Decimal128(10, 2),
+            &DataType::Decimal128(12, 2)
+        ));
+        assert!(!widens(
+            &DataType::Decimal128(10, 2),
+            &DataType::Decimal128(12, 3)
+        ));
     }
 }

@@ -328,6 +328,20 @@ fn panicked(source: &str, p: &(dyn std::any::Any + Send)) -> SourceEvent {
     )))
 }
 
+/// A point in time a table source reads as of (`timestamp` of the Delta
+/// and Iceberg sources): RFC 3339 (`2026-12-01T10:00:00Z`) or a date
+/// (`2026-12-01`, its midnight UTC).
+pub fn parse_instant(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = t.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some(d.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+}
+
 /// Starts the reader thread `thread` of `source`, which sends its events
 /// on (a clone of) `tx`: a panic in `run` reaches the engine as an internal
 /// error event instead of looking like the end of the input.
@@ -506,5 +520,13 @@ mod tests {
             other => panic!("expected an error event, got {other:?}"),
         }
         assert!(rt.block_on(r.next()).is_none());
+    }
+
+    #[test]
+    fn instants_parse_as_rfc3339_or_dates() {
+        assert!(parse_instant("2026-12-01T10:00:00Z").is_some());
+        assert!(parse_instant("2026-12-01T10:00:00+01:00").is_some());
+        assert!(parse_instant("2026-12-01").is_some());
+        assert!(parse_instant("yesterday").is_none());
     }
 }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -399,7 +399,7 @@ fn check_schema(
     for f in query.fields() {
         match existing.field_with_name(f.name()) {
             Err(_) => missing.push(f.name().clone()),
-            Ok(t) if !compatible(f.data_type(), t.data_type()) => {
+            Ok(t) if !velo_connectors::schema::widens(f.data_type(), t.data_type()) => {
                 return Err(ConnectorError::Other(format!(
                     "the column '{}' is {} in the query and {} in the Delta table {}: CAST it in the SELECT to the table's type",
                     f.name(),
@@ -437,39 +437,6 @@ fn check_schema(
         }
     }
     Ok(())
-}
-
-/// Whether a query column of type `q` can be written to a table column of
-/// type `t` without losing values: the same type, or a wider one of the
-/// same kind.
-fn compatible(q: &DataType, t: &DataType) -> bool {
-    use DataType::*;
-    let int = |d: &DataType| match d {
-        Int8 => Some(1),
-        Int16 => Some(2),
-        Int32 => Some(4),
-        Int64 => Some(8),
-        _ => None,
-    };
-    match (q, t) {
-        _ if q == t => true,
-        (Null, _) => true,
-        (a, b) if int(a).is_some() && int(b).is_some() => int(a) <= int(b),
-        (Float32, Float64) => true,
-        (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => true,
-        (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView) => true,
-        (Timestamp(_, a), Timestamp(_, b)) => a.is_some() == b.is_some(),
-        (Date32 | Date64, Date32) => true,
-        (Struct(a), Struct(b)) => a.iter().all(|f| {
-            b.iter()
-                .find(|g| g.name() == f.name())
-                .is_some_and(|g| compatible(f.data_type(), g.data_type()))
-        }),
-        (List(a) | LargeList(a), List(b) | LargeList(b)) => {
-            compatible(a.data_type(), b.data_type())
-        }
-        _ => false,
-    }
 }
 
 fn names(schema: &Schema) -> String {
@@ -704,7 +671,7 @@ impl Sink for DeltaSink {
 #[cfg(test)]
 mod tests {
     use arrow::array::Int64Array;
-    use arrow::datatypes::Field;
+    use arrow::datatypes::{DataType, Field};
 
     use super::*;
 
@@ -779,14 +746,5 @@ mod tests {
         stale.prepare_commit(2).unwrap();
         stale.commit(2).unwrap();
         assert_eq!(version_and_txn(&rt, d.path()), (2, Some(2)));
-    }
-
-    #[test]
-    fn types_convert_only_without_loss() {
-        assert!(compatible(&DataType::Int32, &DataType::Int64));
-        assert!(!compatible(&DataType::Int64, &DataType::Int32));
-        assert!(compatible(&DataType::Utf8View, &DataType::Utf8));
-        assert!(!compatible(&DataType::Utf8, &DataType::Int64));
-        assert!(!compatible(&DataType::Float64, &DataType::Float32));
     }
 }

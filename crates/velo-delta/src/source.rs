@@ -119,7 +119,7 @@ impl DeltaSourceConfig {
         let version = cfg.uint("version")?;
         let timestamp = match cfg.get("timestamp") {
             None => None,
-            Some(t) => Some(parse_time(t).ok_or_else(|| {
+            Some(t) => Some(source::parse_instant(t).ok_or_else(|| {
                 cfg.invalid(
                     "timestamp",
                     t,
@@ -160,17 +160,6 @@ impl DeltaSourceConfig {
                 .max(Duration::from_millis(10)),
         })
     }
-}
-
-fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let t = t.trim();
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Some(d.with_timezone(&chrono::Utc));
-    }
-    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
 }
 
 /// Where a reader stands: version `version`, read as a snapshot or as that
@@ -751,13 +740,5 @@ mod tests {
         };
         assert_eq!(At::of(&at.position()), Some(at));
         assert_eq!(At::of(&Position::default()), None);
-    }
-
-    #[test]
-    fn times_parse_as_rfc3339_or_dates() {
-        assert!(parse_time("2026-12-01T10:00:00Z").is_some());
-        assert!(parse_time("2026-12-01T10:00:00+01:00").is_some());
-        assert!(parse_time("2026-12-01").is_some());
-        assert!(parse_time("yesterday").is_none());
     }
 }

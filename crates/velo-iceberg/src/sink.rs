@@ -1,0 +1,642 @@
+//! `iceberg_sink`: every epoch of the job is one Iceberg snapshot.
+//!
+//! The epoch protocol maps onto an Iceberg write as follows:
+//! - `write`: batches stream into Parquet data files under the table's
+//!   `data/` folder (iceberg-rust's writers: one file per partition of the
+//!   spec, column statistics by field id, a new file at
+//!   `target_file_size`). Files no snapshot references are invisible to
+//!   every reader.
+//! - `prepare_commit`: the files are finished; their descriptions (path,
+//!   partition, statistics) become the epoch's recovery token, which the
+//!   engine stores in its checkpoint.
+//! - `commit`: one append snapshot with those files whose summary carries
+//!   `velo.job` (the job) and `velo.epoch` (the epoch), and the table
+//!   property `velo.epoch.<job>` set in the same metadata commit. A run
+//!   that died after its checkpoint but before the commit finishes it from
+//!   the token on restart (`recover`), unless the table shows the epoch is
+//!   there already: an epoch is in the table exactly once.
+//! - `abort`: the epoch's files stay unreferenced.
+//!
+//! After a commit, every `expire_interval` commits, snapshots older than
+//! `snapshot_max_age` beyond the latest `min_snapshots` are expired, so the
+//! table's metadata (read and rewritten by every commit) stays small.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow::datatypes::{Schema, SchemaRef};
+use iceberg::Catalog;
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::spec::{DataFile, DataFileFormat, FormatVersion};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use velo_connectors::{ConnectorContext, ConnectorError, Result, Sink, SinkCapabilities};
+
+use crate::bridge;
+use crate::config::IcebergSinkConfig;
+use crate::table::{self, Columns};
+
+type Builder =
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+type PlainWriter =
+    DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+/// An epoch's open data files.
+enum Writer {
+    /// An unpartitioned table: one rolling file.
+    Plain(Box<PlainWriter>),
+    /// A partitioned table: rows split by the spec, a file per partition.
+    Parted {
+        fanout: Box<FanoutWriter<Builder>>,
+        splitter: Box<RecordBatchPartitionSplitter>,
+    },
+}
+
+/// An epoch's finished files, not yet committed: the recovery token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Staged {
+    epoch: u64,
+    /// The partition spec the files were written with.
+    spec_id: i32,
+    /// The files, in Iceberg's JSON form of a data file.
+    files: Vec<String>,
+}
+
+/// The Iceberg sink.
+pub struct IcebergSink {
+    name: String,
+    cfg: IcebergSinkConfig,
+    /// The connector's keys (object-store access for the table's files).
+    keys: BTreeMap<String, String>,
+    ctx: ConnectorContext,
+    handle: Handle,
+    /// The query's schema (`set_schema`).
+    schema: Option<SchemaRef>,
+    catalog: Option<Arc<dyn Catalog>>,
+    /// The table, opened (or created) at the first epoch.
+    table: Option<Table>,
+    /// The table's columns.
+    columns: Option<Columns>,
+    writer: Option<Writer>,
+    transactional: bool,
+    staged: Option<Staged>,
+    /// The table's last epoch of this job when the run began.
+    committed_epoch: Option<u64>,
+    /// Commits made by this run, for `expire_interval`.
+    commits: u64,
+    /// Names this run's data files apart from any other run's.
+    run_id: String,
+}
+
+impl std::fmt::Debug for IcebergSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IcebergSink({} -> {})", self.name, self.cfg.table.shown)
+    }
+}
+
+impl IcebergSink {
+    /// A sink writing to the configured table; nothing is contacted until
+    /// the first epoch. Called on the runtime.
+    pub fn new(
+        name: &str,
+        cfg: IcebergSinkConfig,
+        keys: &BTreeMap<String, String>,
+        ctx: &ConnectorContext,
+    ) -> Result<Self> {
+        let handle = Handle::try_current().map_err(|_| {
+            ConnectorError::Internal("the Iceberg sink is created outside the runtime".into())
+        })?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Ok(Self {
+            name: name.to_string(),
+            cfg,
+            keys: keys.clone(),
+            ctx: ctx.clone(),
+            handle,
+            schema: None,
+            catalog: None,
+            table: None,
+            columns: None,
+            writer: None,
+            transactional: false,
+            staged: None,
+            committed_epoch: None,
+            commits: 0,
+            run_id: format!("{:x}{:x}", nanos, std::process::id()),
+        })
+    }
+
+    /// Phase 1 of the first epoch: the catalog, the table as it is (or a
+    /// new one with the query's columns), the query checked against it, and
+    /// the last epoch of this job the table holds.
+    fn open(&mut self) -> Result<()> {
+        if self.table.is_some() {
+            return Ok(());
+        }
+        let query = self.schema.clone().ok_or_else(|| {
+            ConnectorError::Internal("the Iceberg sink got no schema before its first epoch".into())
+        })?;
+        let t = self.cfg.table.clone();
+        let (keys, ctx, cfg) = (self.keys.clone(), self.ctx.clone(), self.cfg.clone());
+        let (catalog, table) = self.handle.block_on(async {
+            let catalog = t.connect(&keys, &ctx).await?;
+            let table =
+                table::load_or_create(catalog.as_ref(), &t, &query, &cfg.partition_by).await?;
+            let table = evolve(catalog.as_ref(), table, &query, &cfg).await?;
+            Ok::<_, ConnectorError>((catalog, table))
+        })?;
+        let columns = Columns::of(&table, &t)?;
+        check_columns(&query, &columns.arrow, &t.shown)?;
+        self.committed_epoch = table::committed_epoch(&table, &self.cfg.app_id);
+        self.catalog = Some(catalog);
+        self.table = Some(table);
+        self.columns = Some(columns);
+        Ok(())
+    }
+
+    fn table(&self) -> Result<&Table> {
+        self.table
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Internal("the Iceberg table is not open".into()))
+    }
+
+    /// A writer of new data files for epoch `epoch`.
+    fn writer(&self, epoch: u64) -> Result<Writer> {
+        let table = self.table()?;
+        let t = &self.cfg.table;
+        let meta = table.metadata();
+        let props = parquet_58::file::properties::WriterProperties::builder()
+            .set_compression(parquet_58::basic::Compression::ZSTD(Default::default()))
+            .build();
+        let parquet = ParquetWriterBuilder::new(props, meta.current_schema().clone());
+        let locations = DefaultLocationGenerator::new(meta).map_err(|e| t.error("write to", &e))?;
+        let names = DefaultFileNameGenerator::new(
+            format!("velo-{epoch:08}"),
+            Some(self.run_id.clone()),
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            self.cfg.target_file_size as usize,
+            table.file_io().clone(),
+            locations,
+            names,
+        );
+        let builder = DataFileWriterBuilder::new(rolling);
+        let spec = meta.default_partition_spec();
+        if spec.is_unpartitioned() {
+            let w = self
+                .handle
+                .block_on(builder.build(None))
+                .map_err(|e| t.error("write to", &e))?;
+            return Ok(Writer::Plain(Box::new(w)));
+        }
+        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+            meta.current_schema().clone(),
+            spec.clone(),
+        )
+        .map_err(|e| t.error("partition the rows of", &e))?;
+        Ok(Writer::Parted {
+            fanout: Box::new(FanoutWriter::new(builder)),
+            splitter: Box::new(splitter),
+        })
+    }
+
+    /// Commits `staged` as one append snapshot carrying the job and epoch;
+    /// then the snapshot expiry its interval asks for.
+    fn commit_staged(&mut self, staged: Staged) -> Result<()> {
+        if staged.files.is_empty() {
+            return Ok(());
+        }
+        let t = self.cfg.table.clone();
+        let table = self.table()?.clone();
+        let catalog = self
+            .catalog
+            .clone()
+            .ok_or_else(|| ConnectorError::Internal("the Iceberg catalog is not open".into()))?;
+        let files = decode_files(&table, &staged)?;
+        let job = self.cfg.app_id.clone();
+        let epoch = staged.epoch;
+        let committed = self.handle.block_on(async {
+            let tx = Transaction::new(&table);
+            let append = tx
+                .fast_append()
+                .with_check_duplicate(false)
+                .add_data_files(files)
+                .set_snapshot_properties(HashMap::from([
+                    (table::JOB_KEY.to_string(), job.clone()),
+                    (table::EPOCH_KEY.to_string(), epoch.to_string()),
+                ]));
+            let tx = append.apply(tx).map_err(|e| t.error("commit to", &e))?;
+            let props = tx
+                .update_table_properties()
+                .set(table::epoch_property(&job), epoch.to_string());
+            let tx = props.apply(tx).map_err(|e| t.error("commit to", &e))?;
+            tx.commit(catalog.as_ref())
+                .await
+                .map_err(|e| t.error("commit to", &e))
+        })?;
+        tracing::debug!(sink = %self.name, epoch, snapshot = ?committed.metadata().current_snapshot_id(), "committed to the Iceberg table");
+        self.table = Some(committed);
+        self.commits += 1;
+        self.maintain();
+        Ok(())
+    }
+
+    /// Phase after a commit: snapshot expiry when due. A failure loses
+    /// nothing (the commit stands), so it is logged.
+    fn maintain(&mut self) {
+        let every = self.cfg.expire_interval;
+        if every == 0 || !self.commits.is_multiple_of(every) {
+            return;
+        }
+        let (Some(table), Some(catalog)) = (self.table.clone(), self.catalog.clone()) else {
+            return;
+        };
+        let max_age = self.cfg.snapshot_max_age;
+        let keep = self.cfg.min_snapshots;
+        match self.handle.block_on(crate::maintenance::expire(
+            catalog.as_ref(),
+            &table,
+            max_age,
+            keep,
+        )) {
+            Ok((table, expired)) => {
+                if expired > 0 {
+                    tracing::info!(sink = %self.name, "expired {expired} snapshots of {}", self.cfg.table.shown);
+                }
+                self.table = Some(table);
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.name, "snapshot expiry of {} failed (the data is intact; it runs again after the next {every} commits): {e}", self.cfg.table.shown)
+            }
+        }
+    }
+
+    /// A batch of the query as a batch of the table: its columns in the
+    /// table's order and types, absent ones null.
+    fn to_table_batch(&self, batch: &RecordBatch) -> Result<bridge::Batch58> {
+        let columns = self
+            .columns
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Internal("the Iceberg table is not open".into()))?;
+        let schema = &columns.arrow;
+        let arrays: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match batch.column_by_name(f.name()) {
+                None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "the column '{}' ({}) cannot be written as {} to the Iceberg table {}: {e}",
+                        f.name(),
+                        c.data_type(),
+                        f.data_type(),
+                        self.cfg.table.shown
+                    ))
+                }),
+            })
+            .collect::<Result<_>>()?;
+        for (f, a) in schema.fields().iter().zip(&arrays) {
+            if !f.is_nullable() && a.null_count() > 0 {
+                return Err(ConnectorError::Other(format!(
+                    "the column '{}' is required in the Iceberg table {}, and the query produced a NULL for it: filter or COALESCE it",
+                    f.name(),
+                    self.cfg.table.shown
+                )));
+            }
+        }
+        let batch = RecordBatch::try_new(velo_connectors::source::relaxed(schema), arrays)
+            .map_err(|e| ConnectorError::Internal(format!("a batch for the Iceberg table: {e}")))?;
+        bridge::batch_to_iceberg(&batch, &columns.arrow58)
+            .map_err(|e| ConnectorError::Other(e.to_string()))
+    }
+}
+
+/// The staged files as data files of `table`.
+fn decode_files(table: &Table, staged: &Staged) -> Result<Vec<DataFile>> {
+    let meta = table.metadata();
+    let spec = meta.partition_spec_by_id(staged.spec_id).ok_or_else(|| {
+        ConnectorError::Other(format!(
+            "the checkpoint's Iceberg files were written with partition spec {}, which the table no longer has; move the state directory away to start over",
+            staged.spec_id
+        ))
+    })?;
+    let schema = meta.current_schema();
+    let ptype = spec
+        .partition_type(schema)
+        .map_err(|e| ConnectorError::Other(format!("the table's partition type: {e}")))?;
+    staged
+        .files
+        .iter()
+        .map(|json| {
+            iceberg::spec::deserialize_data_file_from_json(json, staged.spec_id, &ptype, schema)
+                .map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "the checkpoint's Iceberg file cannot be read ({e}); move the state directory away to start over"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Schema evolution, `schema.mode = 'merge'`: the query's columns the table
+/// lacks are added as optional columns, in one metadata commit.
+async fn evolve(
+    catalog: &dyn Catalog,
+    table: Table,
+    query: &Schema,
+    cfg: &IcebergSinkConfig,
+) -> Result<Table> {
+    let t = &cfg.table;
+    let current = table.metadata().current_schema().clone();
+    let missing: Vec<&arrow::datatypes::FieldRef> = query
+        .fields()
+        .iter()
+        .filter(|f| f.name() != velo_connectors::sink::OP_COLUMN)
+        .filter(|f| current.field_by_name(f.name()).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    let names = missing
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !cfg.merge_schema {
+        return Err(ConnectorError::Other(format!(
+            "the Iceberg table {} has no column(s) {names}: set schema.mode = 'merge' to add them to the table, or leave them out of the SELECT",
+            t.shown
+        )));
+    }
+    let added = table::iceberg_schema(&Schema::new(
+        missing
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ))?;
+    let tx = Transaction::new(&table);
+    let mut update = tx.update_schema();
+    for f in added.as_struct().fields() {
+        update = update.add_column(iceberg::transaction::AddColumn::optional(
+            &f.name,
+            (*f.field_type).clone(),
+        ));
+    }
+    let tx = update
+        .apply(tx)
+        .map_err(|e| t.error("add columns to", &e))?;
+    let table = tx
+        .commit(catalog)
+        .await
+        .map_err(|e| t.error("add columns to", &e))?;
+    tracing::info!(
+        "added the column(s) {names} to the Iceberg table {} (schema.mode = 'merge')",
+        t.shown
+    );
+    Ok(table)
+}
+
+/// The query against the table: every column it produces is in the table
+/// and converts to the table's type without loss; the table's required
+/// columns are all produced.
+fn check_columns(query: &Schema, table: &SchemaRef, shown: &str) -> Result<()> {
+    for f in query.fields() {
+        if f.name() == velo_connectors::sink::OP_COLUMN {
+            continue;
+        }
+        let Ok(t) = table.field_with_name(f.name()) else {
+            return Err(ConnectorError::Internal(format!(
+                "the column '{}' is missing from the Iceberg table {shown} after schema evolution",
+                f.name()
+            )));
+        };
+        let want = table::iceberg_type(f.data_type()).map_err(|why| {
+            ConnectorError::Other(format!(
+                "the column '{}' of type {} has no Iceberg type ({why}); CAST it in the SELECT",
+                f.name(),
+                f.data_type()
+            ))
+        })?;
+        if !velo_connectors::schema::widens(&want, t.data_type()) {
+            return Err(ConnectorError::Other(format!(
+                "the column '{}' is {} in the query and {} in the Iceberg table {shown}: CAST it in the SELECT to the table's type",
+                f.name(),
+                f.data_type(),
+                t.data_type()
+            )));
+        }
+    }
+    for f in table.fields() {
+        if !f.is_nullable() && query.field_with_name(f.name()).is_err() {
+            return Err(ConnectorError::Other(format!(
+                "the Iceberg table {shown} requires the column '{}', which the query does not produce",
+                f.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Sink for IcebergSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities { transactions: true }
+    }
+
+    fn set_transactional(&mut self, on: bool) {
+        self.transactional = on;
+    }
+
+    fn set_schema(&mut self, schema: SchemaRef) {
+        self.schema = Some(schema);
+    }
+
+    fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
+        self.open()?;
+        if self.transactional {
+            if let Some(v) = self.committed_epoch.filter(|v| *v >= epoch) {
+                return Err(ConnectorError::Other(format!(
+                    "the Iceberg table {} already holds epoch {v} of the job '{}', and this run is at epoch {epoch}: the job's checkpoint (state.dir) is missing or older than the table. Writing again would duplicate what the table has. Restore the state directory, or write to a new table, or give the job another name",
+                    self.cfg.table.shown, self.cfg.app_id
+                )));
+            }
+        }
+        if self.writer.is_none() {
+            self.writer = Some(self.writer(epoch)?);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = self.to_table_batch(batch)?;
+        let t = self.cfg.table.clone();
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| ConnectorError::Internal("write outside an epoch".into()))?;
+        self.handle.block_on(async {
+            match writer {
+                Writer::Plain(w) => w.write(rows).await.map_err(|e| t.error("write to", &e)),
+                Writer::Parted { fanout, splitter } => {
+                    let parts = splitter
+                        .split(&rows)
+                        .map_err(|e| t.error("partition the rows of", &e))?;
+                    for (key, part) in parts {
+                        fanout
+                            .write(key, part)
+                            .await
+                            .map_err(|e| t.error("write to", &e))?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn prepare_commit(&mut self, epoch: u64) -> Result<()> {
+        let t = self.cfg.table.clone();
+        let files = match self.writer.take() {
+            None => Vec::new(),
+            Some(Writer::Plain(mut w)) => self
+                .handle
+                .block_on(w.close())
+                .map_err(|e| t.error("finish the data files of", &e))?,
+            Some(Writer::Parted { fanout, .. }) => self
+                .handle
+                .block_on(fanout.close())
+                .map_err(|e| t.error("finish the data files of", &e))?,
+        };
+        let table = self.table()?;
+        let meta = table.metadata();
+        let spec = meta.default_partition_spec();
+        let ptype = spec
+            .partition_type(meta.current_schema())
+            .map_err(|e| t.error("read the partition type of", &e))?;
+        let version: FormatVersion = meta.format_version();
+        let files = files
+            .into_iter()
+            .filter(|f| f.record_count() > 0)
+            .map(|f| {
+                iceberg::spec::serialize_data_file_to_json(f, &ptype, version)
+                    .map_err(|e| t.error("describe the data files of", &e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.staged = Some(Staged {
+            epoch,
+            spec_id: spec.spec_id(),
+            files,
+        });
+        Ok(())
+    }
+
+    fn commit_token(&self) -> Option<serde_json::Value> {
+        if !self.transactional {
+            return None;
+        }
+        self.staged
+            .as_ref()
+            .filter(|s| !s.files.is_empty())
+            .and_then(|s| serde_json::to_value(s).ok())
+    }
+
+    fn recover(&mut self, token: &serde_json::Value) -> Result<()> {
+        let staged: Staged = serde_json::from_value(token.clone()).map_err(|e| {
+            ConnectorError::Other(format!(
+                "the checkpoint's Iceberg commit for {} cannot be read ({e}); move the state directory away to start over",
+                self.cfg.table.shown
+            ))
+        })?;
+        self.open()?;
+        if self.committed_epoch.is_some_and(|v| v >= staged.epoch) {
+            tracing::info!(sink = %self.name, epoch = staged.epoch, "the Iceberg table already holds the checkpoint's epoch");
+            return Ok(());
+        }
+        tracing::info!(sink = %self.name, epoch = staged.epoch, "committing the checkpoint's epoch to the Iceberg table");
+        let epoch = staged.epoch;
+        self.commit_staged(staged)?;
+        self.committed_epoch = Some(epoch);
+        Ok(())
+    }
+
+    fn commit(&mut self, epoch: u64) -> Result<()> {
+        let Some(staged) = self.staged.take() else {
+            return Ok(());
+        };
+        if staged.epoch != epoch {
+            return Err(ConnectorError::Internal(format!(
+                "commit of epoch {epoch}, but epoch {} was prepared",
+                staged.epoch
+            )));
+        }
+        self.commit_staged(staged)
+    }
+
+    fn abort(&mut self, epoch: u64) -> Result<()> {
+        // an open writer's files are dropped unfinished; finished ones stay
+        // unreferenced (expiry's orphan cleanup removes them)
+        self.writer = None;
+        if self.staged.take().is_some() {
+            tracing::debug!(sink = %self.name, epoch, "the epoch's Iceberg files stay unreferenced");
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.writer = None;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Iceberg table {} ({} catalog {}{}{})",
+            self.cfg.table.shown,
+            match self.cfg.table.kind {
+                crate::catalog::CatalogKind::Rest => "REST",
+                crate::catalog::CatalogKind::Sql => "SQL",
+            },
+            velo_config::mask(&self.cfg.table.uri),
+            if self.cfg.partition_by.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", partitioned by {}",
+                    self.cfg
+                        .partition_by
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            if self.cfg.merge_schema {
+                ", schema merge"
+            } else {
+                ""
+            }
+        )
+    }
+}

@@ -1,0 +1,550 @@
+//! The Iceberg connector end to end: tables written by velo read back by
+//! pyiceberg and DuckDB's iceberg extension (`tests/lake/iceberg.py`),
+//! tables written by pyiceberg read by velo; a SQL catalog on a SQLite file
+//! with a local warehouse, and SeaweedFS's REST catalog with its S3 on
+//! 127.0.0.1; crashes at the checkpoint and kill -9 at random moments.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{Weed, crash_and_resume_with, run_in};
+
+/// A SQL catalog in `dir` as pyiceberg opens it.
+fn sql_catalog(dir: &Path) -> Value {
+    json!({
+        "type": "sql",
+        "uri": format!("sqlite:///{}", dir.join("lake/catalog.db").display()),
+        "warehouse": format!("file://{}", dir.join("lake/warehouse").display()),
+    })
+}
+
+/// The keys of a velo connector on that catalog, as an `iceberg://` URI's
+/// query.
+const SQL_Q: &str = "catalog_uri=sqlite:lake/catalog.db&warehouse=lake/warehouse";
+
+/// Runs `tests/lake/iceberg.py` against `catalog`, with `env`.
+fn py(catalog: &Value, args: &[&str], env: &[(String, String)]) -> String {
+    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/iceberg.py");
+    let mut c = std::process::Command::new(python);
+    c.arg(script)
+        .args(args)
+        .env("ICEBERG_CATALOG", catalog.to_string());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("python runs");
+    assert!(
+        o.status.success(),
+        "iceberg.py {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The table as pyiceberg reads it.
+fn read(catalog: &Value, table: &str) -> Value {
+    serde_json::from_str(&py(catalog, &["read", table], &[])).unwrap()
+}
+
+fn ids(rows: &[Value], col: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = rows.iter().map(|r| r[col].as_i64().unwrap()).collect();
+    v.sort();
+    v
+}
+
+fn run(dir: &Path, env: &[(String, String)]) -> (bool, String) {
+    let o = run_in(dir, &["run", "app.sql"], env);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Orders in a CSV file, appended to a table partitioned by day and by a
+/// bucket of the id over several epochs: pyiceberg and DuckDB read every
+/// row once, the spec is the one asked for, and every epoch is one append
+/// snapshot whose summary names the job and the epoch.
+#[test]
+fn a_partitioned_table_is_created_and_appended_to() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut csv = String::from("id,region,amount,ts\n");
+    for i in 0..100 {
+        csv += &format!(
+            "{i},{},{}.5,2026-12-0{}T10:00:00Z\n",
+            ["eu", "us", "apac"][i % 3],
+            i,
+            1 + i % 3
+        );
+    }
+    std::fs::write(dir.join("orders.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM copy AS SELECT id, region, amount, CAST(ts AS TIMESTAMP) AS ts FROM orders INTO lake
+             WITH ('orders.type' = 'file_source', 'orders.path' = 'orders.csv', 'batch.size' = '25',
+                   'lake.type' = 'iceberg_sink', 'lake.table' = 'sales.orders',
+                   'lake.catalog_uri' = 'sqlite:lake/catalog.db', 'lake.warehouse' = 'lake/warehouse',
+                   'lake.partition_by' = 'day(ts), bucket(4, id)');",
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let cat = sql_catalog(dir);
+    let t = read(&cat, "sales.orders");
+    let rows = t["rows"].as_array().unwrap();
+    assert_eq!(ids(rows, "id"), (0..100).collect::<Vec<_>>());
+    assert!(rows.iter().all(|r| r["region"].as_str().unwrap()
+        == ["eu", "us", "apac"][r["id"].as_u64().unwrap() as usize % 3]));
+    assert_eq!(
+        t["partition"],
+        json!([
+            {"name": "ts_day", "transform": "day"},
+            {"name": "id_bucket", "transform": "bucket[4]"}
+        ])
+    );
+    let snaps = t["snapshots"].as_array().unwrap();
+    assert_eq!(
+        snaps.len(),
+        4,
+        "one snapshot per epoch of 25 rows: {snaps:?}"
+    );
+    for (i, s) in snaps.iter().enumerate() {
+        assert_eq!(s["operation"], "append");
+        assert_eq!(s["summary"]["velo.job"], "copy");
+        assert_eq!(s["summary"]["velo.epoch"], (i + 1).to_string());
+    }
+    // three days times up to four buckets: one file per partition per epoch
+    assert!(t["files"].as_u64().unwrap() >= 12, "{}", t["files"]);
+    // DuckDB agrees
+    let duck: Vec<Value> = serde_json::from_str(&py(&cat, &["duck", "sales.orders"], &[])).unwrap();
+    assert_eq!(ids(&duck, "id"), (0..100).collect::<Vec<_>>());
+    // the iceberg:// URI names the same kind of sink; a second job appends
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM again AS SELECT id, region, amount, CAST(ts AS TIMESTAMP) AS ts FROM orders
+             INTO 'iceberg://sales.orders?{SQL_Q}' WITH ('orders.type' = 'file_source', 'orders.path' = 'orders.csv');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        read(&cat, "sales.orders")["rows"].as_array().unwrap().len(),
+        200
+    );
+}
+
+/// The windowed job of the other crash tests, into an Iceberg table with
+/// `use_transactions`.
+fn windowed_app(dir: &Path, extra: &str) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for (f, range) in [("a", 0..3_000i64), ("b", 3_000..6_000)] {
+        crate::common::write_id_ts_parquet(&dir.join(format!("data/{f}.parquet")), range);
+    }
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM w AS SELECT CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(id) AS ids
+             FROM events GROUP BY TUMBLE(ts, INTERVAL '100' MILLISECOND) INTO lake
+             WITH ('events.type' = 'file_source', 'events.path' = 'data/*.parquet',
+                   'events.watermark.max_out_of_orderness' = '0ms',
+                   'use_transactions' = 'true', 'state.dir' = 'state', 'batch.size' = '250'{extra},
+                   'lake.type' = 'iceberg_sink', 'lake.table' = 'stats.windows',
+                   'lake.catalog_uri' = 'sqlite:lake/catalog.db', 'lake.warehouse' = 'lake/warehouse');"
+        ),
+    )
+    .unwrap();
+}
+
+/// Every one of the 60 windows in the table once, with its 100 records;
+/// the table's property for the job holds the run's last epoch.
+fn assert_windows_once(dir: &Path) -> Value {
+    let t = read(&sql_catalog(dir), "stats.windows");
+    crate::common::assert_each_window_once(t["rows"].as_array().unwrap());
+    assert!(
+        t["properties"]["velo.epoch.w"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{}",
+        t["properties"]
+    );
+    t
+}
+
+/// Crashed right after two of its checkpoints (before the Iceberg commit),
+/// the job commits the checkpointed epoch on restart, once: every window
+/// is in the table exactly once, a finished run started again adds
+/// nothing, and without its checkpoint the job refuses to write again.
+#[test]
+fn a_crash_between_checkpoint_and_commit_loses_and_duplicates_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    windowed_app(dir, "");
+    let log = crash_and_resume_with(dir, &["3", "7"], &[]);
+    assert!(
+        log.contains("committing the checkpoint's epoch to the Iceberg table"),
+        "the restart finished the crashed run's commit: {log}"
+    );
+    let t = assert_windows_once(dir);
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let again = read(&sql_catalog(dir), "stats.windows");
+    assert_eq!(again["current"], t["current"], "nothing new: {log}");
+    std::fs::remove_dir_all(dir.join("state")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "a run without its checkpoint must not write again");
+    assert!(log.contains("already holds epoch"), "{log}");
+    assert_eq!(
+        read(&sql_catalog(dir), "stats.windows")["current"],
+        t["current"]
+    );
+}
+
+/// kill -9 at random moments of a paced run (reading, writing data files,
+/// committing), four times, then a run to the end: every window once.
+#[test]
+fn kill_9_at_random_moments_keeps_every_window_once() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    windowed_app(dir, ", 'rate_limit' = '1500'");
+    for _ in 0..4 {
+        let mut child = crate::common::velo()
+            .current_dir(dir)
+            .args(["run", "app.sql"])
+            .env("HOME", dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ms = rng.random_range(300..2_500);
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "seed {seed}: {log}");
+    assert_windows_once(dir);
+}
+
+/// A query with a column the table lacks: refused by default with what to
+/// do; `schema.mode = 'merge'` adds it (older rows read it as null).
+#[test]
+fn new_columns_are_refused_or_merged_by_schema_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cat = sql_catalog(dir);
+    py(
+        &cat,
+        &["write", "crm.people", r#"[{"id": 1, "name": "ann"}]"#],
+        &[],
+    );
+    std::fs::write(
+        dir.join("in.jsonl"),
+        "{\"id\":2,\"name\":\"bob\",\"city\":\"oslo\"}\n",
+    )
+    .unwrap();
+    let app = |mode: &str| {
+        format!(
+            "CREATE STREAM p AS SELECT id, name, city FROM src INTO 'iceberg://crm.people?{SQL_Q}{mode}'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');"
+        )
+    };
+    std::fs::write(dir.join("app.sql"), app("")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "strict refuses a new column");
+    assert!(
+        log.contains("no column(s) city") && log.contains("schema.mode = 'merge'"),
+        "{log}"
+    );
+    assert_eq!(
+        read(&cat, "crm.people")["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    std::fs::write(dir.join("app.sql"), app("&schema.mode=merge")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let t = read(&cat, "crm.people");
+    assert_eq!(t["columns"], json!(["id", "name", "city"]));
+    let mut rows = t["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    assert_eq!(
+        Value::Array(rows),
+        json!([
+            {"id": 1, "name": "ann", "city": null},
+            {"id": 2, "name": "bob", "city": "oslo"}
+        ])
+    );
+}
+
+/// A table pyiceberg wrote in three appends: read as of its first
+/// snapshot (time travel); followed from its snapshot while pyiceberg
+/// appends, stopped and resumed from the checkpoint (nothing read twice or
+/// missed); a delete stops a follower with an error that says why.
+#[test]
+fn the_source_reads_snapshots_and_follows_appends() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cat = sql_catalog(dir);
+    let append = |from: i64| -> i64 {
+        let rows: Vec<Value> = (from..from + 3)
+            .map(|i| json!({"id": i, "v": format!("r{i}")}))
+            .collect();
+        py(
+            &cat,
+            &["write", "src.events", &Value::Array(rows).to_string()],
+            &[],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let first = append(1);
+    append(4);
+    append(7);
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM tt AS SELECT id, v FROM 'iceberg://src.events?{SQL_Q}&snapshot_id={first}' INTO out
+             WITH ('out.type' = 'file_sink', 'out.path' = 'first.jsonl');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(ids(&jsonl(&dir.join("first.jsonl")), "id"), vec![1, 2, 3]);
+    // the current snapshot, with a filter and a projection
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM now AS SELECT id FROM 'iceberg://src.events?{SQL_Q}' WHERE id > 2 INTO out
+             WITH ('out.type' = 'file_sink', 'out.path' = 'now.jsonl');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        ids(&jsonl(&dir.join("now.jsonl")), "id"),
+        (3..10).collect::<Vec<_>>()
+    );
+    // a time before the table: a clear error
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM tt AS SELECT id FROM 'iceberg://src.events?{SQL_Q}&timestamp=2000-01-01' INTO out
+             WITH ('out.type' = 'stdout');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(
+        !ok && log.contains("has no snapshot as of 2000-01-01"),
+        "{log}"
+    );
+
+    // snapshot, then follow: into another Iceberg table, read by pyiceberg
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE STREAM live AS SELECT id, v FROM src INTO out
+             WITH ('src.type' = 'iceberg_source', 'src.table' = 'src.events', 'src.mode' = 'snapshot_and_follow',
+                   'src.catalog_uri' = 'sqlite:lake/catalog.db', 'src.warehouse' = 'lake/warehouse',
+                   'src.poll_interval' = '100ms', 'use_transactions' = 'true', 'batch.timeout' = '200ms',
+                   'out.type' = 'iceberg_sink', 'out.table' = 'copy.events',
+                   'out.catalog_uri' = 'sqlite:lake/catalog.db', 'out.warehouse' = 'lake/warehouse');"
+    )
+    .unwrap();
+    let count = || -> usize {
+        let out = std::process::Command::new(
+            std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into()),
+        )
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/iceberg.py"))
+        .args(["read", "copy.events"])
+        .env("ICEBERG_CATALOG", cat.to_string())
+        .output()
+        .unwrap();
+        if !out.status.success() {
+            return 0;
+        }
+        let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+        t["rows"].as_array().unwrap().len()
+    };
+    let child = crate::lake::start_example(dir, &[]);
+    let mut appended = false;
+    crate::lake::stop_when(child, || {
+        let n = count();
+        if n == 9 && !appended {
+            append(10);
+            appended = true;
+        }
+        n == 12
+    });
+    append(13);
+    append(16);
+    let child = crate::lake::start_example(dir, &[]);
+    crate::lake::stop_when(child, || count() >= 18);
+    let rows = read(&cat, "copy.events")["rows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ids(&rows, "id"),
+        (1..19).collect::<Vec<_>>(),
+        "every row once across the stop"
+    );
+    // a delete in the followed table stops the job with the reason
+    py(&cat, &["delete", "src.events", "id", "2"], &[]);
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "a followed table's delete fails the job");
+    assert!(
+        log.contains("deletes rows") || log.contains("overwrites rows"),
+        "{log}"
+    );
+}
+
+/// SeaweedFS's REST catalog with its tables on its S3: a table written by
+/// velo is read by pyiceberg, and read back by velo's source.
+#[test]
+fn a_rest_catalog_on_s3_is_written_and_read() {
+    let weed = Weed::start();
+    let env = weed.env();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut input = String::new();
+    for i in 0..50 {
+        input += &format!("{{\"id\":{i},\"kind\":\"k{}\"}}\n", i % 4);
+    }
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    let keys = format!(
+        "catalog_uri=http://127.0.0.1:{}&warehouse=s3://warehouse&credential={}:{}",
+        weed.iceberg,
+        crate::common::WEED_KEY.0,
+        crate::common::WEED_KEY.1
+    );
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, kind FROM src INTO 'iceberg://lakehouse.events?{keys}&partition_by=kind'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '20');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    assert!(
+        !log.contains(crate::common::WEED_KEY.1),
+        "the secret leaked: {log}"
+    );
+    let cat = json!({
+        "type": "rest",
+        "uri": format!("http://127.0.0.1:{}", weed.iceberg),
+        "warehouse": "s3://warehouse",
+        "credential": format!("{}:{}", crate::common::WEED_KEY.0, crate::common::WEED_KEY.1),
+        "s3.endpoint": format!("http://127.0.0.1:{}", weed.s3),
+        "s3.access-key-id": crate::common::WEED_KEY.0,
+        "s3.secret-access-key": crate::common::WEED_KEY.1,
+        "s3.region": "us-east-1",
+    });
+    let t: Value = serde_json::from_str(&py(&cat, &["read", "lakehouse.events"], &env)).unwrap();
+    assert_eq!(
+        ids(t["rows"].as_array().unwrap(), "id"),
+        (0..50).collect::<Vec<_>>()
+    );
+    assert_eq!(t["snapshots"].as_array().unwrap().len(), 3);
+    assert!(
+        t["metadata"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://warehouse/"),
+        "{}",
+        t["metadata"]
+    );
+    // and back through velo's source
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM down AS SELECT id, kind FROM 'iceberg://lakehouse.events?{keys}' INTO out
+             WITH ('out.type' = 'file_sink', 'out.path' = 'back.jsonl');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    let back = jsonl(&dir.join("back.jsonl"));
+    assert_eq!(ids(&back, "id"), (0..50).collect::<Vec<_>>());
+    assert!(
+        back.iter()
+            .all(|r| r["kind"].as_str().unwrap() == format!("k{}", r["id"].as_i64().unwrap() % 4))
+    );
+}
+
+/// What a careless or hostile user gets: a clear error naming what to
+/// write, a failed exit, and never the secret.
+#[test]
+fn iceberg_mistakes_are_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("in.jsonl"), "{\"id\":1}\n").unwrap();
+    let sink = |keys: &str| {
+        format!(
+            "CREATE STREAM a AS SELECT id FROM src INTO lake WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'lake.type' = 'iceberg_sink', {keys});"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (sink("'lake.table' = 'orders', 'lake.catalog_uri' = 'http://127.0.0.1:1'"), "namespace.table"),
+        (sink("'lake.table' = 'a.b'"), "catalog_uri"),
+        (sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'thrift://hive:9083'"), "REST catalog's http(s)"),
+        (sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db'"), "a SQL catalog needs one"),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.partition_by' = 'week(id)'"),
+            "not a partition transform",
+        ),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.partition_by' = 'day(region)'"),
+            "partition_by names 'region'",
+        ),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'http://127.0.0.1:1', 'lake.token' = 'SuperSecret123'"),
+            "a.b",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO out WITH ('src.type' = 'iceberg_source', 'src.table' = 'no.such', 'src.catalog_uri' = 'sqlite:c.db', 'src.warehouse' = 'w', 'out.type' = 'stdout');".into(),
+            "cannot load the Iceberg table default.no.such",
+        ),
+        (
+            "CREATE STREAM a AS SELECT id FROM src INTO out WITH ('src.type' = 'iceberg_source', 'src.table' = 'a.b', 'src.catalog_uri' = 'sqlite:c.db', 'src.warehouse' = 'w', 'src.mode' = 'follow', 'src.snapshot_id' = '3', 'out.type' = 'stdout');".into(),
+            "starting_snapshot_id",
+        ),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.target_file_size' = 'big'"),
+            "target_file_size",
+        ),
+    ];
+    for (sql, want) in &cases {
+        std::fs::write(dir.join("app.sql"), sql).unwrap();
+        let (ok, log) = run(dir, &[]);
+        assert!(!ok, "{sql} must fail");
+        assert!(log.contains(want), "{sql}: wants {want:?} in: {log}");
+        assert!(!log.contains("SuperSecret123"), "the secret leaked: {log}");
+    }
+}

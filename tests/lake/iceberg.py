@@ -1,0 +1,134 @@
+"""The Iceberg tests' independent clients: pyiceberg and DuckDB's iceberg
+extension (loaded offline from its wheel), never velo's own code. The
+catalog comes from $ICEBERG_CATALOG, a JSON object of pyiceberg catalog
+properties (a SQL catalog on a SQLite file, or a REST catalog with its S3
+settings); its name is "default", velo's default catalog_name.
+
+    iceberg.py read TABLE [SNAPSHOT_ID]
+        one JSON document: the rows (sorted), the snapshots (oldest first:
+        id, parent, operation, summary), the partition spec's fields
+        (name, transform), the column names, the table properties, the
+        metadata file, and the number of data files of the current snapshot
+    iceberg.py duck TABLE      the rows as DuckDB's iceberg_scan reads the
+                               table's current metadata file (local tables)
+    iceberg.py write TABLE JSON_ROWS [PARTITION_TRANSFORM COLUMN]
+                               appends the rows, creating the table if missing
+    iceberg.py delete TABLE COLUMN VALUE
+                               deletes the rows where COLUMN = VALUE
+"""
+import glob
+import json
+import os
+import sys
+
+import pyarrow as pa
+
+
+def catalog():
+    from pyiceberg.catalog import load_catalog
+
+    props = json.loads(os.environ["ICEBERG_CATALOG"])
+    if props.get("type") == "sql":
+        # a new catalog: its file's folder and the warehouse
+        os.makedirs(os.path.dirname(props["uri"].removeprefix("sqlite:///")), exist_ok=True)
+        os.makedirs(props["warehouse"].removeprefix("file://"), exist_ok=True)
+    return load_catalog("default", **props)
+
+
+def rows_of(table):
+    rows = table.to_pylist()
+    return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+
+def read(name, snapshot=None):
+    t = catalog().load_table(name)
+    scan = t.scan(snapshot_id=int(snapshot)) if snapshot else t.scan()
+    snaps = []
+    for s in sorted(t.metadata.snapshots, key=lambda s: (s.sequence_number or 0, s.timestamp_ms)):
+        summary = s.summary.model_dump() if hasattr(s.summary, "model_dump") else dict(s.summary)
+        op = summary.pop("operation", None)
+        snaps.append(
+            {
+                "id": s.snapshot_id,
+                "parent": s.parent_snapshot_id,
+                "operation": str(getattr(op, "value", op)),
+                "summary": {k: str(v) for k, v in summary.items()},
+            }
+        )
+    current = t.current_snapshot()
+    files = len(list(t.scan().plan_files())) if current else 0
+    out = {
+        "rows": rows_of(scan.to_arrow()),
+        "snapshots": snaps,
+        "current": current.snapshot_id if current else None,
+        "partition": [
+            {"name": f.name, "transform": str(f.transform)} for f in t.spec().fields
+        ],
+        "columns": [f.name for f in t.schema().fields],
+        "required": [f.name for f in t.schema().fields if f.required],
+        "properties": dict(t.properties),
+        "metadata": t.metadata_location,
+        "files": files,
+    }
+    print(json.dumps(out, default=str))
+
+
+def duck(name):
+    import duckdb
+    import duckdb_extension_avro
+    import duckdb_extension_iceberg
+
+    t = catalog().load_table(name)
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true", "autoinstall_known_extensions": "false"})
+    # iceberg reads manifests with the avro extension: both from their wheels
+    for mod, ext in [(duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")]:
+        path = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", f"{ext}.duckdb_extension"))[0]
+        con.execute(f"LOAD '{path}'")
+    meta = t.metadata_location.removeprefix("file://")
+    rel = con.execute(f"SELECT * FROM iceberg_scan('{meta}')").arrow()
+    if hasattr(rel, "read_all"):
+        rel = rel.read_all()
+    print(json.dumps(rows_of(rel), default=str))
+
+
+def write(name, rows, transform=None, column=None):
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import parse_transform
+
+    cat = catalog()
+    data = pa.Table.from_pylist(json.loads(rows))
+    ns = name.rsplit(".", 1)[0]
+    try:
+        cat.create_namespace(ns)
+    except Exception:
+        pass
+    try:
+        t = cat.load_table(name)
+    except Exception:
+        t = cat.create_table(name, schema=data.schema)
+        if transform:
+            with t.update_spec() as u:
+                u.add_field(column, parse_transform(transform), f"{column}_{transform.split('[')[0]}")
+            t = cat.load_table(name)
+    t.append(data)
+    print(t.current_snapshot().snapshot_id)
+
+
+def delete(name, column, value):
+    from pyiceberg.expressions import EqualTo
+
+    t = catalog().load_table(name)
+    t.delete(EqualTo(column, int(value)))
+    print(t.current_snapshot().snapshot_id)
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"read": read, "duck": duck, "write": write, "delete": delete}[cmd](*args)
+    sys.stdout.flush()
+    # pyarrow's and DuckDB's threads can hang interpreter shutdown
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
