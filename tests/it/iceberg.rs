@@ -548,3 +548,73 @@ fn iceberg_mistakes_are_clear_errors() {
         assert!(!log.contains("SuperSecret123"), "the secret leaked: {log}");
     }
 }
+
+/// A long-running sink does not grow the metadata without end: with
+/// `expire_interval = 3` and no age to keep, each third commit expires all
+/// but the latest `min_snapshots`; `velo iceberg expire` does the same by
+/// hand; the rows stay.
+#[test]
+fn old_snapshots_are_expired_by_the_sink_and_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut input = String::new();
+    for i in 0..100 {
+        input += &format!("{{\"id\":{i}}}\n");
+    }
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    let app = |extra: &str| {
+        format!(
+            "CREATE STREAM e AS SELECT id FROM src INTO lake
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '10',
+                   'lake.type' = 'iceberg_sink', 'lake.table' = 'ops.ids',
+                   'lake.catalog_uri' = 'sqlite:lake/catalog.db', 'lake.warehouse' = 'lake/warehouse'{extra});"
+        )
+    };
+    let cat = sql_catalog(dir);
+    // no expiry: one snapshot per epoch
+    std::fs::write(dir.join("app.sql"), app(", 'lake.expire_interval' = '0'")).unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        read(&cat, "ops.ids")["snapshots"].as_array().unwrap().len(),
+        10
+    );
+    // the command line keeps the latest 4
+    let o = run_in(
+        dir,
+        &[
+            "iceberg",
+            "expire",
+            "ops.ids",
+            "--catalog-uri",
+            "sqlite:lake/catalog.db",
+            "--warehouse",
+            "lake/warehouse",
+            "--older-than",
+            "0s",
+            "--retain",
+            "4",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("expired 6 snapshots"));
+    let t = read(&cat, "ops.ids");
+    assert_eq!(t["snapshots"].as_array().unwrap().len(), 4);
+    assert_eq!(t["rows"].as_array().unwrap().len(), 100);
+    // the sink: ten more epochs, expiring every third commit down to 2
+    std::fs::write(
+        dir.join("app.sql"),
+        app(", 'lake.expire_interval' = '3', 'lake.snapshot_max_age' = '0s', 'lake.min_snapshots' = '2'"),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let t = read(&cat, "ops.ids");
+    let n = t["snapshots"].as_array().unwrap().len();
+    assert!(
+        n <= 3,
+        "expired to the latest 2, plus at most one commit since: {n}"
+    );
+    assert_eq!(t["rows"].as_array().unwrap().len(), 200);
+}
