@@ -759,6 +759,25 @@ fn seed_example_5_kafka_joined_with_s3_into_delta() {
     let mut env = moto.env();
     env.push(("KAFKA_BROKERS".into(), bs.clone()));
     env.push(("BATCH_TIMEOUT".into(), "1s".into()));
+    // the current stock of products 0 and 1 (2 has none) in an Iceberg
+    // table (a SQL catalog here, its data on S3), written by velo's own
+    // Iceberg sink (pyarrow's multipart uploads fail on moto)
+    std::fs::write(
+        dir.join("stock.csv"),
+        "product_id,current_inventory\n0,40\n1,41\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("stock.sql"),
+        "CREATE STREAM stock AS SELECT product_id, current_inventory FROM s INTO t
+         WITH ('s.type' = 'file_source', 's.path' = 'stock.csv',
+               't.type' = 'iceberg_sink', 't.table' = 'catalog.inventory.current_stock',
+               't.catalog_uri' = 'sqlite:catalog.db', 't.warehouse' = 's3://warehouse/iceberg');",
+    )
+    .unwrap();
+    let o = run_in(dir, &["run", "stock.sql"], &env);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    env.push(("ICEBERG_CATALOG".into(), "sqlite:catalog.db".into()));
     let want: Vec<i64> = (0..200).filter(|i| *i as f64 * 7.5 > 500.0).collect();
     let table = "s3://lakehouse/enriched_orders";
     let rows = || -> Vec<Value> {
@@ -790,6 +809,12 @@ fn seed_example_5_kafka_joined_with_s3_into_delta() {
                 assert_eq!(r["lifetime_value"].as_f64(), Some(c as f64 * 100.0), "{r}");
             }
             _ => assert!(seg.is_null(), "no history, no segment: {r}"),
+        }
+        let p = r["order_id"].as_i64().unwrap() % 3;
+        let stock = &r["current_inventory"];
+        match p {
+            0 | 1 => assert_eq!(stock.as_i64(), Some(40 + p), "{r}"),
+            _ => assert!(stock.is_null(), "no stock row, no stock: {r}"),
         }
     }
 }

@@ -30,8 +30,9 @@ def catalog():
     props = json.loads(os.environ["ICEBERG_CATALOG"])
     if props.get("type") == "sql":
         # a new catalog: its file's folder and the warehouse
-        os.makedirs(os.path.dirname(props["uri"].removeprefix("sqlite:///")), exist_ok=True)
-        os.makedirs(props["warehouse"].removeprefix("file://"), exist_ok=True)
+        os.makedirs(os.path.dirname(props["uri"].removeprefix("sqlite://")), exist_ok=True)
+        if "://" not in props["warehouse"].removeprefix("file://"):
+            os.makedirs(props["warehouse"].removeprefix("file://"), exist_ok=True)
     return load_catalog("default", **props)
 
 
