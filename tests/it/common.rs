@@ -569,3 +569,26 @@ impl Drop for Weed {
         let _ = self.child.wait();
     }
 }
+
+/// Starts `velo run app.sql` in `dir` `times` times and kills each with
+/// SIGKILL at a random moment between 0.3 and 2.5 s (no epoch finishes, no
+/// file is closed); returns the random seed, for the failure message.
+pub fn kill_9_at_random_moments(dir: &Path, times: usize) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    for _ in 0..times {
+        let mut child = velo()
+            .current_dir(dir)
+            .args(["run", "app.sql"])
+            .env("HOME", dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..2_500)));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    seed
+}

@@ -5,7 +5,6 @@
 //! 127.0.0.1; crashes at the checkpoint and kill -9 at random moments.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -219,26 +218,10 @@ fn a_crash_between_checkpoint_and_commit_loses_and_duplicates_nothing() {
 /// committing), four times, then a run to the end: every window once.
 #[test]
 fn kill_9_at_random_moments_keeps_every_window_once() {
-    use rand::{Rng, SeedableRng};
-    let seed: u64 = rand::random();
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     windowed_app(dir, ", 'rate_limit' = '1500'");
-    for _ in 0..4 {
-        let mut child = crate::common::velo()
-            .current_dir(dir)
-            .args(["run", "app.sql"])
-            .env("HOME", dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let ms = rng.random_range(300..2_500);
-        std::thread::sleep(Duration::from_millis(ms));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let seed = crate::common::kill_9_at_random_moments(dir, 4);
     let (ok, log) = run(dir, &[]);
     assert!(ok, "seed {seed}: {log}");
     assert_windows_once(dir);

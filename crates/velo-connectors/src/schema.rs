@@ -38,6 +38,22 @@ pub fn widens(q: &DataType, t: &DataType) -> bool {
     }
 }
 
+/// A table sink's `schema.mode`: `merge` (true) adds the query's new
+/// columns to the table; `strict` (false, the default) refuses them.
+pub fn merge_mode(
+    cfg: &velo_config::ConnectorConfig,
+) -> std::result::Result<bool, velo_config::ConfigError> {
+    match cfg
+        .get("schema.mode")
+        .map(|m| m.trim().to_ascii_lowercase())
+    {
+        None => Ok(false),
+        Some(m) if m == "strict" => Ok(false),
+        Some(m) if m == "merge" => Ok(true),
+        Some(m) => Err(cfg.invalid("schema.mode", &m, "strict or merge")),
+    }
+}
+
 /// Maps a SQL type name to Arrow.
 pub fn sql_type(t: &str) -> Option<DataType> {
     let t = t.trim().to_ascii_uppercase();

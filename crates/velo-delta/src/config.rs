@@ -101,15 +101,7 @@ impl DeltaSinkConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> Result<Self, ConfigError> {
         crate::table::configured_path(cfg)?;
-        let merge_schema = match cfg
-            .get("schema.mode")
-            .map(|m| m.trim().to_ascii_lowercase())
-        {
-            None => false,
-            Some(m) if m == "strict" => false,
-            Some(m) if m == "merge" => true,
-            Some(m) => return Err(cfg.invalid("schema.mode", &m, "strict or merge")),
-        };
+        let merge_schema = velo_connectors::schema::merge_mode(cfg)?;
         let merge_on: Vec<String> = cfg
             .get("merge_on")
             .map(|v| {

@@ -174,15 +174,7 @@ impl IcebergSinkConfig {
                     )
                 })?,
         };
-        let merge_schema = match cfg
-            .get("schema.mode")
-            .map(|m| m.trim().to_ascii_lowercase())
-        {
-            None => false,
-            Some(m) if m == "strict" => false,
-            Some(m) if m == "merge" => true,
-            Some(m) => return Err(cfg.invalid("schema.mode", &m, "strict or merge")),
-        };
+        let merge_schema = velo_connectors::schema::merge_mode(cfg)?;
         Ok(Self {
             table,
             partition_by,
