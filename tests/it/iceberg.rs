@@ -475,6 +475,21 @@ fn a_rest_catalog_on_s3_is_written_and_read() {
     assert!(ok, "{log}");
     let back = jsonl(&dir.join("back.jsonl"));
     assert_eq!(ids(&back, "id"), (0..50).collect::<Vec<_>>());
+    // a wrong secret: a failed run that names the table, the secret unprinted
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM bad AS SELECT id, kind FROM src INTO 'iceberg://lakehouse.events?catalog_uri=http://127.0.0.1:{}&warehouse=s3://warehouse&credential={}:WrongSecret987'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');",
+            weed.iceberg,
+            crate::common::WEED_KEY.0
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(!ok, "a wrong credential fails the run: {log}");
+    assert!(log.contains("lakehouse.events"), "{log}");
+    assert!(!log.contains("WrongSecret987"), "the secret leaked: {log}");
     assert!(
         back.iter()
             .all(|r| r["kind"].as_str().unwrap() == format!("k{}", r["id"].as_i64().unwrap() % 4))

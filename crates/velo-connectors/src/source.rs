@@ -328,6 +328,34 @@ fn panicked(source: &str, p: &(dyn std::any::Any + Send)) -> SourceEvent {
     )))
 }
 
+/// How a table source (Delta, Iceberg) reads its table: its `mode` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableMode {
+    /// One version or snapshot, bounded (the default).
+    Snapshot,
+    /// The rows each new commit or snapshot appends, unbounded.
+    Follow,
+    /// One version or snapshot, then what each later one appends.
+    SnapshotAndFollow,
+}
+
+impl TableMode {
+    /// The `mode` key of `cfg`.
+    pub fn from_config(
+        cfg: &velo_config::ConnectorConfig,
+    ) -> std::result::Result<Self, velo_config::ConfigError> {
+        match cfg.get("mode").map(|m| m.trim().to_ascii_lowercase()) {
+            None => Ok(Self::Snapshot),
+            Some(m) => match m.as_str() {
+                "snapshot" => Ok(Self::Snapshot),
+                "follow" => Ok(Self::Follow),
+                "snapshot_and_follow" => Ok(Self::SnapshotAndFollow),
+                _ => Err(cfg.invalid("mode", &m, "snapshot, follow or snapshot_and_follow")),
+            },
+        }
+    }
+}
+
 /// A point in time a table source reads as of (`timestamp` of the Delta
 /// and Iceberg sources): RFC 3339 (`2026-12-01T10:00:00Z`) or a date
 /// (`2026-12-01`, its midnight UTC).

@@ -76,15 +76,7 @@ pub const SOURCE_KEYS: &[KeySpec] = velo_connectors::with_store_keys![
 ];
 
 /// How the table is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// One version, bounded.
-    Snapshot,
-    /// New commits, unbounded.
-    Follow,
-    /// One version, then the commits after it.
-    SnapshotAndFollow,
-}
+pub use velo_connectors::source::TableMode as Mode;
 
 /// What `delta_source` was configured with.
 #[derive(Debug, Clone)]
@@ -105,17 +97,7 @@ impl DeltaSourceConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> std::result::Result<Self, ConfigError> {
         crate::table::configured_path(cfg)?;
-        let mode = match cfg.get("mode").map(|m| m.trim().to_ascii_lowercase()) {
-            None => Mode::Snapshot,
-            Some(m) => match m.as_str() {
-                "snapshot" => Mode::Snapshot,
-                "follow" => Mode::Follow,
-                "snapshot_and_follow" => Mode::SnapshotAndFollow,
-                _ => {
-                    return Err(cfg.invalid("mode", &m, "snapshot, follow or snapshot_and_follow"));
-                }
-            },
-        };
+        let mode = Mode::from_config(cfg)?;
         let version = cfg.uint("version")?;
         let timestamp = match cfg.get("timestamp") {
             None => None,

@@ -42,6 +42,8 @@ pub struct TableRef {
     pub kind: CatalogKind,
     /// The REST URL, or the SQLite file's sqlx URL.
     pub uri: String,
+    /// A SQL catalog's SQLite file.
+    sqlite_file: Option<std::path::PathBuf>,
     /// The catalog's name.
     pub catalog_name: String,
     /// `warehouse`.
@@ -91,6 +93,7 @@ impl TableRef {
                 ));
             }
         };
+        let mut sqlite_file = None;
         let uri = match kind {
             CatalogKind::Rest => {
                 if !(lower.starts_with("http://") || lower.starts_with("https://")) {
@@ -120,7 +123,9 @@ impl TableRef {
                     ));
                 }
                 let file = absolute(&cfg.path(path));
-                format!("sqlite://{}?mode=rwc", file.display())
+                let uri = format!("sqlite://{}?mode=rwc", file.display());
+                sqlite_file = Some(file);
+                uri
             }
         };
         let warehouse = cfg.get("warehouse").map(|w| w.trim().to_string());
@@ -164,6 +169,7 @@ impl TableRef {
         Ok(Self {
             kind,
             uri,
+            sqlite_file,
             catalog_name,
             warehouse,
             auth,
@@ -195,15 +201,7 @@ impl TableRef {
                     .map_err(|e| self.error("connect to the REST catalog of", &e))?,
             ),
             CatalogKind::Sql => {
-                if let Some(dir) = std::path::Path::new(
-                    self.uri
-                        .trim_start_matches("sqlite://")
-                        .split('?')
-                        .next()
-                        .unwrap_or_default(),
-                )
-                .parent()
-                {
+                if let Some(dir) = self.sqlite_file.as_deref().and_then(|f| f.parent()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
                         ConnectorError::Other(format!(
                             "cannot create the folder of the SQL catalog {}: {e}",

@@ -322,7 +322,7 @@ impl IcebergSink {
                 )));
             }
         }
-        let batch = RecordBatch::try_new(velo_connectors::source::relaxed(schema), arrays)
+        let batch = RecordBatch::try_new(columns.relaxed.clone(), arrays)
             .map_err(|e| ConnectorError::Internal(format!("a batch for the Iceberg table: {e}")))?;
         bridge::batch_to_iceberg(&batch, &columns.arrow58)
             .map_err(|e| ConnectorError::Other(e.to_string()))

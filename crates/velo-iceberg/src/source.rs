@@ -75,15 +75,7 @@ pub const SOURCE_KEYS: &[KeySpec] = crate::config::iceberg_keys![
 ];
 
 /// How the table is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// One snapshot, bounded.
-    Snapshot,
-    /// New snapshots, unbounded.
-    Follow,
-    /// One snapshot, then the snapshots after it.
-    SnapshotAndFollow,
-}
+pub use velo_connectors::source::TableMode as Mode;
 
 /// What `iceberg_source` was configured with.
 #[derive(Debug, Clone)]
@@ -106,17 +98,7 @@ impl IcebergSourceConfig {
     /// From the resolved connector config.
     pub fn from_config(cfg: &ConnectorConfig) -> std::result::Result<Self, ConfigError> {
         let table = TableRef::from_config(cfg)?;
-        let mode = match cfg.get("mode").map(|m| m.trim().to_ascii_lowercase()) {
-            None => Mode::Snapshot,
-            Some(m) => match m.as_str() {
-                "snapshot" => Mode::Snapshot,
-                "follow" => Mode::Follow,
-                "snapshot_and_follow" => Mode::SnapshotAndFollow,
-                _ => {
-                    return Err(cfg.invalid("mode", &m, "snapshot, follow or snapshot_and_follow"));
-                }
-            },
-        };
+        let mode = Mode::from_config(cfg)?;
         let id = |key: &str| -> std::result::Result<Option<i64>, ConfigError> {
             cfg.get(key)
                 .map(|v| {

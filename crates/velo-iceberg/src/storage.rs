@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::io::{
     FileMetadata, FileRead, FileWrite, InputFile, OutputFile, Storage, StorageConfig,
     StorageFactory,
@@ -169,8 +169,7 @@ impl ObjectStorage {
                 .map_err(|e| failed("open the store of", path, e))?;
             Ok(remote.store())
         })?;
-        let key = percent_decode(url.path().trim_start_matches('/'));
-        let obj = ObjectPath::parse(&key).map_err(|e| failed("resolve", path, e))?;
+        let obj = ObjectPath::from_url_path(url.path()).map_err(|e| failed("resolve", path, e))?;
         Ok((store, obj))
     }
 
@@ -191,13 +190,6 @@ impl ObjectStorage {
 
 fn local_store() -> Arc<dyn ObjectStore> {
     Arc::new(object_store::local::LocalFileSystem::new().with_automatic_cleanup(true))
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("k={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
 }
 
 #[async_trait::async_trait]
@@ -264,11 +256,11 @@ impl Storage for ObjectStorage {
 
     async fn delete_prefix(&self, path: &str) -> iceberg::Result<()> {
         let (store, p) = self.resolve(path)?;
-        let mut listed = store.list(Some(&p));
-        while let Some(meta) = listed.next().await {
-            let meta = meta.map_err(|e| failed("list", path, e))?;
-            match store.delete(&meta.location).await {
-                Ok(()) => {}
+        let listed = store.list(Some(&p)).map_ok(|m| m.location).boxed();
+        let mut deleted = store.delete_stream(listed);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) => {}
                 Err(e) if not_found(&e) => {}
                 Err(e) => return Err(failed("delete", path, e)),
             }

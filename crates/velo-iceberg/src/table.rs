@@ -33,6 +33,9 @@ pub struct Columns {
     pub arrow: SchemaRef,
     /// Iceberg's view of the same.
     pub arrow58: Arc<bridge::Schema58>,
+    /// The engine's view with every column nullable: the batches a sink
+    /// assembles (required columns are checked row by row first).
+    pub relaxed: SchemaRef,
 }
 
 impl Columns {
@@ -48,6 +51,7 @@ impl Columns {
         let arrow =
             bridge::schema_from_iceberg(&arrow58).map_err(|e| t.error("read the schema of", &e))?;
         Ok(Self {
+            relaxed: velo_connectors::source::relaxed(&arrow),
             arrow: Arc::new(arrow),
             arrow58: Arc::new(arrow58),
         })
