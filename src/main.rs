@@ -101,6 +101,30 @@ enum IcebergCmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Rewrite each partition's small files into files of the target size,
+    /// in one replace snapshot (the same rows: readers that follow the
+    /// table skip it).
+    Compact {
+        /// The table, namespace.table.
+        table: String,
+        /// The catalog: a REST catalog's URL or sqlite:PATH.
+        #[arg(long)]
+        catalog_uri: String,
+        /// A SQL catalog's warehouse (or a REST catalog's warehouse name).
+        #[arg(long)]
+        warehouse: Option<String>,
+        /// The size of the files written; files under three quarters of it
+        /// are small.
+        #[arg(long, default_value = "128MB")]
+        target_file_size: String,
+        /// Compact a partition once it has this many small files.
+        #[arg(long, default_value_t = 2)]
+        min_files: usize,
+        /// A connector key (credential, catalog_name, endpoint, ...):
+        /// --set key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -454,7 +478,21 @@ fn keys(sets: &[String]) -> Result<std::collections::BTreeMap<String, String>, F
         .collect()
 }
 
-/// `velo iceberg expire`.
+/// The catalog keys of an `iceberg` command.
+fn catalog_keys(
+    sets: &[String],
+    catalog_uri: String,
+    warehouse: Option<String>,
+) -> Result<std::collections::BTreeMap<String, String>, Failure> {
+    let mut keys = keys(sets)?;
+    keys.insert("catalog_uri".into(), catalog_uri);
+    if let Some(w) = warehouse {
+        keys.insert("warehouse".into(), w);
+    }
+    Ok(keys)
+}
+
+/// `velo iceberg expire|compact`.
 async fn iceberg(c: IcebergCmd) -> Result<(), Failure> {
     let failed = |e: velo_connectors::ConnectorError| Failure::user(e.to_string());
     match c {
@@ -471,18 +509,43 @@ async fn iceberg(c: IcebergCmd) -> Result<(), Failure> {
                     "--older-than {older_than}: write a duration such as 5d"
                 ))
             })?;
-            let mut keys = keys(&sets)?;
-            keys.insert("catalog_uri".into(), catalog_uri);
-            if let Some(w) = warehouse {
-                keys.insert("warehouse".into(), w);
-            }
-            let (catalog, t) = velo_iceberg::maintenance::open_at(&table, &keys)
+            let keys = catalog_keys(&sets, catalog_uri, warehouse)?;
+            let (_, catalog, t) = velo_iceberg::maintenance::open_at(&table, &keys)
                 .await
                 .map_err(failed)?;
             let (_, expired) = velo_iceberg::maintenance::expire(catalog.as_ref(), &t, age, retain)
                 .await
                 .map_err(failed)?;
             println!("expired {expired} snapshots of {table}");
+            Ok(())
+        }
+        IcebergCmd::Compact {
+            table,
+            catalog_uri,
+            warehouse,
+            target_file_size,
+            min_files,
+            sets,
+        } => {
+            let target = velo_config::keys::parse_bytes(&target_file_size)
+                .filter(|b| *b >= 1024)
+                .ok_or_else(|| {
+                    Failure::user(format!(
+                        "--target-file-size {target_file_size}: write a size of at least 1KB, such as 128MB"
+                    ))
+                })?;
+            let keys = catalog_keys(&sets, catalog_uri, warehouse)?;
+            let (r, catalog, t) = velo_iceberg::maintenance::open_at(&table, &keys)
+                .await
+                .map_err(failed)?;
+            let (_, done) =
+                velo_iceberg::maintenance::compact(&r, catalog.as_ref(), &t, target, min_files)
+                    .await
+                    .map_err(failed)?;
+            println!(
+                "compacted {} small files of {table} into {}",
+                done.files_in, done.files_out
+            );
             Ok(())
         }
     }

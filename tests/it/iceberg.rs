@@ -616,3 +616,288 @@ fn old_snapshots_are_expired_by_the_sink_and_the_command_line() {
     );
     assert_eq!(t["rows"].as_array().unwrap().len(), 200);
 }
+
+/// Orders of 7 customers whose totals pass 200 at different times; the
+/// batch answer of the totals query below.
+fn orders(dir: &Path) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut jsonl = String::new();
+    let mut totals = std::collections::BTreeMap::<String, (i64, i64)>::new();
+    for i in 0..300i64 {
+        let (c, amount) = (format!("c{}", i % 7), (i % 5) + i % 7);
+        jsonl += &format!("{{\"customer\":\"{c}\",\"amount\":{amount}}}\n");
+        let e = totals.entry(c).or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    std::fs::write(dir.join("orders.jsonl"), jsonl).unwrap();
+    totals.retain(|_, (_, t)| *t < 200);
+    totals
+}
+
+/// A table's rows as customer -> (n, total), each customer once.
+fn totals_in(rows: &[Value]) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in rows {
+        let c = r["customer"].as_str().unwrap().to_string();
+        let prev = out.insert(
+            c.clone(),
+            (r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()),
+        );
+        assert!(prev.is_none(), "customer {c} twice: {rows:?}");
+    }
+    out
+}
+
+/// An updating result (GROUP BY ... EMIT CHANGES, with HAVING deleting the
+/// groups that pass 200) into a partitioned table is applied by key every
+/// epoch as one overwrite snapshot (copy-on-write: no delete files): the
+/// table is the batch answer, each key once, for pyiceberg and DuckDB;
+/// crashed between checkpoint and commit, the epoch is committed once.
+#[test]
+fn an_updating_result_is_upserted_by_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let want = orders(dir);
+    assert!(
+        want.len() > 1 && want.len() < 7,
+        "some groups are deleted: {want:?}"
+    );
+    std::fs::write(
+        dir.join("app.sql"),
+        "CREATE TABLE totals AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total
+         FROM orders GROUP BY customer HAVING SUM(amount) < 200 EMIT CHANGES INTO lake
+         WITH ('orders.type' = 'file_source', 'orders.path' = 'orders.jsonl', 'batch.size' = '30',
+               'use_transactions' = 'true', 'state.dir' = 'state',
+               'lake.type' = 'iceberg_sink', 'lake.table' = 'shop.totals',
+               'lake.catalog_uri' = 'sqlite:lake/catalog.db', 'lake.warehouse' = 'lake/warehouse',
+               'lake.partition_by' = 'bucket(2, customer)');",
+    )
+    .unwrap();
+    let log = crash_and_resume_with(dir, &["4"], &[]);
+    assert!(
+        log.contains("committing the checkpoint's epoch to the Iceberg table"),
+        "{log}"
+    );
+    let cat = sql_catalog(dir);
+    let t = read(&cat, "shop.totals");
+    assert_eq!(totals_in(t["rows"].as_array().unwrap()), want);
+    let snaps = t["snapshots"].as_array().unwrap();
+    let overwrites: Vec<&Value> = snaps
+        .iter()
+        .filter(|s| s["operation"] == "overwrite")
+        .collect();
+    assert!(
+        overwrites.len() >= 5,
+        "one overwrite per epoch that changed rows: {snaps:?}"
+    );
+    let mut epochs: Vec<u64> = snaps
+        .iter()
+        .map(|s| {
+            s["summary"]["velo.epoch"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let n = epochs.len();
+    epochs.dedup();
+    assert_eq!(epochs.len(), n, "each epoch once: {snaps:?}");
+    for s in &overwrites {
+        assert_eq!(
+            s["summary"]["total-delete-files"], "0",
+            "copy-on-write: {s}"
+        );
+        assert!(
+            s["summary"]["deleted-data-files"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 0,
+            "{s}"
+        );
+    }
+    let last = snaps.last().unwrap();
+    assert_eq!(
+        last["summary"]["total-records"],
+        want.len().to_string(),
+        "{last}"
+    );
+    let duck: Vec<Value> = serde_json::from_str(&py(&cat, &["duck", "shop.totals"], &[])).unwrap();
+    assert_eq!(totals_in(&duck), want);
+}
+
+/// `merge_on` over plain rows into a table pyiceberg created and filled:
+/// each row replaces the row of its key, the others stay; the sink's
+/// `compact_interval` and `velo iceberg compact` rewrite the small files
+/// into fewer without changing a row, as replace snapshots.
+#[test]
+fn merge_on_replaces_rows_and_compaction_keeps_them() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cat = sql_catalog(dir);
+    // ids 0..15: the first two epochs add keys in new files (appends), which
+    // the sink then compacts; the third changes keys of those files
+    let initial: Vec<Value> = (0..15)
+        .map(|i| json!({"id": i, "v": format!("old{i}")}))
+        .collect();
+    py(
+        &cat,
+        &["write", "inv.items", &Value::Array(initial).to_string()],
+        &[],
+    );
+    let mut input = String::new();
+    for i in (15..25).chain(16..18) {
+        input += &format!("{{\"id\":{i},\"v\":\"new{i}\"}}\n");
+    }
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, v FROM src INTO 'iceberg://inv.items?{SQL_Q}&merge_on=id&compact_interval=2&compact_min_files=2'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '4');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    let want: Vec<Value> = (0..25)
+        .map(|i| json!({"id": i, "v": if i < 15 { format!("old{i}") } else { format!("new{i}") }}))
+        .collect();
+    let rows_of = |t: &Value| {
+        let mut rows = t["rows"].as_array().unwrap().clone();
+        rows.sort_by_key(|r| r["id"].as_i64());
+        rows
+    };
+    let t = read(&cat, "inv.items");
+    assert_eq!(rows_of(&t), want);
+    let ops: Vec<&str> = t["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        ["append", "append", "append", "replace", "overwrite"],
+        "pyiceberg's rows, two epochs of new keys, the sink's compaction, an epoch of changed keys"
+    );
+    // more small files, then compaction by hand
+    py(
+        &cat,
+        &[
+            "write",
+            "inv.items",
+            &json!([{"id": 100, "v": "x"}]).to_string(),
+        ],
+        &[],
+    );
+    py(
+        &cat,
+        &[
+            "write",
+            "inv.items",
+            &json!([{"id": 101, "v": "y"}]).to_string(),
+        ],
+        &[],
+    );
+    let before = read(&cat, "inv.items");
+    assert!(
+        before["files"].as_u64().unwrap() >= 3,
+        "{}",
+        before["files"]
+    );
+    let o = run_in(
+        dir,
+        &[
+            "iceberg",
+            "compact",
+            "inv.items",
+            "--catalog-uri",
+            "sqlite:lake/catalog.db",
+            "--warehouse",
+            "lake/warehouse",
+            "--target-file-size",
+            "1MB",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("into 1"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let after = read(&cat, "inv.items");
+    assert_eq!(after["files"], 1, "one file now");
+    assert_eq!(rows_of(&after), rows_of(&before));
+    assert_eq!(
+        after["snapshots"].as_array().unwrap().last().unwrap()["operation"],
+        "replace"
+    );
+    let duck: Vec<Value> = serde_json::from_str(&py(&cat, &["duck", "inv.items"], &[])).unwrap();
+    assert_eq!(duck.len(), 27);
+}
+
+/// Upserts commit through a REST catalog too (its commit endpoint, with
+/// an OAuth token for the credential): the table on SeaweedFS's S3 holds
+/// each key once with its last value.
+#[test]
+fn upserts_commit_through_a_rest_catalog() {
+    let weed = Weed::start();
+    let env = weed.env();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut input = String::new();
+    for i in 0..60 {
+        input += &format!("{{\"id\":{},\"v\":{i}}}\n", i % 10);
+    }
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    let keys = format!(
+        "catalog_uri=http://127.0.0.1:{}&warehouse=s3://warehouse&credential={}:{}&merge_on=id",
+        weed.iceberg,
+        crate::common::WEED_KEY.0,
+        crate::common::WEED_KEY.1
+    );
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, v FROM src INTO 'iceberg://lakehouse.latest?{keys}'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '15');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    assert!(
+        !log.contains(crate::common::WEED_KEY.1),
+        "the secret leaked: {log}"
+    );
+    let cat = json!({
+        "type": "rest",
+        "uri": format!("http://127.0.0.1:{}", weed.iceberg),
+        "warehouse": "s3://warehouse",
+        "credential": format!("{}:{}", crate::common::WEED_KEY.0, crate::common::WEED_KEY.1),
+        "s3.endpoint": format!("http://127.0.0.1:{}", weed.s3),
+        "s3.access-key-id": crate::common::WEED_KEY.0,
+        "s3.secret-access-key": crate::common::WEED_KEY.1,
+        "s3.region": "us-east-1",
+    });
+    let t: Value = serde_json::from_str(&py(&cat, &["read", "lakehouse.latest"], &env)).unwrap();
+    let mut rows = t["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    let want: Vec<Value> = (0..10).map(|i| json!({"id": i, "v": 50 + i})).collect();
+    assert_eq!(rows, want);
+    let ops: Vec<&str> = t["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        ["append", "overwrite", "overwrite", "overwrite"],
+        "{t}"
+    );
+}

@@ -25,6 +25,7 @@ pub mod file;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jsondepth;
+pub mod merge;
 pub mod nexmark;
 pub mod registry;
 pub mod schema;

@@ -24,18 +24,8 @@ pub const SINK_KEYS: &[KeySpec] = velo_connectors::with_store_keys![
         None,
         "Alias of partition_by",
     ),
-    KeySpec::new(
-        "mode",
-        KeyType::Enum(&["append", "merge", "upsert"]),
-        Some("append; merge for an updating result or with merge_on"),
-        "append: every epoch appends its rows in one commit; merge (or upsert): each row replaces the table's row of its key (merge_on), a delete of an updating result removes it",
-    ),
-    KeySpec::new(
-        "merge_on",
-        KeyType::String,
-        Some("the result's key (GROUP BY columns or PRIMARY KEY)"),
-        "The key columns, comma-separated, of a MERGE: a row replaces the table's row with the same key",
-    ),
+    velo_connectors::merge::MODE_KEY,
+    velo_connectors::merge::MERGE_ON_KEY,
     KeySpec::new(
         "schema.mode",
         KeyType::Enum(&["strict", "merge"]),
@@ -102,37 +92,8 @@ impl DeltaSinkConfig {
     pub fn from_config(cfg: &ConnectorConfig) -> Result<Self, ConfigError> {
         crate::table::configured_path(cfg)?;
         let merge_schema = velo_connectors::schema::merge_mode(cfg)?;
-        let merge_on: Vec<String> = cfg
-            .get("merge_on")
-            .map(|v| {
-                v.split(',')
-                    .map(|c| c.trim().trim_matches(['"', '\'']).to_string())
-                    .filter(|c| !c.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if cfg.get("merge_on").is_some() && merge_on.is_empty() {
-            return Err(cfg.invalid(
-                "merge_on",
-                cfg.get("merge_on").unwrap_or_default(),
-                "key column names separated by commas, e.g. 'id'",
-            ));
-        }
-        let merge = match cfg.get("mode").map(|m| m.trim().to_ascii_lowercase()) {
-            None => !merge_on.is_empty(),
-            Some(m) if m == "append" => {
-                if !merge_on.is_empty() {
-                    return Err(cfg.invalid(
-                        "mode",
-                        "append",
-                        "merge (or no mode) with merge_on: merge_on makes every row replace the row of its key",
-                    ));
-                }
-                false
-            }
-            Some(m) if m == "merge" || m == "upsert" => true,
-            Some(m) => return Err(cfg.invalid("mode", &m, "append, merge or upsert")),
-        };
+        let velo_connectors::merge::WriteMode { merge, merge_on } =
+            velo_connectors::merge::WriteMode::from_config(cfg)?;
         let target_file_size = match cfg.get("target_file_size") {
             None => 128 << 20,
             Some(v) => velo_config::keys::parse_bytes(v)

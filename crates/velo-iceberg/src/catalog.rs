@@ -43,7 +43,7 @@ pub struct TableRef {
     /// The REST URL, or the SQLite file's sqlx URL.
     pub uri: String,
     /// A SQL catalog's SQLite file.
-    sqlite_file: Option<std::path::PathBuf>,
+    pub(crate) sqlite_file: Option<std::path::PathBuf>,
     /// The catalog's name.
     pub catalog_name: String,
     /// `warehouse`.
@@ -229,6 +229,14 @@ impl TableRef {
             self.shown,
             velo_config::mask(&e.to_string())
         ))
+    }
+
+    /// The value of the authentication key `key` (`credential`, `token`).
+    pub(crate) fn auth_value(&self, key: &str) -> Option<&str> {
+        self.auth
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The table's namespace.

@@ -87,6 +87,20 @@ pub const SINK_KEYS: &[KeySpec] = iceberg_keys![
         Some("strict"),
         "merge: columns the query has and the table lacks are added to the table (optional columns); strict: such a query is refused",
     ),
+    velo_connectors::merge::MODE_KEY,
+    velo_connectors::merge::MERGE_ON_KEY,
+    KeySpec::new(
+        "compact_interval",
+        KeyType::UInt,
+        Some("0"),
+        "Compact small data files into files of target_file_size every N commits of the job (0: never; `velo iceberg compact` does it by hand)",
+    ),
+    KeySpec::new(
+        "compact_min_files",
+        KeyType::UInt,
+        Some("5"),
+        "Compaction rewrites a partition once it has this many files under three quarters of target_file_size",
+    ),
     KeySpec::new(
         "expire_interval",
         KeyType::UInt,
@@ -150,6 +164,12 @@ pub struct IcebergSinkConfig {
     pub snapshot_max_age: Duration,
     /// ...except the latest N.
     pub min_snapshots: usize,
+    /// `mode` and `merge_on`: appends, or rows replacing rows by key.
+    pub write: velo_connectors::merge::WriteMode,
+    /// Compact every N commits (0: never).
+    pub compact_interval: u64,
+    /// A partition is compacted once it has this many small files.
+    pub compact_min_files: usize,
     /// The job: `velo.job` of the snapshots this sink commits.
     pub app_id: String,
 }
@@ -185,6 +205,9 @@ impl IcebergSinkConfig {
                 .duration("snapshot_max_age")?
                 .unwrap_or(Duration::from_secs(5 * 24 * 3600)),
             min_snapshots: cfg.uint("min_snapshots")?.unwrap_or(10).max(1) as usize,
+            write: velo_connectors::merge::WriteMode::from_config(cfg)?,
+            compact_interval: cfg.uint("compact_interval")?.unwrap_or(0),
+            compact_min_files: cfg.uint("compact_min_files")?.unwrap_or(5).max(2) as usize,
             app_id: if cfg.job.is_empty() {
                 cfg.name.clone()
             } else {

@@ -11,8 +11,11 @@
 //!   table exactly once across crashes. The table is created from the
 //!   query's columns when missing, with `partition_by` transforms
 //!   (identity, year/month/day/hour, bucket, truncate); `schema.mode =
-//!   'merge'` adds columns; old snapshots are expired every
-//!   `expire_interval` commits ([`maintenance`]).
+//!   'merge'` adds columns; an updating result (or `merge_on`) is applied
+//!   by key as copy-on-write overwrite snapshots ([`upsert`], [`rewrite`],
+//!   [`commit`]); small files are compacted every `compact_interval`
+//!   commits and old snapshots expired every `expire_interval`
+//!   ([`maintenance`]).
 //! - [`source::IcebergSource`] (`iceberg_source`, `FROM
 //!   'iceberg://ns.table'`): a snapshot (time travel by id or timestamp),
 //!   the snapshots that follow it, or both, with the position (snapshot,
@@ -28,12 +31,16 @@
 
 pub mod bridge;
 pub mod catalog;
+pub mod commit;
 pub mod config;
 pub mod maintenance;
+pub mod rewrite;
 pub mod sink;
 pub mod source;
 pub mod storage;
 pub mod table;
+pub mod upsert;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -97,7 +104,7 @@ pub fn register(registry: &mut Registry) {
                 .map(drop)
                 .map_err(Into::into)
         },
-        // appends; an updating result is refused by the planner
-        changes: |_| ChangeMode::AppendOnly,
+        // appends, or upserts by key (copy-on-write overwrite snapshots)
+        changes: |_| ChangeMode::Upsert,
     });
 }

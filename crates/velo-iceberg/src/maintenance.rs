@@ -1,5 +1,6 @@
-//! Table maintenance: snapshot expiry, for the sink's `expire_interval`
-//! and for `velo iceberg expire`.
+//! Table maintenance: snapshot expiry and compaction, for the sink's
+//! `expire_interval` and `compact_interval` and for `velo iceberg expire`
+//! and `velo iceberg compact`.
 //!
 //! Every commit reads and rewrites the table's metadata file, which lists
 //! every snapshot; a streaming sink adds one per epoch, so without expiry
@@ -7,13 +8,118 @@
 //! a maximum age beyond the latest few from the metadata (time travel
 //! reaches back that far). The files only those snapshots referenced stay
 //! on storage for now.
+//!
+//! A streaming sink also writes small files (an epoch's rows per
+//! partition), and readers pay per file. Compaction rewrites each
+//! partition's small files into files of `target_file_size`, as one
+//! `replace` snapshot (the same rows: readers that follow the table skip
+//! it).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use futures::StreamExt;
 use iceberg::Catalog;
+use iceberg::spec::Operation;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use velo_connectors::{ConnectorError, Result};
+
+use crate::catalog::TableRef;
+use crate::commit::{self, CommitError};
+use crate::rewrite::{self, Rewrite};
+use crate::table::Columns;
+use crate::upsert;
+use crate::write::{Writer, to_table_batch};
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Small files rewritten.
+    pub files_in: usize,
+    /// Files written for them.
+    pub files_out: usize,
+}
+
+/// Compacts `table`: in each partition with at least `min_files` data
+/// files under three quarters of `target_file_size`, those files are
+/// rewritten into files of `target_file_size` (their delete files
+/// applied), all in one `replace` snapshot. Returns the table after it.
+pub async fn compact(
+    t: &TableRef,
+    catalog: &dyn Catalog,
+    table: &Table,
+    target_file_size: u64,
+    min_files: usize,
+) -> Result<(Table, Compacted)> {
+    // phase 1: the small files of the partitions that have enough of them
+    let spec_id = table.metadata().default_partition_spec_id();
+    let mut parts: BTreeMap<String, Vec<iceberg::scan::FileScanTask>> = BTreeMap::new();
+    for task in upsert::candidates(table, t, None).await? {
+        let spec = task.partition_spec.as_ref().map(|s| s.spec_id());
+        if task.file_size_in_bytes >= target_file_size / 4 * 3 || spec.unwrap_or(spec_id) != spec_id
+        {
+            continue;
+        }
+        parts
+            .entry(format!("{:?}", task.partition))
+            .or_default()
+            .push(task);
+    }
+    let chosen: Vec<_> = parts
+        .into_values()
+        .filter(|files| files.len() >= min_files.max(2))
+        .flatten()
+        .collect();
+    if chosen.is_empty() {
+        return Ok((table.clone(), Compacted::default()));
+    }
+    // phase 2: their rows into new files
+    let columns = Columns::of(table, t)?;
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let mut writer = Writer::new(
+        table,
+        t,
+        target_file_size,
+        "velo-compact".into(),
+        format!("{nanos:x}"),
+    )
+    .await?;
+    for task in &chosen {
+        let mut rows = upsert::read(table, t, &columns, task).await?;
+        while let Some(batch) = rows.next().await {
+            writer
+                .write(to_table_batch(&batch?, &columns, t)?, t)
+                .await?;
+        }
+    }
+    let added = writer.close(t).await?;
+    let done = Compacted {
+        files_in: chosen.len(),
+        files_out: added.len(),
+    };
+    // phase 3: one replace snapshot
+    let rewrite = Rewrite {
+        operation: Operation::Replace,
+        removed: chosen
+            .iter()
+            .map(|f| f.data_file_path.clone())
+            .collect::<HashSet<_>>(),
+        added,
+        summary: HashMap::from([("velo.compaction".to_string(), "true".to_string())]),
+        properties: HashMap::new(),
+    };
+    let (updates, requirements) = rewrite::build(table, rewrite).await?;
+    let after = commit::commit(t, catalog, updates, requirements)
+        .await
+        .map_err(|e| match e {
+            CommitError::Conflict(m) => ConnectorError::Other(format!(
+                "{m}; the compaction was dropped (its files stay unreferenced) and can run again"
+            )),
+            CommitError::Failed(e) => e,
+        })?;
+    Ok((after, done))
+}
 
 /// Expires the snapshots of `table` older than `max_age`, keeping the
 /// latest `keep`; returns the table after it and how many were expired.
@@ -49,7 +155,7 @@ pub async fn expire(
 pub async fn open_at(
     table: &str,
     keys: &std::collections::BTreeMap<String, String>,
-) -> Result<(std::sync::Arc<dyn Catalog>, Table)> {
+) -> Result<(TableRef, std::sync::Arc<dyn Catalog>, Table)> {
     let mut props = keys.clone();
     props.insert("table".into(), table.to_string());
     let cfg = velo_config::ConnectorConfig {
@@ -68,5 +174,5 @@ pub async fn open_at(
         .load_table(&t.ident)
         .await
         .map_err(|e| t.error("load", &e))?;
-    Ok((catalog, loaded))
+    Ok((t, catalog, loaded))
 }

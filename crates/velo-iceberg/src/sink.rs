@@ -21,48 +21,27 @@
 //! `snapshot_max_age` beyond the latest `min_snapshots` are expired, so the
 //! table's metadata (read and rewritten by every commit) stays small.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use iceberg::Catalog;
-use iceberg::arrow::RecordBatchPartitionSplitter;
-use iceberg::spec::{DataFile, DataFileFormat, FormatVersion};
+use iceberg::spec::{DataFile, FormatVersion, Operation};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::partitioning::PartitioningWriter;
-use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
-use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
-use velo_connectors::{ConnectorContext, ConnectorError, Result, Sink, SinkCapabilities};
+use velo_connectors::{
+    ChangeBatch, ChangeOp, ConnectorContext, ConnectorError, Result, Sink, SinkCapabilities,
+};
 
-use crate::bridge;
+use crate::commit::{self, CommitError};
 use crate::config::IcebergSinkConfig;
+use crate::rewrite::{self, Rewrite};
 use crate::table::{self, Columns};
-
-type Builder =
-    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
-type PlainWriter =
-    DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
-
-/// An epoch's open data files.
-enum Writer {
-    /// An unpartitioned table: one rolling file.
-    Plain(Box<PlainWriter>),
-    /// A partitioned table: rows split by the spec, a file per partition.
-    Parted {
-        fanout: Box<FanoutWriter<Builder>>,
-        splitter: Box<RecordBatchPartitionSplitter>,
-    },
-}
+use crate::upsert;
+use crate::write::{Writer, to_table_batch};
 
 /// An epoch's finished files, not yet committed: the recovery token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +51,10 @@ struct Staged {
     spec_id: i32,
     /// The files, in Iceberg's JSON form of a data file.
     files: Vec<String>,
+    /// An upsert's files that the snapshot removes (rewritten without the
+    /// changed keys); none: the epoch appends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    removed: Vec<String>,
 }
 
 /// The Iceberg sink.
@@ -90,6 +73,12 @@ pub struct IcebergSink {
     /// The table's columns.
     columns: Option<Columns>,
     writer: Option<Writer>,
+    /// The result is updating: its batches are changes (`set_changelog`).
+    changelog: bool,
+    /// The key of an upsert: `merge_on`, else the result's key.
+    key_columns: Vec<String>,
+    /// An upserting epoch's changes, applied at `prepare_commit`.
+    changes: Vec<ChangeBatch>,
     transactional: bool,
     staged: Option<Staged>,
     /// The table's last epoch of this job when the run began.
@@ -133,6 +122,9 @@ impl IcebergSink {
             table: None,
             columns: None,
             writer: None,
+            changelog: false,
+            key_columns: Vec::new(),
+            changes: Vec::new(),
             transactional: false,
             staged: None,
             committed_epoch: None,
@@ -175,52 +167,59 @@ impl IcebergSink {
             .ok_or_else(|| ConnectorError::Internal("the Iceberg table is not open".into()))
     }
 
+    /// Whether rows replace rows by key: an updating result, or `mode =
+    /// 'merge'` / `merge_on`.
+    fn upserts(&self) -> bool {
+        self.changelog || self.cfg.write.merge
+    }
+
     /// A writer of new data files for epoch `epoch`.
     fn writer(&self, epoch: u64) -> Result<Writer> {
         let table = self.table()?;
-        let t = &self.cfg.table;
-        let meta = table.metadata();
-        let props = parquet_58::file::properties::WriterProperties::builder()
-            .set_compression(parquet_58::basic::Compression::ZSTD(Default::default()))
-            .build();
-        let parquet = ParquetWriterBuilder::new(props, meta.current_schema().clone());
-        let locations = DefaultLocationGenerator::new(meta).map_err(|e| t.error("write to", &e))?;
-        let names = DefaultFileNameGenerator::new(
+        self.handle.block_on(Writer::new(
+            table,
+            &self.cfg.table,
+            self.cfg.target_file_size,
             format!("velo-{epoch:08}"),
-            Some(self.run_id.clone()),
-            DataFileFormat::Parquet,
-        );
-        let rolling = RollingFileWriterBuilder::new(
-            parquet,
-            self.cfg.target_file_size as usize,
-            table.file_io().clone(),
-            locations,
-            names,
-        );
-        let builder = DataFileWriterBuilder::new(rolling);
-        let spec = meta.default_partition_spec();
-        if spec.is_unpartitioned() {
-            let w = self
-                .handle
-                .block_on(builder.build(None))
-                .map_err(|e| t.error("write to", &e))?;
-            return Ok(Writer::Plain(Box::new(w)));
+            self.run_id.clone(),
+        ))
+    }
+
+    /// Phase 1 of an upserting epoch's prepare: its changes applied to the
+    /// table copy-on-write; returns the files the snapshot removes.
+    fn apply_changes(&mut self, epoch: u64) -> Result<Vec<String>> {
+        let changes = std::mem::take(&mut self.changes);
+        if changes.is_empty() {
+            return Ok(Vec::new());
         }
-        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-            meta.current_schema().clone(),
-            spec.clone(),
-        )
-        .map_err(|e| t.error("partition the rows of", &e))?;
-        Ok(Writer::Parted {
-            fanout: Box::new(FanoutWriter::new(builder)),
-            splitter: Box::new(splitter),
-        })
+        let table = self.table()?.clone();
+        let columns = self
+            .columns
+            .clone()
+            .ok_or_else(|| ConnectorError::Internal("the Iceberg table is not open".into()))?;
+        let mut writer = match self.writer.take() {
+            Some(w) => w,
+            None => self.writer(epoch)?,
+        };
+        let t = self.cfg.table.clone();
+        let keys = self.key_columns.clone();
+        let done = self.handle.block_on(upsert::apply(
+            &table,
+            &t,
+            &columns,
+            &keys,
+            &changes,
+            &mut writer,
+        ))?;
+        self.writer = Some(writer);
+        tracing::debug!(sink = %self.name, epoch, upserted = done.upserted, deleted = done.deleted, files_read = done.files_read, files_rewritten = done.removed.len(), "upserts applied to the Iceberg table");
+        Ok(done.removed)
     }
 
     /// Commits `staged` as one append snapshot carrying the job and epoch;
     /// then the snapshot expiry its interval asks for.
     fn commit_staged(&mut self, staged: Staged) -> Result<()> {
-        if staged.files.is_empty() {
+        if staged.files.is_empty() && staged.removed.is_empty() {
             return Ok(());
         }
         let t = self.cfg.table.clone();
@@ -232,6 +231,9 @@ impl IcebergSink {
         let files = decode_files(&table, &staged)?;
         let job = self.cfg.app_id.clone();
         let epoch = staged.epoch;
+        if !staged.removed.is_empty() {
+            return self.commit_overwrite(staged, files);
+        }
         let committed = self.handle.block_on(async {
             let tx = Transaction::new(&table);
             let append = tx
@@ -258,9 +260,97 @@ impl IcebergSink {
         Ok(())
     }
 
-    /// Phase after a commit: snapshot expiry when due. A failure loses
-    /// nothing (the commit stands), so it is logged.
+    /// Commits an upserting epoch as one overwrite snapshot: its files in,
+    /// the files it rewrote out, the job and epoch in the summary and the
+    /// table property. Built again on the table as it is when another
+    /// writer committed first (the removed files must still be there).
+    fn commit_overwrite(&mut self, staged: Staged, files: Vec<DataFile>) -> Result<()> {
+        let t = self.cfg.table.clone();
+        let catalog = self
+            .catalog
+            .clone()
+            .ok_or_else(|| ConnectorError::Internal("the Iceberg catalog is not open".into()))?;
+        let job = self.cfg.app_id.clone();
+        let epoch = staged.epoch.to_string();
+        let mut table = self.table()?.clone();
+        let mut attempt = 0;
+        let committed = loop {
+            attempt += 1;
+            let rewrite = Rewrite {
+                operation: Operation::Overwrite,
+                removed: staged.removed.iter().cloned().collect::<HashSet<_>>(),
+                added: files.clone(),
+                summary: HashMap::from([
+                    (table::JOB_KEY.to_string(), job.clone()),
+                    (table::EPOCH_KEY.to_string(), epoch.clone()),
+                ]),
+                properties: HashMap::from([(table::epoch_property(&job), epoch.clone())]),
+            };
+            let result = self.handle.block_on(async {
+                let (updates, requirements) = rewrite::build(&table, rewrite).await?;
+                commit::commit(&t, catalog.as_ref(), updates, requirements)
+                    .await
+                    .map_err(|e| match e {
+                        CommitError::Conflict(m) if attempt < 4 => ConnectorError::Internal(m),
+                        e => e.into(),
+                    })
+            });
+            match result {
+                Ok(committed) => break committed,
+                Err(ConnectorError::Internal(m)) if attempt < 4 => {
+                    tracing::info!(sink = %self.name, "{m}; committing again on the table as it is now");
+                    table = self
+                        .handle
+                        .block_on(catalog.load_table(&t.ident))
+                        .map_err(|e| t.error("load", &e))?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        tracing::debug!(sink = %self.name, epoch = staged.epoch, snapshot = ?committed.metadata().current_snapshot_id(), removed = staged.removed.len(), "committed an overwrite to the Iceberg table");
+        self.table = Some(committed);
+        self.commits += 1;
+        self.maintain();
+        Ok(())
+    }
+
+    /// Phase after a commit: compaction and snapshot expiry when due. A
+    /// failure loses nothing (the commit stands), so it is logged.
     fn maintain(&mut self) {
+        self.compact();
+        self.expire();
+    }
+
+    /// Compaction, every `compact_interval` commits.
+    fn compact(&mut self) {
+        let every = self.cfg.compact_interval;
+        if every == 0 || !self.commits.is_multiple_of(every) {
+            return;
+        }
+        let (Some(table), Some(catalog)) = (self.table.clone(), self.catalog.clone()) else {
+            return;
+        };
+        match self.handle.block_on(crate::maintenance::compact(
+            &self.cfg.table,
+            catalog.as_ref(),
+            &table,
+            self.cfg.target_file_size,
+            self.cfg.compact_min_files,
+        )) {
+            Ok((table, done)) => {
+                if done.files_in > 0 {
+                    tracing::info!(sink = %self.name, "compacted {} small files of {} into {}", done.files_in, self.cfg.table.shown, done.files_out);
+                }
+                self.table = Some(table);
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.name, "compaction of {} failed (the data is intact; it runs again after the next {every} commits): {e}", self.cfg.table.shown)
+            }
+        }
+    }
+
+    /// Snapshot expiry, every `expire_interval` commits.
+    fn expire(&mut self) {
         let every = self.cfg.expire_interval;
         if every == 0 || !self.commits.is_multiple_of(every) {
             return;
@@ -288,44 +378,13 @@ impl IcebergSink {
         }
     }
 
-    /// A batch of the query as a batch of the table: its columns in the
-    /// table's order and types, absent ones null.
-    fn to_table_batch(&self, batch: &RecordBatch) -> Result<bridge::Batch58> {
+    /// A batch of the query as a batch of the table.
+    fn to_table_batch(&self, batch: &RecordBatch) -> Result<crate::bridge::Batch58> {
         let columns = self
             .columns
             .as_ref()
             .ok_or_else(|| ConnectorError::Internal("the Iceberg table is not open".into()))?;
-        let schema = &columns.arrow;
-        let arrays: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| match batch.column_by_name(f.name()) {
-                None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| {
-                    ConnectorError::Other(format!(
-                        "the column '{}' ({}) cannot be written as {} to the Iceberg table {}: {e}",
-                        f.name(),
-                        c.data_type(),
-                        f.data_type(),
-                        self.cfg.table.shown
-                    ))
-                }),
-            })
-            .collect::<Result<_>>()?;
-        for (f, a) in schema.fields().iter().zip(&arrays) {
-            if !f.is_nullable() && a.null_count() > 0 {
-                return Err(ConnectorError::Other(format!(
-                    "the column '{}' is required in the Iceberg table {}, and the query produced a NULL for it: filter or COALESCE it",
-                    f.name(),
-                    self.cfg.table.shown
-                )));
-            }
-        }
-        let batch = RecordBatch::try_new(columns.relaxed.clone(), arrays)
-            .map_err(|e| ConnectorError::Internal(format!("a batch for the Iceberg table: {e}")))?;
-        bridge::batch_to_iceberg(&batch, &columns.arrow58)
-            .map_err(|e| ConnectorError::Other(e.to_string()))
+        to_table_batch(batch, columns, &self.cfg.table)
     }
 }
 
@@ -472,6 +531,14 @@ impl Sink for IcebergSink {
         self.schema = Some(schema);
     }
 
+    fn set_key_columns(&mut self, columns: &[String]) {
+        self.key_columns = self.cfg.write.key(columns);
+    }
+
+    fn set_changelog(&mut self) {
+        self.changelog = true;
+    }
+
     fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
         self.open()?;
         if self.transactional {
@@ -481,6 +548,18 @@ impl Sink for IcebergSink {
                     self.cfg.table.shown, self.cfg.app_id
                 )));
             }
+        }
+        if self.upserts() {
+            if self.key_columns.is_empty() {
+                self.key_columns = self.cfg.write.key(&[]);
+            }
+            if self.key_columns.is_empty() {
+                return Err(ConnectorError::Other(format!(
+                    "the Iceberg sink '{}' upserts by key, but the result has no key: set merge_on to the key columns",
+                    self.name
+                )));
+            }
+            self.changes.clear();
         }
         if self.writer.is_none() {
             self.writer = Some(self.writer(epoch)?);
@@ -492,43 +571,35 @@ impl Sink for IcebergSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        if self.changelog {
+            self.changes.push(ChangeBatch::from_batch(batch)?);
+            return Ok(());
+        }
+        if self.cfg.write.merge {
+            // every row replaces the row of its key
+            let ops = vec![ChangeOp::Update; batch.num_rows()];
+            self.changes.push(ChangeBatch::new(batch.clone(), ops)?);
+            return Ok(());
+        }
         let rows = self.to_table_batch(batch)?;
         let t = self.cfg.table.clone();
         let writer = self
             .writer
             .as_mut()
             .ok_or_else(|| ConnectorError::Internal("write outside an epoch".into()))?;
-        self.handle.block_on(async {
-            match writer {
-                Writer::Plain(w) => w.write(rows).await.map_err(|e| t.error("write to", &e)),
-                Writer::Parted { fanout, splitter } => {
-                    let parts = splitter
-                        .split(&rows)
-                        .map_err(|e| t.error("partition the rows of", &e))?;
-                    for (key, part) in parts {
-                        fanout
-                            .write(key, part)
-                            .await
-                            .map_err(|e| t.error("write to", &e))?;
-                    }
-                    Ok(())
-                }
-            }
-        })
+        self.handle.block_on(writer.write(rows, &t))
     }
 
     fn prepare_commit(&mut self, epoch: u64) -> Result<()> {
         let t = self.cfg.table.clone();
+        let removed = if self.upserts() {
+            self.apply_changes(epoch)?
+        } else {
+            Vec::new()
+        };
         let files = match self.writer.take() {
             None => Vec::new(),
-            Some(Writer::Plain(mut w)) => self
-                .handle
-                .block_on(w.close())
-                .map_err(|e| t.error("finish the data files of", &e))?,
-            Some(Writer::Parted { fanout, .. }) => self
-                .handle
-                .block_on(fanout.close())
-                .map_err(|e| t.error("finish the data files of", &e))?,
+            Some(w) => self.handle.block_on(w.close(&t))?,
         };
         let table = self.table()?;
         let meta = table.metadata();
@@ -539,7 +610,6 @@ impl Sink for IcebergSink {
         let version: FormatVersion = meta.format_version();
         let files = files
             .into_iter()
-            .filter(|f| f.record_count() > 0)
             .map(|f| {
                 iceberg::spec::serialize_data_file_to_json(f, &ptype, version)
                     .map_err(|e| t.error("describe the data files of", &e))
@@ -549,6 +619,7 @@ impl Sink for IcebergSink {
             epoch,
             spec_id: spec.spec_id(),
             files,
+            removed,
         });
         Ok(())
     }
@@ -559,7 +630,7 @@ impl Sink for IcebergSink {
         }
         self.staged
             .as_ref()
-            .filter(|s| !s.files.is_empty())
+            .filter(|s| !s.files.is_empty() || !s.removed.is_empty())
             .and_then(|s| serde_json::to_value(s).ok())
     }
 
@@ -599,6 +670,7 @@ impl Sink for IcebergSink {
         // an open writer's files are dropped unfinished; finished ones stay
         // unreferenced (expiry's orphan cleanup removes them)
         self.writer = None;
+        self.changes.clear();
         if self.staged.take().is_some() {
             tracing::debug!(sink = %self.name, epoch, "the epoch's Iceberg files stay unreferenced");
         }
