@@ -592,3 +592,43 @@ pub fn kill_9_at_random_moments(dir: &Path, times: usize) -> u64 {
     }
     seed
 }
+
+/// Orders of 7 customers whose totals pass 200 at different times, as
+/// JSON Lines at `dir/orders.jsonl`; returns the batch answer of the
+/// table sinks' updating-result tests: customer -> (COUNT(*), SUM(amount))
+/// of the customers whose total stays under 200.
+pub fn customer_orders(dir: &Path) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut jsonl = String::new();
+    let mut totals = std::collections::BTreeMap::<String, (i64, i64)>::new();
+    for i in 0..300i64 {
+        let (c, amount) = (format!("c{}", i % 7), (i % 5) + i % 7);
+        jsonl += &format!("{{\"customer\":\"{c}\",\"amount\":{amount}}}\n");
+        let e = totals.entry(c).or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    std::fs::write(dir.join("orders.jsonl"), jsonl).unwrap();
+    totals.retain(|_, (_, t)| *t < 200);
+    assert!(
+        totals.len() > 1 && totals.len() < 7,
+        "some groups are deleted: {totals:?}"
+    );
+    totals
+}
+
+/// A table's rows (customer, n, total) as customer -> (n, total), each
+/// customer once.
+pub fn customer_totals(
+    rows: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in rows {
+        let c = r["customer"].as_str().unwrap().to_string();
+        let prev = out.insert(
+            c.clone(),
+            (r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()),
+        );
+        assert!(prev.is_none(), "customer {c} twice: {rows:?}");
+    }
+    out
+}

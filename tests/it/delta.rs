@@ -552,34 +552,9 @@ fn checkpoints_compaction_and_vacuum_keep_a_table_small() {
     );
 }
 
-/// Orders of 7 customers whose totals pass 100 at different times.
-fn orders(dir: &Path) -> BTreeMap<String, (i64, i64)> {
-    let mut jsonl = String::new();
-    let mut totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for i in 0..300i64 {
-        let (c, amount) = (format!("c{}", i % 7), (i % 5) + i % 7);
-        jsonl += &format!("{{\"customer\":\"{c}\",\"amount\":{amount}}}\n");
-        let e = totals.entry(c).or_default();
-        e.0 += 1;
-        e.1 += amount;
-    }
-    std::fs::write(dir.join("orders.jsonl"), jsonl).unwrap();
-    totals
-}
-
-/// The table's rows as customer -> (n, total).
+/// The Delta table's rows as customer -> (n, total).
 fn totals_in(table: &Path) -> BTreeMap<String, (i64, i64)> {
-    let t = read(table, "");
-    let mut out = BTreeMap::new();
-    for r in t["rows"].as_array().unwrap() {
-        let c = r["customer"].as_str().unwrap().to_string();
-        let prev = out.insert(
-            c.clone(),
-            (r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()),
-        );
-        assert!(prev.is_none(), "customer {c} twice: {t}");
-    }
-    out
+    crate::common::customer_totals(read(table, "")["rows"].as_array().unwrap())
 }
 
 /// An updating result (GROUP BY ... EMIT CHANGES, with HAVING deleting
@@ -590,13 +565,7 @@ fn totals_in(table: &Path) -> BTreeMap<String, (i64, i64)> {
 fn an_updating_result_is_merged_by_key() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let totals = orders(dir);
-    let want: BTreeMap<String, (i64, i64)> =
-        totals.into_iter().filter(|(_, (_, t))| *t < 200).collect();
-    assert!(
-        want.len() > 1 && want.len() < 7,
-        "some groups are deleted: {want:?}"
-    );
+    let want = crate::common::customer_orders(dir);
     std::fs::write(
         dir.join("app.sql"),
         "CREATE TABLE totals AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total

@@ -23,6 +23,31 @@ fn sql_catalog(dir: &Path) -> Value {
 /// query.
 const SQL_Q: &str = "catalog_uri=sqlite:lake/catalog.db&warehouse=lake/warehouse";
 
+/// SeaweedFS's REST catalog and S3 as pyiceberg opens them.
+fn rest_catalog(weed: &Weed) -> Value {
+    json!({
+        "type": "rest",
+        "uri": format!("http://127.0.0.1:{}", weed.iceberg),
+        "warehouse": "s3://warehouse",
+        "credential": format!("{}:{}", crate::common::WEED_KEY.0, crate::common::WEED_KEY.1),
+        "s3.endpoint": format!("http://127.0.0.1:{}", weed.s3),
+        "s3.access-key-id": crate::common::WEED_KEY.0,
+        "s3.secret-access-key": crate::common::WEED_KEY.1,
+        "s3.region": "us-east-1",
+    })
+}
+
+/// The keys of a velo connector on SeaweedFS's REST catalog, as an
+/// `iceberg://` URI's query.
+fn rest_keys(weed: &Weed) -> String {
+    format!(
+        "catalog_uri=http://127.0.0.1:{}&warehouse=s3://warehouse&credential={}:{}",
+        weed.iceberg,
+        crate::common::WEED_KEY.0,
+        crate::common::WEED_KEY.1
+    )
+}
+
 /// Runs `tests/lake/iceberg.py` against `catalog`, with `env`.
 fn py(catalog: &Value, args: &[&str], env: &[(String, String)]) -> String {
     let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -418,12 +443,7 @@ fn a_rest_catalog_on_s3_is_written_and_read() {
         input += &format!("{{\"id\":{i},\"kind\":\"k{}\"}}\n", i % 4);
     }
     std::fs::write(dir.join("in.jsonl"), input).unwrap();
-    let keys = format!(
-        "catalog_uri=http://127.0.0.1:{}&warehouse=s3://warehouse&credential={}:{}",
-        weed.iceberg,
-        crate::common::WEED_KEY.0,
-        crate::common::WEED_KEY.1
-    );
+    let keys = rest_keys(&weed);
     std::fs::write(
         dir.join("app.sql"),
         format!(
@@ -438,16 +458,7 @@ fn a_rest_catalog_on_s3_is_written_and_read() {
         !log.contains(crate::common::WEED_KEY.1),
         "the secret leaked: {log}"
     );
-    let cat = json!({
-        "type": "rest",
-        "uri": format!("http://127.0.0.1:{}", weed.iceberg),
-        "warehouse": "s3://warehouse",
-        "credential": format!("{}:{}", crate::common::WEED_KEY.0, crate::common::WEED_KEY.1),
-        "s3.endpoint": format!("http://127.0.0.1:{}", weed.s3),
-        "s3.access-key-id": crate::common::WEED_KEY.0,
-        "s3.secret-access-key": crate::common::WEED_KEY.1,
-        "s3.region": "us-east-1",
-    });
+    let cat = rest_catalog(&weed);
     let t: Value = serde_json::from_str(&py(&cat, &["read", "lakehouse.events"], &env)).unwrap();
     assert_eq!(
         ids(t["rows"].as_array().unwrap(), "id"),
@@ -537,6 +548,22 @@ fn iceberg_mistakes_are_clear_errors() {
             sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.target_file_size' = 'big'"),
             "target_file_size",
         ),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.mode' = 'sideways'"),
+            "expected one of append, merge, upsert",
+        ),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.mode' = 'append', 'lake.merge_on' = 'id'"),
+            "merge_on makes every row replace the row of its key",
+        ),
+        (
+            sink("'lake.table' = 'm.k', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.merge_on' = 'nope'"),
+            "the merge key 'nope' is not a column of the Iceberg table default.m.k",
+        ),
+        (
+            sink("'lake.table' = 'a.b', 'lake.catalog_uri' = 'sqlite:c.db', 'lake.warehouse' = 'w', 'lake.compact_interval' = 'often'"),
+            "compact_interval",
+        ),
     ];
     for (sql, want) in &cases {
         std::fs::write(dir.join("app.sql"), sql).unwrap();
@@ -617,37 +644,6 @@ fn old_snapshots_are_expired_by_the_sink_and_the_command_line() {
     assert_eq!(t["rows"].as_array().unwrap().len(), 200);
 }
 
-/// Orders of 7 customers whose totals pass 200 at different times; the
-/// batch answer of the totals query below.
-fn orders(dir: &Path) -> std::collections::BTreeMap<String, (i64, i64)> {
-    let mut jsonl = String::new();
-    let mut totals = std::collections::BTreeMap::<String, (i64, i64)>::new();
-    for i in 0..300i64 {
-        let (c, amount) = (format!("c{}", i % 7), (i % 5) + i % 7);
-        jsonl += &format!("{{\"customer\":\"{c}\",\"amount\":{amount}}}\n");
-        let e = totals.entry(c).or_default();
-        e.0 += 1;
-        e.1 += amount;
-    }
-    std::fs::write(dir.join("orders.jsonl"), jsonl).unwrap();
-    totals.retain(|_, (_, t)| *t < 200);
-    totals
-}
-
-/// A table's rows as customer -> (n, total), each customer once.
-fn totals_in(rows: &[Value]) -> std::collections::BTreeMap<String, (i64, i64)> {
-    let mut out = std::collections::BTreeMap::new();
-    for r in rows {
-        let c = r["customer"].as_str().unwrap().to_string();
-        let prev = out.insert(
-            c.clone(),
-            (r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()),
-        );
-        assert!(prev.is_none(), "customer {c} twice: {rows:?}");
-    }
-    out
-}
-
 /// An updating result (GROUP BY ... EMIT CHANGES, with HAVING deleting the
 /// groups that pass 200) into a partitioned table is applied by key every
 /// epoch as one overwrite snapshot (copy-on-write: no delete files): the
@@ -657,11 +653,7 @@ fn totals_in(rows: &[Value]) -> std::collections::BTreeMap<String, (i64, i64)> {
 fn an_updating_result_is_upserted_by_key() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let want = orders(dir);
-    assert!(
-        want.len() > 1 && want.len() < 7,
-        "some groups are deleted: {want:?}"
-    );
+    let want = crate::common::customer_orders(dir);
     std::fs::write(
         dir.join("app.sql"),
         "CREATE TABLE totals AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total
@@ -680,7 +672,10 @@ fn an_updating_result_is_upserted_by_key() {
     );
     let cat = sql_catalog(dir);
     let t = read(&cat, "shop.totals");
-    assert_eq!(totals_in(t["rows"].as_array().unwrap()), want);
+    assert_eq!(
+        crate::common::customer_totals(t["rows"].as_array().unwrap()),
+        want
+    );
     let snaps = t["snapshots"].as_array().unwrap();
     let overwrites: Vec<&Value> = snaps
         .iter()
@@ -725,7 +720,7 @@ fn an_updating_result_is_upserted_by_key() {
         "{last}"
     );
     let duck: Vec<Value> = serde_json::from_str(&py(&cat, &["duck", "shop.totals"], &[])).unwrap();
-    assert_eq!(totals_in(&duck), want);
+    assert_eq!(crate::common::customer_totals(&duck), want);
 }
 
 /// `merge_on` over plain rows into a table pyiceberg created and filled:
@@ -854,12 +849,7 @@ fn upserts_commit_through_a_rest_catalog() {
         input += &format!("{{\"id\":{},\"v\":{i}}}\n", i % 10);
     }
     std::fs::write(dir.join("in.jsonl"), input).unwrap();
-    let keys = format!(
-        "catalog_uri=http://127.0.0.1:{}&warehouse=s3://warehouse&credential={}:{}&merge_on=id",
-        weed.iceberg,
-        crate::common::WEED_KEY.0,
-        crate::common::WEED_KEY.1
-    );
+    let keys = format!("{}&merge_on=id", rest_keys(&weed));
     std::fs::write(
         dir.join("app.sql"),
         format!(
@@ -874,16 +864,7 @@ fn upserts_commit_through_a_rest_catalog() {
         !log.contains(crate::common::WEED_KEY.1),
         "the secret leaked: {log}"
     );
-    let cat = json!({
-        "type": "rest",
-        "uri": format!("http://127.0.0.1:{}", weed.iceberg),
-        "warehouse": "s3://warehouse",
-        "credential": format!("{}:{}", crate::common::WEED_KEY.0, crate::common::WEED_KEY.1),
-        "s3.endpoint": format!("http://127.0.0.1:{}", weed.s3),
-        "s3.access-key-id": crate::common::WEED_KEY.0,
-        "s3.secret-access-key": crate::common::WEED_KEY.1,
-        "s3.region": "us-east-1",
-    });
+    let cat = rest_catalog(&weed);
     let t: Value = serde_json::from_str(&py(&cat, &["read", "lakehouse.latest"], &env)).unwrap();
     let mut rows = t["rows"].as_array().unwrap().clone();
     rows.sort_by_key(|r| r["id"].as_i64());

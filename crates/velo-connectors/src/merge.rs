@@ -5,11 +5,12 @@
 //! column ([`key_ranges`]), with which a sink skips the data files whose
 //! statistics rule every changed key out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
+use futures::{Stream, StreamExt};
 
 use velo_config::{ConfigError, ConnectorConfig, KeySpec, KeyType};
 
@@ -148,7 +149,40 @@ impl MergeKeys {
         let rows = self.converter.convert_columns(&self.arrays(batch)?)?;
         Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
     }
+
+    /// The keys of `changed`'s rows, for finding and dropping their rows.
+    pub fn set(&self, changed: &RecordBatch) -> Result<KeySet> {
+        Ok(KeySet(self.of(changed)?.into_iter().collect()))
+    }
+
+    /// Whether a batch of `rows` holds a key of `set` (read up to the
+    /// first that does; nothing is kept).
+    pub async fn any_in<S>(&self, mut rows: S, set: &KeySet) -> Result<bool>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Unpin,
+    {
+        while let Some(batch) = rows.next().await {
+            if self.of(&batch?)?.iter().any(|k| set.0.contains(k)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `batch` without the rows whose key is in `set`.
+    pub fn without(&self, batch: &RecordBatch, set: &KeySet) -> Result<RecordBatch> {
+        let keep: BooleanArray = self
+            .of(batch)?
+            .iter()
+            .map(|k| Some(!set.0.contains(k)))
+            .collect();
+        Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+    }
 }
+
+/// Keys as bytes ([`MergeKeys::set`]).
+#[derive(Debug, Default)]
+pub struct KeySet(HashSet<Vec<u8>>);
 
 /// The range of one key column's values among the changed keys, for
 /// skipping files by their statistics (integers and text only).

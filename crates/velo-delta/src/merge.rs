@@ -14,10 +14,6 @@
 //! rewrites the table. Keys that arrive in order (ids, times) stay within
 //! few files thanks to the statistics.
 
-use std::collections::HashSet;
-
-use arrow::array::BooleanArray;
-use arrow::compute::filter_record_batch;
 use deltalake::DeltaTable;
 use deltalake::kernel::Remove;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -86,7 +82,7 @@ pub async fn apply(
         changed,
         deleted,
     } = last_changes(changes, &keys)?;
-    let changed_keys: HashSet<Vec<u8>> = keys.of(&changed)?.into_iter().collect();
+    let changed_keys = keys.set(&changed)?;
     let ranges = key_ranges(&keys, &changed)?;
     // phase 2: the files that may hold a changed key, rewritten without it
     let store = table.object_store();
@@ -112,27 +108,14 @@ pub async fn apply(
         };
         stats.files_read += 1;
         // pass 1: does it hold a changed key? (nothing kept in memory)
-        let mut hit = false;
-        let mut rows = read::stream(store.clone(), &file, schema.clone(), 64 * 1024, 0).await?;
-        while let Some(batch) = rows.next().await {
-            if keys.of(&batch?)?.iter().any(|k| changed_keys.contains(k)) {
-                hit = true;
-                break;
-            }
-        }
-        if !hit {
+        let rows = read::stream(store.clone(), &file, schema.clone(), 64 * 1024, 0).await?;
+        if !keys.any_in(rows, &changed_keys).await? {
             continue;
         }
         // pass 2: its other rows into the new files
         let mut rows = read::stream(store.clone(), &file, schema.clone(), 64 * 1024, 0).await?;
         while let Some(batch) = rows.next().await {
-            let batch = batch?;
-            let keep: BooleanArray = keys
-                .of(&batch)?
-                .iter()
-                .map(|k| Some(!changed_keys.contains(k)))
-                .collect();
-            let kept = filter_record_batch(&batch, &keep)?;
+            let kept = keys.without(&batch?, &changed_keys)?;
             if kept.num_rows() > 0 {
                 writer
                     .write(kept)

@@ -18,8 +18,7 @@
 
 use std::collections::HashSet;
 
-use arrow::array::{BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use futures::StreamExt;
 use iceberg::expr::{Predicate, Reference};
@@ -70,7 +69,7 @@ pub async fn apply(
         changed,
         deleted,
     } = last_changes(changes, &keys)?;
-    let changed_keys: HashSet<Vec<u8>> = keys.of(&changed)?.into_iter().collect();
+    let changed_keys = keys.set(&changed)?;
     let mut done = Upserted {
         upserted: upserts.as_ref().map_or(0, |u| u.num_rows()),
         deleted,
@@ -81,26 +80,13 @@ pub async fn apply(
     let filter = bounds(&keys, &key_ranges(&keys, &changed)?, columns);
     for task in candidates(table, t, filter).await? {
         done.files_read += 1;
-        let mut hit = false;
-        let mut rows = read(table, t, columns, &task).await?;
-        while let Some(batch) = rows.next().await {
-            if keys.of(&batch?)?.iter().any(|k| changed_keys.contains(k)) {
-                hit = true;
-                break;
-            }
-        }
-        if !hit {
+        let rows = read(table, t, columns, &task).await?;
+        if !keys.any_in(rows, &changed_keys).await? {
             continue;
         }
         let mut rows = read(table, t, columns, &task).await?;
         while let Some(batch) = rows.next().await {
-            let batch = batch?;
-            let keep: BooleanArray = keys
-                .of(&batch)?
-                .iter()
-                .map(|k| Some(!changed_keys.contains(k)))
-                .collect();
-            let kept = filter_record_batch(&batch, &keep)?;
+            let kept = keys.without(&batch?, &changed_keys)?;
             if kept.num_rows() > 0 {
                 writer.write(to_table_batch(&kept, columns, t)?, t).await?;
             }
