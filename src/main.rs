@@ -516,7 +516,10 @@ async fn iceberg(c: IcebergCmd) -> Result<(), Failure> {
             let (_, expired) = velo_iceberg::maintenance::expire(catalog.as_ref(), &t, age, retain)
                 .await
                 .map_err(failed)?;
-            println!("expired {expired} snapshots of {table}");
+            println!(
+                "expired {} snapshots of {table} and deleted {} files only they referenced",
+                expired.snapshots, expired.files
+            );
             Ok(())
         }
         IcebergCmd::Compact {

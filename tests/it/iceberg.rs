@@ -831,6 +831,41 @@ fn merge_on_replaces_rows_and_compaction_keeps_them() {
         after["snapshots"].as_array().unwrap().last().unwrap()["operation"],
         "replace"
     );
+    // expiry down to the latest snapshot deletes the files the upserts and
+    // compactions replaced: one data file left on disk, the rows intact
+    let parquet = || {
+        crate::common::files_below(&dir.join("lake/warehouse"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    assert!(parquet() > 3, "{}", parquet());
+    let o = run_in(
+        dir,
+        &[
+            "iceberg",
+            "expire",
+            "inv.items",
+            "--catalog-uri",
+            "sqlite:lake/catalog.db",
+            "--warehouse",
+            "lake/warehouse",
+            "--older-than",
+            "0s",
+            "--retain",
+            "1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        parquet(),
+        1,
+        "{}: {:?}",
+        String::from_utf8_lossy(&o.stdout),
+        crate::common::files_below(&dir.join("lake/warehouse"))
+    );
+    assert_eq!(rows_of(&read(&cat, "inv.items")), rows_of(&before));
     let duck: Vec<Value> = serde_json::from_str(&py(&cat, &["duck", "inv.items"], &[])).unwrap();
     assert_eq!(duck.len(), 27);
 }

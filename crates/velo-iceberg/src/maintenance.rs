@@ -6,8 +6,9 @@
 //! every snapshot; a streaming sink adds one per epoch, so without expiry
 //! each commit gets slower than the last. Expiry drops snapshots older than
 //! a maximum age beyond the latest few from the metadata (time travel
-//! reaches back that far). The files only those snapshots referenced stay
-//! on storage for now.
+//! reaches back that far), then deletes the files only they referenced
+//! (their manifest lists, manifests, and the data files upserts and
+//! compaction replaced), so storage does not grow with every rewrite.
 //!
 //! A streaming sink also writes small files (an epoch's rows per
 //! partition), and readers pay per file. Compaction rewrites each
@@ -121,21 +122,24 @@ pub async fn compact(
     Ok((after, done))
 }
 
+/// What an expiry did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Snapshots removed from the metadata.
+    pub snapshots: usize,
+    /// Files deleted that only those snapshots referenced.
+    pub files: usize,
+}
+
 /// Expires the snapshots of `table` older than `max_age`, keeping the
-/// latest `keep`; returns the table after it and how many were expired.
+/// latest `keep`, and deletes the files only they referenced; returns the
+/// table after it.
 pub async fn expire(
     catalog: &dyn Catalog,
     table: &Table,
     max_age: Duration,
     keep: usize,
-) -> Result<(Table, usize)> {
-    let before = table.metadata().snapshots().len();
-    let cutoff = chrono::Utc::now().timestamp_millis() - max_age.as_millis() as i64;
-    let tx = Transaction::new(table);
-    let action = tx
-        .expire_snapshots()
-        .expire_older_than_ms(cutoff)
-        .retain_last(keep.max(1));
+) -> Result<(Table, Expired)> {
     let fail = |e: iceberg::Error| {
         ConnectorError::Other(format!(
             "cannot expire the snapshots of {}: {}",
@@ -143,10 +147,66 @@ pub async fn expire(
             velo_config::mask(&e.to_string())
         ))
     };
+    // phase 1: what the snapshots reference now
+    let before = table.metadata().snapshots().len();
+    let referenced_before = referenced(table).await.map_err(fail)?;
+    // phase 2: the expiry, one metadata commit
+    let cutoff = chrono::Utc::now().timestamp_millis() - max_age.as_millis() as i64;
+    let tx = Transaction::new(table);
+    let action = tx
+        .expire_snapshots()
+        .expire_older_than_ms(cutoff)
+        .retain_last(keep.max(1));
     let tx = action.apply(tx).map_err(fail)?;
     let after = tx.commit(catalog).await.map_err(fail)?;
-    let expired = before.saturating_sub(after.metadata().snapshots().len());
-    Ok((after, expired))
+    let snapshots = before.saturating_sub(after.metadata().snapshots().len());
+    if snapshots == 0 {
+        return Ok((after, Expired::default()));
+    }
+    // phase 3: the files no remaining snapshot references. Files of a
+    // commit in flight are in no snapshot yet, so not in `referenced_before`.
+    let still = referenced(&after).await.map_err(fail)?;
+    let mut files = 0;
+    for path in referenced_before.difference(&still) {
+        match after.file_io().delete(path).await {
+            Ok(()) => files += 1,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot delete {path}, which no snapshot of {} references any more: {e}",
+                    table.identifier()
+                )
+            }
+        }
+    }
+    Ok((after, Expired { snapshots, files }))
+}
+
+/// Every file the snapshots of `table` reference: manifest lists,
+/// manifests, and the live data and delete files of the manifests (a file
+/// a manifest lists as deleted is needed only by the snapshots before it,
+/// where it is live).
+async fn referenced(table: &Table) -> iceberg::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    let mut manifests = HashSet::new();
+    for s in table.metadata().snapshots() {
+        out.insert(s.manifest_list().to_string());
+        let list = table.manifest_list_reader(s).load().await?;
+        for m in list.entries() {
+            if !manifests.insert(m.manifest_path.clone()) {
+                continue;
+            }
+            out.insert(m.manifest_path.clone());
+            let manifest = m.load_manifest(table.file_io()).await?;
+            out.extend(
+                manifest
+                    .entries()
+                    .iter()
+                    .filter(|e| e.is_alive())
+                    .map(|e| e.file_path().to_string()),
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The table `table` (`namespace.table`) of the catalog the connector keys

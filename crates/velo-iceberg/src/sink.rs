@@ -19,7 +19,9 @@
 //!
 //! After a commit, every `expire_interval` commits, snapshots older than
 //! `snapshot_max_age` beyond the latest `min_snapshots` are expired, so the
-//! table's metadata (read and rewritten by every commit) stays small.
+//! table's metadata (read and rewritten by every commit) stays small, and
+//! the files only they referenced are deleted; every `compact_interval`
+//! commits small files are compacted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -367,8 +369,8 @@ impl IcebergSink {
             keep,
         )) {
             Ok((table, expired)) => {
-                if expired > 0 {
-                    tracing::info!(sink = %self.name, "expired {expired} snapshots of {}", self.cfg.table.shown);
+                if expired.snapshots > 0 {
+                    tracing::info!(sink = %self.name, "expired {} snapshots of {} and deleted {} files only they referenced", expired.snapshots, self.cfg.table.shown, expired.files);
                 }
                 self.table = Some(table);
             }
@@ -668,7 +670,7 @@ impl Sink for IcebergSink {
 
     fn abort(&mut self, epoch: u64) -> Result<()> {
         // an open writer's files are dropped unfinished; finished ones stay
-        // unreferenced (expiry's orphan cleanup removes them)
+        // unreferenced (in no snapshot, so expiry does not delete them)
         self.writer = None;
         self.changes.clear();
         if self.staged.take().is_some() {
