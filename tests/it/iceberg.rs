@@ -48,6 +48,19 @@ fn rest_keys(weed: &Weed) -> String {
     )
 }
 
+/// Runs `dir/app.sql` against SeaweedFS (a success that prints no
+/// secret); returns `table` as pyiceberg reads it there.
+fn run_on_weed(weed: &Weed, dir: &Path, table: &str) -> Value {
+    let env = weed.env();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    assert!(
+        !log.contains(crate::common::WEED_KEY.1),
+        "the secret leaked: {log}"
+    );
+    serde_json::from_str(&py(&rest_catalog(weed), &["read", table], &env)).unwrap()
+}
+
 /// Runs `tests/lake/iceberg.py` against `catalog`, with `env`.
 fn py(catalog: &Value, args: &[&str], env: &[(String, String)]) -> String {
     let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -452,14 +465,7 @@ fn a_rest_catalog_on_s3_is_written_and_read() {
         ),
     )
     .unwrap();
-    let (ok, log) = run(dir, &env);
-    assert!(ok, "{log}");
-    assert!(
-        !log.contains(crate::common::WEED_KEY.1),
-        "the secret leaked: {log}"
-    );
-    let cat = rest_catalog(&weed);
-    let t: Value = serde_json::from_str(&py(&cat, &["read", "lakehouse.events"], &env)).unwrap();
+    let t = run_on_weed(&weed, dir, "lakehouse.events");
     assert_eq!(
         ids(t["rows"].as_array().unwrap(), "id"),
         (0..50).collect::<Vec<_>>()
@@ -876,7 +882,6 @@ fn merge_on_replaces_rows_and_compaction_keeps_them() {
 #[test]
 fn upserts_commit_through_a_rest_catalog() {
     let weed = Weed::start();
-    let env = weed.env();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let mut input = String::new();
@@ -893,14 +898,7 @@ fn upserts_commit_through_a_rest_catalog() {
         ),
     )
     .unwrap();
-    let (ok, log) = run(dir, &env);
-    assert!(ok, "{log}");
-    assert!(
-        !log.contains(crate::common::WEED_KEY.1),
-        "the secret leaked: {log}"
-    );
-    let cat = rest_catalog(&weed);
-    let t: Value = serde_json::from_str(&py(&cat, &["read", "lakehouse.latest"], &env)).unwrap();
+    let t = run_on_weed(&weed, dir, "lakehouse.latest");
     let mut rows = t["rows"].as_array().unwrap().clone();
     rows.sort_by_key(|r| r["id"].as_i64());
     let want: Vec<Value> = (0..10).map(|i| json!({"id": i, "v": 50 + i})).collect();

@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 
 use iceberg::spec::{
     DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention,
-    SnapshotSummaryCollector, Summary,
+    ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpec, Snapshot, SnapshotReference,
+    SnapshotRetention, SnapshotSummaryCollector, Summary,
 };
 use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
@@ -107,17 +107,13 @@ pub async fn build(
                         &format!("partition spec {} is gone", m.partition_spec_id),
                     )
                 })?;
-            let out = table
-                .file_io()
-                .new_output(names.next().unwrap_or_default())
-                .map_err(|e| fail("write a manifest", &e))?;
-            let mut writer = ManifestWriterBuilder::new(
-                out,
-                Some(snapshot_id),
-                schema.clone(),
-                spec.as_ref().clone(),
+            let mut writer = manifest_writer(
+                table,
+                names.next().unwrap_or_default(),
+                snapshot_id,
+                spec.as_ref(),
             )
-            .build_v2_data();
+            .map_err(|e| fail("write a manifest", &e))?;
             for e in manifest.entries().iter().filter(|e| e.is_alive()) {
                 let file = e.data_file().clone();
                 let seq = e.sequence_number().unwrap_or(m.sequence_number);
@@ -148,17 +144,13 @@ pub async fn build(
     // phase 3: the manifest of the added files
     let spec = meta.default_partition_spec().clone();
     if !rewrite.added.is_empty() {
-        let out = table
-            .file_io()
-            .new_output(names.next().unwrap_or_default())
-            .map_err(|e| fail("write a manifest", &e))?;
-        let mut writer = ManifestWriterBuilder::new(
-            out,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
+        let mut writer = manifest_writer(
+            table,
+            names.next().unwrap_or_default(),
+            snapshot_id,
+            spec.as_ref(),
         )
-        .build_v2_data();
+        .map_err(|e| fail("write a manifest", &e))?;
         for f in rewrite.added {
             summary.add_file(&f, schema.clone(), spec.clone());
             writer
@@ -231,6 +223,24 @@ pub async fn build(
         },
     ];
     Ok((updates, requirements))
+}
+
+/// A writer of a format-version-2 data manifest at `path`, for files of
+/// `spec` and the table's current schema.
+fn manifest_writer(
+    table: &Table,
+    path: String,
+    snapshot_id: i64,
+    spec: &PartitionSpec,
+) -> iceberg::Result<ManifestWriter> {
+    let out = table.file_io().new_output(path)?;
+    Ok(ManifestWriterBuilder::new(
+        out,
+        Some(snapshot_id),
+        table.metadata().current_schema().clone(),
+        spec.clone(),
+    )
+    .build_v2_data())
 }
 
 /// The table's totals after a snapshot whose own counts are `changes`.
