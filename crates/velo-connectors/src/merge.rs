@@ -237,8 +237,10 @@ pub fn key_ranges(keys: &MergeKeys, changed: &RecordBatch) -> Result<Vec<Option<
 pub struct LastChanges {
     /// The rows to write (keys inserted or updated last), in arrival order.
     pub upserts: Option<RecordBatch>,
-    /// Every changed key (the key columns only).
-    pub changed: RecordBatch,
+    /// Every changed key: its rows in the table are replaced or removed.
+    pub changed: KeySet,
+    /// Per key column, the range of the changed keys ([`key_ranges`]).
+    pub ranges: Vec<Option<KeyRange>>,
     /// How many keys were deleted last.
     pub deleted: usize,
 }
@@ -282,7 +284,8 @@ pub fn last_changes(changes: &[ChangeBatch], keys: &MergeKeys) -> Result<LastCha
         .transpose()?;
     Ok(LastChanges {
         upserts,
-        changed,
+        ranges: key_ranges(keys, &changed)?,
+        changed: keys.set(&changed)?,
         deleted,
     })
 }
@@ -341,11 +344,8 @@ mod tests {
             (0..up.num_rows()).map(|i| v.value(i)).collect::<Vec<_>>(),
             ["a2", "c2"]
         );
-        assert_eq!((last.changed.num_rows(), last.deleted), (3, 1));
-        assert_eq!(
-            key_ranges(&k, &last.changed).unwrap(),
-            vec![Some(KeyRange::Int(1, 3))]
-        );
+        assert_eq!((last.changed.0.len(), last.deleted), (3, 1));
+        assert_eq!(last.ranges, vec![Some(KeyRange::Int(1, 3))]);
     }
 
     #[test]

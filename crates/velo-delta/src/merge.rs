@@ -18,7 +18,7 @@ use deltalake::DeltaTable;
 use deltalake::kernel::Remove;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
-use velo_connectors::merge::{KeyRange, LastChanges, MergeKeys, key_ranges, last_changes};
+use velo_connectors::merge::{KeyRange, LastChanges, MergeKeys, last_changes};
 use velo_connectors::{ChangeBatch, ConnectorError, Result};
 
 use crate::read::{self, DataFile};
@@ -79,11 +79,10 @@ pub async fn apply(
     // phase 1: the last change per key
     let LastChanges {
         upserts,
-        changed,
+        changed: changed_keys,
+        ranges,
         deleted,
     } = last_changes(changes, &keys)?;
-    let changed_keys = keys.set(&changed)?;
-    let ranges = key_ranges(&keys, &changed)?;
     // phase 2: the files that may hold a changed key, rewritten without it
     let store = table.object_store();
     let mut removes = Vec::new();

@@ -25,7 +25,7 @@ use iceberg::expr::{Predicate, Reference};
 use iceberg::scan::FileScanTask;
 use iceberg::spec::Datum;
 use iceberg::table::Table;
-use velo_connectors::merge::{KeyRange, LastChanges, MergeKeys, key_ranges, last_changes};
+use velo_connectors::merge::{KeyRange, LastChanges, MergeKeys, last_changes};
 use velo_connectors::{ChangeBatch, ConnectorError, Result};
 
 use crate::bridge;
@@ -66,10 +66,10 @@ pub async fn apply(
     // phase 1: the last change per key
     let LastChanges {
         upserts,
-        changed,
+        changed: changed_keys,
+        ranges,
         deleted,
     } = last_changes(changes, &keys)?;
-    let changed_keys = keys.set(&changed)?;
     let mut done = Upserted {
         upserted: upserts.as_ref().map_or(0, |u| u.num_rows()),
         deleted,
@@ -77,7 +77,7 @@ pub async fn apply(
     };
     // phase 2: the files whose bounds allow a changed key, rewritten
     // without those keys when they hold one
-    let filter = bounds(&keys, &key_ranges(&keys, &changed)?, columns);
+    let filter = bounds(&keys, &ranges, columns);
     for task in candidates(table, t, filter).await? {
         done.files_read += 1;
         let rows = read(table, t, columns, &task).await?;
