@@ -915,3 +915,67 @@ fn upserts_commit_through_a_rest_catalog() {
         "{t}"
     );
 }
+
+/// An upserting epoch checkpointed but not committed when another writer
+/// rewrote the files it replaces (here a compaction by hand): the restart
+/// refuses to commit it, with the reason and a failed exit, rather than
+/// bringing back rows or dropping the epoch's changes; the table stays as
+/// the other writer left it.
+#[test]
+fn a_staged_upsert_whose_files_were_rewritten_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // epochs of 5: ids 0-4 and 5-9 are new (two appended files), then
+    // 0-2 change (an overwrite replacing the first file)
+    let mut input = String::new();
+    for i in (0..10).chain(0..3) {
+        input += &format!("{{\"id\":{i},\"v\":{i}}}\n");
+    }
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, v FROM src INTO 'iceberg://shop.items?{SQL_Q}&merge_on=id'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'batch.size' = '5',
+                   'use_transactions' = 'true', 'state.dir' = 'state');"
+        ),
+    )
+    .unwrap();
+    let crash = [("VELO_CRASH_AFTER_CHECKPOINT".to_string(), "3".to_string())];
+    let (ok, log) = run(dir, &crash);
+    assert!(
+        !ok && log.contains("aborting after the checkpoint"),
+        "{log}"
+    );
+    let o = run_in(
+        dir,
+        &[
+            "iceberg",
+            "compact",
+            "shop.items",
+            "--catalog-uri",
+            "sqlite:lake/catalog.db",
+            "--warehouse",
+            "lake/warehouse",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("compacted 2 small files"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let cat = sql_catalog(dir);
+    let compacted = read(&cat, "shop.items");
+    let (ok, log) = run(dir, &[]);
+    assert!(!ok, "the stale epoch must not be committed: {log}");
+    assert!(
+        log.contains("no longer holds")
+            && log.contains("another writer changed it")
+            && log.contains("cannot be committed")
+            && log.contains("move the state directory away"),
+        "{log}"
+    );
+    assert_eq!(read(&cat, "shop.items")["current"], compacted["current"]);
+}

@@ -289,24 +289,21 @@ impl IcebergSink {
                 properties: HashMap::from([(table::epoch_property(&job), epoch.clone())]),
             };
             let result = self.handle.block_on(async {
-                let (updates, requirements) = rewrite::build(&table, rewrite).await?;
-                commit::commit(&t, catalog.as_ref(), updates, requirements)
+                let (updates, requirements) = rewrite::build(&table, rewrite)
                     .await
-                    .map_err(|e| match e {
-                        CommitError::Conflict(m) if attempt < 4 => ConnectorError::Internal(m),
-                        e => e.into(),
-                    })
+                    .map_err(CommitError::Failed)?;
+                commit::commit(&t, catalog.as_ref(), updates, requirements).await
             });
             match result {
                 Ok(committed) => break committed,
-                Err(ConnectorError::Internal(m)) if attempt < 4 => {
+                Err(CommitError::Conflict(m)) if attempt < 4 => {
                     tracing::info!(sink = %self.name, "{m}; committing again on the table as it is now");
                     table = self
                         .handle
                         .block_on(catalog.load_table(&t.ident))
                         .map_err(|e| t.error("load", &e))?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         };
         tracing::debug!(sink = %self.name, epoch = staged.epoch, snapshot = ?committed.metadata().current_snapshot_id(), removed = staged.removed.len(), "committed an overwrite to the Iceberg table");
@@ -650,7 +647,16 @@ impl Sink for IcebergSink {
         }
         tracing::info!(sink = %self.name, epoch = staged.epoch, "committing the checkpoint's epoch to the Iceberg table");
         let epoch = staged.epoch;
-        self.commit_staged(staged)?;
+        let upserts = !staged.removed.is_empty();
+        self.commit_staged(staged).map_err(|e| {
+            if !upserts {
+                return e;
+            }
+            ConnectorError::Other(format!(
+                "the checkpoint's epoch {epoch} cannot be committed to the Iceberg table {}: {e}. Its upserts were computed against files that are gone, and committing them now would bring rows back or lose changes. While an upserting job writes a table, compact it with the job's compact_interval rather than by another writer; to go on, roll the table back to its snapshot before that writer, or move the state directory away to start over",
+                self.cfg.table.shown
+            ))
+        })?;
         self.committed_epoch = Some(epoch);
         Ok(())
     }
