@@ -692,7 +692,7 @@ impl Sink for IcebergSink {
 
     fn describe(&self) -> String {
         format!(
-            "Iceberg table {} ({} catalog {}{}{})",
+            "Iceberg table {} ({} catalog {}{}{}{}{})",
             self.cfg.table.shown,
             match self.cfg.table.kind {
                 crate::catalog::CatalogKind::Rest => "REST",
@@ -716,6 +716,22 @@ impl Sink for IcebergSink {
                 ", schema merge"
             } else {
                 ""
+            },
+            if self.upserts() {
+                format!(
+                    ", upserts by {} (copy-on-write)",
+                    if self.key_columns.is_empty() {
+                        "the result's key".to_string()
+                    } else {
+                        self.key_columns.join(", ")
+                    }
+                )
+            } else {
+                String::new()
+            },
+            match self.cfg.compact_interval {
+                0 => String::new(),
+                n => format!(", compaction every {n} commits"),
             }
         )
     }
