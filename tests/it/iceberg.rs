@@ -61,6 +61,21 @@ fn run_on_weed(weed: &Weed, dir: &Path, table: &str) -> Value {
     serde_json::from_str(&py(&rest_catalog(weed), &["read", table], &env)).unwrap()
 }
 
+/// `velo iceberg CMD TABLE` on the tests' SQL catalog, with `extra` options.
+fn iceberg_cli(dir: &Path, cmd: &str, table: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "iceberg",
+        cmd,
+        table,
+        "--catalog-uri",
+        "sqlite:lake/catalog.db",
+        "--warehouse",
+        "lake/warehouse",
+    ];
+    args.extend_from_slice(extra);
+    run_in(dir, &args, &[])
+}
+
 /// Runs `tests/lake/iceberg.py` against `catalog`, with `env`.
 fn py(catalog: &Value, args: &[&str], env: &[(String, String)]) -> String {
     let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -611,22 +626,11 @@ fn old_snapshots_are_expired_by_the_sink_and_the_command_line() {
         10
     );
     // the command line keeps the latest 4
-    let o = run_in(
+    let o = iceberg_cli(
         dir,
-        &[
-            "iceberg",
-            "expire",
-            "ops.ids",
-            "--catalog-uri",
-            "sqlite:lake/catalog.db",
-            "--warehouse",
-            "lake/warehouse",
-            "--older-than",
-            "0s",
-            "--retain",
-            "4",
-        ],
-        &[],
+        "expire",
+        "ops.ids",
+        &["--older-than", "0s", "--retain", "4"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("expired 6 snapshots"));
@@ -809,21 +813,7 @@ fn merge_on_replaces_rows_and_compaction_keeps_them() {
         "{}",
         before["files"]
     );
-    let o = run_in(
-        dir,
-        &[
-            "iceberg",
-            "compact",
-            "inv.items",
-            "--catalog-uri",
-            "sqlite:lake/catalog.db",
-            "--warehouse",
-            "lake/warehouse",
-            "--target-file-size",
-            "1MB",
-        ],
-        &[],
-    );
+    let o = iceberg_cli(dir, "compact", "inv.items", &["--target-file-size", "1MB"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("into 1"),
@@ -846,22 +836,11 @@ fn merge_on_replaces_rows_and_compaction_keeps_them() {
             .count()
     };
     assert!(parquet() > 3, "{}", parquet());
-    let o = run_in(
+    let o = iceberg_cli(
         dir,
-        &[
-            "iceberg",
-            "expire",
-            "inv.items",
-            "--catalog-uri",
-            "sqlite:lake/catalog.db",
-            "--warehouse",
-            "lake/warehouse",
-            "--older-than",
-            "0s",
-            "--retain",
-            "1",
-        ],
-        &[],
+        "expire",
+        "inv.items",
+        &["--older-than", "0s", "--retain", "1"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
@@ -947,19 +926,7 @@ fn a_staged_upsert_whose_files_were_rewritten_is_refused() {
         !ok && log.contains("aborting after the checkpoint"),
         "{log}"
     );
-    let o = run_in(
-        dir,
-        &[
-            "iceberg",
-            "compact",
-            "shop.items",
-            "--catalog-uri",
-            "sqlite:lake/catalog.db",
-            "--warehouse",
-            "lake/warehouse",
-        ],
-        &[],
-    );
+    let o = iceberg_cli(dir, "compact", "shop.items", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("compacted 2 small files"),
