@@ -46,53 +46,102 @@ pub async fn build(
     rewrite: Rewrite,
 ) -> Result<(Vec<TableUpdate>, Vec<TableRequirement>)> {
     let meta = table.metadata();
-    let shown = table.identifier().to_string();
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        ConnectorError::Other(format!(
-            "cannot {what} of the Iceberg table {shown}: {}",
-            velo_config::mask(&e.to_string())
-        ))
-    };
     if meta.format_version() != FormatVersion::V2 {
         return Err(ConnectorError::Other(format!(
-            "the Iceberg table {shown} is format version {}; upserts and compaction write format version 2 tables only",
+            "the Iceberg table {} is format version {}; upserts and compaction write format version 2 tables only",
+            table.identifier(),
             meta.format_version()
         )));
     }
-    // phase 1: identities of the new snapshot and its files
-    let snapshot_id = new_snapshot_id(table);
-    let sequence = meta.next_sequence_number();
-    let parent = meta.current_snapshot_id();
-    let schema = meta.current_schema().clone();
-    let mut summary = SnapshotSummaryCollector::default();
-    let mut names = (0..).map(|i| {
-        format!(
-            "{}/metadata/velo-{snapshot_id:x}-m{i}.avro",
-            meta.location().trim_end_matches('/')
+    let mut p = Producer::new(table);
+    let mut manifests = p.carry_manifests(&rewrite.removed).await?;
+    manifests.extend(p.added_manifest(rewrite.added).await?);
+    let list = p.manifest_list(manifests).await?;
+    let snapshot = p.snapshot(list, rewrite.operation, rewrite.summary);
+    Ok(p.updates(snapshot, rewrite.properties))
+}
+
+/// The snapshot being built: its identity, and its counts as the
+/// manifests are written.
+struct Producer<'a> {
+    table: &'a Table,
+    snapshot_id: i64,
+    sequence: i64,
+    summary: SnapshotSummaryCollector,
+    manifests_written: usize,
+}
+
+impl<'a> Producer<'a> {
+    fn new(table: &'a Table) -> Self {
+        Self {
+            table,
+            snapshot_id: new_snapshot_id(table),
+            sequence: table.metadata().next_sequence_number(),
+            summary: SnapshotSummaryCollector::default(),
+            manifests_written: 0,
+        }
+    }
+
+    fn fail(&self, what: &str, e: &dyn std::fmt::Display) -> ConnectorError {
+        ConnectorError::Other(format!(
+            "cannot {what} of the Iceberg table {}: {}",
+            self.table.identifier(),
+            velo_config::mask(&e.to_string())
+        ))
+    }
+
+    /// A writer of the snapshot's next data manifest, for files of `spec`.
+    fn next_manifest(&mut self, spec: &PartitionSpec) -> Result<ManifestWriter> {
+        let path = format!(
+            "{}/metadata/velo-{:x}-m{}.avro",
+            self.table.metadata().location().trim_end_matches('/'),
+            self.snapshot_id,
+            self.manifests_written
+        );
+        self.manifests_written += 1;
+        let out = self
+            .table
+            .file_io()
+            .new_output(path)
+            .map_err(|e| self.fail("write a manifest", &e))?;
+        Ok(ManifestWriterBuilder::new(
+            out,
+            Some(self.snapshot_id),
+            self.table.metadata().current_schema().clone(),
+            spec.clone(),
         )
-    });
-    // phase 2: the current manifests, rewritten where they list a removed file
-    let mut manifests: Vec<ManifestFile> = Vec::new();
-    let mut found = 0usize;
-    if let Some(current) = meta.current_snapshot() {
-        let list = table
+        .build_v2_data())
+    }
+
+    /// Phase 1: the current snapshot's manifests, each kept as it is or,
+    /// where it lists a file of `removed`, rewritten with those files
+    /// `DELETED` and the others `EXISTING`. Every file of `removed` must
+    /// be live in the table.
+    async fn carry_manifests(&mut self, removed: &HashSet<String>) -> Result<Vec<ManifestFile>> {
+        let meta = self.table.metadata();
+        let Some(current) = meta.current_snapshot() else {
+            return self.check_found(removed, 0).map(|_| Vec::new());
+        };
+        let list = self
+            .table
             .manifest_list_reader(current)
             .load()
             .await
-            .map_err(|e| fail("read the manifest list", &e))?;
+            .map_err(|e| self.fail("read the manifest list", &e))?;
+        let (mut manifests, mut found) = (Vec::new(), 0usize);
         for m in list.consume_entries() {
-            if m.content != ManifestContentType::Data || rewrite.removed.is_empty() {
+            if m.content != ManifestContentType::Data || removed.is_empty() {
                 manifests.push(m);
                 continue;
             }
             let manifest = m
-                .load_manifest(table.file_io())
+                .load_manifest(self.table.file_io())
                 .await
-                .map_err(|e| fail("read a manifest", &e))?;
+                .map_err(|e| self.fail("read a manifest", &e))?;
             let hits = manifest
                 .entries()
                 .iter()
-                .filter(|e| e.is_alive() && rewrite.removed.contains(e.file_path()))
+                .filter(|e| e.is_alive() && removed.contains(e.file_path()))
                 .count();
             if hits == 0 {
                 manifests.push(m);
@@ -102,145 +151,158 @@ pub async fn build(
             let spec = meta
                 .partition_spec_by_id(m.partition_spec_id)
                 .ok_or_else(|| {
-                    fail(
+                    self.fail(
                         "rewrite a manifest",
                         &format!("partition spec {} is gone", m.partition_spec_id),
                     )
                 })?;
-            let mut writer = manifest_writer(
-                table,
-                names.next().unwrap_or_default(),
-                snapshot_id,
-                spec.as_ref(),
-            )
-            .map_err(|e| fail("write a manifest", &e))?;
+            let schema = meta.current_schema().clone();
+            let mut writer = self.next_manifest(spec)?;
             for e in manifest.entries().iter().filter(|e| e.is_alive()) {
                 let file = e.data_file().clone();
                 let seq = e.sequence_number().unwrap_or(m.sequence_number);
                 let file_seq = e.file_sequence_number.or(Some(m.min_sequence_number));
-                if rewrite.removed.contains(e.file_path()) {
-                    summary.remove_file(&file, schema.clone(), spec.clone());
+                if removed.contains(e.file_path()) {
+                    self.summary
+                        .remove_file(&file, schema.clone(), spec.clone());
                     writer.add_delete_file(file, seq, file_seq)
                 } else {
                     let added_by = e.snapshot_id().unwrap_or(m.added_snapshot_id);
                     writer.add_existing_file(file, added_by, seq, file_seq)
                 }
-                .map_err(|e| fail("rewrite a manifest", &e))?;
+                .map_err(|e| self.fail("rewrite a manifest", &e))?;
             }
             manifests.push(
                 writer
                     .write_manifest_file()
                     .await
-                    .map_err(|e| fail("write a manifest", &e))?,
+                    .map_err(|e| self.fail("write a manifest", &e))?,
             );
         }
+        self.check_found(removed, found)?;
+        Ok(manifests)
     }
-    if found != rewrite.removed.len() {
-        return Err(ConnectorError::Other(format!(
-            "the Iceberg table {shown} no longer holds {} of the data files this commit replaces; another writer changed it",
-            rewrite.removed.len() - found
-        )));
-    }
-    // phase 3: the manifest of the added files
-    let spec = meta.default_partition_spec().clone();
-    if !rewrite.added.is_empty() {
-        let mut writer = manifest_writer(
-            table,
-            names.next().unwrap_or_default(),
-            snapshot_id,
-            spec.as_ref(),
-        )
-        .map_err(|e| fail("write a manifest", &e))?;
-        for f in rewrite.added {
-            summary.add_file(&f, schema.clone(), spec.clone());
-            writer
-                .add_file(f, sequence)
-                .map_err(|e| fail("write a manifest", &e))?;
-        }
-        manifests.push(
-            writer
-                .write_manifest_file()
-                .await
-                .map_err(|e| fail("write a manifest", &e))?,
-        );
-    }
-    // phase 4: the manifest list and the snapshot
-    let list_path = format!(
-        "{}/metadata/snap-{snapshot_id}-1-velo.avro",
-        meta.location().trim_end_matches('/')
-    );
-    let out = table
-        .file_io()
-        .new_output(&list_path)
-        .map_err(|e| fail("write the manifest list", &e))?
-        .writer()
-        .await
-        .map_err(|e| fail("write the manifest list", &e))?;
-    let mut list = ManifestListWriter::v2(out, snapshot_id, parent, sequence);
-    list.add_manifests(manifests.into_iter())
-        .map_err(|e| fail("write the manifest list", &e))?;
-    list.close()
-        .await
-        .map_err(|e| fail("write the manifest list", &e))?;
-    let mut properties = rewrite.summary;
-    let changes = summary.build();
-    let previous = meta.current_snapshot().map(|s| s.summary());
-    properties.extend(totals(&changes, previous));
-    properties.extend(changes);
-    let snapshot = Snapshot::builder()
-        .with_manifest_list(list_path)
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(parent)
-        .with_sequence_number(sequence)
-        .with_summary(Summary {
-            operation: rewrite.operation,
-            additional_properties: properties,
-        })
-        .with_schema_id(meta.current_schema_id())
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-        .build();
-    // phase 5: the updates and what they assume
-    let mut updates = vec![
-        TableUpdate::AddSnapshot { snapshot },
-        TableUpdate::SetSnapshotRef {
-            ref_name: MAIN_BRANCH.to_string(),
-            reference: SnapshotReference::new(
-                snapshot_id,
-                SnapshotRetention::branch(None, None, None),
-            ),
-        },
-    ];
-    if !rewrite.properties.is_empty() {
-        updates.push(TableUpdate::SetProperties {
-            updates: rewrite.properties,
-        });
-    }
-    let requirements = vec![
-        TableRequirement::UuidMatch { uuid: meta.uuid() },
-        TableRequirement::RefSnapshotIdMatch {
-            r#ref: MAIN_BRANCH.to_string(),
-            snapshot_id: parent,
-        },
-    ];
-    Ok((updates, requirements))
-}
 
-/// A writer of a format-version-2 data manifest at `path`, for files of
-/// `spec` and the table's current schema.
-fn manifest_writer(
-    table: &Table,
-    path: String,
-    snapshot_id: i64,
-    spec: &PartitionSpec,
-) -> iceberg::Result<ManifestWriter> {
-    let out = table.file_io().new_output(path)?;
-    Ok(ManifestWriterBuilder::new(
-        out,
-        Some(snapshot_id),
-        table.metadata().current_schema().clone(),
-        spec.clone(),
-    )
-    .build_v2_data())
+    fn check_found(&self, removed: &HashSet<String>, found: usize) -> Result<()> {
+        if found == removed.len() {
+            return Ok(());
+        }
+        Err(ConnectorError::Other(format!(
+            "the Iceberg table {} no longer holds {} of the data files this commit replaces; another writer changed it",
+            self.table.identifier(),
+            removed.len() - found
+        )))
+    }
+
+    /// Phase 2: the manifest of the added files (none without files).
+    async fn added_manifest(&mut self, added: Vec<DataFile>) -> Result<Option<ManifestFile>> {
+        if added.is_empty() {
+            return Ok(None);
+        }
+        let meta = self.table.metadata();
+        let spec = meta.default_partition_spec().clone();
+        let schema = meta.current_schema().clone();
+        let mut writer = self.next_manifest(&spec)?;
+        for f in added {
+            self.summary.add_file(&f, schema.clone(), spec.clone());
+            writer
+                .add_file(f, self.sequence)
+                .map_err(|e| self.fail("write a manifest", &e))?;
+        }
+        writer
+            .write_manifest_file()
+            .await
+            .map(Some)
+            .map_err(|e| self.fail("write a manifest", &e))
+    }
+
+    /// Phase 3: the manifest list; returns its path.
+    async fn manifest_list(&self, manifests: Vec<ManifestFile>) -> Result<String> {
+        let meta = self.table.metadata();
+        let path = format!(
+            "{}/metadata/snap-{}-1-velo.avro",
+            meta.location().trim_end_matches('/'),
+            self.snapshot_id
+        );
+        let fail = |e: iceberg::Error| self.fail("write the manifest list", &e);
+        let out = self
+            .table
+            .file_io()
+            .new_output(&path)
+            .map_err(fail)?
+            .writer()
+            .await
+            .map_err(fail)?;
+        let mut list = ManifestListWriter::v2(
+            out,
+            self.snapshot_id,
+            meta.current_snapshot_id(),
+            self.sequence,
+        );
+        list.add_manifests(manifests.into_iter()).map_err(fail)?;
+        list.close().await.map_err(fail)?;
+        Ok(path)
+    }
+
+    /// Phase 4: the snapshot, its summary with the counts and totals.
+    fn snapshot(
+        &self,
+        manifest_list: String,
+        operation: Operation,
+        mut properties: HashMap<String, String>,
+    ) -> Snapshot {
+        let meta = self.table.metadata();
+        let changes = self.summary.build();
+        let previous = meta.current_snapshot().map(|s| s.summary());
+        properties.extend(totals(&changes, previous));
+        properties.extend(changes);
+        Snapshot::builder()
+            .with_manifest_list(manifest_list)
+            .with_snapshot_id(self.snapshot_id)
+            .with_parent_snapshot_id(meta.current_snapshot_id())
+            .with_sequence_number(self.sequence)
+            .with_summary(Summary {
+                operation,
+                additional_properties: properties,
+            })
+            .with_schema_id(meta.current_schema_id())
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .build()
+    }
+
+    /// Phase 5: the updates (the snapshot as the main branch, the table
+    /// properties) and what they assume (the same table, at the snapshot
+    /// they were built on).
+    fn updates(
+        &self,
+        snapshot: Snapshot,
+        properties: HashMap<String, String>,
+    ) -> (Vec<TableUpdate>, Vec<TableRequirement>) {
+        let meta = self.table.metadata();
+        let mut updates = vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: MAIN_BRANCH.to_string(),
+                reference: SnapshotReference::new(
+                    self.snapshot_id,
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+        ];
+        if !properties.is_empty() {
+            updates.push(TableUpdate::SetProperties {
+                updates: properties,
+            });
+        }
+        let requirements = vec![
+            TableRequirement::UuidMatch { uuid: meta.uuid() },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: MAIN_BRANCH.to_string(),
+                snapshot_id: meta.current_snapshot_id(),
+            },
+        ];
+        (updates, requirements)
+    }
 }
 
 /// The table's totals after a snapshot whose own counts are `changes`.
