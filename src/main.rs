@@ -82,37 +82,21 @@ enum IcebergCmd {
     /// commit reads the metadata, so a table that is never expired commits
     /// slower and slower).
     Expire {
-        /// The table, namespace.table.
-        table: String,
-        /// The catalog: a REST catalog's URL or sqlite:PATH.
-        #[arg(long)]
-        catalog_uri: String,
-        /// A SQL catalog's warehouse (or a REST catalog's warehouse name).
-        #[arg(long)]
-        warehouse: Option<String>,
+        #[command(flatten)]
+        at: IcebergTableArgs,
         /// Expire the snapshots older than this (e.g. 5d, 12h).
         #[arg(long, default_value = "5d")]
         older_than: String,
         /// Keep at least this many of the latest snapshots.
         #[arg(long, default_value_t = 10)]
         retain: usize,
-        /// A connector key (credential, catalog_name, endpoint, ...):
-        /// --set key=value (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
     },
     /// Rewrite each partition's small files into files of the target size,
     /// in one replace snapshot (the same rows: readers that follow the
     /// table skip it).
     Compact {
-        /// The table, namespace.table.
-        table: String,
-        /// The catalog: a REST catalog's URL or sqlite:PATH.
-        #[arg(long)]
-        catalog_uri: String,
-        /// A SQL catalog's warehouse (or a REST catalog's warehouse name).
-        #[arg(long)]
-        warehouse: Option<String>,
+        #[command(flatten)]
+        at: IcebergTableArgs,
         /// The size of the files written; files under three quarters of it
         /// are small.
         #[arg(long, default_value = "128MB")]
@@ -120,11 +104,49 @@ enum IcebergCmd {
         /// Compact a partition once it has this many small files.
         #[arg(long, default_value_t = 2)]
         min_files: usize,
-        /// A connector key (credential, catalog_name, endpoint, ...):
-        /// --set key=value (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
     },
+}
+
+/// Which Iceberg table an `iceberg` command works on.
+#[derive(clap::Args)]
+struct IcebergTableArgs {
+    /// The table, namespace.table.
+    table: String,
+    /// The catalog: a REST catalog's URL or sqlite:PATH.
+    #[arg(long)]
+    catalog_uri: String,
+    /// A SQL catalog's warehouse (or a REST catalog's warehouse name).
+    #[arg(long)]
+    warehouse: Option<String>,
+    /// A connector key (credential, catalog_name, endpoint, ...):
+    /// --set key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl IcebergTableArgs {
+    /// The table, its catalog and their connector keys, opened.
+    async fn open(&self) -> Result<velo_iceberg::maintenance::Opened, Failure> {
+        let mut keys = keys(&self.sets)?;
+        keys.insert("catalog_uri".into(), self.catalog_uri.clone());
+        if let Some(w) = &self.warehouse {
+            keys.insert("warehouse".into(), w.clone());
+        }
+        velo_iceberg::maintenance::open_at(&self.table, &keys)
+            .await
+            .map_err(|e| Failure::user(e.to_string()))
+    }
+}
+
+/// `--target-file-size`: a size of at least 1KB.
+fn target_file_size(v: &str) -> Result<u64, Failure> {
+    velo_config::keys::parse_bytes(v)
+        .filter(|b| *b >= 1024)
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "--target-file-size {v}: write a size of at least 1KB, such as 128MB"
+            ))
+        })
 }
 
 #[derive(Subcommand)]
@@ -478,76 +500,50 @@ fn keys(sets: &[String]) -> Result<std::collections::BTreeMap<String, String>, F
         .collect()
 }
 
-/// The catalog keys of an `iceberg` command.
-fn catalog_keys(
-    sets: &[String],
-    catalog_uri: String,
-    warehouse: Option<String>,
-) -> Result<std::collections::BTreeMap<String, String>, Failure> {
-    let mut keys = keys(sets)?;
-    keys.insert("catalog_uri".into(), catalog_uri);
-    if let Some(w) = warehouse {
-        keys.insert("warehouse".into(), w);
-    }
-    Ok(keys)
-}
-
 /// `velo iceberg expire|compact`.
 async fn iceberg(c: IcebergCmd) -> Result<(), Failure> {
     let failed = |e: velo_connectors::ConnectorError| Failure::user(e.to_string());
     match c {
         IcebergCmd::Expire {
-            table,
-            catalog_uri,
-            warehouse,
+            at,
             older_than,
             retain,
-            sets,
         } => {
             let age = velo_config::keys::parse_duration(&older_than).ok_or_else(|| {
                 Failure::user(format!(
                     "--older-than {older_than}: write a duration such as 5d"
                 ))
             })?;
-            let keys = catalog_keys(&sets, catalog_uri, warehouse)?;
-            let (_, catalog, t) = velo_iceberg::maintenance::open_at(&table, &keys)
-                .await
-                .map_err(failed)?;
-            let (_, expired) = velo_iceberg::maintenance::expire(catalog.as_ref(), &t, age, retain)
-                .await
-                .map_err(failed)?;
+            let o = at.open().await?;
+            let (_, expired) =
+                velo_iceberg::maintenance::expire(o.catalog.as_ref(), &o.table, age, retain)
+                    .await
+                    .map_err(failed)?;
             println!(
-                "expired {} snapshots of {table} and deleted {} files only they referenced",
-                expired.snapshots, expired.files
+                "expired {} snapshots of {} and deleted {} files only they referenced",
+                expired.snapshots, at.table, expired.files
             );
             Ok(())
         }
         IcebergCmd::Compact {
-            table,
-            catalog_uri,
-            warehouse,
-            target_file_size,
+            at,
+            target_file_size: size,
             min_files,
-            sets,
         } => {
-            let target = velo_config::keys::parse_bytes(&target_file_size)
-                .filter(|b| *b >= 1024)
-                .ok_or_else(|| {
-                    Failure::user(format!(
-                        "--target-file-size {target_file_size}: write a size of at least 1KB, such as 128MB"
-                    ))
-                })?;
-            let keys = catalog_keys(&sets, catalog_uri, warehouse)?;
-            let (r, catalog, t) = velo_iceberg::maintenance::open_at(&table, &keys)
-                .await
-                .map_err(failed)?;
-            let (_, done) =
-                velo_iceberg::maintenance::compact(&r, catalog.as_ref(), &t, target, min_files)
-                    .await
-                    .map_err(failed)?;
+            let target = target_file_size(&size)?;
+            let o = at.open().await?;
+            let (_, done) = velo_iceberg::maintenance::compact(
+                &o.at,
+                o.catalog.as_ref(),
+                &o.table,
+                target,
+                min_files,
+            )
+            .await
+            .map_err(failed)?;
             println!(
-                "compacted {} small files of {table} into {}",
-                done.files_in, done.files_out
+                "compacted {} small files of {} into {}",
+                done.files_in, at.table, done.files_out
             );
             Ok(())
         }
@@ -563,13 +559,7 @@ async fn delta(c: DeltaCmd) -> Result<(), Failure> {
             target_file_size,
             sets,
         } => {
-            let target = velo_config::keys::parse_bytes(&target_file_size)
-                .filter(|b| *b >= 1024)
-                .ok_or_else(|| {
-                    Failure::user(format!(
-                        "--target-file-size {target_file_size}: write a size such as 128MB"
-                    ))
-                })?;
+            let target = self::target_file_size(&target_file_size)?;
             let mut table = velo_delta::maintenance::open_at(&path, &keys(&sets)?)
                 .await
                 .map_err(failed)?;

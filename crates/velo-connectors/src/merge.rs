@@ -162,7 +162,8 @@ impl MergeKeys {
         S: Stream<Item = Result<RecordBatch>> + Unpin,
     {
         while let Some(batch) = rows.next().await {
-            if self.of(&batch?)?.iter().any(|k| set.0.contains(k)) {
+            let keys = self.converter.convert_columns(&self.arrays(&batch?)?)?;
+            if keys.iter().any(|k| set.0.contains(k.as_ref())) {
                 return Ok(true);
             }
         }
@@ -171,10 +172,11 @@ impl MergeKeys {
 
     /// `batch` without the rows whose key is in `set`.
     pub fn without(&self, batch: &RecordBatch, set: &KeySet) -> Result<RecordBatch> {
-        let keep: BooleanArray = self
-            .of(batch)?
+        // the keys looked up as they are in the row format: no copy per row
+        let keys = self.converter.convert_columns(&self.arrays(batch)?)?;
+        let keep: BooleanArray = keys
             .iter()
-            .map(|k| Some(!set.0.contains(k)))
+            .map(|k| Some(!set.0.contains(k.as_ref())))
             .collect();
         Ok(arrow::compute::filter_record_batch(batch, &keep)?)
     }

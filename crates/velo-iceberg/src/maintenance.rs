@@ -87,7 +87,7 @@ pub async fn compact(
     )
     .await?;
     for task in &chosen {
-        let mut rows = upsert::read(table, t, &columns, task).await?;
+        let mut rows = upsert::read(table, t, &columns.arrow, task).await?;
         while let Some(batch) = rows.next().await {
             writer
                 .write(to_table_batch(&batch?, &columns, t)?, t)
@@ -209,13 +209,23 @@ async fn referenced(table: &Table) -> iceberg::Result<HashSet<String>> {
     Ok(out)
 }
 
+/// A table opened for maintenance by [`open_at`].
+pub struct Opened {
+    /// Which table, as configured.
+    pub at: TableRef,
+    /// Its catalog.
+    pub catalog: std::sync::Arc<dyn Catalog>,
+    /// The table as loaded.
+    pub table: Table,
+}
+
 /// The table `table` (`namespace.table`) of the catalog the connector keys
 /// `keys` name (`catalog_uri`, `warehouse`, store keys), and its catalog,
 /// for the command line.
 pub async fn open_at(
     table: &str,
     keys: &std::collections::BTreeMap<String, String>,
-) -> Result<(TableRef, std::sync::Arc<dyn Catalog>, Table)> {
+) -> Result<Opened> {
     let mut props = keys.clone();
     props.insert("table".into(), table.to_string());
     let cfg = velo_config::ConnectorConfig {
@@ -234,5 +244,9 @@ pub async fn open_at(
         .load_table(&t.ident)
         .await
         .map_err(|e| t.error("load", &e))?;
-    Ok((t, catalog, loaded))
+    Ok(Opened {
+        at: t,
+        catalog,
+        table: loaded,
+    })
 }

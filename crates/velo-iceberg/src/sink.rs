@@ -218,84 +218,99 @@ impl IcebergSink {
         Ok(done.removed)
     }
 
-    /// Commits `staged` as one append snapshot carrying the job and epoch;
-    /// then the snapshot expiry its interval asks for.
+    /// Commits `staged` as one snapshot carrying the job and epoch (an
+    /// append, or an overwrite when the epoch's upserts rewrote files);
+    /// then the maintenance its intervals ask for.
     fn commit_staged(&mut self, staged: Staged) -> Result<()> {
         if staged.files.is_empty() && staged.removed.is_empty() {
             return Ok(());
         }
-        let t = self.cfg.table.clone();
         let table = self.table()?.clone();
         let catalog = self
             .catalog
             .clone()
             .ok_or_else(|| ConnectorError::Internal("the Iceberg catalog is not open".into()))?;
         let files = decode_files(&table, &staged)?;
-        let job = self.cfg.app_id.clone();
-        let epoch = staged.epoch;
-        if !staged.removed.is_empty() {
-            return self.commit_overwrite(staged, files);
-        }
-        let committed = self.handle.block_on(async {
-            let tx = Transaction::new(&table);
-            let append = tx
-                .fast_append()
-                .with_check_duplicate(false)
-                .add_data_files(files)
-                .set_snapshot_properties(HashMap::from([
-                    (table::JOB_KEY.to_string(), job.clone()),
-                    (table::EPOCH_KEY.to_string(), epoch.to_string()),
-                ]));
-            let tx = append.apply(tx).map_err(|e| t.error("commit to", &e))?;
-            let props = tx
-                .update_table_properties()
-                .set(table::epoch_property(&job), epoch.to_string());
-            let tx = props.apply(tx).map_err(|e| t.error("commit to", &e))?;
-            tx.commit(catalog.as_ref())
-                .await
-                .map_err(|e| t.error("commit to", &e))
-        })?;
-        tracing::debug!(sink = %self.name, epoch, snapshot = ?committed.metadata().current_snapshot_id(), "committed to the Iceberg table");
+        let committed = if staged.removed.is_empty() {
+            self.append(table, catalog.as_ref(), staged.epoch, files)?
+        } else {
+            self.overwrite(table, catalog.as_ref(), &staged, files)?
+        };
+        tracing::debug!(sink = %self.name, epoch = staged.epoch, snapshot = ?committed.metadata().current_snapshot_id(), removed = staged.removed.len(), "committed to the Iceberg table");
         self.table = Some(committed);
         self.commits += 1;
         self.maintain();
         Ok(())
     }
 
-    /// Commits an upserting epoch as one overwrite snapshot: its files in,
-    /// the files it rewrote out, the job and epoch in the summary and the
-    /// table property. Built again on the table as it is when another
-    /// writer committed first (the removed files must still be there).
-    fn commit_overwrite(&mut self, staged: Staged, files: Vec<DataFile>) -> Result<()> {
-        let t = self.cfg.table.clone();
-        let catalog = self
-            .catalog
-            .clone()
-            .ok_or_else(|| ConnectorError::Internal("the Iceberg catalog is not open".into()))?;
-        let job = self.cfg.app_id.clone();
-        let epoch = staged.epoch.to_string();
-        let mut table = self.table()?.clone();
+    /// The summary entries of the snapshot of epoch `epoch`.
+    fn stamp(&self, epoch: u64) -> HashMap<String, String> {
+        HashMap::from([
+            (table::JOB_KEY.to_string(), self.cfg.app_id.clone()),
+            (table::EPOCH_KEY.to_string(), epoch.to_string()),
+        ])
+    }
+
+    /// An epoch of new rows: one fast-append snapshot and the job's epoch
+    /// property, in one commit.
+    fn append(
+        &self,
+        table: Table,
+        catalog: &dyn Catalog,
+        epoch: u64,
+        files: Vec<DataFile>,
+    ) -> Result<Table> {
+        let t = &self.cfg.table;
+        let tx = Transaction::new(&table);
+        let append = tx
+            .fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(files)
+            .set_snapshot_properties(self.stamp(epoch));
+        let tx = append.apply(tx).map_err(|e| t.error("commit to", &e))?;
+        let props = tx
+            .update_table_properties()
+            .set(table::epoch_property(&self.cfg.app_id), epoch.to_string());
+        let tx = props.apply(tx).map_err(|e| t.error("commit to", &e))?;
+        self.handle
+            .block_on(tx.commit(catalog))
+            .map_err(|e| t.error("commit to", &e))
+    }
+
+    /// An upserting epoch: one overwrite snapshot (its files in, the files
+    /// it rewrote out) and the job's epoch property. Built again on the
+    /// table as it is when another writer committed first (the removed
+    /// files must still be there).
+    fn overwrite(
+        &self,
+        mut table: Table,
+        catalog: &dyn Catalog,
+        staged: &Staged,
+        files: Vec<DataFile>,
+    ) -> Result<Table> {
+        let t = &self.cfg.table;
+        let removed: HashSet<String> = staged.removed.iter().cloned().collect();
         let mut attempt = 0;
-        let committed = loop {
+        loop {
             attempt += 1;
             let rewrite = Rewrite {
                 operation: Operation::Overwrite,
-                removed: staged.removed.iter().cloned().collect::<HashSet<_>>(),
+                removed: removed.clone(),
                 added: files.clone(),
-                summary: HashMap::from([
-                    (table::JOB_KEY.to_string(), job.clone()),
-                    (table::EPOCH_KEY.to_string(), epoch.clone()),
-                ]),
-                properties: HashMap::from([(table::epoch_property(&job), epoch.clone())]),
+                summary: self.stamp(staged.epoch),
+                properties: HashMap::from([(
+                    table::epoch_property(&self.cfg.app_id),
+                    staged.epoch.to_string(),
+                )]),
             };
             let result = self.handle.block_on(async {
                 let (updates, requirements) = rewrite::build(&table, rewrite)
                     .await
                     .map_err(CommitError::Failed)?;
-                commit::commit(&t, catalog.as_ref(), updates, requirements).await
+                commit::commit(t, catalog, updates, requirements).await
             });
             match result {
-                Ok(committed) => break committed,
+                Ok(committed) => return Ok(committed),
                 Err(CommitError::Conflict(m)) if attempt < 4 => {
                     tracing::info!(sink = %self.name, "{m}; committing again on the table as it is now");
                     table = self
@@ -305,12 +320,12 @@ impl IcebergSink {
                 }
                 Err(e) => return Err(e.into()),
             }
-        };
-        tracing::debug!(sink = %self.name, epoch = staged.epoch, snapshot = ?committed.metadata().current_snapshot_id(), removed = staged.removed.len(), "committed an overwrite to the Iceberg table");
-        self.table = Some(committed);
-        self.commits += 1;
-        self.maintain();
-        Ok(())
+        }
+    }
+
+    /// Whether maintenance every `every` commits is due now.
+    fn due(&self, every: u64) -> bool {
+        every > 0 && self.commits.is_multiple_of(every)
     }
 
     /// Phase after a commit: compaction and snapshot expiry when due. A
@@ -323,7 +338,7 @@ impl IcebergSink {
     /// Compaction, every `compact_interval` commits.
     fn compact(&mut self) {
         let every = self.cfg.compact_interval;
-        if every == 0 || !self.commits.is_multiple_of(every) {
+        if !self.due(every) {
             return;
         }
         let (Some(table), Some(catalog)) = (self.table.clone(), self.catalog.clone()) else {
@@ -351,7 +366,7 @@ impl IcebergSink {
     /// Snapshot expiry, every `expire_interval` commits.
     fn expire(&mut self) {
         let every = self.cfg.expire_interval;
-        if every == 0 || !self.commits.is_multiple_of(every) {
+        if !self.due(every) {
             return;
         }
         let (Some(table), Some(catalog)) = (self.table.clone(), self.catalog.clone()) else {

@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use futures::StreamExt;
 use iceberg::expr::{Predicate, Reference};
 use iceberg::scan::FileScanTask;
@@ -78,13 +78,18 @@ pub async fn apply(
     // phase 2: the files whose bounds allow a changed key, rewritten
     // without those keys when they hold one
     let filter = bounds(&keys, &ranges, columns);
+    let (key_ids, key_schema) = key_columns_of(table, columns, keys.columns())?;
     for task in candidates(table, t, filter).await? {
         done.files_read += 1;
-        let rows = read(table, t, columns, &task).await?;
+        // pass 1, the key columns only: does the file hold a changed key?
+        let mut keys_only = task.clone();
+        keys_only.project_field_ids = key_ids.clone();
+        let rows = read(table, t, &key_schema, &keys_only).await?;
         if !keys.any_in(rows, &changed_keys).await? {
             continue;
         }
-        let mut rows = read(table, t, columns, &task).await?;
+        // pass 2, whole rows: the file's other rows into the new files
+        let mut rows = read(table, t, &columns.arrow, &task).await?;
         while let Some(batch) = rows.next().await {
             let kept = keys.without(&batch?, &changed_keys)?;
             if kept.num_rows() > 0 {
@@ -98,6 +103,33 @@ pub async fn apply(
         writer.write(to_table_batch(&u, columns, t)?, t).await?;
     }
     Ok(done)
+}
+
+/// The field ids of the key columns and their engine schema, in the
+/// table's column order (the order the reader returns them in).
+fn key_columns_of(
+    table: &Table,
+    columns: &Columns,
+    keys: &[String],
+) -> Result<(Vec<i32>, SchemaRef)> {
+    let schema = table.metadata().current_schema();
+    let mut picked: Vec<(usize, i32)> = Vec::new();
+    for k in keys {
+        let index = columns.arrow.index_of(k)?;
+        let id = schema
+            .field_by_name(k)
+            .map(|f| f.id)
+            .ok_or_else(|| ConnectorError::Internal(format!("the key column '{k}' has no id")))?;
+        picked.push((index, id));
+    }
+    picked.sort_unstable();
+    let projected = columns
+        .arrow
+        .project(&picked.iter().map(|(i, _)| *i).collect::<Vec<_>>())?;
+    Ok((
+        picked.into_iter().map(|(_, id)| id).collect(),
+        std::sync::Arc::new(projected),
+    ))
 }
 
 /// A predicate that holds for the changed keys (each key column within
@@ -175,12 +207,12 @@ pub(crate) async fn candidates(
     Ok(tasks)
 }
 
-/// The rows of one data file (its delete files applied), as the engine's
-/// batches of the table's current columns.
+/// The rows of one data file (its delete files applied), the columns the
+/// task projects, as the engine's batches of `schema` (those columns).
 pub(crate) async fn read<'a>(
     table: &Table,
     t: &'a TableRef,
-    columns: &'a Columns,
+    schema: &'a SchemaRef,
     task: &FileScanTask,
 ) -> Result<futures::stream::BoxStream<'a, Result<RecordBatch>>> {
     let stream = table
@@ -192,8 +224,7 @@ pub(crate) async fn read<'a>(
     Ok(stream
         .map(move |b| {
             let b = b.map_err(|e| t.error("read", &e))?;
-            bridge::batch_from_iceberg(&b, &columns.arrow)
-                .map_err(|e| ConnectorError::Other(e.to_string()))
+            bridge::batch_from_iceberg(&b, schema).map_err(|e| ConnectorError::Other(e.to_string()))
         })
         .boxed())
 }
