@@ -27,12 +27,11 @@
 //! more about its neighbours. An argument filters by scenario.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 mod common;
 
-use common::{cpu_seconds, env_or, run_sql};
+use common::{cpu_seconds, env_or, median, run_sql};
 
 /// The orders lake at `dir`: `rows` orders in 8 day partitions.
 fn lake(dir: &Path, rows: u64) {
@@ -125,7 +124,6 @@ fn velo(sql: &str, dir: &Path, rows: u64) -> f64 {
 /// its process around the query alone (the delta extension loaded by path
 /// when the query scans a Delta table).
 fn duckdb(query: &str, rows: u64) -> f64 {
-    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let load = if query.contains("delta_scan") {
         "import glob, os, duckdb_extension_delta as d\n\
          ext = glob.glob(os.path.join(os.path.dirname(d.__file__), 'extensions', '*', 'delta.duckdb_extension'))[0]\n\
@@ -144,28 +142,13 @@ fn duckdb(query: &str, rows: u64) -> f64 {
          v = resource.getrusage(resource.RUSAGE_SELF)\n\
          print(v.ru_utime - u.ru_utime + v.ru_stime - u.ru_stime)\n"
     );
-    let out = Command::new(python)
-        .args(["-c", &script])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "DuckDB failed (pip install duckdb==1.5.5 duckdb-extension-delta): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // the last line: DuckDB may print a progress bar before it
-    let text = String::from_utf8_lossy(&out.stdout);
-    let cpu: f64 = text
-        .lines()
+    let lines = common::python(&script, "duckdb==1.5.5 duckdb-extension-delta");
+    let cpu: f64 = lines
         .last()
         .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("DuckDB's CPU time, not {text:?}"));
+        .unwrap_or_else(|| panic!("DuckDB's CPU time, not {lines:?}"));
     rows as f64 / cpu
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -183,12 +166,11 @@ fn main() {
     let table = out.path().join("delta_in");
     let kept = {
         // the rows not cancelled, counted by DuckDB
-        let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
         let q = format!(
             "import duckdb; print(duckdb.sql(\"SELECT count(*) FROM read_parquet('{i}/**/*.parquet') WHERE status <> 'CANCELLED'\").fetchone()[0])"
         );
-        let o = Command::new(python).args(["-c", &q]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout)
+        common::python(&q, "duckdb==1.5.5")
+            .join("")
             .trim()
             .parse::<u64>()
             .unwrap()

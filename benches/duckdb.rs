@@ -23,11 +23,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
 
-use common::{cpu_seconds, env_or, orders_jsonl, run_sql};
+use common::{cpu_seconds, env_or, median, orders_jsonl, run_sql};
 
 /// 1BRC lines: `station;temperature` with one decimal, 413 stations.
 fn measurements(path: &Path, rows: u64) {
@@ -64,7 +63,6 @@ fn velo(sql: &str, dir: &Path, rows: u64) -> f64 {
 /// DuckDB's rows per CPU-second on `query`, on one thread, timed inside
 /// its process around the query alone.
 fn duckdb(query: &str, rows: u64) -> f64 {
-    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import duckdb, resource\n\
          c = duckdb.connect()\n\
@@ -74,16 +72,11 @@ fn duckdb(query: &str, rows: u64) -> f64 {
          v = resource.getrusage(resource.RUSAGE_SELF)\n\
          print(v.ru_utime - u.ru_utime + v.ru_stime - u.ru_stime)\n"
     );
-    let out = Command::new(python)
-        .args(["-c", &script])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "DuckDB failed (pip install duckdb): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cpu: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let cpu: f64 = common::python(&script, "duckdb")
+        .join("")
+        .trim()
+        .parse()
+        .unwrap();
     rows as f64 / cpu
 }
 
@@ -137,11 +130,6 @@ fn decoder_only(decoder: Decoder, path: &Path, rows: u64) -> f64 {
     };
     assert_eq!(read as u64, rows, "the decoder read every row");
     rows as f64 / (cpu_seconds() - c0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -23,12 +23,11 @@
 //!   row with the deletes until compaction.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 mod common;
 
-use common::{cpu_seconds, env_or, run_sql};
+use common::{cpu_seconds, env_or, median, run_sql};
 
 /// `n` rows of (id, v, payload) with ids from `ids`, as Parquet at `path`.
 fn rows(path: &Path, ids: &[i64], v: i64) {
@@ -73,7 +72,6 @@ fn keys(dir: &Path, file_size: &str) -> String {
 /// DuckDB's CPU-seconds reading `table` whole (count, sum, payload
 /// lengths), and the row count it saw.
 fn duckdb_read(dir: &Path, table: &str) -> (f64, u64) {
-    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import duckdb, glob, os, resource\n\
          import duckdb_extension_avro as a, duckdb_extension_iceberg as i\n\
@@ -92,25 +90,13 @@ fn duckdb_read(dir: &Path, table: &str) -> (f64, u64) {
          print(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)\n",
         d = dir.display()
     );
-    let out = Command::new(python)
-        .args(["-c", &script])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "DuckDB failed (pip install duckdb==1.5.5 duckdb-extension-iceberg duckdb-extension-avro 'pyiceberg[sql-sqlite]'): {}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines = common::python(
+        &script,
+        "duckdb==1.5.5 duckdb-extension-iceberg duckdb-extension-avro 'pyiceberg[sql-sqlite]'",
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().collect();
     let n = lines[lines.len() - 2].trim().parse().unwrap();
     let cpu = lines[lines.len() - 1].trim().parse().unwrap();
     (cpu, n)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -201,7 +187,6 @@ fn main() {
 
 /// The sum of a summary entry over the table's snapshots (pyiceberg).
 fn summary_sum(dir: &Path, table: &str, key: &str) -> u64 {
-    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "from pyiceberg.catalog.sql import SqlCatalog\n\
          cat = SqlCatalog('default', uri='sqlite:///{d}/catalog.db', warehouse='file://{d}/warehouse')\n\
@@ -209,11 +194,9 @@ fn summary_sum(dir: &Path, table: &str, key: &str) -> u64 {
          print(sum(int(s.summary.get('{key}') or 0) for s in t.metadata.snapshots))\n",
         d = dir.display()
     );
-    let out = Command::new(python).args(["-c", &script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    common::python(&script, "'pyiceberg[sql-sqlite]'")
+        .join("")
+        .trim()
+        .parse()
+        .unwrap()
 }

@@ -87,3 +87,30 @@ pub fn orders_jsonl(path: &Path, rows: u64) {
     drop(w);
     std::fs::rename(tmp, path).unwrap();
 }
+
+/// The median of `v`.
+#[allow(dead_code)]
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The lines `script` prints, run by `$BENCH_PYTHON` (python3); a failure
+/// panics with its stderr and `install`, what to pip-install.
+#[allow(dead_code)]
+pub fn python(script: &str, install: &str) -> Vec<String> {
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "python failed (pip install {install}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
