@@ -18,8 +18,14 @@ pub fn registry() -> Registry {
     r
 }
 
-/// The engine of a `velo` process: [`registry`]'s connectors, no memory
-/// limit.
+/// What plans jobs with the `cluster` key: Apache DataFusion Ballista
+/// (`velo-cluster`).
+pub fn cluster() -> std::sync::Arc<dyn velo_engine::plan::ClusterPlanner> {
+    std::sync::Arc::new(velo_cluster::Ballista)
+}
+
+/// The engine of a `velo` process: [`registry`]'s connectors, jobs with
+/// `cluster` planned on Ballista, no memory limit.
 pub fn engine() -> Engine {
-    Engine::new(registry())
+    Engine::new(registry()).with_cluster(cluster())
 }

@@ -11,6 +11,8 @@
 //!   metrics (`velo-server`)
 //! * `velo deploy app.sql`, `velo jobs`, `velo status|stop|start|drop NAME`
 //!   — the same against a running server
+//! * `velo cluster scheduler|executor` — the processes of a Ballista
+//!   cluster that `velo run --cluster df://HOST:PORT` runs bounded queries on
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -73,6 +75,40 @@ enum Cmd {
     /// Maintain an Iceberg table: expire its old snapshots.
     #[command(subcommand)]
     Iceberg(IcebergCmd),
+    /// Run the processes of an Apache DataFusion Ballista cluster, which
+    /// `velo run --cluster df://HOST:PORT` runs bounded queries on.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// The scheduler: plans queries into stages and hands their tasks to
+    /// the executors.
+    Scheduler {
+        /// Where it listens (velo run --cluster df://this).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: std::net::SocketAddr,
+    },
+    /// An executor: registers with the scheduler and runs its tasks,
+    /// reading the job's files itself.
+    Executor {
+        /// The scheduler's address.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        scheduler: std::net::SocketAddr,
+        /// Where its Flight service (shuffle data) listens.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        bind: std::net::SocketAddr,
+        /// Its gRPC port (tasks from the scheduler).
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks it runs at once (default: the cores).
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
+        /// Where it keeps shuffle files (default: a temporary directory).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +328,10 @@ struct AppArgs {
     /// it fails its epoch saying so. Default: no limit.
     #[arg(long = "memory-limit", value_name = "SIZE")]
     memory_limit: Option<String>,
+    /// Run the jobs' bounded queries on an Apache DataFusion Ballista
+    /// cluster (the job key 'cluster'), e.g. df://127.0.0.1:50050.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 impl AppArgs {
@@ -320,6 +360,9 @@ impl AppArgs {
             };
             sets.push(("state.dir".into(), d));
         }
+        if let Some(c) = &self.cluster {
+            sets.push(("cluster".into(), c.clone()));
+        }
         let engine = match &self.memory_limit {
             None => velostream::engine(),
             Some(m) => {
@@ -332,6 +375,7 @@ impl AppArgs {
                     velostream::registry(),
                     usize::try_from(bytes).unwrap_or(usize::MAX),
                 )
+                .with_cluster(velostream::cluster())
             }
         };
         Ok(PlanOptions {
@@ -471,6 +515,7 @@ fn main() -> ExitCode {
             Cmd::Drop(a) => print(a.client.client().drop_job(&a.name, a.purge_state).await),
             Cmd::Delta(c) => delta(c).await,
             Cmd::Iceberg(c) => iceberg(c).await,
+            Cmd::Cluster(c) => cluster(c).await,
             Cmd::ConfigDocs => {
                 print!(
                     "{}",
@@ -501,6 +546,31 @@ fn keys(sets: &[String]) -> Result<std::collections::BTreeMap<String, String>, F
 }
 
 /// `velo iceberg expire|compact`.
+/// `velo cluster scheduler|executor`: a Ballista process until stopped.
+async fn cluster(c: ClusterCmd) -> Result<(), Failure> {
+    let r = match c {
+        ClusterCmd::Scheduler { bind } => velo_cluster::scheduler(bind).await,
+        ClusterCmd::Executor {
+            scheduler,
+            bind,
+            grpc_port,
+            concurrent_tasks,
+            work_dir,
+        } => {
+            velo_cluster::executor(velo_cluster::ExecutorOptions {
+                scheduler,
+                bind,
+                grpc_port,
+                concurrent_tasks: concurrent_tasks
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                work_dir: work_dir.map(|d| d.to_string_lossy().into_owned()),
+            })
+            .await
+        }
+    };
+    r.map_err(|e| Failure::user(format!("{e:#}")))
+}
+
 async fn iceberg(c: IcebergCmd) -> Result<(), Failure> {
     let failed = |e: velo_connectors::ConnectorError| Failure::user(e.to_string());
     match c {

@@ -5,6 +5,7 @@
 //! golden file cannot (crashes, signals, watch mode, memory).
 
 mod chains;
+mod cluster;
 mod common;
 mod delta;
 mod docs;

@@ -142,6 +142,12 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "LogAndContinue, FailBatch or RetryWithBackoff",
     ),
     KeySpec::new(
+        "cluster",
+        KeyType::String,
+        None,
+        "An Apache DataFusion Ballista scheduler, `df://host:50050` (also `velo run --cluster`): the job's query runs as one distributed plan on the cluster's executors, which read the sources themselves (files and object stores in Parquet, CSV or JSON, bounded); the results stream back to this process, which writes the sinks and commits as usual. Jobs with windows, updating results or unbounded sources are refused",
+    ),
+    KeySpec::new(
         "rate_limit",
         KeyType::UInt,
         None,
@@ -322,6 +328,9 @@ pub struct JobConfig {
     pub restart: RestartPolicy,
     /// `rate_limit`: records per second per source, at most.
     pub rate_limit: Option<u64>,
+    /// `cluster`: the Ballista scheduler the bounded query runs on
+    /// (`df://host:port`), else this process.
+    pub cluster: Option<String>,
 }
 
 impl Default for JobConfig {
@@ -341,6 +350,7 @@ impl Default for JobConfig {
             partitions: None,
             restart: RestartPolicy::default(),
             rate_limit: None,
+            cluster: None,
         }
     }
 }
@@ -387,6 +397,17 @@ impl JobConfig {
         c.use_transactions = boolean("use_transactions")?.unwrap_or(false);
         c.log_progress = boolean("log_progress")?.unwrap_or(true);
         c.state_dir = get("state.dir").map(str::to_string);
+        c.cluster = match get("cluster").map(str::trim) {
+            None | Some("") => None,
+            Some(u) if u.starts_with("df://") && u.len() > "df://".len() => Some(u.to_string()),
+            Some(u) => {
+                return Err(bad(
+                    "cluster",
+                    u,
+                    "a Ballista scheduler as df://host:port, e.g. df://127.0.0.1:50050",
+                ));
+            }
+        };
         c.partitions = uint("partitions")?.map(|n| n.max(1));
         c.rate_limit = match uint("rate_limit")? {
             Some(0) => return Err(bad("rate_limit", "0", "records per second, more than 0")),

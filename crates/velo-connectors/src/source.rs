@@ -200,8 +200,50 @@ pub trait Pruning: Send + Sync + std::fmt::Debug {
     ) -> Option<Vec<bool>>;
 }
 
+/// What a bounded file source reads, for a query engine that reads the
+/// files itself instead of through the source (a Ballista cluster's
+/// executors: `cluster`): the same files, columns and partition columns.
+#[derive(Debug, Clone)]
+pub struct ListingSpec {
+    /// The path, directory or glob, absolute.
+    pub location: String,
+    /// How the files are encoded.
+    pub format: ListingFormat,
+    /// The columns stored in the files.
+    pub file_schema: SchemaRef,
+    /// Columns from `key=value` directories (strings), after the file's.
+    pub partitions: Vec<String>,
+}
+
+/// The encodings a [`ListingSpec`] describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListingFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Delimited text.
+    Csv {
+        /// The first line names the columns.
+        has_header: bool,
+        /// Field delimiter.
+        delimiter: u8,
+        /// Quote character.
+        quote: u8,
+    },
+    /// One JSON object per line.
+    JsonLines,
+}
+
 /// A configured input.
 pub trait Source: Send + Sync + std::fmt::Debug {
+    /// The files this source reads, for an engine that reads them itself
+    /// ([`ListingSpec`]); why it cannot be read so, otherwise.
+    fn listing(&self) -> std::result::Result<ListingSpec, String> {
+        Err(format!(
+            "'{}' is not a bounded file source: {}",
+            self.name(),
+            self.describe()
+        ))
+    }
     /// The name used in SQL.
     fn name(&self) -> &str;
     /// The query's filters, before the source is opened, for a source that

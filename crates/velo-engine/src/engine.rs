@@ -19,6 +19,8 @@ pub struct Engine {
     registry: Arc<Registry>,
     runtime: Arc<RuntimeEnv>,
     connectors: ConnectorContext,
+    /// Plans jobs that name a `cluster`.
+    cluster: Option<Arc<dyn crate::plan::ClusterPlanner>>,
 }
 
 impl fmt::Debug for Engine {
@@ -61,7 +63,19 @@ impl Engine {
             registry: Arc::new(registry),
             runtime,
             connectors: ConnectorContext::new(Arc::new(DefaultObjectStoreRegistry::new())),
+            cluster: None,
         }
+    }
+
+    /// Jobs that name a `cluster` are planned by `planner`.
+    pub fn with_cluster(mut self, planner: Arc<dyn crate::plan::ClusterPlanner>) -> Self {
+        self.cluster = Some(planner);
+        self
+    }
+
+    /// What plans jobs on a cluster, if this engine has one.
+    pub fn cluster(&self) -> Option<Arc<dyn crate::plan::ClusterPlanner>> {
+        self.cluster.clone()
     }
 
     /// What connectors are created with: `check` (validate, explain)

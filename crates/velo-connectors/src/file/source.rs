@@ -397,6 +397,46 @@ impl Source for FileSource {
         !self.cfg.watch
     }
 
+    fn listing(&self) -> std::result::Result<crate::ListingSpec, String> {
+        let name = &self.name;
+        let refuse = |why: &str| Err(format!("source '{name}' {why}"));
+        if self.cfg.watch {
+            return refuse("watches for new files (unbounded)");
+        }
+        if self.files.is_remote() {
+            return refuse(
+                "is in an object store: a cluster's executors read local paths they share (object stores on a cluster are not supported yet)",
+            );
+        }
+        if self.cfg.metadata_columns {
+            return refuse("has metadata columns (_file_name, _row_number)");
+        }
+        if self.cfg.after_read.is_some() {
+            return refuse("deletes or moves its files after reading");
+        }
+        let lower = self.cfg.path.to_ascii_lowercase();
+        let compressed = [".gz", ".zst", ".zstd"].iter().any(|e| lower.ends_with(e));
+        if !matches!(self.cfg.compression, Compression::None | Compression::Auto) || compressed {
+            return refuse("is compressed (gzip/zstd)");
+        }
+        let format = match self.cfg.format {
+            FileFormat::Parquet => crate::ListingFormat::Parquet,
+            FileFormat::Csv => crate::ListingFormat::Csv {
+                has_header: self.cfg.has_headers,
+                delimiter: self.cfg.delimiter,
+                quote: self.cfg.quote,
+            },
+            FileFormat::JsonLines | FileFormat::JsonAuto => crate::ListingFormat::JsonLines,
+            FileFormat::JsonArray => return refuse("is JSON arrays (a cluster reads JSON Lines)"),
+        };
+        Ok(crate::ListingSpec {
+            location: self.cfg.path.clone(),
+            format,
+            file_schema: self.data_schema.clone(),
+            partitions: self.partitions.clone(),
+        })
+    }
+
     fn describe(&self) -> String {
         format!(
             "file {:?} '{}'{}",

@@ -9,10 +9,12 @@
 
 mod chain;
 mod changes;
+pub mod cluster;
 pub mod prepare;
 pub mod resolve;
 pub mod session;
 
+pub use cluster::ClusterPlanner;
 pub use prepare::{PreparedJob, Purpose, check_offline, prepare_job};
 pub use resolve::{
     AppInputs, AppPlan, JobPlan, PlanOptions, resolve, resolve_all, resolve_inputs, stdout_sink,

@@ -152,7 +152,9 @@ pub async fn prepare_job(
 /// [`prepare_job`]'s phases.
 async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Result<PreparedJob> {
     let counters = Counters::new();
-    let load_lookups = purpose == Purpose::Run;
+    let cluster = plan.job.cluster.clone();
+    // on a cluster, the executors read the lookup tables too
+    let load_lookups = purpose == Purpose::Run && cluster.is_none();
     let sources = build_sources(plan, purpose).await?;
     let streams = Streams::choose(plan, &sources)?;
     let mut query = plan
@@ -199,6 +201,29 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         updating,
     )
     .await?;
+    let cluster_tables = match &cluster {
+        Some(_) => Some(super::cluster::tables(
+            plan,
+            &sources,
+            window.is_some(),
+            updating,
+        )?),
+        None => None,
+    };
+    // planned locally above as the check; run on the cluster
+    let (ctx, planned) = match (&cluster, cluster_tables, purpose) {
+        (Some(url), Some(tables), Purpose::Run) => {
+            let on = super::cluster::plan(plan, url, &tables, &query).await?;
+            tracing::info!(job = %plan.name, "the query runs on the cluster at {url}");
+            let planned = Planned {
+                logical: on.logical,
+                physical: on.physical,
+                whole_input: true,
+            };
+            (on.ctx, planned)
+        }
+        _ => (ctx, planned),
+    };
     let mut prepared = PreparedJob {
         plan: plan.clone(),
         driver: sources[streams.driver].clone(),

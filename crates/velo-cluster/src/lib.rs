@@ -1,0 +1,230 @@
+//! # velo-cluster: Velostream past one machine, on Apache DataFusion Ballista
+//!
+//! Where it sits: beside the engine, assembled by the binary. A job with
+//! the `cluster` key (`velo run --cluster df://host:50050`) is a bounded
+//! batch query over files; the engine asks [`Ballista`] (its
+//! [`ClusterPlanner`]) for a session of the cluster with the job's sources
+//! registered as DataFusion listing tables, and plans the query there. The
+//! Ballista scheduler splits the plan into stages, the executors read the
+//! files themselves and exchange shuffles between them, and the final
+//! stage's batches stream back into the `velo` process, whose sinks write
+//! and commit them as after any epoch (so exactly-once sinks stay so).
+//!
+//! The scheduler and executor processes are `velo cluster scheduler` and
+//! `velo cluster executor` ([`scheduler`], [`executor`]), built from the
+//! `ballista-scheduler` and `ballista-executor` crates: nothing else needs
+//! installing to start a cluster.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::DataType;
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use velo_connectors::{ListingFormat, ListingSpec};
+use velo_engine::plan::ClusterPlanner;
+
+/// Plans jobs on a Ballista cluster.
+#[derive(Debug, Default)]
+pub struct Ballista;
+
+#[async_trait::async_trait]
+impl ClusterPlanner for Ballista {
+    async fn session(
+        &self,
+        url: &str,
+        tables: &[(String, ListingSpec)],
+    ) -> Result<SessionContext, String> {
+        let addr = scheduler_address(url)?;
+        reachable(url, addr).await?;
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new_with_ballista())
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::remote_with_state(url, state)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (name, spec) in tables {
+            let table = listing_table(spec).map_err(|e| format!("source '{name}': {e}"))?;
+            ctx.register_table(name.as_str(), Arc::new(table))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// `df://host:port` as a socket address.
+fn scheduler_address(url: &str) -> Result<SocketAddr, String> {
+    let hostport = url
+        .strip_prefix("df://")
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| format!("'{url}' is not a Ballista scheduler: write df://host:port"))?;
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:50050")
+    };
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("'{url}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{url}' names no address"))
+}
+
+/// Fails at once, saying what to do, when nothing listens at the
+/// scheduler's address (Ballista's client would only fail at execution).
+async fn reachable(url: &str, addr: SocketAddr) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "cannot reach the Ballista scheduler at {url}: {e}; start one with `velo cluster scheduler --bind {addr}` and executors with `velo cluster executor --scheduler {addr}`"
+        )),
+        Err(_) => Err(format!(
+            "the Ballista scheduler at {url} did not answer within 5 s"
+        )),
+    }
+}
+
+/// The source as a DataFusion listing table: the same files (path,
+/// directory or glob), columns and `key=value` partition columns the
+/// executors read themselves.
+fn listing_table(spec: &ListingSpec) -> datafusion::error::Result<ListingTable> {
+    let url = ListingTableUrl::parse(&spec.location)?;
+    let (format, extension): (Arc<dyn FileFormat>, &str) = match &spec.format {
+        ListingFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+        ListingFormat::Csv {
+            has_header,
+            delimiter,
+            quote,
+        } => (
+            Arc::new(
+                CsvFormat::default()
+                    .with_has_header(*has_header)
+                    .with_delimiter(*delimiter)
+                    .with_quote(*quote),
+            ),
+            ".csv",
+        ),
+        ListingFormat::JsonLines => (Arc::new(JsonFormat::default()), ".json"),
+    };
+    // a directory: the format's files in it; a file or glob: what it names
+    let extension = if spec.location.ends_with('/') || std::path::Path::new(&spec.location).is_dir()
+    {
+        extension
+    } else {
+        ""
+    };
+    let options = ListingOptions::new(format)
+        .with_file_extension(extension)
+        .with_table_partition_cols(
+            spec.partitions
+                .iter()
+                .map(|p| (p.clone(), DataType::Utf8))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(spec.file_schema.clone());
+    ListingTable::try_new(config)
+}
+
+/// `velo cluster scheduler`: a Ballista scheduler on `bind` (in memory,
+/// one scheduler), until the process stops.
+pub async fn scheduler(bind: SocketAddr) -> anyhow::Result<()> {
+    use ballista_scheduler::cluster::BallistaCluster;
+    use ballista_scheduler::config::SchedulerConfig;
+    let config = SchedulerConfig {
+        bind_host: bind.ip().to_string(),
+        bind_port: bind.port(),
+        external_host: bind.ip().to_string(),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await?;
+    tracing::info!("Ballista scheduler listening on {bind}");
+    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config)).await?;
+    Ok(())
+}
+
+/// What `velo cluster executor` is started with.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler it registers with.
+    pub scheduler: SocketAddr,
+    /// The address it listens on (its Flight service: shuffle data).
+    pub bind: SocketAddr,
+    /// Its gRPC port (tasks from the scheduler).
+    pub grpc_port: u16,
+    /// Tasks it runs at once.
+    pub concurrent_tasks: usize,
+    /// Where it keeps shuffle files.
+    pub work_dir: Option<String>,
+}
+
+/// `velo cluster executor`: a Ballista executor that registers with the
+/// scheduler and runs its tasks, until the process stops.
+pub async fn executor(o: ExecutorOptions) -> anyhow::Result<()> {
+    use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+    let host = o.bind.ip().to_string();
+    let config = ExecutorProcessConfig {
+        bind_host: host.clone(),
+        external_host: Some(host),
+        port: o.bind.port(),
+        grpc_port: o.grpc_port,
+        scheduler_host: o.scheduler.ip().to_string(),
+        scheduler_port: o.scheduler.port(),
+        scheduler_connect_timeout_seconds: 30,
+        vcores: o.concurrent_tasks.max(1),
+        work_dir: o.work_dir,
+        executor_heartbeat_interval_seconds: 5,
+        print_thread_info: false,
+        ..Default::default()
+    };
+    tracing::info!(
+        "Ballista executor on {} (tasks from {}, {} at once)",
+        o.bind,
+        o.scheduler,
+        config.vcores
+    );
+    start_executor_process(Arc::new(config)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_urls_parse_or_say_how_to_write_them() {
+        assert_eq!(
+            scheduler_address("df://127.0.0.1:50070").unwrap(),
+            "127.0.0.1:50070".parse().unwrap()
+        );
+        assert_eq!(scheduler_address("df://127.0.0.1").unwrap().port(), 50050);
+        let e = scheduler_address("df://").unwrap_err();
+        assert!(e.contains("df://host:port"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_scheduler_says_how_to_start_one() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("df://127.0.0.1:{port}");
+        let Err(e) = Ballista.session(&url, &[]).await else {
+            panic!("nothing listens at {url}");
+        };
+        assert!(e.contains("velo cluster scheduler"), "{e}");
+    }
+}

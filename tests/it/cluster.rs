@@ -1,0 +1,205 @@
+//! Past one machine: `velo run --cluster df://...` on an Apache DataFusion
+//! Ballista cluster whose scheduler and two executors are `velo cluster`
+//! processes started here on 127.0.0.1. The cluster's answer is compared
+//! with the same application run in one process.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::common::{free_port, published, read_text, run_in, velo, wait_for, write_id_ts_parquet};
+
+/// A scheduler and two executors, killed on drop; their logs in `dir`.
+struct Cluster {
+    children: Vec<Child>,
+    url: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Self {
+        let start = |args: Vec<String>, log: &str| {
+            velo()
+                .current_dir(dir)
+                .args(&args)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(log)).unwrap())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("velo cluster starts")
+        };
+        let sched = free_port();
+        let mut c = Cluster {
+            children: vec![start(
+                vec![
+                    "cluster".into(),
+                    "scheduler".into(),
+                    "--bind".into(),
+                    format!("127.0.0.1:{sched}"),
+                ],
+                "scheduler.log",
+            )],
+            url: format!("df://127.0.0.1:{sched}"),
+        };
+        wait_for(Duration::from_secs(30), "the scheduler to listen", || {
+            listening(sched)
+        });
+        for i in 0..2 {
+            let (flight, grpc) = (free_port(), free_port());
+            let work = dir.join(format!("work-{i}"));
+            std::fs::create_dir_all(&work).unwrap();
+            c.children.push(start(
+                vec![
+                    "cluster".into(),
+                    "executor".into(),
+                    "--scheduler".into(),
+                    format!("127.0.0.1:{sched}"),
+                    "--bind".into(),
+                    format!("127.0.0.1:{flight}"),
+                    "--grpc-port".into(),
+                    grpc.to_string(),
+                    // one slot each: a stage of two or more tasks uses both
+                    "--concurrent-tasks".into(),
+                    "1".into(),
+                    "--work-dir".into(),
+                    work.to_string_lossy().into_owned(),
+                ],
+                &format!("executor-{i}.log"),
+            ));
+            wait_for(Duration::from_secs(30), "an executor to listen", || {
+                listening(flight) && listening(grpc)
+            });
+        }
+        c
+    }
+}
+
+/// Four days of events as Hive-partitioned Parquet (`lake/day=N/`) and a
+/// CSV of the days' labels.
+fn lake(dir: &Path) {
+    for d in 1..=4i64 {
+        let part = dir.join(format!("lake/day=d{d}"));
+        std::fs::create_dir_all(&part).unwrap();
+        write_id_ts_parquet(&part.join("part-0.parquet"), (d - 1) * 5_000..d * 5_000);
+        write_id_ts_parquet(
+            &part.join("part-1.parquet"),
+            100_000 + d * 1_000..100_000 + d * 1_000 + 700,
+        );
+    }
+    std::fs::write(
+        dir.join("days.csv"),
+        "day,label\nd1,monday\nd2,tuesday\nd3,wednesday\nd4,thursday\n",
+    )
+    .unwrap();
+}
+
+const APP: &str = r#"CREATE STREAM per_day AS
+SELECT e.day, d.label, COUNT(*) AS n, SUM(e.id) AS total, MAX(e.ts) AS last
+FROM events e JOIN days d ON e.day = d.day
+WHERE e.id % 3 <> 0
+GROUP BY e.day, d.label
+ORDER BY e.day
+INTO out
+WITH ('events.type' = 'file_source', 'events.path' = 'lake/**/*.parquet', 'events.format' = 'parquet',
+      'days.type' = 'file_source', 'days.path' = 'days.csv', 'days.format' = 'csv',
+      'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'use_transactions' = 'true');"#;
+
+/// A bounded join and GROUP BY over Hive-partitioned Parquet and a CSV,
+/// run by the cluster's executors (each ran tasks of it), gives the answer
+/// of the same application in one process; the sink writes and commits in
+/// the `velo run` process.
+#[test]
+fn a_bounded_query_runs_on_a_ballista_cluster_with_the_local_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    lake(dir);
+    std::fs::write(dir.join("app.sql"), APP).unwrap();
+    // the answer of one process
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let output = || {
+        let files = published(dir, "out");
+        assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
+        let text = read_text(&files[0]);
+        std::fs::remove_file(&files[0]).unwrap();
+        text
+    };
+    let local = output();
+    assert_eq!(local.lines().count(), 4, "{local}");
+    // the cluster's
+    let cluster = Cluster::start(dir);
+    let o = run_in(dir, &["run", "app.sql", "--cluster", &cluster.url], &[]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("runs on the cluster"), "{said}");
+    let remote = output();
+    assert_eq!(remote, local, "the cluster's answer is the local one");
+    // both executors ran tasks of the job
+    for i in 0..2 {
+        let log = read_text(&dir.join(format!("executor-{i}.log")));
+        assert!(
+            log.contains("Finished task"),
+            "executor {i} ran no task:\n{log}"
+        );
+    }
+}
+
+/// What cannot run on a cluster is refused before anything runs, saying
+/// why; an unreachable scheduler says how to start one.
+#[test]
+fn cluster_refusals_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    lake(dir);
+    let windowed = r#"CREATE STREAM w AS
+SELECT window_start, COUNT(*) AS n FROM events GROUP BY TUMBLE(ts, INTERVAL '1' SECOND) INTO out
+WITH ('events.type' = 'file_source', 'events.path' = 'lake/**/*.parquet', 'events.format' = 'parquet',
+      'events.event.time.field' = 'ts', 'out.type' = 'file_sink', 'out.path' = 'w.jsonl');"#;
+    std::fs::write(dir.join("w.sql"), windowed).unwrap();
+    let o = run_in(dir, &["run", "w.sql", "--cluster", "df://127.0.0.1:1"], &[]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{said}");
+    assert!(
+        said.contains("'cluster' runs bounded batch queries") && said.contains("windows"),
+        "{said}"
+    );
+    std::fs::write(dir.join("app.sql"), APP).unwrap();
+    let port = free_port();
+    let o = run_in(
+        dir,
+        &[
+            "run",
+            "app.sql",
+            "--cluster",
+            &format!("df://127.0.0.1:{port}"),
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{said}");
+    assert!(
+        said.contains("cannot reach the Ballista scheduler")
+            && said.contains("velo cluster scheduler"),
+        "{said}"
+    );
+    assert!(published(dir, "out").is_empty(), "nothing written");
+    let o = run_in(dir, &["run", "app.sql", "--cluster", "http://x"], &[]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && said.contains("df://host:port"),
+        "{said}"
+    );
+}
