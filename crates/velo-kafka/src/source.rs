@@ -102,6 +102,100 @@ pub struct VeloContext {
     /// the group's committed offset and the partition's end), from
     /// librdkafka's statistics.
     lag: Mutex<std::collections::BTreeMap<String, i64>>,
+    /// What was read and what the engine has processed, per partition: a
+    /// group member hands a revoked partition over only at a committed
+    /// offset.
+    handover: Handover,
+}
+
+/// A group member's partitions handed over at what it processed: the
+/// reader notes each partition's next offset as it hands messages to the
+/// engine, the committer what the engine acknowledged (every sink
+/// committed the epoch). When a rebalance revokes partitions, the member
+/// waits until everything it read of them is acknowledged and commits that
+/// to the group before it lets them go, so the next owner reads on exactly
+/// where it stopped: no record read twice, none skipped (Kafka Streams does
+/// the same). Until [`HANDOVER_WAIT`] at most: past it, the new owner reads
+/// the unacknowledged records again (at-least-once) and a warning says so.
+#[derive(Default)]
+struct Handover {
+    /// (read, acknowledged) next offsets by `topic/partition`.
+    offsets: Mutex<(HashMap<String, i64>, HashMap<String, i64>)>,
+    acked: std::sync::Condvar,
+    /// The reader stopped: no acknowledgement is coming.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// The longest a group member holds a rebalance to finish its epoch.
+const HANDOVER_WAIT: Duration = Duration::from_secs(30);
+
+impl Handover {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, i64>, HashMap<String, i64>)> {
+        self.offsets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reader handed messages up to `next` of `key` to the engine.
+    fn read(&self, key: &str, next: i64) {
+        self.lock().0.insert(key.to_string(), next);
+    }
+
+    /// The engine acknowledged `pos`.
+    fn ack(&self, pos: &Position) {
+        let mut g = self.lock();
+        for (k, off) in &pos.parts {
+            let e = g.1.entry(k.clone()).or_insert(*off);
+            *e = (*e).max(*off);
+        }
+        drop(g);
+        self.acked.notify_all();
+    }
+
+    fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.acked.notify_all();
+    }
+
+    /// Waits until every read message of `keys` is acknowledged (or the
+    /// reader stops, or [`HANDOVER_WAIT`]); the acknowledged offsets of
+    /// `keys`, and the keys still behind. The partitions' entries are
+    /// forgotten: a partition assigned again starts from the group's offset.
+    fn settle(&self, keys: &[String]) -> (Vec<(String, i64)>, Vec<String>) {
+        let until = Instant::now() + HANDOVER_WAIT;
+        let behind = |g: &(HashMap<String, i64>, HashMap<String, i64>)| -> Vec<String> {
+            keys.iter()
+                .filter(|k| {
+                    g.0.get(*k)
+                        .is_some_and(|r| g.1.get(*k).is_none_or(|a| a < r))
+                })
+                .cloned()
+                .collect()
+        };
+        let mut g = self.lock();
+        loop {
+            let left = behind(&g);
+            let now = Instant::now();
+            if left.is_empty()
+                || now >= until
+                || self.closing.load(std::sync::atomic::Ordering::Acquire)
+            {
+                let acked = keys
+                    .iter()
+                    .filter_map(|k| g.1.get(k).map(|o| (k.clone(), *o)))
+                    .collect();
+                for k in keys {
+                    g.0.remove(k);
+                    g.1.remove(k);
+                }
+                return (acked, left);
+            }
+            g = self
+                .acked
+                .wait_timeout(g, (until - now).min(Duration::from_millis(200)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
 }
 
 /// A position as `(topic, partition) -> next offset`.
@@ -125,6 +219,7 @@ impl VeloContext {
             assignment_changed: std::sync::atomic::AtomicBool::new(false),
             assigned: std::sync::atomic::AtomicBool::new(false),
             lag: Mutex::default(),
+            handover: Handover::default(),
         }
     }
 
@@ -209,6 +304,7 @@ impl ConsumerContext for VeloContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(source = %self.name, "{} partition(s) revoked", tpl.count());
+                self.hand_over(consumer, tpl);
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -232,6 +328,46 @@ impl ConsumerContext for VeloContext {
 }
 
 impl VeloContext {
+    /// Revoked partitions leave at what the engine processed of them: the
+    /// member waits for its epoch to commit, then commits those offsets to
+    /// the group while it still owns the partitions ([`Handover`]).
+    fn hand_over(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let keys: Vec<String> = tpl
+            .elements()
+            .iter()
+            .map(|e| format!("{}/{}", e.topic(), e.partition()))
+            .collect();
+        let t0 = Instant::now();
+        let (acked, behind) = self.handover.settle(&keys);
+        if !behind.is_empty() {
+            tracing::warn!(
+                source = %self.name,
+                "partition(s) {} revoked with records read but not yet committed after {:.0}s: their next owner reads those records again (at-least-once)",
+                behind.join(", "),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        if acked.is_empty() {
+            return;
+        }
+        let pos = Position {
+            parts: acked.into_iter().collect(),
+        };
+        match consumer.commit(&position_list(&pos), CommitMode::Sync) {
+            Ok(()) => tracing::info!(
+                source = %self.name,
+                "handed over {} partition(s) at their processed offsets after {:.1}s",
+                keys.len(),
+                t0.elapsed().as_secs_f64()
+            ),
+            Err(e) => tracing::warn!(
+                source = %self.name,
+                "handing over {} partition(s): offset commit failed ({e}); their next owner may read some records again",
+                keys.len()
+            ),
+        }
+    }
+
     /// Whether the consumer holds partitions now.
     fn has_assignment(&self) -> bool {
         self.assigned.load(std::sync::atomic::Ordering::Acquire)
@@ -447,6 +583,35 @@ impl PositionCommitter for KafkaCommitter {
         if pos.parts.is_empty() {
             return Ok(());
         }
+        // a group member commits only what it owns: an epoch that ends
+        // after a partition was handed over must not move the new owner's
+        // offset back
+        let owned;
+        let pos = if self.manual {
+            pos
+        } else {
+            let held: HashSet<String> = match self.consumer.assignment() {
+                Ok(tpl) => tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                    .collect(),
+                Err(_) => HashSet::new(),
+            };
+            owned = Position {
+                parts: pos
+                    .parts
+                    .iter()
+                    .filter(|(k, _)| held.contains(*k))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+            };
+            self.consumer.context().handover.ack(&owned);
+            &owned
+        };
+        if pos.parts.is_empty() {
+            return Ok(());
+        }
         let mode = if sync {
             CommitMode::Sync
         } else {
@@ -504,6 +669,15 @@ fn consumer(cfg: &KafkaSourceConfig, name: &str, resume: Option<&Position>) -> R
     if client.get("statistics.interval.ms").is_none() {
         // each partition's lag, for the job's status and metrics
         client.set("statistics.interval.ms", "1000");
+    }
+    if cfg.assignment == Assignment::Group && client.get("partition.assignment.strategy").is_none()
+    {
+        // a rebalance moves only the partitions that change owner (the
+        // others keep being read), and each revoked one is handed over at
+        // its processed offset; tansu 0.6 also gives a killed member's
+        // partitions to the others only this way (with the eager
+        // strategies every survivor keeps just its own)
+        client.set("partition.assignment.strategy", "cooperative-sticky");
     }
     client
         .create_with_context(VeloContext::new(name, resume))
@@ -1045,7 +1219,17 @@ impl Worker {
             return false;
         }
         self.committed_checked = Instant::now();
-        if let Ok(tpl) = self.consumer.committed(Duration::from_secs(5)) {
+        // of every partition: group members that split the topic end
+        // together, when the group has committed every end
+        let mut all = TopicPartitionList::new();
+        for k in ends.keys() {
+            if let Some((t, p)) = k.rsplit_once('/')
+                && let Ok(p) = p.parse::<i32>()
+            {
+                all.add_partition(t, p);
+            }
+        }
+        if let Ok(tpl) = self.consumer.committed_offsets(all, Duration::from_secs(5)) {
             for e in tpl.elements() {
                 if let Offset::Offset(o) = e.offset() {
                     self.committed
@@ -1061,7 +1245,15 @@ impl Worker {
     /// sets of messages go round-robin to decoding threads, and one more
     /// thread hands their batches to the engine in poll order (so each
     /// batch's position covers exactly the messages delivered up to it).
-    fn run(mut self) {
+    fn run(self) {
+        let consumer = self.consumer.clone();
+        self.read();
+        // no acknowledgement comes any more: a rebalance at close lets go at once
+        consumer.context().handover.close();
+    }
+
+    /// [`Self::run`]'s reading.
+    fn read(mut self) {
         let consumer = self.consumer.clone();
         let mut builders = std::mem::take(&mut self.builders);
         let tx = self.tx.clone();
@@ -1227,8 +1419,13 @@ impl Worker {
                     None => last.push((m.topic(), m.partition(), m.offset() + 1)),
                 }
             }
+            let handover = &consumer.context().handover;
             for (t, p, next) in last {
-                self.position.parts.insert(format!("{t}/{p}"), next);
+                let key = format!("{t}/{p}");
+                if self.discovery.is_none() {
+                    handover.read(&key, next);
+                }
+                self.position.parts.insert(key, next);
             }
             if !hand(Polled::Messages(msgs, self.position.clone())) {
                 return;
