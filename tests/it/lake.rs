@@ -827,3 +827,48 @@ fn gcs_and_azure_urls_validate_and_explain_offline() {
         }
     }
 }
+
+/// A bounded aggregate over Hive-partitioned Parquet on S3 runs as one
+/// batch plan whose scans read the objects through the source's own S3
+/// client (its endpoint and keys), with the partition pruned by WHERE; the
+/// answer is the streaming run's.
+#[test]
+fn an_s3_parquet_aggregate_runs_as_one_batch_plan() {
+    let moto = Moto::start("lake");
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    for day in 1..=3i64 {
+        let local = dir.join(format!("d{day}.parquet"));
+        crate::common::write_id_ts_parquet(&local, (day - 1) * 1_000..day * 1_000 + 500);
+        s3py(
+            &moto,
+            &[
+                "put",
+                "lake",
+                &format!("orders/day=d{day}/part-0.parquet"),
+                local.to_str().unwrap(),
+            ],
+        );
+    }
+    let app = "CREATE STREAM s AS SELECT day, COUNT(*) AS n, SUM(id) AS total FROM orders
+       WHERE day <> 'd2' GROUP BY day ORDER BY day INTO out
+       WITH ('orders.type' = 's3_source', 'orders.path' = 's3://lake/orders/**/*.parquet',
+             'out.type' = 'file_sink', 'out.path' = 'out.jsonl');";
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let run = |args: &[&str]| {
+        let _ = std::fs::remove_file(dir.join("out.jsonl"));
+        let mut all = vec!["run", "app.sql"];
+        all.extend_from_slice(args);
+        let o = run_in(dir, &all, &moto.env());
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{log}");
+        (std::fs::read_to_string(dir.join("out.jsonl")).unwrap(), log)
+    };
+    let (batch, log) = run(&[]);
+    assert!(log.contains("one batch plan"), "{log}");
+    assert!(log.contains("source orders: 3000 read"), "d2 pruned: {log}");
+    let (streamed, log) = run(&["--set", "batch.size=700"]);
+    assert!(!log.contains("one batch plan"), "{log}");
+    assert_eq!(batch, streamed);
+    assert_eq!(batch.lines().count(), 2, "{batch}");
+}

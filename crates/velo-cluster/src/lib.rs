@@ -19,18 +19,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::DataType;
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use velo_connectors::{ListingFormat, ListingSpec};
+use velo_connectors::ListingSpec;
 use velo_engine::plan::ClusterPlanner;
 
 /// Plans jobs on a Ballista cluster.
@@ -54,7 +46,8 @@ impl ClusterPlanner for Ballista {
             .await
             .map_err(|e| e.to_string())?;
         for (name, spec) in tables {
-            let table = listing_table(spec).map_err(|e| format!("source '{name}': {e}"))?;
+            let table = velo_engine::plan::listing::table(spec)
+                .map_err(|e| format!("source '{name}': {e}"))?;
             ctx.register_table(name.as_str(), Arc::new(table))
                 .map_err(|e| e.to_string())?;
         }
@@ -93,49 +86,6 @@ async fn reachable(url: &str, addr: SocketAddr) -> Result<(), String> {
             "the Ballista scheduler at {url} did not answer within 5 s"
         )),
     }
-}
-
-/// The source as a DataFusion listing table: the same files (path,
-/// directory or glob), columns and `key=value` partition columns the
-/// executors read themselves.
-fn listing_table(spec: &ListingSpec) -> datafusion::error::Result<ListingTable> {
-    let url = ListingTableUrl::parse(&spec.location)?;
-    let (format, extension): (Arc<dyn FileFormat>, &str) = match &spec.format {
-        ListingFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
-        ListingFormat::Csv {
-            has_header,
-            delimiter,
-            quote,
-        } => (
-            Arc::new(
-                CsvFormat::default()
-                    .with_has_header(*has_header)
-                    .with_delimiter(*delimiter)
-                    .with_quote(*quote),
-            ),
-            ".csv",
-        ),
-        ListingFormat::JsonLines => (Arc::new(JsonFormat::default()), ".json"),
-    };
-    // a directory: the format's files in it; a file or glob: what it names
-    let extension = if spec.location.ends_with('/') || std::path::Path::new(&spec.location).is_dir()
-    {
-        extension
-    } else {
-        ""
-    };
-    let options = ListingOptions::new(format)
-        .with_file_extension(extension)
-        .with_table_partition_cols(
-            spec.partitions
-                .iter()
-                .map(|p| (p.clone(), DataType::Utf8))
-                .collect(),
-        );
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(spec.file_schema.clone());
-    ListingTable::try_new(config)
 }
 
 /// `velo cluster scheduler`: a Ballista scheduler on `bind` (in memory,

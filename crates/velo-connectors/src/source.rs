@@ -213,6 +213,10 @@ pub struct ListingSpec {
     pub file_schema: SchemaRef,
     /// Columns from `key=value` directories (strings), after the file's.
     pub partitions: Vec<String>,
+    /// For files in an object store: the URL of its root
+    /// (`s3://bucket`) and the client configured with the source's keys,
+    /// for the reader to register.
+    pub store: Option<(String, std::sync::Arc<dyn object_store::ObjectStore>)>,
 }
 
 /// The encodings a [`ListingSpec`] describes.

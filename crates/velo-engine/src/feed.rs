@@ -654,6 +654,17 @@ impl EpochFeed {
         self.state.lock().await.first_read
     }
 
+    /// `rows` of this source read by a plan that scanned it itself (a
+    /// batch plan over listing tables), counted into the epoch.
+    pub async fn read_outside(&self, rows: u64) {
+        let mut s = self.state.lock().await;
+        if s.first_read.is_none() && rows > 0 {
+            s.first_read = Some(std::time::Instant::now());
+        }
+        s.records += rows as usize;
+        Counters::add(&self.counters.records_in, rows);
+    }
+
     /// Records delivered in the current epoch.
     pub async fn epoch_records(&self) -> usize {
         self.state.lock().await.records

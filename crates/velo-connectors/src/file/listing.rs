@@ -100,6 +100,14 @@ impl Files {
         matches!(self, Files::Remote { .. })
     }
 
+    /// The object store of remote files.
+    pub fn remote(&self) -> Option<&Remote> {
+        match self {
+            Files::Remote { remote, .. } => Some(remote),
+            Files::Local { .. } => None,
+        }
+    }
+
     /// The files, sorted by name. With `after` (an object store's
     /// incremental listing), only those sorting after that URL.
     pub fn list(&self, after: Option<&str>) -> Result<Listed> {

@@ -403,11 +403,6 @@ impl Source for FileSource {
         if self.cfg.watch {
             return refuse("watches for new files (unbounded)");
         }
-        if self.files.is_remote() {
-            return refuse(
-                "is in an object store: a cluster's executors read local paths they share (object stores on a cluster are not supported yet)",
-            );
-        }
         if self.cfg.metadata_columns {
             return refuse("has metadata columns (_file_name, _row_number)");
         }
@@ -434,6 +429,10 @@ impl Source for FileSource {
             format,
             file_schema: self.data_schema.clone(),
             partitions: self.partitions.clone(),
+            store: self
+                .files
+                .remote()
+                .map(|r| (r.root().to_string(), r.store())),
         })
     }
 

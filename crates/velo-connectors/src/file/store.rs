@@ -146,6 +146,11 @@ impl Remote {
         self.store.clone()
     }
 
+    /// `scheme://authority`: the URL the store serves.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// The URL of `path` in this store.
     pub fn url_of(&self, path: &ObjectPath) -> String {
         format!("{}/{}", self.root, path)

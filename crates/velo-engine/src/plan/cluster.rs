@@ -28,8 +28,8 @@ pub trait ClusterPlanner: Send + Sync + std::fmt::Debug {
     ) -> std::result::Result<SessionContext, String>;
 }
 
-/// A query planned for the cluster.
-pub(crate) struct OnCluster {
+/// A query planned again in another session (a cluster's, or a batch one).
+pub(crate) struct Replanned {
     pub ctx: SessionContext,
     pub logical: LogicalPlan,
     pub physical: Arc<dyn ExecutionPlan>,
@@ -58,6 +58,12 @@ pub(crate) fn tables(
     let mut tables = Vec::new();
     for s in sources {
         match s.listing() {
+            Ok(spec) if spec.store.is_some() => {
+                return refuse(format!(
+                    "source '{}' is in an object store: the executors read local paths they share (object stores on a cluster are not supported yet)",
+                    s.name()
+                ));
+            }
             Ok(spec) => tables.push((s.name().to_string(), spec)),
             Err(why) => return refuse(why),
         }
@@ -71,7 +77,7 @@ pub(crate) async fn plan(
     url: &str,
     tables: &[(String, ListingSpec)],
     query: &Query,
-) -> Result<OnCluster> {
+) -> Result<Replanned> {
     let planner = plan.engine.cluster().ok_or_else(|| {
         EngineError::Invalid(format!(
             "job '{}': this build of velo cannot run jobs on a cluster ('cluster' = '{url}')",
@@ -86,7 +92,7 @@ pub(crate) async fn plan(
     })?;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
     let physical = ctx.state().create_physical_plan(&logical).await?;
-    Ok(OnCluster {
+    Ok(Replanned {
         ctx,
         logical,
         physical,

@@ -7,9 +7,11 @@
 //! physical optimizer rules) and plans its query. The runtime
 //! (`crate::runtime`) then runs the [`PreparedJob`].
 
+pub mod batch;
 mod chain;
 mod changes;
 pub mod cluster;
+pub mod listing;
 pub mod prepare;
 pub mod resolve;
 pub mod session;

@@ -65,6 +65,10 @@ pub struct PreparedJob {
     pub table: Option<Arc<crate::tables::Table>>,
     /// Rows whose expressions failed on their own, for the dead-letter route.
     pub dead_rows: Arc<crate::rowerrors::DeadRows>,
+    /// The query runs as one plan that reads the sources itself (a batch
+    /// plan over listing tables, or on a cluster), not through the feeds:
+    /// what it scans, to count what it read.
+    pub scans: Option<super::batch::Scans>,
 }
 
 impl PreparedJob {
@@ -153,8 +157,6 @@ pub async fn prepare_job(
 async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Result<PreparedJob> {
     let counters = Counters::new();
     let cluster = plan.job.cluster.clone();
-    // on a cluster, the executors read the lookup tables too
-    let load_lookups = purpose == Purpose::Run && cluster.is_none();
     let sources = build_sources(plan, purpose).await?;
     let streams = Streams::choose(plan, &sources)?;
     let mut query = plan
@@ -166,6 +168,15 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
     let (window, time) = window_and_time(plan, &streams, &mut query)?;
     let feeds = Feeds::open(plan, &sources, &streams, &time, &counters, shutdown)?;
     let updating = is_updating(plan, &sources[streams.driver], window.is_some());
+    let batch_tables = match (&cluster, purpose) {
+        (None, Purpose::Run) => {
+            super::batch::tables(plan, &sources, window.is_some() || updating, time.is_some())
+        }
+        _ => None,
+    };
+    // a batch plan or a cluster's executors read the lookup tables
+    // themselves: loaded once the plan shows it is not one
+    let load_lookups = purpose == Purpose::Run && cluster.is_none() && batch_tables.is_none();
     let ops = Operators::new(plan);
     let ctx = session::build(
         plan,
@@ -176,7 +187,7 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         window.is_some(),
     )?;
     feeds.register(&ctx, true)?;
-    let lookups = Lookups::register(
+    let mut lookups = Lookups::register(
         plan,
         &ctx,
         &sources,
@@ -210,19 +221,35 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         )?),
         None => None,
     };
-    // planned locally above as the check; run on the cluster
-    let (ctx, planned) = match (&cluster, cluster_tables, purpose) {
+    // planned above as the check; run on the cluster, or as one batch
+    // plan when that is what the job is
+    let replanned = match (&cluster, cluster_tables, purpose) {
         (Some(url), Some(tables), Purpose::Run) => {
             let on = super::cluster::plan(plan, url, &tables, &query).await?;
             tracing::info!(job = %plan.name, "the query runs on the cluster at {url}");
-            let planned = Planned {
+            Some((on, super::batch::Scans::default()))
+        }
+        _ => match batch_tables.filter(|_| super::batch::order_free(&planned)) {
+            Some(tables) => Some(super::batch::plan(plan, &ops.dead_rows, &tables, &query).await?),
+            None => {
+                if purpose == Purpose::Run && cluster.is_none() && !load_lookups {
+                    lookups.load(&counters, shutdown).await?;
+                }
+                None
+            }
+        },
+    };
+    let (ctx, planned, scans) = match replanned {
+        Some((on, scans)) => (
+            on.ctx,
+            Planned {
                 logical: on.logical,
                 physical: on.physical,
                 whole_input: true,
-            };
-            (on.ctx, planned)
-        }
-        _ => (ctx, planned),
+            },
+            Some(scans),
+        ),
+        None => (ctx, planned, None),
     };
     let mut prepared = PreparedJob {
         plan: plan.clone(),
@@ -242,6 +269,7 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         window_states: ops.states,
         table: None,
         dead_rows: ops.dead_rows,
+        scans,
     };
     check_primary_key(&prepared)?;
     super::changes::check_change_modes(&prepared)?;
@@ -520,6 +548,15 @@ struct Lookups {
 }
 
 impl Lookups {
+    /// Loads the tables registered empty.
+    async fn load(&mut self, counters: &Arc<Counters>, shutdown: &Shutdown) -> Result<()> {
+        for table in &self.tables {
+            load_lookup(table, counters, shutdown).await?;
+            self.rows.insert(table.name().to_string(), table.num_rows());
+        }
+        Ok(())
+    }
+
     /// Phase 5: every lookup table loaded (unless `load` is false:
     /// explain and validate register them empty) and registered.
     async fn register(
@@ -542,14 +579,7 @@ impl Lookups {
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
             let table = Arc::new(crate::lookup::LookupTable::new(src.clone(), refresh));
             if load {
-                table
-                    .load(counters, shutdown.receiver())
-                    .await
-                    .map_err(|e| EngineError::Source {
-                        name: src.name().into(),
-                        message: e.to_string(),
-                        kind: crate::error::datafusion_kind(&e),
-                    })?;
+                load_lookup(&table, counters, shutdown).await?;
             }
             rows.insert(src.name().to_string(), table.num_rows());
             ctx.register_table(src.name(), table.provider()?)?;
@@ -571,11 +601,28 @@ impl Lookups {
     }
 }
 
+/// Reads a lookup table's source whole.
+async fn load_lookup(
+    table: &crate::lookup::LookupTable,
+    counters: &Arc<Counters>,
+    shutdown: &Shutdown,
+) -> Result<()> {
+    table
+        .load(counters, shutdown.receiver())
+        .await
+        .map_err(|e| EngineError::Source {
+            name: table.name().into(),
+            message: e.to_string(),
+            kind: crate::error::datafusion_kind(&e),
+        })?;
+    Ok(())
+}
+
 /// The planned query.
-struct Planned {
-    logical: LogicalPlan,
-    physical: Arc<dyn ExecutionPlan>,
-    whole_input: bool,
+pub(crate) struct Planned {
+    pub logical: LogicalPlan,
+    pub physical: Arc<dyn ExecutionPlan>,
+    pub whole_input: bool,
 }
 
 /// Phase 6: the logical and physical plans. The streams are registered

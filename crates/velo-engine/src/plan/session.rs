@@ -88,9 +88,61 @@ pub(crate) fn build(
         .with_target_partitions(1)
         .with_batch_size(8192)
         .with_information_schema(false);
+    let ctx = context(config, plan.engine.runtime_env(), rules, isolate_rows);
+    if windowed || updating {
+        // COUNT(DISTINCT x) stays one aggregate (its accumulator keeps the
+        // distinct values per window) instead of two stacked GROUP BYs
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+    }
+    Ok(ctx)
+}
+
+/// The session of a job that runs as one batch plan ([`super::batch`]):
+/// DataFusion's own planning on every core (the job's `partitions`, else
+/// the cores), with the job's row-error isolation and functions.
+pub(crate) fn batch(plan: &JobPlan, dead_rows: &Arc<crate::rowerrors::DeadRows>) -> SessionContext {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let isolate_rows = plan.job.failure_strategy != FailureStrategy::FailBatch;
+    if isolate_rows {
+        // before DataFusion moves projections into the file scans, where a
+        // row's failing expression would fail the whole scan
+        let at = rules
+            .iter()
+            .position(|r| r.name() == "ProjectionPushdown")
+            .unwrap_or(rules.len() - 1);
+        rules.insert(
+            at,
+            Arc::new(crate::rowerrors::IsolateRowErrors::new(dead_rows.clone())),
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = SessionConfig::new()
+        .with_target_partitions(plan.job.partitions.unwrap_or(cores).max(1))
+        .with_information_schema(false);
+    // the engine's memory pool; object stores of the job's own (its
+    // sources' clients, configured with their keys)
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(
+        &plan.engine.runtime_env(),
+    )
+    .with_object_store_registry(Arc::new(
+        datafusion::execution::object_store::DefaultObjectStoreRegistry::new(),
+    ))
+    .build_arc()
+    .unwrap_or_else(|_| plan.engine.runtime_env());
+    context(config, runtime, rules, isolate_rows)
+}
+
+/// A session of `config` on `runtime` with the physical optimizer `rules`,
+/// aggregate arguments hoisted where rows are isolated, and our functions.
+fn context(
+    config: SessionConfig,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    rules: Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>>,
+    isolate_rows: bool,
+) -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(config)
-        .with_runtime_env(plan.engine.runtime_env())
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rules(rules)
         .build();
@@ -101,10 +153,5 @@ pub(crate) fn build(
     for f in crate::operators::window::udfs() {
         ctx.register_udf(f);
     }
-    if windowed || updating {
-        // COUNT(DISTINCT x) stays one aggregate (its accumulator keeps the
-        // distinct values per window) instead of two stacked GROUP BYs
-        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
-    }
-    Ok(ctx)
+    ctx
 }

@@ -320,7 +320,7 @@ impl JobRun {
                 };
             }
         };
-        match execute_stream(plan, self.task_ctx.clone()) {
+        match execute_stream(plan.clone(), self.task_ctx.clone()) {
             Ok(mut stream) => {
                 while let Some(r) = stream.next().await {
                     let r = match (r, self.changelog.as_mut()) {
@@ -343,6 +343,7 @@ impl JobRun {
             }
             Err(e) => error = Some(e),
         }
+        self.count_scans(&plan).await;
         if let (None, Some(c)) = (&error, self.changelog.as_mut()) {
             // keys whose groups the epoch removed
             match c.deletes(&self.p.window_states.take_changed(), &seen) {
@@ -352,6 +353,27 @@ impl JobRun {
             }
         }
         Executed { error, table_rows }
+    }
+
+    /// A plan that read the sources itself (a batch plan over listing
+    /// tables): what its scans read, counted as the feeds count theirs.
+    async fn count_scans(&mut self, plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) {
+        let Some(scans) = &self.p.scans else {
+            return;
+        };
+        for (name, n) in scans.rows(plan) {
+            let feed = self
+                .p
+                .streams()
+                .find(|(s, _)| s.name() == name)
+                .map(|(_, f)| f.clone());
+            match feed {
+                Some(f) => f.read_outside(n).await,
+                None => {
+                    self.p.lookup_rows.insert(name, n);
+                }
+            }
+        }
     }
 
     /// A result batch to every sink (and to the epoch's kept rows).

@@ -1,0 +1,155 @@
+//! Backfills at batch speed: a job whose sources are all bounded Parquet
+//! files and whose query needs no epochs (no window, no updating result,
+//! no event time, no tuning of epochs, no checkpoint to resume from) is
+//! planned as DataFusion plans a batch query: its sources become listing
+//! tables ([`super::listing`]) that DataFusion scans itself, on every core,
+//! with partitions pruned and Parquet predicates pushed down, instead of
+//! one feed per source. The plan runs as the job's one epoch; its results
+//! stream into the sinks, which commit as after any epoch. Sources in CSV
+//! or JSON keep velo's own readers, which count and route bad records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::sql::sqlparser::ast::Query;
+use velo_connectors::{ListingFormat, ListingSpec, Source};
+
+use super::cluster::Replanned;
+use super::session;
+use crate::Result;
+use crate::plan::JobPlan;
+
+/// Whether the job runs as one batch plan: the listing tables of its
+/// sources if so.
+pub(crate) fn tables(
+    plan: &JobPlan,
+    sources: &[Arc<dyn Source>],
+    stateful: bool,
+    timed: bool,
+) -> Option<Vec<(String, ListingSpec)>> {
+    let job = &plan.job;
+    let epochs_asked = job.batch_size.is_some()
+        || job.batch_timeout.is_some()
+        || job.rate_limit.is_some()
+        || job.state_dir.is_some();
+    if stateful || timed || epochs_asked || plan.statement.within.is_some() {
+        return None;
+    }
+    sources
+        .iter()
+        .map(|s| match s.listing() {
+            Ok(spec) if spec.format == ListingFormat::Parquet => Some((s.name().to_string(), spec)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the query, planned to stream, answers the same in any order of
+/// its input rows: it needs its whole input (an aggregate, a sort, a
+/// window function) and takes no LIMIT of an unsorted input. (A filter or
+/// projection alone keeps the files' order in a streaming run, which a
+/// parallel scan would not.)
+pub(crate) fn order_free(planned: &super::prepare::Planned) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    if !planned.whole_input {
+        return false;
+    }
+    let mut unsorted_limit = false;
+    let _ = planned.logical.apply(|p| {
+        if let LogicalPlan::Limit(l) = p {
+            unsorted_limit |= !matches!(l.input.as_ref(), LogicalPlan::Sort(_));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    !unsorted_limit
+}
+
+/// Phase of `prepare`: the query planned over `tables` in a session of
+/// its own on every core (the job's row-error isolation and functions as
+/// in its streaming session), with what it scans.
+pub(crate) async fn plan(
+    plan: &JobPlan,
+    dead_rows: &Arc<crate::rowerrors::DeadRows>,
+    tables: &[(String, ListingSpec)],
+    query: &Query,
+) -> Result<(Replanned, Scans)> {
+    let ctx = session::batch(plan, dead_rows);
+    for (name, spec) in tables {
+        if let Some((root, store)) = &spec.store {
+            let url = url::Url::parse(root).map_err(|e| {
+                crate::EngineError::Invalid(format!("source '{name}': '{root}': {e}"))
+            })?;
+            ctx.register_object_store(&url, store.clone());
+        }
+        ctx.register_table(name.as_str(), Arc::new(super::listing::table(spec)?))?;
+    }
+    let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
+    let physical = ctx.state().create_physical_plan(&logical).await?;
+    tracing::info!(
+        job = %plan.name,
+        "bounded Parquet input and no epochs needed: one batch plan on {} partitions",
+        ctx.state().config().target_partitions()
+    );
+    Ok((
+        Replanned {
+            ctx,
+            logical,
+            physical,
+        },
+        Scans::of(tables)?,
+    ))
+}
+
+/// The sources a batch plan reads itself, to count what it read.
+#[derive(Debug, Clone, Default)]
+pub struct Scans {
+    tables: Vec<(String, ListingTableUrl)>,
+}
+
+impl Scans {
+    /// The scans of `tables`.
+    pub(crate) fn of(tables: &[(String, ListingSpec)]) -> Result<Self> {
+        Ok(Self {
+            tables: tables
+                .iter()
+                .map(|(n, s)| Ok((n.clone(), super::listing::url(s)?)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Rows each source's scans produced in the executed `plan` (by the
+    /// files each scan read).
+    pub fn rows(&self, plan: &Arc<dyn ExecutionPlan>) -> BTreeMap<String, u64> {
+        let mut rows = BTreeMap::new();
+        let mut stack = vec![plan.clone()];
+        while let Some(p) = stack.pop() {
+            stack.extend(p.children().into_iter().cloned());
+            let Some(scan) = p.downcast_ref::<DataSourceExec>() else {
+                continue;
+            };
+            let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
+                continue;
+            };
+            let Some(file) = config.file_groups.iter().flat_map(|g| g.files()).next() else {
+                continue;
+            };
+            let n = p
+                .metrics()
+                .and_then(|m| m.output_rows())
+                .unwrap_or_default() as u64;
+            if let Some((name, _)) = self
+                .tables
+                .iter()
+                .find(|(_, url)| url.contains(&file.object_meta.location, false))
+            {
+                *rows.entry(name.clone()).or_default() += n;
+            }
+        }
+        rows
+    }
+}
