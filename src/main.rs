@@ -733,6 +733,7 @@ async fn server(a: ServerArgs) -> Result<(), Failure> {
         listen: a.listen,
         flight: a.flight.0,
         state_dir: a.state_dir,
+        cluster: Some(velostream::cluster()),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {

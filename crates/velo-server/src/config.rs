@@ -23,6 +23,8 @@ pub struct ServerOptions {
     pub flight: Option<SocketAddr>,
     /// `--state-dir`: deployed applications and every job's checkpoints.
     pub state_dir: PathBuf,
+    /// What plans jobs that name a `cluster` (the binary's Ballista planner).
+    pub cluster: Option<std::sync::Arc<dyn velo_engine::plan::ClusterPlanner>>,
 }
 
 /// TLS for the REST API and the Flight SQL endpoint, from

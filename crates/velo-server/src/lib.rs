@@ -220,6 +220,10 @@ fn open(registry: Registry, opts: &ServerOptions) -> Result<(Jobs, Security)> {
         ),
         None => Engine::new(registry),
     };
+    let engine = match &opts.cluster {
+        Some(planner) => engine.with_cluster(planner.clone()),
+        None => engine,
+    };
     let store = store::Store::open(&opts.state_dir)?;
     let jobs = Jobs::open(
         engine,
