@@ -247,24 +247,9 @@ pub fn consume_all(bootstrap: &str, topic: &str, n: usize) -> Vec<(Option<String
 }
 
 fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
+    committed_each(bootstrap, group, topic, partitions)
+        .into_iter()
+        .map(|o| o.max(0))
         .sum()
 }
 
@@ -1600,7 +1585,12 @@ WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{bs}', 'orde
         said(0),
         said(1)
     );
-    std::thread::sleep(Duration::from_millis(1_500));
+    // B has committed epochs of its own before it is killed
+    wait_for(
+        Duration::from_secs(60),
+        "B's second epoch published",
+        || published(&dirs[1].join("out"), "part").len() >= 2,
+    );
     // phase 2: B killed (not A, the group's leader: tansu 0.6 gives no
     // partitions to the survivors of a killed leader, with any client);
     // the offsets it leaves in the group
