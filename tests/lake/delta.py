@@ -75,7 +75,7 @@ def duck(path):
     print(json.dumps(rows_of(t), default=str))
 
 
-def write(path, mode, rows, partition=None):
+def write(path, mode, rows, partition=None, schema_mode=None):
     from deltalake import write_deltalake
 
     t = pa.Table.from_pylist(json.loads(rows))
@@ -84,6 +84,7 @@ def write(path, mode, rows, partition=None):
         t,
         mode=mode,
         partition_by=[partition] if partition else None,
+        schema_mode=schema_mode or None,
         storage_options=storage(path),
     )
 

@@ -46,9 +46,9 @@ impl ClusterPlanner for Ballista {
             .await
             .map_err(|e| e.to_string())?;
         for (name, spec) in tables {
-            let table = velo_engine::plan::listing::table(spec, false)
+            let table = velo_engine::plan::listing::table(spec, false, None)
                 .map_err(|e| format!("source '{name}': {e}"))?;
-            ctx.register_table(name.as_str(), Arc::new(table))
+            ctx.register_table(name.as_str(), table)
                 .map_err(|e| e.to_string())?;
         }
         Ok(ctx)

@@ -200,23 +200,47 @@ pub trait Pruning: Send + Sync + std::fmt::Debug {
     ) -> Option<Vec<bool>>;
 }
 
-/// What a bounded file source reads, for a query engine that reads the
-/// files itself instead of through the source (a Ballista cluster's
-/// executors: `cluster`): the same files, columns and partition columns.
+/// What a bounded source reads, for a query engine that reads the files
+/// itself instead of through the source (one DataFusion batch plan, or a
+/// Ballista cluster's executors: `cluster`): the same files, columns and
+/// partition columns.
 #[derive(Debug, Clone)]
 pub struct ListingSpec {
-    /// The path, directory or glob, absolute.
+    /// The path, directory or glob, absolute; for a table ([`Self::files`]),
+    /// where it is (for messages).
     pub location: String,
     /// How the files are encoded.
     pub format: ListingFormat,
     /// The columns stored in the files.
     pub file_schema: SchemaRef,
-    /// Columns from `key=value` directories (strings), after the file's.
-    pub partitions: Vec<String>,
+    /// Columns whose values a file's place gives (`key=value` directories:
+    /// strings; a table format's partition values: the table's types),
+    /// after the file's.
+    pub partitions: Vec<(String, arrow::datatypes::DataType)>,
     /// For files in an object store: the URL of its root
     /// (`s3://bucket`) and the client configured with the source's keys,
-    /// for the reader to register.
+    /// for the reader to register. For a table ([`Self::files`]): the store
+    /// its files' paths are in (the URL is not used).
     pub store: Option<(String, std::sync::Arc<dyn object_store::ObjectStore>)>,
+    /// A table format's data files (a Delta or Iceberg snapshot), instead
+    /// of the files under [`Self::location`].
+    pub files: Option<Vec<ListedFile>>,
+    /// The order of the source's columns: the file's columns and the
+    /// partition columns as they appear in [`Source::schema`] (`None`: the
+    /// file's, then the partitions').
+    pub columns: Option<SchemaRef>,
+}
+
+/// A data file of a table snapshot ([`ListingSpec::files`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedFile {
+    /// Its path in [`ListingSpec::store`].
+    pub path: object_store::path::Path,
+    /// Bytes.
+    pub size: u64,
+    /// The values of [`ListingSpec::partitions`], in order, as text
+    /// (`None`: null).
+    pub partition_values: Vec<Option<String>>,
 }
 
 /// The encodings a [`ListingSpec`] describes.

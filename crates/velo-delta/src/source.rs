@@ -189,6 +189,9 @@ pub struct DeltaSource {
     schema: SchemaRef,
     /// Where a reader without a position starts.
     start: At,
+    /// A snapshot's data files and the store they are in (bounded
+    /// snapshots only), for a batch plan that scans them itself.
+    listed: Option<(Vec<DataFile>, std::sync::Arc<dyn object_store::ObjectStore>)>,
 }
 
 impl std::fmt::Debug for DeltaSource {
@@ -229,6 +232,7 @@ impl DeltaSource {
                 cfg,
                 location,
                 schema,
+                listed: None,
             });
         }
         let mut table = location.load().await?.ok_or_else(|| {
@@ -261,6 +265,10 @@ impl DeltaSource {
         let snapshot = table.snapshot().map_err(|e| location.error("read", &e))?;
         let schema = snapshot.snapshot().arrow_schema();
         let partitions = snapshot.metadata().partition_columns().to_vec();
+        let listed = match cfg.mode {
+            Mode::Snapshot => Some((data_files(&table, &location)?, table.object_store())),
+            _ => None,
+        };
         let start = match cfg.mode {
             Mode::Snapshot | Mode::SnapshotAndFollow => At {
                 version,
@@ -283,8 +291,25 @@ impl DeltaSource {
             location,
             schema,
             start,
+            listed,
         })
     }
+}
+
+/// The data files of the loaded version of `table`, in path order.
+fn data_files(table: &DeltaTable, location: &Location) -> Result<Vec<DataFile>> {
+    let snapshot = table.snapshot().map_err(|e| location.error("read", &e))?;
+    let mut files: Vec<DataFile> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| DataFile {
+            path: f.path().to_string(),
+            partitions: f.partition_values_map(),
+            size: f.size() as u64,
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
 }
 
 /// Refuses a `timestamp` older than the table's first kept version (delta-rs
@@ -340,6 +365,57 @@ fn supported(table: &DeltaTable, location: &Location) -> Result<()> {
 impl Source for DeltaSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn listing(&self) -> std::result::Result<velo_connectors::ListingSpec, String> {
+        let Some((files, store)) = &self.listed else {
+            return Err(format!(
+                "source '{}' follows the Delta table {} (unbounded)",
+                self.name, self.location.shown
+            ));
+        };
+        let file_schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .filter(|f| !self.partitions.contains(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        let partitions = self
+            .partitions
+            .iter()
+            .map(|p| {
+                let t = self
+                    .schema
+                    .field_with_name(p)
+                    .map(|f| f.data_type().clone())
+                    .unwrap_or(arrow::datatypes::DataType::Utf8);
+                (p.clone(), t)
+            })
+            .collect();
+        let files = files
+            .iter()
+            .map(|f| velo_connectors::ListedFile {
+                path: object_store::path::Path::parse(&f.path)
+                    .unwrap_or_else(|_| object_store::path::Path::from(f.path.as_str())),
+                size: f.size,
+                partition_values: self
+                    .partitions
+                    .iter()
+                    .map(|p| f.partitions.get(p).cloned().flatten())
+                    .collect(),
+            })
+            .collect();
+        Ok(velo_connectors::ListingSpec {
+            location: self.location.shown.clone(),
+            format: velo_connectors::ListingFormat::Parquet,
+            file_schema,
+            partitions,
+            store: Some((self.location.shown.clone(), store.clone())),
+            files: Some(files),
+            columns: Some(self.schema.clone()),
+        })
     }
 
     fn set_pruning(&self, pruning: std::sync::Arc<dyn velo_connectors::source::Pruning>) {
@@ -499,20 +575,7 @@ impl Reader {
             .await
             .map_err(|e| self.location.error(&format!("read version {v} of"), &e))?;
         supported(table, &self.location)?;
-        let snapshot = table
-            .snapshot()
-            .map_err(|e| self.location.error("read", &e))?;
-        let mut files: Vec<DataFile> = snapshot
-            .log_data()
-            .iter()
-            .map(|f| DataFile {
-                path: f.path().to_string(),
-                partitions: f.partition_values_map(),
-                size: f.size() as u64,
-            })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
+        data_files(table, &self.location)
     }
 
     /// The files commit `v` added with new data, in path order; `None` when

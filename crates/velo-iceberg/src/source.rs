@@ -223,7 +223,16 @@ pub struct IcebergSource {
     schema: SchemaRef,
     /// Where a reader without a position starts.
     start: At,
+    /// A bounded snapshot's data files and their store, for a batch plan
+    /// that scans them itself ([`Source::listing`]); why not, otherwise.
+    listed: std::result::Result<Listed, String>,
 }
+
+/// A snapshot's data files in their store.
+type Listed = (
+    Arc<dyn object_store::ObjectStore>,
+    Vec<velo_connectors::ListedFile>,
+);
 
 impl std::fmt::Debug for IcebergSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -272,6 +281,7 @@ impl IcebergSource {
                 cfg,
                 schema,
                 start,
+                listed: Err("was checked offline".into()),
             });
         }
         let catalog = t.connect(keys, ctx).await?;
@@ -335,6 +345,10 @@ impl IcebergSource {
                 }
             }
         }
+        let listed = match cfg.mode {
+            Mode::Snapshot => listed_files(&table, chosen, keys, ctx).await,
+            _ => Err("follows the table (unbounded)".into()),
+        };
         Ok(Self {
             name: name.to_string(),
             keys: keys.clone(),
@@ -342,8 +356,82 @@ impl IcebergSource {
             cfg,
             schema,
             start,
+            listed,
         })
     }
+}
+
+/// Phase of [`IcebergSource::new`]: the data files of snapshot `id` (0: the
+/// table has none yet), for a batch plan that reads them as Parquet files
+/// by column name; why its rows are more than its data files' rows read so
+/// (delete files) or its columns not found by name (a renamed column: the
+/// files keep the name they were written with).
+async fn listed_files(
+    table: &Table,
+    id: i64,
+    keys: &BTreeMap<String, String>,
+    ctx: &ConnectorContext,
+) -> std::result::Result<Listed, String> {
+    let meta = table.metadata();
+    let schema = meta
+        .snapshot_by_id(id)
+        .and_then(|s| s.schema_id())
+        .and_then(|sid| meta.schema_by_id(sid))
+        .unwrap_or_else(|| meta.current_schema());
+    for old in meta.schemas_iter() {
+        for f in old.as_struct().fields() {
+            if let Some(now) = schema.field_by_id(f.id).filter(|now| now.name != f.name) {
+                return Err(format!(
+                    "has a renamed column ('{}', once '{}')",
+                    now.name, f.name
+                ));
+            }
+        }
+    }
+    let tasks: Vec<FileScanTask> = if id == 0 {
+        Vec::new()
+    } else {
+        let scan = table
+            .scan()
+            .snapshot_id(id)
+            .build()
+            .map_err(|e| e.to_string())?;
+        scan.plan_files()
+            .await
+            .map_err(|e| e.to_string())?
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| e.to_string())?
+    };
+    if tasks.iter().any(|t| !t.deletes.is_empty()) {
+        return Err("has delete files (rows deleted or replaced by upserts)".into());
+    }
+    if tasks
+        .iter()
+        .any(|t| t.data_file_format != iceberg::spec::DataFileFormat::Parquet)
+    {
+        return Err("has data files that are not Parquet".into());
+    }
+    // one entry per file, whatever the tasks' byte ranges
+    let mut sizes = BTreeMap::new();
+    for t in &tasks {
+        sizes.insert(t.data_file_path.as_str(), t.file_size_in_bytes);
+    }
+    let paths: Vec<&str> = sizes.keys().copied().collect();
+    let factory = crate::storage::ObjectStorageFactory::new(crate::storage::Access::new(keys, ctx));
+    let (store, located) = factory.locate_all(table.file_io().config(), &paths)?;
+    let files = located
+        .into_iter()
+        .zip(sizes.values())
+        .map(|(path, size)| velo_connectors::ListedFile {
+            path,
+            size: *size,
+            partition_values: Vec::new(),
+        })
+        .collect();
+    Ok((store, files))
 }
 
 /// `schema` without field metadata (the engine's columns are plain).
@@ -382,6 +470,24 @@ fn as_of(table: &Table, at: chrono::DateTime<chrono::Utc>) -> Option<i64> {
 impl Source for IcebergSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn listing(&self) -> std::result::Result<velo_connectors::ListingSpec, String> {
+        let (store, files) = self.listed.as_ref().map_err(|why| {
+            format!(
+                "source '{}' (the Iceberg table {}) {why}",
+                self.name, self.cfg.table.shown
+            )
+        })?;
+        Ok(velo_connectors::ListingSpec {
+            location: self.cfg.table.shown.clone(),
+            format: velo_connectors::ListingFormat::Parquet,
+            file_schema: self.schema.clone(),
+            partitions: Vec::new(),
+            store: Some((self.cfg.table.shown.clone(), store.clone())),
+            files: Some(files.clone()),
+            columns: None,
+        })
     }
 
     fn schema(&self) -> SchemaRef {

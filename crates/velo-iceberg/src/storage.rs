@@ -83,9 +83,9 @@ impl ObjectStorageFactory {
     }
 }
 
-#[typetag::serde(name = "velo_object_store")]
-impl StorageFactory for ObjectStorageFactory {
-    fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
+impl ObjectStorageFactory {
+    /// The storage of a table or catalog configured with `config`.
+    fn storage(&self, config: &StorageConfig) -> ObjectStorage {
         let mut access = self.access.clone();
         for (prop, key) in CATALOG_PROPS {
             if let Some(v) = config.props().get(*prop) {
@@ -111,10 +111,49 @@ impl StorageFactory for ObjectStorageFactory {
                 .entry("allow_http".into())
                 .or_insert_with(|| "true".into());
         }
-        Ok(Arc::new(ObjectStorage {
+        ObjectStorage {
             access,
             stores: Arc::default(),
-        }))
+        }
+    }
+
+    /// The one store holding all of `paths` (a table's data files, as its
+    /// manifests name them), reached as the table's file I/O (`config`)
+    /// reaches it, and each file's path in it; why not, when the files are
+    /// in several stores or a path cannot be resolved.
+    pub fn locate_all(
+        &self,
+        config: &StorageConfig,
+        paths: &[&str],
+    ) -> std::result::Result<(Arc<dyn ObjectStore>, Vec<ObjectPath>), String> {
+        let storage = self.storage(config);
+        let mut store: Option<Arc<dyn ObjectStore>> = None;
+        let mut located = Vec::with_capacity(paths.len());
+        for p in paths {
+            let (s, path) = storage.resolve(p).map_err(|e| e.to_string())?;
+            match &store {
+                Some(first) if !Arc::ptr_eq(first, &s) => {
+                    return Err("its data files are in more than one store".into());
+                }
+                Some(_) => {}
+                None => store = Some(s),
+            }
+            located.push(path);
+        }
+        let store = match store {
+            Some(s) => s,
+            None => storage
+                .store_of("file://", || Ok(local_store()))
+                .map_err(|e| e.to_string())?,
+        };
+        Ok((store, located))
+    }
+}
+
+#[typetag::serde(name = "velo_object_store")]
+impl StorageFactory for ObjectStorageFactory {
+    fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
+        Ok(Arc::new(self.storage(config)))
     }
 }
 

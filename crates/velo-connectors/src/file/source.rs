@@ -428,7 +428,13 @@ impl Source for FileSource {
             location: self.cfg.path.clone(),
             format,
             file_schema: self.data_schema.clone(),
-            partitions: self.partitions.clone(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| (p.clone(), arrow::datatypes::DataType::Utf8))
+                .collect(),
+            files: None,
+            columns: None,
             store: self
                 .files
                 .remote()

@@ -1,5 +1,6 @@
 //! Backfills at batch speed: a job whose sources are all bounded Parquet
-//! files and whose query needs no epochs (no window, no updating result,
+//! files or table snapshots (Delta, Iceberg: their data files,
+//! [`super::files`]) and whose query needs no epochs (no window, no updating result,
 //! no event time, no tuning of epochs, no checkpoint to resume from) is
 //! planned as DataFusion plans a batch query: its sources become listing
 //! tables ([`super::listing`]) that DataFusion scans itself, on every core,
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::sqlparser::ast::Query;
 use velo_connectors::{ListingFormat, ListingSpec, Source};
@@ -79,14 +81,14 @@ pub(crate) async fn plan(
     query: &Query,
 ) -> Result<(Replanned, Scans)> {
     let ctx = session::batch(plan, dead_rows);
-    for (name, spec) in tables {
-        if let Some((root, store)) = &spec.store {
-            let url = url::Url::parse(root).map_err(|e| {
-                crate::EngineError::Invalid(format!("source '{name}': '{root}': {e}"))
-            })?;
-            ctx.register_object_store(&url, store.clone());
-        }
-        ctx.register_table(name.as_str(), Arc::new(super::listing::table(spec, true)?))?;
+    let mut stores = Vec::with_capacity(tables.len());
+    for (i, (name, spec)) in tables.iter().enumerate() {
+        let store = register_store(&ctx, i, name, spec)?;
+        ctx.register_table(
+            name.as_str(),
+            super::listing::table(spec, true, store.clone())?,
+        )?;
+        stores.push(store);
     }
     let logical = velo_sql::lower::to_logical_plan(&ctx.state(), query).await?;
     let logical = super::listing::plain_output(logical)?;
@@ -102,23 +104,69 @@ pub(crate) async fn plan(
             logical,
             physical,
         },
-        Scans::of(tables)?,
+        Scans::of(tables, &stores)?,
     ))
+}
+
+/// Phase of [`plan`]: the object store of `spec` made known to `ctx`; for
+/// a table snapshot's listed files, under a URL of its own (the store a
+/// table format's connector hands over may be rooted at the table), which
+/// is returned.
+fn register_store(
+    ctx: &datafusion::prelude::SessionContext,
+    index: usize,
+    name: &str,
+    spec: &ListingSpec,
+) -> Result<Option<ObjectStoreUrl>> {
+    let Some((root, store)) = &spec.store else {
+        return Ok(None);
+    };
+    let (url, listed) = if spec.files.is_some() {
+        (format!("velo-table-{index}://source"), true)
+    } else {
+        (root.clone(), false)
+    };
+    let parsed = url::Url::parse(&url)
+        .map_err(|e| crate::EngineError::Invalid(format!("source '{name}': '{url}': {e}")))?;
+    ctx.register_object_store(&parsed, store.clone());
+    if !listed {
+        return Ok(None);
+    }
+    Ok(Some(ObjectStoreUrl::parse(&url)?))
 }
 
 /// The sources a batch plan reads itself, to count what it read.
 #[derive(Debug, Clone, Default)]
 pub struct Scans {
-    tables: Vec<(String, ListingTableUrl)>,
+    tables: Vec<(String, Scanned)>,
+}
+
+/// How a scan is told to be of a source.
+#[derive(Debug, Clone)]
+enum Scanned {
+    /// Its files are under this location.
+    Under(ListingTableUrl),
+    /// Its files are in this store (a table snapshot's, registered apart).
+    In(ObjectStoreUrl),
 }
 
 impl Scans {
-    /// The scans of `tables`.
-    pub(crate) fn of(tables: &[(String, ListingSpec)]) -> Result<Self> {
+    /// The scans of `tables`, whose listed files are in `stores`.
+    pub(crate) fn of(
+        tables: &[(String, ListingSpec)],
+        stores: &[Option<ObjectStoreUrl>],
+    ) -> Result<Self> {
         Ok(Self {
             tables: tables
                 .iter()
-                .map(|(n, s)| Ok((n.clone(), super::listing::url(s)?)))
+                .enumerate()
+                .map(|(i, (n, s))| {
+                    let how = match stores.get(i).cloned().flatten() {
+                        Some(store) => Scanned::In(store),
+                        None => Scanned::Under(super::listing::url(s)?),
+                    };
+                    Ok((n.clone(), how))
+                })
                 .collect::<Result<_>>()?,
         })
     }
@@ -143,11 +191,10 @@ impl Scans {
                 .metrics()
                 .and_then(|m| m.output_rows())
                 .unwrap_or_default() as u64;
-            if let Some((name, _)) = self
-                .tables
-                .iter()
-                .find(|(_, url)| url.contains(&file.object_meta.location, false))
-            {
+            if let Some((name, _)) = self.tables.iter().find(|(_, how)| match how {
+                Scanned::Under(url) => url.contains(&file.object_meta.location, false),
+                Scanned::In(store) => *store == config.object_store_url,
+            }) {
                 *rows.entry(name.clone()).or_default() += n;
             }
         }

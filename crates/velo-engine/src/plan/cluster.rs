@@ -58,6 +58,12 @@ pub(crate) fn tables(
     let mut tables = Vec::new();
     for s in sources {
         match s.listing() {
+            Ok(spec) if spec.files.is_some() => {
+                return refuse(format!(
+                    "source '{}' is a table format's snapshot (Delta, Iceberg), which the executors cannot read yet",
+                    s.name()
+                ));
+            }
             Ok(spec) if spec.store.is_some() => {
                 return refuse(format!(
                     "source '{}' is in an object store: the executors read local paths they share (object stores on a cluster are not supported yet)",

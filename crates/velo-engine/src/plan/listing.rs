@@ -1,5 +1,6 @@
-//! A bounded file source as a DataFusion listing table
-//! ([`velo_connectors::ListingSpec`]): the same files (path, directory or
+//! A bounded source as a DataFusion table ([`velo_connectors::ListingSpec`]):
+//! a listing table of its files, or a table snapshot's data files
+//! ([`super::files::FileListTable`]); the same files (path, directory or
 //! glob), columns and `key=value` partition columns, read by DataFusion's
 //! own scans (parallel, partitions pruned, Parquet predicates pushed down)
 //! — in this process ([`super::batch`]) or on a cluster's executors
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Column;
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -16,6 +18,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
 use velo_connectors::{ListingFormat, ListingSpec};
 
@@ -38,10 +41,36 @@ pub fn url(spec: &ListingSpec) -> datafusion::error::Result<ListingTableUrl> {
     }
 }
 
-/// `spec` as a listing table; with `views`, Parquet strings and binaries
-/// are read as views ([`viewed`]; what a plan in this process reads; a
+/// `spec` as a table DataFusion scans itself: a listing table of the
+/// files under its location, or the listed files of a table snapshot
+/// ([`super::files`], whose store the session knows as `store`: the
+/// planner registers it); with `views`, Parquet strings and binaries are
+/// read as views ([`viewed`]; what a plan in this process reads; a
 /// cluster's executors get the plain types).
-pub fn table(spec: &ListingSpec, views: bool) -> datafusion::error::Result<ListingTable> {
+pub fn table(
+    spec: &ListingSpec,
+    views: bool,
+    store: Option<ObjectStoreUrl>,
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    let file_schema = if views && spec.format == ListingFormat::Parquet {
+        viewed(&spec.file_schema)
+    } else {
+        spec.file_schema.clone()
+    };
+    if spec.files.is_some() {
+        if spec.format != ListingFormat::Parquet {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "the data files of {} are not Parquet",
+                spec.location
+            )));
+        }
+        let store = store.unwrap_or_else(ObjectStoreUrl::local_filesystem);
+        return Ok(Arc::new(super::files::FileListTable::try_new(
+            spec,
+            file_schema,
+            store,
+        )?));
+    }
     let (format, extension): (Arc<dyn FileFormat>, &str) = match &spec.format {
         ListingFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
         ListingFormat::Csv {
@@ -63,21 +92,11 @@ pub fn table(spec: &ListingSpec, views: bool) -> datafusion::error::Result<Listi
     let directory = spec.location.ends_with('/') || std::path::Path::new(&spec.location).is_dir();
     let options = ListingOptions::new(format)
         .with_file_extension(if directory { extension } else { "" })
-        .with_table_partition_cols(
-            spec.partitions
-                .iter()
-                .map(|p| (p.clone(), DataType::Utf8))
-                .collect(),
-        );
-    let schema = if views && spec.format == ListingFormat::Parquet {
-        viewed(&spec.file_schema)
-    } else {
-        spec.file_schema.clone()
-    };
+        .with_table_partition_cols(spec.partitions.clone());
     let config = ListingTableConfig::new(url(spec)?)
         .with_listing_options(options)
-        .with_schema(schema);
-    ListingTable::try_new(config)
+        .with_schema(file_schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// `schema` with strings and binaries as views: Parquet's byte arrays are

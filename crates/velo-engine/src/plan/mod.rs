@@ -11,6 +11,7 @@ pub mod batch;
 mod chain;
 mod changes;
 pub mod cluster;
+pub mod files;
 pub mod listing;
 pub mod prepare;
 pub mod resolve;

@@ -1,0 +1,333 @@
+//! A table format's snapshot (Delta, Iceberg) as a DataFusion table: the
+//! data files its log or manifests name ([`velo_connectors::ListedFile`]),
+//! scanned by DataFusion's Parquet scan as a listing table's are (in
+//! parallel, byte ranges split over the cores, row groups and pages pruned
+//! by the pushed-down predicates), with the files whose partition values
+//! fail the query's filters left out before anything is read.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use velo_connectors::ListingSpec;
+
+/// The data files of one snapshot, as a table with the source's columns.
+#[derive(Debug)]
+pub struct FileListTable {
+    /// The source's columns, in its order.
+    schema: SchemaRef,
+    /// The columns the files hold.
+    file_schema: SchemaRef,
+    /// The columns the files' places give.
+    partitions: Vec<FieldRef>,
+    /// Column `i` of [`Self::schema`] is column `order[i]` of the files'
+    /// columns followed by the partition columns.
+    order: Vec<usize>,
+    /// Where the files are (registered by the session that plans).
+    store: ObjectStoreUrl,
+    files: Vec<PartitionedFile>,
+}
+
+impl FileListTable {
+    /// The table of `spec` (which lists its files), its store known to the
+    /// session as `store`; `file_schema` as the scan reads it (with string
+    /// views or not: [`super::listing::table`]).
+    pub fn try_new(
+        spec: &ListingSpec,
+        file_schema: SchemaRef,
+        store: ObjectStoreUrl,
+    ) -> Result<Self> {
+        let listed = spec.files.as_deref().unwrap_or_default();
+        let partitions: Vec<FieldRef> = spec
+            .partitions
+            .iter()
+            .map(|(n, t)| Arc::new(Field::new(n, t.clone(), true)))
+            .collect();
+        let scanned: Vec<FieldRef> = file_schema
+            .fields()
+            .iter()
+            .cloned()
+            .chain(partitions.iter().cloned())
+            .collect();
+        let (schema, order) = match &spec.columns {
+            None => (
+                Arc::new(Schema::new(scanned.clone())),
+                (0..scanned.len()).collect(),
+            ),
+            Some(columns) => {
+                let order = columns
+                    .fields()
+                    .iter()
+                    .map(|c| {
+                        scanned.iter().position(|f| f.name() == c.name()).ok_or_else(|| {
+                            DataFusionError::Plan(format!(
+                                "the column '{}' of {} is neither in its files nor a partition column",
+                                c.name(),
+                                spec.location
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<usize>>>()?;
+                let fields: Vec<FieldRef> = order.iter().map(|i| scanned[*i].clone()).collect();
+                (Arc::new(Schema::new(fields)), order)
+            }
+        };
+        let files = listed
+            .iter()
+            .map(|f| {
+                let values = partition_values(&f.partition_values, &partitions, &spec.location)?;
+                let mut pf = PartitionedFile::new(f.path.to_string(), f.size);
+                pf.object_meta.location = f.path.clone();
+                Ok(pf.with_partition_values(values))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            schema,
+            file_schema,
+            partitions,
+            order,
+            store,
+            files,
+        })
+    }
+
+    fn partition_names(&self) -> Vec<&str> {
+        self.partitions.iter().map(|f| f.name().as_str()).collect()
+    }
+}
+
+/// A file's partition values as the columns' types (the text a Delta log
+/// keeps, cast as Delta readers do).
+fn partition_values(
+    text: &[Option<String>],
+    partitions: &[FieldRef],
+    location: &str,
+) -> Result<Vec<ScalarValue>> {
+    if text.len() != partitions.len() {
+        return Err(DataFusionError::Plan(format!(
+            "a data file of {location} has {} partition values for {} partition columns",
+            text.len(),
+            partitions.len()
+        )));
+    }
+    partitions
+        .iter()
+        .zip(text)
+        .map(|(f, v)| {
+            let array: ArrayRef = Arc::new(StringArray::from(vec![v.clone()]));
+            let typed = arrow::compute::cast(&array, f.data_type()).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "the partition value {v:?} of '{}' in {location} is not a {}: {e}",
+                    f.name(),
+                    f.data_type()
+                ))
+            })?;
+            if v.is_some() && typed.is_null(0) {
+                return Err(DataFusionError::Plan(format!(
+                    "the partition value {v:?} of '{}' in {location} is not a {}",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+            ScalarValue::try_from_array(&typed, 0)
+        })
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for FileListTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let names = self.partition_names();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if !names.is_empty() && expr_applicable_for_cols(&names, f) {
+                    // answered exactly by leaving the file out
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    // pushed into the Parquet scan by DataFusion's
+                    // optimizer, and evaluated again above it
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // phase: leave out the files whose partition values fail the filters
+        let names = self.partition_names();
+        let on_partitions: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !names.is_empty() && expr_applicable_for_cols(&names, f))
+            .cloned()
+            .collect();
+        let partition_schema = DFSchema::try_from(Schema::new(self.partitions.clone()))?;
+        let mut kept = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            if let Some(f) = filter_partitioned_file(f.clone(), &on_partitions, &partition_schema)?
+            {
+                kept.push(f);
+            }
+        }
+        // phase: the columns asked for, in the source's order
+        let indices: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|i| self.order[*i]).collect(),
+            None => self.order.clone(),
+        };
+        if kept.is_empty() {
+            let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+            let projected = self.schema.project(projection.unwrap_or(&all))?;
+            return Ok(Arc::new(EmptyExec::new(Arc::new(projected))));
+        }
+        // phase: one Parquet scan over the files, spread over the cores
+        let format = ParquetFormat::default();
+        let source = format.file_source(
+            TableSchema::builder(self.file_schema.clone())
+                .with_table_partition_cols(self.partitions.clone())
+                .build(),
+        );
+        let groups = FileGroup::new(kept).split_files(state.config().target_partitions().max(1));
+        let config = FileScanConfigBuilder::new(self.store.clone(), source)
+            .with_file_groups(groups)
+            .with_projection_indices(Some(indices))?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::DataType;
+    use datafusion::prelude::SessionContext;
+    use velo_connectors::{ListedFile, ListingFormat};
+
+    /// Two files with the column `v`; only the first is the snapshot's.
+    fn files(dir: &std::path::Path) -> Vec<ListedFile> {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let mut listed = Vec::new();
+        for (i, name) in ["a.parquet", "b.parquet"].iter().enumerate() {
+            let path = dir.join(name);
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from(vec![
+                    i as i64 * 10,
+                    i as i64 * 10 + 1,
+                ]))],
+            )
+            .unwrap();
+            let f = std::fs::File::create(&path).unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            listed.push(ListedFile {
+                path: object_store::path::Path::from_absolute_path(&path).unwrap(),
+                size: std::fs::metadata(&path).unwrap().len(),
+                partition_values: vec![Some(format!("{}", i + 1))],
+            });
+        }
+        listed
+    }
+
+    #[tokio::test]
+    async fn only_the_listed_files_are_read_with_typed_partitions_in_the_sources_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listed = files(dir.path());
+        let spec = |files: Vec<ListedFile>| ListingSpec {
+            location: "the table".into(),
+            format: ListingFormat::Parquet,
+            file_schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
+            partitions: vec![("p".into(), DataType::Int32)],
+            store: None,
+            files: Some(files),
+            columns: Some(Arc::new(Schema::new(vec![
+                Field::new("p", DataType::Int32, true),
+                Field::new("v", DataType::Int64, true),
+            ]))),
+        };
+        let ctx = SessionContext::new();
+        let all = FileListTable::try_new(
+            &spec(listed.clone()),
+            spec(vec![]).file_schema,
+            ObjectStoreUrl::local_filesystem(),
+        )
+        .unwrap();
+        ctx.register_table("t", Arc::new(all)).unwrap();
+        let rows = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        // the partition column first, as the source has it, typed
+        let got = rows("SELECT * FROM t ORDER BY v").await;
+        assert!(got.contains("| p | v  |"), "{got}");
+        assert!(got.contains("| 2 | 11 |"), "{got}");
+        // a filter on the partition leaves the other file out
+        let got = rows("SELECT v FROM t WHERE p = 2 ORDER BY v").await;
+        assert_eq!(
+            got.lines().filter(|l| l.starts_with("| 1")).count(),
+            2,
+            "{got}"
+        );
+        assert!(!got.contains("| 0"), "{got}");
+        // only the listed files: the second one is not the snapshot's
+        listed.truncate(1);
+        let one = FileListTable::try_new(
+            &spec(listed),
+            spec(vec![]).file_schema,
+            ObjectStoreUrl::local_filesystem(),
+        )
+        .unwrap();
+        ctx.register_table("one", Arc::new(one)).unwrap();
+        let got = rows("SELECT COUNT(*) AS n, MAX(v) AS m FROM one").await;
+        assert!(got.contains("| 2 | 1 |"), "{got}");
+        // a partition value that is not of its column's type
+        let mut bad = files(dir.path());
+        bad[0].partition_values = vec![Some("x".into())];
+        let e = FileListTable::try_new(
+            &spec(bad),
+            spec(vec![]).file_schema,
+            ObjectStoreUrl::local_filesystem(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is not a Int32"), "{e}");
+    }
+}
