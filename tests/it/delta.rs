@@ -888,6 +888,10 @@ WITH ('src.type' = 'delta_source', 'src.path' = 'lake/orders',
     assert!(said.contains("source src: 580 read"), "{said}");
     let (streamed, streamed_dead, said) = go(&["--set", "batch.size=100"]);
     assert!(!said.contains("one batch plan"), "{said}");
+    assert!(
+        said.contains("rather than planning it as a batch query: 'batch.size' asks for epochs"),
+        "says why: {said}"
+    );
     assert_eq!(
         batch, streamed,
         "the batch plan answers as the streaming run"

@@ -26,26 +26,41 @@ use crate::Result;
 use crate::plan::JobPlan;
 
 /// Whether the job runs as one batch plan: the listing tables of its
-/// sources if so.
+/// sources if so; why not, otherwise.
 pub(crate) fn tables(
     plan: &JobPlan,
     sources: &[Arc<dyn Source>],
     stateful: bool,
     timed: bool,
-) -> Option<Vec<(String, ListingSpec)>> {
+) -> std::result::Result<Vec<(String, ListingSpec)>, String> {
     let job = &plan.job;
-    let epochs_asked = job.batch_size.is_some()
-        || job.batch_timeout.is_some()
-        || job.rate_limit.is_some()
-        || job.state_dir.is_some();
-    if stateful || timed || epochs_asked || plan.statement.within.is_some() {
-        return None;
+    let asked = [
+        (job.batch_size.is_some(), "batch.size"),
+        (job.batch_timeout.is_some(), "batch.timeout"),
+        (job.rate_limit.is_some(), "rate_limit"),
+        (job.state_dir.is_some(), "state.dir"),
+    ];
+    if let Some((_, key)) = asked.iter().find(|(set, _)| *set) {
+        return Err(format!("'{key}' asks for epochs"));
+    }
+    if stateful {
+        return Err("the query has windows or an updating result".into());
+    }
+    if timed {
+        return Err("the query uses event time".into());
+    }
+    if plan.statement.within.is_some() {
+        return Err("the query joins WITHIN an interval".into());
     }
     sources
         .iter()
         .map(|s| match s.listing() {
-            Ok(spec) if spec.format == ListingFormat::Parquet => Some((s.name().to_string(), spec)),
-            _ => None,
+            Ok(spec) if spec.format == ListingFormat::Parquet => Ok((s.name().to_string(), spec)),
+            Ok(_) => Err(format!(
+                "source '{}' is not Parquet (velo's own reader counts and routes its bad records)",
+                s.name()
+            )),
+            Err(why) => Err(why),
         })
         .collect()
 }

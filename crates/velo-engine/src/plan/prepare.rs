@@ -172,11 +172,11 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         (None, Purpose::Run) => {
             super::batch::tables(plan, &sources, window.is_some() || updating, time.is_some())
         }
-        _ => None,
+        _ => Err("it is checked or runs on a cluster".into()),
     };
     // a batch plan or a cluster's executors read the lookup tables
     // themselves: loaded once the plan shows it is not one
-    let load_lookups = purpose == Purpose::Run && cluster.is_none() && batch_tables.is_none();
+    let load_lookups = purpose == Purpose::Run && cluster.is_none() && batch_tables.is_err();
     let ops = Operators::new(plan);
     let ctx = session::build(
         plan,
@@ -229,9 +229,19 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
             tracing::info!(job = %plan.name, "the query runs on the cluster at {url}");
             Some((on, super::batch::Scans::default()))
         }
-        _ => match batch_tables.filter(|_| super::batch::order_free(&planned)) {
-            Some(tables) => Some(super::batch::plan(plan, &ops.dead_rows, &tables, &query).await?),
-            None => {
+        _ => match batch_tables {
+            Ok(tables) if super::batch::order_free(&planned) => {
+                Some(super::batch::plan(plan, &ops.dead_rows, &tables, &query).await?)
+            }
+            other => {
+                // a backfill that could have been a batch query: say why not
+                let could = purpose == Purpose::Run
+                    && cluster.is_none()
+                    && super::batch::order_free(&planned)
+                    && sources.iter().all(|s| s.is_bounded());
+                if let (true, Err(why)) = (could, &other) {
+                    tracing::info!(job = %plan.name, "streaming its bounded input rather than planning it as a batch query: {why}");
+                }
                 if purpose == Purpose::Run && cluster.is_none() && !load_lookups {
                     lookups.load(&counters, shutdown).await?;
                 }
