@@ -31,10 +31,16 @@ fn listening(port: u16) -> bool {
 
 impl Cluster {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Its processes with `env` (an object store's credentials).
+    fn start_with(dir: &Path, env: &[(String, String)]) -> Self {
         let start = |args: Vec<String>, log: &str| {
             velo()
                 .current_dir(dir)
                 .args(&args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.join(log)).unwrap())
@@ -156,6 +162,53 @@ fn a_bounded_query_runs_on_a_ballista_cluster_with_the_local_answer() {
             "executor {i} ran no task:\n{log}"
         );
     }
+}
+
+/// Parquet on S3 (moto): the scheduler lists and the executors read the
+/// objects with their own environment's credentials, none sent by the job;
+/// the answer is the one-process run's.
+#[test]
+fn an_s3_query_runs_on_the_cluster_with_its_processes_credentials() {
+    use crate::common::Moto;
+    let moto = Moto::start("lake");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    lake(dir);
+    for d in 1..=4 {
+        for part in 0..2 {
+            let key = format!("events/day=d{d}/part-{part}.parquet");
+            let local = dir.join(format!("lake/day=d{d}/part-{part}.parquet"));
+            crate::lake::s3py(&moto, &["put", "lake", &key, local.to_str().unwrap()]);
+        }
+    }
+    std::fs::remove_dir_all(dir.join("lake")).unwrap();
+    let app = APP.replace(
+        "'events.type' = 'file_source', 'events.path' = 'lake/**/*.parquet'",
+        "'events.type' = 's3_source', 'events.path' = 's3://lake/events/**/*.parquet'",
+    );
+    assert_ne!(app, APP);
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let output = || {
+        let files = published(dir, "out");
+        assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
+        let text = read_text(&files[0]);
+        std::fs::remove_file(&files[0]).unwrap();
+        text
+    };
+    let o = run_in(dir, &["run", "app.sql"], &moto.env());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let local = output();
+    assert_eq!(local.lines().count(), 4, "{local}");
+    let cluster = Cluster::start_with(dir, &moto.env());
+    let o = run_in(
+        dir,
+        &["run", "app.sql", "--cluster", &cluster.url],
+        &moto.env(),
+    );
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("runs on the cluster"), "{said}");
+    assert_eq!(output(), local, "the cluster's answer is the local one");
 }
 
 /// What cannot run on a cluster is refused before anything runs, saying

@@ -13,10 +13,16 @@
 //! The scheduler and executor processes are `velo cluster scheduler` and
 //! `velo cluster executor` ([`scheduler`], [`executor`]), built from the
 //! `ballista-scheduler` and `ballista-executor` crates: nothing else needs
-//! installing to start a cluster.
+//! installing to start a cluster. They reach object stores (`s3://`,
+//! `gs://`, `az://`) with their own credentials ([`EnvStores`]: the
+//! standard `AWS_*`, `GOOGLE_*`, `AZURE_*` environment of each process, as
+//! Spark or Flink workers do): a job's keys stay in the `velo` process that
+//! submits it and are never sent over the cluster's gRPC, which has no
+//! authentication or TLS.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
@@ -88,15 +94,90 @@ async fn reachable(url: &str, addr: SocketAddr) -> Result<(), String> {
     }
 }
 
+/// The object stores of a cluster process: those registered, and for an
+/// object-store URL met first in a plan (`s3://bucket`), a client built
+/// from this process's environment (velo's own store clients, with no
+/// connector keys: `AWS_*` and the like), kept for the next plan.
+#[derive(Debug, Default)]
+pub struct EnvStores {
+    stores: Mutex<HashMap<String, Arc<dyn object_store::ObjectStore>>>,
+}
+
+impl EnvStores {
+    fn key(url: &url::Url) -> String {
+        format!("{}://{}", url.scheme(), url.authority())
+    }
+}
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for EnvStores {
+    fn register_store(
+        &self,
+        url: &url::Url,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Option<Arc<dyn object_store::ObjectStore>> {
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        stores.insert(Self::key(url), store)
+    }
+
+    fn get_store(
+        &self,
+        url: &url::Url,
+    ) -> datafusion::error::Result<Arc<dyn object_store::ObjectStore>> {
+        let key = Self::key(url);
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = stores.get(&key) {
+            return Ok(s.clone());
+        }
+        let store: Arc<dyn object_store::ObjectStore> = if url.scheme() == "file" {
+            Arc::new(object_store::local::LocalFileSystem::new())
+        } else {
+            let (remote, _) = velo_connectors::file::store::Remote::connect(
+                &format!("{key}/"),
+                &Default::default(),
+                &Default::default(),
+            )
+            .map_err(|e| {
+                datafusion::error::DataFusionError::External(
+                    format!("{e} (a cluster process reads object stores with the credentials of its environment)").into(),
+                )
+            })?;
+            remote.store()
+        };
+        stores.insert(key, store.clone());
+        Ok(store)
+    }
+}
+
+/// A runtime whose object stores are [`EnvStores`], spilling to `temp`.
+fn runtime(
+    temp: Option<&std::path::Path>,
+) -> datafusion::error::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    let mut b = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(EnvStores::default()));
+    if let Some(t) = temp {
+        b = b.with_temp_file_path(t);
+    }
+    b.build_arc()
+}
+
 /// `velo cluster scheduler`: a Ballista scheduler on `bind` (in memory,
 /// one scheduler), until the process stops.
 pub async fn scheduler(bind: SocketAddr) -> anyhow::Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
+    // Ballista's own session, with object stores from the environment:
+    // the scheduler lists the files it splits into tasks
+    let sessions: ballista_scheduler::SessionBuilder = Arc::new(|config| {
+        let state = ballista_core::utils::default_session_builder(config)?;
+        Ok(SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime(None)?)
+            .build())
+    });
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),
         bind_port: bind.port(),
         external_host: bind.ip().to_string(),
+        override_session_builder: Some(sessions),
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await?;
@@ -125,6 +206,18 @@ pub struct ExecutorOptions {
 pub async fn executor(o: ExecutorOptions) -> anyhow::Result<()> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
     let host = o.bind.ip().to_string();
+    // where shuffles and spills go: the one asked for, else a directory of
+    // its own for the life of the process
+    let scratch = match &o.work_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let work_dir = o.work_dir.clone().or_else(|| {
+        scratch
+            .as_ref()
+            .map(|d| d.path().to_string_lossy().into_owned())
+    });
+    let temp = work_dir.clone().map(std::path::PathBuf::from);
     let config = ExecutorProcessConfig {
         bind_host: host.clone(),
         external_host: Some(host),
@@ -134,7 +227,8 @@ pub async fn executor(o: ExecutorOptions) -> anyhow::Result<()> {
         scheduler_port: o.scheduler.port(),
         scheduler_connect_timeout_seconds: 30,
         vcores: o.concurrent_tasks.max(1),
-        work_dir: o.work_dir,
+        work_dir,
+        override_runtime_producer: Some(Arc::new(move |_| runtime(temp.as_deref()))),
         executor_heartbeat_interval_seconds: 5,
         print_thread_info: false,
         ..Default::default()

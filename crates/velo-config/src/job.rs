@@ -145,7 +145,7 @@ pub const JOB_KEYS: &[KeySpec] = &[
         "cluster",
         KeyType::String,
         None,
-        "An Apache DataFusion Ballista scheduler, `df://host:50050` (also `velo run --cluster`): the job's query runs as one distributed plan on the cluster's executors, which read the sources themselves (files and object stores in Parquet, CSV or JSON, bounded); the results stream back to this process, which writes the sinks and commits as usual. Jobs with windows, updating results or unbounded sources are refused",
+        "An Apache DataFusion Ballista scheduler, `df://host:50050` (also `velo run --cluster`): the job's query runs as one distributed plan on the cluster's executors, which read the sources themselves (files and object stores in Parquet, CSV or JSON, bounded; object stores with the credentials of the cluster processes' environment); the results stream back to this process, which writes the sinks and commits as usual. Jobs with windows, updating results or unbounded sources are refused",
     ),
     KeySpec::new(
         "rate_limit",

@@ -64,12 +64,6 @@ pub(crate) fn tables(
                     s.name()
                 ));
             }
-            Ok(spec) if spec.store.is_some() => {
-                return refuse(format!(
-                    "source '{}' is in an object store: the executors read local paths they share (object stores on a cluster are not supported yet)",
-                    s.name()
-                ));
-            }
             Ok(spec) => tables.push((s.name().to_string(), spec)),
             Err(why) => return refuse(why),
         }
