@@ -211,6 +211,101 @@ fn an_s3_query_runs_on_the_cluster_with_its_processes_credentials() {
     assert_eq!(output(), local, "the cluster's answer is the local one");
 }
 
+/// A Delta snapshot (delta-rs, rows deleted since: the log's files only)
+/// joined with an Iceberg snapshot (pyiceberg, a copy-on-write delete) on
+/// the cluster: its executors read the snapshots' data files by URL; the
+/// answer is the one-process run's. A partitioned Delta table is refused.
+#[test]
+fn table_snapshots_run_on_the_cluster_with_the_local_answer() {
+    use serde_json::{Value, json};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let orders: Vec<Value> = (0..400)
+        .map(|i| json!({"id": i, "item": i % 7, "day": format!("d{}", i % 3)}))
+        .collect();
+    let orders_path = dir.join("lake/orders");
+    let t = orders_path.to_str().unwrap();
+    crate::delta::py(
+        &["write", t, "append", &Value::Array(orders).to_string()],
+        &[],
+    );
+    crate::delta::py(&["delete", t, "id < 40"], &[]);
+    let cat = crate::iceberg::sql_catalog(dir);
+    for half in 0..2 {
+        let items: Vec<Value> = (half * 4..half * 4 + 4)
+            .map(|i| json!({"item": i, "price": i * 10 + 1}))
+            .collect();
+        crate::iceberg::py(
+            &cat,
+            &["write", "shop.items", &Value::Array(items).to_string()],
+            &[],
+        );
+    }
+    crate::iceberg::py(&cat, &["delete", "shop.items", "item", "3"], &[]);
+    let app = format!(
+        "CREATE STREAM per_day AS
+         SELECT o.day, COUNT(*) AS n, SUM(i.price) AS revenue
+         FROM orders o JOIN 'iceberg://shop.items?{}' i ON o.item = i.item
+         GROUP BY o.day ORDER BY o.day
+         INTO out
+         WITH ('orders.type' = 'delta_source', 'orders.path' = 'lake/orders',
+               'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'use_transactions' = 'true');",
+        crate::iceberg::SQL_Q
+    );
+    std::fs::write(dir.join("app.sql"), app).unwrap();
+    let output = || {
+        let files = published(dir, "out");
+        assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
+        let text = read_text(&files[0]);
+        std::fs::remove_file(&files[0]).unwrap();
+        text
+    };
+    let o = run_in(dir, &["run", "app.sql"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let local = output();
+    assert_eq!(local.lines().count(), 3, "{local}");
+    // ids 40..400 whose item is not 3 (deleted from the items)
+    let n: i64 = local
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        n,
+        (40..400).filter(|i| i % 7 != 3).count() as i64,
+        "{local}"
+    );
+    let cluster = Cluster::start(dir);
+    let o = run_in(dir, &["run", "app.sql", "--cluster", &cluster.url], &[]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("runs on the cluster"), "{said}");
+    assert_eq!(output(), local, "the cluster's answer is the local one");
+    // a partitioned Delta table: refused, saying why
+    let parted = dir.join("lake/parted");
+    let rows = json!([{"id": 1, "day": "d1"}]).to_string();
+    crate::delta::py(
+        &["write", parted.to_str().unwrap(), "append", &rows, "day"],
+        &[],
+    );
+    std::fs::write(
+        dir.join("p.sql"),
+        "CREATE STREAM p AS SELECT day, COUNT(*) AS n FROM src GROUP BY day INTO out
+         WITH ('src.type' = 'delta_source', 'src.path' = 'lake/parted',
+               'out.type' = 'file_sink', 'out.path' = 'p.jsonl');",
+    )
+    .unwrap();
+    let o = run_in(dir, &["run", "p.sql", "--cluster", &cluster.url], &[]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && said.contains("partitioned table snapshot"),
+        "{said}"
+    );
+}
+
 /// What cannot run on a cluster is refused before anything runs, saying
 /// why; an unreachable scheduler says how to start one.
 #[test]

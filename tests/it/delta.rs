@@ -12,7 +12,7 @@ use crate::common::{Moto, crash_and_resume_with, run_in};
 
 /// Runs `tests/lake/delta.py` with `env` (the S3 settings of a table on
 /// moto; `DELTA_APPS` for txn versions).
-fn py(args: &[&str], env: &[(String, String)]) -> String {
+pub(crate) fn py(args: &[&str], env: &[(String, String)]) -> String {
     let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/delta.py");
     let mut c = std::process::Command::new(python);

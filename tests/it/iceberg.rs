@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::common::{Weed, crash_and_resume_with, run_in};
 
 /// A SQL catalog in `dir` as pyiceberg opens it.
-fn sql_catalog(dir: &Path) -> Value {
+pub(crate) fn sql_catalog(dir: &Path) -> Value {
     json!({
         "type": "sql",
         "uri": format!("sqlite:///{}", dir.join("lake/catalog.db").display()),
@@ -21,7 +21,7 @@ fn sql_catalog(dir: &Path) -> Value {
 
 /// The keys of a velo connector on that catalog, as an `iceberg://` URI's
 /// query.
-const SQL_Q: &str = "catalog_uri=sqlite:lake/catalog.db&warehouse=lake/warehouse";
+pub(crate) const SQL_Q: &str = "catalog_uri=sqlite:lake/catalog.db&warehouse=lake/warehouse";
 
 /// SeaweedFS's REST catalog and S3 as pyiceberg opens them.
 fn rest_catalog(weed: &Weed) -> Value {
@@ -77,7 +77,7 @@ fn iceberg_cli(dir: &Path, cmd: &str, table: &str, extra: &[&str]) -> std::proce
 }
 
 /// Runs `tests/lake/iceberg.py` against `catalog`, with `env`.
-fn py(catalog: &Value, args: &[&str], env: &[(String, String)]) -> String {
+pub(crate) fn py(catalog: &Value, args: &[&str], env: &[(String, String)]) -> String {
     let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/iceberg.py");
     let mut c = std::process::Command::new(python);

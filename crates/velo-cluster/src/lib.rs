@@ -4,7 +4,8 @@
 //! the `cluster` key (`velo run --cluster df://host:50050`) is a bounded
 //! batch query over files; the engine asks [`Ballista`] (its
 //! [`ClusterPlanner`]) for a session of the cluster with the job's sources
-//! registered as DataFusion listing tables, and plans the query there. The
+//! registered as DataFusion listing tables (a Delta or Iceberg snapshot as
+//! the URLs of its data files), and plans the query there. The
 //! Ballista scheduler splits the plan into stages, the executors read the
 //! files themselves and exchange shuffles between them, and the final
 //! stage's batches stream back into the `velo` process, whose sinks write
@@ -52,7 +53,7 @@ impl ClusterPlanner for Ballista {
             .await
             .map_err(|e| e.to_string())?;
         for (name, spec) in tables {
-            let table = velo_engine::plan::listing::table(spec, false, None)
+            let table = velo_engine::plan::listing::cluster_table(spec)
                 .map_err(|e| format!("source '{name}': {e}"))?;
             ctx.register_table(name.as_str(), table)
                 .map_err(|e| e.to_string())?;

@@ -225,6 +225,10 @@ pub struct ListingSpec {
     /// A table format's data files (a Delta or Iceberg snapshot), instead
     /// of the files under [`Self::location`].
     pub files: Option<Vec<ListedFile>>,
+    /// The URL the paths of [`Self::files`] are relative to
+    /// (`s3://bucket/`, `file:///`, a Delta table's `file:///abs/table/`),
+    /// for a reader that opens them by URL with its own store (a cluster).
+    pub files_root: Option<url::Url>,
     /// The order of the source's columns: the file's columns and the
     /// partition columns as they appear in [`Source::schema`] (`None`: the
     /// file's, then the partitions').

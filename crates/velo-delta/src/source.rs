@@ -414,6 +414,7 @@ impl Source for DeltaSource {
             partitions,
             store: Some((self.location.shown.clone(), store.clone())),
             files: Some(files),
+            files_root: Some(self.location.url.clone()),
             columns: Some(self.schema.clone()),
         })
     }

@@ -228,9 +228,10 @@ pub struct IcebergSource {
     listed: std::result::Result<Listed, String>,
 }
 
-/// A snapshot's data files in their store.
+/// A snapshot's data files in their store (whose root has that URL).
 type Listed = (
     Arc<dyn object_store::ObjectStore>,
+    url::Url,
     Vec<velo_connectors::ListedFile>,
 );
 
@@ -421,7 +422,7 @@ async fn listed_files(
     }
     let paths: Vec<&str> = sizes.keys().copied().collect();
     let factory = crate::storage::ObjectStorageFactory::new(crate::storage::Access::new(keys, ctx));
-    let (store, located) = factory.locate_all(table.file_io().config(), &paths)?;
+    let (store, root, located) = factory.locate_all(table.file_io().config(), &paths)?;
     let files = located
         .into_iter()
         .zip(sizes.values())
@@ -431,7 +432,7 @@ async fn listed_files(
             partition_values: Vec::new(),
         })
         .collect();
-    Ok((store, files))
+    Ok((store, root, files))
 }
 
 /// `schema` without field metadata (the engine's columns are plain).
@@ -473,7 +474,7 @@ impl Source for IcebergSource {
     }
 
     fn listing(&self) -> std::result::Result<velo_connectors::ListingSpec, String> {
-        let (store, files) = self.listed.as_ref().map_err(|why| {
+        let (store, root, files) = self.listed.as_ref().map_err(|why| {
             format!(
                 "source '{}' (the Iceberg table {}) {why}",
                 self.name, self.cfg.table.shown
@@ -486,6 +487,7 @@ impl Source for IcebergSource {
             partitions: Vec::new(),
             store: Some((self.cfg.table.shown.clone(), store.clone())),
             files: Some(files.clone()),
+            files_root: Some(root.clone()),
             columns: None,
         })
     }

@@ -119,13 +119,14 @@ impl ObjectStorageFactory {
 
     /// The one store holding all of `paths` (a table's data files, as its
     /// manifests name them), reached as the table's file I/O (`config`)
-    /// reaches it, and each file's path in it; why not, when the files are
-    /// in several stores or a path cannot be resolved.
+    /// reaches it, its root's URL (`s3://bucket/`, `file:///`) and each
+    /// file's path in it; why not, when the files are in several stores or
+    /// a path cannot be resolved.
     pub fn locate_all(
         &self,
         config: &StorageConfig,
         paths: &[&str],
-    ) -> std::result::Result<(Arc<dyn ObjectStore>, Vec<ObjectPath>), String> {
+    ) -> std::result::Result<(Arc<dyn ObjectStore>, url::Url, Vec<ObjectPath>), String> {
         let storage = self.storage(config);
         let mut store: Option<Arc<dyn ObjectStore>> = None;
         let mut located = Vec::with_capacity(paths.len());
@@ -146,7 +147,14 @@ impl ObjectStorageFactory {
                 .store_of("file://", || Ok(local_store()))
                 .map_err(|e| e.to_string())?,
         };
-        Ok((store, located))
+        let root = match paths.first().and_then(|p| url::Url::parse(p).ok()) {
+            Some(u) if u.scheme() != "file" && u.has_authority() => {
+                format!("{}://{}/", u.scheme(), u.authority())
+            }
+            _ => "file:///".to_string(),
+        };
+        let root = url::Url::parse(&root).map_err(|e| e.to_string())?;
+        Ok((store, root, located))
     }
 }
 

@@ -434,6 +434,7 @@ impl Source for FileSource {
                 .map(|p| (p.clone(), arrow::datatypes::DataType::Utf8))
                 .collect(),
             files: None,
+            files_root: None,
             columns: None,
             store: self
                 .files

@@ -58,9 +58,9 @@ pub(crate) fn tables(
     let mut tables = Vec::new();
     for s in sources {
         match s.listing() {
-            Ok(spec) if spec.files.is_some() => {
+            Ok(spec) if spec.files.is_some() && !spec.partitions.is_empty() => {
                 return refuse(format!(
-                    "source '{}' is a table format's snapshot (Delta, Iceberg), which the executors cannot read yet",
+                    "source '{}' is a partitioned table snapshot, whose partition values a cluster cannot read from the table's log yet",
                     s.name()
                 ));
             }

@@ -274,6 +274,7 @@ mod tests {
             partitions: vec![("p".into(), DataType::Int32)],
             store: None,
             files: Some(files),
+            files_root: None,
             columns: Some(Arc::new(Schema::new(vec![
                 Field::new("p", DataType::Int32, true),
                 Field::new("v", DataType::Int64, true),

@@ -99,6 +99,51 @@ pub fn table(
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
+/// `spec` as a cluster's executors read it: [`table`] of its files, or a
+/// table snapshot's listed files as a listing table of each file's URL
+/// (the scheduler and executors open them with their own stores). A
+/// snapshot with partition columns is refused: a listing table reads
+/// partition values from directories under its path, which one file's
+/// URL has none of.
+pub fn cluster_table(spec: &ListingSpec) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    let Some(files) = &spec.files else {
+        return table(spec, false, None);
+    };
+    let refuse = |why: &str| {
+        Err(datafusion::error::DataFusionError::Plan(format!(
+            "{} {why}",
+            spec.location
+        )))
+    };
+    if !spec.partitions.is_empty() {
+        return refuse(
+            "has partition columns, which a cluster cannot read from a table's log yet; run it without 'cluster' (one batch plan in this process)",
+        );
+    }
+    let Some(root) = &spec.files_root else {
+        return refuse("names no URL for its files");
+    };
+    let urls = files
+        .iter()
+        .map(|f| {
+            let url = root
+                .join(f.path.as_ref())
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            ListingTableUrl::try_new(url, None)
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    if urls.is_empty() {
+        return Ok(Arc::new(datafusion::datasource::empty::EmptyTable::new(
+            spec.file_schema.clone(),
+        )));
+    }
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(spec.file_schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
 /// `schema` with strings and binaries as views: Parquet's byte arrays are
 /// decoded into views of the pages' buffers instead of copied value by
 /// value (twice the rows per CPU-second on a string GROUP BY, measured).
