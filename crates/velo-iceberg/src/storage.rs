@@ -83,6 +83,9 @@ impl ObjectStorageFactory {
     }
 }
 
+/// Files in one store: the store, its root's URL, the files' paths in it.
+pub type Located = (Arc<dyn ObjectStore>, url::Url, Vec<ObjectPath>);
+
 impl ObjectStorageFactory {
     /// The storage of a table or catalog configured with `config`.
     fn storage(&self, config: &StorageConfig) -> ObjectStorage {
@@ -126,7 +129,7 @@ impl ObjectStorageFactory {
         &self,
         config: &StorageConfig,
         paths: &[&str],
-    ) -> std::result::Result<(Arc<dyn ObjectStore>, url::Url, Vec<ObjectPath>), String> {
+    ) -> std::result::Result<Located, String> {
         let storage = self.storage(config);
         let mut store: Option<Arc<dyn ObjectStore>> = None;
         let mut located = Vec::with_capacity(paths.len());
