@@ -390,6 +390,24 @@ WITH ('events.type' = 'file_source', 'events.path' = 'lake/**/*.parquet', 'event
         }
         (out, dead, said)
     };
+    // explain says how it will run, and why not with batch.size
+    let explain = |args: &[&str]| {
+        let mut all = vec!["explain", "app.sql"];
+        all.extend_from_slice(args);
+        let o = run_in(dir, &all, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let said = explain(&[]);
+    assert!(
+        said.contains("it runs as one DataFusion batch plan"),
+        "{said}"
+    );
+    let said = explain(&["--set", "batch.size=1000"]);
+    assert!(
+        said.contains("as one epoch on velo's own readers: 'batch.size' asks for epochs"),
+        "{said}"
+    );
     let (batch, batch_dead, said) = run(&[]);
     assert!(said.contains("one batch plan"), "{said}");
     // days d1, d2, d4: 3 x 5,700 rows read (d3's files pruned by the filter)

@@ -369,10 +369,16 @@ impl Source for DeltaSource {
 
     fn listing(&self) -> std::result::Result<velo_connectors::ListingSpec, String> {
         let Some((files, store)) = &self.listed else {
-            return Err(format!(
-                "source '{}' follows the Delta table {} (unbounded)",
-                self.name, self.location.shown
-            ));
+            return Err(match self.cfg.mode {
+                Mode::Snapshot => format!(
+                    "source '{}': the Delta table {}'s files are listed when the job runs",
+                    self.name, self.location.shown
+                ),
+                _ => format!(
+                    "source '{}' follows the Delta table {} (unbounded)",
+                    self.name, self.location.shown
+                ),
+            });
         };
         let file_schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
             self.schema

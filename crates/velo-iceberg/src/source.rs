@@ -282,7 +282,7 @@ impl IcebergSource {
                 cfg,
                 schema,
                 start,
-                listed: Err("was checked offline".into()),
+                listed: Err("has its files listed when the job runs".into()),
             });
         }
         let catalog = t.connect(keys, ctx).await?;

@@ -69,6 +69,8 @@ pub struct PreparedJob {
     /// plan over listing tables, or on a cluster), not through the feeds:
     /// what it scans, to count what it read.
     pub scans: Option<super::batch::Scans>,
+    /// How a query that needs its whole input runs (explain's note).
+    pub runs_as: String,
 }
 
 impl PreparedJob {
@@ -168,11 +170,9 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
     let (window, time) = window_and_time(plan, &streams, &mut query)?;
     let feeds = Feeds::open(plan, &sources, &streams, &time, &counters, shutdown)?;
     let updating = is_updating(plan, &sources[streams.driver], window.is_some());
-    let batch_tables = match (&cluster, purpose) {
-        (None, Purpose::Run) => {
-            super::batch::tables(plan, &sources, window.is_some() || updating, time.is_some())
-        }
-        _ => Err("it is checked or runs on a cluster".into()),
+    let batch_tables = match &cluster {
+        None => super::batch::tables(plan, &sources, window.is_some() || updating, time.is_some()),
+        Some(url) => Err(format!("it runs on the cluster at {url}")),
     };
     // a batch plan or a cluster's executors read the lookup tables
     // themselves: loaded once the plan shows it is not one
@@ -229,9 +229,9 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
             tracing::info!(job = %plan.name, "the query runs on the cluster at {url}");
             Some((on, super::batch::Scans::default()))
         }
-        _ => match batch_tables {
-            Ok(tables) if super::batch::order_free(&planned) => {
-                Some(super::batch::plan(plan, &ops.dead_rows, &tables, &query).await?)
+        _ => match &batch_tables {
+            Ok(tables) if purpose == Purpose::Run && super::batch::order_free(&planned) => {
+                Some(super::batch::plan(plan, &ops.dead_rows, tables, &query).await?)
             }
             other => {
                 // a backfill that could have been a batch query: say why not
@@ -239,7 +239,7 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
                     && cluster.is_none()
                     && super::batch::order_free(&planned)
                     && sources.iter().all(|s| s.is_bounded());
-                if let (true, Err(why)) = (could, &other) {
+                if let (true, Err(why)) = (could, other) {
                     tracing::info!(job = %plan.name, "streaming its bounded input rather than planning it as a batch query: {why}");
                 }
                 if purpose == Purpose::Run && cluster.is_none() && !load_lookups {
@@ -248,6 +248,15 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
                 None
             }
         },
+    };
+    // how a whole-input query runs, for explain
+    let runs_as = match (&cluster, &batch_tables) {
+        (Some(url), _) => format!("on the cluster at {url}"),
+        (None, Ok(_)) if super::batch::order_free(&planned) => {
+            "as one DataFusion batch plan that scans the sources' files itself (partitions pruned, predicates pushed down; not the streaming plan below)".into()
+        }
+        (None, Ok(_)) => "as one epoch on velo's own readers (a LIMIT without ORDER BY keeps its input's order)".into(),
+        (None, Err(why)) => format!("as one epoch on velo's own readers: {why}"),
     };
     let (ctx, planned, scans) = match replanned {
         Some((on, scans)) => (
@@ -280,6 +289,7 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         table: None,
         dead_rows: ops.dead_rows,
         scans,
+        runs_as,
     };
     check_primary_key(&prepared)?;
     super::changes::check_change_modes(&prepared)?;

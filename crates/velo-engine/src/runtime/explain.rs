@@ -130,7 +130,10 @@ pub fn explain_text(p: &PreparedJob) -> String {
         ));
     }
     if p.whole_input {
-        s.push_str("  Note: the query needs its whole (bounded) input: it runs as one epoch\n");
+        s.push_str(&format!(
+            "  Note: the query needs its whole (bounded) input: it runs {}\n",
+            p.runs_as
+        ));
     }
     if p.is_changelog() {
         s.push_str(&format!(
