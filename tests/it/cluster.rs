@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::common::{free_port, published, read_text, run_in, velo, wait_for, write_id_ts_parquet};
+use crate::common::{
+    free_port, published, read_text, run_and_take, run_in, take_one, velo, wait_for,
+    write_id_ts_parquet,
+};
 
 /// A scheduler and two executors, killed on drop; their logs in `dir`.
 struct Cluster {
@@ -137,13 +140,7 @@ fn a_bounded_query_runs_on_a_ballista_cluster_with_the_local_answer() {
     // the answer of one process
     let o = run_in(dir, &["run", "app.sql"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let output = || {
-        let files = published(dir, "out");
-        assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
-        let text = read_text(&files[0]);
-        std::fs::remove_file(&files[0]).unwrap();
-        text
-    };
+    let output = || take_one(dir, "out");
     let local = output();
     assert_eq!(local.lines().count(), 4, "{local}");
     // the cluster's
@@ -188,13 +185,7 @@ fn an_s3_query_runs_on_the_cluster_with_its_processes_credentials() {
     );
     assert_ne!(app, APP);
     std::fs::write(dir.join("app.sql"), app).unwrap();
-    let output = || {
-        let files = published(dir, "out");
-        assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
-        let text = read_text(&files[0]);
-        std::fs::remove_file(&files[0]).unwrap();
-        text
-    };
+    let output = || take_one(dir, "out");
     let o = run_in(dir, &["run", "app.sql"], &moto.env());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let local = output();
@@ -253,13 +244,7 @@ fn table_snapshots_run_on_the_cluster_with_the_local_answer() {
         crate::iceberg::SQL_Q
     );
     std::fs::write(dir.join("app.sql"), app).unwrap();
-    let output = || {
-        let files = published(dir, "out");
-        assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
-        let text = read_text(&files[0]);
-        std::fs::remove_file(&files[0]).unwrap();
-        text
-    };
+    let output = || take_one(dir, "out");
     let o = run_in(dir, &["run", "app.sql"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let local = output();
@@ -373,23 +358,7 @@ WITH ('events.type' = 'file_source', 'events.path' = 'lake/**/*.parquet', 'event
       'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'use_transactions' = 'true',
       'dlq.path' = 'dead.jsonl');"#;
     std::fs::write(dir.join("app.sql"), app).unwrap();
-    let run = |args: &[&str]| {
-        let mut all = vec!["run", "app.sql"];
-        all.extend_from_slice(args);
-        let o = run_in(dir, &all, &[]);
-        let said = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "{said}");
-        let files = published(dir, "out");
-        assert_eq!(files.len(), 1, "{files:?}");
-        let out = read_text(&files[0]);
-        std::fs::remove_file(&files[0]).unwrap();
-        let mut dead = 0;
-        for f in published(dir, "dead") {
-            dead += read_text(&f).lines().count();
-            std::fs::remove_file(&f).unwrap();
-        }
-        (out, dead, said)
-    };
+    let run = |args: &[&str]| run_and_take(dir, args);
     // explain says how it will run, and why not with batch.size
     let explain = |args: &[&str]| {
         let mut all = vec!["explain", "app.sql"];

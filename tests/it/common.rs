@@ -336,6 +336,39 @@ pub fn published(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The one published file below `dir` named `prefix...` (a single
+/// committed epoch), its text, the file removed for the next run.
+pub fn take_one(dir: &Path, prefix: &str) -> String {
+    let files = published(dir, prefix);
+    assert_eq!(files.len(), 1, "one committed epoch: {files:?}");
+    let text = read_text(&files[0]);
+    std::fs::remove_file(&files[0]).unwrap();
+    text
+}
+
+/// The lines of every published file below `dir` named `prefix...`
+/// (dead letters), the files removed for the next run.
+pub fn take_lines(dir: &Path, prefix: &str) -> usize {
+    let mut n = 0;
+    for f in published(dir, prefix) {
+        n += read_text(&f).lines().count();
+        std::fs::remove_file(&f).unwrap();
+    }
+    n
+}
+
+/// `velo run app.sql ARGS` in `dir`, which must succeed: the output
+/// published as `out...`, the dead letters published as `dead...` and the
+/// log.
+pub fn run_and_take(dir: &Path, args: &[&str]) -> (String, usize, String) {
+    let mut all = vec!["run", "app.sql"];
+    all.extend_from_slice(args);
+    let o = run_in(dir, &all, &[]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said}");
+    (take_one(dir, "out"), take_lines(dir, "dead"), said)
+}
+
 /// DataFusion's batch answer to a query: the one oracle the streaming tests
 /// compare with. Tables are registered (batches, JSON Lines or CSV files),
 /// views created, then queries answered.

@@ -830,7 +830,6 @@ fn filters_skip_partitions_of_a_delta_table() {
 /// equal to the streaming run's.
 #[test]
 fn a_bounded_delta_aggregate_runs_as_one_batch_plan() {
-    use crate::common::{published, read_text};
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let table = dir.join("lake/orders");
@@ -865,23 +864,7 @@ WITH ('src.type' = 'delta_source', 'src.path' = 'lake/orders',
       'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'use_transactions' = 'true',
       'dlq.path' = 'dead.jsonl');"#;
     std::fs::write(dir.join("app.sql"), app).unwrap();
-    let go = |args: &[&str]| {
-        let mut all = vec!["run", "app.sql"];
-        all.extend_from_slice(args);
-        let o = run_in(dir, &all, &[]);
-        let said = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "{said}");
-        let files = published(dir, "out");
-        assert_eq!(files.len(), 1, "{files:?}");
-        let out = read_text(&files[0]);
-        std::fs::remove_file(&files[0]).unwrap();
-        let mut dead = 0;
-        for f in published(dir, "dead") {
-            dead += read_text(&f).lines().count();
-            std::fs::remove_file(&f).unwrap();
-        }
-        (out, dead, said)
-    };
+    let go = |args: &[&str]| crate::common::run_and_take(dir, args);
     let (batch, batch_dead, said) = go(&[]);
     assert!(said.contains("one batch plan"), "{said}");
     // ids 30..900 of days d1 and d2 (d3 pruned): 580 rows

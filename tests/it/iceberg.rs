@@ -953,7 +953,6 @@ fn a_staged_upsert_whose_files_were_rewritten_is_refused() {
 /// the records read equal to the streaming run's.
 #[test]
 fn a_bounded_iceberg_aggregate_runs_as_one_batch_plan() {
-    use crate::common::{published, read_text};
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let cat = sql_catalog(dir);
@@ -985,15 +984,7 @@ fn a_bounded_iceberg_aggregate_runs_as_one_batch_plan() {
     )
     .unwrap();
     let go = |args: &[&str]| {
-        let mut all = vec!["run", "app.sql"];
-        all.extend_from_slice(args);
-        let o = run_in(dir, &all, &[]);
-        let said = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "{said}");
-        let files = published(dir, "out");
-        assert_eq!(files.len(), 1, "{files:?}");
-        let out = read_text(&files[0]);
-        std::fs::remove_file(&files[0]).unwrap();
+        let (out, _, said) = crate::common::run_and_take(dir, args);
         (out, said)
     };
     let (batch, said) = go(&[]);
