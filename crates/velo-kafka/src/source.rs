@@ -203,9 +203,28 @@ fn resume_offsets(p: &Position) -> HashMap<(String, i32), i64> {
     p.parts
         .iter()
         .filter_map(|(k, v)| {
-            let (t, part) = k.rsplit_once('/')?;
-            Some(((t.to_string(), part.parse().ok()?), *v))
+            let (t, part) = split_key(k)?;
+            Some(((t.to_string(), part), *v))
         })
+        .collect()
+}
+
+/// A partition's key in positions: `topic/partition`.
+fn part_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// [`part_key`] taken apart.
+fn split_key(key: &str) -> Option<(&str, i32)> {
+    let (t, p) = key.rsplit_once('/')?;
+    Some((t, p.parse().ok()?))
+}
+
+/// The keys of `tpl`'s partitions.
+fn keys_of(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| part_key(e.topic(), e.partition()))
         .collect()
 }
 
@@ -332,11 +351,7 @@ impl VeloContext {
     /// member waits for its epoch to commit, then commits those offsets to
     /// the group while it still owns the partitions ([`Handover`]).
     fn hand_over(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let keys: Vec<String> = tpl
-            .elements()
-            .iter()
-            .map(|e| format!("{}/{}", e.topic(), e.partition()))
-            .collect();
+        let keys = keys_of(tpl);
         let t0 = Instant::now();
         let (acked, behind) = self.handover.settle(&keys);
         if !behind.is_empty() {
@@ -558,10 +573,8 @@ impl Consumers {
 pub fn position_list(pos: &Position) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     for (k, off) in &pos.parts {
-        if let Some((t, p)) = k.rsplit_once('/') {
-            if let Ok(p) = p.parse::<i32>() {
-                let _ = tpl.add_partition_offset(t, p, Offset::Offset(*off));
-            }
+        if let Some((t, p)) = split_key(k) {
+            let _ = tpl.add_partition_offset(t, p, Offset::Offset(*off));
         }
     }
     tpl
@@ -591,11 +604,7 @@ impl PositionCommitter for KafkaCommitter {
             pos
         } else {
             let held: HashSet<String> = match self.consumer.assignment() {
-                Ok(tpl) => tpl
-                    .elements()
-                    .iter()
-                    .map(|e| format!("{}/{}", e.topic(), e.partition()))
-                    .collect(),
+                Ok(tpl) => keys_of(&tpl).into_iter().collect(),
                 Err(_) => HashSet::new(),
             };
             owned = Position {
@@ -1222,18 +1231,13 @@ impl Worker {
         // of every partition: group members that split the topic end
         // together, when the group has committed every end
         let mut all = TopicPartitionList::new();
-        for k in ends.keys() {
-            if let Some((t, p)) = k.rsplit_once('/')
-                && let Ok(p) = p.parse::<i32>()
-            {
-                all.add_partition(t, p);
-            }
+        for (t, p) in ends.keys().filter_map(|k| split_key(k)) {
+            all.add_partition(t, p);
         }
         if let Ok(tpl) = self.consumer.committed_offsets(all, Duration::from_secs(5)) {
             for e in tpl.elements() {
                 if let Offset::Offset(o) = e.offset() {
-                    self.committed
-                        .insert(format!("{}/{}", e.topic(), e.partition()), o);
+                    self.committed.insert(part_key(e.topic(), e.partition()), o);
                 }
             }
         }
@@ -1421,7 +1425,7 @@ impl Worker {
             }
             let handover = &consumer.context().handover;
             for (t, p, next) in last {
-                let key = format!("{t}/{p}");
+                let key = part_key(t, p);
                 if self.discovery.is_none() {
                     handover.read(&key, next);
                 }

@@ -64,7 +64,12 @@ pub fn table(
                 spec.location
             )));
         }
-        let store = store.unwrap_or_else(ObjectStoreUrl::local_filesystem);
+        let store = store.ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "the data files of {} come with no store to read them from",
+                spec.location
+            ))
+        })?;
         return Ok(Arc::new(super::files::FileListTable::try_new(
             spec,
             file_schema,
