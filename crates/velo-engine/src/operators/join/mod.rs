@@ -6,11 +6,13 @@
 //! `WITHIN INTERVAL '5' MINUTES`, which the engine turns into that
 //! condition on the sources' event-time columns).
 //!
-//! [`IntervalJoinExec`] keeps the rows of both sides across epochs. Every
-//! epoch it reads both inputs, joins the new left rows with all right rows
-//! and the old left rows with the new right rows (so every pair is found
-//! once), using DataFusion's own hash join on the two pieces, and emits the
-//! matches at once. The time bound `lo <= right.ts - left.ts <= hi` says how
+//! [`IntervalJoinExec`] keeps the rows of both sides across epochs, each side
+//! with a hash index on its join keys ([`kept`]). Every epoch it reads both
+//! inputs, adds the new rows to their side, looks the new left rows up among
+//! all right rows and the new right rows among the old left rows (so every
+//! pair is found once), checks the candidates' keys and the join's filter
+//! with Arrow kernels, and emits the matches at once: an epoch costs what
+//! its new rows cost, not what the state holds. The time bound `lo <= right.ts - left.ts <= hi` says how
 //! long a row can still find a partner: a left row is dropped once no right
 //! row that may still come (event time at or after the lowest time the right
 //! input can still produce, its watermark) can be within `hi` of it, and the
@@ -26,7 +28,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result};
@@ -37,9 +39,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
-use datafusion::physical_plan::joins::{
-    HashJoinExec, NestedLoopJoinExec, PartitionMode, SymmetricHashJoinExec,
-};
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, SymmetricHashJoinExec};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -49,10 +49,14 @@ use futures::StreamExt;
 
 use crate::time::{Watermark, shift};
 
+mod kept;
+use kept::Kept;
+
 /// The lowest event time a plan's column can still carry in rows to come.
 type LowerBound = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-const ROW: &str = "__velo_row";
+/// Candidate pairs checked (keys, filter) and joined at a time.
+const PAIRS_PER_BATCH: usize = 32 * 1024;
 const MATCHED: &str = "__velo_matched";
 
 /// The physical optimizer rule that puts [`IntervalJoinExec`] in place of a
@@ -466,20 +470,7 @@ impl StreamingJoins {
     }
 }
 
-/// The rows one side keeps, each with whether it has matched.
-#[derive(Default)]
-struct Kept {
-    rows: Option<RecordBatch>,
-    matched: Vec<bool>,
-}
-
-impl Kept {
-    fn len(&self) -> usize {
-        self.matched.len()
-    }
-}
-
-#[derive(Default)]
+/// Both sides' kept rows.
 struct JoinState {
     left: Kept,
     right: Kept,
@@ -502,14 +493,10 @@ impl crate::operators::state::OperatorState for SideState {
         } else {
             &st.right
         };
-        match &k.rows {
-            None => Ok(RecordBatch::new_empty(self.schema.clone())),
-            Some(rows) => {
-                let mut cols = rows.columns().to_vec();
-                cols.push(Arc::new(BooleanArray::from(k.matched.clone())));
-                Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
-            }
-        }
+        let (rows, matched) = k.snapshot()?;
+        let mut cols = rows.columns().to_vec();
+        cols.push(Arc::new(BooleanArray::from(matched)));
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
     }
 
     fn restore(&self, batch: RecordBatch) -> Result<()> {
@@ -535,11 +522,7 @@ impl crate::operators::state::OperatorState for SideState {
         } else {
             &mut st.right
         };
-        *k = Kept {
-            rows: (rows.num_rows() > 0).then_some(rows),
-            matched,
-        };
-        Ok(())
+        k.restore(rows, matched)
     }
 }
 
@@ -585,15 +568,6 @@ fn with_column(schema: &SchemaRef, name: &str, ty: DataType) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(name, ty, false));
     Arc::new(Schema::new(fields))
-}
-
-/// `batch` with ids `from..` in an extra column.
-fn numbered(batch: &RecordBatch, schema: &SchemaRef, from: u64) -> Result<RecordBatch> {
-    let mut cols = batch.columns().to_vec();
-    cols.push(Arc::new(UInt64Array::from_iter_values(
-        from..from + batch.num_rows() as u64,
-    )));
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
 impl IntervalJoinExec {
@@ -644,6 +618,21 @@ impl IntervalJoinExec {
                 requires_infinite_memory: false,
             },
         ));
+        let state = Arc::new(Mutex::new(JoinState {
+            left: Kept::new(
+                parts.left.schema(),
+                parts.on.iter().map(|(l, _)| l.clone()).collect(),
+                left_time,
+                parts.null_equality,
+            ),
+            right: Kept::new(
+                parts.right.schema(),
+                parts.on.iter().map(|(_, r)| r.clone()).collect(),
+                right_time,
+                parts.null_equality,
+            ),
+            published: (0, 0),
+        }));
         let plan_metrics = ExecutionPlanMetricsSet::new();
         Ok(Self {
             left: parts.left,
@@ -660,7 +649,7 @@ impl IntervalJoinExec {
             hi,
             lb_left,
             lb_right,
-            state: Arc::new(Mutex::new(JoinState::default())),
+            state,
             metrics,
             memory: crate::operators::memory::StateMemory::new(
                 "IntervalJoinExec",
@@ -728,90 +717,6 @@ impl IntervalJoinExec {
         }
     }
 
-    /// Joins `l` (ids from `l_from`) with `r` (ids from `r_from`): the
-    /// matched pairs as (left ids, right ids, output rows).
-    async fn inner_join(
-        &self,
-        l: &RecordBatch,
-        l_from: u64,
-        r: &RecordBatch,
-        r_from: u64,
-        ctx: Arc<TaskContext>,
-    ) -> Result<Option<(UInt64Array, UInt64Array, RecordBatch)>> {
-        if l.num_rows() == 0 || r.num_rows() == 0 {
-            return Ok(None);
-        }
-        let (ls, rs) = (
-            with_column(&l.schema(), ROW, DataType::UInt64),
-            with_column(&r.schema(), ROW, DataType::UInt64),
-        );
-        let left = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-            &[vec![numbered(l, &ls, l_from)?]],
-            ls.clone(),
-            None,
-        )?;
-        let right = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-            &[vec![numbered(r, &rs, r_from)?]],
-            rs.clone(),
-            None,
-        )?;
-        // the id columns come last on each side: the filter's and the keys'
-        // column indices are unchanged
-        let nl = l.num_columns();
-        let filter = self.filter.clone();
-        let plan: Arc<dyn ExecutionPlan> = if self.on.is_empty() {
-            Arc::new(NestedLoopJoinExec::try_new(
-                left,
-                right,
-                filter,
-                &JoinType::Inner,
-                None,
-            )?)
-        } else {
-            // key expressions are over the sides' own columns: unchanged
-            let j = HashJoinExec::try_new(
-                left,
-                right,
-                self.on.clone(),
-                filter,
-                &JoinType::Inner,
-                None,
-                PartitionMode::CollectLeft,
-                self.null_equality,
-                false,
-            )?;
-            // the hash table on the smaller piece (the kept rows of one side
-            // are often far more than the other side's new rows); the
-            // swapped join gives the same columns in the same order
-            if l.num_rows() > r.num_rows() {
-                j.swap_inputs(PartitionMode::CollectLeft)?
-            } else {
-                Arc::new(j)
-            }
-        };
-        let out = datafusion::physical_plan::collect(plan, ctx).await?;
-        if out.is_empty() {
-            return Ok(None);
-        }
-        let all = arrow::compute::concat_batches(&out[0].schema(), &out)?;
-        if all.num_rows() == 0 {
-            return Ok(None);
-        }
-        let l_ids = all
-            .column(nl)
-            .as_primitive::<arrow::datatypes::UInt64Type>()
-            .clone();
-        let n = all.num_columns();
-        let r_ids = all
-            .column(n - 1)
-            .as_primitive::<arrow::datatypes::UInt64Type>()
-            .clone();
-        let mut cols: Vec<ArrayRef> = all.columns()[..nl].to_vec();
-        cols.extend(all.columns()[nl + 1..n - 1].iter().cloned());
-        let rows = RecordBatch::try_new(self.full_schema.clone(), cols)?;
-        Ok(Some((l_ids, r_ids, rows)))
-    }
-
     /// Rows of one side that never matched, padded with nulls.
     fn padded(&self, rows: &RecordBatch, side: JoinSide) -> Result<RecordBatch> {
         let other = if side == JoinSide::Left {
@@ -843,120 +748,110 @@ impl IntervalJoinExec {
     }
 
     /// One epoch: the new rows of both sides in, the matches (and the
-    /// outer rows the watermark has settled) out. Phases: the rows kept
-    /// from earlier epochs put before the new ones, the pairs matched,
-    /// semi joins' first matches, the rows that can still match told from
-    /// those that cannot, the settled outer and anti rows, and what can
-    /// still match kept for the next epoch.
-    async fn epoch(
+    /// outer rows the watermark has settled) out. Phases: the new rows
+    /// added to their side's state, the new left rows matched with all
+    /// right rows and the new right rows with the older left rows (so every
+    /// pair is found once), semi joins' first matches, the rows that can no
+    /// longer match dropped (outer and anti joins emit those that never
+    /// matched), the state compacted and its size published.
+    fn epoch(
         &self,
         new_left: RecordBatch,
         new_right: RecordBatch,
-        ctx: Arc<TaskContext>,
+        ctx: &TaskContext,
     ) -> Result<Vec<RecordBatch>> {
-        let mut sides = self.with_kept(&new_left, &new_right)?;
-        // semi joins emit a row when it first matches
-        let before = (sides.ml.clone(), sides.mr.clone());
-        let mut out = self
-            .match_pairs(&mut sides, &new_left, &new_right, ctx.clone())
-            .await?;
-        out.extend(self.first_matches(&sides, &before)?);
-        let keep_l = still_matchable(&sides.left, self.left_time, (self.lb_right)(), self.hi)?;
-        let keep_r = still_matchable(&sides.right, self.right_time, (self.lb_left)(), -self.lo)?;
-        out.extend(self.settled(&sides, &keep_l, &keep_r)?);
-        self.keep(&sides, &keep_l, &keep_r, &ctx)?;
+        let mut guard = self.state.lock().expect("join state");
+        let st = &mut *guard;
+        let (l_from, r_from) = (st.left.end(), st.right.end());
+        st.left.push(new_left, None)?;
+        st.right.push(new_right, None)?;
+        let mut out = Vec::new();
+        let mut firsts = (Vec::new(), Vec::new());
+        let new_left_pairs = st.right.candidates(&st.left, l_from, u64::MAX);
+        self.match_pairs(st, new_left_pairs, &mut firsts, &mut out)?;
+        let new_right_pairs: Vec<(u64, u64)> = st
+            .left
+            .candidates(&st.right, r_from, l_from)
+            .into_iter()
+            .map(|(r, l)| (l, r))
+            .collect();
+        self.match_pairs(st, new_right_pairs, &mut firsts, &mut out)?;
+        out.extend(self.first_matches(st, &firsts)?);
+        let settled_l = st.left.expire((self.lb_right)(), self.hi);
+        let settled_r = st.right.expire((self.lb_left)(), -self.lo);
+        out.extend(self.settled(st, &settled_l, &settled_r)?);
+        st.left.compact()?;
+        st.right.compact()?;
+        self.publish(st, ctx)?;
         Ok(out)
     }
 
-    /// Both sides' rows: those kept from earlier epochs, then the new ones,
-    /// with whether each has matched.
-    fn with_kept(&self, new_left: &RecordBatch, new_right: &RecordBatch) -> Result<Sides> {
-        let (old_left, old_right, mut ml, mut mr) = {
-            let mut st = self.state.lock().expect("join state");
-            let l = std::mem::take(&mut st.left);
-            let r = std::mem::take(&mut st.right);
-            (
-                l.rows
-                    .unwrap_or_else(|| RecordBatch::new_empty(self.left.schema())),
-                r.rows
-                    .unwrap_or_else(|| RecordBatch::new_empty(self.right.schema())),
-                l.matched,
-                r.matched,
-            )
-        };
-        let left = arrow::compute::concat_batches(&self.left.schema(), [&old_left, new_left])?;
-        let right = arrow::compute::concat_batches(&self.right.schema(), [&old_right, new_right])?;
-        ml.resize(left.num_rows(), false);
-        mr.resize(right.num_rows(), false);
-        Ok(Sides {
-            old_left,
-            old_right,
-            left,
-            right,
-            ml,
-            mr,
-        })
-    }
-
-    /// New left x all right, old left x new right: every pair once, the
-    /// rows that matched marked. The pairs, for the joins that give pairs.
-    async fn match_pairs(
+    /// Of the candidate pairs (left id, right id), those whose keys are
+    /// equal and that pass the join's filter: both rows marked matched
+    /// (a semi join's first matches noted in `firsts`), the joined rows
+    /// added to `out` for the joins that give pairs.
+    fn match_pairs(
         &self,
-        sides: &mut Sides,
-        new_left: &RecordBatch,
-        new_right: &RecordBatch,
-        ctx: Arc<TaskContext>,
-    ) -> Result<Vec<RecordBatch>> {
-        let (nlo, nro) = (
-            sides.old_left.num_rows() as u64,
-            sides.old_right.num_rows() as u64,
-        );
+        st: &mut JoinState,
+        candidates: Vec<(u64, u64)>,
+        firsts: &mut (Vec<u64>, Vec<u64>),
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let pairs = matches!(
             self.join_type,
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
         );
-        let pieces = [
-            self.inner_join(new_left, nlo, &sides.right, 0, ctx.clone())
-                .await?,
-            self.inner_join(&sides.old_left, 0, new_right, nro, ctx)
-                .await?,
-        ];
-        let mut out = Vec::new();
-        for (l_ids, r_ids, rows) in pieces.into_iter().flatten() {
-            for id in l_ids.values() {
-                sides.ml[*id as usize] = true;
+        for slice in candidates.chunks(PAIRS_PER_BATCH) {
+            let (l, r): (Vec<u64>, Vec<u64>) = slice.iter().copied().unzip();
+            let mut ok = st.left.keys_equal(&l, &st.right, &r)?;
+            if let Some(f) = &self.filter {
+                let cols = f
+                    .column_indices()
+                    .iter()
+                    .map(|c| match c.side {
+                        JoinSide::Left => st.left.gather_column(&l, c.index),
+                        _ => st.right.gather_column(&r, c.index),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let b = kept::batch_of(f.schema().clone(), cols, l.len())?;
+                let passed = f.expression().evaluate(&b)?.into_array(l.len())?;
+                ok = arrow::compute::and(&ok, passed.as_boolean())?;
             }
-            for id in r_ids.values() {
-                sides.mr[*id as usize] = true;
+            let (l, r): (Vec<u64>, Vec<u64>) = slice
+                .iter()
+                .zip(ok.iter())
+                .filter(|(_, ok)| *ok == Some(true))
+                .map(|(p, _)| *p)
+                .unzip();
+            for &id in &l {
+                if st.left.mark(id) && self.join_type == JoinType::LeftSemi {
+                    firsts.0.push(id);
+                }
             }
-            if pairs {
-                out.push(self.project(rows)?);
+            for &id in &r {
+                if st.right.mark(id) && self.join_type == JoinType::RightSemi {
+                    firsts.1.push(id);
+                }
+            }
+            if pairs && !l.is_empty() {
+                let mut cols = st.left.gather(&l)?.columns().to_vec();
+                cols.extend(st.right.gather(&r)?.columns().iter().cloned());
+                out.push(self.project(RecordBatch::try_new(self.full_schema.clone(), cols)?)?);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A semi join's rows that matched for the first time this epoch.
     fn first_matches(
         &self,
-        sides: &Sides,
-        (ml_before, mr_before): &(Vec<bool>, Vec<bool>),
+        st: &JoinState,
+        (left, right): &(Vec<u64>, Vec<u64>),
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        for (rows, now, before, semi) in [
-            (&sides.left, &sides.ml, ml_before, JoinType::LeftSemi),
-            (&sides.right, &sides.mr, mr_before, JoinType::RightSemi),
-        ] {
-            if self.join_type != semi {
-                continue;
-            }
-            let first: Vec<u32> = (0..rows.num_rows())
-                .filter(|&i| now[i] && !before[i])
-                .map(|i| i as u32)
-                .collect();
-            if !first.is_empty() {
-                let r = arrow::compute::take_record_batch(rows, &UInt32Array::from(first))?;
-                out.push(self.project(r)?);
+        for (kept, ids) in [(&st.left, left), (&st.right, right)] {
+            if !ids.is_empty() {
+                out.push(self.project(kept.gather(ids)?)?);
             }
         }
         Ok(out)
@@ -964,78 +859,42 @@ impl IntervalJoinExec {
 
     /// Rows that never matched, once no match can come: outer joins pad
     /// them with nulls, anti joins give them as they are.
-    fn settled(
-        &self,
-        sides: &Sides,
-        keep_l: &BooleanArray,
-        keep_r: &BooleanArray,
-    ) -> Result<Vec<RecordBatch>> {
+    fn settled(&self, st: &JoinState, left: &[u64], right: &[u64]) -> Result<Vec<RecordBatch>> {
         let outer_left = matches!(self.join_type, JoinType::Left | JoinType::Full);
         let outer_right = matches!(self.join_type, JoinType::Right | JoinType::Full);
         let mut out = Vec::new();
-        for (rows, keepm, matched, side, outer, anti) in [
+        for (kept, ids, side, outer, anti) in [
             (
-                &sides.left,
-                keep_l,
-                &sides.ml,
+                &st.left,
+                left,
                 JoinSide::Left,
                 outer_left,
                 JoinType::LeftAnti,
             ),
             (
-                &sides.right,
-                keep_r,
-                &sides.mr,
+                &st.right,
+                right,
                 JoinSide::Right,
                 outer_right,
                 JoinType::RightAnti,
             ),
         ] {
             let anti = self.join_type == anti;
-            if !outer && !anti {
+            if (!outer && !anti) || ids.is_empty() {
                 continue;
             }
-            let settled: Vec<u32> = (0..rows.num_rows())
-                .filter(|&i| !keepm.value(i) && !matched[i])
-                .map(|i| i as u32)
-                .collect();
-            if !settled.is_empty() {
-                let r = arrow::compute::take_record_batch(rows, &UInt32Array::from(settled))?;
-                out.push(self.project(if anti { r } else { self.padded(&r, side)? })?);
-            }
+            let r = kept.gather(ids)?;
+            out.push(self.project(if anti { r } else { self.padded(&r, side)? })?);
         }
         Ok(out)
     }
 
-    /// Keeps the rows that can still match for the next epoch; their
-    /// count and bytes go to the metrics and the memory reservation.
-    fn keep(
-        &self,
-        sides: &Sides,
-        keep_l: &BooleanArray,
-        keep_r: &BooleanArray,
-        ctx: &Arc<TaskContext>,
-    ) -> Result<()> {
-        let kept = |rows: &RecordBatch, keepm: &BooleanArray, matched: &[bool]| -> Result<Kept> {
-            let r = arrow::compute::filter_record_batch(rows, keepm)?;
-            let m = matched
-                .iter()
-                .zip(keepm.values().iter())
-                .filter(|(_, k)| *k)
-                .map(|(m, _)| *m)
-                .collect();
-            Ok(Kept {
-                rows: (r.num_rows() > 0).then_some(r),
-                matched: m,
-            })
-        };
-        let left = kept(&sides.left, keep_l, &sides.ml)?;
-        let right = kept(&sides.right, keep_r, &sides.mr)?;
-        let bytes = left.rows.as_ref().map_or(0, |r| r.get_array_memory_size())
-            + right.rows.as_ref().map_or(0, |r| r.get_array_memory_size());
-        let mut st = self.state.lock().expect("join state");
-        let rows = (left.len() + right.len()) as u64;
+    /// The state's rows and bytes to the metrics and the memory
+    /// reservation.
+    fn publish(&self, st: &mut JoinState, ctx: &TaskContext) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
+        let rows = (st.left.live() + st.right.live()) as u64;
+        let bytes = st.left.bytes() + st.right.bytes();
         self.metrics
             .join_rows
             .fetch_add(rows.wrapping_sub(st.published.0), Relaxed);
@@ -1043,45 +902,8 @@ impl IntervalJoinExec {
             .bytes
             .fetch_add((bytes as u64).wrapping_sub(st.published.1), Relaxed);
         st.published = (rows, bytes as u64);
-        st.left = left;
-        st.right = right;
-        drop(st);
-        self.memory.resize(ctx, bytes)?;
-        Ok(())
+        self.memory.resize(ctx, bytes)
     }
-}
-
-/// Both sides of an interval join in one epoch: the rows kept from earlier
-/// epochs, all rows (kept, then new) and whether each has matched.
-struct Sides {
-    old_left: RecordBatch,
-    old_right: RecordBatch,
-    left: RecordBatch,
-    right: RecordBatch,
-    ml: Vec<bool>,
-    mr: Vec<bool>,
-}
-
-/// Which of `rows` can still match: a left row while a right row to come
-/// (the other side's lower bound `bound`) may be within `reach` of it.
-fn still_matchable(
-    rows: &RecordBatch,
-    time: usize,
-    bound: i64,
-    reach: i64,
-) -> Result<BooleanArray> {
-    let t = crate::operators::window::to_millis(rows.column(time))?;
-    Ok(t.iter()
-        .map(|v| {
-            Some(match (bound, v) {
-                (Watermark::NONE, _) => true,
-                (Watermark::END, _) => false,
-                // a null time can never match
-                (_, None) => false,
-                (b, Some(v)) => v.saturating_add(reach) >= b,
-            })
-        })
-        .collect())
 }
 
 impl DisplayAs for IntervalJoinExec {
@@ -1157,7 +979,7 @@ impl ExecutionPlan for IntervalJoinExec {
                 drain(&me.left, context.clone()),
                 drain(&me.right, context.clone())
             );
-            me.epoch(l?, r?, context).await
+            me.epoch(l?, r?, &context)
         })
         .flat_map(|r| {
             futures::stream::iter(match r {
@@ -1275,7 +1097,6 @@ pub fn add_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::TimestampMillisecondArray;
     use arrow::datatypes::TimeUnit;
     use datafusion::common::ScalarValue;
 
@@ -1395,29 +1216,5 @@ mod tests {
             );
             assert_eq!(time_bounds(&f), vec![(2, 0, 0, 86_400_000)]);
         }
-    }
-
-    #[test]
-    fn a_row_can_match_while_the_other_side_may_still_bring_a_time_within_reach() {
-        let t = TimestampMillisecondArray::from(vec![Some(1_000), Some(5_000), None]);
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "t",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            true,
-        )]));
-        let rows = RecordBatch::try_new(schema, vec![Arc::new(t)]).unwrap();
-        let keep = |bound, reach| -> Vec<bool> {
-            still_matchable(&rows, 0, bound, reach)
-                .unwrap()
-                .iter()
-                .map(|v| v.unwrap())
-                .collect()
-        };
-        // the other side's rows to come are at 4s or later; reach 2s
-        assert_eq!(keep(4_000, 2_000), vec![false, true, false]);
-        assert_eq!(keep(3_000, 2_000), vec![true, true, false]);
-        // no watermark yet: everything may match; end of input: nothing
-        assert_eq!(keep(Watermark::NONE, 0), vec![true, true, true]);
-        assert_eq!(keep(Watermark::END, i64::MAX), vec![false, false, false]);
     }
 }
