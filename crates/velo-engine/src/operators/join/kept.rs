@@ -141,6 +141,12 @@ impl Kept {
             return Ok(());
         }
         let chunk = self.chunk(rows, matched)?;
+        self.append(chunk)
+    }
+
+    /// Appends `chunk` (its ids starting at `end`): its keyed rows linked
+    /// into the index, the tail merged.
+    fn append(&mut self, chunk: Chunk) -> Result<()> {
         for (i, (&h, &k)) in chunk.hashes.iter().zip(&chunk.keyed).enumerate() {
             if k {
                 self.link(chunk.start + i as u64, h);
@@ -148,8 +154,8 @@ impl Kept {
                 self.next.push(0);
             }
         }
-        self.end += n as u64;
-        self.live += n;
+        self.end += chunk.len() as u64;
+        self.live += chunk.len();
         self.chunks.push(chunk);
         self.merge_tail()
     }
@@ -217,12 +223,6 @@ impl Kept {
         (c, (id - self.chunks[c].start) as usize)
     }
 
-    fn hash(&self, id: u64) -> Option<u64> {
-        let (c, r) = self.locate(id);
-        let ch = &self.chunks[c];
-        ch.keyed[r].then_some(ch.hashes[r])
-    }
-
     /// Whether row `id` has matched; marks it matched. True when this is
     /// its first match.
     pub fn mark(&mut self, id: u64) -> bool {
@@ -235,8 +235,16 @@ impl Kept {
     /// the join has no keys), as (probe id, id) pairs.
     pub fn candidates(&self, probe: &Kept, from: u64, below: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        for p in from..probe.end {
-            let Some(h) = probe.hash(p) else { continue };
+        let first = probe
+            .chunks
+            .partition_point(|c| c.start + c.len() as u64 <= from);
+        let rows = probe.chunks[first..]
+            .iter()
+            .flat_map(|c| (0..c.len()).map(move |r| (c.start + r as u64, c.keyed[r], c.hashes[r])));
+        for (p, keyed, h) in rows.skip_while(|(p, _, _)| *p < from) {
+            if !keyed {
+                continue;
+            }
             let mut at = self.heads.get(&h).copied().unwrap_or(0);
             while at != 0 {
                 let id = at - 1;
@@ -256,7 +264,7 @@ impl Kept {
     /// Which candidate pairs (this side's ids `mine`, `other`'s ids
     /// `theirs`) have equal keys: the hash only said they may.
     pub fn keys_equal(&self, mine: &[u64], other: &Kept, theirs: &[u64]) -> Result<BooleanArray> {
-        let mut all = BooleanArray::from(vec![true; mine.len()]);
+        let mut all: Option<BooleanArray> = None;
         for k in 0..self.on.len() {
             let (a, b) = (self.gather_key(mine, k)?, other.gather_key(theirs, k)?);
             let nested = a.data_type().is_nested();
@@ -282,9 +290,13 @@ impl Kept {
                     )?
                 }
             };
-            all = arrow::compute::and(&all, &eq)?;
+            all = Some(match all {
+                None => eq,
+                Some(all) => arrow::compute::and(&all, &eq)?,
+            });
         }
-        Ok(all)
+        // no keys: every pair is a candidate for the filter alone
+        Ok(all.unwrap_or_else(|| BooleanArray::from(vec![true; mine.len()])))
     }
 
     /// The rows `ids`, in that order.
@@ -292,9 +304,11 @@ impl Kept {
         if ids.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
-        let at: Vec<(usize, usize)> = ids.iter().map(|&id| self.locate(id)).collect();
         let batches: Vec<&RecordBatch> = self.chunks.iter().map(|c| &c.rows).collect();
-        Ok(arrow::compute::interleave_record_batch(&batches, &at)?)
+        Ok(arrow::compute::interleave_record_batch(
+            &batches,
+            &self.positions(ids),
+        )?)
     }
 
     /// Column `col` of the rows `ids`.
@@ -325,8 +339,12 @@ impl Kept {
         if ids.is_empty() || arrays.is_empty() {
             return Ok(arrow::array::new_empty_array(&ty()));
         }
-        let at: Vec<(usize, usize)> = ids.iter().map(|&id| self.locate(id)).collect();
-        Ok(arrow::compute::interleave(&arrays, &at)?)
+        Ok(arrow::compute::interleave(&arrays, &self.positions(ids))?)
+    }
+
+    /// (chunk, row) of each of `ids`.
+    fn positions(&self, ids: &[u64]) -> Vec<(usize, usize)> {
+        ids.iter().map(|&id| self.locate(id)).collect()
     }
 
     /// Rows that can no longer match die: a row while a row of the other
@@ -402,17 +420,7 @@ impl Kept {
                 alive: vec![true; keep.true_count()],
                 min_alive: c.min_alive,
             };
-            for (i, (&h, &k)) in chunk.hashes.iter().zip(&chunk.keyed).enumerate() {
-                if k {
-                    self.link(chunk.start + i as u64, h);
-                } else {
-                    self.next.push(0);
-                }
-            }
-            self.end += chunk.len() as u64;
-            self.live += chunk.len();
-            self.chunks.push(chunk);
-            self.merge_tail()?;
+            self.append(chunk)?;
         }
         Ok(())
     }
