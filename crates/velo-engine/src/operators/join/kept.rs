@@ -5,28 +5,43 @@
 //! the state holds (a join that keeps a day of a stream used to re-read,
 //! re-hash and copy the whole day every epoch).
 //!
-//! Rows are numbered in arrival order (ids); the index chains the ids of
-//! rows with the same key hash, newest first, in one `next` vector (the
-//! layout of DataFusion's own `JoinHashMap`). A row that can no longer
-//! match dies in place; once the dead outnumber the living the side is
-//! compacted: the living rows copied into fresh chunks and the index built
-//! again, so compaction costs O(1) per row over time. Small chunks (one
-//! epoch's rows) are merged at the tail, so the chunk count stays small.
+//! Rows are numbered in arrival order (ids). What a lookup reads of a row
+//! lives in flat vectors indexed by id: its key hash, event time and flags
+//! (keyed, matched, alive), so walking a hash chain touches no chunk. The
+//! index chains the ids of rows with the same key hash, newest first, in
+//! one `next` vector (the layout of DataFusion's own `JoinHashMap`). A row
+//! that can no longer match dies in place; once the dead outnumber the
+//! living the side is compacted: the per-id vectors filtered in place,
+//! only chunks with dead rows copied, and the index built again, so
+//! compaction costs O(1) per row over time. Small chunks and chunks of
+//! similar size merge at the tail, so the chunk count stays small without
+//! copying a big epoch to absorb a few survivors.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::{NullEquality, Result};
 use datafusion::physical_expr::PhysicalExpr;
+use hashbrown::HashTable;
 
 use crate::time::Watermark;
 
 /// Chunks are merged at the tail up to this many rows.
 const CHUNK_ROWS: usize = 64 * 1024;
+/// A chunk this small merges with the one before whatever its size (a
+/// cheap copy that keeps survivors and tiny epochs from piling up).
+const SMALL_CHUNK: usize = 4096;
 /// Compaction waits for at least this many dead rows.
 const MIN_DEAD: usize = 4096;
+
+/// Row flags: the row takes part in key lookups (a null key never matches
+/// unless nulls compare equal), has matched, can still match.
+const KEYED: u8 = 1;
+const MATCHED: u8 = 2;
+const ALIVE: u8 = 4;
 
 /// A run of consecutive rows (ids `start..start + len`).
 struct Chunk {
@@ -34,21 +49,19 @@ struct Chunk {
     rows: RecordBatch,
     /// The join keys of each row, evaluated once.
     keys: Vec<ArrayRef>,
-    hashes: Vec<u64>,
-    /// Whether a row takes part in key lookups (a null key never matches
-    /// unless nulls compare equal).
-    keyed: Vec<bool>,
-    /// Event time in milliseconds; a null time is `i64::MIN`.
-    times: Vec<i64>,
-    matched: Vec<bool>,
-    alive: Vec<bool>,
-    /// The lowest time of a living row (`i64::MAX` when none lives).
+    /// Rows still alive.
+    live: usize,
+    /// The lowest time of a living row (meaningless when none lives).
     min_alive: i64,
 }
 
 impl Chunk {
     fn len(&self) -> usize {
-        self.hashes.len()
+        self.rows.num_rows()
+    }
+
+    fn ids(&self) -> Range<usize> {
+        self.start as usize..self.start as usize + self.len()
     }
 
     /// This chunk then `next`, as one.
@@ -64,12 +77,23 @@ impl Chunk {
             start: self.start,
             rows,
             keys,
-            hashes: joined(self.hashes, next.hashes),
-            keyed: joined(self.keyed, next.keyed),
-            times: joined(self.times, next.times),
-            matched: joined(self.matched, next.matched),
-            alive: joined(self.alive, next.alive),
+            live: self.live + next.live,
             min_alive: self.min_alive.min(next.min_alive),
+        })
+    }
+
+    /// Only the rows `keep` says, numbered from `start`.
+    fn filtered(&self, keep: &BooleanArray, start: u64) -> Result<Chunk> {
+        Ok(Chunk {
+            start,
+            rows: arrow::compute::filter_record_batch(&self.rows, keep)?,
+            keys: self
+                .keys
+                .iter()
+                .map(|k| arrow::compute::filter(k, keep))
+                .collect::<std::result::Result<_, _>>()?,
+            live: keep.true_count(),
+            min_alive: self.min_alive,
         })
     }
 
@@ -80,8 +104,13 @@ impl Chunk {
                 .iter()
                 .map(|k| k.get_array_memory_size())
                 .sum::<usize>()
-            + self.len() * (8 + 1 + 8 + 1 + 1)
     }
+}
+
+/// Where a set of ids lies: all in one chunk (rows in it), or spread.
+enum Positions {
+    One(usize, UInt32Array),
+    Spread(Vec<(usize, usize)>),
 }
 
 /// The kept rows of one side of a join (see the module docs).
@@ -92,10 +121,14 @@ pub(super) struct Kept {
     time: usize,
     null_equality: NullEquality,
     chunks: Vec<Chunk>,
-    /// The id the next row gets.
-    end: u64,
-    /// Key hash -> newest id with it, plus one.
-    heads: std::collections::HashMap<u64, u64, RandomState>,
+    /// Per id: the key hash.
+    hashes: Vec<u64>,
+    /// Per id: the event time in milliseconds; a null time is `i64::MIN`.
+    times: Vec<i64>,
+    /// Per id: `KEYED`, `MATCHED`, `ALIVE`.
+    flags: Vec<u8>,
+    /// (key hash, newest id with it plus one), found by the hash itself.
+    heads: HashTable<(u64, u64)>,
     /// Per id: the previous id with the same key hash, plus one (0: none).
     next: Vec<u64>,
     live: usize,
@@ -115,8 +148,10 @@ impl Kept {
             time,
             null_equality,
             chunks: Vec::new(),
-            end: 0,
-            heads: Default::default(),
+            hashes: Vec::new(),
+            times: Vec::new(),
+            flags: Vec::new(),
+            heads: HashTable::new(),
             next: Vec::new(),
             live: 0,
             dead: 0,
@@ -130,84 +165,98 @@ impl Kept {
 
     /// The id the next row gets: the rows added from here on are newer.
     pub fn end(&self) -> u64 {
-        self.end
+        self.flags.len() as u64
     }
 
     /// Adds `rows` (whether each has matched: `matched`, or none has),
-    /// indexed by key.
+    /// indexed by key. Phases: the keys evaluated, the per-id facts
+    /// recorded, the new ids linked into the index, the chunk appended.
     pub fn push(&mut self, rows: RecordBatch, matched: Option<Vec<bool>>) -> Result<()> {
         let n = rows.num_rows();
         if n == 0 {
             return Ok(());
         }
-        let chunk = self.chunk(rows, matched)?;
-        self.append(chunk)
-    }
-
-    /// Appends `chunk` (its ids starting at `end`): its keyed rows linked
-    /// into the index, the tail merged.
-    fn append(&mut self, chunk: Chunk) -> Result<()> {
-        for (i, (&h, &k)) in chunk.hashes.iter().zip(&chunk.keyed).enumerate() {
-            if k {
-                self.link(chunk.start + i as u64, h);
-            } else {
-                self.next.push(0);
-            }
-        }
-        self.end += chunk.len() as u64;
-        self.live += chunk.len();
-        self.chunks.push(chunk);
-        self.merge_tail()
-    }
-
-    /// Phases of a new chunk: the keys evaluated and hashed, the rows
-    /// without a usable key marked, the event times read.
-    fn chunk(&self, rows: RecordBatch, matched: Option<Vec<bool>>) -> Result<Chunk> {
-        let n = rows.num_rows();
+        let start = self.end();
         let keys = self
             .on
             .iter()
             .map(|e| e.evaluate(&rows)?.into_array(n))
             .collect::<Result<Vec<_>>>()?;
-        let mut hashes = vec![0; n];
-        if !keys.is_empty() {
-            create_hashes(&keys, &RandomState::with_seed(0), &mut hashes)?;
-        }
-        let keyed = match self.null_equality {
-            NullEquality::NullEqualsNull => vec![true; n],
-            NullEquality::NullEqualsNothing => {
-                (0..n).map(|i| keys.iter().all(|k| k.is_valid(i))).collect()
-            }
-        };
-        let times: Vec<i64> = crate::operators::window::to_millis(rows.column(self.time))?
-            .iter()
-            .map(|t| t.unwrap_or(i64::MIN))
-            .collect();
-        let min_alive = times.iter().copied().min().unwrap_or(i64::MAX);
-        Ok(Chunk {
-            start: self.end,
+        let min_alive = self.record(&rows, &keys, matched.as_deref())?;
+        self.link(start);
+        self.live += n;
+        self.chunks.push(Chunk {
+            start,
             rows,
             keys,
-            hashes,
-            keyed,
-            times,
-            matched: matched.unwrap_or_else(|| vec![false; n]),
-            alive: vec![true; n],
+            live: n,
             min_alive,
-        })
+        });
+        self.merge_tail()
     }
 
-    /// Puts id `id` (the next one) at the head of its hash's chain.
-    fn link(&mut self, id: u64, hash: u64) {
-        let prev = self.heads.insert(hash, id + 1).unwrap_or(0);
-        self.next.push(prev);
+    /// Appends the per-id facts of new rows: key hashes, times and flags.
+    /// The lowest time.
+    fn record(
+        &mut self,
+        rows: &RecordBatch,
+        keys: &[ArrayRef],
+        matched: Option<&[bool]>,
+    ) -> Result<i64> {
+        let n = rows.num_rows();
+        let from = self.hashes.len();
+        self.hashes.resize(from + n, 0);
+        if !keys.is_empty() {
+            create_hashes(keys, &RandomState::with_seed(0), &mut self.hashes[from..])?;
+        }
+        let times = crate::operators::window::to_millis(rows.column(self.time))?;
+        let mut min = i64::MAX;
+        self.times.extend(times.iter().map(|t| {
+            let t = t.unwrap_or(i64::MIN);
+            min = min.min(t);
+            t
+        }));
+        let null_keys = self.null_equality == NullEquality::NullEqualsNothing
+            && keys.iter().any(|k| k.null_count() > 0);
+        self.flags.extend((0..n).map(|i| {
+            let keyed = !null_keys || keys.iter().all(|k| k.is_valid(i));
+            let matched = matched.is_some_and(|m| m[i]);
+            ALIVE | if keyed { KEYED } else { 0 } | if matched { MATCHED } else { 0 }
+        }));
+        Ok(min)
     }
 
-    /// Merges the newest chunks while the one before is not much bigger
-    /// (sizes grow geometrically: a row is copied a few times at most).
+    /// Puts the ids from `from` to the end at the heads of their hashes'
+    /// chains, in order.
+    fn link(&mut self, from: u64) {
+        for id in from..self.end() {
+            let i = id as usize;
+            if self.flags[i] & KEYED == 0 {
+                self.next.push(0);
+                continue;
+            }
+            let h = self.hashes[i];
+            match self.heads.find_mut(h, |&(k, _)| k == h) {
+                Some((_, head)) => {
+                    self.next.push(*head);
+                    *head = id + 1;
+                }
+                None => {
+                    self.heads.insert_unique(h, (h, id + 1), |&(k, _)| k);
+                    self.next.push(0);
+                }
+            }
+        }
+    }
+
+    /// Merges the newest two chunks while they are of similar size, or the
+    /// newest is small (sizes grow geometrically: a row is copied a few
+    /// times at most, and a big chunk is not copied to absorb a small one).
     fn merge_tail(&mut self) -> Result<()> {
         while let [.., a, b] = self.chunks.as_slice() {
-            if a.len() > 2 * b.len() || a.len() + b.len() > CHUNK_ROWS {
+            let (a, b) = (a.len(), b.len());
+            let mergeable = a + b <= CHUNK_ROWS && a <= 2 * b && (b <= 2 * a || b <= SMALL_CHUNK);
+            if !mergeable {
                 break;
             }
             let b = self.chunks.pop().expect("two chunks");
@@ -226,39 +275,37 @@ impl Kept {
     /// Whether row `id` has matched; marks it matched. True when this is
     /// its first match.
     pub fn mark(&mut self, id: u64) -> bool {
-        let (c, r) = self.locate(id);
-        !std::mem::replace(&mut self.chunks[c].matched[r], true)
+        let f = &mut self.flags[id as usize];
+        let first = *f & MATCHED == 0;
+        *f |= MATCHED;
+        first
     }
 
     /// The candidate pairs of the rows `from..` of `probe` with the living
     /// rows of this side older than `below`: same key hash (every row when
-    /// the join has no keys), as (probe id, id) pairs.
-    pub fn candidates(&self, probe: &Kept, from: u64, below: u64) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        let first = probe
-            .chunks
-            .partition_point(|c| c.start + c.len() as u64 <= from);
-        let rows = probe.chunks[first..]
-            .iter()
-            .flat_map(|c| (0..c.len()).map(move |r| (c.start + r as u64, c.keyed[r], c.hashes[r])));
-        for (p, keyed, h) in rows.skip_while(|(p, _, _)| *p < from) {
-            if !keyed {
+    /// the join has no keys), as the probe's ids and this side's ids.
+    pub fn candidates(&self, probe: &Kept, from: u64, below: u64) -> (Vec<u64>, Vec<u64>) {
+        let (mut theirs, mut mine) = (Vec::new(), Vec::new());
+        for p in from..probe.end() {
+            let i = p as usize;
+            if probe.flags[i] & KEYED == 0 {
                 continue;
             }
-            let mut at = self.heads.get(&h).copied().unwrap_or(0);
+            let h = probe.hashes[i];
+            let Some(&(_, head)) = self.heads.find(h, |&(k, _)| k == h) else {
+                continue;
+            };
+            let mut at = head;
             while at != 0 {
                 let id = at - 1;
                 at = self.next[id as usize];
-                if id >= below {
-                    continue;
-                }
-                let (c, r) = self.locate(id);
-                if self.chunks[c].alive[r] {
-                    out.push((p, id));
+                if id < below && self.flags[id as usize] & ALIVE != 0 {
+                    theirs.push(p);
+                    mine.push(id);
                 }
             }
         }
-        out
+        (theirs, mine)
     }
 
     /// Which candidate pairs (this side's ids `mine`, `other`'s ids
@@ -304,47 +351,70 @@ impl Kept {
         if ids.is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
-        let batches: Vec<&RecordBatch> = self.chunks.iter().map(|c| &c.rows).collect();
-        Ok(arrow::compute::interleave_record_batch(
-            &batches,
-            &self.positions(ids),
-        )?)
+        Ok(match self.positions(ids) {
+            Positions::One(c, rows) => {
+                arrow::compute::take_record_batch(&self.chunks[c].rows, &rows)?
+            }
+            Positions::Spread(at) => {
+                let batches: Vec<&RecordBatch> = self.chunks.iter().map(|c| &c.rows).collect();
+                arrow::compute::interleave_record_batch(&batches, &at)?
+            }
+        })
     }
 
     /// Column `col` of the rows `ids`.
     pub fn gather_column(&self, ids: &[u64], col: usize) -> Result<ArrayRef> {
-        let arrays: Vec<&dyn Array> = self
-            .chunks
-            .iter()
-            .map(|c| c.rows.column(col).as_ref())
-            .collect();
-        self.interleave(arrays, ids, || self.schema.field(col).data_type().clone())
+        self.pick(
+            ids,
+            |c| c.rows.column(col),
+            || self.schema.field(col).data_type().clone(),
+        )
     }
 
     fn gather_key(&self, ids: &[u64], k: usize) -> Result<ArrayRef> {
-        let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| c.keys[k].as_ref()).collect();
-        self.interleave(arrays, ids, || {
-            self.on[k]
-                .data_type(&self.schema)
-                .unwrap_or(arrow::datatypes::DataType::Null)
+        self.pick(
+            ids,
+            |c| &c.keys[k],
+            || {
+                self.on[k]
+                    .data_type(&self.schema)
+                    .unwrap_or(arrow::datatypes::DataType::Null)
+            },
+        )
+    }
+
+    /// The values of the rows `ids` in the array `of` each chunk holds (of
+    /// type `ty`): one `take` when they lie in one chunk.
+    fn pick(
+        &self,
+        ids: &[u64],
+        of: impl Fn(&Chunk) -> &ArrayRef,
+        ty: impl Fn() -> arrow::datatypes::DataType,
+    ) -> Result<ArrayRef> {
+        if ids.is_empty() || self.chunks.is_empty() {
+            return Ok(arrow::array::new_empty_array(&ty()));
+        }
+        Ok(match self.positions(ids) {
+            Positions::One(c, rows) => arrow::compute::take(of(&self.chunks[c]), &rows, None)?,
+            Positions::Spread(at) => {
+                let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| of(c).as_ref()).collect();
+                arrow::compute::interleave(&arrays, &at)?
+            }
         })
     }
 
-    fn interleave(
-        &self,
-        arrays: Vec<&dyn Array>,
-        ids: &[u64],
-        ty: impl Fn() -> arrow::datatypes::DataType,
-    ) -> Result<ArrayRef> {
-        if ids.is_empty() || arrays.is_empty() {
-            return Ok(arrow::array::new_empty_array(&ty()));
+    /// Where the (not empty) `ids` lie.
+    fn positions(&self, ids: &[u64]) -> Positions {
+        let (lo, hi) = ids
+            .iter()
+            .fold((u64::MAX, 0), |(lo, hi), &id| (lo.min(id), hi.max(id)));
+        let (c, _) = self.locate(lo);
+        let chunk = &self.chunks[c];
+        if hi < chunk.start + chunk.len() as u64 {
+            let rows = ids.iter().map(|&id| (id - chunk.start) as u32).collect();
+            return Positions::One(c, rows);
         }
-        Ok(arrow::compute::interleave(&arrays, &self.positions(ids))?)
-    }
-
-    /// (chunk, row) of each of `ids`.
-    fn positions(&self, ids: &[u64]) -> Vec<(usize, usize)> {
-        ids.iter().map(|&id| self.locate(id)).collect()
+        Positions::Spread(ids.iter().map(|&id| self.locate(id)).collect())
     }
 
     /// Rows that can no longer match die: a row while a row of the other
@@ -356,29 +426,29 @@ impl Kept {
         if bound == Watermark::NONE {
             return Vec::new();
         }
+        let end = bound == Watermark::END;
         let mut settled = Vec::new();
         let mut died = 0;
         for c in &mut self.chunks {
-            let none_dies = bound != Watermark::END && c.min_alive.saturating_add(reach) >= bound;
-            if c.min_alive == i64::MAX || none_dies {
+            if c.live == 0 || (!end && c.min_alive.saturating_add(reach) >= bound) {
                 continue;
             }
             let mut min_alive = i64::MAX;
-            for r in 0..c.len() {
-                if !c.alive[r] {
+            for id in c.ids() {
+                let f = self.flags[id];
+                if f & ALIVE == 0 {
                     continue;
                 }
-                let t = c.times[r];
-                let lives =
-                    bound != Watermark::END && t != i64::MIN && t.saturating_add(reach) >= bound;
-                if lives {
+                let t = self.times[id];
+                if !end && t != i64::MIN && t.saturating_add(reach) >= bound {
                     min_alive = min_alive.min(t);
-                } else {
-                    c.alive[r] = false;
-                    died += 1;
-                    if !c.matched[r] {
-                        settled.push(c.start + r as u64);
-                    }
+                    continue;
+                }
+                self.flags[id] = f & !ALIVE;
+                c.live -= 1;
+                died += 1;
+                if f & MATCHED == 0 {
+                    settled.push(id as u64);
                 }
             }
             c.min_alive = min_alive;
@@ -388,61 +458,83 @@ impl Kept {
         settled
     }
 
-    /// Once the dead outnumber the living, keeps only the living: fresh
-    /// chunks, ids from 0, the index built again from the kept hashes.
+    /// Once the dead outnumber the living, keeps only the living, ids from
+    /// 0. Phases: the chunks' living rows (a chunk without dead rows is
+    /// kept as it is), the per-id facts filtered in place, the index built
+    /// again from the kept hashes.
     pub fn compact(&mut self) -> Result<()> {
         if self.dead <= self.live || (self.dead < MIN_DEAD && self.live > 0) {
             return Ok(());
         }
         let old = std::mem::take(&mut self.chunks);
-        self.heads.clear();
-        self.next.clear();
-        self.end = 0;
-        self.live = 0;
-        self.dead = 0;
+        let mut start = 0;
         for c in old {
-            if c.min_alive == i64::MAX {
+            if c.live == 0 {
                 continue;
             }
-            let keep = BooleanArray::from(c.alive.clone());
-            let chunk = Chunk {
-                start: self.end,
-                rows: arrow::compute::filter_record_batch(&c.rows, &keep)?,
-                keys: c
-                    .keys
-                    .iter()
-                    .map(|k| arrow::compute::filter(k, &keep))
-                    .collect::<std::result::Result<_, _>>()?,
-                hashes: living(&c.hashes, &c.alive),
-                keyed: living(&c.keyed, &c.alive),
-                times: living(&c.times, &c.alive),
-                matched: living(&c.matched, &c.alive),
-                alive: vec![true; keep.true_count()],
-                min_alive: c.min_alive,
+            let chunk = if c.live == c.len() {
+                Chunk { start, ..c }
+            } else {
+                c.filtered(&self.alive(c.ids()), start)?
             };
-            self.append(chunk)?;
+            start += chunk.len() as u64;
+            self.chunks.push(chunk);
+            self.merge_tail()?;
         }
+        let mut kept = 0;
+        for id in 0..self.flags.len() {
+            if self.flags[id] & ALIVE != 0 {
+                self.hashes[kept] = self.hashes[id];
+                self.times[kept] = self.times[id];
+                self.flags[kept] = self.flags[id];
+                kept += 1;
+            }
+        }
+        self.hashes.truncate(kept);
+        self.times.truncate(kept);
+        self.flags.truncate(kept);
+        self.heads.clear();
+        self.next.clear();
+        self.link(0);
+        self.live = kept;
+        self.dead = 0;
         Ok(())
     }
 
-    /// Bytes held: rows, keys, per-row bookkeeping and the index.
+    /// Which of the rows `ids` are alive.
+    fn alive(&self, ids: Range<usize>) -> BooleanArray {
+        self.flags[ids]
+            .iter()
+            .map(|f| Some(f & ALIVE != 0))
+            .collect()
+    }
+
+    /// Bytes held: rows, keys, per-row facts and the index.
     pub fn bytes(&self) -> usize {
         self.chunks.iter().map(Chunk::bytes).sum::<usize>()
+            + self.hashes.capacity() * 8
+            + self.times.capacity() * 8
+            + self.flags.capacity()
             + self.next.capacity() * 8
-            + self.heads.capacity() * 16
+            + self.heads.capacity() * 17
     }
 
     /// The living rows and whether each has matched (for checkpoints).
     pub fn snapshot(&self) -> Result<(RecordBatch, Vec<bool>)> {
         let mut parts = Vec::new();
-        let mut matched = Vec::new();
-        for c in &self.chunks {
-            parts.push(arrow::compute::filter_record_batch(
-                &c.rows,
-                &BooleanArray::from(c.alive.clone()),
-            )?);
-            matched.extend(living(&c.matched, &c.alive));
+        for c in self.chunks.iter().filter(|c| c.live > 0) {
+            parts.push(if c.live == c.len() {
+                c.rows.clone()
+            } else {
+                arrow::compute::filter_record_batch(&c.rows, &self.alive(c.ids()))?
+            });
         }
+        let matched = self
+            .flags
+            .iter()
+            .filter(|f| *f & ALIVE != 0)
+            .map(|f| f & MATCHED != 0)
+            .collect();
         let rows = arrow::compute::concat_batches(&self.schema, &parts)?;
         Ok((rows, matched))
     }
@@ -457,21 +549,6 @@ impl Kept {
         );
         self.push(rows, Some(matched))
     }
-}
-
-/// `a` then `b`.
-fn joined<T>(mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
-    a.extend(b);
-    a
-}
-
-/// The values of `v` whose row is alive.
-fn living<T: Copy>(v: &[T], alive: &[bool]) -> Vec<T> {
-    v.iter()
-        .zip(alive)
-        .filter(|(_, a)| **a)
-        .map(|(x, _)| *x)
-        .collect()
 }
 
 /// A batch of the columns `cols` over `schema` with `n` rows (a filter's
@@ -517,11 +594,11 @@ mod tests {
 
     /// The ids of `probe`'s rows from `from` with equal keys on `build`.
     fn pairs(build: &Kept, probe: &Kept, from: u64, below: u64) -> Vec<(u64, u64)> {
-        let c = build.candidates(probe, from, below);
-        let (p, b): (Vec<u64>, Vec<u64>) = c.iter().copied().unzip();
+        let (p, b) = build.candidates(probe, from, below);
         let eq = build.keys_equal(&b, probe, &p).unwrap();
-        let mut out: Vec<_> = c
+        let mut out: Vec<_> = p
             .into_iter()
+            .zip(b)
             .zip(eq.iter())
             .filter(|(_, e)| e == &Some(true))
             .map(|(c, _)| c)
@@ -602,5 +679,57 @@ mod tests {
         // the end of input: everything dies
         assert_eq!(k.expire(Watermark::END, i64::MAX).len() as i64, n / 3);
         assert_eq!(k.live(), 0);
+    }
+
+    #[test]
+    fn survivors_do_not_absorb_a_big_epoch_and_gathers_span_chunks() {
+        let mut k = side();
+        let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+        let keys: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
+        let times = |from: i64, n: usize| (from..from + n as i64).map(Some).collect::<Vec<_>>();
+        k.push(
+            rows(&k, &keys[..MIN_DEAD * 2], &times(0, MIN_DEAD * 2)),
+            None,
+        )
+        .unwrap();
+        // all but the last ten die, and the side is compacted
+        k.expire(MIN_DEAD as i64 * 2 - 10, 0);
+        k.compact().unwrap();
+        assert_eq!((k.end(), k.chunks.len()), (10, 1));
+        // a big epoch is not copied to absorb the ten survivors
+        k.push(rows(&k, &keys, &times(10_000, 20_000)), None)
+            .unwrap();
+        assert_eq!(k.chunks.len(), 2);
+        assert_eq!(k.end(), 20_010);
+        let t = |ids: &[u64]| {
+            let a = k.gather_column(ids, 1).unwrap();
+            a.as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        // in one chunk (a take) and across both (an interleave)
+        assert_eq!(t(&[12, 10]), vec![10_002, 10_000]);
+        assert_eq!(
+            t(&[11, 0, 9]),
+            vec![10_001, 2 * MIN_DEAD as i64 - 10, 2 * MIN_DEAD as i64 - 1]
+        );
+        assert_eq!(k.gather(&[20_009, 3]).unwrap().num_rows(), 2);
+    }
+
+    #[test]
+    fn rows_at_the_end_of_time_still_die_at_the_end_of_input() {
+        let mut k = side();
+        k.push(rows(&k, &[Some("a"), None], &[Some(i64::MAX), None]), None)
+            .unwrap();
+        assert!(
+            k.expire(i64::MAX - 1, 0).len() == 1,
+            "only the timeless row dies"
+        );
+        assert_eq!(k.expire(Watermark::END, 0).len(), 1);
+        assert_eq!(k.live(), 0);
+        k.compact().unwrap();
+        assert_eq!((k.end(), k.chunks.len()), (0, 0));
     }
 }

@@ -11,8 +11,9 @@
 //! inputs, adds the new rows to their side, looks the new left rows up among
 //! all right rows and the new right rows among the old left rows (so every
 //! pair is found once), checks the candidates' keys and the join's filter
-//! with Arrow kernels, and emits the matches at once: an epoch costs what
-//! its new rows cost, not what the state holds. The time bound `lo <= right.ts - left.ts <= hi` says how
+//! with Arrow kernels (the filter's fixed intervals added as durations, a
+//! whole array at a time), and emits the matches at once: an epoch costs
+//! what its new rows cost, not what the state holds. The time bound `lo <= right.ts - left.ts <= hi` says how
 //! long a row can still find a partner: a left row is dropped once no right
 //! row that may still come (event time at or after the lowest time the right
 //! input can still produce, its watermark) can be within `hi` of it, and the
@@ -29,9 +30,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result};
+use datafusion::common::{DataFusionError, JoinSide, JoinType, NullEquality, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
@@ -250,7 +251,6 @@ fn join_parts(p: &Arc<dyn ExecutionPlan>) -> Option<JoinParts> {
 /// bound of its input bounds it too: a timestamp to another timestamp, or a
 /// millisecond timestamp to BIGINT (`CAST(window_start AS BIGINT)`).
 fn keeps_millis(cast: &CastExpr, input: &Schema) -> bool {
-    use arrow::datatypes::TimeUnit;
     let Ok(from) = cast.expr().data_type(input) else {
         return false;
     };
@@ -563,6 +563,77 @@ impl fmt::Debug for IntervalJoinExec {
     }
 }
 
+/// The join filter with each `timestamp ± fixed interval` as `timestamp ±
+/// duration`: the same values, added over whole arrays instead of one
+/// calendar step per row (the calendar arithmetic was a sixth of an interval
+/// join's time). A day is 24 hours only without a time zone or in UTC, so
+/// an interval with days is kept as it is on zoned timestamps.
+fn with_fixed_intervals(filter: JoinFilter) -> Result<JoinFilter> {
+    let schema = filter.schema().clone();
+    let expr = filter.expression().clone().transform_up(|e| {
+        let Some(b) = e.downcast_ref::<BinaryExpr>() else {
+            return Ok(Transformed::no(e));
+        };
+        let Some(lit) = b.right().downcast_ref::<Literal>() else {
+            return Ok(Transformed::no(e));
+        };
+        let duration = match b.left().data_type(&schema)? {
+            DataType::Timestamp(unit, tz) if matches!(b.op(), Operator::Plus | Operator::Minus) => {
+                let utc = tz
+                    .as_deref()
+                    .is_none_or(|z| matches!(z, "UTC" | "+00:00" | "Z"));
+                duration_of(lit.value(), unit, utc)
+            }
+            _ => None,
+        };
+        Ok(match duration {
+            Some(d) => Transformed::yes(Arc::new(BinaryExpr::new(
+                b.left().clone(),
+                *b.op(),
+                Arc::new(Literal::new(d)),
+            )) as Arc<dyn PhysicalExpr>),
+            None => Transformed::no(e),
+        })
+    })?;
+    Ok(JoinFilter::new(
+        expr.data,
+        filter.column_indices().to_vec(),
+        schema,
+    ))
+}
+
+/// A month-free interval as a duration of `unit` (`None` when it has days
+/// and `days_fixed` is false, or does not divide into `unit`).
+fn duration_of(v: &ScalarValue, unit: TimeUnit, days_fixed: bool) -> Option<ScalarValue> {
+    let (days, nanos) = match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            (i.days as i64, i.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => (i.days as i64, i.milliseconds as i64 * 1_000_000),
+        _ => return None,
+    };
+    if days != 0 && !days_fixed {
+        return None;
+    }
+    let nanos = days.checked_mul(86_400_000_000_000)?.checked_add(nanos)?;
+    let per = match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    };
+    if nanos % per != 0 {
+        return None;
+    }
+    let v = Some(nanos / per);
+    Some(match unit {
+        TimeUnit::Second => ScalarValue::DurationSecond(v),
+        TimeUnit::Millisecond => ScalarValue::DurationMillisecond(v),
+        TimeUnit::Microsecond => ScalarValue::DurationMicrosecond(v),
+        TimeUnit::Nanosecond => ScalarValue::DurationNanosecond(v),
+    })
+}
+
 /// `schema` with one more column at the end.
 fn with_column(schema: &SchemaRef, name: &str, ty: DataType) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -638,7 +709,7 @@ impl IntervalJoinExec {
             left: parts.left,
             right: parts.right,
             on: parts.on,
-            filter: parts.filter,
+            filter: parts.filter.map(with_fixed_intervals).transpose()?,
             join_type: parts.join_type,
             null_equality: parts.null_equality,
             projection: parts.projection,
@@ -767,15 +838,10 @@ impl IntervalJoinExec {
         st.right.push(new_right, None)?;
         let mut out = Vec::new();
         let mut firsts = (Vec::new(), Vec::new());
-        let new_left_pairs = st.right.candidates(&st.left, l_from, u64::MAX);
-        self.match_pairs(st, new_left_pairs, &mut firsts, &mut out)?;
-        let new_right_pairs: Vec<(u64, u64)> = st
-            .left
-            .candidates(&st.right, r_from, l_from)
-            .into_iter()
-            .map(|(r, l)| (l, r))
-            .collect();
-        self.match_pairs(st, new_right_pairs, &mut firsts, &mut out)?;
+        let (l, r) = st.right.candidates(&st.left, l_from, u64::MAX);
+        self.match_pairs(st, &l, &r, &mut firsts, &mut out)?;
+        let (r, l) = st.left.candidates(&st.right, r_from, l_from);
+        self.match_pairs(st, &l, &r, &mut firsts, &mut out)?;
         out.extend(self.first_matches(st, &firsts)?);
         let settled_l = st.left.expire((self.lb_right)(), self.hi);
         let settled_r = st.right.expire((self.lb_left)(), -self.lo);
@@ -786,14 +852,15 @@ impl IntervalJoinExec {
         Ok(out)
     }
 
-    /// Of the candidate pairs (left id, right id), those whose keys are
-    /// equal and that pass the join's filter: both rows marked matched
-    /// (a semi join's first matches noted in `firsts`), the joined rows
-    /// added to `out` for the joins that give pairs.
+    /// Of the candidate pairs (left ids `left`, right ids `right`), those
+    /// whose keys are equal and that pass the join's filter: both rows
+    /// marked matched (a semi join's first matches noted in `firsts`), the
+    /// joined rows added to `out` for the joins that give pairs.
     fn match_pairs(
         &self,
         st: &mut JoinState,
-        candidates: Vec<(u64, u64)>,
+        left: &[u64],
+        right: &[u64],
         firsts: &mut (Vec<u64>, Vec<u64>),
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
@@ -801,27 +868,30 @@ impl IntervalJoinExec {
             self.join_type,
             JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
         );
-        for slice in candidates.chunks(PAIRS_PER_BATCH) {
-            let (l, r): (Vec<u64>, Vec<u64>) = slice.iter().copied().unzip();
-            let mut ok = st.left.keys_equal(&l, &st.right, &r)?;
+        let slices = left
+            .chunks(PAIRS_PER_BATCH)
+            .zip(right.chunks(PAIRS_PER_BATCH));
+        for (l, r) in slices {
+            let mut ok = st.left.keys_equal(l, &st.right, r)?;
             if let Some(f) = &self.filter {
                 let cols = f
                     .column_indices()
                     .iter()
                     .map(|c| match c.side {
-                        JoinSide::Left => st.left.gather_column(&l, c.index),
-                        _ => st.right.gather_column(&r, c.index),
+                        JoinSide::Left => st.left.gather_column(l, c.index),
+                        _ => st.right.gather_column(r, c.index),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let b = kept::batch_of(f.schema().clone(), cols, l.len())?;
                 let passed = f.expression().evaluate(&b)?.into_array(l.len())?;
                 ok = arrow::compute::and(&ok, passed.as_boolean())?;
             }
-            let (l, r): (Vec<u64>, Vec<u64>) = slice
+            let (l, r): (Vec<u64>, Vec<u64>) = l
                 .iter()
+                .zip(r)
                 .zip(ok.iter())
                 .filter(|(_, ok)| *ok == Some(true))
-                .map(|(p, _)| *p)
+                .map(|((l, r), _)| (*l, *r))
                 .unzip();
             for &id in &l {
                 if st.left.mark(id) && self.join_type == JoinType::LeftSemi {
@@ -1097,8 +1167,6 @@ pub fn add_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::TimeUnit;
-    use datafusion::common::ScalarValue;
 
     fn filter(expr: Arc<dyn PhysicalExpr>) -> JoinFilter {
         // the filter's columns: left.lt (column 2 of the left), right.rt
@@ -1136,6 +1204,87 @@ mod tests {
         r: Arc<dyn PhysicalExpr>,
     ) -> Arc<dyn PhysicalExpr> {
         Arc::new(BinaryExpr::new(l, op, r))
+    }
+
+    #[test]
+    fn fixed_intervals_in_a_filter_become_durations_with_the_same_answers() {
+        use arrow::array::TimestampMillisecondArray;
+        use arrow::datatypes::IntervalMonthDayNano;
+        let interval = |months, days, nanos| {
+            Arc::new(Literal::new(ScalarValue::IntervalMonthDayNano(Some(
+                IntervalMonthDayNano::new(months, days, nanos),
+            )))) as Arc<dyn PhysicalExpr>
+        };
+        // rt <= lt + i, for seconds, days with millis, a month, sub-millis
+        let cases = [
+            (interval(0, 0, 20_000_000_000), true),
+            (interval(0, 1, 2_000_000), true),
+            (interval(0, 0, -3_000_000_000), true),
+            (interval(1, 0, 0), false),
+            (interval(0, 0, 1_500), false),
+        ];
+        let ts = TimestampMillisecondArray::from(vec![
+            Some(0),
+            Some(86_400_000),
+            None,
+            Some(1_700_000_000_000),
+            Some(-5_000),
+        ]);
+        let rt = TimestampMillisecondArray::from(vec![
+            Some(20_000),
+            Some(172_800_001),
+            Some(3),
+            Some(1_700_000_019_999),
+            Some(-9_000),
+        ]);
+        let batch = RecordBatch::try_new(
+            filter(col("lt", 0)).schema().clone(),
+            vec![Arc::new(ts), Arc::new(rt)],
+        )
+        .unwrap();
+        for (i, rewritten) in cases {
+            let f = filter(bin(
+                col("rt", 1),
+                Operator::LtEq,
+                bin(col("lt", 0), Operator::Plus, i),
+            ));
+            let g = with_fixed_intervals(f.clone()).unwrap();
+            let shown = format!("{:?}", g.expression());
+            assert_eq!(shown.contains("Duration"), rewritten, "{shown}");
+            assert_eq!(
+                g.expression().data_type(g.schema()).unwrap(),
+                DataType::Boolean
+            );
+            let a = f
+                .expression()
+                .evaluate(&batch)
+                .unwrap()
+                .into_array(5)
+                .unwrap();
+            let b = g
+                .expression()
+                .evaluate(&batch)
+                .unwrap()
+                .into_array(5)
+                .unwrap();
+            assert_eq!(a.as_boolean(), b.as_boolean(), "{shown}");
+        }
+        // days on a zoned timestamp stay calendar days
+        let zoned = Arc::new(Schema::new(vec![Field::new(
+            "lt",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("Europe/Paris".into())),
+            true,
+        )]));
+        let f = JoinFilter::new(
+            bin(col("lt", 0), Operator::Plus, interval(0, 1, 0)),
+            vec![ColumnIndex {
+                index: 0,
+                side: JoinSide::Left,
+            }],
+            zoned,
+        );
+        let g = with_fixed_intervals(f).unwrap();
+        assert!(!format!("{:?}", g.expression()).contains("Duration"));
     }
 
     #[test]
