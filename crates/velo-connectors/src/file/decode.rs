@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
+use bytes::Bytes;
 
 /// Which decoder.
 #[derive(Debug, Clone)]
@@ -123,7 +124,8 @@ pub(crate) struct UnitFormat {
 
 /// A run of complete records cut from a file.
 pub(crate) struct Unit {
-    pub bytes: Vec<u8>,
+    /// A slice of the splitter's segment.
+    pub bytes: Bytes,
     /// 1-based physical line of the first byte.
     pub first_line: u64,
     /// The physical line just after it: where reading resumes.
@@ -150,28 +152,31 @@ struct Span {
 /// asked), and the records the decoder refused.
 pub(crate) type Decoded = (Vec<RecordBatch>, Vec<u64>, Vec<Rejected>);
 
-/// Splits a byte stream into units of complete records (quote-aware for CSV).
+/// Splits a byte stream into units of complete records (quote-aware for
+/// CSV). The stream is read in segments of a few megabytes and each unit is
+/// a slice of its segment, shared with the decoding threads without a copy:
+/// a unit may end early at its segment's last complete record, and only a
+/// record cut by the segment's end is carried into the next one (copied).
 pub(crate) struct UnitSplitter<R: Read> {
     r: R,
-    /// `buf[pos..filled]` is unread data.
-    buf: Vec<u8>,
+    /// The current segment; `seg[pos..]` is unread.
+    seg: Bytes,
     pos: usize,
-    filled: usize,
     eof: bool,
-    /// 1-based physical line of `buf[pos]`.
+    /// 1-based physical line of `seg[pos]`.
     line: u64,
     fmt: LineFormat,
 }
 
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes read into a segment at a time (beside the record carried over).
+const SEGMENT: usize = 4 << 20;
 
 impl<R: Read> UnitSplitter<R> {
     pub fn new(r: R, fmt: LineFormat) -> Self {
         Self {
             r,
-            buf: vec![0; READ_CHUNK * 2],
+            seg: Bytes::new(),
             pos: 0,
-            filled: 0,
             eof: false,
             line: 1,
             fmt,
@@ -195,7 +200,7 @@ impl<R: Read> UnitSplitter<R> {
             return Ok(None);
         };
         let unit = Unit {
-            bytes: self.buf[start..end].to_vec(),
+            bytes: self.seg.slice(start..end),
             first_line: self.line,
             next_line: self.line + lines,
             longest,
@@ -210,9 +215,14 @@ impl<R: Read> UnitSplitter<R> {
         self.line
     }
 
-    /// Finds the next unit of up to `max` records within `buf`, or None at
-    /// end of input.
+    /// Finds the next unit of up to `max` records in the segment (reading
+    /// the next one when not even one record is complete), or None at end
+    /// of input.
     fn next_unit(&mut self, max: usize) -> std::io::Result<Option<Span>> {
+        let quote = match self.fmt {
+            LineFormat::Csv { quote, .. } => Some(quote),
+            LineFormat::Json => None,
+        };
         let mut scan = self.pos;
         let mut records = 0usize;
         let mut lines = 0u64;
@@ -220,14 +230,11 @@ impl<R: Read> UnitSplitter<R> {
         // JSON: where the current line starts, and the longest so far
         let mut line_start = self.pos;
         let mut longest = 0usize;
+        // the end of the last complete record, with the lines and the
+        // longest line up to it
+        let mut complete: Option<(usize, u64, usize)> = None;
         loop {
-            // scan what is buffered
-            let quote = match self.fmt {
-                LineFormat::Csv { quote, .. } => Some(quote),
-                LineFormat::Json => None,
-            };
-            let hay = &self.buf[scan..self.filled];
-            let mut consumed = hay.len();
+            let hay = &self.seg[scan..];
             match quote {
                 None => {
                     for i in memchr::memchr_iter(b'\n', hay) {
@@ -235,8 +242,8 @@ impl<R: Read> UnitSplitter<R> {
                         line_start = scan + i + 1;
                         lines += 1;
                         records += 1;
+                        complete = Some((line_start, lines, longest));
                         if records == max {
-                            consumed = i + 1;
                             break;
                         }
                     }
@@ -250,69 +257,57 @@ impl<R: Read> UnitSplitter<R> {
                         lines += 1;
                         if !in_quote {
                             records += 1;
+                            complete = Some((scan + i + 1, lines, longest));
                             if records == max {
-                                consumed = i + 1;
                                 break;
                             }
                         }
                     }
                 }
             }
-            scan += consumed;
-            if records == max {
-                return Ok(Some(Span {
-                    start: self.pos,
-                    end: scan,
-                    lines,
-                    longest,
-                }));
+            scan = self.seg.len();
+            let span = |(end, lines, longest)| Span {
+                start: self.pos,
+                end,
+                lines,
+                longest,
+            };
+            if records == max || (!self.eof && complete.is_some()) {
+                return Ok(complete.map(span));
             }
             if self.eof {
-                if scan > self.pos {
-                    if self.buf[self.filled - 1] != b'\n' {
-                        if self.filled == self.buf.len() {
-                            self.buf.push(b'\n');
-                        } else {
-                            self.buf[self.filled] = b'\n';
-                        }
-                        self.filled += 1;
-                        lines += 1;
-                        scan += 1;
-                    }
-                    longest = longest.max(scan - line_start);
-                    return Ok(Some(Span {
-                        start: self.pos,
-                        end: scan,
-                        lines,
-                        longest,
-                    }));
-                }
-                return Ok(None);
+                // the rest, a record left open by a quote included (the
+                // last line ends with a newline: `refill` adds it)
+                let end = self.seg.len();
+                return Ok(
+                    (end > self.pos).then(|| span((end, lines, longest.max(end - line_start))))
+                );
             }
-            // need more data: move the unread tail to the front, grow only for huge records
-            if self.pos > 0 {
-                self.buf.copy_within(self.pos..self.filled, 0);
-                scan -= self.pos;
-                line_start -= self.pos;
-                self.filled -= self.pos;
-                self.pos = 0;
-            }
-            if self.buf.len() - self.filled < READ_CHUNK / 2 {
-                let grow = self.buf.len();
-                self.buf.resize(grow * 2, 0);
-            }
-            let n = loop {
-                match self.r.read(&mut self.buf[self.filled..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            self.filled += n;
-            if n == 0 {
-                self.eof = true;
+            // not one complete record: the next segment, this one's
+            // partial record carried over
+            scan -= self.pos;
+            line_start -= self.pos;
+            self.refill()?;
+        }
+    }
+
+    /// Starts a new segment with the unread part of the current one and up
+    /// to `SEGMENT` more bytes; at end of input, a last line without a
+    /// newline gets one.
+    fn refill(&mut self) -> std::io::Result<()> {
+        let tail = &self.seg[self.pos..];
+        let mut v = Vec::with_capacity(tail.len() + SEGMENT + 1);
+        v.extend_from_slice(tail);
+        let n = (&mut self.r).take(SEGMENT as u64).read_to_end(&mut v)?;
+        if n < SEGMENT {
+            self.eof = true;
+            if v.last().is_some_and(|b| *b != b'\n') {
+                v.push(b'\n');
             }
         }
+        self.seg = Bytes::from(v);
+        self.pos = 0;
+        Ok(())
     }
 }
 
@@ -547,12 +542,75 @@ mod tests {
         let text = "a,1\n\"b\nc\",2\nd,3\n";
         let mut s = UnitSplitter::new(text.as_bytes(), CSV);
         let first = s.next(2).unwrap().unwrap();
-        assert_eq!(first.bytes, b"a,1\n\"b\nc\",2\n");
+        assert_eq!(&first.bytes[..], b"a,1\n\"b\nc\",2\n");
         assert_eq!((first.first_line, first.next_line), (1, 4));
         let second = s.next(2).unwrap().unwrap();
-        assert_eq!(second.bytes, b"d,3\n");
+        assert_eq!(&second.bytes[..], b"d,3\n");
         assert_eq!(second.first_line, 4);
         assert!(s.next(2).unwrap().is_none());
+    }
+
+    /// Hands out at most 7,777 bytes a read, as a pipe or a decompressor may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let k = buf.len().min(7777).min(self.0.len());
+            buf[..k].copy_from_slice(&self.0[..k]);
+            self.0 = &self.0[k..];
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn units_cover_the_stream_across_segments_and_a_record_longer_than_one() {
+        // lines across three segment ends, one longer than a segment, and
+        // a last line without a newline
+        let mut text = String::new();
+        let mut n = 0u64;
+        while text.len() < 3 * SEGMENT {
+            text.push_str(&format!("{{\"k\":\"{n}\"}}\n"));
+            n += 1;
+        }
+        text.push_str(&format!("{{\"k\":\"{}\"}}\n", "x".repeat(SEGMENT + 10)));
+        text.push_str("{\"k\":\"last\"}");
+        n += 2;
+        let mut s = UnitSplitter::new(Trickle(text.as_bytes()), LineFormat::Json);
+        let (mut all, mut line) = (Vec::new(), 1);
+        while let Some(u) = s.next(5000).unwrap() {
+            let k = u.bytes.iter().filter(|b| **b == b'\n').count() as u64;
+            assert!((1..=5000).contains(&k), "{k} records");
+            assert_eq!((u.first_line, u.next_line), (line, line + k));
+            assert_eq!(u.bytes.last(), Some(&b'\n'), "a unit ends with its record");
+            line = u.next_line;
+            all.extend_from_slice(&u.bytes);
+        }
+        assert_eq!(line, n + 1);
+        assert_eq!(all, format!("{text}\n").into_bytes());
+    }
+
+    #[test]
+    fn a_quoted_newline_across_a_segment_end_stays_in_its_record() {
+        // `"b\nc",2` starts four bytes before the first segment's end
+        let mut text = "a,1\n".repeat(SEGMENT / 4 - 1);
+        text.push_str("\"b\nc\",2\nd,3\n");
+        let mut s = UnitSplitter::new(Trickle(text.as_bytes()), CSV);
+        let mut units = Vec::new();
+        while let Some(u) = s.next(100_000).unwrap() {
+            units.push(u);
+        }
+        let quoted = units
+            .iter()
+            .find(|u| u.bytes.starts_with(b"\"b\n"))
+            .expect("a unit starts at the quoted record");
+        assert!(quoted.bytes.starts_with(b"\"b\nc\",2\n"));
+        assert_eq!(
+            quoted.next_line - quoted.first_line,
+            3,
+            "its two lines and d's"
+        );
+        let all: Vec<u8> = units.iter().flat_map(|u| u.bytes.to_vec()).collect();
+        assert_eq!(all, text.into_bytes());
     }
 
     #[test]
