@@ -222,6 +222,12 @@ pub const SINK_KEYS: &[KeySpec] = with_store_keys![
         "Parquet dictionary encoding for every column (true), none (false); default: string columns",
     ),
     KeySpec::new(
+        "row_group_size",
+        KeyType::UInt,
+        Some("122880"),
+        "Parquet: rows per row group (the writer holds one group's pages in memory)",
+    ),
+    KeySpec::new(
         "encryption",
         KeyType::String,
         None,
@@ -506,6 +512,8 @@ pub struct FileSinkConfig {
     pub buffer_size: usize,
     /// Parquet dictionary encoding (None: string columns only).
     pub dictionary: Option<bool>,
+    /// Parquet: rows per row group.
+    pub row_group_size: usize,
     /// Hive partition columns.
     pub partition_by: Vec<String>,
 }
@@ -617,10 +625,24 @@ impl FileSinkConfig {
                 Some(_) => Some(cfg.bool("dictionary", true)?),
                 None => None,
             },
+            row_group_size: match cfg.uint("row_group_size")? {
+                Some(0) => {
+                    return Err(cfg.invalid("row_group_size", "0", "a positive number of rows"));
+                }
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => DEFAULT_ROW_GROUP_SIZE,
+            },
             partition_by: partition_by(cfg)?,
         })
     }
 }
+
+/// Rows per Parquet row group by default: DuckDB's size. ArrowWriter keeps a
+/// whole group's encoded pages in memory; parquet's default of a million
+/// rows holds eight times as much and grows its buffers into fresh pages
+/// (benches/RESULTS.md, twelfth session: about 3% per CPU-second on JSON
+/// Lines -> Parquet, within the noise).
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 122_880;
 
 /// `partition_by` (or `partition_columns`): column names, comma-separated
 /// (a YAML list `[a, b]` reads the same).

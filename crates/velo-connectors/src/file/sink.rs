@@ -641,7 +641,9 @@ impl FileSink {
                 OutCompression::Gzip => PqCompression::GZIP(GzipLevel::default()),
                 OutCompression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
             };
-            let mut props = WriterProperties::builder().set_compression(codec);
+            let mut props = WriterProperties::builder()
+                .set_compression(codec)
+                .set_max_row_group_row_count(Some(self.cfg.row_group_size));
             match self.cfg.dictionary {
                 Some(on) => props = props.set_dictionary_enabled(on),
                 None => {
@@ -1062,6 +1064,53 @@ mod tests {
         sink.prepare_commit(1).unwrap();
         sink.commit(1).unwrap();
         sink.close().unwrap();
+    }
+
+    fn config(dir: &std::path::Path, props: &[(&str, &str)]) -> velo_config::ConnectorConfig {
+        velo_config::ConnectorConfig {
+            name: "out".into(),
+            role: velo_config::Role::Sink,
+            kind: "file".into(),
+            props: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            origin: velo_config::Origin::Named,
+            base_dir: dir.to_path_buf(),
+            job: "j".into(),
+        }
+    }
+
+    /// `row_group_size` sets the rows of each Parquet row group; zero is
+    /// refused.
+    #[test]
+    fn parquet_row_groups_hold_row_group_size_rows() {
+        use parquet::file::reader::FileReader;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("o.parquet");
+        let path_s = path.to_string_lossy().into_owned();
+        let cfg = FileSinkConfig::from_config(&config(
+            d.path(),
+            &[("path", &path_s), ("row_group_size", "4")],
+        ))
+        .unwrap();
+        run_once(&cfg, false, 0..10);
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+                .unwrap();
+        let rows: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(rows, vec![4, 4, 2]);
+        let zero = FileSinkConfig::from_config(&config(
+            d.path(),
+            &[("path", &path_s), ("row_group_size", "0")],
+        ));
+        let err = zero.expect_err("0 rows a group is refused").to_string();
+        assert!(err.contains("row_group_size"), "{err}");
     }
 
     /// A job run again after a stop keeps what its Parquet and JSON-array
