@@ -627,7 +627,8 @@ impl FileSinkConfig {
             },
             row_group_size: match cfg.uint("row_group_size")? {
                 Some(0) => {
-                    return Err(cfg.invalid("row_group_size", "0", "a positive number of rows"));
+                    let v = cfg.get("row_group_size").unwrap_or_default();
+                    return Err(cfg.invalid("row_group_size", v, "a positive number of rows"));
                 }
                 Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
                 None => DEFAULT_ROW_GROUP_SIZE,

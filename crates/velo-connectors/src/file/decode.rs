@@ -312,6 +312,11 @@ impl<R: Read> UnitSplitter<R> {
                 if records + n >= max {
                     break;
                 }
+                // a block inside a long line: it only moves on
+                if n == 0 {
+                    scan += BLOCK;
+                    continue;
+                }
                 if let (Some(first), Some(last)) =
                     (memchr::memchr(b'\n', block), memchr::memrchr(b'\n', block))
                 {

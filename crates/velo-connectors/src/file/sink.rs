@@ -1123,16 +1123,9 @@ mod tests {
         ] {
             let d = tempfile::tempdir().unwrap();
             let path = d.path().join(format!("o.{ext}"));
-            let mut cfg = FileSinkConfig::from_config(&velo_config::ConnectorConfig {
-                name: "out".into(),
-                role: velo_config::Role::Sink,
-                kind: "file".into(),
-                props: [("path".to_string(), path.to_string_lossy().into_owned())].into(),
-                origin: velo_config::Origin::Named,
-                base_dir: d.path().to_path_buf(),
-                job: "j".into(),
-            })
-            .unwrap();
+            let path_s = path.to_string_lossy().into_owned();
+            let mut cfg =
+                FileSinkConfig::from_config(&config(d.path(), &[("path", &path_s)])).unwrap();
             cfg.format = format;
             run_once(&cfg, false, 0..10);
             run_once(&cfg, true, 10..25);
