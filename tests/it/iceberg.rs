@@ -1004,3 +1004,116 @@ fn a_bounded_iceberg_aggregate_runs_as_one_batch_plan() {
     let n: i64 = rows.iter().map(|r| r["n"].as_i64().unwrap()).sum();
     assert_eq!(n, 599, "{batch}");
 }
+
+/// Another engine's merge-on-read table: DuckDB's iceberg extension
+/// creates a table through SeaweedFS's REST catalog, then DELETEs and
+/// UPDATEs rows (position-delete files, the data files left as written).
+/// velo reads the snapshot with the deletes applied (its reader, not the
+/// batch plan, which says why), and upserting into the table keeps them:
+/// the rows DuckDB deleted stay deleted when velo rewrites their file, as
+/// pyiceberg and DuckDB read it back.
+#[test]
+fn another_engines_delete_files_are_applied_when_reading_and_upserting() {
+    let weed = Weed::start();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cat = rest_catalog(&weed);
+    let env = weed.env();
+    let duck = |statements: &[&str]| -> Value {
+        let mut args = vec!["duckrest"];
+        args.extend_from_slice(statements);
+        serde_json::from_str(&py(&cat, &args, &env)).unwrap()
+    };
+    duck(&[
+        "CREATE SCHEMA cat.shop",
+        "CREATE TABLE cat.shop.items AS SELECT range AS id, range % 7 AS k, range * 10 AS v FROM range(100)",
+        "DELETE FROM cat.shop.items WHERE k = 3",
+        "UPDATE cat.shop.items SET v = -1 WHERE id < 5",
+    ]);
+    // what the table holds: ids not 3 mod 7, v = -1 below 5
+    let want = |upserted: &[i64]| -> Vec<Value> {
+        (0..100i64)
+            .filter(|i| i % 7 != 3)
+            .map(|i| {
+                let v = if upserted.contains(&i) {
+                    1000 + i
+                } else if i < 5 {
+                    -1
+                } else {
+                    i * 10
+                };
+                json!({"id": i, "k": i % 7, "v": v})
+            })
+            .collect()
+    };
+    let sorted = |rows: &Value| -> Vec<Value> {
+        let mut rows = rows.as_array().unwrap().clone();
+        rows.sort_by_key(|r| r["id"].as_i64());
+        rows
+    };
+    let t: Value = serde_json::from_str(&py(&cat, &["read", "shop.items"], &env)).unwrap();
+    assert_eq!(
+        sorted(&t["rows"]),
+        want(&[]),
+        "pyiceberg reads DuckDB's deletes"
+    );
+
+    // velo reads the snapshot: an aggregate per k
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS v
+               FROM 'iceberg://shop.items?{}' GROUP BY k INTO 'file://per_k.jsonl';",
+            rest_keys(&weed)
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &env);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("rather than planning it as a batch query")
+            && log.contains("has delete files"),
+        "{log}"
+    );
+    let mut got = jsonl(&dir.join("per_k.jsonl"));
+    got.sort_by_key(|r| r["k"].as_i64());
+    let rows = want(&[]);
+    let expected: Vec<Value> = (0..7i64)
+        .filter(|k| *k != 3)
+        .map(|k| {
+            let of_k: Vec<&Value> = rows.iter().filter(|r| r["k"] == k).collect();
+            let v: i64 = of_k.iter().map(|r| r["v"].as_i64().unwrap()).sum();
+            json!({"k": k, "n": of_k.len(), "v": v})
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    // velo upserts five keys into the table DuckDB deleted from
+    let upserted = [1, 7, 8, 9, 11];
+    let input: String = upserted
+        .iter()
+        .map(|i| format!("{{\"id\":{i},\"k\":{},\"v\":{}}}\n", i % 7, 1000 + i))
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, k, v FROM src INTO 'iceberg://shop.items?{}&merge_on=id'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');",
+            rest_keys(&weed)
+        ),
+    )
+    .unwrap();
+    let t = run_on_weed(&weed, dir, "shop.items");
+    assert_eq!(
+        sorted(&t["rows"]),
+        want(&upserted),
+        "pyiceberg after the upsert"
+    );
+    let counted = duck(&["SELECT COUNT(*), SUM(v), COUNT(*) FILTER (k = 3) FROM cat.shop.items"]);
+    let total: i64 = want(&upserted)
+        .iter()
+        .map(|r| r["v"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, json!([[86, total, 0]]), "DuckDB after the upsert");
+}

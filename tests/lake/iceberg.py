@@ -15,6 +15,11 @@ settings); its name is "default", velo's default catalog_name.
                                appends the rows, creating the table if missing
     iceberg.py delete TABLE COLUMN VALUE
                                deletes the rows where COLUMN = VALUE
+    iceberg.py duckrest SQL...  runs the statements in DuckDB with the REST
+                               catalog attached as `cat` (DuckDB's DELETE
+                               and UPDATE write position-delete files:
+                               another engine's merge-on-read table);
+                               prints the last statement's rows
 """
 import glob
 import json
@@ -74,17 +79,24 @@ def read(name, snapshot=None):
     print(json.dumps(out, default=str))
 
 
-def duck(name):
-    import duckdb
-    import duckdb_extension_avro
-    import duckdb_extension_iceberg
+def duck_connection(*extensions):
+    """DuckDB with `extensions` loaded from their wheels (offline)."""
+    import importlib
 
-    t = catalog().load_table(name)
+    import duckdb
+
     con = duckdb.connect(config={"allow_unsigned_extensions": "true", "autoinstall_known_extensions": "false"})
-    # iceberg reads manifests with the avro extension: both from their wheels
-    for mod, ext in [(duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")]:
+    for ext in extensions:
+        mod = importlib.import_module(f"duckdb_extension_{ext}")
         path = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", f"{ext}.duckdb_extension"))[0]
         con.execute(f"LOAD '{path}'")
+    return con
+
+
+def duck(name):
+    t = catalog().load_table(name)
+    # iceberg reads manifests with the avro extension: both from their wheels
+    con = duck_connection("avro", "iceberg")
     meta = t.metadata_location.removeprefix("file://")
     rel = con.execute(f"SELECT * FROM iceberg_scan('{meta}')").arrow()
     if hasattr(rel, "read_all"):
@@ -123,9 +135,30 @@ def delete(name, column, value):
     print(t.current_snapshot().snapshot_id)
 
 
+def duckrest(*statements):
+    props = json.loads(os.environ["ICEBERG_CATALOG"])
+    # the REST calls and S3 go through httpfs
+    con = duck_connection("httpfs", "avro", "iceberg")
+    client_id, client_secret = props["credential"].split(":", 1)
+    con.execute(
+        "CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, ENDPOINT ?, URL_STYLE 'path', USE_SSL false, REGION ?)",
+        [props["s3.access-key-id"], props["s3.secret-access-key"], props["s3.endpoint"].removeprefix("http://"), props["s3.region"]],
+    )
+    con.execute(
+        "CREATE SECRET ice (TYPE iceberg, CLIENT_ID ?, CLIENT_SECRET ?, OAUTH2_SERVER_URI ?)",
+        [client_id, client_secret, props["uri"] + "/v1/oauth/tokens"],
+    )
+    warehouse = props["warehouse"].removeprefix("s3://")
+    con.execute(f"ATTACH '{warehouse}' AS cat (TYPE iceberg, ENDPOINT '{props['uri']}', SECRET ice)")
+    rows = []
+    for statement in statements:
+        rows = con.execute(statement).fetchall()
+    print(json.dumps(rows, default=str))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"read": read, "duck": duck, "write": write, "delete": delete}[cmd](*args)
+    {"read": read, "duck": duck, "write": write, "delete": delete, "duckrest": duckrest}[cmd](*args)
     sys.stdout.flush()
     # pyarrow's and DuckDB's threads can hang interpreter shutdown
     os._exit(0)

@@ -29,23 +29,24 @@ def client(endpoint):
     )
 
 
-def seed(s3, bucket):
+def seed(put):
     """CSV under hive directories, gzip JSON Lines, a Parquet file of
-    several row groups, and objects a reader must skip."""
+    several row groups, and objects a reader must skip, each written with
+    `put(key, body)` (tests/lake/blob.py seeds Azure and GCS with it too)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     for region, ids in (("eu", range(0, 50)), ("us", range(50, 120))):
         body = "id,amount\n" + "".join(f"{i},{i * 1.5}\n" for i in ids)
-        s3.put_object(Bucket=bucket, Key=f"in/csv/region={region}/part-0.csv", Body=body.encode())
-    s3.put_object(Bucket=bucket, Key="in/csv/_SUCCESS", Body=b"")
-    s3.put_object(Bucket=bucket, Key="in/csv/region=eu/.part-1.csv.crc", Body=b"not,csv\n\x00")
+        put(f"in/csv/region={region}/part-0.csv", body.encode())
+    put("in/csv/_SUCCESS", b"")
+    put("in/csv/region=eu/.part-1.csv.crc", b"not,csv\n\x00")
     lines = "".join(json.dumps({"id": i, "name": f"n{i}"}) + "\n" for i in range(300))
-    s3.put_object(Bucket=bucket, Key="in/json/a.jsonl.gz", Body=gzip.compress(lines.encode()))
+    put("in/json/a.jsonl.gz", gzip.compress(lines.encode()))
     table = pa.table({"id": pa.array(range(10_000), pa.int64()), "v": pa.array([i % 7 for i in range(10_000)], pa.int64())})
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=1_000)
-    s3.put_object(Bucket=bucket, Key="in/pq/t.parquet", Body=buf.getvalue())
+    put("in/pq/t.parquet", buf.getvalue())
 
 
 def rows_of(key, body):
@@ -63,17 +64,15 @@ def rows_of(key, body):
     return [json.loads(l) for l in body.decode().splitlines() if l.strip()]
 
 
-def dump(s3, bucket, prefix):
-    keys, rows = [], []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            keys.append(o["Key"])
+def dump(keys, get):
+    """Prints one JSON document: `keys` and the rows of the published ones
+    (hidden `.` and `_` objects skipped), each read with `get(key)`."""
+    rows = []
     for k in keys:
         name = k.rsplit("/", 1)[-1]
         if name.startswith(".") or name.startswith("_"):
             continue
-        body = s3.get_object(Bucket=bucket, Key=k)["Body"].read()
-        for r in rows_of(k, body):
+        for r in rows_of(k, get(k)):
             r["_object"] = k
             rows.append(r)
     print(json.dumps({"keys": sorted(keys), "rows": rows}))
@@ -83,7 +82,8 @@ def main():
     endpoint, cmd = sys.argv[1], sys.argv[2]
     s3 = client(endpoint)
     if cmd == "seed":
-        seed(s3, sys.argv[3])
+        bucket = sys.argv[3]
+        seed(lambda key, body: s3.put_object(Bucket=bucket, Key=key, Body=body))
     elif cmd == "put":
         with open(sys.argv[5], "rb") as f:
             s3.put_object(Bucket=sys.argv[3], Key=sys.argv[4], Body=f.read())
@@ -93,7 +93,13 @@ def main():
         h = s3.head_object(Bucket=sys.argv[3], Key=sys.argv[4])
         print(json.dumps({"size": h["ContentLength"], "etag": h["ETag"]}))
     elif cmd == "dump":
-        dump(s3, sys.argv[3], sys.argv[4])
+        bucket, prefix = sys.argv[3], sys.argv[4]
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+        dump(keys, lambda k: s3.get_object(Bucket=bucket, Key=k)["Body"].read())
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -523,24 +523,21 @@ impl Source for IcebergSource {
         let handle = Handle::try_current().map_err(|_| {
             ConnectorError::Internal("the Iceberg source is opened outside the runtime".into())
         })?;
-        let columns: Vec<String> = match projection {
-            Some(p) => p
-                .iter()
-                .map(|i| self.schema.field(*i).name().clone())
-                .collect(),
-            None => self
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        };
-        let out = match projection {
-            Some(p) => Arc::new(self.schema.project(p).map_err(|e| {
-                ConnectorError::Internal(format!("the projection of an Iceberg source: {e}"))
-            })?),
-            None => self.schema.clone(),
-        };
+        // the projected columns and the required ones (a batch has the full
+        // schema: the columns left out are nulls, which a required one
+        // cannot hold)
+        let read: Vec<usize> = (0..self.schema.fields().len())
+            .filter(|i| {
+                projection.is_none_or(|p| p.contains(i)) || !self.schema.field(*i).is_nullable()
+            })
+            .collect();
+        let columns: Vec<String> = read
+            .iter()
+            .map(|i| self.schema.field(*i).name().clone())
+            .collect();
+        let decoded = Arc::new(self.schema.project(&read).map_err(|e| {
+            ConnectorError::Internal(format!("the projection of an Iceberg source: {e}"))
+        })?);
         let (tx, rx) = tokio::sync::mpsc::channel(source::SOURCE_CHANNEL_CAPACITY);
         let reader = Reader {
             name: self.name.clone(),
@@ -548,7 +545,9 @@ impl Source for IcebergSource {
             keys: self.keys.clone(),
             ctx: self.ctx.clone(),
             columns,
-            out,
+            read,
+            decoded,
+            out: self.schema.clone(),
             batch_size: batch_size.max(1),
             tx: tx.clone(),
         };
@@ -601,9 +600,13 @@ struct Reader {
     cfg: IcebergSourceConfig,
     keys: BTreeMap<String, String>,
     ctx: ConnectorContext,
-    /// The columns read, in the order of `out`.
+    /// The columns read, in the order of `decoded`.
     columns: Vec<String>,
-    /// The schema of the batches sent.
+    /// Their indices in `out`.
+    read: Vec<usize>,
+    /// The schema of the batches read.
+    decoded: SchemaRef,
+    /// The schema of the batches sent (the source's, whole).
     out: SchemaRef,
     batch_size: usize,
     tx: Sender<SourceEvent>,
@@ -851,11 +854,13 @@ impl Reader {
                 if skip == n {
                     continue;
                 }
-                let batch =
-                    match bridge::batch_from_iceberg(&batch.slice(skip, n - skip), &self.out) {
-                        Ok(b) => b,
-                        Err(e) => return self.fail(t.error("read", &e)).await,
-                    };
+                let batch = bridge::batch_from_iceberg(&batch.slice(skip, n - skip), &self.decoded)
+                    .map_err(|e| t.error("read", &e))
+                    .and_then(|b| self.whole(b));
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(e) => return self.fail(e).await,
+                };
                 at.row += batch.num_rows();
                 self.send(batch, *at).await?;
             }
@@ -863,6 +868,25 @@ impl Reader {
             at.row = 0;
         }
         Ok(())
+    }
+
+    /// A batch of the columns read as one of the source's schema, the
+    /// columns not read as nulls.
+    fn whole(&self, decoded: RecordBatch) -> Result<RecordBatch> {
+        let n = decoded.num_rows();
+        let mut read = self.read.iter().zip(decoded.columns()).peekable();
+        let columns = (0..self.out.fields().len())
+            .map(|i| match read.next_if(|(at, _)| **at == i) {
+                Some((_, c)) => c.clone(),
+                None => arrow::array::new_null_array(self.out.field(i).data_type(), n),
+            })
+            .collect();
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(
+            self.out.clone(),
+            columns,
+            &opts,
+        )?)
     }
 
     async fn send(&self, batch: RecordBatch, at: At) -> std::result::Result<(), Closed> {
