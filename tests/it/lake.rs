@@ -10,18 +10,27 @@ use crate::common::{Azurite, FakeGcs, Moto, crash_and_resume_with, run_in};
 
 /// Runs `tests/lake/s3.py` against `moto`.
 pub(crate) fn s3py(moto: &Moto, args: &[&str]) -> String {
-    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/s3.py");
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let mut all = vec![endpoint.as_str()];
+    all.extend_from_slice(args);
+    lake_py("s3.py", &all)
+}
+
+/// Runs `tests/lake/SCRIPT ARGS` (the object stores' independent
+/// clients); its output.
+fn lake_py(script: &str, args: &[&str]) -> String {
+    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/lake")
+        .join(script);
     let o = std::process::Command::new(python)
-        .arg(script)
-        .arg(&endpoint)
+        .arg(path)
         .args(args)
         .output()
         .expect("python runs");
     assert!(
         o.status.success(),
-        "s3.py {args:?}: {}",
+        "{script} {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -193,19 +202,7 @@ CREATE STREAM even AS SELECT id FROM 'gs://lake/in/pq/t.parquet' WHERE v = 3 INT
 
 /// Runs `tests/lake/blob.py ARGS` (the Azure and GCS clients).
 fn blobpy(args: &[&str]) -> String {
-    let python = std::env::var("VELO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/blob.py");
-    let o = std::process::Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        o.status.success(),
-        "blob.py {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    lake_py("blob.py", args)
 }
 
 /// `blob.py ... dump`'s keys and rows.
