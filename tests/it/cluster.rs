@@ -205,7 +205,8 @@ fn an_s3_query_runs_on_the_cluster_with_its_processes_credentials() {
 /// A Delta snapshot (delta-rs, rows deleted since: the log's files only)
 /// joined with an Iceberg snapshot (pyiceberg, a copy-on-write delete) on
 /// the cluster: its executors read the snapshots' data files by URL; the
-/// answer is the one-process run's. A partitioned Delta table is refused.
+/// answer is the one-process run's; so is a partitioned Delta table's
+/// (its partition values from the log, through velo's codec).
 #[test]
 fn table_snapshots_run_on_the_cluster_with_the_local_answer() {
     use serde_json::{Value, json};
@@ -269,26 +270,93 @@ fn table_snapshots_run_on_the_cluster_with_the_local_answer() {
     assert!(o.status.success(), "{said}");
     assert!(said.contains("runs on the cluster"), "{said}");
     assert_eq!(output(), local, "the cluster's answer is the local one");
-    // a partitioned Delta table: refused, saying why
+    // a Delta table partitioned by a string and an integer (one value
+    // null): the values come from the log, typed as the table says
     let parted = dir.join("lake/parted");
-    let rows = json!([{"id": 1, "day": "d1"}]).to_string();
-    crate::delta::py(
-        &["write", parted.to_str().unwrap(), "append", &rows, "day"],
-        &[],
-    );
+    for part in 0..2 {
+        let rows: Vec<Value> = (part * 60..part * 60 + 60)
+            .map(|i| {
+                let hour = if i % 5 == 4 {
+                    Value::Null
+                } else {
+                    json!(i % 5)
+                };
+                json!({"id": i, "v": i * 2, "day": format!("d{}", i % 3), "hour": hour})
+            })
+            .collect();
+        crate::delta::py(
+            &[
+                "write",
+                parted.to_str().unwrap(),
+                "append",
+                &Value::Array(rows).to_string(),
+                "day,hour",
+            ],
+            &[],
+        );
+    }
     std::fs::write(
         dir.join("p.sql"),
-        "CREATE STREAM p AS SELECT day, COUNT(*) AS n FROM src GROUP BY day INTO out
+        "CREATE STREAM p AS SELECT day, hour, COUNT(*) AS n, SUM(v) AS v FROM src
+           WHERE day <> 'd2' GROUP BY day, hour ORDER BY day, hour INTO out
          WITH ('src.type' = 'delta_source', 'src.path' = 'lake/parted',
-               'out.type' = 'file_sink', 'out.path' = 'p.jsonl');",
+               'out.type' = 'file_sink', 'out.path' = 'p.jsonl');
+         CREATE STREAM firsts AS SELECT * FROM src WHERE id < 6 ORDER BY id INTO first
+         WITH ('src.type' = 'delta_source', 'src.path' = 'lake/parted',
+               'first.type' = 'file_sink', 'first.path' = 'first.jsonl');",
     )
     .unwrap();
-    let o = run_in(dir, &["run", "p.sql", "--cluster", &cluster.url], &[]);
-    let said = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        !o.status.success() && said.contains("partitioned table snapshot"),
-        "{said}"
+    let answers = |args: &[&str]| {
+        for f in ["p.jsonl", "first.jsonl"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let o = run_in(dir, args, &[]);
+        let said = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{said}");
+        (
+            read_text(&dir.join("p.jsonl")),
+            read_text(&dir.join("first.jsonl")),
+            said,
+        )
+    };
+    let (local_p, local_first, _) = answers(&["run", "p.sql"]);
+    let (p, first, said) = answers(&["run", "p.sql", "--cluster", &cluster.url]);
+    assert!(said.contains("runs on the cluster"), "{said}");
+    assert_eq!(p, local_p, "the cluster's answer is the local one");
+    assert_eq!(
+        first, local_first,
+        "the cluster's columns are the local ones"
     );
+    // and the local one is right: 2 days x 5 hours (one of them null)
+    let groups: Vec<Value> = p
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(groups.len(), 10, "{p}");
+    for g in &groups {
+        let day: i64 = g["day"].as_str().unwrap()[1..].parse().unwrap();
+        let hour = g["hour"].as_i64();
+        let ids: Vec<i64> = (0..120)
+            .filter(|i| i % 3 == day && (if i % 5 == 4 { None } else { Some(i % 5) }) == hour)
+            .collect();
+        assert_eq!(g["n"].as_i64(), Some(ids.len() as i64), "{g}");
+        assert_eq!(
+            g["v"].as_i64(),
+            Some(ids.iter().map(|i| i * 2).sum::<i64>()),
+            "{g}"
+        );
+    }
+    let firsts: Vec<Value> = first
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(firsts.len(), 6, "{first}");
+    assert_eq!(
+        firsts[1],
+        json!({"id": 1, "v": 2, "day": "d1", "hour": 1}),
+        "{first}"
+    );
+    assert_eq!(firsts[4]["hour"], Value::Null, "{first}");
 }
 
 /// What cannot run on a cluster is refused before anything runs, saying

@@ -76,6 +76,7 @@ def duck(path):
 
 
 def write(path, mode, rows, partition=None, schema_mode=None):
+    """`partition`: the partition columns, comma-separated."""
     from deltalake import write_deltalake
 
     t = pa.Table.from_pylist(json.loads(rows))
@@ -83,7 +84,7 @@ def write(path, mode, rows, partition=None, schema_mode=None):
         path,
         t,
         mode=mode,
-        partition_by=[partition] if partition else None,
+        partition_by=partition.split(",") if partition else None,
         schema_mode=schema_mode or None,
         storage_options=storage(path),
     )

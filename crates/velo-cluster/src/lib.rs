@@ -5,7 +5,9 @@
 //! batch query over files; the engine asks [`Ballista`] (its
 //! [`ClusterPlanner`]) for a session of the cluster with the job's sources
 //! registered as DataFusion listing tables (a Delta or Iceberg snapshot as
-//! the URLs of its data files), and plans the query there. The
+//! the URLs of its data files; a partitioned Delta snapshot as velo's
+//! table of its files with their partition values, which [`VeloCodec`]
+//! carries to the scheduler), and plans the query there. The
 //! Ballista scheduler splits the plan into stages, the executors read the
 //! files themselves and exchange shuffles between them, and the final
 //! stage's batches stream back into the `velo` process, whose sinks write
@@ -31,6 +33,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use velo_connectors::ListingSpec;
 use velo_engine::plan::ClusterPlanner;
+use velo_engine::plan::files::FileListTable;
 
 /// Plans jobs on a Ballista cluster.
 #[derive(Debug, Default)]
@@ -46,7 +49,10 @@ impl ClusterPlanner for Ballista {
         let addr = scheduler_address(url)?;
         reachable(url, addr).await?;
         let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new_with_ballista())
+            .with_config(
+                SessionConfig::new_with_ballista()
+                    .with_ballista_logical_extension_codec(Arc::new(VeloCodec::default())),
+            )
             .with_default_features()
             .build();
         let ctx = SessionContext::remote_with_state(url, state)
@@ -179,6 +185,7 @@ pub async fn scheduler(bind: SocketAddr) -> anyhow::Result<()> {
         bind_port: bind.port(),
         external_host: bind.ip().to_string(),
         override_session_builder: Some(sessions),
+        override_logical_codec: Some(Arc::new(VeloCodec::default())),
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await?;
@@ -242,6 +249,87 @@ pub async fn executor(o: ExecutorOptions) -> anyhow::Result<()> {
     );
     start_executor_process(Arc::new(config)).await?;
     Ok(())
+}
+
+/// Ballista's logical codec, plus velo's table of a snapshot's files
+/// ([`FileListTable`]: a partitioned Delta snapshot, whose partition values
+/// live in its log): the client encodes it, the scheduler decodes it and
+/// plans its scan. Every other node goes through Ballista's codec.
+#[derive(Debug, Default)]
+pub struct VeloCodec {
+    ballista: ballista_core::serde::BallistaLogicalExtensionCodec,
+}
+
+/// The first bytes of an encoded [`FileListTable`].
+const FILE_LIST: &[u8] = b"velo-file-list:";
+
+impl datafusion_proto::logical_plan::LogicalExtensionCodec for VeloCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[datafusion::logical_expr::LogicalPlan],
+        ctx: &datafusion::execution::TaskContext,
+    ) -> datafusion::error::Result<datafusion::logical_expr::Extension> {
+        self.ballista.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(
+        &self,
+        node: &datafusion::logical_expr::Extension,
+        buf: &mut Vec<u8>,
+    ) -> datafusion::error::Result<()> {
+        self.ballista.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &datafusion::common::TableReference,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        ctx: &datafusion::execution::TaskContext,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::datasource::TableProvider>> {
+        match buf.strip_prefix(FILE_LIST) {
+            Some(table) => Ok(Arc::new(FileListTable::from_bytes(table)?)),
+            None => self
+                .ballista
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &datafusion::common::TableReference,
+        node: Arc<dyn datafusion::datasource::TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> datafusion::error::Result<()> {
+        match node.downcast_ref::<FileListTable>() {
+            Some(table) => {
+                buf.extend_from_slice(FILE_LIST);
+                buf.extend_from_slice(&table.to_bytes()?);
+                Ok(())
+            }
+            None => self
+                .ballista
+                .try_encode_table_provider(table_ref, node, buf),
+        }
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &datafusion::execution::TaskContext,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::datasource::file_format::FileFormatFactory>>
+    {
+        self.ballista.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn datafusion::datasource::file_format::FileFormatFactory>,
+    ) -> datafusion::error::Result<()> {
+        self.ballista.try_encode_file_format(buf, node)
+    }
 }
 
 #[cfg(test)]

@@ -58,12 +58,6 @@ pub(crate) fn tables(
     let mut tables = Vec::new();
     for s in sources {
         match s.listing() {
-            Ok(spec) if spec.files.is_some() && !spec.partitions.is_empty() => {
-                return refuse(format!(
-                    "source '{}' is a partitioned table snapshot, whose partition values a cluster cannot read from the table's log yet",
-                    s.name()
-                ));
-            }
             Ok(spec) => tables.push((s.name().to_string(), spec)),
             Err(why) => return refuse(why),
         }

@@ -41,6 +41,40 @@ pub struct FileListTable {
     /// Where the files are (registered by the session that plans).
     store: ObjectStoreUrl,
     files: Vec<PartitionedFile>,
+    /// What it was made of, to be made again elsewhere ([`Self::to_bytes`]).
+    recipe: Recipe,
+}
+
+/// What a [`FileListTable`] is made of, as a cluster's scheduler receives
+/// it: plain data (the schemas as Arrow IPC, the files' paths, sizes and
+/// partition values as text), so nothing but the table crosses the wire.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Recipe {
+    location: String,
+    file_schema: Vec<u8>,
+    /// The partition columns, as a schema.
+    partitions: Vec<u8>,
+    columns: Option<Vec<u8>>,
+    store: String,
+    files: Vec<(String, u64, Vec<Option<String>>)>,
+}
+
+/// `schema` as Arrow IPC bytes.
+fn ipc_of(schema: &Schema) -> Vec<u8> {
+    arrow::ipc::convert::IpcSchemaEncoder::new()
+        .schema_to_fb(schema)
+        .finished_data()
+        .to_vec()
+}
+
+/// The schema [`ipc_of`] gave.
+fn schema_of(bytes: &[u8]) -> Result<Schema> {
+    let fb = arrow::ipc::root_as_schema(bytes).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "a snapshot's table received with a bad schema: {e}"
+        ))
+    })?;
+    Ok(arrow::ipc::convert::fb_to_schema(fb))
 }
 
 impl FileListTable {
@@ -96,6 +130,17 @@ impl FileListTable {
                 Ok(pf.with_partition_values(values))
             })
             .collect::<Result<Vec<_>>>()?;
+        let recipe = Recipe {
+            location: spec.location.clone(),
+            file_schema: ipc_of(&file_schema),
+            partitions: ipc_of(&Schema::new(partitions.clone())),
+            columns: spec.columns.as_ref().map(|c| ipc_of(c)),
+            store: store.as_str().to_string(),
+            files: listed
+                .iter()
+                .map(|f| (f.path.to_string(), f.size, f.partition_values.clone()))
+                .collect(),
+        };
         Ok(Self {
             schema,
             file_schema,
@@ -103,7 +148,49 @@ impl FileListTable {
             order,
             store,
             files,
+            recipe,
         })
+    }
+
+    /// The table as bytes another process makes it again from
+    /// ([`Self::from_bytes`]): a cluster's scheduler plans its scan.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&self.recipe).map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// The table [`Self::to_bytes`] gave.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let r: Recipe =
+            serde_json::from_slice(bytes).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let file_schema = Arc::new(schema_of(&r.file_schema)?);
+        let partitions = schema_of(&r.partitions)?
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        let columns = r.columns.map(|c| schema_of(&c)).transpose()?;
+        let spec = ListingSpec {
+            location: r.location,
+            format: velo_connectors::ListingFormat::Parquet,
+            file_schema: file_schema.clone(),
+            partitions,
+            store: None,
+            files: Some(
+                r.files
+                    .into_iter()
+                    .map(
+                        |(path, size, partition_values)| velo_connectors::ListedFile {
+                            path: object_store::path::Path::from(path),
+                            size,
+                            partition_values,
+                        },
+                    )
+                    .collect(),
+            ),
+            files_root: None,
+            columns: columns.map(Arc::new),
+        };
+        Self::try_new(&spec, file_schema, ObjectStoreUrl::parse(&r.store)?)
     }
 
     fn partition_names(&self) -> Vec<&str> {
@@ -287,7 +374,12 @@ mod tests {
             ObjectStoreUrl::local_filesystem(),
         )
         .unwrap();
-        ctx.register_table("t", Arc::new(all)).unwrap();
+        // as a cluster's scheduler makes it again from its bytes
+        let again = FileListTable::from_bytes(&all.to_bytes().unwrap()).unwrap();
+        assert_eq!(again.schema, all.schema);
+        let shown = |t: &FileListTable| format!("{:?} {:?}", t.files, t.store);
+        assert_eq!(shown(&again), shown(&all));
+        ctx.register_table("t", Arc::new(again)).unwrap();
         let rows = |sql: &'static str| {
             let ctx = ctx.clone();
             async move {

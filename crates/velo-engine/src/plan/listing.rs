@@ -107,9 +107,9 @@ pub fn table(
 /// `spec` as a cluster's executors read it: [`table`] of its files, or a
 /// table snapshot's listed files as a listing table of each file's URL
 /// (the scheduler and executors open them with their own stores). A
-/// snapshot with partition columns is refused: a listing table reads
-/// partition values from directories under its path, which one file's
-/// URL has none of.
+/// snapshot with partition columns is velo's table of its files instead
+/// ([`partitioned_files`]): a listing table reads partition values from
+/// directories under its path, which one file's URL has none of.
 pub fn cluster_table(spec: &ListingSpec) -> datafusion::error::Result<Arc<dyn TableProvider>> {
     let Some(files) = &spec.files else {
         return table(spec, false, None);
@@ -120,14 +120,12 @@ pub fn cluster_table(spec: &ListingSpec) -> datafusion::error::Result<Arc<dyn Ta
             spec.location
         )))
     };
-    if !spec.partitions.is_empty() {
-        return refuse(
-            "has partition columns, which a cluster cannot read from a table's log yet; run it without 'cluster' (one batch plan in this process)",
-        );
-    }
     let Some(root) = &spec.files_root else {
         return refuse("names no URL for its files");
     };
+    if !spec.partitions.is_empty() {
+        return partitioned_files(spec, files, root);
+    }
     let urls = files
         .iter()
         .map(|f| {
@@ -147,6 +145,49 @@ pub fn cluster_table(spec: &ListingSpec) -> datafusion::error::Result<Arc<dyn Ta
         .with_listing_options(options)
         .with_schema(spec.file_schema.clone());
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// A partitioned snapshot on a cluster: velo's own table of its files
+/// ([`super::files::FileListTable`]) with each file's partition values
+/// from the table's log, addressed by URL in the executors' stores. The
+/// scheduler receives it through velo's codec (`velo-cluster`) and plans
+/// its scan as the local batch plan does (files whose values fail the
+/// WHERE left out).
+fn partitioned_files(
+    spec: &ListingSpec,
+    files: &[velo_connectors::ListedFile],
+    root: &url::Url,
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    use datafusion::error::DataFusionError;
+    let mut store: Option<String> = None;
+    let mut located = Vec::with_capacity(files.len());
+    for f in files {
+        let url = root
+            .join(f.path.as_ref())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let at = format!("{}://{}", url.scheme(), url.authority());
+        if *store.get_or_insert_with(|| at.clone()) != at {
+            return Err(DataFusionError::Plan(format!(
+                "{} has data files in two stores ({at} and {})",
+                spec.location,
+                store.unwrap_or_default()
+            )));
+        }
+        let path = object_store::path::Path::from_url_path(url.path())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        located.push(velo_connectors::ListedFile { path, ..f.clone() });
+    }
+    let store = ObjectStoreUrl::parse(store.as_deref().unwrap_or("file://"))?;
+    let spec = ListingSpec {
+        files: Some(located),
+        store: None,
+        ..spec.clone()
+    };
+    Ok(Arc::new(super::files::FileListTable::try_new(
+        &spec,
+        spec.file_schema.clone(),
+        store,
+    )?))
 }
 
 /// `schema` with strings and binaries as views: Parquet's byte arrays are
