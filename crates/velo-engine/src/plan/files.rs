@@ -380,6 +380,9 @@ mod tests {
         let shown = |t: &FileListTable| format!("{:?} {:?}", t.files, t.store);
         assert_eq!(shown(&again), shown(&all));
         ctx.register_table("t", Arc::new(again)).unwrap();
+        // bytes that are not a table are an error, not a panic
+        assert!(FileListTable::from_bytes(b"{\"location\": 1}").is_err());
+        assert!(FileListTable::from_bytes(b"").is_err());
         let rows = |sql: &'static str| {
             let ctx = ctx.clone();
             async move {
