@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use iceberg::Catalog;
@@ -538,6 +538,18 @@ impl Source for IcebergSource {
         let decoded = Arc::new(self.schema.project(&read).map_err(|e| {
             ConnectorError::Internal(format!("the projection of an Iceberg source: {e}"))
         })?);
+        // the columns not read: one batch's nulls each (at most 64K rows),
+        // sliced per batch
+        let nulls = (0..self.schema.fields().len())
+            .map(|i| {
+                (!read.contains(&i)).then(|| {
+                    arrow::array::new_null_array(
+                        self.schema.field(i).data_type(),
+                        batch_size.clamp(1, 1 << 16),
+                    )
+                })
+            })
+            .collect();
         let (tx, rx) = tokio::sync::mpsc::channel(source::SOURCE_CHANNEL_CAPACITY);
         let reader = Reader {
             name: self.name.clone(),
@@ -545,8 +557,8 @@ impl Source for IcebergSource {
             keys: self.keys.clone(),
             ctx: self.ctx.clone(),
             columns,
-            read,
             decoded,
+            nulls,
             out: self.schema.clone(),
             batch_size: batch_size.max(1),
             tx: tx.clone(),
@@ -602,10 +614,10 @@ struct Reader {
     ctx: ConnectorContext,
     /// The columns read, in the order of `decoded`.
     columns: Vec<String>,
-    /// Their indices in `out`.
-    read: Vec<usize>,
     /// The schema of the batches read.
     decoded: SchemaRef,
+    /// For each column of `out` not read, a batch's worth of nulls.
+    nulls: Vec<Option<ArrayRef>>,
     /// The schema of the batches sent (the source's, whole).
     out: SchemaRef,
     batch_size: usize,
@@ -874,13 +886,26 @@ impl Reader {
     /// columns not read as nulls.
     fn whole(&self, decoded: RecordBatch) -> Result<RecordBatch> {
         let n = decoded.num_rows();
-        let mut read = self.read.iter().zip(decoded.columns()).peekable();
-        let columns = (0..self.out.fields().len())
-            .map(|i| match read.next_if(|(at, _)| **at == i) {
-                Some((_, c)) => c.clone(),
-                None => arrow::array::new_null_array(self.out.field(i).data_type(), n),
+        let mut read = decoded.columns().iter();
+        let columns = self
+            .nulls
+            .iter()
+            .enumerate()
+            .map(|(i, nulls)| match nulls {
+                Some(a) if a.len() >= n => Ok(a.slice(0, n)),
+                Some(_) => Ok(arrow::array::new_null_array(
+                    self.out.field(i).data_type(),
+                    n,
+                )),
+                None => read.next().cloned().ok_or_else(|| {
+                    ConnectorError::Internal(format!(
+                        "the Iceberg reader gave {} columns for {}",
+                        decoded.num_columns(),
+                        self.decoded.fields().len()
+                    ))
+                }),
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
         Ok(RecordBatch::try_new_with_options(
             self.out.clone(),

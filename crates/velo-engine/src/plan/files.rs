@@ -41,22 +41,21 @@ pub struct FileListTable {
     /// Where the files are (registered by the session that plans).
     store: ObjectStoreUrl,
     files: Vec<PartitionedFile>,
-    /// What it was made of, to be made again elsewhere ([`Self::to_bytes`]).
-    recipe: Recipe,
 }
 
-/// What a [`FileListTable`] is made of, as a cluster's scheduler receives
-/// it: plain data (the schemas as Arrow IPC, the files' paths, sizes and
-/// partition values as text), so nothing but the table crosses the wire.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Recipe {
-    location: String,
+/// A [`FileListTable`] as a cluster's scheduler receives it: plain data
+/// (the schemas as Arrow IPC, the files' paths and sizes, their partition
+/// values as an Arrow IPC batch of one row per file, typed as they are),
+/// so nothing but the table crosses the wire.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    schema: Vec<u8>,
     file_schema: Vec<u8>,
-    /// The partition columns, as a schema.
-    partitions: Vec<u8>,
-    columns: Option<Vec<u8>>,
+    order: Vec<usize>,
     store: String,
-    files: Vec<(String, u64, Vec<Option<String>>)>,
+    files: Vec<(String, u64)>,
+    /// An IPC stream of one batch: the partition columns, a row a file.
+    values: Vec<u8>,
 }
 
 /// `schema` as Arrow IPC bytes.
@@ -130,17 +129,6 @@ impl FileListTable {
                 Ok(pf.with_partition_values(values))
             })
             .collect::<Result<Vec<_>>>()?;
-        let recipe = Recipe {
-            location: spec.location.clone(),
-            file_schema: ipc_of(&file_schema),
-            partitions: ipc_of(&Schema::new(partitions.clone())),
-            columns: spec.columns.as_ref().map(|c| ipc_of(c)),
-            store: store.as_str().to_string(),
-            files: listed
-                .iter()
-                .map(|f| (f.path.to_string(), f.size, f.partition_values.clone()))
-                .collect(),
-        };
         Ok(Self {
             schema,
             file_schema,
@@ -148,49 +136,91 @@ impl FileListTable {
             order,
             store,
             files,
-            recipe,
         })
     }
 
     /// The table as bytes another process makes it again from
     /// ([`Self::from_bytes`]): a cluster's scheduler plans its scan.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(&self.recipe).map_err(|e| DataFusionError::External(Box::new(e)))
+        let values = Arc::new(Schema::new(self.partitions.clone()));
+        let columns = (0..self.partitions.len())
+            .map(|c| match self.files.is_empty() {
+                true => Ok(arrow::array::new_empty_array(
+                    self.partitions[c].data_type(),
+                )),
+                false => ScalarValue::iter_to_array(
+                    self.files.iter().map(|f| f.partition_values[c].clone()),
+                ),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(self.files.len()));
+        let batch = arrow::array::RecordBatch::try_new_with_options(values, columns, &opts)?;
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())?;
+        w.write(&batch)?;
+        let wire = Wire {
+            schema: ipc_of(&self.schema),
+            file_schema: ipc_of(&self.file_schema),
+            order: self.order.clone(),
+            store: self.store.as_str().to_string(),
+            files: self
+                .files
+                .iter()
+                .map(|f| (f.object_meta.location.to_string(), f.object_meta.size))
+                .collect(),
+            values: w.into_inner()?,
+        };
+        serde_json::to_vec(&wire).map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     /// The table [`Self::to_bytes`] gave.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let r: Recipe =
-            serde_json::from_slice(bytes).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let file_schema = Arc::new(schema_of(&r.file_schema)?);
-        let partitions = schema_of(&r.partitions)?
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect();
-        let columns = r.columns.map(|c| schema_of(&c)).transpose()?;
-        let spec = ListingSpec {
-            location: r.location,
-            format: velo_connectors::ListingFormat::Parquet,
-            file_schema: file_schema.clone(),
-            partitions,
-            store: None,
-            files: Some(
-                r.files
-                    .into_iter()
-                    .map(
-                        |(path, size, partition_values)| velo_connectors::ListedFile {
-                            path: object_store::path::Path::from(path),
-                            size,
-                            partition_values,
-                        },
-                    )
-                    .collect(),
-            ),
-            files_root: None,
-            columns: columns.map(Arc::new),
+        let bad = |what: String| {
+            DataFusionError::Plan(format!("a snapshot's table received with {what}"))
         };
-        Self::try_new(&spec, file_schema, ObjectStoreUrl::parse(&r.store)?)
+        let w: Wire = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let mut values =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(w.values), None)?;
+        let values = values
+            .next()
+            .transpose()?
+            .ok_or_else(|| bad("no partition values".into()))?;
+        if values.num_rows() != w.files.len() {
+            return Err(bad(format!(
+                "{} rows of partition values for {} files",
+                values.num_rows(),
+                w.files.len()
+            )));
+        }
+        let files = w
+            .files
+            .into_iter()
+            .enumerate()
+            .map(|(row, (path, size))| {
+                let values = values
+                    .columns()
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut pf = PartitionedFile::new(path.clone(), size);
+                pf.object_meta.location = object_store::path::Path::from(path);
+                Ok(pf.with_partition_values(values))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(schema_of(&w.schema)?);
+        let file_schema = Arc::new(schema_of(&w.file_schema)?);
+        let partitions: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
+        let width = file_schema.fields().len() + partitions.len();
+        if w.order.len() != schema.fields().len() || w.order.iter().any(|i| *i >= width) {
+            return Err(bad("columns that do not match its files".into()));
+        }
+        Ok(Self {
+            schema,
+            file_schema,
+            partitions,
+            order: w.order,
+            store: ObjectStoreUrl::parse(&w.store)?,
+            files,
+        })
     }
 
     fn partition_names(&self) -> Vec<&str> {

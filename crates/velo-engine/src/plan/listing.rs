@@ -179,9 +179,14 @@ fn partitioned_files(
     }
     let store = ObjectStoreUrl::parse(store.as_deref().unwrap_or("file://"))?;
     let spec = ListingSpec {
-        files: Some(located),
+        location: spec.location.clone(),
+        format: spec.format.clone(),
+        file_schema: spec.file_schema.clone(),
+        partitions: spec.partitions.clone(),
         store: None,
-        ..spec.clone()
+        files: Some(located),
+        files_root: None,
+        columns: spec.columns.clone(),
     };
     Ok(Arc::new(super::files::FileListTable::try_new(
         &spec,
