@@ -139,7 +139,8 @@ fn a_bounded_query_runs_on_a_ballista_cluster_with_the_local_answer() {
     std::fs::write(dir.join("app.sql"), APP).unwrap();
     // the answer of one process
     let o = run_in(dir, &["run", "app.sql"], &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said_locally = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said_locally}");
     let output = || take_one(dir, "out");
     let local = output();
     assert_eq!(local.lines().count(), 4, "{local}");
@@ -151,6 +152,14 @@ fn a_bounded_query_runs_on_a_ballista_cluster_with_the_local_answer() {
     assert!(said.contains("runs on the cluster"), "{said}");
     let remote = output();
     assert_eq!(remote, local, "the cluster's answer is the local one");
+    // what the executors read, as the scheduler has it from them, is what
+    // the local run read: every row of the 8 Parquet files and the 4 days
+    assert_eq!(
+        reads(&said_locally),
+        ["source days: 4 read", "source events: 22800 read"],
+        "{said_locally}"
+    );
+    assert_eq!(reads(&said), reads(&said_locally), "{said}");
     // both executors ran tasks of the job
     for i in 0..2 {
         let log = read_text(&dir.join(format!("executor-{i}.log")));
@@ -159,6 +168,14 @@ fn a_bounded_query_runs_on_a_ballista_cluster_with_the_local_answer() {
             "executor {i} ran no task:\n{log}"
         );
     }
+}
+
+/// The records read per source that a run's statistics give.
+fn reads(said: &str) -> Vec<String> {
+    said.lines()
+        .filter(|l| l.trim_start().starts_with("source ") && l.ends_with(" read"))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 /// Parquet on S3 (moto): the scheduler lists and the executors read the
@@ -247,7 +264,8 @@ fn table_snapshots_run_on_the_cluster_with_the_local_answer() {
     std::fs::write(dir.join("app.sql"), app).unwrap();
     let output = || take_one(dir, "out");
     let o = run_in(dir, &["run", "app.sql"], &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said_locally = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{said_locally}");
     let local = output();
     assert_eq!(local.lines().count(), 3, "{local}");
     // ids 40..400 whose item is not 3 (deleted from the items)
@@ -270,6 +288,17 @@ fn table_snapshots_run_on_the_cluster_with_the_local_answer() {
     assert!(o.status.success(), "{said}");
     assert!(said.contains("runs on the cluster"), "{said}");
     assert_eq!(output(), local, "the cluster's answer is the local one");
+    // each snapshot's rows read, told apart by where their files are
+    let read = reads(&said_locally);
+    assert!(
+        read.contains(&"source orders: 360 read".to_string()),
+        "{said_locally}"
+    );
+    assert!(
+        read.iter().any(|r| r.ends_with(": 7 read")),
+        "{said_locally}"
+    );
+    assert_eq!(reads(&said), read, "{said}");
     // a Delta table partitioned by a string and an integer (one value
     // null): the values come from the log, typed as the table says
     let parted = dir.join("lake/parted");

@@ -29,8 +29,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::execution_plans::DistributedQueryExec;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{GetJobMetricsParams, GetJobMetricsResult, operator_metric};
+use ballista_core::utils::{GrpcClientConfig, create_grpc_client_connection};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::protobuf::LogicalPlanNode;
 use velo_connectors::ListingSpec;
 use velo_engine::plan::ClusterPlanner;
 use velo_engine::plan::files::FileListTable;
@@ -66,6 +72,103 @@ impl ClusterPlanner for Ballista {
         }
         Ok(ctx)
     }
+
+    async fn scanned(
+        &self,
+        url: &str,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Vec<(String, u64)>, String> {
+        let Some(job) = job_of(plan) else {
+            return Ok(Vec::new());
+        };
+        let metrics = job_metrics(url, &job).await?;
+        Ok(file_scans(&metrics))
+    }
+}
+
+/// The id of the cluster job the executed `plan` ran as (its
+/// `DistributedQueryExec`), if it ran.
+fn job_of(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(q) = p.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() {
+            return q.job_id().map(|j| j.to_string());
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    None
+}
+
+/// The scheduler's record of `job`: each finished stage's operators with
+/// the metrics the executors reported.
+async fn job_metrics(url: &str, job: &str) -> Result<GetJobMetricsResult, String> {
+    let addr = scheduler_address(url)?;
+    let channel =
+        create_grpc_client_connection(format!("http://{addr}"), &GrpcClientConfig::default())
+            .await
+            .map_err(|e| format!("cannot reach the scheduler: {e}"))?;
+    SchedulerGrpcClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .get_job_metrics(GetJobMetricsParams {
+            job_id: job.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|e| {
+            format!(
+                "the scheduler did not give job {job}'s metrics: {}",
+                e.message()
+            )
+        })
+}
+
+/// The file scans among a job's operators (leaves that read files, not
+/// shuffles): each one's first file and the rows it produced over all
+/// its tasks.
+fn file_scans(metrics: &GetJobMetricsResult) -> Vec<(String, u64)> {
+    let mut scans = Vec::new();
+    for stage in &metrics.stages {
+        let ops = &stage.operators;
+        for (i, op) in ops.iter().enumerate() {
+            // operators come depth-first: a leaf is followed by no child
+            let leaf = ops.get(i + 1).is_none_or(|next| next.depth <= op.depth);
+            if !leaf || op.operator_type != "DataSourceExec" {
+                continue;
+            }
+            let Some(file) = first_file(&op.operator_desc) else {
+                continue;
+            };
+            let rows = op
+                .metrics
+                .iter()
+                .filter_map(|m| match m.metric {
+                    Some(operator_metric::Metric::OutputRows(n)) => Some(n),
+                    _ => None,
+                })
+                .sum();
+            scans.push((file, rows));
+        }
+    }
+    scans
+}
+
+/// The first file a `DataSourceExec` names in its description
+/// (`DataSourceExec: file_groups={2 groups: [[a/b.parquet:0..100, ...]]}, ...`),
+/// without its byte range.
+fn first_file(desc: &str) -> Option<String> {
+    let groups = &desc[desc.find("file_groups={")?..];
+    let first = &groups[groups.find("[[")? + 2..];
+    let end = first.find([',', ']']).unwrap_or(first.len());
+    let file = &first[..end];
+    let file = match file.rsplit_once(':') {
+        Some((path, range))
+            if range.contains("..") && range.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+        {
+            path
+        }
+        _ => file,
+    };
+    (!file.is_empty()).then(|| file.to_string())
 }
 
 /// `df://host:port` as a socket address.
@@ -345,6 +448,76 @@ mod tests {
         assert_eq!(scheduler_address("df://127.0.0.1").unwrap().port(), 50050);
         let e = scheduler_address("df://").unwrap_err();
         assert!(e.contains("df://host:port"), "{e}");
+    }
+
+    /// A job's scans are its leaf DataSourceExecs (not shuffle readers,
+    /// not an inner operator), each named by its first file, with the rows
+    /// of all its tasks.
+    #[test]
+    fn a_jobs_file_scans_are_its_leaf_data_sources() {
+        use ballista_core::serde::protobuf::{
+            JobStageMetrics, OperatorMetric, OperatorWithMetrics,
+        };
+        let op = |depth, kind: &str, desc: &str, rows: &[u64]| OperatorWithMetrics {
+            depth,
+            operator_type: kind.into(),
+            operator_desc: desc.into(),
+            metrics: rows
+                .iter()
+                .map(|n| OperatorMetric {
+                    partition: None,
+                    metric: Some(operator_metric::Metric::OutputRows(*n)),
+                })
+                .collect(),
+        };
+        let metrics = GetJobMetricsResult {
+            stages: vec![
+                JobStageMetrics {
+                    stage_id: 1,
+                    partitions: 2,
+                    operators: vec![
+                        op(0, "ShuffleWriterExec", "ShuffleWriterExec", &[7]),
+                        op(1, "HashJoinExec", "HashJoinExec: mode=Partitioned", &[7]),
+                        op(
+                            2,
+                            "DataSourceExec",
+                            "DataSourceExec: file_groups={2 groups: [[tmp/lake/day=d1/part-0.parquet:0..812, tmp/lake/day=d1/part-1.parquet], [tmp/lake/day=d2/part-0.parquet]]}, projection=[id, day], file_type=parquet",
+                            &[5000, 700],
+                        ),
+                        op(
+                            2,
+                            "DataSourceExec",
+                            "DataSourceExec: file_groups={1 group: [[tmp/days.csv]]}, projection=[day, label], file_type=csv, has_header=true",
+                            &[4],
+                        ),
+                    ],
+                },
+                JobStageMetrics {
+                    stage_id: 2,
+                    partitions: 1,
+                    operators: vec![
+                        op(0, "ShuffleWriterExec", "ShuffleWriterExec", &[4]),
+                        op(
+                            1,
+                            "ShuffleReaderExec",
+                            "ShuffleReaderExec: partitions=2",
+                            &[7],
+                        ),
+                    ],
+                },
+            ],
+        };
+        assert_eq!(
+            file_scans(&metrics),
+            vec![
+                ("tmp/lake/day=d1/part-0.parquet".to_string(), 5700),
+                ("tmp/days.csv".to_string(), 4),
+            ]
+        );
+        assert_eq!(
+            first_file("DataSourceExec: file_groups={0 groups: []}"),
+            None
+        );
     }
 
     #[tokio::test]

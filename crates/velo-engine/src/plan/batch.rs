@@ -154,6 +154,9 @@ fn register_store(
 #[derive(Debug, Clone, Default)]
 pub struct Scans {
     tables: Vec<(String, Scanned)>,
+    /// Where the plan ran when it ran on a cluster (its planner and URL):
+    /// the executors' scans are asked of it.
+    cluster: Option<(Arc<dyn super::ClusterPlanner>, String)>,
 }
 
 /// How a scan is told to be of a source.
@@ -183,36 +186,99 @@ impl Scans {
                     Ok((n.clone(), how))
                 })
                 .collect::<Result<_>>()?,
+            cluster: None,
+        })
+    }
+
+    /// The scans of `tables` on the cluster at `url`, where each source's
+    /// files are under its location, or under its snapshot's root (the
+    /// URLs the executors open them by, [`super::listing::cluster_table`]).
+    pub(crate) fn on_cluster(
+        plan: &JobPlan,
+        url: &str,
+        tables: &[(String, ListingSpec)],
+    ) -> Result<Self> {
+        let tables = tables
+            .iter()
+            .map(|(n, s)| {
+                let under = match &s.files_root {
+                    Some(root) if s.files.is_some() => ListingTableUrl::parse(root.as_str())?,
+                    _ => super::listing::url(s)?,
+                };
+                Ok((n.clone(), Scanned::Under(under)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            tables,
+            cluster: plan.engine.cluster().map(|c| (c, url.to_string())),
         })
     }
 
     /// Rows each source's scans produced in the executed `plan` (by the
-    /// files each scan read).
-    pub fn rows(&self, plan: &Arc<dyn ExecutionPlan>) -> BTreeMap<String, u64> {
+    /// files each scan read): counted in this process, or reported by the
+    /// cluster's scheduler for a plan that ran there.
+    pub async fn rows(&self, plan: &Arc<dyn ExecutionPlan>) -> BTreeMap<String, u64> {
         let mut rows = BTreeMap::new();
-        let mut stack = vec![plan.clone()];
-        while let Some(p) = stack.pop() {
-            stack.extend(p.children().into_iter().cloned());
-            let Some(scan) = p.downcast_ref::<DataSourceExec>() else {
-                continue;
-            };
-            let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
-                continue;
-            };
-            let Some(file) = config.file_groups.iter().flat_map(|g| g.files()).next() else {
-                continue;
-            };
-            let n = p
-                .metrics()
-                .and_then(|m| m.output_rows())
-                .unwrap_or_default() as u64;
-            if let Some((name, _)) = self.tables.iter().find(|(_, how)| match how {
-                Scanned::Under(url) => url.contains(&file.object_meta.location, false),
-                Scanned::In(store) => *store == config.object_store_url,
-            }) {
-                *rows.entry(name.clone()).or_default() += n;
+        let scanned = match &self.cluster {
+            None => local_scans(plan),
+            Some((cluster, url)) => match cluster.scanned(url, plan).await {
+                Ok(scans) => scans
+                    .into_iter()
+                    .map(|(path, n)| (None, object_store::path::Path::from(path), n))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("the records read on the cluster at {url} are not known: {e}");
+                    Vec::new()
+                }
+            },
+        };
+        for (store, path, n) in scanned {
+            let source = self.tables.iter().find(|(_, how)| match how {
+                Scanned::Under(url) => url.contains(&path, false),
+                Scanned::In(s) => store.as_ref() == Some(s),
+            });
+            // a cluster names a scan by its first file's path only: with
+            // one source, every scan is of it
+            let source = source.or(match (&self.cluster, self.tables.as_slice()) {
+                (Some(_), [only]) => Some(only),
+                _ => None,
+            });
+            match source {
+                Some((name, _)) => *rows.entry(name.clone()).or_default() += n,
+                None => tracing::debug!("a scan of {path} ({n} rows) is of no source"),
             }
         }
         rows
     }
+}
+
+/// The file scans of a plan run in this process: each one's store, first
+/// file and the rows it produced.
+fn local_scans(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Vec<(Option<ObjectStoreUrl>, object_store::path::Path, u64)> {
+    let mut scans = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        stack.extend(p.children().into_iter().cloned());
+        let Some(scan) = p.downcast_ref::<DataSourceExec>() else {
+            continue;
+        };
+        let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
+            continue;
+        };
+        let Some(file) = config.file_groups.iter().flat_map(|g| g.files()).next() else {
+            continue;
+        };
+        let n = p
+            .metrics()
+            .and_then(|m| m.output_rows())
+            .unwrap_or_default() as u64;
+        scans.push((
+            Some(config.object_store_url.clone()),
+            file.object_meta.location.clone(),
+            n,
+        ));
+    }
+    scans
 }

@@ -26,6 +26,15 @@ pub trait ClusterPlanner: Send + Sync + std::fmt::Debug {
         url: &str,
         tables: &[(String, ListingSpec)],
     ) -> std::result::Result<SessionContext, String>;
+
+    /// The file scans the cluster at `url` ran for the executed `plan`:
+    /// each scan's first file (its path in its store) and the rows the
+    /// scan produced, as the executors reported them to the scheduler.
+    async fn scanned(
+        &self,
+        url: &str,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) -> std::result::Result<Vec<(String, u64)>, String>;
 }
 
 /// A query planned again in another session (a cluster's, or a batch one).

@@ -227,7 +227,8 @@ async fn prepare(plan: &JobPlan, shutdown: &Shutdown, purpose: Purpose) -> Resul
         (Some(url), Some(tables), Purpose::Run) => {
             let on = super::cluster::plan(plan, url, &tables, &query).await?;
             tracing::info!(job = %plan.name, "the query runs on the cluster at {url}");
-            Some((on, super::batch::Scans::default()))
+            let scans = super::batch::Scans::on_cluster(plan, url, &tables)?;
+            Some((on, scans))
         }
         _ => match &batch_tables {
             Ok(tables) if purpose == Purpose::Run && super::batch::order_free(&planned) => {

@@ -361,7 +361,7 @@ impl JobRun {
         let Some(scans) = &self.p.scans else {
             return;
         };
-        for (name, n) in scans.rows(plan) {
+        for (name, n) in scans.rows(plan).await {
             let feed = self
                 .p
                 .streams()
