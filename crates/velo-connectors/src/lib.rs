@@ -42,7 +42,7 @@ pub use context::{BoxFuture, ConnectorContext};
 pub use error::{ConnectorError, ErrorKind, Result, io_kind};
 pub use sink::{BatchEncoder, Sink, SinkCapabilities};
 pub use source::{
-    BadRecord, ListedFile, ListingFormat, ListingSpec, Position, PositionCommitter, Pruning,
-    Source, SourceEvent, SourceReader, TransactionContext,
+    BadRecord, ListedFile, ListingFormat, ListingSpec, NullColumns, Position, PositionCommitter,
+    Pruning, Source, SourceEvent, SourceReader, TransactionContext,
 };
 pub use storage::Storage;

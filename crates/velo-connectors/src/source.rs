@@ -177,6 +177,47 @@ impl SourceReader {
     }
 }
 
+/// The columns a projection leaves out of a source's batches, as nulls (the
+/// [`Source::open`] contract: batches keep the source's full schema). One
+/// array of nulls per such column is made when the reader opens, for its
+/// batch size (at most 64K rows), and sliced for each batch; only a longer
+/// batch gets arrays of its own.
+#[derive(Debug, Clone)]
+pub struct NullColumns {
+    /// Per column of the schema: its nulls when it is not read.
+    arrays: Vec<Option<arrow::array::ArrayRef>>,
+}
+
+impl NullColumns {
+    /// For the columns of `schema` that `read` leaves out, in batches of up
+    /// to `rows` rows.
+    pub fn new(
+        schema: &arrow::datatypes::Schema,
+        read: impl Fn(usize) -> bool,
+        rows: usize,
+    ) -> Self {
+        let rows = rows.clamp(1, 1 << 16);
+        Self {
+            arrays: schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (!read(i)).then(|| arrow::array::new_null_array(f.data_type(), rows)))
+                .collect(),
+        }
+    }
+
+    /// Column `i` as `n` nulls; None for a column that is read.
+    pub fn get(&self, i: usize, n: usize) -> Option<arrow::array::ArrayRef> {
+        let a = self.arrays.get(i)?.as_ref()?;
+        Some(if a.len() >= n {
+            a.slice(0, n)
+        } else {
+            arrow::array::new_null_array(a.data_type(), n)
+        })
+    }
+}
+
 /// Channel capacity between a source thread and the engine: a few batches
 /// in flight, so reading stays bounded in memory.
 pub const SOURCE_CHANNEL_CAPACITY: usize = 4;
@@ -581,6 +622,29 @@ pub fn relaxed(schema: &arrow::datatypes::Schema) -> SchemaRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The columns left out come as nulls of their type and of the batch's
+    /// length (sliced from one array, or made for a longer batch); the
+    /// columns read have none.
+    #[test]
+    fn null_columns_fill_what_a_projection_leaves_out() {
+        use arrow::array::Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+            Field::new("c", DataType::Float64, true),
+        ]);
+        let nulls = NullColumns::new(&schema, |i| i == 1, 4);
+        assert!(nulls.get(1, 3).is_none());
+        for n in [0, 3, 4, 9] {
+            for (i, t) in [(0, DataType::Int64), (2, DataType::Float64)] {
+                let a = nulls.get(i, n).unwrap();
+                assert_eq!((a.len(), a.null_count(), a.data_type()), (n, n, &t));
+            }
+        }
+        assert!(nulls.get(3, 1).is_none(), "no such column");
+    }
 
     /// A reader thread that panics ends its source with an internal error,
     /// not with what looks like the end of the input.

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use iceberg::Catalog;
@@ -540,16 +540,8 @@ impl Source for IcebergSource {
         })?);
         // the columns not read: one batch's nulls each (at most 64K rows),
         // sliced per batch
-        let nulls = (0..self.schema.fields().len())
-            .map(|i| {
-                (!read.contains(&i)).then(|| {
-                    arrow::array::new_null_array(
-                        self.schema.field(i).data_type(),
-                        batch_size.clamp(1, 1 << 16),
-                    )
-                })
-            })
-            .collect();
+        let nulls =
+            velo_connectors::NullColumns::new(&self.schema, |i| read.contains(&i), batch_size);
         let (tx, rx) = tokio::sync::mpsc::channel(source::SOURCE_CHANNEL_CAPACITY);
         let reader = Reader {
             name: self.name.clone(),
@@ -617,7 +609,7 @@ struct Reader {
     /// The schema of the batches read.
     decoded: SchemaRef,
     /// For each column of `out` not read, a batch's worth of nulls.
-    nulls: Vec<Option<ArrayRef>>,
+    nulls: velo_connectors::NullColumns,
     /// The schema of the batches sent (the source's, whole).
     out: SchemaRef,
     batch_size: usize,
@@ -887,16 +879,9 @@ impl Reader {
     fn whole(&self, decoded: RecordBatch) -> Result<RecordBatch> {
         let n = decoded.num_rows();
         let mut read = decoded.columns().iter();
-        let columns = self
-            .nulls
-            .iter()
-            .enumerate()
-            .map(|(i, nulls)| match nulls {
-                Some(a) if a.len() >= n => Ok(a.slice(0, n)),
-                Some(_) => Ok(arrow::array::new_null_array(
-                    self.out.field(i).data_type(),
-                    n,
-                )),
+        let columns = (0..self.out.fields().len())
+            .map(|i| match self.nulls.get(i, n) {
+                Some(nulls) => Ok(nulls),
                 None => read.next().cloned().ok_or_else(|| {
                     ConnectorError::Internal(format!(
                         "the Iceberg reader gave {} columns for {}",

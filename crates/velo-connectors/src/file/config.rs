@@ -798,3 +798,20 @@ pub fn list_files(path: &str) -> std::io::Result<Vec<PathBuf>> {
     v.retain(|p| real.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The row group size the key documents (`velo config-docs`) is the
+    /// one the sink uses when the key is not given.
+    #[test]
+    fn the_documented_row_group_size_is_the_one_used() {
+        let spec = super::SINK_KEYS
+            .iter()
+            .find(|k| k.key == "row_group_size")
+            .expect("the file sink documents row_group_size");
+        assert_eq!(
+            spec.default.map(str::parse::<usize>),
+            Some(Ok(super::DEFAULT_ROW_GROUP_SIZE))
+        );
+    }
+}

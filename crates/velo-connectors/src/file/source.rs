@@ -500,6 +500,11 @@ impl Source for FileSource {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            nulls: crate::source::NullColumns::new(
+                &self.schema,
+                |i| i >= n_data || data_projection.as_ref().is_none_or(|p| p.contains(&i)),
+                cfg.batch_size,
+            ),
             cfg,
             data_schema: self.data_schema.clone(),
             data_projection,
@@ -627,6 +632,8 @@ struct Worker {
     data_schema: SchemaRef,
     /// The data columns the query reads (None: all).
     data_projection: Option<Vec<usize>>,
+    /// The data columns it does not read, as nulls.
+    nulls: crate::source::NullColumns,
     file_name_col: bool,
     row_number_col: bool,
     /// The output schema (data + metadata columns, all nullable).
@@ -654,14 +661,12 @@ impl Worker {
         let mut cols = Vec::with_capacity(self.schema.fields().len());
         let mut next = 0;
         for i in 0..n_data {
-            if self.data_projection.as_ref().is_none_or(|p| p.contains(&i)) {
-                cols.push(data.column(next).clone());
-                next += 1;
-            } else {
-                cols.push(arrow::array::new_null_array(
-                    self.schema.field(i).data_type(),
-                    n,
-                ));
+            match self.nulls.get(i, n) {
+                Some(nulls) => cols.push(nulls),
+                None => {
+                    cols.push(data.column(next).clone());
+                    next += 1;
+                }
             }
         }
         for p in &self.partitions {
