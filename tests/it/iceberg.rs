@@ -1117,3 +1117,91 @@ fn another_engines_delete_files_are_applied_when_reading_and_upserting() {
         .sum();
     assert_eq!(counted, json!([[86, total, 0]]), "DuckDB after the upsert");
 }
+
+/// Equality deletes, the merge-on-read upserts Flink writes (made here by
+/// tests/lake/iceberg.py with pyiceberg's own writers; DuckDB, which reads
+/// them, checks the table): velo reads the snapshot with them applied (on
+/// its reader; the log says why not as a batch plan), and its upserts by
+/// key keep the deleted rows deleted and bring back keys deleted before
+/// (their new rows are newer than the deletes), as DuckDB reads it.
+#[test]
+fn equality_deletes_are_applied_when_reading_and_upserting() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cat = sql_catalog(dir);
+    let rows: Vec<Value> = (0..100i64)
+        .map(|i| json!({"id": i, "k": i % 7, "v": i * 10}))
+        .collect();
+    py(
+        &cat,
+        &["write", "shop.items", &Value::Array(rows).to_string()],
+        &[],
+    );
+    py(&cat, &["eqdelete", "shop.items", "k", "3"], &[]);
+    py(&cat, &["eqdelete", "shop.items", "id", "20", "21"], &[]);
+    // the rows: none with k = 3, nor ids 20 and 21, but those upserted
+    let want = |upserted: &[i64]| -> Vec<Value> {
+        (0..100i64)
+            .filter(|i| upserted.contains(i) || (i % 7 != 3 && *i != 20 && *i != 21))
+            .map(|i| {
+                let v = if upserted.contains(&i) {
+                    1000 + i
+                } else {
+                    i * 10
+                };
+                json!({"id": i, "k": i % 7, "v": v})
+            })
+            .collect()
+    };
+    let duck = || -> Vec<Value> {
+        let mut rows: Vec<Value> =
+            serde_json::from_str(&py(&cat, &["duck", "shop.items"], &[])).unwrap();
+        rows.sort_by_key(|r| r["id"].as_i64());
+        rows
+    };
+    assert_eq!(duck(), want(&[]), "DuckDB applies the equality deletes");
+
+    // velo reads the snapshot: an aggregate per k
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS v
+               FROM 'iceberg://shop.items?{SQL_Q}' GROUP BY k INTO 'file://per_k.jsonl';"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    assert!(log.contains("has delete files"), "{log}");
+    let mut got = jsonl(&dir.join("per_k.jsonl"));
+    got.sort_by_key(|r| r["k"].as_i64());
+    let rows = want(&[]);
+    let expected: Vec<Value> = (0..7i64)
+        .filter(|k| *k != 3)
+        .map(|k| {
+            let of_k: Vec<&Value> = rows.iter().filter(|r| r["k"] == k).collect();
+            let v: i64 = of_k.iter().map(|r| r["v"].as_i64().unwrap()).sum();
+            json!({"k": k, "n": of_k.len(), "v": v})
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    // velo upserts: 5 and 22 are in the table, 17 (k = 3) and 20 deleted
+    let upserted = [5, 17, 20, 22];
+    let input: String = upserted
+        .iter()
+        .map(|i| format!("{{\"id\":{i},\"k\":{},\"v\":{}}}\n", i % 7, 1000 + i))
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, k, v FROM src INTO 'iceberg://shop.items?{SQL_Q}&merge_on=id'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');"
+        ),
+    )
+    .unwrap();
+    let (ok, log) = run(dir, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(duck(), want(&upserted), "DuckDB after the upsert");
+}

@@ -15,6 +15,10 @@ settings); its name is "default", velo's default catalog_name.
                                appends the rows, creating the table if missing
     iceberg.py delete TABLE COLUMN VALUE
                                deletes the rows where COLUMN = VALUE
+    iceberg.py eqdelete TABLE COLUMN VALUE...
+                               commits an equality-delete file of COLUMN =
+                               each VALUE (merge-on-read, as Flink writes
+                               upserts; unpartitioned tables)
     iceberg.py duckrest SQL...  runs the statements in DuckDB with the REST
                                catalog attached as `cat` (DuckDB's DELETE
                                and UPDATE write position-delete files:
@@ -135,6 +139,66 @@ def delete(name, column, value):
     print(t.current_snapshot().snapshot_id)
 
 
+def eqdelete(name, column, *values):
+    """An equality-delete file of COLUMN = each value, committed as its own
+    snapshot: the merge-on-read upserts Flink writes. pyiceberg writes no
+    such file, so it is made here with pyiceberg's own writers, as the
+    Iceberg spec lays it out: a Parquet file of the column (its field id),
+    listed in a manifest whose content is "deletes" (pyiceberg's fast
+    append, its added file the delete file, its operation "delete"); the
+    snapshot's sequence number makes it apply to rows written before it
+    only."""
+    import uuid
+
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent, ManifestWriterV2
+    from pyiceberg.schema import Schema
+    from pyiceberg.table.snapshots import Operation
+    from pyiceberg.typedef import Record
+
+    t = catalog().load_table(name)
+    field = t.schema().find_field(column)
+    arrow_schema = schema_to_pyarrow(Schema(field))
+    data = pa.Table.from_pylist([{column: int(v)} for v in values], schema=arrow_schema)
+    path = f"{t.location()}/data/eq-delete-{uuid.uuid4()}.parquet"
+    with t.io.new_output(path).create() as out:
+        pq.write_table(data, out)
+    size = len(t.io.new_input(path).open().read())
+    delete_file = DataFile.from_args(
+        content=DataFileContent.EQUALITY_DELETES,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=Record(),
+        record_count=len(values),
+        file_size_in_bytes=size,
+        equality_ids=[field.field_id],
+        spec_id=t.spec().spec_id,
+    )
+
+    class DeleteManifestWriter(ManifestWriterV2):
+        def content(self):
+            return ManifestContent.DELETES
+
+        @property
+        def _meta(self):
+            return {**super()._meta, "content": "deletes"}
+
+    with t.transaction() as tx:
+        with tx.update_snapshot().fast_append() as append:
+            def writer(spec, append=append):
+                return DeleteManifestWriter(
+                    spec, append.schema(), append.new_manifest_output(), append._snapshot_id, append._compression
+                )
+
+            append.new_manifest_writer = writer
+            # a snapshot that only adds deletes is a "delete" (Java's RowDelta)
+            append._operation = Operation.DELETE
+            append.append_data_file(delete_file)
+    t = catalog().load_table(name)
+    print(t.current_snapshot().snapshot_id)
+
+
 def duckrest(*statements):
     props = json.loads(os.environ["ICEBERG_CATALOG"])
     # the REST calls and S3 go through httpfs
@@ -158,7 +222,7 @@ def duckrest(*statements):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"read": read, "duck": duck, "write": write, "delete": delete, "duckrest": duckrest}[cmd](*args)
+    {"read": read, "duck": duck, "write": write, "delete": delete, "eqdelete": eqdelete, "duckrest": duckrest}[cmd](*args)
     sys.stdout.flush()
     # pyarrow's and DuckDB's threads can hang interpreter shutdown
     os._exit(0)
