@@ -207,6 +207,11 @@ impl NullColumns {
         }
     }
 
+    /// Whether column `i` is read (not filled with nulls).
+    pub fn is_read(&self, i: usize) -> bool {
+        self.arrays.get(i).is_none_or(Option::is_none)
+    }
+
     /// Column `i` as `n` nulls; None for a column that is read.
     pub fn get(&self, i: usize, n: usize) -> Option<arrow::array::ArrayRef> {
         let a = self.arrays.get(i)?.as_ref()?;
@@ -637,6 +642,10 @@ mod tests {
         ]);
         let nulls = NullColumns::new(&schema, |i| i == 1, 4);
         assert!(nulls.get(1, 3).is_none());
+        assert_eq!(
+            (0..3).map(|i| nulls.is_read(i)).collect::<Vec<_>>(),
+            [false, true, false]
+        );
         for n in [0, 3, 4, 9] {
             for (i, t) in [(0, DataType::Int64), (2, DataType::Float64)] {
                 let a = nulls.get(i, n).unwrap();

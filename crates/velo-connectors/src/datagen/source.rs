@@ -81,15 +81,15 @@ impl DatagenSource {
         }
     }
 
-    /// Rows `[start, start + n)` as one batch; columns outside `wanted` are
-    /// null. A sequence or timestamp column that would pass the largest
+    /// Rows `[start, start + n)` as one batch; the columns `left_out` has
+    /// are not generated but null. A sequence or timestamp column that would pass the largest
     /// value it can hold is an error, never a wrapped value.
     pub fn generate(
         cfg: &DatagenConfig,
         schema: &SchemaRef,
         start: u64,
         n: usize,
-        wanted: Option<&[usize]>,
+        left_out: Option<&crate::source::NullColumns>,
     ) -> Result<RecordBatch> {
         let seed = cfg.seed;
         let null_threshold = (cfg.null_rate * u64::MAX as f64) as u64;
@@ -103,11 +103,8 @@ impl DatagenSource {
             .iter()
             .enumerate()
             .map(|(ci, c)| -> Result<ArrayRef> {
-                if wanted.is_some_and(|w| !w.contains(&ci)) {
-                    return Ok(arrow::array::new_null_array(
-                        schema.field(ci).data_type(),
-                        n,
-                    ));
+                if let Some(nulls) = left_out.and_then(|x| x.get(ci, n)) {
+                    return Ok(nulls);
                 }
                 let ci = ci as u64;
                 Ok(match &c.kind {
@@ -237,10 +234,14 @@ impl Source for DatagenSource {
         part: usize,
         parts: usize,
     ) -> Result<SourceReader> {
-        let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
         let block = cfg.batch_size.min(batch_size.max(1)) as u64;
+        let nulls = crate::source::NullColumns::new(
+            &schema,
+            |i| projection.is_none_or(|p| p.contains(&i)),
+            block as usize,
+        );
         crate::source::generator_part(
             format!("velo-gen-{}", self.name),
             cfg.rate,
@@ -248,9 +249,7 @@ impl Source for DatagenSource {
             block,
             part,
             parts,
-            move |row, n| {
-                DatagenSource::generate(&cfg, &schema, row, n as usize, wanted.as_deref())
-            },
+            move |row, n| DatagenSource::generate(&cfg, &schema, row, n as usize, Some(&nulls)),
         )
     }
 }

@@ -337,21 +337,21 @@ impl NexmarkSource {
         }
     }
 
-    /// The rows of this table among events `[from, to)`; columns outside
-    /// `wanted` are null.
+    /// The rows of this table among events `[from, to)`; the columns
+    /// `nulls` has are not generated but null.
     pub fn generate(
         cfg: &NexmarkConfig,
         schema: &SchemaRef,
         from: u64,
         to: u64,
-        wanted: Option<&[usize]>,
+        nulls: Option<&crate::source::NullColumns>,
     ) -> Result<RecordBatch> {
         let mut cols: Vec<Col> = schema
             .fields()
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                if wanted.is_some_and(|w| !w.contains(&i)) {
+                if nulls.is_some_and(|n| !n.is_read(i)) {
                     Col::Skip
                 } else {
                     match f.data_type() {
@@ -456,9 +456,12 @@ impl NexmarkSource {
         let arrays: Vec<ArrayRef> = cols
             .into_iter()
             .zip(schema.fields())
-            .map(|(c, f)| -> ArrayRef {
+            .enumerate()
+            .map(|(i, (c, f))| -> ArrayRef {
                 match c {
-                    Col::Skip => arrow::array::new_null_array(f.data_type(), rows),
+                    Col::Skip => nulls
+                        .and_then(|n| n.get(i, rows))
+                        .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), rows)),
                     Col::Int(v) => Arc::new(Int64Array::from(v)),
                     Col::Ts(v) => Arc::new(TimestampMillisecondArray::from(v)),
                     Col::Str(mut b, _) => Arc::new(b.finish()) as Arc<StringArray>,
@@ -527,10 +530,14 @@ impl Source for NexmarkSource {
         part: usize,
         parts: usize,
     ) -> Result<SourceReader> {
-        let wanted: Option<Vec<usize>> = projection.map(<[usize]>::to_vec);
         let cfg = self.cfg.clone();
         let schema = self.schema.clone();
         let span = Self::events_for(cfg.table, cfg.batch_size.min(batch_size.max(1)));
+        let nulls = crate::source::NullColumns::new(
+            &schema,
+            |i| projection.is_none_or(|p| p.contains(&i)),
+            cfg.batch_size.min(batch_size.max(1)),
+        );
         crate::source::generator_part(
             format!("velo-nexmark-{}", self.name),
             cfg.rate,
@@ -538,7 +545,7 @@ impl Source for NexmarkSource {
             span,
             part,
             parts,
-            move |from, n| Self::generate(&cfg, &schema, from, from + n, wanted.as_deref()),
+            move |from, n| Self::generate(&cfg, &schema, from, from + n, Some(&nulls)),
         )
     }
 }
@@ -618,7 +625,8 @@ mod tests {
         let joined = arrow::compute::concat_batches(&s, &parts).unwrap();
         assert_eq!(whole, joined);
         // a projection builds only what is read
-        let some = NexmarkSource::generate(&c, &s, 0, 100, Some(&[0, 2])).unwrap();
+        let read = crate::source::NullColumns::new(&s, |i| [0, 2].contains(&i), 64);
+        let some = NexmarkSource::generate(&c, &s, 0, 100, Some(&read)).unwrap();
         assert_eq!(some.column(4).null_count(), some.num_rows());
         assert_eq!(some.column(2), &whole.column(2).slice(0, some.num_rows()));
     }
