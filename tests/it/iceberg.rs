@@ -1005,6 +1005,57 @@ fn a_bounded_iceberg_aggregate_runs_as_one_batch_plan() {
     assert_eq!(n, 599, "{batch}");
 }
 
+/// Runs an aggregate per `k` over the table `shop.items` of the catalog
+/// `keys` into `per_k.jsonl`: whether it succeeded, and its log.
+fn read_per_k(dir: &Path, keys: &str, env: &[(String, String)]) -> (bool, String) {
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS v
+               FROM 'iceberg://shop.items?{keys}' GROUP BY k INTO 'file://per_k.jsonl';"
+        ),
+    )
+    .unwrap();
+    run(dir, env)
+}
+
+/// The rows of a JSON Lines file ordered by the integer column `by`.
+fn jsonl_by(path: &Path, by: &str) -> Vec<Value> {
+    let mut rows = jsonl(path);
+    rows.sort_by_key(|r| r[by].as_i64());
+    rows
+}
+
+/// What [`read_per_k`] writes for a table holding `rows` (`id`, `k`, `v`).
+fn per_k(rows: &[Value]) -> Vec<Value> {
+    (0..7i64)
+        .filter_map(|k| {
+            let of_k: Vec<&Value> = rows.iter().filter(|r| r["k"] == k).collect();
+            let v: i64 = of_k.iter().map(|r| r["v"].as_i64().unwrap()).sum();
+            (!of_k.is_empty()).then(|| json!({"k": k, "n": of_k.len(), "v": v}))
+        })
+        .collect()
+}
+
+/// An application that upserts the rows of `ids` (`k` = id % 7, `v` =
+/// 1000 + id, from `in.jsonl`) by `id` into `shop.items` of the catalog
+/// `keys`.
+fn upsert_app(dir: &Path, keys: &str, ids: &[i64]) {
+    let input: String = ids
+        .iter()
+        .map(|i| format!("{{\"id\":{i},\"k\":{},\"v\":{}}}\n", i % 7, 1000 + i))
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), input).unwrap();
+    std::fs::write(
+        dir.join("app.sql"),
+        format!(
+            "CREATE STREAM up AS SELECT id, k, v FROM src INTO 'iceberg://shop.items?{keys}&merge_on=id'
+             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');"
+        ),
+    )
+    .unwrap();
+}
+
 /// Another engine's merge-on-read table: DuckDB's iceberg extension
 /// creates a table through SeaweedFS's REST catalog, then DELETEs and
 /// UPDATEs rows (position-delete files, the data files left as written).
@@ -1059,51 +1110,18 @@ fn another_engines_delete_files_are_applied_when_reading_and_upserting() {
     );
 
     // velo reads the snapshot: an aggregate per k
-    std::fs::write(
-        dir.join("app.sql"),
-        format!(
-            "CREATE STREAM per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS v
-               FROM 'iceberg://shop.items?{}' GROUP BY k INTO 'file://per_k.jsonl';",
-            rest_keys(&weed)
-        ),
-    )
-    .unwrap();
-    let (ok, log) = run(dir, &env);
+    let (ok, log) = read_per_k(dir, &rest_keys(&weed), &env);
     assert!(ok, "{log}");
     assert!(
         log.contains("rather than planning it as a batch query")
             && log.contains("has delete files"),
         "{log}"
     );
-    let mut got = jsonl(&dir.join("per_k.jsonl"));
-    got.sort_by_key(|r| r["k"].as_i64());
-    let rows = want(&[]);
-    let expected: Vec<Value> = (0..7i64)
-        .filter(|k| *k != 3)
-        .map(|k| {
-            let of_k: Vec<&Value> = rows.iter().filter(|r| r["k"] == k).collect();
-            let v: i64 = of_k.iter().map(|r| r["v"].as_i64().unwrap()).sum();
-            json!({"k": k, "n": of_k.len(), "v": v})
-        })
-        .collect();
-    assert_eq!(got, expected);
+    assert_eq!(jsonl_by(&dir.join("per_k.jsonl"), "k"), per_k(&want(&[])));
 
     // velo upserts five keys into the table DuckDB deleted from
     let upserted = [1, 7, 8, 9, 11];
-    let input: String = upserted
-        .iter()
-        .map(|i| format!("{{\"id\":{i},\"k\":{},\"v\":{}}}\n", i % 7, 1000 + i))
-        .collect();
-    std::fs::write(dir.join("in.jsonl"), input).unwrap();
-    std::fs::write(
-        dir.join("app.sql"),
-        format!(
-            "CREATE STREAM up AS SELECT id, k, v FROM src INTO 'iceberg://shop.items?{}&merge_on=id'
-             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');",
-            rest_keys(&weed)
-        ),
-    )
-    .unwrap();
+    upsert_app(dir, &rest_keys(&weed), &upserted);
     let t = run_on_weed(&weed, dir, "shop.items");
     assert_eq!(
         sorted(&t["rows"]),
@@ -1162,45 +1180,14 @@ fn equality_deletes_are_applied_when_reading_and_upserting() {
     assert_eq!(duck(), want(&[]), "DuckDB applies the equality deletes");
 
     // velo reads the snapshot: an aggregate per k
-    std::fs::write(
-        dir.join("app.sql"),
-        format!(
-            "CREATE STREAM per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS v
-               FROM 'iceberg://shop.items?{SQL_Q}' GROUP BY k INTO 'file://per_k.jsonl';"
-        ),
-    )
-    .unwrap();
-    let (ok, log) = run(dir, &[]);
+    let (ok, log) = read_per_k(dir, SQL_Q, &[]);
     assert!(ok, "{log}");
     assert!(log.contains("has delete files"), "{log}");
-    let mut got = jsonl(&dir.join("per_k.jsonl"));
-    got.sort_by_key(|r| r["k"].as_i64());
-    let rows = want(&[]);
-    let expected: Vec<Value> = (0..7i64)
-        .filter(|k| *k != 3)
-        .map(|k| {
-            let of_k: Vec<&Value> = rows.iter().filter(|r| r["k"] == k).collect();
-            let v: i64 = of_k.iter().map(|r| r["v"].as_i64().unwrap()).sum();
-            json!({"k": k, "n": of_k.len(), "v": v})
-        })
-        .collect();
-    assert_eq!(got, expected);
+    assert_eq!(jsonl_by(&dir.join("per_k.jsonl"), "k"), per_k(&want(&[])));
 
     // velo upserts: 5 and 22 are in the table, 17 (k = 3) and 20 deleted
     let upserted = [5, 17, 20, 22];
-    let input: String = upserted
-        .iter()
-        .map(|i| format!("{{\"id\":{i},\"k\":{},\"v\":{}}}\n", i % 7, 1000 + i))
-        .collect();
-    std::fs::write(dir.join("in.jsonl"), input).unwrap();
-    std::fs::write(
-        dir.join("app.sql"),
-        format!(
-            "CREATE STREAM up AS SELECT id, k, v FROM src INTO 'iceberg://shop.items?{SQL_Q}&merge_on=id'
-             WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl');"
-        ),
-    )
-    .unwrap();
+    upsert_app(dir, SQL_Q, &upserted);
     let (ok, log) = run(dir, &[]);
     assert!(ok, "{log}");
     assert_eq!(duck(), want(&upserted), "DuckDB after the upsert");
