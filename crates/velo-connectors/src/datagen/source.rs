@@ -82,8 +82,9 @@ impl DatagenSource {
     }
 
     /// Rows `[start, start + n)` as one batch; the columns `left_out` has
-    /// are not generated but null. A sequence or timestamp column that would pass the largest
-    /// value it can hold is an error, never a wrapped value.
+    /// are not generated but null. A sequence or timestamp column that
+    /// would pass the largest value it can hold is an error, never a
+    /// wrapped value.
     pub fn generate(
         cfg: &DatagenConfig,
         schema: &SchemaRef,
