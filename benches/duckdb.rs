@@ -67,16 +67,19 @@ fn duckdb(query: &str, rows: u64) -> f64 {
         "import duckdb, resource\n\
          c = duckdb.connect()\n\
          c.execute('SET threads = 1')\n\
+         c.execute('SET enable_progress_bar = false')\n\
          u = resource.getrusage(resource.RUSAGE_SELF)\n\
          c.execute({query:?})\n\
          v = resource.getrusage(resource.RUSAGE_SELF)\n\
          print(v.ru_utime - u.ru_utime + v.ru_stime - u.ru_stime)\n"
     );
-    let cpu: f64 = common::python(&script, "duckdb")
-        .join("")
-        .trim()
-        .parse()
-        .unwrap();
+    // the last line: the CPU time (nothing else should print, but a
+    // progress bar or a warning once made the joined output unparsable)
+    let said = common::python(&script, "duckdb");
+    let cpu: f64 = said
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("DuckDB's helper printed no CPU time: {said:?}"));
     rows as f64 / cpu
 }
 
