@@ -212,6 +212,20 @@ impl NullColumns {
         self.arrays.get(i).is_none_or(Option::is_none)
     }
 
+    /// The columns of a batch of `n` rows of the whole schema: the columns
+    /// read (`read`, in schema order) with the nulls of the others between
+    /// them; None when `read` holds fewer columns than are read.
+    pub fn widen(
+        &self,
+        read: &[arrow::array::ArrayRef],
+        n: usize,
+    ) -> Option<Vec<arrow::array::ArrayRef>> {
+        let mut read = read.iter();
+        (0..self.arrays.len())
+            .map(|i| self.get(i, n).or_else(|| read.next().cloned()))
+            .collect()
+    }
+
     /// Column `i` as `n` nulls; None for a column that is read.
     pub fn get(&self, i: usize, n: usize) -> Option<arrow::array::ArrayRef> {
         let a = self.arrays.get(i)?.as_ref()?;
@@ -653,6 +667,16 @@ mod tests {
             }
         }
         assert!(nulls.get(3, 1).is_none(), "no such column");
+        // the column read goes between the nulls; too few columns: None
+        let b: arrow::array::ArrayRef =
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["x"; 5]));
+        let wide = nulls.widen(std::slice::from_ref(&b), 5).unwrap();
+        assert_eq!(wide.len(), 3);
+        assert_eq!(
+            (wide[0].null_count(), &wide[1], wide[2].null_count()),
+            (5, &b, 5)
+        );
+        assert!(nulls.widen(&[], 5).is_none());
     }
 
     /// A reader thread that panics ends its source with an internal error,

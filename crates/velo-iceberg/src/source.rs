@@ -538,8 +538,6 @@ impl Source for IcebergSource {
         let decoded = Arc::new(self.schema.project(&read).map_err(|e| {
             ConnectorError::Internal(format!("the projection of an Iceberg source: {e}"))
         })?);
-        // the columns not read: one batch's nulls each (at most 64K rows),
-        // sliced per batch
         let nulls =
             velo_connectors::NullColumns::new(&self.schema, |i| read.contains(&i), batch_size);
         let (tx, rx) = tokio::sync::mpsc::channel(source::SOURCE_CHANNEL_CAPACITY);
@@ -608,7 +606,7 @@ struct Reader {
     columns: Vec<String>,
     /// The schema of the batches read.
     decoded: SchemaRef,
-    /// For each column of `out` not read, a batch's worth of nulls.
+    /// The columns of `out` not read, as nulls.
     nulls: velo_connectors::NullColumns,
     /// The schema of the batches sent (the source's, whole).
     out: SchemaRef,
@@ -878,19 +876,13 @@ impl Reader {
     /// columns not read as nulls.
     fn whole(&self, decoded: RecordBatch) -> Result<RecordBatch> {
         let n = decoded.num_rows();
-        let mut read = decoded.columns().iter();
-        let columns = (0..self.out.fields().len())
-            .map(|i| match self.nulls.get(i, n) {
-                Some(nulls) => Ok(nulls),
-                None => read.next().cloned().ok_or_else(|| {
-                    ConnectorError::Internal(format!(
-                        "the Iceberg reader gave {} columns for {}",
-                        decoded.num_columns(),
-                        self.decoded.fields().len()
-                    ))
-                }),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let columns = self.nulls.widen(decoded.columns(), n).ok_or_else(|| {
+            ConnectorError::Internal(format!(
+                "the Iceberg reader gave {} columns for {}",
+                decoded.num_columns(),
+                self.decoded.fields().len()
+            ))
+        })?;
         let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
         Ok(RecordBatch::try_new_with_options(
             self.out.clone(),

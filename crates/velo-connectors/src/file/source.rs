@@ -501,8 +501,8 @@ impl Source for FileSource {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             nulls: crate::source::NullColumns::new(
-                &self.schema,
-                |i| i >= n_data || data_projection.as_ref().is_none_or(|p| p.contains(&i)),
+                &self.data_schema,
+                |i| data_projection.as_ref().is_none_or(|p| p.contains(&i)),
                 cfg.batch_size,
             ),
             cfg,
@@ -657,18 +657,14 @@ impl Worker {
     /// partition and metadata columns.
     fn output(&self, data: RecordBatch, file: &Entry, rows: &[u64]) -> Result<RecordBatch> {
         let n = data.num_rows();
-        let n_data = self.data_schema.fields().len();
-        let mut cols = Vec::with_capacity(self.schema.fields().len());
-        let mut next = 0;
-        for i in 0..n_data {
-            match self.nulls.get(i, n) {
-                Some(nulls) => cols.push(nulls),
-                None => {
-                    cols.push(data.column(next).clone());
-                    next += 1;
-                }
-            }
-        }
+        let mut cols = self.nulls.widen(data.columns(), n).ok_or_else(|| {
+            ConnectorError::Internal(format!(
+                "file source '{}': the decoder gave {} columns, fewer than the query reads",
+                self.name,
+                data.num_columns()
+            ))
+        })?;
+        cols.reserve(self.schema.fields().len() - cols.len());
         for p in &self.partitions {
             let value = file.partitions.iter().find(|(k, _)| k == p).map(|(_, v)| v);
             cols.push(Arc::new(arrow::array::StringArray::from_iter(

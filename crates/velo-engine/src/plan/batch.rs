@@ -224,7 +224,11 @@ impl Scans {
             Some((cluster, url)) => match cluster.scanned(url, plan).await {
                 Ok(scans) => scans
                     .into_iter()
-                    .map(|(path, n)| (None, object_store::path::Path::from(path), n))
+                    // the path as the scan shows it: already encoded
+                    .map(|(path, n)| {
+                        let parsed = object_store::path::Path::parse(&path);
+                        (None, parsed.unwrap_or_else(|_| path.into()), n)
+                    })
                     .collect(),
                 Err(e) => {
                     tracing::warn!("the records read on the cluster at {url} are not known: {e}");
