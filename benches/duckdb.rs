@@ -16,10 +16,18 @@
 //! or arrow-csv reading the same file into batches on this thread, nothing
 //! else): its rate bounds what velo can reach while it keeps those
 //! decoders, and `overhead` is the share of velo's CPU time spent beyond
-//! decoding (the engine, the sink, the hand-offs between threads). Run it
-//! on an otherwise idle machine: under
-//! load a multi-threaded process's CPU time inflates. `BENCH_ROWS` and
-//! `BENCH_BRC_ROWS` change the sizes; an argument filters by scenario.
+//! decoding. That overhead is split in two by a third velo run, the
+//! pass-through: the same source and columns into a `blackhole` sink, no
+//! filter, no aggregate, no file written. `pipeline` is what velo adds
+//! around the decoder (splitting the file, the decoding threads, the
+//! hand-offs to the engine and the sink, the job's setup): the
+//! pass-through's CPU beyond the decoder's; `query` is the query's own
+//! work (DataFusion's filter, projection or aggregate, the Parquet or CSV
+//! writer): velo's CPU beyond the pass-through's. Both are shares of
+//! velo's CPU per row and add up to `overhead`. Run it on an otherwise
+//! idle machine: under load a multi-threaded process's CPU time inflates.
+//! `BENCH_ROWS` and `BENCH_BRC_ROWS` change the sizes; an argument filters
+//! by scenario.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -157,6 +165,11 @@ fn main() {
                 orders.display()
             ),
             format!(
+                "SELECT order_id, customer_id, amount, status FROM orders
+                 INTO bh WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'bh.type' = 'blackhole');",
+                orders.display()
+            ),
+            format!(
                 "COPY (SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM read_json('{}', format = 'newline_delimited',
                    columns = {{order_id: 'BIGINT', customer_id: 'BIGINT', amount: 'DOUBLE', status: 'VARCHAR', region: 'VARCHAR', ts: 'BIGINT'}})
                    WHERE amount > 100 AND status <> 'CANCELLED') TO '{o}/duckdb.parquet' (FORMAT parquet)",
@@ -176,6 +189,12 @@ fn main() {
                 brc.display()
             ),
             format!(
+                "SELECT station, t FROM m INTO bh
+                 WITH ('m.type' = 'file_source', 'm.path' = '{}', 'm.format' = 'csv', 'm.has_headers' = 'false',
+                       'm.delimiter' = ';', 'm.schema' = 'station VARCHAR, t DOUBLE', 'bh.type' = 'blackhole');",
+                brc.display()
+            ),
+            format!(
                 "COPY (SELECT station, MIN(t) AS mn, AVG(t) AS mean, MAX(t) AS mx FROM read_csv('{}', delim = ';', header = false,
                    columns = {{station: 'VARCHAR', t: 'DOUBLE'}}) GROUP BY station) TO '{o}/duckdb.csv' (HEADER)",
                 brc.display()
@@ -187,7 +206,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<18} {:>12} {:>14} {:>14} {:>12} {:>14} {:>14} {:>9}",
+        "{:<18} {:>12} {:>14} {:>14} {:>12} {:>14} {:>14} {:>14} {:>9} {:>9} {:>9}",
         "scenario",
         "rows",
         "velo",
@@ -195,9 +214,12 @@ fn main() {
         "velo/DuckDB",
         "decoder alone",
         "decoder/DuckDB",
-        "overhead"
+        "pass-through",
+        "overhead",
+        "pipeline",
+        "query"
     );
-    for (name, n, decoder, input, velo_sql, duck_sql) in &scenarios {
+    for (name, n, decoder, input, velo_sql, pass_sql, duck_sql) in &scenarios {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
@@ -206,20 +228,27 @@ fn main() {
         } else {
             orders_jsonl(&orders, rows);
         }
-        let (mut v, mut d, mut a) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut v, mut d, mut a, mut p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             v.push(velo(velo_sql, out.path(), *n));
             d.push(duckdb(duck_sql, *n));
             a.push(decoder_only(*decoder, input, *n));
+            p.push(velo(pass_sql, out.path(), *n));
         }
-        let (v, d, a) = (median(v), median(d), median(a));
-        // CPU per row beyond decoding, as a share of velo's CPU per row
+        let (v, d, a, p) = (median(v), median(d), median(a), median(p));
+        // CPU per row beyond decoding, as a share of velo's CPU per row,
+        // and its two parts: the pass-through's beyond decoding, velo's
+        // beyond the pass-through's
         let overhead = 1.0 - v / a;
+        let pipeline = v / p - v / a;
+        let query = 1.0 - v / p;
         println!(
-            "{name:<18} {n:>12} {v:>14.0} {d:>14.0} {:>11.2}x {a:>14.0} {:>13.2}x {:>8.0}%",
+            "{name:<18} {n:>12} {v:>14.0} {d:>14.0} {:>11.2}x {a:>14.0} {:>13.2}x {p:>14.0} {:>8.0}% {:>8.0}% {:>8.0}%",
             v / d,
             a / d,
-            overhead * 100.0
+            overhead * 100.0,
+            pipeline * 100.0,
+            query * 100.0
         );
     }
 }
