@@ -153,6 +153,17 @@ fn main() {
     let o = out.path().display();
     let orders = root.join(format!("orders_{rows}.jsonl"));
     let brc = root.join(format!("measurements_{brc_rows}.txt"));
+    // each scenario's source, shared by the query and its pass-through
+    // (the same columns into a blackhole sink)
+    let orders_src = format!(
+        "'orders.type' = 'file_source', 'orders.path' = '{}'",
+        orders.display()
+    );
+    let brc_src = format!(
+        "'m.type' = 'file_source', 'm.path' = '{}', 'm.format' = 'csv', 'm.has_headers' = 'false',
+         'm.delimiter' = ';', 'm.schema' = 'station VARCHAR, t DOUBLE'",
+        brc.display()
+    );
     let scenarios = [
         (
             "jsonl_to_parquet",
@@ -161,13 +172,10 @@ fn main() {
             &orders,
             format!(
                 "SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM orders WHERE amount > 100 AND status <> 'CANCELLED'
-                 INTO pq WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'pq.type' = 'file_sink', 'pq.path' = '{o}/velo.parquet');",
-                orders.display()
+                 INTO pq WITH ({orders_src}, 'pq.type' = 'file_sink', 'pq.path' = '{o}/velo.parquet');"
             ),
             format!(
-                "SELECT order_id, customer_id, amount, status FROM orders
-                 INTO bh WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'bh.type' = 'blackhole');",
-                orders.display()
+                "SELECT order_id, customer_id, amount, status FROM orders INTO bh WITH ({orders_src}, 'bh.type' = 'blackhole');"
             ),
             format!(
                 "COPY (SELECT order_id, customer_id, amount * 1.1 AS gross, status FROM read_json('{}', format = 'newline_delimited',
@@ -183,17 +191,9 @@ fn main() {
             &brc,
             format!(
                 "SELECT station, MIN(t) AS mn, AVG(t) AS mean, MAX(t) AS mx FROM m GROUP BY station INTO out
-                 WITH ('m.type' = 'file_source', 'm.path' = '{}', 'm.format' = 'csv', 'm.has_headers' = 'false',
-                       'm.delimiter' = ';', 'm.schema' = 'station VARCHAR, t DOUBLE',
-                       'out.type' = 'file_sink', 'out.path' = '{o}/velo.csv');",
-                brc.display()
+                 WITH ({brc_src}, 'out.type' = 'file_sink', 'out.path' = '{o}/velo.csv');"
             ),
-            format!(
-                "SELECT station, t FROM m INTO bh
-                 WITH ('m.type' = 'file_source', 'm.path' = '{}', 'm.format' = 'csv', 'm.has_headers' = 'false',
-                       'm.delimiter' = ';', 'm.schema' = 'station VARCHAR, t DOUBLE', 'bh.type' = 'blackhole');",
-                brc.display()
-            ),
+            format!("SELECT station, t FROM m INTO bh WITH ({brc_src}, 'bh.type' = 'blackhole');"),
             format!(
                 "COPY (SELECT station, MIN(t) AS mn, AVG(t) AS mean, MAX(t) AS mx FROM read_csv('{}', delim = ';', header = false,
                    columns = {{station: 'VARCHAR', t: 'DOUBLE'}}) GROUP BY station) TO '{o}/duckdb.csv' (HEADER)",

@@ -212,18 +212,24 @@ impl NullColumns {
         self.arrays.get(i).is_none_or(Option::is_none)
     }
 
+    /// How many columns are read.
+    pub fn read_count(&self) -> usize {
+        self.arrays.iter().filter(|a| a.is_none()).count()
+    }
+
     /// The columns of a batch of `n` rows of the whole schema: the columns
     /// read (`read`, in schema order) with the nulls of the others between
-    /// them; None when `read` holds fewer columns than are read.
+    /// them; None when `read` holds more or fewer columns than are read.
     pub fn widen(
         &self,
         read: &[arrow::array::ArrayRef],
         n: usize,
     ) -> Option<Vec<arrow::array::ArrayRef>> {
         let mut read = read.iter();
-        (0..self.arrays.len())
+        let wide = (0..self.arrays.len())
             .map(|i| self.get(i, n).or_else(|| read.next().cloned()))
-            .collect()
+            .collect::<Option<Vec<_>>>()?;
+        read.next().is_none().then_some(wide)
     }
 
     /// Column `i` as `n` nulls; None for a column that is read.
@@ -677,6 +683,10 @@ mod tests {
             (5, &b, 5)
         );
         assert!(nulls.widen(&[], 5).is_none());
+        assert!(
+            nulls.widen(&[b.clone(), b.clone()], 5).is_none(),
+            "too many"
+        );
     }
 
     /// A reader thread that panics ends its source with an internal error,

@@ -659,9 +659,10 @@ impl Worker {
         let n = data.num_rows();
         let mut cols = self.nulls.widen(data.columns(), n).ok_or_else(|| {
             ConnectorError::Internal(format!(
-                "file source '{}': the decoder gave {} columns, fewer than the query reads",
+                "file source '{}': the decoder gave {} columns, not the {} the query reads",
                 self.name,
-                data.num_columns()
+                data.num_columns(),
+                self.nulls.read_count()
             ))
         })?;
         cols.reserve(self.schema.fields().len() - cols.len());
