@@ -147,6 +147,8 @@ struct Span {
     lines: u64,
     /// A bound of its longest line (JSON).
     longest: usize,
+    /// Records it holds.
+    records: usize,
 }
 
 /// What decoding a unit gives: batches, the line of each good record (if
@@ -154,10 +156,12 @@ struct Span {
 pub(crate) type Decoded = (Vec<RecordBatch>, Vec<u64>, Vec<Rejected>);
 
 /// Splits a byte stream into units of complete records (quote-aware for
-/// CSV). The stream is read in segments of a few megabytes and each unit is
-/// a slice of its segment, shared with the decoding threads without a copy:
-/// a unit may end early at its segment's last complete record, and only a
-/// record cut by the segment's end is carried into the next one (copied).
+/// CSV). The stream is read in segments of about [`UNITS_PER_SEGMENT`]
+/// units (sized from the records read so far, between [`MIN_SEGMENT`] and
+/// [`MAX_SEGMENT`] bytes) and each unit is a slice of its segment, shared
+/// with the decoding threads without a copy: a unit may end early at its
+/// segment's last complete record, and only a record cut by the segment's
+/// end is carried into the next one (copied).
 pub(crate) struct UnitSplitter<R: Read> {
     r: R,
     /// The current segment; `seg[pos..]` is unread.
@@ -169,10 +173,40 @@ pub(crate) struct UnitSplitter<R: Read> {
     fmt: LineFormat,
     /// Buffers of segments no unit holds any more.
     spare: Spare,
+    /// How the next segment's size is chosen.
+    sizing: Sizing,
+    /// Bytes and records of the units cut so far.
+    cut: (usize, usize),
 }
 
-/// Bytes read into a segment at a time (beside the record carried over).
-const SEGMENT: usize = 4 << 20;
+/// How many bytes a segment reads (beside the record carried over).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sizing {
+    /// About [`UNITS_PER_SEGMENT`] units of the records seen so far.
+    Adaptive,
+    /// Always this many (tests: segment ends at known offsets).
+    #[cfg(test)]
+    Fixed(usize),
+}
+
+/// Bytes read into a segment at most (records of ~64 bytes and more).
+const MAX_SEGMENT: usize = 4 << 20;
+
+/// Bytes read into a segment at least.
+const MIN_SEGMENT: usize = 256 << 10;
+
+/// The first segment's size, before any record's length is known: a unit
+/// of records up to ~100 bytes fits (JSON Lines of 8,192 orders: ~800 KB).
+const FIRST_SEGMENT: usize = 1 << 20;
+
+/// Units a segment holds, once the records' length is known. Each segment
+/// ends with a unit cut short and carries a cut record over, so a segment
+/// holds several units; but short records need no 4 MB segments (1BRC's
+/// 17-byte lines: 8 units of 8,192 are ~1.1 MB), which keeps the buffers
+/// a file source holds (up to [`SPARE_BUFFERS`] kept and a few in use)
+/// small. (Measured on 1BRC: no CPU difference beyond this VM's noise
+/// against 4 MB segments; benches/RESULTS.md, 2026-12-07.)
+const UNITS_PER_SEGMENT: usize = 8;
 
 /// Bytes whose newlines are counted at once when cutting units.
 const BLOCK: usize = 512;
@@ -188,39 +222,42 @@ struct Spare(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 const SPARE_BUFFERS: usize = 4;
 
 impl Spare {
-    /// An empty buffer for `capacity` bytes, a kept one if there is one
-    /// (a new one has room for a carried record of up to 256 KB, so that
-    /// it fits the next segments too).
-    fn take(&self, capacity: usize) -> Vec<u8> {
+    /// A buffer of at least `len` (initialized) bytes, a kept one if there
+    /// is one (a new one has a sixteenth more room, for the record carried
+    /// over, so that it fits the next segments too). Kept buffers stay
+    /// initialized, so that a segment is read with one `read` call into
+    /// its whole length instead of `read_to_end`'s growing ones (which go
+    /// through the file's `BufReader` and copy the bytes twice).
+    fn take(&self, len: usize) -> Vec<u8> {
         let kept = self.0.lock().ok().and_then(|mut v| v.pop());
-        let mut buf = kept.unwrap_or_default();
-        if buf.capacity() < capacity {
-            buf.reserve(capacity.max(SEGMENT + SEGMENT / 16 + 1));
+        match kept {
+            Some(buf) if buf.len() >= len => buf,
+            _ => vec![0; len + len / 16],
         }
-        buf
     }
 }
 
-/// A segment's buffer, handed back to its [`Spare`] when dropped.
+/// A segment's buffer, handed back to its [`Spare`] when dropped; the
+/// segment is its first `len` bytes.
 struct SegmentBuf {
     buf: Vec<u8>,
+    len: usize,
     spare: Spare,
 }
 
 impl AsRef<[u8]> for SegmentBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.len]
     }
 }
 
 impl Drop for SegmentBuf {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
+        let buf = std::mem::take(&mut self.buf);
         // one record longer than a segment made it big: not kept
-        if buf.capacity() > 2 * SEGMENT {
+        if buf.len() > 2 * MAX_SEGMENT {
             return;
         }
-        buf.clear();
         if let Ok(mut kept) = self.spare.0.lock() {
             if kept.len() < SPARE_BUFFERS {
                 kept.push(buf);
@@ -239,6 +276,33 @@ impl<R: Read> UnitSplitter<R> {
             line: 1,
             fmt,
             spare: Spare::default(),
+            sizing: Sizing::Adaptive,
+            cut: (0, 0),
+        }
+    }
+
+    /// A splitter whose segments read `segment` bytes each.
+    #[cfg(test)]
+    fn with_segment(r: R, fmt: LineFormat, segment: usize) -> Self {
+        Self {
+            sizing: Sizing::Fixed(segment),
+            ..Self::new(r, fmt)
+        }
+    }
+
+    /// Bytes the next segment reads, for units of up to `max` records:
+    /// [`UNITS_PER_SEGMENT`] units of the records cut so far.
+    fn segment_len(&self, max: usize) -> usize {
+        let (bytes, records) = self.cut;
+        match self.sizing {
+            #[cfg(test)]
+            Sizing::Fixed(n) => n,
+            Sizing::Adaptive if records == 0 => FIRST_SEGMENT,
+            Sizing::Adaptive => (bytes / records)
+                .max(1)
+                .saturating_mul(max)
+                .saturating_mul(UNITS_PER_SEGMENT)
+                .clamp(MIN_SEGMENT, MAX_SEGMENT),
         }
     }
 
@@ -254,6 +318,7 @@ impl<R: Read> UnitSplitter<R> {
             end,
             lines,
             longest,
+            records,
         }) = self.next_unit(max)?
         else {
             return Ok(None);
@@ -266,6 +331,10 @@ impl<R: Read> UnitSplitter<R> {
         };
         self.pos = end;
         self.line += lines;
+        self.cut = (
+            self.cut.0.saturating_add(end - start),
+            self.cut.1.saturating_add(records),
+        );
         Ok(Some(unit))
     }
 
@@ -296,9 +365,9 @@ impl<R: Read> UnitSplitter<R> {
         // so far (exact for lines that cross a block's edge)
         let mut line_start = self.pos;
         let mut longest = 0usize;
-        // the end of the last complete record, with the lines and the
-        // longest line up to it
-        let mut complete: Option<(usize, u64, usize)> = None;
+        // the end of the last complete record, with the lines, the
+        // longest line and the records up to it
+        let mut complete: Option<(usize, u64, usize, usize)> = None;
         loop {
             // counted blocks
             while !in_quote && records < max {
@@ -325,7 +394,7 @@ impl<R: Read> UnitSplitter<R> {
                     line_start = scan + last + 1;
                     records += n;
                     lines += n as u64;
-                    complete = Some((line_start, lines, longest));
+                    complete = Some((line_start, lines, longest, records));
                 }
                 scan += BLOCK;
             }
@@ -343,7 +412,7 @@ impl<R: Read> UnitSplitter<R> {
                         line_start = scan + i + 1;
                         lines += 1;
                         records += 1;
-                        complete = Some((line_start, lines, longest));
+                        complete = Some((line_start, lines, longest, records));
                         if records == max {
                             break;
                         }
@@ -360,7 +429,7 @@ impl<R: Read> UnitSplitter<R> {
                             longest = longest.max(scan + i - line_start);
                             line_start = scan + i + 1;
                             records += 1;
-                            complete = Some((line_start, lines, longest));
+                            complete = Some((line_start, lines, longest, records));
                             if records == max {
                                 break;
                             }
@@ -372,11 +441,12 @@ impl<R: Read> UnitSplitter<R> {
             if records < max && scan < self.seg.len() {
                 continue;
             }
-            let span = |(end, lines, longest)| Span {
+            let span = |(end, lines, longest, records)| Span {
                 start: self.pos,
                 end,
                 lines,
                 longest,
+                records,
             };
             if records == max || (!self.eof && complete.is_some()) {
                 return Ok(complete.map(span));
@@ -385,34 +455,48 @@ impl<R: Read> UnitSplitter<R> {
                 // the rest, a record left open by a quote included (the
                 // last line ends with a newline: `refill` adds it)
                 let end = self.seg.len();
-                return Ok(
-                    (end > self.pos).then(|| span((end, lines, longest.max(end - line_start))))
-                );
+                let longest = longest.max(end - line_start);
+                // a record left open counts as one
+                let records = records + usize::from(end > line_start);
+                return Ok((end > self.pos).then(|| span((end, lines, longest, records))));
             }
             // not one complete record: the next segment, this one's
             // partial record carried over
             scan -= self.pos;
             line_start -= self.pos;
-            self.refill()?;
+            self.refill(max)?;
         }
     }
 
     /// Starts a new segment with the unread part of the current one and up
-    /// to `SEGMENT` more bytes; at end of input, a last line without a
-    /// newline gets one.
-    fn refill(&mut self) -> std::io::Result<()> {
+    /// to [`Self::segment_len`] more bytes; at end of input, a last line
+    /// without a newline gets one.
+    fn refill(&mut self, max: usize) -> std::io::Result<()> {
+        let len = self.segment_len(max);
         let tail = &self.seg[self.pos..];
-        let mut v = self.spare.take(tail.len() + SEGMENT + 1);
-        v.extend_from_slice(tail);
-        let n = (&mut self.r).take(SEGMENT as u64).read_to_end(&mut v)?;
-        if n < SEGMENT {
+        let want = tail.len() + len;
+        // room for the newline added at the end of input
+        let mut v = self.spare.take(want + 1);
+        v[..tail.len()].copy_from_slice(tail);
+        let mut filled = tail.len();
+        while filled < want {
+            match self.r.read(&mut v[filled..want]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled < want {
             self.eof = true;
-            if v.last().is_some_and(|b| *b != b'\n') {
-                v.push(b'\n');
+            if filled > 0 && v[filled - 1] != b'\n' {
+                v[filled] = b'\n';
+                filled += 1;
             }
         }
         self.seg = Bytes::from_owner(SegmentBuf {
             buf: v,
+            len: filled,
             spare: self.spare.clone(),
         });
         self.pos = 0;
@@ -646,6 +730,9 @@ mod tests {
         quote: b'"',
     };
 
+    /// The segment size of the tests that need to know where segments end.
+    const SEGMENT: usize = 64 << 10;
+
     #[test]
     fn units_end_between_records_even_inside_quoted_newlines() {
         let text = "a,1\n\"b\nc\",2\nd,3\n";
@@ -677,11 +764,11 @@ mod tests {
         // a last line without a newline
         let mut text = String::new();
         let mut n = 0u64;
-        while text.len() < 3 * SEGMENT {
+        while text.len() < 3 * MAX_SEGMENT {
             text.push_str(&format!("{{\"k\":\"{n}\"}}\n"));
             n += 1;
         }
-        text.push_str(&format!("{{\"k\":\"{}\"}}\n", "x".repeat(SEGMENT + 10)));
+        text.push_str(&format!("{{\"k\":\"{}\"}}\n", "x".repeat(MAX_SEGMENT + 10)));
         text.push_str("{\"k\":\"last\"}");
         n += 2;
         let mut s = UnitSplitter::new(Trickle(text.as_bytes()), LineFormat::Json);
@@ -732,7 +819,7 @@ mod tests {
             line += newlines;
             text.push_str(&rec);
         }
-        let mut s = UnitSplitter::new(Trickle(text.as_bytes()), fmt);
+        let mut s = UnitSplitter::with_segment(Trickle(text.as_bytes()), fmt, SEGMENT);
         let (mut all, mut at, mut line) = (Vec::<u8>::new(), 0usize, 1u64);
         while let Some(u) = s.next(max).unwrap() {
             assert_eq!(u.first_line, line);
@@ -772,7 +859,8 @@ mod tests {
     #[test]
     fn a_segments_buffer_is_reused_once_its_units_are_decoded() {
         let text = "{\"k\":\"abc\"}\n".repeat(3 * SEGMENT / 12);
-        let mut s = UnitSplitter::new(Trickle(text.as_bytes()), LineFormat::Json);
+        let json = LineFormat::Json;
+        let mut s = UnitSplitter::with_segment(Trickle(text.as_bytes()), json, SEGMENT);
         let first = s.next(usize::MAX).unwrap().unwrap();
         let second = s.next(usize::MAX).unwrap().unwrap();
         assert_ne!(first.bytes.as_ptr(), second.bytes.as_ptr());
@@ -789,7 +877,7 @@ mod tests {
         // `"b\nc",2` starts four bytes before the first segment's end
         let mut text = "a,1\n".repeat(SEGMENT / 4 - 1);
         text.push_str("\"b\nc\",2\nd,3\n");
-        let mut s = UnitSplitter::new(Trickle(text.as_bytes()), CSV);
+        let mut s = UnitSplitter::with_segment(Trickle(text.as_bytes()), CSV, SEGMENT);
         let mut units = Vec::new();
         while let Some(u) = s.next(100_000).unwrap() {
             units.push(u);
@@ -806,6 +894,110 @@ mod tests {
         );
         let all: Vec<u8> = units.iter().flat_map(|u| u.bytes.to_vec()).collect();
         assert_eq!(all, text.into_bytes());
+    }
+
+    /// Interrupted every other call, then failing for good after `fail_at`
+    /// bytes (if any).
+    struct Flaky<'a> {
+        text: &'a [u8],
+        calls: usize,
+        fail_at: Option<usize>,
+        read: usize,
+    }
+
+    impl Read for Flaky<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if self.fail_at.is_some_and(|at| self.read >= at) {
+                return Err(std::io::Error::other("the disk went away"));
+            }
+            let k = buf.len().min(5000).min(self.text.len());
+            buf[..k].copy_from_slice(&self.text[..k]);
+            self.text = &self.text[k..];
+            self.read += k;
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn a_read_interrupted_is_retried_and_a_failed_one_is_an_error() {
+        let text = "a,1\n".repeat(3 * SEGMENT / 4);
+        let r = Flaky {
+            text: text.as_bytes(),
+            calls: 0,
+            fail_at: None,
+            read: 0,
+        };
+        let mut s = UnitSplitter::with_segment(r, CSV, SEGMENT);
+        let mut all = Vec::new();
+        while let Some(u) = s.next(1000).unwrap() {
+            all.extend_from_slice(&u.bytes);
+        }
+        assert_eq!(all, text.as_bytes());
+        let r = Flaky {
+            text: text.as_bytes(),
+            calls: 0,
+            fail_at: Some(SEGMENT + 7),
+            read: 0,
+        };
+        let mut s = UnitSplitter::with_segment(r, CSV, SEGMENT);
+        let err = loop {
+            match s.next(1000) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the failed read ended the input quietly"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.to_string(), "the disk went away");
+    }
+
+    /// The segments read after the first hold about
+    /// [`UNITS_PER_SEGMENT`] units of the records seen, within bounds, and
+    /// the units still cover the input (a record longer than the learnt
+    /// segment included).
+    #[test]
+    fn segments_are_sized_from_the_records_length() {
+        let json = format!("{{\"k\":\"{}\"}}\n", "x".repeat(86));
+        let cases: [(&str, LineFormat, usize, usize); 3] = [
+            // 1BRC's lines: 8 units of 8,192 records in about 1 MB
+            (
+                "Station123;-12.3\n",
+                CSV,
+                8192,
+                17 * 8192 * UNITS_PER_SEGMENT,
+            ),
+            // JSON Lines of 95 bytes: capped
+            (&json, LineFormat::Json, 8192, MAX_SEGMENT),
+            // tiny records, small units: at least the floor
+            ("1\n", CSV, 100, MIN_SEGMENT),
+        ];
+        for (record, fmt, max, want) in cases {
+            let mut text = record.repeat(3 * MAX_SEGMENT / record.len());
+            text.push_str(&format!("{}\n", "y".repeat(MAX_SEGMENT + 1)));
+            let mut s = UnitSplitter::new(Trickle(text.as_bytes()), fmt);
+            assert_eq!(s.segment_len(max), FIRST_SEGMENT, "before any record");
+            // a header first: a unit of one record
+            let mut all = s.next(1).unwrap().unwrap().bytes.to_vec();
+            // the length of each segment read
+            let mut segments = vec![s.seg.len()];
+            while let Some(u) = s.next(max).unwrap() {
+                all.extend_from_slice(&u.bytes);
+                // a segment's first unit starts where it does
+                if u.bytes.as_ptr() == s.seg.as_ptr() {
+                    segments.push(s.seg.len());
+                }
+            }
+            assert_eq!(all, text.as_bytes(), "{record:?}");
+            assert_eq!(segments[0], FIRST_SEGMENT, "{record:?}");
+            // the second one: its size and the record carried into it
+            assert!(
+                (want..want + record.len()).contains(&segments[1]),
+                "{record:?}: {segments:?}, want {want}"
+            );
+        }
     }
 
     #[test]
