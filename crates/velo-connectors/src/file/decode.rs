@@ -180,7 +180,7 @@ pub(crate) struct UnitSplitter<R: Read> {
 }
 
 /// How many bytes a segment reads (beside the record carried over).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 enum Sizing {
     /// About [`UNITS_PER_SEGMENT`] units of the records seen so far.
     Adaptive,
@@ -896,13 +896,24 @@ mod tests {
         assert_eq!(all, text.into_bytes());
     }
 
-    /// Interrupted every other call, then failing for good after `fail_at`
-    /// bytes (if any).
+    /// A [`Trickle`] interrupted every other call, failing for good once
+    /// `fail_at` bytes are read (if set).
     struct Flaky<'a> {
-        text: &'a [u8],
+        inner: Trickle<'a>,
         calls: usize,
         fail_at: Option<usize>,
         read: usize,
+    }
+
+    impl<'a> Flaky<'a> {
+        fn new(text: &'a str, fail_at: Option<usize>) -> Self {
+            Self {
+                inner: Trickle(text.as_bytes()),
+                calls: 0,
+                fail_at,
+                read: 0,
+            }
+        }
     }
 
     impl Read for Flaky<'_> {
@@ -914,9 +925,7 @@ mod tests {
             if self.fail_at.is_some_and(|at| self.read >= at) {
                 return Err(std::io::Error::other("the disk went away"));
             }
-            let k = buf.len().min(5000).min(self.text.len());
-            buf[..k].copy_from_slice(&self.text[..k]);
-            self.text = &self.text[k..];
+            let k = self.inner.read(buf)?;
             self.read += k;
             Ok(k)
         }
@@ -925,25 +934,14 @@ mod tests {
     #[test]
     fn a_read_interrupted_is_retried_and_a_failed_one_is_an_error() {
         let text = "a,1\n".repeat(3 * SEGMENT / 4);
-        let r = Flaky {
-            text: text.as_bytes(),
-            calls: 0,
-            fail_at: None,
-            read: 0,
-        };
-        let mut s = UnitSplitter::with_segment(r, CSV, SEGMENT);
+        let mut s = UnitSplitter::with_segment(Flaky::new(&text, None), CSV, SEGMENT);
         let mut all = Vec::new();
         while let Some(u) = s.next(1000).unwrap() {
             all.extend_from_slice(&u.bytes);
         }
         assert_eq!(all, text.as_bytes());
-        let r = Flaky {
-            text: text.as_bytes(),
-            calls: 0,
-            fail_at: Some(SEGMENT + 7),
-            read: 0,
-        };
-        let mut s = UnitSplitter::with_segment(r, CSV, SEGMENT);
+        let flaky = Flaky::new(&text, Some(SEGMENT + 7));
+        let mut s = UnitSplitter::with_segment(flaky, CSV, SEGMENT);
         let err = loop {
             match s.next(1000) {
                 Ok(Some(_)) => {}
