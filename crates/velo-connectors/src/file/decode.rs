@@ -469,11 +469,13 @@ impl<R: Read> UnitSplitter<R> {
     }
 
     /// Starts a new segment with the unread part of the current one and up
-    /// to [`Self::segment_len`] more bytes; at end of input, a last line
-    /// without a newline gets one.
+    /// to [`Self::segment_len`] more bytes, or as many as that part holds
+    /// if it is longer (a record longer than a segment is then copied a
+    /// logarithmic number of times, not once per segment it spans); at end
+    /// of input, a last line without a newline gets one.
     fn refill(&mut self, max: usize) -> std::io::Result<()> {
-        let len = self.segment_len(max);
         let tail = &self.seg[self.pos..];
+        let len = self.segment_len(max).max(tail.len());
         let want = tail.len() + len;
         // room for the newline added at the end of input
         let mut v = self.spare.take(want + 1);
@@ -894,6 +896,23 @@ mod tests {
         );
         let all: Vec<u8> = units.iter().flat_map(|u| u.bytes.to_vec()).collect();
         assert_eq!(all, text.into_bytes());
+    }
+
+    #[test]
+    fn a_record_longer_than_a_segment_doubles_the_segments_it_is_read_into() {
+        let long = format!("{}\n", "x".repeat(1 << 20));
+        let text = format!("{long}{}", "a,1\n".repeat(SEGMENT));
+        let mut s = UnitSplitter::with_segment(Trickle(text.as_bytes()), CSV, SEGMENT);
+        let first = s.next(10).unwrap().unwrap();
+        assert_eq!(&first.bytes[..long.len()], long.as_bytes());
+        // read 64 KB more per segment, it would end within 64 KB after
+        // the record; doubled, it reads well past it
+        assert!(s.seg.len() > long.len() + SEGMENT, "{}", s.seg.len());
+        let mut all = first.bytes.to_vec();
+        while let Some(u) = s.next(10).unwrap() {
+            all.extend_from_slice(&u.bytes);
+        }
+        assert_eq!(all, text.as_bytes());
     }
 
     /// A [`Trickle`] interrupted every other call, failing for good once
